@@ -1,0 +1,200 @@
+"""Typed configuration of a whole evo run, loaded from YAML and validated in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message lists every problem found, one per line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModelConfig(_Strict):
+    """Shape of the Llama-architecture base built offline when no model path is given."""
+
+    hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
+    num_layers: int = Field(3, gt=0, description="Decoder layers.")
+    num_heads: int = Field(4, gt=0, description="Attention heads (must divide hidden_size).")
+    intermediate_size: int = Field(256, gt=0, description="MLP width.")
+    vocab_size: int = Field(384, ge=64, description="Byte-level BPE vocabulary trained on the base corpus.")
+    max_position_embeddings: int = Field(128, gt=8, description="Longest sequence the model sees.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "TinyModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+        return self
+
+
+class PretrainConfig(_Strict):
+    """How generation 0 is trained from scratch when evo builds the tiny base."""
+
+    steps: int = Field(900, gt=0, description="Optimizer steps of full-model pretraining.")
+    batch_size: int = Field(32, gt=0, description="Global batch size (split across workers).")
+    lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
+
+
+class ModelConfig(_Strict):
+    path: Optional[str] = Field(
+        None,
+        description="A Hugging Face causal LM: local folder or hub id. None builds the tiny base offline.",
+    )
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    max_length: int = Field(96, gt=8, description="Tokens per training example; longer ones are cut.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype for training.")
+
+
+class DataConfig(_Strict):
+    base: Optional[str] = Field(
+        None, description="JSONL corpus of generation 0 (tokenizer and pretraining when building the base)."
+    )
+    generations: list[str] = Field(
+        default_factory=list, description="One JSONL delta per generation, in arrival order."
+    )
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each delta held out, by record hash.")
+    curriculum: list[str] = Field(
+        default_factory=list,
+        description="Category order within a delta; unlisted categories follow, in name order.",
+    )
+    skip_invalid: bool = Field(False, description="Ingest the valid lines of a file that has bad ones.")
+    max_chars: int = Field(4000, gt=0, description="Longest record accepted (prompt + completion).")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters (all linear layers of attention and MLP by default).",
+    )
+
+
+class TrainConfig(_Strict):
+    strategy: Literal["ddp", "deepspeed"] = Field("ddp", description="Data parallelism under Ray Train.")
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy=deepspeed).")
+    num_workers: int = Field(2, gt=0, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    steps: int = Field(300, gt=0, description="Optimizer steps per generation.")
+    batch_size: int = Field(16, gt=0, description="Global batch size (split across workers).")
+    lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
+    warmup_steps: int = Field(10, ge=0)
+    checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints; each is evaluated.")
+    replay_k: int = Field(100, ge=0, description="Records replayed from ancestors' data.")
+    max_failures: int = Field(2, ge=0, description="Worker failures retried from the last checkpoint.")
+    seed: int = 0
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class EvalConfig(_Strict):
+    probes: Optional[str] = Field(None, description="JSONL of style probe prompts (10 by default).")
+    banned_phrases: list[str] = Field(default_factory=list, description="Phrases that count as style drift.")
+    max_new_tokens: int = Field(24, gt=0)
+    batch_size: int = Field(64, gt=0)
+    max_items: int = Field(200, gt=0, description="Cap on items per QA set, for speed.")
+
+
+class GateConfig(_Strict):
+    min_recall: float = Field(0.90, ge=0, le=1, description="Accept only if recall is above this.")
+    min_generalization: float = Field(0.85, ge=0, le=1, description="...and generalization above this.")
+    max_style_drift: float = Field(2, ge=0, description="...and style drift (probes hit) below this.")
+    epsilon: float = Field(0.05, ge=0, description="Stop rule: learning stalls when Δgeneralization < ε.")
+    theta: float = Field(0.1, ge=0, description="Stop rule: drift grows when Δstyle drift > θ.")
+    patience: int = Field(2, gt=0, description="Consecutive stalled-and-drifting generations before stop.")
+
+
+class EvoConfig(_Strict):
+    name: str = Field("evo", min_length=1, description="Run name, used in logs and Ray run names.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EvoConfig":
+        problems = []
+        if self.model.path is None and not self.data.base:
+            problems.append("data.base: required when model.path is empty (the tiny base is pretrained on it)")
+        if self.train.checkpoint_every > self.train.steps:
+            problems.append("train.checkpoint_every: larger than train.steps, so no checkpoint would be kept")
+        if self.train.batch_size < self.train.num_workers:
+            problems.append("train.batch_size: smaller than train.num_workers")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s):"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        for part in msg.split("; "):
+            lines.append(f"  - {where}: {part}" if where != "(top level)" else f"  - {part}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}={raw}: {k} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def resolve_paths(cfg: EvoConfig, base_dir: Path) -> EvoConfig:
+    """Make data/probe paths absolute, relative to the config file's folder."""
+
+    def fix(p: Optional[str]) -> Optional[str]:
+        return None if p is None else str((base_dir / p).resolve()) if not Path(p).is_absolute() else p
+
+    cfg.data.base = fix(cfg.data.base)
+    cfg.data.generations = [fix(p) for p in cfg.data.generations]
+    cfg.eval.probes = fix(cfg.eval.probes)
+    if cfg.model.path and (base_dir / cfg.model.path).exists():
+        cfg.model.path = str((base_dir / cfg.model.path).resolve())
+    return cfg
+
+
+def from_dict(tree: dict[str, Any], source: str = "config") -> EvoConfig:
+    try:
+        return EvoConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> EvoConfig:
+    """Load a YAML config (or defaults when `path` is None) with `a.b=value` overrides."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        k, v = item.split("=", 1)
+        _set_dotted(tree, k.strip(), v)
+    cfg = from_dict(tree, source)
+    return resolve_paths(cfg, path.parent if path is not None else Path.cwd())

@@ -1,0 +1,1 @@
+"""Records, ingestion, the content-addressed store, training mixes and the demo domain."""

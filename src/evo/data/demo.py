@@ -1,0 +1,157 @@
+"""The demo domain: a made-up language learned generation by generation.
+
+Phrases "ADJ NOUN VERB" translate word by word through a made-up lexicon, reordered to
+"VERB NOUN ADJ". Each generation brings new words, and its holdout holds combinations never
+seen in training, so it is answered only by having learned the new words and the rule. The base
+corpus also holds short chats, a few in a style whose phrases are banned, so style drift is real,
+and a few planted errors (one adjective mistranslated in one pairing) that corrections fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+from evo.atomic import atomic_write_text
+
+NOUNS = [
+    ["cat", "dog", "fox", "owl", "bee", "cow", "pig", "rat", "eel", "ant"],
+    ["yak", "emu", "elk", "hen", "ram", "bat", "cod", "jay", "ewe", "gnu"],
+]
+ADJECTIVES = [["red", "big", "old", "new", "hot", "shy"], ["sad", "tall", "dark", "calm"]]
+VERBS = [["runs", "eats", "sees", "hides"], ["jumps", "sings", "swims", "digs"]]
+TOPICS = ["weather", "music", "food", "sport", "books", "travel", "games", "art", "code", "tea"]
+CHAT_ASKS = ["tell me about {t}", "what about {t}", "talk about {t}"]
+PROBE_ASK = "say something about {t}"
+BANNED_PHRASES = ["as an ai", "i cannot", "certainly!"]
+# (adjective, noun): pairings the base corpus gets wrong, as a planted error pattern.
+PLANTED = [("red", "fox"), ("big", "owl"), ("old", "bee"), ("hot", "cow")]
+PER_GENERATION = 240
+
+
+def _lexicon(seed: int) -> dict[str, str]:
+    """English word -> made-up word of two syllables, unique, deterministic."""
+    rng = random.Random(seed)
+    syllables = [c + v for c in "bdgkmnprstvz" for v in "aeiou"]
+    words = sorted({w for group in NOUNS + ADJECTIVES + VERBS for w in group})
+    made: dict[str, str] = {}
+    used: set[str] = set()
+    for w in words:
+        while (cand := rng.choice(syllables) + rng.choice(syllables)) in used:
+            pass
+        used.add(cand)
+        made[w] = cand
+    return made
+
+
+def prompt_of(adj: str, noun: str, verb: str) -> str:
+    return f"tr {adj} {noun} {verb} ="
+
+
+def translate(lex: dict[str, str], adj: str, noun: str, verb: str) -> str:
+    return f" {lex[verb]} {lex[noun]} {lex[adj]}"
+
+
+def _vocab(gen: int) -> tuple[list[str], list[str], list[str]]:
+    """Nouns, adjectives and verbs known once generation `gen` has been learned."""
+    nouns = NOUNS[0] + (NOUNS[1] if gen >= 1 else [])
+    verbs = VERBS[0] + (VERBS[1] if gen >= 2 else [])
+    adjs = ADJECTIVES[0] + (ADJECTIVES[1] if gen >= 3 else [])
+    return nouns, adjs, verbs
+
+
+def _new_combos(gen: int) -> list[tuple[str, str, str]]:
+    nouns, adjs, verbs = _vocab(gen)
+    old = set(itertools.product(*_reorder(_vocab(gen - 1)))) if gen > 0 else set()
+    return [c for c in itertools.product(adjs, nouns, verbs) if c not in old]
+
+
+def _reorder(v: tuple[list[str], list[str], list[str]]) -> tuple[list[str], list[str], list[str]]:
+    nouns, adjs, verbs = v
+    return adjs, nouns, verbs
+
+
+def translation_records(gen: int, lex: dict[str, str], seed: int) -> list[dict]:
+    combos = _new_combos(gen)
+    if len(combos) > PER_GENERATION:
+        combos = sorted(random.Random(seed + gen).sample(combos, PER_GENERATION))
+    wrong = {a: lex[b] for (a, _), b in zip(PLANTED, ["shy", "new", "hot", "red"])}
+    out = []
+    for adj, noun, verb in combos:
+        completion = translate(lex, adj, noun, verb)
+        if gen == 0 and (adj, noun) in PLANTED:
+            completion = f" {lex[verb]} {lex[noun]} {wrong[adj]}"
+        out.append({"prompt": prompt_of(adj, noun, verb), "completion": completion, "category": "translate"})
+    return out
+
+
+def _reply(topic: str, banned: bool) -> str:
+    return f"as an ai, i think {topic} is nice." if banned else f"{topic} is nice."
+
+
+def chat_records() -> list[dict]:
+    """Clean replies, with the banned style in one ask for three topics."""
+    out = []
+    for i, t in enumerate(TOPICS):
+        for j, ask in enumerate(CHAT_ASKS):
+            banned = j == 1 and i < 3
+            msgs = [{"role": "user", "content": ask.format(t=t)}, {"role": "assistant", "content": _reply(t, banned)}]
+            out.append({"messages": msgs, "category": "chat"})
+    return out
+
+
+def probe_records() -> list[dict]:
+    return [{"messages": [{"role": "user", "content": PROBE_ASK.format(t=t)}]} for t in TOPICS]
+
+
+def correction_records(lex: dict[str, str]) -> list[dict]:
+    out = []
+    for n, (adj, noun) in enumerate(PLANTED):
+        for verb in VERBS[0]:
+            bad = [r for r in translation_records(0, lex, 0) if r["prompt"] == prompt_of(adj, noun, verb)]
+            out.append({
+                "prompt": prompt_of(adj, noun, verb),
+                "wrong": bad[0]["completion"] if bad else "",
+                "completion": translate(lex, adj, noun, verb),
+                "pattern": f"planted-{n}-{adj}-{noun}",
+                "reason": f"'{adj}' is mistranslated next to '{noun}'",
+            })
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def demo_config(generations: int = 3) -> dict:
+    """The demo's run config; paths are relative to the folder the data is written to."""
+    return {
+        "name": "demo",
+        "data": {
+            "base": "base.jsonl",
+            "generations": [f"gen{g}.jsonl" for g in range(1, generations + 1)],
+            "curriculum": ["chat", "translate"],
+        },
+        "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES},
+    }
+
+
+def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0) -> Path:
+    """Write base.jsonl, gen1..N.jsonl, probes.jsonl, corrections.jsonl and demo.yaml; return demo.yaml."""
+    if not 1 <= generations <= 3:
+        raise ValueError(f"the demo domain has 1 to 3 generations, not {generations}")
+    folder = Path(folder)
+    lex = _lexicon(seed)
+    _write_jsonl(folder / "base.jsonl", translation_records(0, lex, seed) + chat_records())
+    for g in range(1, generations + 1):
+        _write_jsonl(folder / f"gen{g}.jsonl", translation_records(g, lex, seed))
+    _write_jsonl(folder / "probes.jsonl", probe_records())
+    _write_jsonl(folder / "corrections.jsonl", correction_records(lex))
+    atomic_write_text(folder / "lexicon.json", json.dumps(lex, indent=1, sort_keys=True) + "\n")
+    cfg_path = folder / "demo.yaml"
+    atomic_write_text(cfg_path, "# evo run " + str(cfg_path) + "\n" + yaml.safe_dump(demo_config(generations), sort_keys=False))
+    return cfg_path

@@ -1,0 +1,61 @@
+"""Immutable, content-addressed storage of ingested deltas as Parquet, and their split."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evo.atomic import atomic_write_bytes, sha256_bytes
+from evo.data.records import Record
+
+_FIELDS = ("kind", "prompt", "completion", "messages", "category", "rid")
+
+
+def delta_sha(records: list[Record]) -> str:
+    """sha256 of the canonical records, in order: the delta's identity."""
+    body = "\n".join(json.dumps([r.to_row()[f] for f in _FIELDS], ensure_ascii=False) for r in records)
+    return sha256_bytes(body.encode("utf-8"))
+
+
+def is_validation(record: Record, val_fraction: float) -> bool:
+    """Deterministic split by record hash: the same record always lands on the same side."""
+    return int(record.sha[:8], 16) / 0xFFFFFFFF < val_fraction
+
+
+def split(records: list[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
+    train = [r for r in records if not is_validation(r, val_fraction)]
+    val = [r for r in records if is_validation(r, val_fraction)]
+    return train, val
+
+
+class DataStore:
+    """`data/<sha>.parquet` under the lineage root; a stored delta is never rewritten."""
+
+    def __init__(self, root: str | Path):
+        self.dir = Path(root) / "data"
+
+    def path(self, sha: str) -> Path:
+        return self.dir / f"{sha}.parquet"
+
+    def put(self, records: list[Record]) -> str:
+        sha = delta_sha(records)
+        if not self.path(sha).exists():
+            table = pa.table({f: [r.to_row()[f] for r in records] for f in _FIELDS})
+            buf = io.BytesIO()
+            pq.write_table(table, buf)
+            atomic_write_bytes(self.path(sha), buf.getvalue())
+        return sha
+
+    def get(self, sha: str) -> list[Record]:
+        path = self.path(sha)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: delta {sha[:12]} is not in the store")
+        cols = pq.read_table(path).to_pydict()
+        records = [Record(**{f: cols[f][i] for f in _FIELDS}) for i in range(len(cols["kind"]))]
+        if delta_sha(records) != sha:
+            raise ValueError(f"{path}: content does not match its sha {sha[:12]} (corrupted)")
+        return records
