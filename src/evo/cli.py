@@ -1,0 +1,131 @@
+"""`evo ...`: one table of verbs, each a short function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from evo.config import ConfigError, load_config
+
+DEFAULT_ROOT = "lineage"
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Attach to a cluster when given an address (or RAY_ADDRESS); otherwise start Ray in-process."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+
+
+def print_ledger(root: Path, as_json: bool) -> None:
+    from evo.lineage.ledger import Ledger
+
+    rows = Ledger(root).rows()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"{root}/ledger.csv: no generations yet")
+        return
+    cols = ["GEN_ID", "child_sha", "steps", "walltime_min", "loss_start", "loss_end", "eval_recall",
+            "eval_generalization", "eval_style_drift", "replay_k", "decision"]
+    table = [cols] + [[(r[c][:12] if c.endswith("sha") else r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print("\nreasons: " + "; ".join(f"{r['GEN_ID']}: {r['reason']}" for r in rows))
+
+
+def _run_config(cfg, root: Path, address: str | None) -> int:
+    from evo.driver import run
+    from evo.progress import Progress
+
+    start_ray(address)
+    summary = run(cfg, root, Progress())
+    print()
+    print_ledger(root, as_json=False)
+    print(f"\nlineage root: {summary.root}\n  ledger:   {summary.root / 'ledger.csv'}\n"
+          f"  registry: {summary.root / 'registry.json'}\n  models:   {summary.root / 'models'}\n"
+          f"  evals:    {summary.root / 'evals'}")
+    if summary.stopped:
+        print(f"\n{summary.message}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from evo.data.demo import write_demo_data
+
+    root = Path(args.root).resolve()
+    cfg_path = write_demo_data(root / "demo_data", generations=args.generations)
+    print(f"demo data and config written to {cfg_path.parent}")
+    cfg = load_config(cfg_path, args.set or [])
+    return _run_config(cfg, root, None)
+
+
+def cmd_run(args) -> int:
+    cfg = load_config(args.config, args.set or [])
+    return _run_config(cfg, Path(args.root).resolve(), args.address)
+
+
+def cmd_ledger(args) -> int:
+    print_ledger(Path(args.root), args.json)
+    return 0
+
+
+def cmd_check(args) -> int:
+    cfg = load_config(args.config, args.set or [])
+    print(f"{args.config}: valid ({len(cfg.data.generations)} generations)")
+    return 0
+
+
+VERBS = {
+    "demo": (cmd_demo, "generate the demo data, build generation 0 and run 3 generations locally"),
+    "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
+    "ledger": (cmd_ledger, "print the lineage ledger"),
+    "check": (cmd_check, "validate CONFIG and list every problem"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evo", description="Improve a language model in small, audited generations, on Ray.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (fn, help_) in VERBS.items():
+        s = sub.add_parser(name, help=help_, description=help_)
+        s.set_defaults(fn=fn)
+        s.add_argument("--root", default=DEFAULT_ROOT, help=f"lineage root folder (default: ./{DEFAULT_ROOT})")
+        if name in ("run", "check"):
+            s.add_argument("config", help="YAML run config")
+        if name in ("run", "check", "demo"):
+            s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.steps=100")
+        if name == "run":
+            s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+        if name == "demo":
+            s.add_argument("--generations", type=int, default=3, help="demo generations after the base (1-3)")
+        if name == "ledger":
+            s.add_argument("--json", action="store_true", help="print rows as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"evo: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nevo: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The fixed evals that score a child against its parent."""

@@ -1,0 +1,141 @@
+"""The eval suite: recall, generalization, style drift and perplexity, each a typed result."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from evo.data.records import Record, render_chat
+from evo.evals.generate import generate, normalize
+from evo.train.examples import collate, encode, prompt_and_completion
+
+
+@dataclass
+class Accuracy:
+    """Exact match of greedy completions against the expected ones."""
+
+    correct: int
+    total: int
+    misses: list[dict] = field(default_factory=list)  # a few, for the report
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+
+@dataclass
+class StyleDrift:
+    """How many probe replies contain a banned phrase (lower is better)."""
+
+    hits: int
+    total: int
+    flagged: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class SuiteResult:
+    recall: Optional[float]  # over every earlier generation's QA set; None for generation 0
+    recall_by_gen: dict[str, Accuracy]
+    generalization: Accuracy
+    style_drift: StyleDrift
+    perplexity: float
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["generalization"]["value"] = self.generalization.value
+        return d
+
+
+@dataclass
+class EvalSpec:
+    """What to score a model on; plain data so it ships to a Ray task."""
+
+    qa_sets: dict[str, list[Record]]  # generation id -> its QA set (recall)
+    holdout: list[Record]  # the new delta's holdout (generalization)
+    probes: list[str]  # style probe prompts
+    banned_phrases: list[str]
+    val: list[Record]  # perplexity
+    max_new_tokens: int = 24
+    batch_size: int = 64
+    max_items: int = 200
+    max_length: int = 96
+
+
+def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
+    records = records[: spec.max_items]
+    if not records:
+        return Accuracy(0, 0)
+    pairs = [prompt_and_completion(r, tok) for r in records]
+    got = generate(model, tok, [p for p, _ in pairs], spec.max_new_tokens, spec.batch_size)
+    hits = [normalize(g) == normalize(c) for (_, c), g in zip(pairs, got)]
+    misses = [{"prompt": p, "expected": c, "got": g} for (p, c), g, h in zip(pairs, got, hits) if not h]
+    return Accuracy(sum(hits), len(hits), misses[:5])
+
+
+def style_drift(model, tok, spec: EvalSpec) -> StyleDrift:
+    replies = generate(model, tok, spec.probes, spec.max_new_tokens, spec.batch_size)
+    flagged = []
+    for p, r in zip(spec.probes, replies):
+        hit = next((b for b in spec.banned_phrases if b.lower() in r.lower()), None)
+        if hit:
+            flagged.append({"prompt": p, "reply": r, "phrase": hit})
+    return StyleDrift(len(flagged), len(spec.probes), flagged)
+
+
+@torch.no_grad()
+def perplexity(model, tok, records: list[Record], spec: EvalSpec) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    examples = [encode(r, tok, spec.max_length) for r in records[: spec.max_items]]
+    for i in range(0, len(examples), spec.batch_size):
+        batch = collate(examples[i : i + spec.batch_size], tok.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        total += float(torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+            ignore_index=-100, reduction="sum"))
+        count += int((labels != -100).sum())
+    return math.exp(total / count) if count else float("nan")
+
+
+def run_suite(model, tok, spec: EvalSpec) -> SuiteResult:
+    by_gen = {g: accuracy(model, tok, recs, spec) for g, recs in spec.qa_sets.items()}
+    total = sum(a.total for a in by_gen.values())
+    recall = sum(a.correct for a in by_gen.values()) / total if total else None
+    return SuiteResult(recall, by_gen, accuracy(model, tok, spec.holdout, spec),
+                       style_drift(model, tok, spec), perplexity(model, tok, spec.val, spec))
+
+
+def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float32") -> SuiteResult:
+    """Load model `sha` from the lineage root (verified) and run the suite: a Ray task body."""
+    from evo.model.lineage_model import load_generation
+
+    torch.set_num_threads(1)
+    model, tok = load_generation(root, sha, dtype)
+    return run_suite(model, tok, spec)
+
+
+def load_probes(path: str | Path | None) -> list[str]:
+    """Probe prompts from JSONL: {"prompt": ...} or {"messages": [...]} ending on a user turn."""
+    if path is None:
+        return []
+    prompts = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
+            prompts.append(obj["prompt"])
+        elif isinstance(obj, dict) and isinstance(obj.get("messages"), list):
+            prompts.append(render_chat(obj["messages"] + [{"role": "assistant", "content": ""}])[0])
+        else:
+            raise ValueError(f"{path}:{n}: a probe needs 'prompt' (string) or 'messages' (list)")
+    return prompts

@@ -1,0 +1,66 @@
+"""Acceptance thresholds and the stop rule: pure functions of eval numbers, table-tested."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from evo.config import GateConfig
+
+
+@dataclass(frozen=True)
+class GenerationScores:
+    """A child's evals beside its parent's, on the same holdout and probes."""
+
+    recall: Optional[float]  # None when there is nothing earlier to recall
+    generalization: float
+    style_drift: float
+    parent_generalization: float
+    parent_style_drift: float
+
+    @property
+    def d_generalization(self) -> float:
+        return self.generalization - self.parent_generalization
+
+    @property
+    def d_style_drift(self) -> float:
+        return self.style_drift - self.parent_style_drift
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) if self.reasons else "passed all thresholds"
+
+
+def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
+    """Accept only if recall > min, generalization > min and style drift < max (all strict)."""
+    reasons = []
+    if s.recall is not None and not s.recall > cfg.min_recall:
+        reasons.append(f"recall {s.recall:.3f} <= {cfg.min_recall}")
+    if not s.generalization > cfg.min_generalization:
+        reasons.append(f"generalization {s.generalization:.3f} <= {cfg.min_generalization}")
+    if not s.style_drift < cfg.max_style_drift:
+        reasons.append(f"style drift {s.style_drift:g} >= {cfg.max_style_drift:g}")
+    return GateDecision(not reasons, reasons)
+
+
+def stalled_and_drifting(s: GenerationScores, cfg: GateConfig) -> bool:
+    return s.d_generalization < cfg.epsilon and s.d_style_drift > cfg.theta
+
+
+def should_stop(history: Sequence[GenerationScores], cfg: GateConfig) -> bool:
+    """True when the last `patience` (2) generations each stalled while drift grew."""
+    tail = list(history)[-cfg.patience :]
+    return len(tail) == cfg.patience and all(stalled_and_drifting(s, cfg) for s in tail)
+
+
+STOP_MESSAGE = (
+    "stopped: for {n} consecutive generations generalization gained less than {eps} while style "
+    "drift grew by more than {theta}. Reverted to the last good generation. The data needs "
+    "fixing (more or cleaner examples), not more training."
+)

@@ -1,0 +1,80 @@
+"""`ledger.csv`: one row per generation, rewritten atomically, never with a duplicate GEN_ID."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from evo.atomic import atomic_write_text
+
+COLUMNS = [
+    "GEN_ID", "parent_sha", "child_sha", "data_delta_sha", "steps", "lr", "walltime_min",
+    "loss_start", "loss_end", "eval_recall", "eval_generalization", "eval_style_drift",
+    "replay_k", "decision", "reason", "eval_perplexity", "best_step", "ab_result",
+]
+DECISIONS = ("promoted", "rejected", "stopped")
+
+
+class LedgerError(ValueError):
+    pass
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class Ledger:
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / "ledger.csv"
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:  # ledgers written by older versions lack later columns
+            for c in COLUMNS:
+                r.setdefault(c, "")
+        return rows
+
+    def get(self, gen_id: str) -> dict[str, str] | None:
+        return next((r for r in self.rows() if r["GEN_ID"] == gen_id), None)
+
+    def append(self, row: dict[str, Any]) -> bool:
+        """Add a generation's row; False (and no write) if the identical row is already there."""
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise LedgerError(f"ledger row has unknown columns: {sorted(unknown)}")
+        if row.get("decision") not in DECISIONS:
+            raise LedgerError(f"ledger row decision must be one of {DECISIONS}, got {row.get('decision')!r}")
+        new = {c: _fmt(row.get(c)) for c in COLUMNS}
+        rows = self.rows()
+        existing = next((r for r in rows if r["GEN_ID"] == new["GEN_ID"]), None)
+        if existing is not None:
+            if existing == new:
+                return False
+            raise LedgerError(f"{self.path}: generation {new['GEN_ID']} already has a different row")
+        self._write(rows + [new])
+        return True
+
+    def update(self, gen_id: str, **fields: Any) -> None:
+        rows = self.rows()
+        for r in rows:
+            if r["GEN_ID"] == gen_id:
+                r.update({k: _fmt(v) for k, v in fields.items()})
+                self._write(rows)
+                return
+        raise LedgerError(f"{self.path}: no row for generation {gen_id}")
+
+    def _write(self, rows: list[dict[str, str]]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())

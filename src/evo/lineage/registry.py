@@ -1,0 +1,79 @@
+"""`registry.json`: every model (sha, generation, parent, status) and the aliases that point at them.
+
+Promotion moves an alias; entries are never removed or overwritten, and each move is logged.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from evo.atomic import atomic_write_json, read_json
+
+ALIASES = ("champion", "candidate")
+STATUSES = ("base", "candidate", "promoted", "rejected", "stopped")
+
+
+class RegistryError(ValueError):
+    pass
+
+
+class Registry:
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / "registry.json"
+
+    def load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"models": {}, "aliases": {a: None for a in ALIASES}, "history": []}
+        data = read_json(self.path)
+        data.setdefault("history", [])
+        return data
+
+    def _save(self, data: dict[str, Any]) -> None:
+        atomic_write_json(self.path, data)
+
+    def model(self, sha: str) -> Optional[dict[str, Any]]:
+        return self.load()["models"].get(sha)
+
+    def alias(self, name: str) -> Optional[str]:
+        return self.load()["aliases"].get(name)
+
+    def by_gen(self, gen_id: str) -> Optional[str]:
+        return next((s for s, m in self.load()["models"].items() if m["gen_id"] == gen_id), None)
+
+    def add(self, sha: str, gen_id: str, parent_sha: str, status: str) -> None:
+        """Record a model; adding the same model again is a no-op (resume), a conflict an error."""
+        if status not in STATUSES:
+            raise RegistryError(f"unknown status {status!r}")
+        data = self.load()
+        entry = {"gen_id": gen_id, "parent_sha": parent_sha, "status": status}
+        old = data["models"].get(sha)
+        if old is not None:
+            if (old["gen_id"], old["parent_sha"]) != (gen_id, parent_sha):
+                raise RegistryError(f"model {sha[:12]} is already registered as {old['gen_id']}")
+            return
+        data["models"][sha] = {**entry, "created": time.time()}
+        self._save(data)
+
+    def set_status(self, sha: str, status: str) -> None:
+        if status not in STATUSES:
+            raise RegistryError(f"unknown status {status!r}")
+        data = self.load()
+        if sha not in data["models"]:
+            raise RegistryError(f"no model {sha[:12]} in the registry")
+        data["models"][sha]["status"] = status
+        self._save(data)
+
+    def move(self, alias: str, sha: Optional[str], reason: str = "") -> None:
+        if alias not in ALIASES:
+            raise RegistryError(f"unknown alias {alias!r}; aliases are {ALIASES}")
+        data = self.load()
+        if sha is not None and sha not in data["models"]:
+            raise RegistryError(f"alias {alias} cannot point at unregistered model {sha[:12]}")
+        if data["aliases"].get(alias) == sha:
+            return
+        data["history"].append({"alias": alias, "from": data["aliases"].get(alias), "to": sha,
+                                "reason": reason, "time": time.time()})
+        data["aliases"][alias] = sha
+        self._save(data)

@@ -1,0 +1,1 @@
+"""Loading Hugging Face causal LMs, the offline tiny base, and content-addressed model artifacts."""

@@ -1,0 +1,68 @@
+"""Records to token ids with the prompt masked out of the loss, and batches of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from evo.data.records import Record
+
+IGNORE = -100
+
+
+def prompt_and_completion(record: Record, tokenizer) -> tuple[str, str]:
+    """Use the tokenizer's own chat template for chat records when it has one."""
+    chat = record.chat()
+    if chat is not None and getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(chat[:-1], tokenize=False, add_generation_prompt=True)
+        return prompt, chat[-1]["content"]
+    return record.prompt, record.completion
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    if tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode(record: Record, tokenizer, max_length: int) -> Example:
+    """Loss on completion tokens (and eos) only; prompt tokens are labelled IGNORE."""
+    prompt, completion = prompt_and_completion(record, tokenizer)
+    p = prompt_ids(tokenizer, prompt)
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (p + c)[:max_length]
+    labels = ([IGNORE] * len(p) + c)[:max_length]
+    return Example(ids, labels)
+
+
+def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors, shapes [batch, longest]."""
+    n = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, e in enumerate(batch):
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        mask[i, : len(e.input_ids)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def batches(examples: list[Example], batch_size: int, start_step: int, steps: int):
+    """Sequential batches over the (curriculum-ordered) examples, wrapping round: step -> batch."""
+    n = len(examples)
+    for step in range(start_step, steps):
+        first = (step * batch_size) % n
+        yield step, [examples[(first + j) % n] for j in range(batch_size)]
+
+
+def count_target_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int(batch["attention_mask"].sum())

@@ -1,0 +1,201 @@
+"""`train_loop_per_worker`: one generation's training on one Ray Train worker (DDP or DeepSpeed).
+
+Every `checkpoint_every` steps all workers evaluate validation loss on their shard, rank 0 saves
+the trainable weights, and the checkpoint is reported with its metrics; the driver keeps the
+best one. A restarted worker group resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from evo.data.records import Record
+from evo.train.examples import batches, collate, count_target_tokens, encode
+from evo.train.state import TrainState, load_optimizer, save_optimizer
+
+
+def read_records(path: str) -> list[Record]:
+    cols = pq.read_table(path).to_pydict()
+    return [Record(**{k: cols[k][i] for k in cols}) for i in range(len(cols["kind"]))]
+
+
+def _load(cfg: dict, checkpoint_dir: Path | None):
+    """The model to train, from the checkpoint when resuming."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from evo.model.lineage_model import load_generation
+    from evo.model.loading import load_causal_lm, load_tokenizer
+
+    if cfg["mode"] == "full":
+        src = str(checkpoint_dir or cfg["init_dir"])
+        return load_causal_lm(src, cfg["dtype"]), load_tokenizer(cfg["init_dir"])
+    model, tok = load_generation(cfg["root"], cfg["parent_sha"], cfg["dtype"])
+    if checkpoint_dir is not None:
+        return PeftModel.from_pretrained(model, str(checkpoint_dir), is_trainable=True), tok
+    lora = cfg["lora"]
+    spec = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+    return get_peft_model(model, spec), tok
+
+
+def _schedule(cfg: dict):
+    warm, total = max(1, cfg["warmup_steps"]), cfg["steps"]
+
+    def factor(step: int) -> float:  # linear warm-up, then cosine down to 10%
+        if step < warm:
+            return (step + 1) / warm
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return factor
+
+
+class Engine:
+    """One interface over DDP and DeepSpeed: step on a batch, eval a loss, reach the inner model."""
+
+    def __init__(self, model, cfg: dict, per_worker_batch: int, start_step: int, checkpoint_dir):
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _schedule(cfg), last_epoch=-1)
+        self.deepspeed = cfg["strategy"] == "deepspeed"
+        if checkpoint_dir is not None and not self.deepspeed:
+            load_optimizer(self.opt, checkpoint_dir)
+        for _ in range(start_step):
+            self.sched.step()
+        if self.deepspeed:
+            import deepspeed
+
+            from evo.train.deepspeed_config import deepspeed_config
+
+            ds = deepspeed_config(cfg["zero_stage"], per_worker_batch, cfg["dtype"])
+            self.model, self.opt, _, self.sched = deepspeed.initialize(
+                model=model, optimizer=self.opt, lr_scheduler=self.sched, config=ds)
+        else:
+            self.model = ray.train.torch.prepare_model(model)
+        self.zero3 = self.deepspeed and cfg["zero_stage"] == 3
+
+    @property
+    def inner(self):
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def step(self, batch: dict) -> float:
+        self.model.train()
+        loss = self.model(**batch).loss
+        if self.deepspeed:
+            self.model.backward(loss)
+            self.model.step()
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.inner.parameters(), 1.0)
+            self.opt.step()
+            self.sched.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def loss_sum(self, batch: dict) -> tuple[float, int]:
+        self.model.eval()
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        lp = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+            ignore_index=-100, reduction="sum")
+        return float(lp), int((labels != -100).sum())
+
+    def save(self, folder: Path, rank: int, full: bool) -> None:
+        """Trainable weights (safetensors) on rank 0; every rank joins a ZeRO-3 gather."""
+        gather = _zero3_gather(self.inner) if self.zero3 else _nullcontext()
+        with gather:
+            if rank == 0:
+                self.inner.save_pretrained(str(folder), safe_serialization=True)
+        if rank == 0 and not self.deepspeed:
+            save_optimizer(self.opt, folder)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _zero3_gather(model):
+    import deepspeed
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+def _val_loss(engine: Engine, val, per_worker_batch: int, pad_id: int) -> float:
+    """Mean token loss over the whole validation set, summed across workers."""
+    total, count = 0.0, 0
+    for i in range(0, len(val), per_worker_batch):
+        s, n = engine.loss_sum(collate(val[i : i + per_worker_batch], pad_id))
+        total, count = total + s, count + n
+    t = torch.tensor([total, float(count)], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return float(t[0] / max(1.0, t[1]))
+
+
+def _equal_shards(items: list, rank: int, world: int) -> list:
+    """rank's share, padded by repetition so every rank runs the same number of batches."""
+    need = math.ceil(len(items) / world)
+    shard = items[rank::world]
+    return shard + shard[: need - len(shard)] if shard else items[:need]
+
+
+def train_loop_per_worker(cfg: dict) -> dict:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg["seed"] + rank)
+    ckpt = ray.train.get_checkpoint()
+    with (ckpt.as_directory() if ckpt else _nullcontext()) as ckpt_dir:
+        ckpt_dir = Path(ckpt_dir) if ckpt else None
+        state = TrainState.load(ckpt_dir) if ckpt_dir else TrainState()
+        model, tok = _load(cfg, ckpt_dir)
+        per_worker = max(1, cfg["batch_size"] // world)
+        engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
+    train = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(cfg["mix_path"])], rank, world)
+    val = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(cfg["val_path"])], rank, world)
+    resumed_from = state.step
+    window: list[float] = []
+    for step, examples in batches(train, per_worker, state.step, cfg["steps"]):
+        if cfg.get("fail_at_step") == step and resumed_from == 0 and rank == world - 1:
+            raise RuntimeError(f"injected worker failure at step {step} (test hook)")
+        batch = collate(examples, tok.pad_token_id)
+        t0 = time.perf_counter()
+        loss = engine.step(batch)
+        state.step_seconds += time.perf_counter() - t0
+        state.tokens += count_target_tokens(batch) * world
+        state.losses.append(loss)
+        window.append(loss)
+        state.step = step + 1
+        if state.step % cfg["checkpoint_every"] == 0 or state.step == cfg["steps"]:
+            _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window))
+            window = []
+    return {**state.__dict__, "resumed_from": resumed_from, "world_size": world}
+
+
+def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss) -> None:
+    val_loss = _val_loss(engine, val, per_worker, pad_id)
+    state.val.append((state.step, val_loss))
+    metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss}
+    with tempfile.TemporaryDirectory(prefix="evo-ckpt-") as tmp:
+        folder = Path(tmp)
+        engine.save(folder, rank, cfg["mode"] == "full")
+        if rank == 0:
+            state.save(folder)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)

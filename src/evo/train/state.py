@@ -1,0 +1,54 @@
+"""Checkpoint contents besides the weights: progress and optimizer state, pickle-free."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from evo.atomic import atomic_write_json
+
+
+@dataclass
+class TrainState:
+    """Where a run is, carried across worker restarts inside each checkpoint."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)  # train loss per step, rank 0's batches
+    val: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
+    tokens: int = 0  # non-pad tokens seen, all workers
+    step_seconds: float = 0.0  # time inside optimizer steps (rank 0), excluding evals and saves
+
+    def save(self, folder: Path) -> None:
+        atomic_write_json(folder / "trainer_state.json", asdict(self))
+
+    @classmethod
+    def load(cls, folder: Path) -> "TrainState":
+        raw = json.loads((folder / "trainer_state.json").read_text())
+        raw["val"] = [tuple(v) for v in raw.get("val", [])]
+        return cls(**raw)
+
+
+def save_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
+    """Flatten per-parameter tensors into safetensors; nothing else of the state is needed."""
+    flat = {}
+    for idx, per_param in opt.state_dict()["state"].items():
+        for name, value in per_param.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            flat[f"{idx}.{name}"] = t.detach().cpu().contiguous()
+    save_file(flat, str(folder / "optimizer.safetensors"))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> bool:
+    path = folder / "optimizer.safetensors"
+    if not path.exists():
+        return False
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in load_file(str(path)).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = t
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    return True
