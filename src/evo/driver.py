@@ -228,6 +228,11 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
     from evo.model.tokenizer import train_bpe_tokenizer
 
     records = lin.data.get(data_sha)
+    train_part, val = split(records, cfg.data.val_fraction)
+    order = build_mix(train_part, [], 0, cfg.data.curriculum, cfg.train.seed).records
+    random.Random(cfg.train.seed).shuffle(order)  # pretraining wants i.i.d. batches, not a curriculum
+    write_records(lin.run_dir(GEN0) / "mix.parquet", order)
+    write_records(lin.run_dir(GEN0) / "val.parquet", val)
     tok = train_bpe_tokenizer([r.prompt + r.completion for r in records], cfg.model.tiny.vocab_size)
     init_dir = lin.run_dir(GEN0) / "init"
     if init_dir.exists():
