@@ -50,7 +50,8 @@ def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
 
 
 def stalled_and_drifting(s: GenerationScores, cfg: GateConfig) -> bool:
-    return s.d_generalization < cfg.epsilon and s.d_style_drift > cfg.theta
+    # rounded so that float noise (1.3 - 1.2 = 0.10000000000000009) does not cross a threshold
+    return round(s.d_generalization, 9) < cfg.epsilon and round(s.d_style_drift, 9) > cfg.theta
 
 
 def should_stop(history: Sequence[GenerationScores], cfg: GateConfig) -> bool:

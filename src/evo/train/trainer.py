@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from evo.config import TrainConfig
@@ -42,6 +42,7 @@ def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: s
             checkpoint_config=CheckpointConfig(
                 checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=train.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),  # evo prints its own progress
         ),
     )
 
