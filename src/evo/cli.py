@@ -13,6 +13,15 @@ from evo.config import ConfigError, load_config
 DEFAULT_ROOT = "lineage"
 
 
+# Worker processes: no progress bars or deprecation chatter from libraries; evo reports progress.
+WORKER_ENV = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+}
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Attach to a cluster when given an address (or RAY_ADDRESS); otherwise start Ray in-process."""
     import ray
@@ -20,10 +29,15 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return
+    runtime_env = {"env_vars": WORKER_ENV}
+    os.environ.update({k: v for k, v in WORKER_ENV.items() if k != "PYTHONWARNINGS"})
+    # Token auth on purpose (Ray's default since 2.59): a local cluster is still reachable over
+    # the network. Set RAY_AUTH_MODE yourself to choose otherwise.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env)
 
 
 def print_ledger(root: Path, as_json: bool) -> None:

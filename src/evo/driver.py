@@ -189,7 +189,7 @@ def loop_config(cfg: EvoConfig, lin: Lineage, gid: str, **extra) -> dict:
         "zero_stage": t.zero_stage, "steps": t.steps, "batch_size": t.batch_size, "lr": t.lr,
         "warmup_steps": t.warmup_steps, "checkpoint_every": t.checkpoint_every, "seed": t.seed,
         "lora": t.lora.model_dump(), "max_length": cfg.model.max_length, "dtype": cfg.model.dtype,
-        "mode": "lora", **extra,
+        "mode": "lora", "label": gid, **extra,
     }
 
 

@@ -8,7 +8,6 @@ best one. A restarted worker group resumes from the latest checkpoint.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -155,7 +154,17 @@ def _equal_shards(items: list, rank: int, world: int) -> list:
     return shard + shard[: need - len(shard)] if shard else items[:need]
 
 
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report at INFO under its module's file name; evo prints its own."""
+    import logging
+
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(cfg: dict) -> dict:
+    _quiet_ray_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg["seed"] + rank)
@@ -191,6 +200,9 @@ def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss) -
     val_loss = _val_loss(engine, val, per_worker, pad_id)
     state.val.append((state.step, val_loss))
     metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss}
+    if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
+        print(f"[{cfg.get('label', 'train')}] step {state.step}/{cfg['steps']}: train loss {train_loss:.3f}, "
+              f"val loss {val_loss:.3f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="evo-ckpt-") as tmp:
         folder = Path(tmp)
         engine.save(folder, rank, cfg["mode"] == "full")
