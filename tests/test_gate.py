@@ -51,6 +51,12 @@ def test_stop_rule_table(history, stop):
     assert should_stop(history, CFG) is stop
 
 
+def test_a_null_threshold_is_not_checked():
+    off = GateConfig(min_recall=None, min_generalization=None, max_style_drift=None)
+    assert gate(S(0.0, 0.0, 10), off).accepted
+    assert gate(S(0.0, 0.9, 0), GateConfig(min_recall=None)).accepted
+
+
 def test_stop_rule_patience_is_config():
     assert should_stop([STALL], GateConfig(patience=1))
     assert not should_stop([STALL, STALL], GateConfig(patience=3))

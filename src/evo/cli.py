@@ -31,9 +31,6 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     runtime_env = {"env_vars": WORKER_ENV}
     os.environ.update({k: v for k, v in WORKER_ENV.items() if k != "PYTHONWARNINGS"})
-    # Token auth on purpose (Ray's default since 2.59): a local cluster is still reachable over
-    # the network. Set RAY_AUTH_MODE yourself to choose otherwise.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     if address:
         ray.init(address=address, runtime_env=runtime_env)
     else:
@@ -129,7 +126,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def choose_auth_mode() -> None:
+    """Token auth on purpose (Ray's default since 2.59): even a local cluster listens on the network.
+
+    Must run before Ray is imported, which reads the mode once. Set RAY_AUTH_MODE to choose otherwise.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def main(argv: list[str] | None = None) -> int:
+    choose_auth_mode()
     args = parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -105,9 +105,12 @@ class EvalConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    min_recall: float = Field(0.90, ge=0, le=1, description="Accept only if recall is above this.")
-    min_generalization: float = Field(0.85, ge=0, le=1, description="...and generalization above this.")
-    max_style_drift: float = Field(2, ge=0, description="...and style drift (probes hit) below this.")
+    min_recall: Optional[float] = Field(
+        0.90, ge=0, le=1, description="Accept only if recall is above this (null: not checked).")
+    min_generalization: Optional[float] = Field(
+        0.85, ge=0, le=1, description="...and generalization above this (null: not checked).")
+    max_style_drift: Optional[float] = Field(
+        2, ge=0, description="...and style drift (probes hit) below this (null: not checked).")
     epsilon: float = Field(0.05, ge=0, description="Stop rule: learning stalls when Δgeneralization < ε.")
     theta: float = Field(0.1, ge=0, description="Stop rule: drift grows when Δstyle drift > θ.")
     patience: int = Field(2, gt=0, description="Consecutive stalled-and-drifting generations before stop.")

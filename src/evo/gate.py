@@ -40,11 +40,11 @@ class GateDecision:
 def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
     """Accept only if recall > min, generalization > min and style drift < max (all strict)."""
     reasons = []
-    if s.recall is not None and not s.recall > cfg.min_recall:
+    if s.recall is not None and cfg.min_recall is not None and not s.recall > cfg.min_recall:
         reasons.append(f"recall {s.recall:.3f} <= {cfg.min_recall}")
-    if not s.generalization > cfg.min_generalization:
+    if cfg.min_generalization is not None and not s.generalization > cfg.min_generalization:
         reasons.append(f"generalization {s.generalization:.3f} <= {cfg.min_generalization}")
-    if not s.style_drift < cfg.max_style_drift:
+    if cfg.max_style_drift is not None and not s.style_drift < cfg.max_style_drift:
         reasons.append(f"style drift {s.style_drift:g} >= {cfg.max_style_drift:g}")
     return GateDecision(not reasons, reasons)
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny demo config, and one local Ray cluster per integration module."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # before anything imports Ray; see evo.cli
+
+from evo.config import load_config
+from evo.data.demo import write_demo_data
+
+# A model small enough that a generation trains in about a second on 2 CPU cores.
+TINY = [
+    "model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
+    "model.tiny.intermediate_size=128", "model.tiny.vocab_size=320", "model.max_length=48",
+    "model.pretrain.steps=30", "model.pretrain.batch_size=16", "model.pretrain.lr=0.005",
+    "train.steps=20", "train.checkpoint_every=10", "train.batch_size=8", "train.replay_k=20",
+    "train.max_failures=1", "eval.max_items=24", "eval.max_new_tokens=12",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("demo_data")
+    write_demo_data(folder, generations=2)
+    return folder
+
+
+def tiny_config(demo_dir: Path, *extra: str):
+    return load_config(demo_dir / "demo.yaml", TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster (never a stray one), shut down at the end of the module."""
+    import ray
+
+    from evo.cli import WORKER_ENV
+
+    ray.init(address="local", num_cpus=3,
+             runtime_env={"env_vars": WORKER_ENV})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

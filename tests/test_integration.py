@@ -1,0 +1,173 @@
+"""Real Ray Train runs of the generation loop: DDP, DeepSpeed ZeRO-2, retries and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evo.driver import Lineage, generation_zero, run, run_generation
+from evo.lineage.ledger import COLUMNS
+from evo.model.artifacts import ModelStore
+from evo.progress import Silent
+from tests.conftest import TINY, tiny_config
+
+pytestmark = pytest.mark.integration
+LOOSE_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
+
+
+@pytest.fixture(scope="module")
+def base_root(ray_cluster, demo_dir, tmp_path_factory) -> Path:
+    """A lineage root holding only generation 0, built once and copied by each test."""
+    root = tmp_path_factory.mktemp("base") / "lineage"
+    generation_zero(tiny_config(demo_dir), Lineage(root), Silent())
+    return root
+
+
+def copy_root(base_root: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "lineage"
+    shutil.copytree(base_root, dst)
+    return dst
+
+
+def assert_lineage_consistent(root: Path) -> None:
+    lin = Lineage(root)
+    rows = lin.ledger.rows()
+    ids = [r["GEN_ID"] for r in rows]
+    assert len(ids) == len(set(ids)), f"duplicate ledger rows: {ids}"
+    reg = lin.registry.load()
+    assert reg["aliases"]["candidate"] is None  # nothing left undecided
+    champion = reg["aliases"]["champion"]
+    lin.models.verify(champion)
+    for r in rows:
+        assert reg["models"][r["child_sha"]]["gen_id"] == r["GEN_ID"]
+        assert lin.data.path(r["data_delta_sha"]).exists()
+        assert lin.eval_path(r["GEN_ID"]).exists()
+    promoted = [r["child_sha"] for r in rows if r["decision"] == "promoted"]
+    assert champion == promoted[-1]
+
+
+def test_generation_zero_is_a_verified_base(base_root):
+    lin = Lineage(base_root)
+    (row,) = lin.ledger.rows()
+    assert row["GEN_ID"] == "gen-0" and row["decision"] == "promoted" and row["parent_sha"] == ""
+    meta = lin.models.verify(row["child_sha"])
+    assert meta["kind"] == "base"
+    folder = lin.models.path(row["child_sha"])
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt"))  # nothing pickled
+    assert float(row["loss_end"]) < float(row["loss_start"])
+
+
+def test_two_generations_ddp(base_root, demo_dir, tmp_path):
+    root = copy_root(base_root, tmp_path)
+    cfg = tiny_config(demo_dir, *LOOSE_GATE)
+    summary = run(cfg, root, Silent())
+    rows = summary.generations
+    assert [r["GEN_ID"] for r in rows] == ["gen-0", "gen-1", "gen-2"]
+    assert list(rows[0])[: len(COLUMNS)] == COLUMNS
+    g1, g2 = rows[1], rows[2]
+    assert g1["decision"] == g2["decision"] == "promoted"
+    assert g2["parent_sha"] == g1["child_sha"] and g1["parent_sha"] == rows[0]["child_sha"]
+    assert int(g1["steps"]) == 20 and int(g1["replay_k"]) == 20
+    assert 0 <= float(g2["eval_recall"]) <= 1 and g2["eval_style_drift"] != ""
+    store = ModelStore(root)
+    assert store.chain(g2["child_sha"]) == [rows[0]["child_sha"], g1["child_sha"], g2["child_sha"]]
+    adapter = store.path(g2["child_sha"])
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "meta.json"]
+    meta = store.meta(g2["child_sha"])
+    assert meta["best"]["step"] in (10, 20) and meta["data_delta_sha"] == g2["data_delta_sha"]
+    report = json.loads((root / "evals" / "gen-2.json").read_text())
+    assert set(report["child"]["recall_by_gen"]) == {"gen-0", "gen-1"}
+    assert_lineage_consistent(root)
+    # Running again finds everything done: no new rows, nothing rewritten.
+    before = (root / "ledger.csv").read_bytes()
+    run(cfg, root, Silent())
+    assert (root / "ledger.csv").read_bytes() == before
+
+
+def test_strict_gate_rejects_and_keeps_the_champion(base_root, demo_dir, tmp_path):
+    root = copy_root(base_root, tmp_path)
+    cfg = tiny_config(demo_dir, "gate.min_generalization=0.99")
+    lin = Lineage(root)
+    champion = lin.registry.alias("champion")
+    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent())
+    assert row["decision"] == "rejected" and "generalization" in row["reason"]
+    assert lin.registry.alias("champion") == champion
+    assert lin.registry.model(row["child_sha"])["status"] == "rejected"
+    assert lin.models.exists(row["child_sha"])  # the rejected child is kept
+    assert_lineage_consistent(root)
+
+
+def test_deepspeed_zero2_generation(base_root, demo_dir, tmp_path):
+    root = copy_root(base_root, tmp_path)
+    cfg = tiny_config(demo_dir, "train.strategy=deepspeed", "train.zero_stage=2", *LOOSE_GATE)
+    lin = Lineage(root)
+    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent())
+    assert row["decision"] == "promoted"
+    meta = lin.models.verify(row["child_sha"])
+    assert meta["config"]["train"]["strategy"] == "deepspeed" and meta["tokens"] > 0
+    assert float(row["loss_end"]) < float(row["loss_start"])
+
+
+def test_worker_failure_resumes_from_last_checkpoint(base_root, demo_dir, tmp_path):
+    root = copy_root(base_root, tmp_path)
+    cfg = tiny_config(demo_dir, *LOOSE_GATE)
+    lin = Lineage(root)
+    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), extra={"fail_at_step": 15})
+    meta = lin.models.meta(row["child_sha"])
+    assert meta["resumed_from"] == 10  # restarted from the step-10 checkpoint, not from scratch
+    assert len(json.loads(json.dumps(meta["val_curve"]))) == 2
+
+
+def _write_config(demo_dir: Path, tmp_path: Path, extra: list[str]) -> Path:
+    from evo.config import load_config
+
+    import yaml
+    cfg = load_config(demo_dir / "demo.yaml", TINY + extra)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+def test_resume_after_driver_killed_mid_generation(ray_cluster, base_root, demo_dir, tmp_path):
+    root = copy_root(base_root, tmp_path)
+    slow = ["train.steps=400", "train.checkpoint_every=10", *LOOSE_GATE]
+    config = _write_config(demo_dir, tmp_path, slow)
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    cmd = [sys.executable, "-m", "evo.cli", "run", str(config), "--root", str(root)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = root / "runs" / "ray" / "demo-gen-1"
+    deadline = time.time() + 180
+    # Ray Train records its checkpoints in this snapshot; once it exists a new driver can resume.
+    while time.time() < deadline and not (run_dir / "checkpoint_manager_snapshot.json").exists():
+        assert proc.poll() is None, "the driver ended before it could be killed"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    lin = Lineage(root)
+    assert [r["GEN_ID"] for r in lin.ledger.rows()] == ["gen-0"]  # no half row
+    summary = run(tiny_config(demo_dir, *slow), root, Silent())
+    assert [r["GEN_ID"] for r in summary.generations] == ["gen-0", "gen-1", "gen-2"]
+    assert lin.models.meta(summary.generations[1]["child_sha"])["resumed_from"] >= 10
+    assert_lineage_consistent(root)
+
+
+def test_ledger_and_job_entrypoints(ray_cluster, base_root, demo_dir, tmp_path):
+    root = copy_root(base_root, tmp_path)
+    config = _write_config(demo_dir, tmp_path, ["data.generations=[]"])
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    job = subprocess.run([sys.executable, "jobs/run_generations.py", str(config), "--root", str(root)],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert "gen-0" in job.stdout and "already in the ledger" in job.stdout
+    out = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", str(root), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert json.loads(out.stdout)[0]["GEN_ID"] == "gen-0"
