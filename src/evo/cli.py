@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from evo.config import ConfigError, load_config
+from evo.data.ingest import IngestError
 
 DEFAULT_ROOT = "lineage"
 
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except ConfigError as e:
         print(f"evo: config error: {e}", file=sys.stderr)
+        return 2
+    except IngestError as e:
+        print(f"evo: data error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nevo: interrupted; run the same command again to resume", file=sys.stderr)

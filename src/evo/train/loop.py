@@ -8,6 +8,8 @@ best one. A restarted worker group resumes from the latest checkpoint.
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 import tempfile
 import time
 from pathlib import Path
@@ -68,8 +70,10 @@ class Engine:
         self.deepspeed = cfg["strategy"] == "deepspeed"
         if checkpoint_dir is not None and not self.deepspeed:
             load_optimizer(self.opt, checkpoint_dir)
-        for _ in range(start_step):
-            self.sched.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule on resume, before any step
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start_step):
+                self.sched.step()
         if self.deepspeed:
             import deepspeed
 
@@ -201,8 +205,10 @@ def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss) -
     state.val.append((state.step, val_loss))
     metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss}
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
-        print(f"[{cfg.get('label', 'train')}] step {state.step}/{cfg['steps']}: train loss {train_loss:.3f}, "
-              f"val loss {val_loss:.3f}", flush=True)
+        # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
+        sys.stdout.write(f"[{cfg.get('label', 'train')}] step {state.step}/{cfg['steps']}: "
+                         f"train loss {train_loss:.3f}, val loss {val_loss:.3f}\n")
+        sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="evo-ckpt-") as tmp:
         folder = Path(tmp)
         engine.save(folder, rank, cfg["mode"] == "full")

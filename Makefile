@@ -1,0 +1,21 @@
+# make demo: set up (if needed) and run the local demo.  make test: set up (if needed) and run the tests.
+VENV ?= .venv
+ROOT ?= lineage
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean-lineage
+
+$(STAMP): pyproject.toml scripts/setup-venv.sh
+	VENV=$(VENV) bash scripts/setup-venv.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/evo demo --root $(ROOT)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q --timeout=900
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_generation.py
+
+clean-lineage:
+	rm -rf $(ROOT)

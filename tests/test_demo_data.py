@@ -1,0 +1,52 @@
+"""The demo domain: deterministic, compositional, with drift and planted errors available."""
+
+import json
+
+from evo.data.demo import BANNED_PHRASES, PLANTED, write_demo_data
+from evo.data.ingest import ingest_jsonl
+from evo.data.store import split
+
+
+def load(folder, name):
+    return [json.loads(l) for l in (folder / name).read_text().splitlines()]
+
+
+def test_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_demo_data(a), write_demo_data(b)
+    for f in ("base.jsonl", "gen1.jsonl", "gen2.jsonl", "gen3.jsonl", "probes.jsonl", "corrections.jsonl"):
+        assert (a / f).read_bytes() == (b / f).read_bytes()
+
+
+def test_every_file_ingests_and_generations_bring_new_words(tmp_path):
+    write_demo_data(tmp_path)
+    words = {}
+    for g, f in enumerate(["base.jsonl", "gen1.jsonl", "gen2.jsonl", "gen3.jsonl"]):
+        recs = ingest_jsonl(tmp_path / f).records
+        assert len(recs) >= 240
+        words[g] = {w for r in recs if r.kind == "completion" for w in r.prompt.split()[1:4]}
+    for g in (1, 2, 3):
+        assert words[g] - set().union(*(words[k] for k in range(g))), f"generation {g} brings nothing new"
+
+
+def test_holdout_is_answerable_only_by_the_rule(tmp_path):
+    """Every word in a holdout phrase also appears in that generation's training part or earlier."""
+    write_demo_data(tmp_path)
+    seen = set()
+    for f in ["base.jsonl", "gen1.jsonl", "gen2.jsonl", "gen3.jsonl"]:
+        train, val = split(ingest_jsonl(tmp_path / f).records, 0.1)
+        train_prompts = {r.prompt for r in train}
+        seen |= {w for r in train for w in r.prompt.split()}
+        assert val and all(r.prompt not in train_prompts for r in val)
+        for r in val:
+            assert set(r.prompt.split()) <= seen, r.prompt
+
+
+def test_style_probes_banned_phrases_and_corrections(tmp_path):
+    write_demo_data(tmp_path)
+    base = (tmp_path / "base.jsonl").read_text()
+    assert any(p in base for p in BANNED_PHRASES)  # the base corpus knows the banned style
+    assert len(load(tmp_path, "probes.jsonl")) == 10
+    corr = load(tmp_path, "corrections.jsonl")
+    assert len({c["pattern"] for c in corr}) == len(PLANTED) == 4
+    assert all(c["wrong"] and c["wrong"] != c["completion"] and c["wrong"] in base for c in corr)
