@@ -215,6 +215,8 @@ def training_meta(out, loop_cfg: dict, cfg: EvoConfig, data_sha: str, gid: str) 
         "best": out.best_metrics, "loss_start": s["losses"][0] if s.get("losses") else None,
         "val_curve": s.get("val"), "train_seconds": s.get("step_seconds"), "tokens": s.get("tokens"),
         "train_wall_seconds": out.wall_seconds, "steps": loop_cfg["steps"], "lr": loop_cfg["lr"],
+        "checkpoint_seconds": s.get("checkpoint_seconds"), "setup_seconds": s.get("setup_seconds"),
+        "ray_startup_seconds": s.get("startup_seconds"), "ray_teardown_seconds": s.get("teardown_seconds"),
         "resumed_from": s.get("resumed_from"),
     }
 
@@ -234,6 +236,9 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
     write_records(lin.run_dir(GEN0) / "mix.parquet", order)
     write_records(lin.run_dir(GEN0) / "val.parquet", val)
     tok = train_bpe_tokenizer([r.prompt + r.completion for r in records], cfg.model.tiny.vocab_size)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     init_dir = lin.run_dir(GEN0) / "init"
     if init_dir.exists():
         shutil.rmtree(init_dir)
@@ -348,11 +353,13 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     progress(gid, f"mix: {mix.n_delta} new + {mix.n_replay} replayed records; parent {champion[:12]}")
     child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
     progress(gid, f"evaluating child {child[:12]} against parent {champion[:12]} (Ray tasks)")
+    t_eval = time.perf_counter()
     res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val), cfg.model.dtype)
+    t_eval = time.perf_counter() - t_eval
     scores = scores_of(res_child, res_parent)
     decision, status, _, reason = decide(cfg, lin, gid, scores)
     atomic_write_json(lin.eval_path(gid), {"child": res_child.to_json(), "parent": res_parent.to_json(),
-                                           "scores": scores.__dict__})
+                                           "scores": scores.__dict__, "seconds": t_eval})
     meta = lin.models.meta(child)
     row = {
         "GEN_ID": gid, "parent_sha": champion, "child_sha": child, "data_delta_sha": data_sha,

@@ -168,6 +168,7 @@ def _quiet_ray_train_reports() -> None:
 
 
 def train_loop_per_worker(cfg: dict) -> dict:
+    t_start = time.perf_counter()
     _quiet_ray_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -182,6 +183,7 @@ def train_loop_per_worker(cfg: dict) -> dict:
     train = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(cfg["mix_path"])], rank, world)
     val = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(cfg["val_path"])], rank, world)
     resumed_from = state.step
+    state.setup_seconds = time.perf_counter() - t_start
     window: list[float] = []
     for step, examples in batches(train, per_worker, state.step, cfg["steps"]):
         if cfg.get("fail_at_step") == step and resumed_from == 0 and rank == world - 1:
@@ -195,9 +197,12 @@ def train_loop_per_worker(cfg: dict) -> dict:
         window.append(loss)
         state.step = step + 1
         if state.step % cfg["checkpoint_every"] == 0 or state.step == cfg["steps"]:
+            t0 = time.perf_counter()
             _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window))
+            state.checkpoint_seconds += time.perf_counter() - t0
             window = []
-    return {**state.__dict__, "resumed_from": resumed_from, "world_size": world}
+    return {**state.__dict__, "resumed_from": resumed_from, "world_size": world,
+            "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
 
 
 def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss) -> None:

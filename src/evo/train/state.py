@@ -21,6 +21,8 @@ class TrainState:
     val: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
     tokens: int = 0  # non-pad tokens seen, all workers
     step_seconds: float = 0.0  # time inside optimizer steps (rank 0), excluding evals and saves
+    checkpoint_seconds: float = 0.0  # validation loss, saving and reporting checkpoints (rank 0)
+    setup_seconds: float = 0.0  # loop start to first step in the latest attempt: loading, wrapping
 
     def save(self, folder: Path) -> None:
         atomic_write_json(folder / "trainer_state.json", asdict(self))
