@@ -1,0 +1,43 @@
+"""How the evals score what a model says (the model's words are fixed here; the counting is real)."""
+
+import pytest
+
+from evo.data.records import parse_record
+from evo.evals import suite
+from evo.evals.suite import EvalSpec, accuracy, load_probes, style_drift
+
+
+class Tok:
+    chat_template = None
+
+
+def spec(**kw):
+    return EvalSpec(qa_sets={}, holdout=[], probes=kw.pop("probes", []), banned_phrases=kw.pop("banned", []), val=[], **kw)
+
+
+def fixed_replies(monkeypatch, replies):
+    monkeypatch.setattr(suite, "generate", lambda model, tok, prompts, n, b: replies[: len(prompts)])
+
+
+def test_exact_match_ignores_spacing_only(monkeypatch):
+    recs = [parse_record({"prompt": f"p{i}", "completion": c}) for i, c in enumerate([" a b", " c d", " e f"])]
+    fixed_replies(monkeypatch, ["a  b", " c d ", "e F"])
+    acc = accuracy(None, Tok(), recs, spec())
+    assert (acc.correct, acc.total) == (2, 3) and acc.value == pytest.approx(2 / 3)
+    assert acc.misses == [{"prompt": "p2", "expected": " e f", "got": "e F"}]
+
+
+def test_style_drift_counts_probes_with_a_banned_phrase(monkeypatch):
+    fixed_replies(monkeypatch, ["As an AI, tea is nice.", "tea is nice.", "certainly! yes", "i cannot and certainly!"])
+    d = style_drift(None, Tok(), spec(probes=["a", "b", "c", "d"], banned=["as an ai", "certainly!", "i cannot"]))
+    assert (d.hits, d.total) == (3, 4)
+    assert [f["phrase"] for f in d.flagged] == ["as an ai", "certainly!", "certainly!"]
+
+
+def test_probe_file_shapes_and_errors(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"prompt": "hello"}\n\n{"messages": [{"role": "user", "content": "hi"}]}\n')
+    assert load_probes(p) == ["hello", "user: hi\nassistant:"]
+    p.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
+    with pytest.raises(ValueError, match=r"p.jsonl:2: a probe needs"):
+        load_probes(p)
