@@ -19,15 +19,15 @@ def seed_history(lin, scores):
 
 def test_second_stalled_generation_in_a_row_stops(tmp_path):
     lin = Lineage(tmp_path)
-    assert decide(CFG, lin, "gen-1", STALL)[0] == "rejected"  # one is not enough
+    assert decide(CFG, lin, STALL)[0] == "rejected"  # one is not enough
     seed_history(lin, [STALL])
-    decision, status, _, reason = decide(CFG, lin, "gen-2", STALL)
-    assert (decision, status) == ("stopped", "stopped") and "data needs fixing" in reason
+    decision, reason = decide(CFG, lin, STALL)
+    assert decision == "stopped" and "data needs fixing" in reason
 
 
 def test_passing_generation_is_promoted(tmp_path):
     lin = Lineage(tmp_path)
-    assert decide(CFG, lin, "gen-1", GenerationScores(0.95, 0.9, 0, 0.0, 0))[0] == "promoted"
+    assert decide(CFG, lin, GenerationScores(0.95, 0.9, 0, 0.0, 0))[0] == "promoted"
 
 
 def _registry(lin):

@@ -93,6 +93,22 @@ def test_two_generations_ddp(base_root, demo_dir, tmp_path):
     assert (root / "ledger.csv").read_bytes() == before
 
 
+def test_a_users_hugging_face_model_by_path(base_root, demo_dir, tmp_path):
+    """model.path: the same from_pretrained route a real model on a GPU cluster takes."""
+    user_model = tmp_path / "my-model"
+    shutil.copytree(ModelStore(base_root).path(Lineage(base_root).registry.alias("champion")), user_model)
+    (user_model / "meta.json").unlink()  # a plain save_pretrained folder, nothing of evo's
+    root = tmp_path / "lineage"
+    cfg = tiny_config(demo_dir, f"model.path={user_model}", "data.base=null", *LOOSE_GATE)
+    summary = run(cfg, root, Silent())
+    g0, g1 = summary.generations[:2]
+    store = ModelStore(root)
+    assert store.meta(g0["child_sha"])["source"] == str(user_model)  # referenced, not copied
+    assert not (store.path(g0["child_sha"]) / "model.safetensors").exists()
+    assert g0["child_sha"] == Lineage(base_root).registry.alias("champion")  # same weights, same sha
+    assert g1["parent_sha"] == g0["child_sha"] and g1["decision"] == "promoted"
+
+
 def test_strict_gate_rejects_and_keeps_the_champion(base_root, demo_dir, tmp_path):
     root = copy_root(base_root, tmp_path)
     cfg = tiny_config(demo_dir, "gate.min_generalization=0.99")

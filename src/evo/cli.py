@@ -73,18 +73,22 @@ def _run_config(cfg, root: Path, address: str | None) -> int:
     return 0
 
 
+def overrides(args) -> list[str]:
+    return (args.set or []) + (["data.skip_invalid=true"] if getattr(args, "skip_invalid", False) else [])
+
+
 def cmd_demo(args) -> int:
     from evo.data.demo import write_demo_data
 
     root = Path(args.root).resolve()
     cfg_path = write_demo_data(root / "demo_data", generations=args.generations)
     print(f"demo data and config written to {cfg_path.parent}")
-    cfg = load_config(cfg_path, args.set or [])
+    cfg = load_config(cfg_path, overrides(args))
     return _run_config(cfg, root, None)
 
 
 def cmd_run(args) -> int:
-    cfg = load_config(args.config, args.set or [])
+    cfg = load_config(args.config, overrides(args))
     return _run_config(cfg, Path(args.root).resolve(), args.address)
 
 
@@ -118,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("config", help="YAML run config")
         if name in ("run", "check", "demo"):
             s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.steps=100")
+        if name in ("run", "demo"):
+            s.add_argument("--skip-invalid", action="store_true",
+                           help="ingest the valid lines of a file with bad ones (reported), instead of none")
         if name == "run":
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "demo":

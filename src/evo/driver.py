@@ -143,6 +143,8 @@ def ancestor_data(lin: Lineage, champion: str, val_fraction: float) -> tuple[lis
     """Training records of all ancestors (the replay pool), and each one's QA set (its holdout)."""
     pool, qa = [], {}
     for gid, dsha in accepted_ancestors(lin, champion):
+        if not dsha:  # a user's base model registered without a base corpus
+            continue
         train, val = split(lin.data.get(dsha), val_fraction)
         pool.extend(train)
         qa[gid] = val
@@ -285,8 +287,8 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "best_step": (meta.get("best") or {}).get("step"),
     }
     commit_decision(lin, GEN0, row, sha, "base", sha)
-    progress(GEN0, f"base {sha[:12]}: holdout accuracy {res.generalization.value:.2f}, "
-             f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {res.perplexity:.2f}")
+    progress(GEN0, f"base {sha[:12]}: holdout accuracy {_f(res.generalization.value)}, "
+             f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {_f(res.perplexity)}")
 
 
 def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progress) -> str:
@@ -333,15 +335,12 @@ def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
     return child
 
 
-def decide(cfg: EvoConfig, lin: Lineage, gid: str, scores: GenerationScores):
-    """(decision, status, new champion or None, reason)."""
-    verdict = gate(scores, cfg.gate)
+def decide(cfg: EvoConfig, lin: Lineage, scores: GenerationScores) -> tuple[str, str]:
+    """(decision, reason): stopped by the stop rule, else promoted or rejected by the gate."""
     if should_stop(score_history(lin) + [scores], cfg.gate):
-        msg = STOP_MESSAGE.format(n=cfg.gate.patience, eps=cfg.gate.epsilon, theta=cfg.gate.theta)
-        return "stopped", "stopped", None, msg
-    if verdict.accepted:
-        return "promoted", "promoted", None, verdict.reason
-    return "rejected", "rejected", None, verdict.reason
+        return "stopped", STOP_MESSAGE.format(n=cfg.gate.patience, eps=cfg.gate.epsilon, theta=cfg.gate.theta)
+    verdict = gate(scores, cfg.gate)
+    return ("promoted" if verdict.accepted else "rejected"), verdict.reason
 
 
 def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress, extra=None) -> dict:
@@ -357,7 +356,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val), cfg.model.dtype)
     t_eval = time.perf_counter() - t_eval
     scores = scores_of(res_child, res_parent)
-    decision, status, _, reason = decide(cfg, lin, gid, scores)
+    decision, reason = decide(cfg, lin, scores)
     atomic_write_json(lin.eval_path(gid), {"child": res_child.to_json(), "parent": res_parent.to_json(),
                                            "scores": scores.__dict__, "seconds": t_eval})
     meta = lin.models.meta(child)
@@ -369,7 +368,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         "eval_style_drift": res_child.style_drift.hits, "replay_k": mix.n_replay, "decision": decision,
         "reason": reason, "eval_perplexity": res_child.perplexity, "best_step": meta["best"]["step"],
     }
-    commit_decision(lin, gid, row, child, status, child if decision == "promoted" else None)
+    commit_decision(lin, gid, row, child, decision, child if decision == "promoted" else None)
     progress(gid, f"{decision}: recall {_f(res_child.recall)}, generalization {res_child.generalization.value:.2f} "
              f"(parent {res_parent.generalization.value:.2f}), style drift {res_child.style_drift.hits} "
              f"(parent {res_parent.style_drift.hits}) — {reason}")

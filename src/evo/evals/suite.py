@@ -12,7 +12,7 @@ import torch
 
 from evo.data.records import Record, render_chat
 from evo.evals.generate import generate, normalize
-from evo.train.examples import collate, encode, prompt_and_completion
+from evo.train.examples import collate, encode, prompt_and_completion, token_loss_sum
 
 
 @dataclass
@@ -24,8 +24,9 @@ class Accuracy:
     misses: list[dict] = field(default_factory=list)  # a few, for the report
 
     @property
-    def value(self) -> float:
-        return self.correct / self.total if self.total else float("nan")
+    def value(self) -> Optional[float]:
+        """None when there was nothing to score (a user's base model with no base corpus)."""
+        return self.correct / self.total if self.total else None
 
 
 @dataclass
@@ -43,7 +44,7 @@ class SuiteResult:
     recall_by_gen: dict[str, Accuracy]
     generalization: Accuracy
     style_drift: StyleDrift
-    perplexity: float
+    perplexity: Optional[float]
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -88,19 +89,16 @@ def style_drift(model, tok, spec: EvalSpec) -> StyleDrift:
 
 
 @torch.no_grad()
-def perplexity(model, tok, records: list[Record], spec: EvalSpec) -> float:
+def perplexity(model, tok, records: list[Record], spec: EvalSpec) -> Optional[float]:
     model.eval()
     total, count = 0.0, 0
     examples = [encode(r, tok, spec.max_length) for r in records[: spec.max_items]]
     for i in range(0, len(examples), spec.batch_size):
         batch = collate(examples[i : i + spec.batch_size], tok.pad_token_id)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        total += float(torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
-            ignore_index=-100, reduction="sum"))
-        count += int((labels != -100).sum())
-    return math.exp(total / count) if count else float("nan")
+        loss, n = token_loss_sum(logits, batch["labels"])
+        total, count = total + loss, count + n
+    return math.exp(total / count) if count else None
 
 
 def run_suite(model, tok, spec: EvalSpec) -> SuiteResult:

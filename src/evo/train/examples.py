@@ -66,3 +66,12 @@ def batches(examples: list[Example], batch_size: int, start_step: int, steps: in
 
 def count_target_tokens(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["attention_mask"].sum())
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token loss over labelled positions, and how many: logits [B, T, V], labels [B, T]."""
+    targets = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+        ignore_index=IGNORE, reduction="sum")
+    return float(loss), int((targets != IGNORE).sum())

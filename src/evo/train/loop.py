@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from evo.data.records import Record
-from evo.train.examples import batches, collate, count_target_tokens, encode
+from evo.train.examples import batches, collate, count_target_tokens, encode, token_loss_sum
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 
 
@@ -108,11 +108,7 @@ class Engine:
     def loss_sum(self, batch: dict) -> tuple[float, int]:
         self.model.eval()
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        lp = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
-            ignore_index=-100, reduction="sum")
-        return float(lp), int((labels != -100).sum())
+        return token_loss_sum(logits, batch["labels"])
 
     def save(self, folder: Path, rank: int, full: bool) -> None:
         """Trainable weights (safetensors) on rank 0; every rank joins a ZeRO-3 gather."""
