@@ -16,6 +16,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_generation.py
+	$(VENV)/bin/python bench/bench_demo_replay.py
 
 clean-lineage:
 	rm -rf $(ROOT)

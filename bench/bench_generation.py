@@ -93,7 +93,7 @@ def write_report(gens, plain: float, args) -> None:
         "workers (DDP, gloo) against a plain one-process PEFT loop with 2 threads, same mix.",
         "",
         "| generation | Ray Train tokens/s | plain loop tokens/s | ratio | wall s | in steps s | evals s "
-        "| fixed overhead s | of which: worker setup s, checkpoints s |",
+        "| fixed overhead s | of which: Ray Train start-up, teardown, worker setup, checkpoints (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, meta, eval_s, _ in gens:
@@ -102,8 +102,8 @@ def write_report(gens, plain: float, args) -> None:
         overhead = wall - meta["train_seconds"] - eval_s
         lines.append(
             f"| {row['GEN_ID']} | {ray_tps:,.0f} | {plain:,.0f} | {ray_tps / plain:.2f}x | {wall:.1f} | "
-            f"{meta['train_seconds']:.1f} | {eval_s:.1f} | {overhead:.1f} | {meta['setup_seconds']:.1f}, "
-            f"{meta['checkpoint_seconds']:.1f} |")
+            f"{meta['train_seconds']:.1f} | {eval_s:.1f} | {overhead:.1f} | {meta['ray_startup_seconds']:.1f}, "
+            f"{meta['ray_teardown_seconds']:.1f}, {meta['setup_seconds']:.1f}, {meta['checkpoint_seconds']:.1f} |")
     body = "\n".join(lines)
     print(body)
     update_section("generation", body)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from evo.config import ConfigError, load_config
 from evo.data.ingest import IngestError
+from evo.errors import EvoError
 
 DEFAULT_ROOT = "lineage"
 
@@ -153,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     except IngestError as e:
         print(f"evo: data error: {e}", file=sys.stderr)
         return 2
+    except EvoError as e:
+        print(f"evo: {e}\nevo: nothing was recorded for the failed generation; fix the cause and "
+              "run the same command again to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nevo: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -228,9 +228,12 @@ def training_meta(out, loop_cfg: dict, cfg: EvoConfig, data_sha: str, gid: str) 
 
 def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) -> str:
     """Tokenizer + tiny Llama pretrained from scratch on Ray Train (full weights), stored by sha."""
+    from transformers.utils import logging as hf_logging
+
     from evo.model.loading import build_tiny_llama
     from evo.model.tokenizer import train_bpe_tokenizer
 
+    hf_logging.disable_progress_bar()
     records = lin.data.get(data_sha)
     train_part, val = split(records, cfg.data.val_fraction)
     order = build_mix(train_part, [], 0, cfg.data.curriculum, cfg.train.seed).records
@@ -238,9 +241,6 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
     write_records(lin.run_dir(GEN0) / "mix.parquet", order)
     write_records(lin.run_dir(GEN0) / "val.parquet", val)
     tok = train_bpe_tokenizer([r.prompt + r.completion for r in records], cfg.model.tiny.vocab_size)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     init_dir = lin.run_dir(GEN0) / "init"
     if init_dir.exists():
         shutil.rmtree(init_dir)

@@ -18,12 +18,13 @@ import torch
 from safetensors import safe_open
 
 from evo.atomic import atomic_write_json, read_json
+from evo.errors import EvoError
 
 FORMAT_VERSION = 1
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(EvoError, RuntimeError):
     """A stored model whose weights no longer match its sha."""
 
 

@@ -12,6 +12,7 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchTrainer
 
 from evo.config import TrainConfig
+from evo.errors import EvoError
 from evo.train.loop import train_loop_per_worker
 
 
@@ -22,7 +23,7 @@ from evo.train.loop import train_loop_per_worker
 POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(EvoError, RuntimeError):
     """A training run that failed after its retries."""
 
 
