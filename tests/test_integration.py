@@ -122,14 +122,17 @@ def test_strict_gate_rejects_and_keeps_the_champion(base_root, demo_dir, tmp_pat
     assert_lineage_consistent(root)
 
 
-def test_deepspeed_zero2_generation(base_root, demo_dir, tmp_path):
+@pytest.mark.parametrize("stage,dtype", [(2, "float32"), (3, "bfloat16")])
+def test_deepspeed_generation(base_root, demo_dir, tmp_path, stage, dtype):
     root = copy_root(base_root, tmp_path)
-    cfg = tiny_config(demo_dir, "train.strategy=deepspeed", "train.zero_stage=2", *LOOSE_GATE)
+    cfg = tiny_config(demo_dir, "train.strategy=deepspeed", f"train.zero_stage={stage}",
+                      f"model.dtype={dtype}", *LOOSE_GATE)
     lin = Lineage(root)
     row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent())
     assert row["decision"] == "promoted"
     meta = lin.models.verify(row["child_sha"])
-    assert meta["config"]["train"]["strategy"] == "deepspeed" and meta["tokens"] > 0
+    assert meta["config"]["train"]["strategy"] == "deepspeed" and meta["config"]["train"]["zero_stage"] == stage
+    assert meta["tokens"] > 0
     assert float(row["loss_end"]) < float(row["loss_start"])
 
 

@@ -160,10 +160,11 @@ def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record]
                     e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length)
 
 
-def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, dtype: str) -> list[SuiteResult]:
-    """Each model evaluated in its own Ray task (in parallel where there are CPUs)."""
-    task = ray.remote(num_cpus=1)(evaluate_generation)
-    return ray.get([task.remote(str(lin.root), s, spec, dtype) for s in shas])
+def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig) -> list[SuiteResult]:
+    """Each model evaluated in its own Ray task (in parallel where there are CPUs or GPUs)."""
+    gpus = 1 if cfg.train.use_gpu else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_generation)
+    return ray.get([task.remote(str(lin.root), s, spec, cfg.model.dtype) for s in shas])
 
 
 def scores_of(child: SuiteResult, parent: SuiteResult) -> GenerationScores:
@@ -275,7 +276,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
     meta = lin.models.meta(sha)
     records = lin.data.get(data_sha) if data_sha else []
     _, val = split(records, cfg.data.val_fraction)
-    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, val, val), cfg.model.dtype)
+    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, val, val), cfg)
     atomic_write_json(lin.eval_path(GEN0), {"child": res.to_json()})
     row = {
         "GEN_ID": GEN0, "parent_sha": "", "child_sha": sha, "data_delta_sha": data_sha,
@@ -353,7 +354,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
     progress(gid, f"evaluating child {child[:12]} against parent {champion[:12]} (Ray tasks)")
     t_eval = time.perf_counter()
-    res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val), cfg.model.dtype)
+    res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val), cfg)
     t_eval = time.perf_counter() - t_eval
     scores = scores_of(res_child, res_parent)
     decision, reason = decide(cfg, lin, scores)

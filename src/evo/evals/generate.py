@@ -25,7 +25,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
             input_ids[j, n - len(x) :] = torch.tensor(x)
             mask[j, n - len(x) :] = 1
         gen = model.generate(
-            input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        out.extend(tokenizer.batch_decode(gen[:, n:], skip_special_tokens=True))
+        out.extend(tokenizer.batch_decode(gen[:, n:].cpu(), skip_special_tokens=True))
     return out

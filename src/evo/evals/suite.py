@@ -94,7 +94,7 @@ def perplexity(model, tok, records: list[Record], spec: EvalSpec) -> Optional[fl
     total, count = 0.0, 0
     examples = [encode(r, tok, spec.max_length) for r in records[: spec.max_items]]
     for i in range(0, len(examples), spec.batch_size):
-        batch = collate(examples[i : i + spec.batch_size], tok.pad_token_id)
+        batch = {k: v.to(model.device) for k, v in collate(examples[i : i + spec.batch_size], tok.pad_token_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss, n = token_loss_sum(logits, batch["labels"])
         total, count = total + loss, count + n
@@ -110,11 +110,17 @@ def run_suite(model, tok, spec: EvalSpec) -> SuiteResult:
 
 
 def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float32") -> SuiteResult:
-    """Load model `sha` from the lineage root (verified) and run the suite: a Ray task body."""
+    """Load model `sha` from the lineage root (verified) and run the suite: a Ray task body.
+
+    Runs on the task's GPU when Ray gave it one, else on one CPU thread.
+    """
     from evo.model.lineage_model import load_generation
 
-    torch.set_num_threads(1)
     model, tok = load_generation(root, sha, dtype)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    else:
+        torch.set_num_threads(1)
     return run_suite(model, tok, spec)
 
 

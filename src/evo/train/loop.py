@@ -85,6 +85,10 @@ class Engine:
         else:
             self.model = ray.train.torch.prepare_model(model)
         self.zero3 = self.deepspeed and cfg["zero_stage"] == 3
+        self.device = ray.train.torch.get_device()  # cpu here; this worker's GPU on a cluster
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     @property
     def inner(self):
@@ -92,7 +96,7 @@ class Engine:
 
     def step(self, batch: dict) -> float:
         self.model.train()
-        loss = self.model(**batch).loss
+        loss = self.model(**self._to_device(batch)).loss
         if self.deepspeed:
             self.model.backward(loss)
             self.model.step()
@@ -107,6 +111,7 @@ class Engine:
     @torch.no_grad()
     def loss_sum(self, batch: dict) -> tuple[float, int]:
         self.model.eval()
+        batch = self._to_device(batch)
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return token_loss_sum(logits, batch["labels"])
 
