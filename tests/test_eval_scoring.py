@@ -29,15 +29,32 @@ def test_exact_match_ignores_spacing_only(monkeypatch):
 
 def test_style_drift_counts_probes_with_a_banned_phrase(monkeypatch):
     fixed_replies(monkeypatch, ["As an AI, tea is nice.", "tea is nice.", "certainly! yes", "i cannot and certainly!"])
-    d = style_drift(None, Tok(), spec(probes=["a", "b", "c", "d"], banned=["as an ai", "certainly!", "i cannot"]))
+    probes = [parse_record({"prompt": p, "completion": "-"}) for p in "abcd"]
+    d = style_drift(None, Tok(), spec(probes=probes, banned=["as an ai", "certainly!", "i cannot"]))
     assert (d.hits, d.total) == (3, 4)
     assert [f["phrase"] for f in d.flagged] == ["as an ai", "certainly!", "certainly!"]
+
+
+def test_probes_use_the_models_chat_template(tmp_path):
+    from evo.train.examples import prompt_and_completion
+
+    class Templated:
+        chat_template = "x"
+
+        def apply_chat_template(self, msgs, tokenize, add_generation_prompt):
+            return "".join(f"<{m['role']}>{m['content']}" for m in msgs) + ("<assistant>" if add_generation_prompt else "")
+
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]}\n')
+    (probe,) = load_probes(p)
+    assert prompt_and_completion(probe, Templated())[0] == "<system>s<user>hi<assistant>"
+    assert prompt_and_completion(probe, Tok())[0] == "system: s\nuser: hi\nassistant:"
 
 
 def test_probe_file_shapes_and_errors(tmp_path):
     p = tmp_path / "p.jsonl"
     p.write_text('{"prompt": "hello"}\n\n{"messages": [{"role": "user", "content": "hi"}]}\n')
-    assert load_probes(p) == ["hello", "user: hi\nassistant:"]
+    assert [r.prompt for r in load_probes(p)] == ["hello", "user: hi\nassistant:"]
     p.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
     with pytest.raises(ValueError, match=r"p.jsonl:2: a probe needs"):
         load_probes(p)

@@ -156,21 +156,24 @@ def _write_config(demo_dir: Path, tmp_path: Path, extra: list[str]) -> Path:
     return path
 
 
-def test_resume_after_driver_killed_mid_generation(ray_cluster, base_root, demo_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_resume_after_driver_interrupted_mid_generation(ray_cluster, base_root, demo_dir, tmp_path, sig):
     root = copy_root(base_root, tmp_path)
     slow = ["train.steps=150", "train.checkpoint_every=10", "data.generations=[gen1.jsonl]", *LOOSE_GATE]
     config = _write_config(demo_dir, tmp_path, slow)
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     cmd = [sys.executable, "-m", "evo.cli", "run", str(config), "--root", str(root)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_dir = root / "runs" / "ray" / "demo-gen-1"
     deadline = time.time() + 180
     # Ray Train records its checkpoints in this snapshot; once it exists a new driver can resume.
     while time.time() < deadline and not (run_dir / "checkpoint_manager_snapshot.json").exists():
         assert proc.poll() is None, "the driver ended before it could be killed"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:  # Ctrl-C: a message, not a traceback, and the way to resume
+        assert proc.returncode == 130 and "run the same command again to resume" in err, err[-2000:]
     lin = Lineage(root)
     assert [r["GEN_ID"] for r in lin.ledger.rows()] == ["gen-0"]  # no half row
     summary = run(tiny_config(demo_dir, *slow), root, Silent())

@@ -58,7 +58,7 @@ class EvalSpec:
 
     qa_sets: dict[str, list[Record]]  # generation id -> its QA set (recall)
     holdout: list[Record]  # the new delta's holdout (generalization)
-    probes: list[str]  # style probe prompts
+    probes: list[Record]  # style probes: prompts (no completion), rendered with the model's chat template
     banned_phrases: list[str]
     val: list[Record]  # perplexity
     max_new_tokens: int = 24
@@ -79,9 +79,10 @@ def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
 
 
 def style_drift(model, tok, spec: EvalSpec) -> StyleDrift:
-    replies = generate(model, tok, spec.probes, spec.max_new_tokens, spec.batch_size)
+    prompts = [prompt_and_completion(p, tok)[0] for p in spec.probes]
+    replies = generate(model, tok, prompts, spec.max_new_tokens, spec.batch_size)
     flagged = []
-    for p, r in zip(spec.probes, replies):
+    for p, r in zip(prompts, replies):
         hit = next((b for b in spec.banned_phrases if b.lower() in r.lower()), None)
         if hit:
             flagged.append({"prompt": p, "reply": r, "phrase": hit})
@@ -124,11 +125,11 @@ def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float
     return run_suite(model, tok, spec)
 
 
-def load_probes(path: str | Path | None) -> list[str]:
-    """Probe prompts from JSONL: {"prompt": ...} or {"messages": [...]} ending on a user turn."""
+def load_probes(path: str | Path | None) -> list[Record]:
+    """Probes from JSONL: {"prompt": ...} or {"messages": [...]} ending on a user turn."""
     if path is None:
         return []
-    prompts = []
+    probes = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -137,9 +138,11 @@ def load_probes(path: str | Path | None) -> list[str]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
         if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
-            prompts.append(obj["prompt"])
+            probes.append(Record("completion", obj["prompt"], ""))
         elif isinstance(obj, dict) and isinstance(obj.get("messages"), list):
-            prompts.append(render_chat(obj["messages"] + [{"role": "assistant", "content": ""}])[0])
+            # an empty assistant turn closes the conversation, so the last turn is the one to answer
+            msgs = obj["messages"] + [{"role": "assistant", "content": ""}]
+            probes.append(Record("chat", render_chat(msgs)[0], "", json.dumps(msgs, ensure_ascii=False)))
         else:
             raise ValueError(f"{path}:{n}: a probe needs 'prompt' (string) or 'messages' (list)")
-    return prompts
+    return probes

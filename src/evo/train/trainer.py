@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +58,33 @@ def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: s
     )
 
 
+def _fit_interruptibly(trainer: TorchTrainer):
+    """fit(), with Ctrl-C surfacing as KeyboardInterrupt.
+
+    Ray Train's own SIGINT handler aborts the run gracefully (checkpoints stay), then ends the
+    driver with SystemExit from inside the handler; evo turns that back into KeyboardInterrupt so
+    the caller can say how to resume, and puts the previous handler back.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return trainer.fit()
+    except SystemExit as e:
+        raise KeyboardInterrupt("training run aborted by Ctrl-C") from e
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
 def run_training(loop_cfg: dict, train: TrainConfig, storage_path: str, name: str, dest: Path) -> TrainOutcome:
     """Fit, then copy the best checkpoint to `dest` (the driver registers it from there)."""
     for k, v in POLL_ENV.items():
         os.environ.setdefault(k, v)
     t0, started_at = time.perf_counter(), time.time()
     try:
-        result = build_trainer(loop_cfg, train, storage_path, name).fit()
+        result = _fit_interruptibly(build_trainer(loop_cfg, train, storage_path, name))
+    except KeyboardInterrupt:
+        raise
     except Exception as e:  # Ray wraps the worker's exception; keep its message, drop Ray's frames
         raise TrainingError(f"training run {name} failed after {train.max_failures} retries: {e}") from e
     if result.error is not None:
