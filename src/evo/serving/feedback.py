@@ -1,0 +1,91 @@
+"""Feedback and served-response events, appended to `ab/events.jsonl` in the lineage root.
+
+Append-only and safe with many writers (processes or replicas): each event is one line written
+with O_APPEND under an exclusive lock and fsynced. A line cut short by a crash is skipped (and
+counted) when reading, so nothing already written is ever lost or rewritten.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evo.serving.router import ARMS
+
+KINDS = ("response", "thumbs", "pairwise")
+PAIRWISE = ("champion", "candidate", "tie")
+
+
+class FeedbackError(ValueError):
+    """An event that cannot be recorded; the message says which field and why."""
+
+
+def validate(event: dict) -> dict:
+    kind = event.get("kind")
+    if kind not in KINDS:
+        raise FeedbackError(f"'kind' must be one of {KINDS}, got {kind!r}")
+    if kind == "response":
+        _need(event, "response_id", str)
+        if event.get("arm") not in ARMS:
+            raise FeedbackError(f"'arm' must be one of {ARMS}, got {event.get('arm')!r}")
+    elif kind == "thumbs":
+        _need(event, "response_id", str)
+        if event.get("value") not in ("up", "down"):
+            raise FeedbackError(f"'value' must be 'up' or 'down', got {event.get('value')!r}")
+    else:
+        _need(event, "pair_id", str)
+        if event.get("winner") not in PAIRWISE:
+            raise FeedbackError(f"'winner' must be one of {PAIRWISE}, got {event.get('winner')!r}")
+    return event
+
+
+def _need(event: dict, key: str, typ: type) -> None:
+    if not isinstance(event.get(key), typ) or not event[key]:
+        raise FeedbackError(f"'{key}' must be a non-empty {typ.__name__}")
+
+
+@dataclass
+class EventLog:
+    events: list[dict] = field(default_factory=list)
+    torn_lines: int = 0  # a partial last line left by a crash, skipped
+
+
+class FeedbackStore:
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / "ab" / "events.jsonl"
+
+    def append(self, event: dict) -> dict:
+        event = validate({**event, "time": event.get("time", time.time())})
+        line = (json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a writer died mid-line: fence it off
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return event
+
+    def read(self) -> EventLog:
+        log = EventLog()
+        if not self.path.exists():
+            return log
+        for raw in self.path.read_bytes().split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                log.events.append(json.loads(raw))
+            except json.JSONDecodeError:
+                log.torn_lines += 1
+        return log
