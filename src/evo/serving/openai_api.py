@@ -1,0 +1,132 @@
+"""OpenAI-compatible request and response shapes, with evo's limits and clear 4xx messages."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class APIError(Exception):
+    """A request the server refuses: HTTP status and a message that says what to fix."""
+
+    def __init__(self, status: int, message: str, param: Optional[str] = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}}
+
+
+class Limits(BaseModel):
+    max_prompt_chars: int = 8000
+    max_tokens: int = 256
+    default_max_tokens: int = 64
+    max_n: int = 4
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # clients send fields evo does not use (logprobs, ...)
+    model: str = Field(min_length=1)
+    max_tokens: Optional[int] = Field(None, ge=1, description="None: the server's default, within its limit")
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: Optional[Union[str, list[str]]] = None
+    user: Optional[str] = None
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    seed: Optional[int] = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        stops = [v] if isinstance(v, str) else (v or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("'stop' takes up to 4 non-empty strings")
+        return stops
+
+    def stops(self) -> list[str]:
+        return list(self.stop or [])
+
+
+class ChatRequest(_Common):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, v):
+        if v[-1].role == "assistant":
+            raise ValueError("the last message must not be the assistant's: there is nothing to answer")
+        return v
+
+    def prompt_chars(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+class CompletionRequest(_Common):
+    prompt: str
+
+    def prompt_chars(self) -> int:
+        return len(self.prompt)
+
+
+def parse_request(kind: type[_Common], body: object, limits: Limits) -> _Common:
+    """Validate a decoded JSON body; APIError(400) naming the field otherwise."""
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    try:
+        req = kind.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        msg = first["msg"].removeprefix("Value error, ")
+        more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
+        raise APIError(400, f"'{where}': {msg}{more}", param=where) from None
+    if req.prompt_chars() > limits.max_prompt_chars:
+        raise APIError(400, f"prompt has {req.prompt_chars()} characters, over the limit of {limits.max_prompt_chars}",
+                       "messages" if isinstance(req, ChatRequest) else "prompt")
+    if req.max_tokens is None:
+        req.max_tokens = min(limits.default_max_tokens, limits.max_tokens)
+    if req.max_tokens > limits.max_tokens:
+        raise APIError(400, f"'max_tokens' is {req.max_tokens}, over the limit of {limits.max_tokens}", "max_tokens")
+    if req.n > limits.max_n:
+        raise APIError(400, f"'n' is {req.n}, over the limit of {limits.max_n}", "n")
+    return req
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def chat_response(rid: str, model: str, outputs: list, prompt_tokens: int, arm: str) -> dict:
+    """outputs: [(text, finish_reason, completion_tokens)]."""
+    return {
+        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
+                    for i, (t, f, _) in enumerate(outputs)],
+        "usage": usage(prompt_tokens, sum(c for _, _, c in outputs)),
+        "evo": {"arm": arm},
+    }
+
+
+def completion_response(rid: str, model: str, outputs: list, prompt_tokens: int, arm: str) -> dict:
+    return {
+        "id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": i, "text": t, "finish_reason": f, "logprobs": None}
+                    for i, (t, f, _) in enumerate(outputs)],
+        "usage": usage(prompt_tokens, sum(c for _, _, c in outputs)),
+        "evo": {"arm": arm},
+    }

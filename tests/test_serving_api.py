@@ -1,0 +1,80 @@
+"""OpenAI-compatible request validation and the serving generator, on a tiny real model."""
+
+import pytest
+
+from evo.config import TinyModelConfig
+from evo.model.loading import build_tiny_llama
+from evo.model.tokenizer import train_bpe_tokenizer
+from evo.serving.engine import Sampling, cut_at_stop, generate_batch
+from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, Limits, chat_response,
+                                    parse_request)
+
+LIMITS = Limits(max_prompt_chars=100, max_tokens=32, max_n=3)
+CHAT = {"model": "evo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_a_valid_chat_request_with_the_usual_fields():
+    req = parse_request(ChatRequest, {**CHAT, "max_tokens": 8, "temperature": 0, "top_p": 0.9, "stop": "\n",
+                                      "user": "u1", "n": 2, "logprobs": None}, LIMITS)
+    assert req.stops() == ["\n"] and req.n == 2 and req.user == "u1"
+
+
+@pytest.mark.parametrize("body,where", [
+    ([1, 2], "JSON object"),
+    ({"messages": CHAT["messages"]}, "'model'"),
+    ({"model": "evo"}, "'messages'"),
+    ({**CHAT, "messages": []}, "'messages'"),
+    ({**CHAT, "messages": [{"role": "robot", "content": "x"}]}, "'messages.0.role'"),
+    ({**CHAT, "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "nothing to answer"),
+    ({**CHAT, "temperature": 3}, "'temperature'"),
+    ({**CHAT, "top_p": 0}, "'top_p'"),
+    ({**CHAT, "max_tokens": 0}, "'max_tokens'"),
+    ({**CHAT, "max_tokens": 33}, "over the limit of 32"),
+    ({**CHAT, "n": 4}, "'n' is 4, over the limit of 3"),
+    ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, "up to 4"),
+    ({**CHAT, "messages": [{"role": "user", "content": "x" * 101}]}, "101 characters, over the limit of 100"),
+])
+def test_bad_requests_get_a_400_that_names_the_field(body, where):
+    with pytest.raises(APIError) as e:
+        parse_request(ChatRequest, body, LIMITS)
+    assert e.value.status == 400 and where in e.value.message
+    assert e.value.body()["error"]["message"] == e.value.message
+
+
+def test_completion_request_and_response_shape():
+    req = parse_request(CompletionRequest, {"model": "champion", "prompt": "tr red cat runs ="}, LIMITS)
+    assert req.max_tokens == 32  # the server default (64), capped at the limit
+    body = chat_response("id-1", "evo", [("hello", "stop", 2), ("hey", "length", 4)], 5, "candidate")
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
+    assert [c["message"]["content"] for c in body["choices"]] == ["hello", "hey"]
+    assert body["object"] == "chat.completion" and body["evo"]["arm"] == "candidate"
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("abc. def\nxyz", [".", "\n"]) == ("abc", True)
+    assert cut_at_stop("abc", ["z"]) == ("abc", False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = train_bpe_tokenizer(["tr red cat runs = zora zova bove"] * 30, 300)
+    model = build_tiny_llama(TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tok)
+    return model.eval(), tok
+
+
+def test_generation_counts_n_and_finish_reasons(tiny):
+    model, tok = tiny
+    out = generate_batch(model, tok, ["tr red", "tr red cat runs ="], Sampling(max_tokens=5, temperature=0.8, n=3, seed=1), [])
+    assert [len(o) for o in out] == [3, 3]
+    for o in out[0] + out[1]:
+        assert 1 <= o.completion_tokens <= 5 and o.finish_reason in ("stop", "length")
+        assert o.finish_reason == "stop" or o.completion_tokens == 5
+    again = generate_batch(model, tok, ["tr red", "tr red cat runs ="], Sampling(max_tokens=5, temperature=0.8, n=3, seed=1), [])
+    assert [[o.text for o in r] for r in again] == [[o.text for o in r] for r in out]  # seeded
+
+
+def test_greedy_is_deterministic_and_batch_independent(tiny):
+    model, tok = tiny
+    alone = generate_batch(model, tok, ["tr red cat runs ="], Sampling(max_tokens=6, temperature=0), [])
+    batched = generate_batch(model, tok, ["tr", "tr red cat runs ="], Sampling(max_tokens=6, temperature=0), [])
+    assert alone[0][0].text == batched[1][0].text
