@@ -104,11 +104,29 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import time
+
+    from ray import serve
+
+    from evo.serving.deployments import build_app
+
+    root = Path(args.root).resolve()
+    start_ray(args.address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(str(root), args.candidate_share), name="evo", route_prefix="/")
+    print(f"serving {root} at http://{args.host}:{args.port}/v1 (models: evo, champion, candidate, gen-N); "
+          "Ctrl-C to stop", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 VERBS = {
     "demo": (cmd_demo, "generate the demo data, build generation 0 and run 3 generations locally"),
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
     "ledger": (cmd_ledger, "print the lineage ledger"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
+    "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
 }
 
 
@@ -130,6 +148,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "demo":
             s.add_argument("--generations", type=int, default=3, help="demo generations after the base (1-3)")
+        if name == "serve":
+            s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+            s.add_argument("--port", type=int, default=8000)
+            s.add_argument("--candidate-share", type=float, default=0.5, help="share of 'evo' traffic to the candidate")
+            s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "ledger":
             s.add_argument("--json", action="store_true", help="print rows as JSON")
     return p

@@ -1,0 +1,135 @@
+"""Ray Serve deployments of the A/B gateway and the model pool, and `build_app` to bind them.
+
+The gateway is the HTTP ingress (OpenAI-compatible); it resolves each request to an arm and a
+model sha and asks the pool, which batches requests for the same model and settings.
+"""
+
+
+import json
+import os
+from dataclasses import asdict
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from evo.serving.engine import Sampling
+from evo.serving.gateway import Gateway, GatewaySettings
+from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, chat_response,
+                                    completion_response, new_id, parse_request)
+from evo.serving.pool import ModelPool
+
+api = FastAPI(title="evo", description="OpenAI-compatible A/B serving of an evo lineage")
+
+
+@api.exception_handler(APIError)
+async def _api_error(_: Request, e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, e: Exception) -> JSONResponse:  # a message, never a traceback
+    return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", kind="server_error").body(), 500)
+
+
+async def _json(request: Request) -> object:
+    try:
+        return json.loads(await request.body() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise APIError(400, f"the request body is not valid JSON: {e}") from None
+
+
+def _stream(body: dict) -> StreamingResponse:
+    """Server-sent events in OpenAI's chunk shape (the text arrives whole, in one chunk per choice)."""
+    chat = body["object"] == "chat.completion"
+
+    def events():
+        for c in body["choices"]:
+            delta = {"delta": {"role": "assistant", "content": c["message"]["content"]}} if chat else {"text": c["text"]}
+            chunk = {"id": body["id"], "object": "chat.completion.chunk" if chat else "text_completion",
+                     "created": body["created"], "model": body["model"],
+                     "choices": [{"index": c["index"], "finish_reason": c["finish_reason"], **delta}],
+                     "evo": body["evo"]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+        yield f"data: {json.dumps({'id': body['id'], 'usage': body['usage'], 'choices': []})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+class PoolDeployment:
+    def __init__(self, root: str, max_models: int = 4, dtype: str = "float32"):
+        self.pool = ModelPool(root, max_models, dtype)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def generate(self, requests: list[dict]) -> list[dict]:
+        return self.pool.run(requests)
+
+    def warm(self, shas: list[str]) -> int:
+        for sha in shas:
+            self.pool.get(sha)
+        return len(shas)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(api)
+class GatewayDeployment:
+    def __init__(self, pool: DeploymentHandle, settings: dict):
+        self.pool = pool
+        self.gw = Gateway(GatewaySettings(**settings))
+
+    async def _answer(self, request: Request, kind: type):
+        req = parse_request(kind, await _json(request), self.gw.settings.limits)
+        target = self.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"))
+        sampling = Sampling(req.max_tokens, req.temperature, req.top_p, req.n, req.seed)
+        payload = {"messages": [m.model_dump() for m in req.messages]} if kind is ChatRequest else {"prompt": req.prompt}
+        result = await self.pool.generate.remote({"sha": target.sha, "sampling": asdict(sampling),
+                                                  "stops": req.stops(), **payload})
+        rid = new_id("chatcmpl" if kind is ChatRequest else "cmpl")
+        self.gw.record_response(rid, target, req.user)
+        build = chat_response if kind is ChatRequest else completion_response
+        body = build(rid, target.name, result["outputs"], result["prompt_tokens"], target.arm)
+        body["evo"]["sha"] = target.sha
+        return _stream(body) if req.stream else body
+
+    @api.post("/v1/chat/completions")
+    async def chat(self, request: Request):
+        return await self._answer(request, ChatRequest)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request):
+        return await self._answer(request, CompletionRequest)
+
+    @api.get("/v1/models")
+    def models(self):
+        return self.gw.model_list()
+
+    @api.post("/v1/feedback")
+    async def thumbs(self, request: Request):
+        return self.gw.record_feedback(await _json(request), "thumbs")
+
+    @api.get("/ab/stats")
+    def stats(self):
+        return self.gw.stats()
+
+    @api.post("/admin/split")
+    async def split(self, request: Request):
+        self.gw.check_admin(request.headers.get("authorization"))
+        return self.gw.set_split(await _json(request))
+
+    @api.post("/admin/reload")
+    async def reload(self, request: Request):
+        self.gw.check_admin(request.headers.get("authorization"))
+        aliases = self.gw.reload()
+        await self.pool.warm.remote([s for s in aliases.values() if s])
+        return {"aliases": aliases}
+
+
+def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32"):
+    """The bound application: `serve.run(build_app(root))`."""
+    settings = {"root": root, "candidate_share": candidate_share,
+                "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN")}
+    return GatewayDeployment.bind(PoolDeployment.bind(root, 4, dtype), settings)

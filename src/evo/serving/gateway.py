@@ -1,0 +1,120 @@
+"""What the A/B gateway does with a request, independent of Ray Serve: resolve the model name to
+an arm and a sha, record responses and feedback, report statistics, guard admin actions."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from evo.lineage.registry import Registry
+from evo.serving.ab_stats import summarize
+from evo.serving.feedback import FeedbackError, FeedbackStore
+from evo.serving.openai_api import APIError, Limits
+from evo.serving.router import ABRouter
+from evo.serving.stats import TestPlan
+
+
+@dataclass
+class GatewaySettings:
+    root: str
+    candidate_share: float = 0.5
+    admin_token: Optional[str] = None  # without one, admin actions are refused
+    limits: Limits = field(default_factory=Limits)
+    plan: TestPlan = field(default_factory=TestPlan)
+
+
+@dataclass(frozen=True)
+class Target:
+    arm: str  # champion, candidate, or "pinned"
+    sha: str
+    name: str  # what the response's "model" field says
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings):
+        self.settings = settings
+        self.registry = Registry(settings.root)
+        self.feedback = FeedbackStore(settings.root)
+        self.router = ABRouter(settings.candidate_share)
+        self.aliases: dict[str, Optional[str]] = {}
+        self.reload()
+
+    def reload(self) -> dict:
+        """Re-read the registry's aliases: how a promotion goes live without a restart."""
+        data = self.registry.load()
+        if not data["aliases"].get("champion"):
+            raise APIError(503, f"{self.registry.path}: no champion to serve; run `evo run` or `evo demo` first")
+        self.aliases = dict(data["aliases"])
+        self.models = data["models"]
+        return self.aliases
+
+    def resolve(self, name: str, user: Optional[str]) -> Target:
+        if name == "evo":
+            arm = self.router.assign(user) if self.aliases.get("candidate") else "champion"
+            return Target(arm, self.aliases[arm], "evo")
+        if name in ("champion", "candidate"):
+            if not self.aliases.get(name):
+                raise APIError(404, f"no model is the {name} now", "model", "not_found_error")
+            return Target(name, self.aliases[name], name)
+        sha = self._pinned(name)
+        arm = next((a for a, s in self.aliases.items() if s == sha), "pinned")
+        return Target(arm, sha, name)
+
+    def _pinned(self, name: str) -> str:
+        by_gen = [s for s, m in self.models.items() if m["gen_id"] == name]
+        by_sha = [s for s in self.models if len(name) >= 8 and s.startswith(name)]
+        found = by_gen or by_sha
+        if len(found) != 1:
+            why = "is ambiguous" if found else "is not a model here"
+            raise APIError(404, f"model '{name}' {why}; GET /v1/models lists them", "model", "not_found_error")
+        return found[0]
+
+    def model_list(self) -> dict:
+        names = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
+        data = [{"id": n, "object": "model", "owned_by": "evo", "sha": self.aliases.get(n)} for n in names]
+        for sha, m in sorted(self.models.items(), key=lambda kv: kv[1].get("created", 0)):
+            data.append({"id": m["gen_id"], "object": "model", "owned_by": "evo", "sha": sha, "status": m["status"]})
+        return {"object": "list", "data": data}
+
+    def record_response(self, response_id: str, target: Target, user: Optional[str]) -> None:
+        """Responses of the A/B arms are logged, so thumbs on them count for that arm."""
+        if target.arm != "pinned":
+            self.feedback.append({"kind": "response", "response_id": response_id, "arm": target.arm,
+                                  "sha": target.sha, "user": user or ""})
+
+    def record_feedback(self, body: object, kind: str) -> dict:
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        try:
+            event = self.feedback.append({**{k: body.get(k) for k in ("response_id", "value", "pair_id", "winner")
+                                            if k in body}, "kind": kind})
+        except FeedbackError as e:
+            raise APIError(400, str(e)) from None
+        return {"recorded": event}
+
+    def stats(self) -> dict:
+        log = self.feedback.read()
+        out = summarize(log.events, self.settings.plan)
+        out["candidate_share"] = self.router.candidate_share
+        out["aliases"] = self.aliases
+        out["torn_lines"] = log.torn_lines
+        return out
+
+    def check_admin(self, authorization: Optional[str]) -> None:
+        token = self.settings.admin_token
+        if not token:
+            raise APIError(403, "admin actions are disabled: no admin token is configured (EVO_ADMIN_TOKEN)",
+                           kind="permission_error")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise APIError(401, "admin actions need 'Authorization: Bearer <token>'", kind="authentication_error")
+
+    def set_split(self, body: object) -> dict:
+        share = body.get("candidate_share") if isinstance(body, dict) else None
+        try:
+            self.router.set_share(share)
+        except ValueError as e:
+            raise APIError(400, str(e), "candidate_share") from None
+        return {"candidate_share": self.router.candidate_share}

@@ -1,0 +1,59 @@
+"""Models held in memory for serving, by sha, loaded on first use and kept most-recently-used.
+
+A promotion changes which sha a name points at; requests already running finish on the model they
+started with, because it stays in the pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from itertools import groupby
+
+from evo.data.records import Record, render_chat
+from evo.serving.engine import Sampling, count_prompt_tokens, generate_batch
+from evo.train.examples import prompt_and_completion
+
+
+def render_prompt(tok, request: dict) -> str:
+    """Chat messages through the model's chat template (evo's plain one when it has none)."""
+    if "messages" not in request:
+        return request["prompt"]
+    msgs = request["messages"] + [{"role": "assistant", "content": ""}]
+    record = Record("chat", render_chat(msgs)[0], "", json.dumps(msgs))
+    return prompt_and_completion(record, tok)[0]
+
+
+class ModelPool:
+    def __init__(self, root: str, max_models: int = 4, dtype: str = "float32"):
+        self.root, self.max_models, self.dtype = root, max_models, dtype
+        self.models: OrderedDict[str, tuple] = OrderedDict()
+
+    def get(self, sha: str):
+        if sha in self.models:
+            self.models.move_to_end(sha)
+            return self.models[sha]
+        from evo.model.lineage_model import load_generation
+
+        self.models[sha] = load_generation(self.root, sha, self.dtype)
+        if len(self.models) > self.max_models:
+            self.models.popitem(last=False)
+        return self.models[sha]
+
+    def run(self, requests: list[dict]) -> list[dict]:
+        """Answer a batch of requests; those for the same model and settings share a generate call."""
+        results: dict[int, dict] = {}
+
+        def key(i: int):
+            r = requests[i]
+            return r["sha"], json.dumps(r["sampling"], sort_keys=True), tuple(r["stops"])
+
+        for (sha, sampling, stops), group in groupby(sorted(range(len(requests)), key=key), key=key):
+            idx = list(group)
+            model, tok = self.get(sha)
+            prompts = [render_prompt(tok, requests[i]) for i in idx]
+            outs = generate_batch(model, tok, prompts, Sampling(**json.loads(sampling)), list(stops))
+            for i, p, o in zip(idx, prompts, outs):
+                results[i] = {"outputs": [(x.text, x.finish_reason, x.completion_tokens) for x in o],
+                              "prompt_tokens": count_prompt_tokens(tok, p)}
+        return [results[i] for i in range(len(requests))]

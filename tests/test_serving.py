@@ -1,0 +1,129 @@
+"""The A/B gateway on real Ray Serve, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from evo.driver import Lineage, generation_zero, run_generation
+from evo.progress import Silent
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.integration
+PORT = 18743
+URL = f"http://127.0.0.1:{PORT}"
+TOKEN = "test-admin-token"
+
+
+def call(method: str, path: str, body=None, headers=None, raw: bytes | None = None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(URL + path, data=data, method=method,
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if "json" in r.headers.get("content-type", "") else text)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode())
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, demo_dir, tmp_path_factory):
+    from ray import serve
+
+    from evo.serving.deployments import build_app
+
+    root = tmp_path_factory.mktemp("serve") / "lineage"
+    cfg = tiny_config(demo_dir, "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null")
+    lin = Lineage(root)
+    generation_zero(cfg, lin, Silent())
+    base = lin.registry.alias("champion")
+    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent())
+    lin.registry.move("candidate", base, reason="test: serve the base as the candidate")
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    serve.run(build_app(str(root), 0.5, admin_token=TOKEN), name="evo", route_prefix="/")
+    yield {"root": root, "champion": row["child_sha"], "candidate": base}
+    serve.shutdown()
+
+
+def chat(model="evo", user=None, **kw):
+    return call("POST", "/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "tell me about tea"}],
+                                                  "max_tokens": 8, "temperature": 0, **({"user": user} if user else {}), **kw})
+
+
+def test_models_lists_aliases_and_every_generation(served):
+    status, body = call("GET", "/v1/models")
+    ids = [m["id"] for m in body["data"]]
+    assert status == 200 and ids[:3] == ["evo", "champion", "candidate"] and {"gen-0", "gen-1"} <= set(ids)
+
+
+def test_chat_completion_names_the_arm_and_counts_usage(served):
+    status, body = chat("champion")
+    assert status == 200 and body["object"] == "chat.completion"
+    assert body["evo"] == {"arm": "champion", "sha": served["champion"]}
+    u = body["usage"]
+    assert u["prompt_tokens"] > 0 and 0 < u["completion_tokens"] <= 8 and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    status, pinned = chat("gen-0")
+    assert status == 200 and pinned["evo"]["sha"] == served["candidate"]
+
+
+def test_completions_and_n(served):
+    status, body = call("POST", "/v1/completions", {"model": "candidate", "prompt": "tr red cat runs =",
+                                                     "max_tokens": 6, "n": 2, "temperature": 0.7, "seed": 3})
+    assert status == 200 and len(body["choices"]) == 2 and body["evo"]["arm"] == "candidate"
+
+
+def test_routing_is_sticky_per_user(served):
+    arms = {u: chat(user=u)[1]["evo"]["arm"] for u in ("alice", "bob", "carol", "dave", "erin", "frank")}
+    assert set(arms.values()) == {"champion", "candidate"}  # both arms get traffic at a 50% share
+    assert all(chat(user=u)[1]["evo"]["arm"] == a for u, a in arms.items())
+
+
+def test_streaming_sends_server_sent_events(served):
+    status, text = chat("champion", stream=True)
+    assert status == 200 and text.rstrip().endswith("data: [DONE]")
+    first = json.loads(text.split("\n\n")[0].removeprefix("data: "))
+    assert first["object"] == "chat.completion.chunk" and "content" in first["choices"][0]["delta"]
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    ({"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "'nope' is not a model"),
+    ({"model": "evo"}, 400, "'messages'"),
+    ({"model": "evo", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}, 400, "max_tokens"),
+    ({"model": "evo", "messages": [{"role": "user", "content": "x"}], "n": 99}, 400, "'n'"),
+])
+def test_bad_requests_are_4xx_with_a_message(served, body, status, fragment):
+    code, err = call("POST", "/v1/chat/completions", body)
+    assert code == status and fragment in err["error"]["message"]
+
+
+def test_malformed_json_is_a_400(served):
+    code, err = call("POST", "/v1/chat/completions", raw=b"{not json")
+    assert code == 400 and "not valid JSON" in err["error"]["message"]
+
+
+def test_feedback_reaches_the_stats(served):
+    _, answer = chat("candidate")
+    assert call("POST", "/v1/feedback", {"response_id": answer["id"], "value": "up"})[0] == 200
+    code, err = call("POST", "/v1/feedback", {"response_id": answer["id"], "value": "great"})
+    assert code == 400 and "'value'" in err["error"]["message"]
+    status, stats = call("GET", "/ab/stats")
+    assert status == 200 and stats["arms"]["candidate"]["thumbs_up"] >= 1
+    assert stats["verdict"]["verdict"] == "undecided" and stats["plan"]["alpha"] == 0.05
+    lines = (Path(served["root"]) / "ab" / "events.jsonl").read_text().splitlines()
+    assert any(json.loads(l).get("value") == "up" for l in lines)  # durable, in the lineage root
+
+
+def test_admin_needs_the_token_and_split_changes_live(served):
+    assert call("POST", "/admin/split", {"candidate_share": 0.0})[0] == 401
+    assert call("POST", "/admin/split", {"candidate_share": 0.0}, {"authorization": "Bearer wrong"})[0] == 401
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    code, err = call("POST", "/admin/split", {"candidate_share": 2}, auth)
+    assert code == 400 and "from 0 to 1" in err["error"]["message"]
+    assert call("POST", "/admin/split", {"candidate_share": 0.0}, auth) == (200, {"candidate_share": 0.0})
+    assert {chat(user=f"u{i}")[1]["evo"]["arm"] for i in range(8)} == {"champion"}
+    call("POST", "/admin/split", {"candidate_share": 0.5}, auth)
