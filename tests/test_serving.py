@@ -127,3 +127,20 @@ def test_admin_needs_the_token_and_split_changes_live(served):
     assert call("POST", "/admin/split", {"candidate_share": 0.0}, auth) == (200, {"candidate_share": 0.0})
     assert {chat(user=f"u{i}")[1]["evo"]["arm"] for i in range(8)} == {"champion"}
     call("POST", "/admin/split", {"candidate_share": 0.5}, auth)
+
+
+def test_side_by_side_is_blind_and_votes_count_for_the_right_arm(served):
+    status, pair = call("POST", "/v1/side_by_side", {"messages": [{"role": "user", "content": "say something about tea"}],
+                                                      "max_tokens": 6, "temperature": 0})
+    assert status == 200 and {"pair_id", "a", "b"} <= set(pair)
+    assert "evo" not in pair["a"] and pair["a"]["model"] == pair["b"]["model"] == "evo"  # nothing gives the arm away
+    before = call("GET", "/ab/stats")[1]["pairwise"]
+    assert call("POST", "/v1/feedback/pairwise", {"pair_id": pair["pair_id"], "preferred": "a"})[0] == 200
+    after = call("GET", "/ab/stats")[1]["pairwise"]
+    shown = [json.loads(l) for l in (Path(served["root"]) / "ab" / "events.jsonl").read_text().splitlines()
+             if json.loads(l).get("pair_id") == pair["pair_id"] and json.loads(l)["kind"] == "pair"][0]
+    key = f"{shown['a']}_wins"
+    assert after[key] == before[key] + 1
+    code, err = call("POST", "/v1/feedback/pairwise", {"pair_id": "pair-nope", "preferred": "b"})
+    assert code == 404 and "no side-by-side pair" in err["error"]["message"]
+    assert call("POST", "/v1/feedback/pairwise", {"pair_id": pair["pair_id"], "preferred": "c"})[0] == 400

@@ -5,6 +5,7 @@ model sha and asks the pool, which batches requests for the same model and setti
 """
 
 
+import asyncio
 import json
 import os
 from dataclasses import asdict
@@ -81,19 +82,43 @@ class GatewayDeployment:
         self.pool = pool
         self.gw = Gateway(GatewaySettings(**settings))
 
+    async def _generate(self, req, target) -> dict:
+        """One OpenAI-shaped answer from `target`, logged as a response of its arm."""
+        chat = isinstance(req, ChatRequest)
+        sampling = Sampling(req.max_tokens, req.temperature, req.top_p, req.n, req.seed)
+        payload = {"messages": [m.model_dump() for m in req.messages]} if chat else {"prompt": req.prompt}
+        result = await self.pool.generate.remote({"sha": target.sha, "sampling": asdict(sampling),
+                                                  "stops": req.stops(), **payload})
+        rid = new_id("chatcmpl" if chat else "cmpl")
+        self.gw.record_response(rid, target, req.user)
+        build = chat_response if chat else completion_response
+        body = build(rid, target.name, result["outputs"], result["prompt_tokens"], target.arm)
+        body["evo"]["sha"] = target.sha
+        return body
+
     async def _answer(self, request: Request, kind: type):
         req = parse_request(kind, await _json(request), self.gw.settings.limits)
         target = self.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"))
-        sampling = Sampling(req.max_tokens, req.temperature, req.top_p, req.n, req.seed)
-        payload = {"messages": [m.model_dump() for m in req.messages]} if kind is ChatRequest else {"prompt": req.prompt}
-        result = await self.pool.generate.remote({"sha": target.sha, "sampling": asdict(sampling),
-                                                  "stops": req.stops(), **payload})
-        rid = new_id("chatcmpl" if kind is ChatRequest else "cmpl")
-        self.gw.record_response(rid, target, req.user)
-        build = chat_response if kind is ChatRequest else completion_response
-        body = build(rid, target.name, result["outputs"], result["prompt_tokens"], target.arm)
-        body["evo"]["sha"] = target.sha
+        body = await self._generate(req, target)
         return _stream(body) if req.stream else body
+
+    @api.post("/v1/side_by_side")
+    async def side_by_side(self, request: Request):
+        """Both arms answer one prompt, labelled a and b at random, for a pairwise rating."""
+        raw = await _json(request)
+        kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
+        req = parse_request(kind, {"model": "evo", **raw} if isinstance(raw, dict) else raw, self.gw.settings.limits)
+        pair_id, targets = self.gw.open_pair()
+        a, b = await asyncio.gather(self._generate(req, targets["a"]), self._generate(req, targets["b"]))
+        for ans in (a, b):  # blind: which arm answered is revealed only after the rating
+            ans["model"] = "evo"
+            ans.pop("evo")
+        return {"pair_id": pair_id, "a": a, "b": b,
+                "rate_at": "/v1/feedback/pairwise with {pair_id, preferred: a | b | tie}"}
+
+    @api.post("/v1/feedback/pairwise")
+    async def pairwise(self, request: Request):
+        return self.gw.record_preference(await _json(request))
 
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request):

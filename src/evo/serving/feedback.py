@@ -16,7 +16,7 @@ from pathlib import Path
 
 from evo.serving.router import ARMS
 
-KINDS = ("response", "thumbs", "pairwise")
+KINDS = ("response", "thumbs", "pair", "pairwise")
 PAIRWISE = ("champion", "candidate", "tie")
 
 
@@ -32,6 +32,10 @@ def validate(event: dict) -> dict:
         _need(event, "response_id", str)
         if event.get("arm") not in ARMS:
             raise FeedbackError(f"'arm' must be one of {ARMS}, got {event.get('arm')!r}")
+    elif kind == "pair":  # a side-by-side pair was shown: which arm's answer was labelled "a"
+        _need(event, "pair_id", str)
+        if event.get("a") not in ARMS:
+            raise FeedbackError(f"'a' must be one of {ARMS}, got {event.get('a')!r}")
     elif kind == "thumbs":
         _need(event, "response_id", str)
         if event.get("value") not in ("up", "down"):

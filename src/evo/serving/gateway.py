@@ -4,6 +4,7 @@ an arm and a sha, record responses and feedback, report statistics, guard admin 
 from __future__ import annotations
 
 import hmac
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -11,7 +12,7 @@ from typing import Optional
 from evo.lineage.registry import Registry
 from evo.serving.ab_stats import summarize
 from evo.serving.feedback import FeedbackError, FeedbackStore
-from evo.serving.openai_api import APIError, Limits
+from evo.serving.openai_api import APIError, Limits, new_id
 from evo.serving.router import ABRouter
 from evo.serving.stats import TestPlan
 
@@ -93,6 +94,28 @@ class Gateway:
         except FeedbackError as e:
             raise APIError(400, str(e)) from None
         return {"recorded": event}
+
+    def open_pair(self) -> tuple[str, dict[str, Target]]:
+        """Both arms for one prompt, labelled "a" and "b" at random so a rater cannot tell which is which."""
+        if not self.aliases.get("candidate"):
+            raise APIError(409, "side by side needs a candidate, and there is none now", kind="conflict")
+        a = random.choice(["champion", "candidate"])
+        b = "candidate" if a == "champion" else "champion"
+        pair_id = new_id("pair")
+        self.feedback.append({"kind": "pair", "pair_id": pair_id, "a": a})
+        return pair_id, {"a": Target(a, self.aliases[a], a), "b": Target(b, self.aliases[b], b)}
+
+    def record_preference(self, body: object) -> dict:
+        """{"pair_id", "preferred": "a" | "b" | "tie"} -> a pairwise vote for the arm behind the label."""
+        if not isinstance(body, dict) or body.get("preferred") not in ("a", "b", "tie"):
+            raise APIError(400, "'preferred' must be 'a', 'b' or 'tie'", "preferred")
+        shown = next((e for e in self.feedback.read().events
+                      if e.get("kind") == "pair" and e.get("pair_id") == body.get("pair_id")), None)
+        if shown is None:
+            raise APIError(404, f"no side-by-side pair {body.get('pair_id')!r}", "pair_id", "not_found_error")
+        other = "candidate" if shown["a"] == "champion" else "champion"
+        winner = {"a": shown["a"], "b": other, "tie": "tie"}[body["preferred"]]
+        return self.record_feedback({"pair_id": body["pair_id"], "winner": winner}, "pairwise")
 
     def stats(self) -> dict:
         log = self.feedback.read()
