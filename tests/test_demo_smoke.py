@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 def test_demo_command_writes_the_whole_lineage(tmp_path):
     root = tmp_path / "lineage"
     sets = [a for kv in TINY for a in ("--set", kv)]
-    cmd = [sys.executable, "-m", "evo.cli", "demo", "--root", str(root), "--generations", "1", *sets]
+    no_gate = ["--set", "gate.min_recall=null", "--set", "gate.min_generalization=null", "--set", "gate.max_style_drift=null"]
+    cmd = [sys.executable, "-m", "evo.cli", "demo", "--root", str(root), "--generations", "1", *sets, *no_gate,
+           "--ab-budget", "20", "--port", "18744"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "gen-1" in out.stdout and "lineage root:" in out.stdout
@@ -24,6 +26,12 @@ def test_demo_command_writes_the_whole_lineage(tmp_path):
     assert reg["aliases"]["champion"] in reg["models"] and reg["aliases"]["candidate"] is None
     assert len(list((root / "data").glob("*.parquet"))) == 2
     assert len(list((root / "models").iterdir())) == 2
+    # the closing A/B round: both arms served, 20 judged pairs, the result in gen-1's ledger row
+    assert "A/B gen-1:" in out.stdout
+    import csv
+    rows = list(csv.DictReader((root / "ledger.csv").open()))
+    assert rows[1]["ab_result"].split(":")[0] in ("candidate better", "candidate worse", "undecided")
+    assert (root / "ab" / "round-gen-1.jsonl").exists()
     ledger = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", str(root)],
                             capture_output=True, text=True, timeout=120)
     assert ledger.stdout.splitlines()[0].split()[:2] == ["GEN_ID", "child_sha"]

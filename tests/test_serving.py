@@ -114,7 +114,7 @@ def test_feedback_reaches_the_stats(served):
     status, stats = call("GET", "/ab/stats")
     assert status == 200 and stats["arms"]["candidate"]["thumbs_up"] >= 1
     assert stats["verdict"]["verdict"] == "undecided" and stats["plan"]["alpha"] == 0.05
-    lines = (Path(served["root"]) / "ab" / "events.jsonl").read_text().splitlines()
+    lines = (Path(served["root"]) / "ab" / "live.jsonl").read_text().splitlines()
     assert any(json.loads(l).get("value") == "up" for l in lines)  # durable, in the lineage root
 
 
@@ -137,7 +137,7 @@ def test_side_by_side_is_blind_and_votes_count_for_the_right_arm(served):
     before = call("GET", "/ab/stats")[1]["pairwise"]
     assert call("POST", "/v1/feedback/pairwise", {"pair_id": pair["pair_id"], "preferred": "a"})[0] == 200
     after = call("GET", "/ab/stats")[1]["pairwise"]
-    shown = [json.loads(l) for l in (Path(served["root"]) / "ab" / "events.jsonl").read_text().splitlines()
+    shown = [json.loads(l) for l in (Path(served["root"]) / "ab" / "live.jsonl").read_text().splitlines()
              if json.loads(l).get("pair_id") == pair["pair_id"] and json.loads(l)["kind"] == "pair"][0]
     key = f"{shown['a']}_wins"
     assert after[key] == before[key] + 1

@@ -85,7 +85,44 @@ def cmd_demo(args) -> int:
     cfg_path = write_demo_data(root / "demo_data", generations=args.generations)
     print(f"demo data and config written to {cfg_path.parent}")
     cfg = load_config(cfg_path, overrides(args))
-    return _run_config(cfg, root, None)
+    _run_config(cfg, root, None)
+    if args.ab_budget > 0:
+        from evo.serving.ab_round import NothingToTest
+
+        print("\nA/B round on the last generation: its parent and it, side by side on Ray Serve")
+        try:
+            _ab(cfg, root, args.ab_budget, args.port)
+        except NothingToTest as e:
+            print(f"no A/B round: {e}")
+    return 0
+
+
+def _ab(cfg, root: Path, budget: int, port: int) -> None:
+    from evo.progress import Progress
+    from evo.serving.ab_round import run_ab_round
+
+    out = run_ab_round(cfg, root, budget=budget, port=port, progress=Progress())
+    print(f"A/B {out.gen_id}: {out.verdict} after {out.votes} pairs in {out.seconds:.0f}s -> {out.action}")
+    print(f"  ledger row {out.gen_id}: ab_result = {ledger_ab_result(root, out.gen_id)}")
+
+
+def ledger_ab_result(root: Path, gen_id: str) -> str:
+    from evo.lineage.ledger import Ledger
+
+    return Ledger(root).get(gen_id)["ab_result"]
+
+
+def cmd_ab(args) -> int:
+    from evo.config import from_dict
+    from evo.atomic import read_json
+
+    root = Path(args.root).resolve()
+    path = root / "run_config.json"
+    if not path.exists():
+        raise ConfigError(f"{path}: no run config here; run `evo run` or `evo demo` with this --root first")
+    start_ray(args.address)
+    _ab(from_dict(read_json(path), str(path)), root, args.budget, args.port)
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -126,6 +163,7 @@ VERBS = {
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
     "ledger": (cmd_ledger, "print the lineage ledger"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
+    "ab": (cmd_ab, "run an A/B round on the latest promoted generation, then promote or revert it"),
     "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
 }
 
@@ -148,6 +186,13 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "demo":
             s.add_argument("--generations", type=int, default=3, help="demo generations after the base (1-3)")
+        if name == "demo":
+            s.add_argument("--ab-budget", type=int, default=100, help="pairs in the closing A/B round (0: none)")
+            s.add_argument("--port", type=int, default=8000, help="port of the A/B round's server on 127.0.0.1")
+        if name == "ab":
+            s.add_argument("--budget", type=int, default=200, help="most side-by-side pairs before deciding")
+            s.add_argument("--port", type=int, default=8000, help="port of the round's server on 127.0.0.1")
+            s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "serve":
             s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
             s.add_argument("--port", type=int, default=8000)

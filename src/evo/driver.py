@@ -384,6 +384,8 @@ def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None) -> R
     """Run generation 0 (if needed) and every configured generation not yet in the ledger."""
     progress = progress or Silent()
     lin = Lineage(Path(root))
+    # The resolved config of the latest run, for verbs that take only --root (evo ab).
+    atomic_write_json(lin.root / "run_config.json", cfg.model_dump(mode="json"))
     reconcile(lin, progress)
     generation_zero(cfg, lin, progress)
     for index, path in enumerate(cfg.data.generations, start=1):

@@ -153,8 +153,9 @@ class GatewayDeployment:
         return {"aliases": aliases}
 
 
-def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32"):
+def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",
+              round_id: str = "live"):
     """The bound application: `serve.run(build_app(root))`."""
-    settings = {"root": root, "candidate_share": candidate_share,
+    settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
                 "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN")}
     return GatewayDeployment.bind(PoolDeployment.bind(root, 4, dtype), settings)

@@ -1,4 +1,4 @@
-"""Feedback and served-response events, appended to `ab/events.jsonl` in the lineage root.
+"""Feedback and served-response events, appended to `ab/<round>.jsonl` in the lineage root.
 
 Append-only and safe with many writers (processes or replicas): each event is one line written
 with O_APPEND under an exclusive lock and fsynced. A line cut short by a crash is skipped (and
@@ -59,8 +59,10 @@ class EventLog:
 
 
 class FeedbackStore:
-    def __init__(self, root: str | Path):
-        self.path = Path(root) / "ab" / "events.jsonl"
+    """One log per A/B round (`ab/<round>.jsonl`), so a round's verdict counts only its own votes."""
+
+    def __init__(self, root: str | Path, round_id: str = "live"):
+        self.path = Path(root) / "ab" / f"{round_id}.jsonl"
 
     def append(self, event: dict) -> dict:
         event = validate({**event, "time": event.get("time", time.time())})

@@ -22,6 +22,7 @@ class GatewaySettings:
     root: str
     candidate_share: float = 0.5
     admin_token: Optional[str] = None  # without one, admin actions are refused
+    round_id: str = "live"  # which A/B round's log the feedback goes to
     limits: Limits = field(default_factory=Limits)
     plan: TestPlan = field(default_factory=TestPlan)
 
@@ -37,7 +38,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings):
         self.settings = settings
         self.registry = Registry(settings.root)
-        self.feedback = FeedbackStore(settings.root)
+        self.feedback = FeedbackStore(settings.root, settings.round_id)
         self.router = ABRouter(settings.candidate_share)
         self.aliases: dict[str, Optional[str]] = {}
         self.reload()

@@ -1,0 +1,143 @@
+"""One A/B round: serve parent (champion) and child (candidate) side by side, let a traffic
+generator play users and judge answers with the eval suite, stop at a verdict or the budget,
+then promote or revert and record the result in the generation's ledger row."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from evo.data.records import Record
+from evo.data.store import split
+from evo.evals.generate import normalize
+from evo.errors import EvoError
+from evo.evals.suite import load_probes
+from evo.lineage.ledger import Ledger
+from evo.lineage.registry import Registry
+from evo.serving.stats import UNDECIDED
+
+
+class NothingToTest(EvoError):
+    pass
+
+
+@dataclass
+class Judged:
+    prompt: dict  # a side-by-side request body
+    judge: Callable[[str], float]  # answer text -> score (higher is better)
+
+
+@dataclass
+class ABOutcome:
+    gen_id: str
+    verdict: str
+    votes: int
+    action: str  # promoted or reverted
+    stats: dict
+    seconds: float
+
+
+def traffic(holdout: list[Record], probes: list[Record], banned: list[str], seed: int) -> list[Judged]:
+    """Users asking the new generation's holdout (scored by exact match) and the style probes
+    (scored by the absence of banned phrases), in a seeded random order."""
+    items = [Judged({"prompt": r.prompt}, lambda a, want=r.completion: float(normalize(a) == normalize(want)))
+             for r in holdout if r.kind == "completion"]
+    items += [Judged({"messages": json.loads(p.messages)[:-1]} if p.messages else {"prompt": p.prompt},
+                     lambda a: float(not any(b.lower() in a.lower() for b in banned))) for p in probes]
+    random.Random(seed).shuffle(items)
+    return items
+
+
+def _post(url: str, body: dict, token: Optional[str] = None) -> dict:
+    headers = {"content-type": "application/json"} | ({"authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_tokens: int, progress) -> dict:
+    """Side-by-side requests, judged and voted, until a verdict or `budget` pairs."""
+    stats = _get(f"{base_url}/ab/stats")
+    for n in range(budget):
+        item = items[n % len(items)]
+        pair = _post(f"{base_url}/v1/side_by_side", {**item.prompt, "max_tokens": max_tokens, "temperature": 0})
+        sa = item.judge(pair["a"]["choices"][0].get("text", pair["a"]["choices"][0].get("message", {}).get("content", "")))
+        sb = item.judge(pair["b"]["choices"][0].get("text", pair["b"]["choices"][0].get("message", {}).get("content", "")))
+        _post(f"{base_url}/v1/feedback/pairwise",
+              {"pair_id": pair["pair_id"], "preferred": "a" if sa > sb else "b" if sb > sa else "tie"})
+        if (n + 1) % look_every == 0:
+            stats = _get(f"{base_url}/ab/stats")
+            progress("ab", f"{n + 1} pairs: {stats['verdict']['verdict']} ({stats['verdict']['reason']})")
+            if stats["verdict"]["verdict"] != UNDECIDED:
+                return stats
+    return _get(f"{base_url}/ab/stats")
+
+
+def start_round(root, gen_id: str) -> tuple[str, str]:
+    """Put the generation's parent back as champion and the child up as candidate."""
+    row = Ledger(root).get(gen_id)
+    if row is None or row["decision"] != "promoted" or not row["parent_sha"]:
+        raise ValueError(f"{gen_id}: an A/B round needs a promoted generation with a parent")
+    reg = Registry(root)
+    reg.move("champion", row["parent_sha"], reason=f"A/B round of {gen_id}: parent serves as champion")
+    reg.move("candidate", row["child_sha"], reason=f"A/B round of {gen_id}: child serves as candidate")
+    return row["parent_sha"], row["child_sha"]
+
+
+def finish_round(root, gen_id: str, parent: str, child: str, stats: dict) -> str:
+    """Promote unless the candidate is worse; the ledger row gets the A/B result either way."""
+    verdict = stats["verdict"]
+    reg, ledger = Registry(root), Ledger(root)
+    worse = verdict["verdict"] == "candidate worse"
+    reg.move("champion", parent if worse else child, reason=f"A/B {gen_id}: {verdict['verdict']}")
+    reg.move("candidate", None, reason=f"A/B {gen_id} decided")
+    if worse:
+        reg.set_status(child, "rejected")
+        ledger.update(gen_id, decision="rejected", reason=f"A/B: {verdict['reason']}")
+    pw = stats["pairwise"]
+    ledger.update(gen_id, ab_result=f"{verdict['verdict']}: candidate {pw['candidate_wins']} / champion "
+                                    f"{pw['champion_wins']} / ties {pw['ties']} ({verdict['test']}, p={verdict['p_value']})")
+    return "reverted" if worse else "promoted"
+
+
+def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int = 8000, progress=print) -> ABOutcome:
+    """Serve both arms on 127.0.0.1:`port`, play traffic, decide, hot-swap, record. Ray must be up."""
+    from ray import serve
+
+    from evo.serving.deployments import build_app
+
+    t0 = time.perf_counter()
+    ledger = Ledger(root)
+    gen_id = next((r["GEN_ID"] for r in reversed(ledger.rows()) if r["decision"] == "promoted" and r["parent_sha"]), None)
+    if gen_id is None:
+        raise NothingToTest(f"{ledger.path}: no promoted generation with a parent, so nothing to A/B test")
+    parent, child = start_round(root, gen_id)
+    from evo.data.store import DataStore
+
+    _, holdout = split(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction)
+    items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, cfg.train.seed)
+    token = secrets.token_hex(16)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=f"round-{gen_id}")
+    serve.run(app, name="evo-ab", route_prefix="/")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}")
+        stats = play(base, items, budget, look_every, cfg.eval.max_new_tokens, progress)
+        action = finish_round(root, gen_id, parent, child, stats)
+        _post(f"{base}/admin/reload", {}, token)  # the served champion is now the decided one
+    finally:
+        serve.delete("evo-ab")
+    pw = stats["pairwise"]
+    return ABOutcome(gen_id, stats["verdict"]["verdict"], pw["candidate_wins"] + pw["champion_wins"] + pw["ties"],
+                     action, stats, time.perf_counter() - t0)
