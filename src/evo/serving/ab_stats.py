@@ -29,10 +29,12 @@ def summarize(events: list[dict], plan: TestPlan) -> dict:
     c, h = arms["candidate"], arms["champion"]
     thumbs = thumbs_verdict(c["thumbs_up"], c["thumbs_up"] + c["thumbs_down"],
                             h["thumbs_up"], h["thumbs_up"] + h["thumbs_down"], plan)
-    if pair.verdict != UNDECIDED or thumbs.verdict == UNDECIDED and pair.n >= plan.min_samples:
+    if pair.verdict != UNDECIDED:
         verdict = pair
-    else:
+    elif thumbs.verdict != UNDECIDED:
         verdict = thumbs
+    else:  # undecided: explain with whichever kind of feedback is coming in
+        verdict = pair if pair.n > 0 or thumbs.n == 0 else thumbs
     return {
         "arms": arms,
         "pairwise": {"candidate_wins": cw, "champion_wins": hw, "ties": ties,
