@@ -146,11 +146,11 @@ def cmd_serve(args) -> int:
 
     from ray import serve
 
-    from evo.serving.deployments import build_app
+    from evo.serving.deployments import SERVE_LOGGING, build_app
 
     root = Path(args.root).resolve()
     start_ray(args.address)
-    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.start(http_options={"host": args.host, "port": args.port}, logging_config=SERVE_LOGGING)
     serve.run(build_app(str(root), args.candidate_share), name="evo", route_prefix="/")
     print(f"serving {root} at http://{args.host}:{args.port}/v1 (models: evo, champion, candidate, gen-N); "
           "Ctrl-C to stop", flush=True)

@@ -106,15 +106,19 @@ def finish_round(root, gen_id: str, parent: str, child: str, stats: dict) -> str
         ledger.update(gen_id, decision="rejected", reason=f"A/B: {verdict['reason']}")
     pw = stats["pairwise"]
     ledger.update(gen_id, ab_result=f"{verdict['verdict']}: candidate {pw['candidate_wins']} / champion "
-                                    f"{pw['champion_wins']} / ties {pw['ties']} ({verdict['test']}, p={verdict['p_value']})")
+                                    f"{pw['champion_wins']} / ties {pw['ties']} ({verdict['test']}, p={_p(verdict['p_value'])})")
     return "reverted" if worse else "promoted"
+
+
+def _p(p_value: Optional[float]) -> str:
+    return "n/a" if p_value is None else f"{p_value:.3g}"
 
 
 def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int = 8000, progress=print) -> ABOutcome:
     """Serve both arms on 127.0.0.1:`port`, play traffic, decide, hot-swap, record. Ray must be up."""
     from ray import serve
 
-    from evo.serving.deployments import build_app
+    from evo.serving.deployments import SERVE_LOGGING, build_app
 
     t0 = time.perf_counter()
     ledger = Ledger(root)
@@ -127,7 +131,7 @@ def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int =
     _, holdout = split(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction)
     items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, cfg.train.seed)
     token = secrets.token_hex(16)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=SERVE_LOGGING)
     app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=f"round-{gen_id}")
     serve.run(app, name="evo-ab", route_prefix="/")
     base = f"http://127.0.0.1:{port}"

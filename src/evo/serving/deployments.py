@@ -22,6 +22,9 @@ from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, ch
                                     completion_response, new_id, parse_request)
 from evo.serving.pool import ModelPool
 
+# Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
+SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
+
 api = FastAPI(title="evo", description="OpenAI-compatible A/B serving of an evo lineage")
 
 
