@@ -144,3 +144,50 @@ def test_side_by_side_is_blind_and_votes_count_for_the_right_arm(served):
     code, err = call("POST", "/v1/feedback/pairwise", {"pair_id": "pair-nope", "preferred": "b"})
     assert code == 404 and "no side-by-side pair" in err["error"]["message"]
     assert call("POST", "/v1/feedback/pairwise", {"pair_id": pair["pair_id"], "preferred": "c"})[0] == 400
+
+
+def test_promotion_under_load_drops_nothing(served):
+    """Concurrent clients for a bounded time; a promotion mid-way; every request answered by a live model."""
+    import threading
+    import time as _time
+
+    from evo.lineage.registry import Registry
+
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    old_champion, old_candidate = served["champion"], served["candidate"]
+    results, stop = [], threading.Event()
+
+    def client(n: int):
+        i = 0
+        while not stop.is_set() and i < 150:  # bounded in count and in time
+            code, body = chat(user=f"load-{n}-{i % 7}")
+            results.append((_time.perf_counter(), code, body.get("evo", {}).get("sha") if code == 200 else body))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    _time.sleep(3)
+    t_promote = _time.perf_counter()
+    code, body = call("POST", "/admin/promote", {}, auth)
+    t_live = _time.perf_counter()
+    assert code == 200 and body["aliases"] == {"champion": old_candidate, "candidate": None}
+    _time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join(120)
+    assert len(results) > 20
+    assert all(code == 200 for _, code, _ in results), [r for r in results if r[1] != 200][:3]
+    assert {sha for _, _, sha in results} <= {old_champion, old_candidate}
+    after = [sha for t, _, sha in results if t > t_live + 0.5]
+    assert after and set(after) == {old_candidate}  # after the promotion, only the new champion answers
+    # put the fixture back as it was
+    reg = Registry(served["root"])
+    reg.move("champion", old_champion, reason="test: restore")
+    reg.move("candidate", old_candidate, reason="test: restore")
+    assert call("POST", "/admin/reload", {}, auth)[0] == 200
+
+
+def test_promote_and_revert_need_a_candidate_and_the_token(served):
+    assert call("POST", "/admin/promote", {})[0] == 401
+    assert call("POST", "/admin/revert", {}, {"authorization": "Bearer nope"})[0] == 401

@@ -148,12 +148,25 @@ class GatewayDeployment:
         self.gw.check_admin(request.headers.get("authorization"))
         return self.gw.set_split(await _json(request))
 
+    async def _go_live(self, data: dict) -> dict:
+        """Load the new models first, then switch: no request waits on a load or is dropped."""
+        await self.pool.warm.remote([s for s in data["aliases"].values() if s])
+        return {"aliases": self.gw.apply(data)}
+
     @api.post("/admin/reload")
     async def reload(self, request: Request):
         self.gw.check_admin(request.headers.get("authorization"))
-        aliases = self.gw.reload()
-        await self.pool.warm.remote([s for s in aliases.values() if s])
-        return {"aliases": aliases}
+        return await self._go_live(self.gw.read_registry())
+
+    @api.post("/admin/promote")
+    async def promote(self, request: Request):
+        self.gw.check_admin(request.headers.get("authorization"))
+        return await self._go_live(self.gw.promote())
+
+    @api.post("/admin/revert")
+    async def revert(self, request: Request):
+        self.gw.check_admin(request.headers.get("authorization"))
+        return await self._go_live(self.gw.revert())
 
 
 def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",

@@ -43,14 +43,39 @@ class Gateway:
         self.aliases: dict[str, Optional[str]] = {}
         self.reload()
 
-    def reload(self) -> dict:
-        """Re-read the registry's aliases: how a promotion goes live without a restart."""
+    def read_registry(self) -> dict:
         data = self.registry.load()
         if not data["aliases"].get("champion"):
             raise APIError(503, f"{self.registry.path}: no champion to serve; run `evo run` or `evo demo` first")
-        self.aliases = dict(data["aliases"])
-        self.models = data["models"]
+        return data
+
+    def apply(self, data: dict) -> dict:
+        """Swap in new aliases in one assignment; requests already resolved keep their model."""
+        self.aliases, self.models = dict(data["aliases"]), data["models"]
         return self.aliases
+
+    def reload(self) -> dict:
+        """Re-read the registry's aliases: how a promotion goes live without a restart."""
+        return self.apply(self.read_registry())
+
+    def promote(self) -> dict:
+        """Admin: the candidate becomes the champion (the registry alias moves; nothing is deleted)."""
+        cand = self.aliases.get("candidate")
+        if not cand:
+            raise APIError(409, "there is no candidate to promote", kind="conflict")
+        self.registry.set_status(cand, "promoted")
+        self.registry.move("champion", cand, reason="admin: promoted over HTTP")
+        self.registry.move("candidate", None, reason="admin: promoted over HTTP")
+        return self.read_registry()
+
+    def revert(self) -> dict:
+        """Admin: the candidate is withdrawn and marked rejected; the champion stays."""
+        cand = self.aliases.get("candidate")
+        if not cand:
+            raise APIError(409, "there is no candidate to revert", kind="conflict")
+        self.registry.set_status(cand, "rejected")
+        self.registry.move("candidate", None, reason="admin: reverted over HTTP")
+        return self.read_registry()
 
     def resolve(self, name: str, user: Optional[str]) -> Target:
         if name == "evo":
