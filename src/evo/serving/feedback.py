@@ -64,7 +64,10 @@ class FeedbackStore:
     def __init__(self, root: str | Path, round_id: str = "live"):
         self.path = Path(root) / "ab" / f"{round_id}.jsonl"
 
-    def append(self, event: dict) -> dict:
+    def append(self, event: dict, durable: bool = True) -> dict:
+        """Append one event. `durable=False` skips the fsync (the OS still gets the line at once):
+        for the per-request response log, where an fsync per request would dominate latency and a
+        crash can cost only the attribution of the last few responses, never a recorded vote."""
         event = validate({**event, "time": event.get("time", time.time())})
         line = (json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,8 @@ class FeedbackStore:
             view = memoryview(line)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -109,7 +109,7 @@ class Gateway:
         """Responses of the A/B arms are logged, so thumbs on them count for that arm."""
         if target.arm != "pinned":
             self.feedback.append({"kind": "response", "response_id": response_id, "arm": target.arm,
-                                  "sha": target.sha, "user": user or ""})
+                                  "sha": target.sha, "user": user or ""}, durable=False)
 
     def record_feedback(self, body: object, kind: str) -> dict:
         if not isinstance(body, dict):
