@@ -34,7 +34,7 @@ from evo.data.demo import write_demo_data  # noqa: E402
 from evo.driver import Lineage, generation_zero, run_generation  # noqa: E402
 from evo.progress import Progress  # noqa: E402
 from evo.serving.deployments import SERVE_LOGGING, build_app  # noqa: E402
-from evo.serving.engine import Sampling  # noqa: E402
+from evo.model.generate import Sampling  # noqa: E402
 from report import update_section  # noqa: E402
 
 PORT, TOKEN = 18791, "bench-token"

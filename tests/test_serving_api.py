@@ -5,7 +5,7 @@ import pytest
 from evo.config import TinyModelConfig
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
-from evo.serving.engine import Sampling, cut_at_stop, generate_batch
+from evo.model.generate import Sampling, cut_at_stop, generate_batch
 from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, Limits, chat_response,
                                     parse_request)
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from evo.serving.engine import Sampling
+from evo.model.generate import Sampling
 from evo.serving.gateway import Gateway, GatewaySettings
 from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, chat_response,
                                     completion_response, new_id, parse_request)

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from itertools import groupby
 
 from evo.data.records import Record, render_chat
-from evo.serving.engine import Sampling, count_prompt_tokens, generate_batch
+from evo.model.generate import Sampling, count_prompt_tokens, generate_batch
 from evo.train.examples import prompt_and_completion
 
 

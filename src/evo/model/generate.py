@@ -1,4 +1,4 @@
-"""Text generation for serving: sampling options, stop strings, token counts, batched."""
+"""Batched text generation: sampling options, stop strings, token counts (serving and evals)."""
 
 from __future__ import annotations
 
