@@ -63,7 +63,7 @@ def _stream(body: dict) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, logging_config=SERVE_LOGGING)
 class PoolDeployment:
     def __init__(self, root: str, max_models: int = 4, dtype: str = "float32"):
         self.pool = ModelPool(root, max_models, dtype)
@@ -78,7 +78,7 @@ class PoolDeployment:
         return len(shas)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, logging_config=SERVE_LOGGING)
 @serve.ingress(api)
 class GatewayDeployment:
     def __init__(self, pool: DeploymentHandle, settings: dict):
