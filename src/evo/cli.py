@@ -56,6 +56,9 @@ def print_ledger(root: Path, as_json: bool) -> None:
     for row in table:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     print("\nreasons: " + "; ".join(f"{r['GEN_ID']}: {r['reason']}" for r in rows))
+    ab = [f"{r['GEN_ID']}: {r['ab_result']}" for r in rows if r["ab_result"]]
+    if ab:
+        print("A/B: " + "; ".join(ab))
 
 
 def _run_config(cfg, root: Path, address: str | None) -> int:
