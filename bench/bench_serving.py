@@ -35,9 +35,34 @@ from evo.driver import Lineage, generation_zero, run_generation  # noqa: E402
 from evo.progress import Progress  # noqa: E402
 from evo.serving.deployments import SERVE_LOGGING, build_app  # noqa: E402
 from evo.model.generate import Sampling  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 from report import update_section  # noqa: E402
 
 PORT, TOKEN = 18791, "bench-token"
+echo_api = FastAPI()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, logging_config=SERVE_LOGGING)
+class Echo:
+    async def __call__(self, x):
+        return x
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, logging_config=SERVE_LOGGING)
+@serve.ingress(echo_api)
+class EchoFront:
+    """Serve's own floor on this machine: an ingress that does nothing, with and without one hop."""
+
+    def __init__(self, echo):
+        self.echo = echo
+
+    @echo_api.post("/none")
+    async def none(self):
+        return {"ok": True}
+
+    @echo_api.post("/hop")
+    async def hop(self):
+        return await self.echo.remote({"ok": True})
 URL = f"http://127.0.0.1:{PORT}"
 MESSAGES = [{"role": "user", "content": "tell me about tea"}]
 
@@ -53,15 +78,21 @@ _local = threading.local()
 CHAT = json.dumps({"model": "champion", "messages": MESSAGES, "max_tokens": 1, "temperature": 0})
 
 
-def http_once() -> float:
+def http_once(path: str = "/v1/chat/completions", body: str = CHAT) -> float:
     """One request on this thread's kept-alive connection, as an SDK client would send it."""
     if not hasattr(_local, "conn"):
         _local.conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
     t0 = time.perf_counter()
-    _local.conn.request("POST", "/v1/chat/completions", CHAT, {"content-type": "application/json"})
+    _local.conn.request("POST", path, body, {"content-type": "application/json"})
     resp = _local.conn.getresponse()
     resp.read()
     assert resp.status == 200, resp.status
+    return time.perf_counter() - t0
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
     return time.perf_counter() - t0
 
 
@@ -94,6 +125,8 @@ def main() -> None:
     lin.registry.move("candidate", child)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT}, logging_config=SERVE_LOGGING)
     serve.run(build_app(str(lin.root), 0.5, admin_token=TOKEN), name="evo", route_prefix="/")
+    serve.run(EchoFront.bind(Echo.bind()), name="echo", route_prefix="/echo")
+    echo = serve.get_deployment_handle("Echo", app_name="echo")
     pool = serve.get_deployment_handle("PoolDeployment", app_name="evo")
     direct_req = {"sha": base, "sampling": asdict(Sampling(1, 0.0)), "stops": [], "messages": MESSAGES}
 
@@ -114,6 +147,9 @@ def main() -> None:
 
     for _ in range(20):  # warm both paths
         http_once(), direct_once()
+    floor = {"handle": pct([_timed(lambda: echo.remote({"ok": True}).result()) for _ in range(args.requests)], 0.5),
+             "proxy": pct([http_once("/echo/none", "{}") for _ in range(args.requests)], 0.5),
+             "hop": pct([http_once("/echo/hop", "{}") for _ in range(args.requests)], 0.5)}
     direct = measure(direct_once, direct_many, args.requests)
     routed = measure(http_once, http_many, args.requests)
     t0 = time.perf_counter()
@@ -135,6 +171,11 @@ def main() -> None:
         "",
         f"- Router overhead at p50: **{routed['p50'] - direct['p50']:.1f} ms** (goal ≤ 2 ms; Ray Serve documents "
         "1–2 ms for its proxy alone).",
+        f"- Serve's own floor here, with a deployment that does nothing: handle call {floor['handle']:.1f} ms, "
+        f"HTTP through the proxy to an empty ingress {floor['proxy']:.1f} ms, and with one more handle hop "
+        f"{floor['hop']:.1f} ms at p50. So proxy plus the gateway->pool hop cost "
+        f"{floor['hop'] - floor['handle']:.1f} ms before evo's gateway does any work; the gateway's own work is "
+        f"about {routed['p50'] - direct['p50'] - (floor['hop'] - floor['handle']):.1f} ms.",
         f"- Promotion: `/admin/promote` returned in {t_admin * 1000:.0f} ms (new model loaded before the switch); "
         f"first answer from the new champion {t_live * 1000:.0f} ms after the call.",
     ])
