@@ -60,21 +60,20 @@ class Gateway:
 
     def promote(self) -> dict:
         """Admin: the candidate becomes the champion (the registry alias moves; nothing is deleted)."""
-        cand = self.aliases.get("candidate")
-        if not cand:
-            raise APIError(409, "there is no candidate to promote", kind="conflict")
-        self.registry.set_status(cand, "promoted")
-        self.registry.move("champion", cand, reason="admin: promoted over HTTP")
-        self.registry.move("candidate", None, reason="admin: promoted over HTTP")
-        return self.read_registry()
+        return self._decide_candidate("promoted", "champion")
 
     def revert(self) -> dict:
         """Admin: the candidate is withdrawn and marked rejected; the champion stays."""
+        return self._decide_candidate("rejected", None)
+
+    def _decide_candidate(self, status: str, new_alias: Optional[str]) -> dict:
         cand = self.aliases.get("candidate")
         if not cand:
-            raise APIError(409, "there is no candidate to revert", kind="conflict")
-        self.registry.set_status(cand, "rejected")
-        self.registry.move("candidate", None, reason="admin: reverted over HTTP")
+            raise APIError(409, f"there is no candidate to mark {status}", kind="conflict")
+        self.registry.set_status(cand, status)
+        if new_alias:
+            self.registry.move(new_alias, cand, reason=f"admin: {status} over HTTP")
+        self.registry.move("candidate", None, reason=f"admin: {status} over HTTP")
         return self.read_registry()
 
     def resolve(self, name: str, user: Optional[str]) -> Target:
