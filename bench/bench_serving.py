@@ -127,7 +127,7 @@ def main() -> None:
     serve.run(build_app(str(lin.root), 0.5, admin_token=TOKEN), name="evo", route_prefix="/")
     serve.run(EchoFront.bind(Echo.bind()), name="echo", route_prefix="/echo")
     echo = serve.get_deployment_handle("Echo", app_name="echo")
-    pool = serve.get_deployment_handle("PoolDeployment", app_name="evo")
+    pool = serve.get_deployment_handle("EvoServer", app_name="evo")
     direct_req = {"sha": base, "sampling": asdict(Sampling(1, 0.0)), "stops": [], "messages": MESSAGES}
 
     def direct_once() -> float:
@@ -166,16 +166,17 @@ def main() -> None:
         "",
         "| path | p50 ms | p99 ms | requests/s |",
         "|---|---|---|---|",
-        f"| pool handle, direct | {direct['p50']:.1f} | {direct['p99']:.1f} | {direct['rps']:.0f} |",
-        f"| HTTP -> proxy -> A/B gateway -> pool | {routed['p50']:.1f} | {routed['p99']:.1f} | {routed['rps']:.0f} |",
+        f"| model deployment's handle, direct (`EvoServer.generate`) | {direct['p50']:.1f} | {direct['p99']:.1f} | {direct['rps']:.0f} |",
+        f"| HTTP -> proxy -> A/B router -> same replica's models | {routed['p50']:.1f} | {routed['p99']:.1f} | {routed['rps']:.0f} |",
         "",
         f"- Router overhead at p50: **{routed['p50'] - direct['p50']:.1f} ms** (goal ≤ 2 ms; Ray Serve documents "
         "1–2 ms for its proxy alone).",
         f"- Serve's own floor here, with a deployment that does nothing: handle call {floor['handle']:.1f} ms, "
         f"HTTP through the proxy to an empty ingress {floor['proxy']:.1f} ms, and with one more handle hop "
-        f"{floor['hop']:.1f} ms at p50. So proxy plus the gateway->pool hop cost "
-        f"{floor['hop'] - floor['handle']:.1f} ms before evo's gateway does any work; the gateway's own work is "
-        f"about {routed['p50'] - direct['p50'] - (floor['hop'] - floor['handle']):.1f} ms.",
+        f"{floor['hop']:.1f} ms at p50. The proxy costs {floor['proxy'] - floor['handle']:.1f} ms over a handle call, "
+        f"so evo's own routing work is about {routed['p50'] - direct['p50'] - (floor['proxy'] - floor['handle']):.1f} ms; "
+        f"a second deployment behind the router would add {floor['hop'] - floor['proxy']:.1f} ms, which is why the "
+        "router and the models share a replica.",
         f"- Promotion: `/admin/promote` returned in {t_admin * 1000:.0f} ms (new model loaded before the switch); "
         f"first answer from the new champion {t_live * 1000:.0f} ms after the call.",
     ])

@@ -45,7 +45,9 @@ def served(ray_cluster, demo_dir, tmp_path_factory):
     row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent())
     lin.registry.move("candidate", base, reason="test: serve the base as the candidate")
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app(str(root), 0.5, admin_token=TOKEN), name="evo", route_prefix="/")
+    # two replicas: the split and promotions must reach both, through the lineage root
+    serve.run(build_app(str(root), 0.5, admin_token=TOKEN, num_replicas=2, ray_actor_options={"num_cpus": 0.25}),
+              name="evo", route_prefix="/")
     yield {"root": root, "champion": row["child_sha"], "candidate": base}
     serve.shutdown()
 
@@ -83,11 +85,30 @@ def test_routing_is_sticky_per_user(served):
     assert all(chat(user=u)[1]["evo"]["arm"] == a for u, a in arms.items())
 
 
-def test_streaming_sends_server_sent_events(served):
+def events(text: str) -> list[dict]:
+    assert text.rstrip().endswith("data: [DONE]")
+    return [json.loads(e.removeprefix("data: ")) for e in text.strip().split("\n\n")[:-1]]
+
+
+def test_streaming_sends_tokens_as_server_sent_events(served):
+    body = {"model": "champion", "prompt": "tr red cat runs =", "max_tokens": 12, "temperature": 0}
+    status, whole = call("POST", "/v1/completions", body)
+    status_s, text = call("POST", "/v1/completions", {**body, "stream": True})
+    assert status == status_s == 200 and whole["choices"][0]["text"]
+    evs = events(text)
+    chunks, tail = evs[:-1], evs[-1]
+    assert all(c["object"] == "text_completion" and c["evo"]["arm"] == "champion" for c in chunks)
+    streamed = "".join(c["choices"][0]["text"] for c in chunks)
+    assert streamed == whole["choices"][0]["text"]  # the same answer, arriving in pieces
+    assert len([c for c in chunks if c["choices"][0]["text"]]) > 1
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert tail["usage"] == whole["usage"]
     status, text = chat("champion", stream=True)
-    assert status == 200 and text.rstrip().endswith("data: [DONE]")
-    first = json.loads(text.split("\n\n")[0].removeprefix("data: "))
-    assert first["object"] == "chat.completion.chunk" and "content" in first["choices"][0]["delta"]
+    first = events(text)[0]
+    assert status == 200 and first["object"] == "chat.completion.chunk"
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+    status, text = call("POST", "/v1/completions", {**body, "n": 2, "stream": True})
+    assert status == 200 and sorted(e["choices"][0]["index"] for e in events(text)[:-1]) == [0, 1]
 
 
 @pytest.mark.parametrize("body,status,fragment", [
@@ -125,6 +146,9 @@ def test_admin_needs_the_token_and_split_changes_live(served):
     code, err = call("POST", "/admin/split", {"candidate_share": 2}, auth)
     assert code == 400 and "from 0 to 1" in err["error"]["message"]
     assert call("POST", "/admin/split", {"candidate_share": 0.0}, auth) == (200, {"candidate_share": 0.0})
+    import time as _time
+
+    _time.sleep(1.0)  # the other replica follows the shared split within ~0.5 s
     assert {chat(user=f"u{i}")[1]["evo"]["arm"] for i in range(8)} == {"champion"}
     call("POST", "/admin/split", {"candidate_share": 0.5}, auth)
 
@@ -159,7 +183,7 @@ def test_promotion_under_load_drops_nothing(served):
 
     def client(n: int):
         i = 0
-        while not stop.is_set() and i < 150:  # bounded in count and in time
+        while not stop.is_set() and i < 600:  # bounded in count and in time
             code, body = chat(user=f"load-{n}-{i % 7}")
             results.append((_time.perf_counter(), code, body.get("evo", {}).get("sha") if code == 200 else body))
             i += 1
@@ -179,7 +203,7 @@ def test_promotion_under_load_drops_nothing(served):
     assert len(results) > 20
     assert all(code == 200 for _, code, _ in results), [r for r in results if r[1] != 200][:3]
     assert {sha for _, _, sha in results} <= {old_champion, old_candidate}
-    after = [sha for t, _, sha in results if t > t_live + 0.5]
+    after = [sha for t, _, sha in results if t > t_live + 1.5]  # the other replica follows within ~0.5 s
     assert after and set(after) == {old_candidate}  # after the promotion, only the new champion answers
     # put the fixture back as it was
     reg = Registry(served["root"])
@@ -191,3 +215,16 @@ def test_promotion_under_load_drops_nothing(served):
 def test_promote_and_revert_need_a_candidate_and_the_token(served):
     assert call("POST", "/admin/promote", {})[0] == 401
     assert call("POST", "/admin/revert", {}, {"authorization": "Bearer nope"})[0] == 401
+
+
+def test_split_reaches_every_replica(served):
+    """Many requests, so both replicas answer; after a split change all of them route by it."""
+    import time as _time
+
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    assert call("POST", "/admin/split", {"candidate_share": 1.0}, auth)[0] == 200
+    _time.sleep(1.0)
+    try:
+        assert {chat(user=f"s-{i}")[1]["evo"]["arm"] for i in range(30)} == {"candidate"}
+    finally:
+        call("POST", "/admin/split", {"candidate_share": 0.5}, auth)

@@ -5,7 +5,7 @@ import pytest
 from evo.config import TinyModelConfig
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
-from evo.model.generate import Sampling, cut_at_stop, generate_batch
+from evo.model.generate import Sampling, cut_at_stop, generate_batch, stream_one
 from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, Limits, chat_response,
                                     parse_request)
 
@@ -78,3 +78,29 @@ def test_greedy_is_deterministic_and_batch_independent(tiny):
     alone = generate_batch(model, tok, ["tr red cat runs ="], Sampling(max_tokens=6, temperature=0), [])
     batched = generate_batch(model, tok, ["tr", "tr red cat runs ="], Sampling(max_tokens=6, temperature=0), [])
     assert alone[0][0].text == batched[1][0].text
+
+
+def test_streaming_yields_the_same_text_as_one_answer(tiny):
+    model, tok = tiny
+    whole = generate_batch(model, tok, ["tr red cat runs ="], Sampling(max_tokens=8, temperature=0), [])[0][0]
+    deltas = list(stream_one(model, tok, "tr red cat runs =", Sampling(max_tokens=8, temperature=0), []))
+    assert "".join(d.text for d in deltas) == whole.text
+    assert deltas[-1].finish_reason == whole.finish_reason and deltas[-1].completion_tokens == whole.completion_tokens
+    assert all(d.finish_reason is None for d in deltas[:-1]) and len([d for d in deltas if d.text]) > 1
+
+
+def test_streaming_never_shows_a_stop_string(tiny):
+    model, tok = tiny
+    whole = generate_batch(model, tok, ["tr red cat runs ="], Sampling(max_tokens=12, temperature=0), [])[0][0].text
+    stop = whole.strip()[2:5]  # some text from the middle of the answer
+    assert stop and stop in whole
+    cut = generate_batch(model, tok, ["tr red cat runs ="], Sampling(max_tokens=12, temperature=0), [stop])[0][0]
+    deltas = list(stream_one(model, tok, "tr red cat runs =", Sampling(max_tokens=12, temperature=0), [stop]))
+    streamed = "".join(d.text for d in deltas)
+    assert streamed == cut.text and stop not in streamed and deltas[-1].finish_reason == "stop"
+
+
+def test_greedy_with_n_gives_n_equal_answers(tiny):
+    model, tok = tiny
+    out = generate_batch(model, tok, ["tr red", "tr red cat runs ="], Sampling(max_tokens=5, temperature=0, n=3), [])
+    assert [len(o) for o in out] == [3, 3] and all(len({x.text for x in o}) == 1 for o in out)

@@ -154,7 +154,9 @@ def cmd_serve(args) -> int:
     root = Path(args.root).resolve()
     start_ray(args.address)
     serve.start(http_options={"host": args.host, "port": args.port}, logging_config=SERVE_LOGGING)
-    serve.run(build_app(str(root), args.candidate_share), name="evo", route_prefix="/")
+    resources = {"num_gpus": args.num_gpus, "num_cpus": 1} if args.num_gpus else None
+    serve.run(build_app(str(root), args.candidate_share, num_replicas=args.replicas, ray_actor_options=resources),
+              name="evo", route_prefix="/")
     print(f"serving {root} at http://{args.host}:{args.port}/v1 (models: evo, champion, candidate, gen-N); "
           "Ctrl-C to stop", flush=True)
     while True:
@@ -200,6 +202,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
             s.add_argument("--port", type=int, default=8000)
             s.add_argument("--candidate-share", type=float, default=0.5, help="share of 'evo' traffic to the candidate")
+            s.add_argument("--replicas", type=int, default=1, help="server replicas; each holds both arms (default: 1)")
+            s.add_argument("--num-gpus", type=float, default=0,
+                           help="GPUs per replica (0: CPU, half a core each); 1 on a GPU cluster")
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "ledger":
             s.add_argument("--json", action="store_true", help="print rows as JSON")

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from evo.atomic import atomic_write_text
+from evo.atomic import atomic_write_text, locked
 
 COLUMNS = [
     "GEN_ID", "parent_sha", "child_sha", "data_delta_sha", "steps", "lr", "walltime_min",
@@ -54,6 +54,10 @@ class Ledger:
         if row.get("decision") not in DECISIONS:
             raise LedgerError(f"ledger row decision must be one of {DECISIONS}, got {row.get('decision')!r}")
         new = {c: _fmt(row.get(c)) for c in COLUMNS}
+        with locked(self.path):
+            return self._append(new)
+
+    def _append(self, new: dict[str, str]) -> bool:
         rows = self.rows()
         existing = next((r for r in rows if r["GEN_ID"] == new["GEN_ID"]), None)
         if existing is not None:
@@ -64,12 +68,16 @@ class Ledger:
         return True
 
     def update(self, gen_id: str, **fields: Any) -> None:
-        rows = self.rows()
-        for r in rows:
-            if r["GEN_ID"] == gen_id:
-                r.update({k: _fmt(v) for k, v in fields.items()})
-                self._write(rows)
-                return
+        unknown = set(fields) - set(COLUMNS)
+        if unknown:
+            raise LedgerError(f"ledger update has unknown columns: {sorted(unknown)}")
+        with locked(self.path):
+            rows = self.rows()
+            for r in rows:
+                if r["GEN_ID"] == gen_id:
+                    r.update({k: _fmt(v) for k, v in fields.items()})
+                    self._write(rows)
+                    return
         raise LedgerError(f"{self.path}: no row for generation {gen_id}")
 
     def _write(self, rows: list[dict[str, str]]) -> None:

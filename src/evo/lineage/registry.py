@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from evo.atomic import atomic_write_json, read_json
+from evo.atomic import atomic_write_json, locked, read_json
 
 ALIASES = ("champion", "candidate")
 STATUSES = ("base", "candidate", "promoted", "rejected", "stopped")
@@ -44,6 +44,10 @@ class Registry:
 
     def add(self, sha: str, gen_id: str, parent_sha: str, status: str) -> None:
         """Record a model; adding the same model again is a no-op (resume), a conflict an error."""
+        with locked(self.path):
+            self._add(sha, gen_id, parent_sha, status)
+
+    def _add(self, sha: str, gen_id: str, parent_sha: str, status: str) -> None:
         if status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}")
         data = self.load()
@@ -57,6 +61,10 @@ class Registry:
         self._save(data)
 
     def set_status(self, sha: str, status: str) -> None:
+        with locked(self.path):
+            self._set_status(sha, status)
+
+    def _set_status(self, sha: str, status: str) -> None:
         if status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}")
         data = self.load()
@@ -66,6 +74,10 @@ class Registry:
         self._save(data)
 
     def move(self, alias: str, sha: Optional[str], reason: str = "") -> None:
+        with locked(self.path):
+            self._move(alias, sha, reason)
+
+    def _move(self, alias: str, sha: Optional[str], reason: str = "") -> None:
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}; aliases are {ALIASES}")
         data = self.load()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -41,15 +43,11 @@ def generate_batch(model, tok, prompts: list[str], sampling: Sampling, stops: li
     for j, x in enumerate(ids):  # left padding
         input_ids[j, width - len(x):] = torch.tensor(x)
         mask[j, width - len(x):] = 1
-    greedy = sampling.temperature == 0
-    if sampling.seed is not None:
-        torch.manual_seed(sampling.seed)
+    copies = 1 if sampling.temperature == 0 else sampling.n  # greedy: the n answers are one answer n times
     out = model.generate(
         input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-        max_new_tokens=sampling.max_tokens, do_sample=not greedy,
-        temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
-        num_return_sequences=sampling.n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-    )[:, width:].cpu()
+        num_return_sequences=copies, **_generate_kwargs(tok, sampling),
+    )[:, width:].cpu().repeat_interleave(sampling.n // copies, dim=0)
     results: list[list[Output]] = [[] for _ in prompts]
     for row, seq in enumerate(out):
         ended = (seq == tok.eos_token_id).nonzero()
@@ -62,3 +60,72 @@ def generate_batch(model, tok, prompts: list[str], sampling: Sampling, stops: li
 
 def count_prompt_tokens(tok, prompt: str) -> int:
     return len(prompt_ids(tok, prompt))
+
+
+def _generate_kwargs(tok, sampling: Sampling) -> dict:
+    greedy = sampling.temperature == 0
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    return {"max_new_tokens": sampling.max_tokens, "do_sample": not greedy,
+            "temperature": None if greedy else sampling.temperature, "top_p": None if greedy else sampling.top_p,
+            "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+
+
+@dataclass
+class Delta:
+    text: str  # new text since the previous delta ("" on the last one)
+    finish_reason: str | None = None  # set on the last delta only
+    completion_tokens: int = 0
+
+
+def stream_one(model, tok, prompt: str, sampling: Sampling, stops: list[str]) -> Iterator[Delta]:
+    """One completion, yielded as text arrives. Text that could be the start of a stop string is
+    held back until it is known not to be one, so no client ever sees part of a stop string."""
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    ids = torch.tensor([prompt_ids(tok, prompt)], device=model.device)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    halt = threading.Event()
+    counted = {"n": 0}
+
+    class _Halt(StoppingCriteria):  # the consumer saw a stop string (or went away): stop generating
+        def __call__(self, input_ids, scores, **kw):
+            counted["n"] = input_ids.shape[1] - ids.shape[1]
+            return halt.is_set()
+
+    failure: list[BaseException] = []
+
+    def work():
+        try:
+            with torch.no_grad():
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                               stopping_criteria=StoppingCriteriaList([_Halt()]), **_generate_kwargs(tok, sampling))
+        except BaseException as e:  # surfaced to the consumer below
+            failure.append(e)
+            streamer.on_finalized_text("", stream_end=True)
+
+    thread = threading.Thread(target=work, name="evo-stream", daemon=True)
+    thread.start()
+    text, sent, stopped = "", 0, False
+    hold = max((len(s) for s in stops), default=1) - 1
+    try:
+        for piece in streamer:
+            text += piece
+            cut, stopped = cut_at_stop(text, stops)
+            safe = len(cut) if stopped else max(sent, len(text) - hold)
+            if safe > sent:
+                yield Delta(text[sent:safe])
+                sent = safe
+            if stopped:
+                halt.set()
+                break
+    finally:
+        halt.set()
+        thread.join()
+    if failure:
+        raise failure[0]
+    if not stopped and len(text) > sent:
+        yield Delta(text[sent:])
+    n = max(counted["n"], 1)
+    finish = "stop" if stopped or n < sampling.max_tokens else "length"
+    yield Delta("", finish, n)

@@ -1,25 +1,29 @@
-"""Ray Serve deployments of the A/B gateway and the model pool, and `build_app` to bind them.
+"""The Ray Serve deployment of evo's A/B server, and `build_app` to bind it.
 
-The gateway is the HTTP ingress (OpenAI-compatible); it resolves each request to an arm and a
-model sha and asks the pool, which batches requests for the same model and settings.
+One deployment is both the HTTP ingress (OpenAI-compatible) and the model holder: the gateway
+resolves a request to an arm and a model sha, and the replica's own pool answers it, batching
+requests for the same model and settings. Keeping the models in the ingress replica saves a
+handle hop (about 3 ms here) on every request.
 """
 
 
 import asyncio
 import json
+import logging
 import os
+import time
+import uuid
 from dataclasses import asdict
 from typing import Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from evo.model.generate import Sampling
 from evo.serving.gateway import Gateway, GatewaySettings
 from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, chat_response,
-                                    completion_response, new_id, parse_request)
+                                    completion_response, new_id, parse_request, usage)
 from evo.serving.pool import ModelPool
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
@@ -45,53 +49,85 @@ async def _json(request: Request) -> object:
         raise APIError(400, f"the request body is not valid JSON: {e}") from None
 
 
-def _stream(body: dict) -> StreamingResponse:
-    """Server-sent events in OpenAI's chunk shape (the text arrives whole, in one chunk per choice)."""
+def _chunk(rid: str, chat: bool, model: str, created: int, evo: dict, index: int, text: str,
+           finish: Optional[str], first: bool = False) -> str:
+    """One server-sent event in OpenAI's chunk shape."""
+    delta = {"delta": {"content": text, **({"role": "assistant"} if first else {})}} if chat else {"text": text}
+    chunk = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
+             "model": model, "choices": [{"index": index, "finish_reason": finish, **delta}], "evo": evo}
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def _stream_whole(body: dict) -> StreamingResponse:
+    """Server-sent events for n > 1: each choice arrives whole, in one chunk."""
     chat = body["object"] == "chat.completion"
 
     def events():
         for c in body["choices"]:
-            delta = {"delta": {"role": "assistant", "content": c["message"]["content"]}} if chat else {"text": c["text"]}
-            chunk = {"id": body["id"], "object": "chat.completion.chunk" if chat else "text_completion",
-                     "created": body["created"], "model": body["model"],
-                     "choices": [{"index": c["index"], "finish_reason": c["finish_reason"], **delta}],
-                     "evo": body["evo"]}
-            yield f"data: {json.dumps(chunk)}\n\n"
+            text = c["message"]["content"] if chat else c["text"]
+            yield _chunk(body["id"], chat, body["model"], body["created"], body["evo"], c["index"], text,
+                         c["finish_reason"], first=True)
         yield f"data: {json.dumps({'id': body['id'], 'usage': body['usage'], 'choices': []})}\n\n"
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, logging_config=SERVE_LOGGING)
-class PoolDeployment:
-    def __init__(self, root: str, max_models: int = 4, dtype: str = "float32"):
-        self.pool = ModelPool(root, max_models, dtype)
+def _request_payload(req, target) -> dict:
+    chat = isinstance(req, ChatRequest)
+    sampling = Sampling(req.max_tokens, req.temperature, req.top_p, req.n, req.seed)
+    payload = {"messages": [m.model_dump() for m in req.messages]} if chat else {"prompt": req.prompt}
+    return {"sha": target.sha, "sampling": asdict(sampling), "stops": req.stops(), **payload}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32, logging_config=SERVE_LOGGING)
+@serve.ingress(api)
+class EvoServer:
+    """The HTTP ingress and the models in one replica: a request is routed, batched and generated
+    without a second hop. Scale out with num_replicas; every replica serves both arms, and they
+    share the split and the aliases through the lineage root (followed every `follow_s`)."""
+
+    def __init__(self, settings: dict, max_models: int = 4, dtype: str = "float32", follow_s: float = 0.5):
+        self.gw = Gateway(GatewaySettings(**settings))
+        self.pool = ModelPool(settings["root"], max_models, dtype)
+        self.follow_s = follow_s
+        self._follower: Optional[asyncio.Task] = None
+        self._warm([s for s in self.gw.aliases.values() if s])  # the first request does not wait on a load
+
+    def _warm(self, shas: list[str]) -> None:
+        for sha in shas:
+            self.pool.get(sha)
+
+    def _follow(self) -> None:
+        """Start (once) the task that takes promotions and split changes made on other replicas."""
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.get_running_loop().create_task(self._follow_loop())
+
+    async def _follow_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.follow_s)
+            try:
+                self.gw.sync_split()
+                if self.gw.registry_changed():
+                    await self._go_live(self.gw.read_registry())
+            except Exception as e:  # a half-written root or a missing model: keep serving what is live
+                logging.getLogger("ray.serve").warning("evo: could not follow the lineage root: %s", e)
+
+    async def _go_live(self, data: dict) -> dict:
+        """Load the new models first, then switch: no request waits on a load or is dropped."""
+        await asyncio.to_thread(self._warm, [s for s in data["aliases"].values() if s])
+        return {"aliases": self.gw.apply(data)}
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def generate(self, requests: list[dict]) -> list[dict]:
-        return self.pool.run(requests)
-
-    def warm(self, shas: list[str]) -> int:
-        for sha in shas:
-            self.pool.get(sha)
-        return len(shas)
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, logging_config=SERVE_LOGGING)
-@serve.ingress(api)
-class GatewayDeployment:
-    def __init__(self, pool: DeploymentHandle, settings: dict):
-        self.pool = pool
-        self.gw = Gateway(GatewaySettings(**settings))
+        """Requests for the same model and settings share one generate call (on a thread, so the
+        replica keeps taking requests meanwhile)."""
+        return await asyncio.to_thread(self.pool.run, requests)
 
     async def _generate(self, req, target) -> dict:
         """One OpenAI-shaped answer from `target`, logged as a response of its arm."""
         chat = isinstance(req, ChatRequest)
-        sampling = Sampling(req.max_tokens, req.temperature, req.top_p, req.n, req.seed)
-        payload = {"messages": [m.model_dump() for m in req.messages]} if chat else {"prompt": req.prompt}
-        result = await self.pool.generate.remote({"sha": target.sha, "sampling": asdict(sampling),
-                                                  "stops": req.stops(), **payload})
+        result = await self.generate(_request_payload(req, target))
         rid = new_id("chatcmpl" if chat else "cmpl")
         self.gw.record_response(rid, target, req.user)
         build = chat_response if chat else completion_response
@@ -99,15 +135,42 @@ class GatewayDeployment:
         body["evo"]["sha"] = target.sha
         return body
 
+    def _stream_tokens(self, req, target) -> StreamingResponse:
+        """Server-sent events, token by token, for one choice."""
+        chat = isinstance(req, ChatRequest)
+        rid, created = new_id("chatcmpl" if chat else "cmpl"), int(time.time())
+        evo = {"arm": target.arm, "sha": target.sha}
+        prompt_tokens, deltas = self.pool.stream(_request_payload(req, target))
+        self.gw.record_response(rid, target, req.user)
+
+        def events():
+            first = True
+            for d in deltas:
+                if d.text or d.finish_reason:
+                    yield _chunk(rid, chat, target.name, created, evo, 0, d.text, d.finish_reason, first)
+                    first = False
+                if d.finish_reason:
+                    use = usage(prompt_tokens, d.completion_tokens)
+                    yield f"data: {json.dumps({'id': rid, 'usage': use, 'choices': []})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     async def _answer(self, request: Request, kind: type):
+        self._follow()
         req = parse_request(kind, await _json(request), self.gw.settings.limits)
         target = self.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"))
+        if req.stream and req.n == 1:
+            return await asyncio.to_thread(self._stream_tokens, req, target)
         body = await self._generate(req, target)
-        return _stream(body) if req.stream else body
+        if req.stream:
+            return _stream_whole(body)
+        return Response(json.dumps(body), media_type="application/json")  # already plain JSON: skip FastAPI's encoder
 
     @api.post("/v1/side_by_side")
     async def side_by_side(self, request: Request):
         """Both arms answer one prompt, labelled a and b at random, for a pairwise rating."""
+        self._follow()
         raw = await _json(request)
         kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
         req = parse_request(kind, {"model": "evo", **raw} if isinstance(raw, dict) else raw, self.gw.settings.limits)
@@ -148,11 +211,6 @@ class GatewayDeployment:
         self.gw.check_admin(request.headers.get("authorization"))
         return self.gw.set_split(await _json(request))
 
-    async def _go_live(self, data: dict) -> dict:
-        """Load the new models first, then switch: no request waits on a load or is dropped."""
-        await self.pool.warm.remote([s for s in data["aliases"].values() if s])
-        return {"aliases": self.gw.apply(data)}
-
     @api.post("/admin/reload")
     async def reload(self, request: Request):
         self.gw.check_admin(request.headers.get("authorization"))
@@ -170,8 +228,12 @@ class GatewayDeployment:
 
 
 def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",
-              round_id: str = "live"):
-    """The bound application: `serve.run(build_app(root))`."""
+              round_id: str = "live", num_replicas: int = 1, ray_actor_options: Optional[dict] = None):
+    """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
+    ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU."""
     settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
+                "state_id": f"{round_id}-{uuid.uuid4().hex[:8]}",
                 "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN")}
-    return GatewayDeployment.bind(PoolDeployment.bind(root, 4, dtype), settings)
+    server = EvoServer.options(num_replicas=num_replicas, **({"ray_actor_options": ray_actor_options}
+                                                              if ray_actor_options else {}))
+    return server.bind(settings, 4, dtype)

@@ -4,11 +4,15 @@ an arm and a sha, record responses and feedback, report statistics, guard admin 
 from __future__ import annotations
 
 import hmac
+import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from evo.atomic import atomic_write_json, read_json
+from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
 from evo.serving.ab_stats import summarize
 from evo.serving.feedback import FeedbackError, FeedbackStore
@@ -23,6 +27,7 @@ class GatewaySettings:
     candidate_share: float = 0.5
     admin_token: Optional[str] = None  # without one, admin actions are refused
     round_id: str = "live"  # which A/B round's log the feedback goes to
+    state_id: str = "default"  # replicas of one app share serving/<state_id>.json (the live split)
     limits: Limits = field(default_factory=Limits)
     plan: TestPlan = field(default_factory=TestPlan)
 
@@ -41,10 +46,36 @@ class Gateway:
         self.feedback = FeedbackStore(settings.root, settings.round_id)
         self.router = ABRouter(settings.candidate_share)
         self.aliases: dict[str, Optional[str]] = {}
+        self.state_path = Path(settings.root) / "serving" / f"{settings.state_id}.json"
+        self._seen: dict[str, tuple] = {}
+        if self._stamp(self.state_path) is None:  # the first replica of this app sets the starting split
+            atomic_write_json(self.state_path, {"candidate_share": self.router.candidate_share})
+        self.sync_split()
         self.reload()
 
+    @staticmethod
+    def _stamp(path: Path) -> Optional[tuple]:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def registry_changed(self) -> bool:
+        """Whether registry.json changed since it was last applied here (another replica promoted)."""
+        return self._stamp(self.registry.path) != self._seen.get("registry")
+
+    def sync_split(self) -> None:
+        """Take the split another replica set (it is kept in the shared state file)."""
+        stamp = self._stamp(self.state_path)
+        if stamp is not None and stamp != self._seen.get("state"):
+            self._seen["state"] = stamp
+            self.router.set_share(read_json(self.state_path)["candidate_share"])
+
     def read_registry(self) -> dict:
+        stamp = self._stamp(self.registry.path)
         data = self.registry.load()
+        data["stamp"] = stamp
         if not data["aliases"].get("champion"):
             raise APIError(503, f"{self.registry.path}: no champion to serve; run `evo run` or `evo demo` first")
         return data
@@ -52,6 +83,7 @@ class Gateway:
     def apply(self, data: dict) -> dict:
         """Swap in new aliases in one assignment; requests already resolved keep their model."""
         self.aliases, self.models = dict(data["aliases"]), data["models"]
+        self._seen["registry"] = data.get("stamp")
         return self.aliases
 
     def reload(self) -> dict:
@@ -70,11 +102,25 @@ class Gateway:
         cand = self.aliases.get("candidate")
         if not cand:
             raise APIError(409, f"there is no candidate to mark {status}", kind="conflict")
+        why = f"admin: {status} over HTTP"
         self.registry.set_status(cand, status)
         if new_alias:
-            self.registry.move(new_alias, cand, reason=f"admin: {status} over HTTP")
-        self.registry.move("candidate", None, reason=f"admin: {status} over HTTP")
+            self.registry.move(new_alias, cand, reason=why)
+        self.registry.move("candidate", None, reason=why)
+        self._record_in_ledger(self.models.get(cand, {}).get("gen_id"), status, why)
         return self.read_registry()
+
+    def _record_in_ledger(self, gen_id: Optional[str], status: str, why: str) -> None:
+        """The generation's ledger row says what the operator decided, and when."""
+        ledger = Ledger(self.settings.root)
+        row = ledger.get(gen_id) if gen_id else None
+        if row is None:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        fields = {"ab_result": f"{why} at {stamp}"}
+        if row["decision"] != status:
+            fields.update(decision=status, reason=why)
+        ledger.update(gen_id, **fields)
 
     def resolve(self, name: str, user: Optional[str]) -> Target:
         if name == "evo":
@@ -165,4 +211,6 @@ class Gateway:
             self.router.set_share(share)
         except ValueError as e:
             raise APIError(400, str(e), "candidate_share") from None
+        atomic_write_json(self.state_path, {"candidate_share": self.router.candidate_share})
+        self._seen["state"] = self._stamp(self.state_path)
         return {"candidate_share": self.router.candidate_share}

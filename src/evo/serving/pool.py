@@ -7,11 +7,13 @@ started with, because it stays in the pool.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from itertools import groupby
+from typing import Iterator
 
 from evo.data.records import Record, render_chat
-from evo.model.generate import Sampling, count_prompt_tokens, generate_batch
+from evo.model.generate import Delta, Sampling, count_prompt_tokens, generate_batch, stream_one
 from evo.train.examples import prompt_and_completion
 
 
@@ -28,17 +30,27 @@ class ModelPool:
     def __init__(self, root: str, max_models: int = 4, dtype: str = "float32"):
         self.root, self.max_models, self.dtype = root, max_models, dtype
         self.models: OrderedDict[str, tuple] = OrderedDict()
+        self._lock = threading.Lock()  # batches, streams and warm-ups run on threads of one replica
 
     def get(self, sha: str):
-        if sha in self.models:
-            self.models.move_to_end(sha)
-            return self.models[sha]
-        from evo.model.lineage_model import load_generation
+        with self._lock:
+            if sha in self.models:
+                self.models.move_to_end(sha)
+                return self.models[sha]
+            from evo.model.lineage_model import load_generation
 
-        self.models[sha] = load_generation(self.root, sha, self.dtype)
-        if len(self.models) > self.max_models:
-            self.models.popitem(last=False)
-        return self.models[sha]
+            model = load_generation(self.root, sha, self.dtype)
+            self.models[sha] = model
+            if len(self.models) > self.max_models:
+                self.models.popitem(last=False)
+            return model
+
+    def stream(self, request: dict) -> tuple[int, Iterator[Delta]]:
+        """(prompt tokens, deltas) for one request with n = 1, token by token."""
+        model, tok = self.get(request["sha"])
+        prompt = render_prompt(tok, request)
+        return count_prompt_tokens(tok, prompt), stream_one(model, tok, prompt, Sampling(**request["sampling"]),
+                                                            request["stops"])
 
     def run(self, requests: list[dict]) -> list[dict]:
         """Answer a batch of requests; those for the same model and settings share a generate call."""

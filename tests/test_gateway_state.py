@@ -1,0 +1,59 @@
+"""What several gateway replicas share through the lineage root: the live split, promotions, and
+the ledger row that records an operator's decision."""
+
+from __future__ import annotations
+
+import pytest
+
+from evo.lineage.ledger import Ledger
+from evo.lineage.registry import Registry
+from evo.serving.gateway import Gateway, GatewaySettings
+from evo.serving.openai_api import APIError
+
+
+@pytest.fixture
+def root(tmp_path):
+    reg = Registry(tmp_path)
+    reg.add("a" * 64, "gen-0", "", "base")
+    reg.add("b" * 64, "gen-1", "a" * 64, "candidate")
+    reg.move("champion", "a" * 64)
+    reg.move("candidate", "b" * 64)
+    Ledger(tmp_path).append({"GEN_ID": "gen-1", "parent_sha": "a" * 64, "child_sha": "b" * 64,
+                             "decision": "promoted", "reason": "passed the gate"})
+    return tmp_path
+
+
+def replicas(root, n=2, share=0.5):
+    return [Gateway(GatewaySettings(str(root), share, "tok", state_id="app-1")) for _ in range(n)]
+
+
+def test_a_split_set_on_one_replica_reaches_the_others(root):
+    one, two = replicas(root)
+    one.set_split({"candidate_share": 0.0})
+    assert two.router.candidate_share == 0.5  # not yet followed
+    two.sync_split()
+    assert two.router.candidate_share == 0.0
+    assert {two.resolve("evo", f"user-{i}").arm for i in range(20)} == {"champion"}
+    late = replicas(root, 1, share=0.9)[0]  # a replica restarted later keeps the live split, not its start value
+    assert late.router.candidate_share == 0.0
+
+
+def test_a_promotion_on_one_replica_is_seen_by_the_others(root):
+    one, two = replicas(root)
+    assert not two.registry_changed()
+    one.apply(one.promote())
+    assert two.registry_changed()
+    two.apply(two.read_registry())
+    assert not two.registry_changed() and two.aliases == {"champion": "b" * 64, "candidate": None}
+
+
+def test_admin_promote_and_revert_are_written_to_the_ledger(root):
+    gw = replicas(root, 1)[0]
+    gw.apply(gw.revert())
+    row = Ledger(root).get("gen-1")
+    assert row["decision"] == "rejected" and "admin: rejected over HTTP" in row["reason"]
+    assert row["ab_result"].startswith("admin: rejected over HTTP at ")
+    assert Registry(root).model("b" * 64)["status"] == "rejected"
+    with pytest.raises(APIError) as e:
+        gw.promote()
+    assert e.value.status == 409  # nothing left to promote
