@@ -6,7 +6,6 @@ pool's handle directly, and how long a promotion takes to be fully live, in one 
 Generation is one token so that the figures are about routing, not the model.
 """
 
-from __future__ import annotations
 
 import argparse
 import http.client
@@ -35,7 +34,7 @@ from evo.driver import Lineage, generation_zero, run_generation  # noqa: E402
 from evo.progress import Progress  # noqa: E402
 from evo.serving.deployments import SERVE_LOGGING, build_app  # noqa: E402
 from evo.model.generate import Sampling  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
 from report import update_section  # noqa: E402
 
 PORT, TOKEN = 18791, "bench-token"
@@ -59,6 +58,10 @@ class EchoFront:
     @echo_api.post("/none")
     async def none(self):
         return {"ok": True}
+
+    @echo_api.post("/body")
+    async def body(self, request: Request):
+        return {"n": len(await request.body())}
 
     @echo_api.post("/hop")
     async def hop(self):
@@ -101,11 +104,20 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
-def measure(sequential, concurrent_fn, n: int) -> dict:
-    lat = [sequential() for _ in range(n)]
-    t0 = time.perf_counter()
-    done = concurrent_fn(n)
-    return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": done / (time.perf_counter() - t0)}
+def measure(paths: dict, n: int) -> dict:
+    """Sequential latency with the paths interleaved request by request (so the shared machine's
+    noise falls on all of them alike), then requests/s with 8 concurrent clients, path by path."""
+    lat = {name: [] for name in paths}
+    for _ in range(n):
+        for name, (once, _) in paths.items():
+            lat[name].append(once())
+    out = {}
+    for name, (_, many) in paths.items():
+        t0 = time.perf_counter()
+        done = many(n)
+        out[name] = {"p50": pct(lat[name], 0.5), "p99": pct(lat[name], 0.99), "rps": done / (time.perf_counter() - t0),
+                     "lat": lat[name]}
+    return out
 
 
 def main() -> None:
@@ -149,9 +161,11 @@ def main() -> None:
         http_once(), direct_once()
     floor = {"handle": pct([_timed(lambda: echo.remote({"ok": True}).result()) for _ in range(args.requests)], 0.5),
              "proxy": pct([http_once("/echo/none", "{}") for _ in range(args.requests)], 0.5),
-             "hop": pct([http_once("/echo/hop", "{}") for _ in range(args.requests)], 0.5)}
-    direct = measure(direct_once, direct_many, args.requests)
-    routed = measure(http_once, http_many, args.requests)
+             "hop": pct([http_once("/echo/hop", "{}") for _ in range(args.requests)], 0.5),
+             "body": pct([http_once("/echo/body", CHAT) for _ in range(args.requests)], 0.5)}
+    m = measure({"direct": (direct_once, direct_many), "routed": (http_once, http_many)}, args.requests)
+    direct, routed = m["direct"], m["routed"]
+    paired = statistics.median(r - d for r, d in zip(routed["lat"], direct["lat"])) * 1000
     t0 = time.perf_counter()
     post("/admin/promote", {}, {"authorization": f"Bearer {TOKEN}"})
     t_admin = time.perf_counter() - t0
@@ -169,13 +183,14 @@ def main() -> None:
         f"| model deployment's handle, direct (`EvoServer.generate`) | {direct['p50']:.1f} | {direct['p99']:.1f} | {direct['rps']:.0f} |",
         f"| HTTP -> proxy -> A/B router -> same replica's models | {routed['p50']:.1f} | {routed['p99']:.1f} | {routed['rps']:.0f} |",
         "",
-        f"- Router overhead at p50: **{routed['p50'] - direct['p50']:.1f} ms** (goal ≤ 2 ms; Ray Serve documents "
-        "1–2 ms for its proxy alone).",
+        f"- Router overhead at p50: **{routed['p50'] - direct['p50']:.1f} ms** (median of the paired differences "
+        f"{paired:.1f} ms; goal ≤ 2 ms; Ray Serve documents 1–2 ms for its proxy alone).",
         f"- Serve's own floor here, with a deployment that does nothing: handle call {floor['handle']:.1f} ms, "
-        f"HTTP through the proxy to an empty ingress {floor['proxy']:.1f} ms, and with one more handle hop "
-        f"{floor['hop']:.1f} ms at p50. The proxy costs {floor['proxy'] - floor['handle']:.1f} ms over a handle call, "
-        f"so evo's own routing work is about {routed['p50'] - direct['p50'] - (floor['proxy'] - floor['handle']):.1f} ms; "
-        f"a second deployment behind the router would add {floor['hop'] - floor['proxy']:.1f} ms, which is why the "
+        f"HTTP through the proxy to an empty ingress {floor['proxy']:.1f} ms (one that reads the request body: {floor['body']:.1f} ms), and with one more handle hop "
+        f"{floor['hop']:.1f} ms at p50. So Serve's own floor for a POST whose body is read is "
+        f"{floor['body'] - floor['handle']:.1f} ms over a handle call (the body crosses from the proxy separately), and "
+        f"evo's routing work on top is about {routed['p50'] - direct['p50'] - (floor['body'] - floor['handle']):.1f} ms. "
+        f"A second deployment behind the router would add {floor['hop'] - floor['proxy']:.1f} ms, which is why the "
         "router and the models share a replica.",
         f"- Promotion: `/admin/promote` returned in {t_admin * 1000:.0f} ms (new model loaded before the switch); "
         f"first answer from the new champion {t_live * 1000:.0f} ms after the call.",
