@@ -61,12 +61,12 @@ def print_ledger(root: Path, as_json: bool) -> None:
         print("A/B: " + "; ".join(ab))
 
 
-def _run_config(cfg, root: Path, address: str | None) -> int:
+def _run_config(cfg, root: Path, address: str | None, tune: bool = False, max_generations=None) -> int:
     from evo.driver import run
     from evo.progress import Progress
 
     start_ray(address)
-    summary = run(cfg, root, Progress())
+    summary = run(cfg, root, Progress(), tune=tune, max_generations=max_generations)
     print()
     print_ledger(root, as_json=False)
     print(f"\nlineage root: {summary.root}\n  ledger:   {summary.root / 'ledger.csv'}\n"
@@ -130,7 +130,15 @@ def cmd_ab(args) -> int:
 
 def cmd_run(args) -> int:
     cfg = load_config(args.config, overrides(args))
-    return _run_config(cfg, Path(args.root).resolve(), args.address)
+    return _run_config(cfg, Path(args.root).resolve(), args.address, tune=args.tune)
+
+
+def cmd_sweep(args) -> int:
+    cfg = load_config(args.config, overrides(args))
+    root = Path(args.root).resolve()
+    code = _run_config(cfg, root, args.address, tune=True, max_generations=1)
+    print(f"  trials:   {root / 'trials'}")
+    return code
 
 
 def cmd_ledger(args) -> int:
@@ -166,6 +174,7 @@ def cmd_serve(args) -> int:
 VERBS = {
     "demo": (cmd_demo, "generate the demo data, build generation 0 and run 3 generations locally"),
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
+    "sweep": (cmd_sweep, "search the next generation with Ray Tune (lr, steps, replay k); the gate's evals pick the child"),
     "ledger": (cmd_ledger, "print the lineage ledger"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
     "ab": (cmd_ab, "run an A/B round on the latest promoted generation, then promote or revert it"),
@@ -180,15 +189,17 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=help_)
         s.set_defaults(fn=fn)
         s.add_argument("--root", default=DEFAULT_ROOT, help=f"lineage root folder (default: ./{DEFAULT_ROOT})")
-        if name in ("run", "check"):
+        if name in ("run", "check", "sweep"):
             s.add_argument("config", help="YAML run config")
-        if name in ("run", "check", "demo"):
+        if name in ("run", "check", "demo", "sweep"):
             s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.steps=100")
-        if name in ("run", "demo"):
+        if name in ("run", "demo", "sweep"):
             s.add_argument("--skip-invalid", action="store_true",
                            help="ingest the valid lines of a file with bad ones (reported), instead of none")
-        if name == "run":
+        if name in ("run", "sweep"):
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+        if name == "run":
+            s.add_argument("--tune", action="store_true", help="search each generation with Ray Tune (config: tune)")
         if name == "demo":
             s.add_argument("--generations", type=int, default=3, help="demo generations after the base (1-3)")
         if name == "demo":

@@ -116,6 +116,41 @@ class GateConfig(_Strict):
     patience: int = Field(2, gt=0, description="Consecutive stalled-and-drifting generations before stop.")
 
 
+class SweepConfig(_Strict):
+    """Per-generation search with Ray Tune (`evo sweep`, `evo run --tune`)."""
+
+    num_samples: int = Field(4, gt=0, description="Trials per generation.")
+    max_concurrent: int = Field(2, gt=0, description="Trials running at once (each is a Ray Train run).")
+    scheduler: Literal["asha", "pbt", "none"] = Field(
+        "asha", description="asha: stop poor trials early on val loss; pbt: population based training.")
+    lr: tuple[float, float] = Field((3e-4, 1e-2), description="Learning rate bounds, sampled log-uniform.")
+    steps: list[int] = Field(default_factory=lambda: [150, 300], description="Step counts to choose from.")
+    replay_k: list[int] = Field(default_factory=lambda: [0, 100], description="Replay sizes to choose from.")
+    grace_period: int = Field(1, gt=0, description="ASHA: checkpoints a trial runs before it may be stopped.")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor at each rung.")
+    perturbation_interval: int = Field(1, gt=0, description="PBT: checkpoints between exploit/explore steps.")
+    evaluate_top: int = Field(3, gt=0, description="Trials (lowest val loss first) whose best checkpoints the "
+                                                  "gate's evals score to choose the winner.")
+    num_workers: Optional[int] = Field(None, gt=0, description="Ray Train workers per trial (default: train's).")
+    cpus_per_worker: Optional[float] = Field(None, gt=0, description="CPUs per trial worker (default: train's).")
+    driver_cpus: float = Field(0.1, ge=0, description="CPUs for each trial's driver function.")
+    max_failures: int = Field(0, ge=0, description="Worker-failure retries inside a trial (a NaN loss is final).")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _space(self) -> "SweepConfig":
+        problems = []
+        if not 0 < self.lr[0] <= self.lr[1]:
+            problems.append("lr: needs 0 < low <= high")
+        if not self.steps or min(self.steps) <= 0:
+            problems.append("steps: needs at least one positive step count")
+        if not self.replay_k or min(self.replay_k) < 0:
+            problems.append("replay_k: needs at least one count >= 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class EvoConfig(_Strict):
     name: str = Field("evo", min_length=1, description="Run name, used in logs and Ray run names.")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -123,6 +158,7 @@ class EvoConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    tune: SweepConfig = Field(default_factory=SweepConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> "EvoConfig":

@@ -307,18 +307,28 @@ def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progre
 # ---------------------------------------------------------------- generation N
 
 
-def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[Record], champion: str):
-    """Write mix.parquet and val.parquet for the workers; returns (mix, holdout, qa sets)."""
+def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[Record], champion: str,
+                replay_ks: Optional[list[int]] = None):
+    """Write mix.parquet (one mix-k<k>.parquet per replay size for a sweep) and val.parquet for the
+    workers; returns (mix, holdout, qa sets, val), or with replay_ks ({k: (path, mix)}, holdout, qa, val)."""
     train_part, holdout = split(delta, cfg.data.val_fraction)
     if not train_part or not holdout:
         raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train and holdout")
     pool, qa = ancestor_data(lin, champion, cfg.data.val_fraction)
-    mix = build_mix(train_part, pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index)
     rng = random.Random(cfg.train.seed + index)
     anc_val = [r for recs in qa.values() for r in recs]
     val = holdout + rng.sample(anc_val, min(len(anc_val), max(len(holdout), 32)))
-    write_records(lin.run_dir(gid) / "mix.parquet", mix.records)
     write_records(lin.run_dir(gid) / "val.parquet", val)
+    if replay_ks is not None:
+        mixes = {}
+        for k in sorted(set(replay_ks)):
+            mix = build_mix(train_part, pool, k, cfg.data.curriculum, cfg.train.seed + index)
+            path = lin.run_dir(gid) / f"mix-k{k}.parquet"
+            write_records(path, mix.records)
+            mixes[k] = (str(path), mix)
+        return mixes, holdout, qa, val
+    mix = build_mix(train_part, pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index)
+    write_records(lin.run_dir(gid) / "mix.parquet", mix.records)
     return mix, holdout, qa, val
 
 
@@ -336,6 +346,32 @@ def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
     return child
 
 
+def sweep_child(cfg, lin, gid, index, parent, data_sha, delta, progress):
+    """A Ray Tune sweep for this generation; its winner (chosen by the gate's evals) is the child.
+    Returns (child sha, replayed records, winning trial id)."""
+    from evo.tune.sweep import choose_winner, run_sweep, save_trials
+
+    mixes, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k)
+    cand = lin.registry.alias("candidate")
+    if cand and lin.registry.model(cand)["gen_id"] == gid:
+        meta = lin.models.meta(cand)
+        progress(gid, f"resuming: the sweep's winner {cand[:12]} was chosen before the interruption")
+        return cand, mixes[meta["replay_k"]][1].n_replay, meta.get("trial_id", "")
+    loop_cfg = loop_config(cfg, lin, gid, parent_sha=parent)
+    records = run_sweep(cfg, lin, gid, parent, {k: (p, m.n_replay) for k, (p, m) in mixes.items()},
+                        str(lin.run_dir(gid) / "val.parquet"), loop_cfg, progress)
+    try:
+        winner = choose_winner(cfg, lin, gid, parent, records, data_sha, eval_spec(cfg, qa, holdout, val), progress)
+    finally:
+        path = save_trials(lin, gid, records)
+    progress(gid, f"winner: trial {winner.trial_id} (lr {winner.config['lr']:.3g}, {winner.config['steps']} steps, "
+             f"replay k {winner.config['replay_k']}; gate {winner.gate}); every trial in {path}")
+    child = winner.child_sha
+    lin.registry.add(child, gid, parent, "candidate")
+    lin.registry.move("candidate", child, reason=f"{gid}: winner of the sweep (trial {winner.trial_id})")
+    return child, mixes[int(winner.config["replay_k"])][1].n_replay, winner.trial_id
+
+
 def decide(cfg: EvoConfig, lin: Lineage, scores: GenerationScores) -> tuple[str, str]:
     """(decision, reason): stopped by the stop rule, else promoted or rejected by the gate."""
     if should_stop(score_history(lin) + [scores], cfg.gate):
@@ -344,14 +380,21 @@ def decide(cfg: EvoConfig, lin: Lineage, scores: GenerationScores) -> tuple[str,
     return ("promoted" if verdict.accepted else "rejected"), verdict.reason
 
 
-def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress, extra=None) -> dict:
+def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress, extra=None,
+                   tune: bool = False) -> dict:
     gid, t0 = gen_id(index), time.perf_counter()
     champion = lin.registry.alias("champion")
     data_sha = ingest(lin, path, cfg, progress, gid)
     delta = lin.data.get(data_sha)
-    mix, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, champion)
-    progress(gid, f"mix: {mix.n_delta} new + {mix.n_replay} replayed records; parent {champion[:12]}")
-    child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
+    trial = ""
+    if tune:
+        child, n_replay, trial = sweep_child(cfg, lin, gid, index, champion, data_sha, delta, progress)
+        _, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, champion)
+    else:
+        mix, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, champion)
+        n_replay = mix.n_replay
+        progress(gid, f"mix: {mix.n_delta} new + {mix.n_replay} replayed records; parent {champion[:12]}")
+        child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
     progress(gid, f"evaluating child {child[:12]} against parent {champion[:12]} (Ray tasks)")
     t_eval = time.perf_counter()
     res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val), cfg)
@@ -366,8 +409,9 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         "steps": meta["steps"], "lr": meta["lr"], "walltime_min": (time.perf_counter() - t0) / 60,
         "loss_start": meta["loss_start"], "loss_end": meta["best"]["train_loss"],
         "eval_recall": res_child.recall, "eval_generalization": res_child.generalization.value,
-        "eval_style_drift": res_child.style_drift.hits, "replay_k": mix.n_replay, "decision": decision,
+        "eval_style_drift": res_child.style_drift.hits, "replay_k": n_replay, "decision": decision,
         "reason": reason, "eval_perplexity": res_child.perplexity, "best_step": meta["best"]["step"],
+        "trial": trial,
     }
     commit_decision(lin, gid, row, child, decision, child if decision == "promoted" else None)
     progress(gid, f"{decision}: recall {_f(res_child.recall)}, generalization {res_child.generalization.value:.2f} "
@@ -380,18 +424,24 @@ def _f(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None) -> RunSummary:
-    """Run generation 0 (if needed) and every configured generation not yet in the ledger."""
+def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None, tune: bool = False,
+        max_generations: Optional[int] = None) -> RunSummary:
+    """Run generation 0 (if needed) and every configured generation not yet in the ledger
+    (at most `max_generations` new ones); with `tune`, each one is a Ray Tune sweep."""
     progress = progress or Silent()
     lin = Lineage(Path(root))
     # The resolved config of the latest run, for verbs that take only --root (evo ab).
     atomic_write_json(lin.root / "run_config.json", cfg.model_dump(mode="json"))
     reconcile(lin, progress)
     generation_zero(cfg, lin, progress)
+    done = 0
     for index, path in enumerate(cfg.data.generations, start=1):
         gid = gen_id(index)
         if (row := lin.ledger.get(gid)) is None:
-            row = run_generation(cfg, lin, index, path, progress)
+            if max_generations is not None and done >= max_generations:
+                break
+            row = run_generation(cfg, lin, index, path, progress, tune=tune)
+            done += 1
         else:
             progress(gid, f"already in the ledger ({row['decision']})")
         if row["decision"] == "stopped":

@@ -12,7 +12,7 @@ from evo.atomic import atomic_write_text, locked
 COLUMNS = [
     "GEN_ID", "parent_sha", "child_sha", "data_delta_sha", "steps", "lr", "walltime_min",
     "loss_start", "loss_end", "eval_recall", "eval_generalization", "eval_style_drift",
-    "replay_k", "decision", "reason", "eval_perplexity", "best_step", "ab_result",
+    "replay_k", "decision", "reason", "eval_perplexity", "best_step", "ab_result", "trial",
 ]
 DECISIONS = ("promoted", "rejected", "stopped")
 

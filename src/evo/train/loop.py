@@ -192,6 +192,10 @@ def train_loop_per_worker(cfg: dict) -> dict:
         batch = collate(examples, tok.pad_token_id)
         t0 = time.perf_counter()
         loss = engine.step(batch)
+        if cfg.get("nan_at_step") is not None and step >= cfg["nan_at_step"]:
+            loss = float("nan")  # test hook: what a diverging run looks like
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {cfg['lr']:g}): the run diverged")
         state.step_seconds += time.perf_counter() - t0
         state.tokens += count_target_tokens(batch) * world
         state.losses.append(loss)

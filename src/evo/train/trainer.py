@@ -38,7 +38,10 @@ class TrainOutcome:
     run_path: str
 
 
-def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: str) -> TorchTrainer:
+def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: str, callbacks=None,
+                  resume_from=None) -> TorchTrainer:
+    """The TorchTrainer of one run; `callbacks` are Ray Train UserCallbacks (a sweep forwards every
+    checkpoint to Tune with one), `resume_from` a checkpoint to continue from (PBT, a resumed trial)."""
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
         resources["GPU"] = 1
@@ -54,7 +57,9 @@ def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: s
                 checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=train.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),  # evo prints its own progress
+            callbacks=callbacks or [],
         ),
+        resume_from_checkpoint=resume_from,
     )
 
 

@@ -1,0 +1,309 @@
+"""One generation's search with Ray Tune: each trial is a Ray Train run of the same training loop.
+
+Tune runs `_trial`, a function that builds a `TorchTrainer` (Train V2 interop); Ray Train's
+`TuneReportCallback` hands every checkpoint's metrics to Tune, so ASHA can stop poor trials on
+validation loss while they run. After the sweep, the best checkpoints of the trials with the lowest
+validation loss are scored by the gate's own evals, and the best of them becomes the child.
+
+Everything a sweep leaves is in the lineage root:
+    runs/tune/<name>-<gen>/        Tune's experiment (restored, not redone, after an interruption)
+    runs/ray/<name>-<gen>-<trial>/ each trial's Ray Train run and checkpoints
+    runs/<gen>/trials/<trial>/     the copied best checkpoint of each evaluated trial
+    trials/<gen>.csv               one row per trial: config, metrics, status, checkpoint, why stopped
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from evo.atomic import atomic_write_json, atomic_write_text
+from evo.config import ConfigError, EvoConfig
+from evo.gate import gate
+from evo.progress import Progress
+
+TRIAL_COLUMNS = [
+    "trial_id", "lr", "steps", "replay_k", "status", "why_stopped", "iterations", "best_step", "best_val_loss",
+    "last_train_loss", "checkpoint", "child_sha", "eval_generalization", "eval_recall", "eval_style_drift",
+    "gate", "chosen", "seconds",
+]
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    config: dict
+    status: str  # completed, stopped early, error
+    why_stopped: str
+    iterations: int = 0
+    best: Optional[dict] = None  # the reported metrics of the checkpoint with the lowest val loss
+    curve: list = field(default_factory=list)  # [(step, val_loss, train_loss)]
+    seconds: float = 0.0
+    child_sha: str = ""
+    scores: Optional[dict] = None
+    gate: str = ""
+    chosen: bool = False
+
+    def row(self) -> dict:
+        b, s = self.best or {}, self.scores or {}
+        return {
+            "trial_id": self.trial_id, "lr": f"{self.config.get('lr', float('nan')):.4g}",
+            "steps": self.config.get("steps"), "replay_k": self.config.get("replay_k"), "status": self.status,
+            "why_stopped": self.why_stopped, "iterations": self.iterations, "best_step": b.get("step", ""),
+            "best_val_loss": _num(b.get("val_loss")), "last_train_loss": _num(self.curve[-1][2] if self.curve else None),
+            "checkpoint": b.get("checkpoint_path", ""), "child_sha": self.child_sha,
+            "eval_generalization": _num(s.get("generalization")), "eval_recall": _num(s.get("recall")),
+            "eval_style_drift": "" if s.get("style_drift") is None else s["style_drift"], "gate": self.gate,
+            "chosen": "yes" if self.chosen else "", "seconds": f"{self.seconds:.1f}",
+        }
+
+
+def _num(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
+
+
+def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(r.row() for r in records)
+    atomic_write_text(path, buf.getvalue())
+
+
+def check_space(cfg: EvoConfig) -> None:
+    t = cfg.tune
+    if cfg.train.checkpoint_every > min(t.steps):
+        raise ConfigError(f"tune.steps: {min(t.steps)} is fewer than train.checkpoint_every "
+                          f"({cfg.train.checkpoint_every}), so that trial would keep no checkpoint")
+
+
+def param_space(cfg: EvoConfig) -> dict:
+    from ray import tune
+
+    t = cfg.tune
+    return {"lr": tune.loguniform(*t.lr), "steps": tune.choice(list(t.steps)),
+            "replay_k": tune.choice(list(t.replay_k))}
+
+
+def scheduler(cfg: EvoConfig):
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    t, every = cfg.tune, cfg.train.checkpoint_every
+    if t.scheduler == "asha":  # time is counted in checkpoints (one Tune result per checkpoint)
+        return ASHAScheduler(time_attr="training_iteration", metric="val_loss", mode="min",
+                             max_t=math.ceil(max(t.steps) / every), grace_period=t.grace_period,
+                             reduction_factor=t.reduction_factor)
+    if t.scheduler == "pbt":
+        from ray import tune
+
+        return PopulationBasedTraining(
+            time_attr="training_iteration", metric="val_loss", mode="min",
+            perturbation_interval=t.perturbation_interval,
+            hyperparam_mutations={"lr": tune.loguniform(*t.lr), "replay_k": list(t.replay_k)},
+            synch=False, seed=t.seed)
+    return None
+
+
+def expected_reports(steps: int, every: int) -> int:
+    """Checkpoints a run of `steps` reports: every `every` steps, and at the last step."""
+    return steps // every + (1 if steps % every else 0)
+
+
+POINTER = "train_checkpoint.txt"  # a Tune checkpoint holds only the path of the Train checkpoint
+
+
+def _forwarder(queue):
+    """A Ray Train callback (it runs in Train's controller) that sends each report to the trial."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class ForwardReports(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None))
+
+    return ForwardReports()
+
+
+def _trial(config: dict) -> None:
+    """One trial, run by Tune in its own actor: a Ray Train run with this trial's settings.
+
+    Train runs on a thread; every checkpoint it reports reaches Tune here, with a small Tune
+    checkpoint that points at the Train checkpoint. So ASHA can stop the trial, PBT can start
+    another trial from its weights, and a restored sweep continues an unfinished trial from its
+    last checkpoint instead of from scratch."""
+    import queue as _queue
+    import tempfile
+    import threading
+
+    from ray import tune
+    from ray.train import Checkpoint
+    from ray.util.queue import Empty, Queue
+
+    from evo.train.trainer import build_trainer
+
+    static = config["evo"]
+    trial_id = tune.get_context().get_trial_id()
+    loop_cfg = {**static["loop_cfg"], "lr": config["lr"], "steps": config["steps"],
+                "mix_path": static["mix_paths"][str(config["replay_k"])], "label": f"{static['gid']}/{trial_id}"}
+    if loop_cfg["lr"] >= static["loop_cfg"].get("nan_if_lr_at_least", float("inf")):
+        loop_cfg["nan_at_step"] = 1  # test hook: this trial's loss turns NaN, as a diverging run's would
+    start = tune.get_checkpoint()
+    resume = None
+    if start is not None:
+        with start.as_directory() as d:
+            resume = Checkpoint((Path(d) / POINTER).read_text().strip())
+    reports = Queue(actor_options={"num_cpus": 0})
+    trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], f"{static['run_name']}-{trial_id}",
+                            callbacks=[_forwarder(reports)], resume_from=resume)
+    failure: list[BaseException] = []
+
+    def fit():
+        try:
+            trainer.fit()
+        except BaseException as e:  # re-raised in the trial, so Tune records the error
+            failure.append(e)
+
+    runner = threading.Thread(target=fit, name="evo-trial-fit", daemon=True)
+    runner.start()
+    while True:
+        try:
+            metrics, path = reports.get(timeout=0.5)
+        except (Empty, _queue.Empty):
+            if runner.is_alive():
+                continue
+            if reports.empty():
+                break
+            continue
+        if path is None:
+            tune.report(metrics)
+            continue
+        metrics["checkpoint_path"] = path
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / POINTER).write_text(path)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    runner.join()
+    if failure:
+        raise failure[0]
+
+
+def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple[str, int]], val_path: str,
+              loop_cfg: dict, progress: Progress) -> list[TrialRecord]:
+    """Run (or resume) the sweep; one TrialRecord per trial, best checkpoint located."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    check_space(cfg)
+    t = cfg.tune
+    train = cfg.train.model_copy(update={
+        "num_workers": t.num_workers or cfg.train.num_workers,
+        "cpus_per_worker": t.cpus_per_worker or cfg.train.cpus_per_worker, "max_failures": t.max_failures})
+    static = {"gid": gid, "train_cfg": train, "loop_cfg": loop_cfg, "storage": str(lin.root / "runs" / "ray"),
+              "run_name": f"{cfg.name}-{gid}", "mix_paths": {str(k): p for k, (p, _) in mixes.items()},
+}
+    space = {**param_space(cfg), "evo": static}
+    exp_dir = lin.root / "runs" / "tune" / f"{cfg.name}-{gid}"
+    trainable = tune.with_resources(_trial, {"cpu": t.driver_cpus})
+    if tune.Tuner.can_restore(str(exp_dir)):
+        progress(gid, f"resuming the sweep in {exp_dir} (finished trials are kept)")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=False)
+    else:
+        progress(gid, f"sweep: {t.num_samples} trials, {t.max_concurrent} at a time, scheduler {t.scheduler}; "
+                 f"lr {t.lr[0]:g}..{t.lr[1]:g} (log), steps {t.steps}, replay k {t.replay_k}")
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
+                                        search_alg=BasicVariantGenerator(random_state=t.seed),
+                                        scheduler=scheduler(cfg), trial_dirname_creator=lambda tr: tr.trial_id,
+                                        **({} if t.scheduler != "none" else {"metric": "val_loss", "mode": "min"})),
+            run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    records = [_record(r, cfg.train.checkpoint_every) for r in grid]
+    progress(gid, f"sweep done in {time.perf_counter() - t0:.0f}s: "
+             + ", ".join(f"{s} {sum(r.status == s for r in records)}" for s in ("completed", "stopped early", "error")))
+    return sorted(records, key=lambda r: r.trial_id)
+
+
+def _record(result, every: int) -> TrialRecord:
+    config = {k: v for k, v in (result.config or {}).items() if k != "evo"}
+    trial_id = Path(result.path).name
+    df = result.metrics_dataframe
+    rows = [] if df is None or "val_loss" not in df else df.to_dict("records")
+    curve = [(int(r["step"]), float(r["val_loss"]), float(r.get("train_loss", float("nan")))) for r in rows]
+    finite = [r for r in rows if r.get("checkpoint_path") and math.isfinite(r["val_loss"])]
+    best = min(finite, key=lambda r: r["val_loss"]) if finite else None
+    seconds = float(rows[-1].get("time_total_s", 0.0)) if rows else 0.0
+    if result.error is not None:
+        msg = str(result.error).strip().splitlines()
+        why = next((line for line in reversed(msg) if "Error" in line or "error" in line), msg[-1] if msg else "")
+        return TrialRecord(trial_id, config, "error", f"error: {why.strip()[:300]}", len(rows), best, curve, seconds)
+    if config.get("steps") and rows and len(rows) < expected_reports(int(config["steps"]), every):
+        return TrialRecord(trial_id, config, "stopped early",
+                           f"stopped by the scheduler after {len(rows)} of "
+                           f"{expected_reports(int(config['steps']), every)} checkpoints (val loss {rows[-1]['val_loss']:.3f})",
+                           len(rows), best, curve, seconds)
+    return TrialRecord(trial_id, config, "completed", "ran all its steps", len(rows), best, curve, seconds)
+
+
+def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[TrialRecord], data_sha: str,
+                  spec, progress: Progress) -> TrialRecord:
+    """Score the best checkpoints of the `evaluate_top` trials with the lowest val loss with the gate's
+    evals; the winner passes the gate if any does, then has the best generalization + recall."""
+    from ray.train import Checkpoint
+
+    from evo.driver import evaluate_many, scores_of
+
+    pool = sorted((r for r in records if r.best is not None), key=lambda r: r.best["val_loss"])
+    top = pool[: cfg.tune.evaluate_top]
+    if not top:
+        raise SweepFailed(f"{gid}: no trial of the sweep left a checkpoint; see {trials_path(lin, gid)}")
+    for r in top:
+        dest = lin.run_dir(gid) / "trials" / r.trial_id / "best"
+        if dest.exists():
+            shutil.rmtree(dest)
+        Checkpoint(r.best["checkpoint_path"]).to_directory(str(dest))
+        meta = {"gen_id": gid, "data_delta_sha": data_sha, "config": cfg.model_dump(mode="json"),
+                "best": {k: r.best[k] for k in ("step", "val_loss", "train_loss")},
+                "loss_start": r.curve[0][2] if r.curve else None, "val_curve": [c[:2] for c in r.curve],
+                "steps": int(r.config["steps"]), "lr": float(r.config["lr"]), "replay_k": int(r.config["replay_k"]),
+                "trial_id": r.trial_id, "train_wall_seconds": r.seconds}
+        r.child_sha = lin.models.put_adapter(dest, parent, meta)
+    progress(gid, f"scoring the best checkpoints of {len(top)} trial(s) with the gate's evals (Ray tasks)")
+    results = evaluate_many(lin, [r.child_sha for r in top] + [parent], spec, cfg)
+    parent_res = results[-1]
+    for r, res in zip(top, results):
+        s = scores_of(res, parent_res)
+        verdict = gate(s, cfg.gate)
+        r.scores = {"generalization": s.generalization, "recall": s.recall, "style_drift": s.style_drift,
+                    "result": res, "parent": parent_res, "gen_scores": s}
+        r.gate = "pass" if verdict.accepted else f"fail: {verdict.reason}"
+
+    def key(r: TrialRecord):
+        s = r.scores
+        return (r.gate == "pass", s["generalization"] + (s["recall"] or 0.0), -s["style_drift"], -r.best["val_loss"])
+
+    winner = max(top, key=key)
+    winner.chosen = True
+    return winner
+
+
+class SweepFailed(RuntimeError):
+    pass
+
+
+def trials_path(lin, gid: str) -> Path:
+    return lin.root / "trials" / f"{gid}.csv"
+
+
+def save_trials(lin, gid: str, records: list[TrialRecord]) -> Path:
+    path = trials_path(lin, gid)
+    write_trials_csv(path, records)
+    atomic_write_json(lin.run_dir(gid) / "sweep.json", [r.row() for r in records])
+    return path

@@ -1,0 +1,99 @@
+"""A per-generation Ray Tune sweep on a real local Ray cluster: trials are Ray Train runs, ASHA
+watches val loss, a diverging trial is recorded and the sweep goes on, the gate's evals pick the
+winner, and a rerun restores the finished sweep instead of redoing it."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+
+from evo.driver import Lineage, generation_zero, run_generation
+from evo.progress import Silent
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.integration
+
+SWEEP = ["tune.num_samples=4", "tune.max_concurrent=2", "tune.num_workers=1", "tune.cpus_per_worker=0.5",
+         "tune.steps=[10, 20]", "tune.replay_k=[0, 20]", "tune.lr=[0.001, 0.02]", "train.checkpoint_every=5",
+         "tune.evaluate_top=2", "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
+
+
+@pytest.fixture(scope="module")
+def swept(ray_cluster, demo_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep") / "lineage"
+    cfg = tiny_config(demo_dir, *SWEEP)
+    lin = Lineage(root)
+    generation_zero(cfg, lin, Silent())
+    from evo import driver
+
+    # trials whose lr is at least 0.01 diverge (a test hook in the loop turns their loss to NaN)
+    original = driver.loop_config
+
+    def with_nan_hook(*a, **kw):
+        return {**original(*a, **kw), "nan_if_lr_at_least": 0.01}
+
+    driver.loop_config = with_nan_hook
+    try:
+        t0 = time.perf_counter()
+        row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
+        seconds = time.perf_counter() - t0
+    finally:
+        driver.loop_config = original
+    with open(root / "trials" / "gen-1.csv", newline="") as f:
+        trials = list(csv.DictReader(f))
+    return {"cfg": cfg, "lin": lin, "row": row, "trials": trials, "seconds": seconds}
+
+
+def test_every_trial_is_recorded(swept):
+    trials = swept["trials"]
+    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    for t in trials:
+        assert t["status"] in ("completed", "stopped early", "error") and t["why_stopped"]
+        assert float(t["lr"]) > 0 and t["steps"] in ("10", "20") and t["replay_k"] in ("0", "20")
+        if t["status"] != "error":
+            assert t["checkpoint"] and float(t["best_val_loss"]) > 0 and int(t["iterations"]) >= 1
+        if t["status"] == "completed":
+            assert int(t["iterations"]) == int(t["steps"]) // 5
+
+
+def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(swept):
+    trials = swept["trials"]
+    bad = [t for t in trials if float(t["lr"]) >= 0.01]
+    good = [t for t in trials if float(t["lr"]) < 0.01]
+    assert bad and good, [t["lr"] for t in trials]  # the seeded space has both (fixed by tune.seed)
+    assert all(t["status"] == "error" and "diverged" in t["why_stopped"] for t in bad)
+    assert all(t["status"] != "error" for t in good)
+
+
+def test_the_gate_evals_choose_the_child_and_the_ledger_names_the_trial(swept):
+    row, trials, lin = swept["row"], swept["trials"], swept["lin"]
+    chosen = [t for t in trials if t["chosen"] == "yes"]
+    assert len(chosen) == 1
+    scored = [t for t in trials if t["eval_generalization"]]
+    assert 1 <= len(scored) <= 2  # evaluate_top
+    best = max(scored, key=lambda t: (t["gate"] == "pass", float(t["eval_generalization"]) + float(t["eval_recall"] or 0)))
+    assert chosen[0]["eval_generalization"] == best["eval_generalization"]
+    assert row["trial"] == chosen[0]["trial_id"] and row["child_sha"] == chosen[0]["child_sha"]
+    assert lin.ledger.get("gen-1")["trial"] == chosen[0]["trial_id"]
+    meta = lin.models.meta(row["child_sha"])
+    assert meta["trial_id"] == chosen[0]["trial_id"] and meta["lr"] == pytest.approx(float(chosen[0]["lr"]), rel=1e-3)
+    assert int(row["replay_k"]) == (0 if chosen[0]["replay_k"] == "0" else int(row["replay_k"])) and row["decision"] == "promoted"
+
+
+def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
+    from evo.driver import loop_config, prepare_mix
+    from evo.tune.sweep import run_sweep
+
+    cfg, lin = swept["cfg"], swept["lin"]
+    runs_before = sorted(p.name for p in (lin.root / "runs" / "ray").iterdir())
+    delta = lin.data.get(lin.ledger.get("gen-1")["data_delta_sha"])
+    parent = lin.ledger.get("gen-1")["parent_sha"]
+    mixes, *_ = prepare_mix(cfg, lin, "gen-1", 1, delta, parent, replay_ks=cfg.tune.replay_k)
+    t0 = time.perf_counter()
+    again = run_sweep(cfg, lin, "gen-1", parent, {k: (p, m.n_replay) for k, (p, m) in mixes.items()},
+                      str(lin.run_dir("gen-1") / "val.parquet"), loop_config(cfg, lin, "gen-1", parent_sha=parent), Silent())
+    assert sorted(r.trial_id for r in again) == sorted(t["trial_id"] for t in swept["trials"])
+    assert sorted(p.name for p in (lin.root / "runs" / "ray").iterdir()) == runs_before  # no new Train runs
+    assert time.perf_counter() - t0 < swept["seconds"] / 2
