@@ -29,7 +29,7 @@ from evo.gate import gate
 from evo.progress import Progress
 
 TRIAL_COLUMNS = [
-    "trial_id", "lr", "steps", "replay_k", "status", "why_stopped", "iterations", "best_step", "best_val_loss",
+    "trial_id", "lr", "steps", "replay_k", "node", "status", "why_stopped", "iterations", "best_step", "best_val_loss",
     "last_train_loss", "checkpoint", "child_sha", "eval_generalization", "eval_recall", "eval_style_drift",
     "gate", "chosen", "seconds",
 ]
@@ -49,12 +49,14 @@ class TrialRecord:
     scores: Optional[dict] = None
     gate: str = ""
     chosen: bool = False
+    node: str = ""  # the Ray node id where the trial's rank-0 worker ran
 
     def row(self) -> dict:
         b, s = self.best or {}, self.scores or {}
         return {
             "trial_id": self.trial_id, "lr": f"{self.config.get('lr', float('nan')):.4g}",
-            "steps": self.config.get("steps"), "replay_k": self.config.get("replay_k"), "status": self.status,
+            "steps": self.config.get("steps"), "replay_k": self.config.get("replay_k"), "node": self.node,
+            "status": self.status,
             "why_stopped": self.why_stopped, "iterations": self.iterations, "best_step": b.get("step", ""),
             "best_val_loss": _num(b.get("val_loss")), "last_train_loss": _num(self.curve[-1][2] if self.curve else None),
             "checkpoint": b.get("checkpoint_path", ""), "child_sha": self.child_sha,
@@ -240,16 +242,18 @@ def _record(result, every: int) -> TrialRecord:
     finite = [r for r in rows if r.get("checkpoint_path") and math.isfinite(r["val_loss"])]
     best = min(finite, key=lambda r: r["val_loss"]) if finite else None
     seconds = float(rows[-1].get("time_total_s", 0.0)) if rows else 0.0
+    node = str(rows[-1].get("node_id", "")) if rows else ""
     if result.error is not None:
         msg = str(result.error).strip().splitlines()
         why = next((line for line in reversed(msg) if "Error" in line or "error" in line), msg[-1] if msg else "")
-        return TrialRecord(trial_id, config, "error", f"error: {why.strip()[:300]}", len(rows), best, curve, seconds)
+        return TrialRecord(trial_id, config, "error", f"error: {why.strip()[:300]}", len(rows), best, curve, seconds,
+                           node=node)
     if config.get("steps") and rows and len(rows) < expected_reports(int(config["steps"]), every):
         return TrialRecord(trial_id, config, "stopped early",
                            f"stopped by the scheduler after {len(rows)} of "
                            f"{expected_reports(int(config['steps']), every)} checkpoints (val loss {rows[-1]['val_loss']:.3f})",
-                           len(rows), best, curve, seconds)
-    return TrialRecord(trial_id, config, "completed", "ran all its steps", len(rows), best, curve, seconds)
+                           len(rows), best, curve, seconds, node=node)
+    return TrialRecord(trial_id, config, "completed", "ran all its steps", len(rows), best, curve, seconds, node=node)
 
 
 def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[TrialRecord], data_sha: str,
