@@ -214,7 +214,8 @@ def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss) -
     val_loss = _val_loss(engine, val, per_worker, pad_id)
     state.val.append((state.step, val_loss))
     metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss,
-               "node_id": ray.get_runtime_context().get_node_id()}  # where rank 0 ran (sweeps list it)
+               "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran (sweeps list it)
+               "step_seconds": state.step_seconds, "checkpoint_seconds": state.checkpoint_seconds}
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
         # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
         sys.stdout.write(f"[{cfg.get('label', 'train')}] step {state.step}/{cfg['steps']}: "

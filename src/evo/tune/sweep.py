@@ -31,7 +31,7 @@ from evo.progress import Progress
 TRIAL_COLUMNS = [
     "trial_id", "lr", "steps", "replay_k", "node", "status", "why_stopped", "iterations", "best_step", "best_val_loss",
     "last_train_loss", "checkpoint", "child_sha", "eval_generalization", "eval_recall", "eval_style_drift",
-    "gate", "chosen", "seconds",
+    "gate", "chosen", "seconds", "train_seconds",
 ]
 
 
@@ -50,6 +50,8 @@ class TrialRecord:
     gate: str = ""
     chosen: bool = False
     node: str = ""  # the Ray node id where the trial's rank-0 worker ran
+    train_seconds: float = 0.0  # of `seconds`, the time in training steps and checkpoints
+    started_at: float = 0.0  # epoch seconds
 
     def row(self) -> dict:
         b, s = self.best or {}, self.scores or {}
@@ -63,6 +65,7 @@ class TrialRecord:
             "eval_generalization": _num(s.get("generalization")), "eval_recall": _num(s.get("recall")),
             "eval_style_drift": "" if s.get("style_drift") is None else s["style_drift"], "gate": self.gate,
             "chosen": "yes" if self.chosen else "", "seconds": f"{self.seconds:.1f}",
+            "train_seconds": f"{self.train_seconds:.1f}",
         }
 
 
@@ -225,9 +228,10 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
             run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     grid = tuner.fit()
     records = [_record(r, cfg.train.checkpoint_every) for r in grid]
+    atomic_write_json(lin.run_dir(gid) / "sweep_timing.json", {"started_at": started, "seconds": time.perf_counter() - t0})
     progress(gid, f"sweep done in {time.perf_counter() - t0:.0f}s: "
              + ", ".join(f"{s} {sum(r.status == s for r in records)}" for s in ("completed", "stopped early", "error")))
     return sorted(records, key=lambda r: r.trial_id)
@@ -243,17 +247,21 @@ def _record(result, every: int) -> TrialRecord:
     best = min(finite, key=lambda r: r["val_loss"]) if finite else None
     seconds = float(rows[-1].get("time_total_s", 0.0)) if rows else 0.0
     node = str(rows[-1].get("node_id", "")) if rows else ""
+    extra = {"node": node}
+    if rows:
+        extra["train_seconds"] = float(rows[-1].get("step_seconds", 0.0)) + float(rows[-1].get("checkpoint_seconds", 0.0))
+        extra["started_at"] = float(rows[0].get("timestamp", 0)) - float(rows[0].get("time_total_s", 0.0))
     if result.error is not None:
         msg = str(result.error).strip().splitlines()
         why = next((line for line in reversed(msg) if "Error" in line or "error" in line), msg[-1] if msg else "")
         return TrialRecord(trial_id, config, "error", f"error: {why.strip()[:300]}", len(rows), best, curve, seconds,
-                           node=node)
+                           **extra)
     if config.get("steps") and rows and len(rows) < expected_reports(int(config["steps"]), every):
         return TrialRecord(trial_id, config, "stopped early",
                            f"stopped by the scheduler after {len(rows)} of "
                            f"{expected_reports(int(config['steps']), every)} checkpoints (val loss {rows[-1]['val_loss']:.3f})",
-                           len(rows), best, curve, seconds, node=node)
-    return TrialRecord(trial_id, config, "completed", "ran all its steps", len(rows), best, curve, seconds, node=node)
+                           len(rows), best, curve, seconds, **extra)
+    return TrialRecord(trial_id, config, "completed", "ran all its steps", len(rows), best, curve, seconds, **extra)
 
 
 def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[TrialRecord], data_sha: str,
