@@ -65,7 +65,7 @@ def main() -> None:
     fixed = [float(tr["seconds"]) - float(tr["train_seconds"]) for tr in ran]
     share = [f / float(tr["seconds"]) for f, tr in zip(fixed, ran)]
     stopped = sum(tr["status"] == "stopped early" for tr in trials)
-    starts = sorted(float(tr.get("started_at") or 0) for tr in ran)
+    starts = sorted(float(tr["started"]) for tr in ran)
     chosen = next(tr for tr in trials if tr["chosen"] == "yes")
     lines = [
         f"Demo config, generation 1; {len(trials)} trials, {t.max_concurrent} at a time, {t.num_workers} Ray Train "

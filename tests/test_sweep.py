@@ -97,3 +97,18 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
     assert sorted(r.trial_id for r in again) == sorted(t["trial_id"] for t in swept["trials"])
     assert sorted(p.name for p in (lin.root / "runs" / "ray").iterdir()) == runs_before  # no new Train runs
     assert time.perf_counter() - t0 < swept["seconds"] / 2
+
+
+def test_population_based_training_clones_checkpoints(ray_cluster, demo_dir, tmp_path):
+    """PBT: the weaker trial continues from the stronger one's checkpoint with perturbed settings."""
+    cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.num_samples=2", "tune.steps=[20]",
+                      "tune.lr=[0.0005, 0.005]")
+    lin = Lineage(tmp_path / "lineage")
+    generation_zero(cfg, lin, Silent())
+    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
+    with open(lin.root / "trials" / "gen-1.csv", newline="") as f:
+        trials = list(csv.DictReader(f))
+    assert [t["status"] for t in trials] == ["completed", "completed"]
+    cloned = [p.name for p in (lin.root / "runs" / "ray").iterdir() if "-from-" in p.name]
+    assert cloned  # at least one exploit: a Train run that started from another trial's checkpoint
+    assert row["trial"] in {t["trial_id"] for t in trials}

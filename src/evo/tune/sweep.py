@@ -15,6 +15,7 @@ Everything a sweep leaves is in the lineage root:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import shutil
@@ -31,7 +32,7 @@ from evo.progress import Progress
 TRIAL_COLUMNS = [
     "trial_id", "lr", "steps", "replay_k", "node", "status", "why_stopped", "iterations", "best_step", "best_val_loss",
     "last_train_loss", "checkpoint", "child_sha", "eval_generalization", "eval_recall", "eval_style_drift",
-    "gate", "chosen", "seconds", "train_seconds",
+    "gate", "chosen", "seconds", "train_seconds", "started",
 ]
 
 
@@ -65,7 +66,7 @@ class TrialRecord:
             "eval_generalization": _num(s.get("generalization")), "eval_recall": _num(s.get("recall")),
             "eval_style_drift": "" if s.get("style_drift") is None else s["style_drift"], "gate": self.gate,
             "chosen": "yes" if self.chosen else "", "seconds": f"{self.seconds:.1f}",
-            "train_seconds": f"{self.train_seconds:.1f}",
+            "train_seconds": f"{self.train_seconds:.1f}", "started": f"{self.started_at:.1f}",
         }
 
 
@@ -158,12 +159,14 @@ def _trial(config: dict) -> None:
     if loop_cfg["lr"] >= static["loop_cfg"].get("nan_if_lr_at_least", float("inf")):
         loop_cfg["nan_at_step"] = 1  # test hook: this trial's loss turns NaN, as a diverging run's would
     start = tune.get_checkpoint()
-    resume = None
-    if start is not None:
-        with start.as_directory() as d:
-            resume = Checkpoint((Path(d) / POINTER).read_text().strip())
+    resume, run_name = None, f"{static['run_name']}-{trial_id}"
+    if start is not None:  # a fresh Train run that starts from that checkpoint (Train would otherwise
+        with start.as_directory() as d:  # resume the trial's old run from its own latest one)
+            pointer = (Path(d) / POINTER).read_text().strip()
+        resume = Checkpoint(pointer)
+        run_name += "-from-" + hashlib.sha256(pointer.encode()).hexdigest()[:8]
     reports = Queue(actor_options={"num_cpus": 0})
-    trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], f"{static['run_name']}-{trial_id}",
+    trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], run_name,
                             callbacks=[_forwarder(reports)], resume_from=resume)
     failure: list[BaseException] = []
 
@@ -222,7 +225,7 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
         tuner = tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
-                                        search_alg=BasicVariantGenerator(random_state=t.seed),
+                                        search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
                                         scheduler=scheduler(cfg), trial_dirname_creator=lambda tr: tr.trial_id,
                                         **({} if t.scheduler != "none" else {"metric": "val_loss", "mode": "min"})),
             run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
