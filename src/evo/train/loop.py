@@ -175,6 +175,8 @@ def train_loop_per_worker(cfg: dict) -> dict:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg["seed"] + rank)
     ckpt = ray.train.get_checkpoint()
+    if ckpt is None and cfg.get("init_checkpoint"):  # a sweep trial continuing from another run's checkpoint
+        ckpt = ray.train.Checkpoint(cfg["init_checkpoint"])
     with (ckpt.as_directory() if ckpt else _nullcontext()) as ckpt_dir:
         ckpt_dir = Path(ckpt_dir) if ckpt else None
         state = TrainState.load(ckpt_dir) if ckpt_dir else TrainState()

@@ -38,10 +38,10 @@ class TrainOutcome:
     run_path: str
 
 
-def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: str, callbacks=None,
-                  resume_from=None) -> TorchTrainer:
+def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: str, callbacks=None) -> TorchTrainer:
     """The TorchTrainer of one run; `callbacks` are Ray Train UserCallbacks (a sweep forwards every
-    checkpoint to Tune with one), `resume_from` a checkpoint to continue from (PBT, a resumed trial)."""
+    checkpoint to Tune with one). To start from another run's checkpoint, put its path in
+    loop_cfg["init_checkpoint"] (the loop loads it when the run has none of its own)."""
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
         resources["GPU"] = 1
@@ -59,7 +59,6 @@ def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: s
             logging_config=LoggingConfig(log_level="WARNING"),  # evo prints its own progress
             callbacks=callbacks or [],
         ),
-        resume_from_checkpoint=resume_from,
     )
 
 

@@ -112,13 +112,8 @@ def scheduler(cfg: EvoConfig):
             time_attr="training_iteration", metric="val_loss", mode="min",
             perturbation_interval=t.perturbation_interval,
             hyperparam_mutations={"lr": tune.loguniform(*t.lr), "replay_k": list(t.replay_k)},
-            synch=False, seed=t.seed)
+            synch=False, log_config=False)
     return None
-
-
-def expected_reports(steps: int, every: int) -> int:
-    """Checkpoints a run of `steps` reports: every `every` steps, and at the last step."""
-    return steps // every + (1 if steps % every else 0)
 
 
 POINTER = "train_checkpoint.txt"  # a Tune checkpoint holds only the path of the Train checkpoint
@@ -147,7 +142,6 @@ def _trial(config: dict) -> None:
     import threading
 
     from ray import tune
-    from ray.train import Checkpoint
     from ray.util.queue import Empty, Queue
 
     from evo.train.trainer import build_trainer
@@ -159,15 +153,15 @@ def _trial(config: dict) -> None:
     if loop_cfg["lr"] >= static["loop_cfg"].get("nan_if_lr_at_least", float("inf")):
         loop_cfg["nan_at_step"] = 1  # test hook: this trial's loss turns NaN, as a diverging run's would
     start = tune.get_checkpoint()
-    resume, run_name = None, f"{static['run_name']}-{trial_id}"
+    run_name = f"{static['run_name']}-{trial_id}"
     if start is not None:  # a fresh Train run that starts from that checkpoint (Train would otherwise
         with start.as_directory() as d:  # resume the trial's old run from its own latest one)
             pointer = (Path(d) / POINTER).read_text().strip()
-        resume = Checkpoint(pointer)
+        loop_cfg["init_checkpoint"] = pointer
         run_name += "-from-" + hashlib.sha256(pointer.encode()).hexdigest()[:8]
     reports = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], run_name,
-                            callbacks=[_forwarder(reports)], resume_from=resume)
+                            callbacks=[_forwarder(reports)])
     failure: list[BaseException] = []
 
     def fit():
@@ -224,7 +218,7 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
                  f"lr {t.lr[0]:g}..{t.lr[1]:g} (log), steps {t.steps}, replay k {t.replay_k}")
         tuner = tune.Tuner(
             trainable, param_space=space,
-            tune_config=tune.TuneConfig(num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
+            tune_config=tune.TuneConfig(num_samples=t.num_samples,
                                         search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
                                         scheduler=scheduler(cfg), trial_dirname_creator=lambda tr: tr.trial_id,
                                         **({} if t.scheduler != "none" else {"metric": "val_loss", "mode": "min"})),
@@ -233,14 +227,14 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
         )
     t0, started = time.perf_counter(), time.time()
     grid = tuner.fit()
-    records = [_record(r, cfg.train.checkpoint_every) for r in grid]
+    records = [_record(r) for r in grid]
     atomic_write_json(lin.run_dir(gid) / "sweep_timing.json", {"started_at": started, "seconds": time.perf_counter() - t0})
     progress(gid, f"sweep done in {time.perf_counter() - t0:.0f}s: "
              + ", ".join(f"{s} {sum(r.status == s for r in records)}" for s in ("completed", "stopped early", "error")))
     return sorted(records, key=lambda r: r.trial_id)
 
 
-def _record(result, every: int) -> TrialRecord:
+def _record(result) -> TrialRecord:
     config = {k: v for k, v in (result.config or {}).items() if k != "evo"}
     trial_id = Path(result.path).name
     df = result.metrics_dataframe
@@ -259,11 +253,10 @@ def _record(result, every: int) -> TrialRecord:
         why = next((line for line in reversed(msg) if "Error" in line or "error" in line), msg[-1] if msg else "")
         return TrialRecord(trial_id, config, "error", f"error: {why.strip()[:300]}", len(rows), best, curve, seconds,
                            **extra)
-    if config.get("steps") and rows and len(rows) < expected_reports(int(config["steps"]), every):
+    if config.get("steps") and rows and int(rows[-1]["step"]) < int(config["steps"]):
         return TrialRecord(trial_id, config, "stopped early",
-                           f"stopped by the scheduler after {len(rows)} of "
-                           f"{expected_reports(int(config['steps']), every)} checkpoints (val loss {rows[-1]['val_loss']:.3f})",
-                           len(rows), best, curve, seconds, **extra)
+                           f"stopped by the scheduler at step {int(rows[-1]['step'])} of {config['steps']} "
+                           f"(val loss {rows[-1]['val_loss']:.3f})", len(rows), best, curve, seconds, **extra)
     return TrialRecord(trial_id, config, "completed", "ran all its steps", len(rows), best, curve, seconds, **extra)
 
 
