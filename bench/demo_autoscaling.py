@@ -99,7 +99,8 @@ def main() -> None:
            "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_ADDRESS": f"127.0.0.1:{GCS_PORT}"}
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={GCS_PORT}", f"--dashboard-port={DASH_PORT}",
-         "--ray-client-server-port=10491", "--num-cpus=1", f"--autoscaling-config={cfg_path}",
+         "--ray-client-server-port=10491", "--min-worker-port=21000", "--max-worker-port=21499", "--num-cpus=1",
+         f"--autoscaling-config={cfg_path}",
          f"--temp-dir=/tmp/evo-as-{os.getpid()}", "--include-dashboard=true", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     env["RAY_ADDRESS"] = f"http://127.0.0.1:{DASH_PORT}"
@@ -123,8 +124,9 @@ def main() -> None:
             if state not in ("SUCCEEDED", "FAILED", "STOPPED"):
                 out = subprocess.run([RAY, "job", "status", "evo-autoscale"], env=env, capture_output=True,
                                      text=True, timeout=60)
-                state = next((w for w in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING")
-                              if w in out.stdout + out.stderr), state)
+                text = (out.stdout + out.stderr).lower()
+                state = next((w.upper() for w in ("succeeded", "failed", "stopped", "running", "pending")
+                              if w in text), state)
                 if state in ("SUCCEEDED", "FAILED", "STOPPED"):
                     done_at = time.time() - t0
             n = alive_nodes(token)

@@ -137,6 +137,7 @@ def _trial(config: dict) -> None:
     checkpoint that points at the Train checkpoint. So ASHA can stop the trial, PBT can start
     another trial from its weights, and a restored sweep continues an unfinished trial from its
     last checkpoint instead of from scratch."""
+    import logging
     import queue as _queue
     import tempfile
     import threading
@@ -146,6 +147,7 @@ def _trial(config: dict) -> None:
 
     from evo.train.trainer import build_trainer
 
+    logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per checkpoint; evo prints its own
     static = config["evo"]
     trial_id = tune.get_context().get_trial_id()
     loop_cfg = {**static["loop_cfg"], "lr": config["lr"], "steps": config["steps"],
