@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import shutil
 import time
@@ -161,6 +162,9 @@ def _trial(config: dict) -> None:
             pointer = (Path(d) / POINTER).read_text().strip()
         loop_cfg["init_checkpoint"] = pointer
         run_name += "-from-" + hashlib.sha256(pointer.encode()).hexdigest()[:8]
+    t_start = time.time()
+    log_path = Path(static["reports_dir"]) / f"{trial_id}.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     reports = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], run_name,
                             callbacks=[_forwarder(reports)])
@@ -183,10 +187,12 @@ def _trial(config: dict) -> None:
             if reports.empty():
                 break
             continue
+        metrics.update(checkpoint_path=path or "", trial_started=t_start, reported_at=time.time())
+        with open(log_path, "a", encoding="utf-8") as log:  # the trial's own record of every report
+            log.write(json.dumps(metrics) + "\n")
         if path is None:
             tune.report(metrics)
             continue
-        metrics["checkpoint_path"] = path
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / POINTER).write_text(path)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -208,6 +214,7 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
         "cpus_per_worker": t.cpus_per_worker or cfg.train.cpus_per_worker, "max_failures": t.max_failures})
     static = {"gid": gid, "train_cfg": train, "loop_cfg": loop_cfg, "storage": str(lin.root / "runs" / "ray"),
               "run_name": f"{cfg.name}-{gid}", "mix_paths": {str(k): p for k, (p, _) in mixes.items()},
+              "reports_dir": str(lin.run_dir(gid) / "trial_reports"),
 }
     space = {**param_space(cfg), "evo": static}
     exp_dir = lin.root / "runs" / "tune" / f"{cfg.name}-{gid}"
@@ -229,27 +236,40 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
         )
     t0, started = time.perf_counter(), time.time()
     grid = tuner.fit()
-    records = [_record(r) for r in grid]
+    records = [_record(r, lin.run_dir(gid) / "trial_reports") for r in grid]
     atomic_write_json(lin.run_dir(gid) / "sweep_timing.json", {"started_at": started, "seconds": time.perf_counter() - t0})
     progress(gid, f"sweep done in {time.perf_counter() - t0:.0f}s: "
              + ", ".join(f"{s} {sum(r.status == s for r in records)}" for s in ("completed", "stopped early", "error")))
     return sorted(records, key=lambda r: r.trial_id)
 
 
-def _record(result) -> TrialRecord:
+def read_reports(path: Path) -> list[dict]:
+    """A trial's reports, in order (the last line may be cut short by a crash: skipped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _record(result, reports_dir: Path) -> TrialRecord:
+    """A trial as evo reports it, from Tune's result (config, error) and the trial's own report log
+    (every checkpoint, across PBT restarts and restores, which Tune's per-result frame can lose)."""
     config = {k: v for k, v in (result.config or {}).items() if k != "evo"}
     trial_id = Path(result.path).name
-    df = result.metrics_dataframe
-    rows = [] if df is None or "val_loss" not in df else df.to_dict("records")
+    rows = read_reports(reports_dir / f"{trial_id}.jsonl")
     curve = [(int(r["step"]), float(r["val_loss"]), float(r.get("train_loss", float("nan")))) for r in rows]
     finite = [r for r in rows if r.get("checkpoint_path") and math.isfinite(r["val_loss"])]
     best = min(finite, key=lambda r: r["val_loss"]) if finite else None
-    seconds = float(rows[-1].get("time_total_s", 0.0)) if rows else 0.0
-    node = str(rows[-1].get("node_id", "")) if rows else ""
-    extra = {"node": node}
+    seconds = rows[-1]["reported_at"] - rows[0]["trial_started"] if rows else 0.0
+    extra = {"node": str(rows[-1].get("node_id", "")) if rows else ""}
     if rows:
         extra["train_seconds"] = float(rows[-1].get("step_seconds", 0.0)) + float(rows[-1].get("checkpoint_seconds", 0.0))
-        extra["started_at"] = float(rows[0].get("timestamp", 0)) - float(rows[0].get("time_total_s", 0.0))
+        extra["started_at"] = float(rows[0]["trial_started"])
     if result.error is not None:
         msg = str(result.error).strip().splitlines()
         why = next((line for line in reversed(msg) if "Error" in line or "error" in line), msg[-1] if msg else "")
