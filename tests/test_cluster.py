@@ -1,5 +1,6 @@
-"""evo on real multi-process Ray clusters on this machine: a sweep spread over two nodes, and a
-sweep submitted as a Ray job through the Jobs API to a head started with `ray start`.
+"""evo on real multi-process Ray clusters on this machine: a sweep spread over two nodes; a sweep
+submitted as a Ray job through the Jobs API to a head started with `ray start`; and the same job on
+an autoscaling cluster (Ray's fake multi-node provider) that grows for the trials and shrinks after.
 
 Each test starts its own cluster on non-default ports and stops only the processes it started
 (never `ray stop`, which would kill every Ray process on the machine)."""
@@ -7,10 +8,6 @@ Each test starts its own cluster on non-default ports and stops only the process
 from __future__ import annotations
 
 import csv
-import os
-import secrets
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,54 +60,22 @@ def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path):
 
 
 @pytest.fixture
-def ray_head(tmp_path):
-    """A Ray head started with `ray start --block` on non-default ports, token auth on (a fresh
-    token of its own), in its own process group; stopped by signalling that group only."""
-    temp = Path(f"/tmp/evo-rj-{os.getpid()}")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "RAY_ADDRESS": "127.0.0.1:16391"}
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port=16391",
-           "--dashboard-port=18391", "--ray-client-server-port=10391", "--node-manager-port=16392",
-           "--object-manager-port=16393", "--dashboard-agent-listen-port=18392", "--metrics-export-port=18393",
-           "--min-worker-port=17100", "--max-worker-port=17400", "--num-cpus=3", f"--temp-dir={temp}",
-           "--include-dashboard=true", "--disable-usage-stats"]
-    head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    env["RAY_ADDRESS"] = "http://127.0.0.1:18391"  # the Jobs API, for the job client below
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        probe = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "list"], env=env,
-                               capture_output=True, text=True, timeout=60)
-        if probe.returncode == 0:
-            break
-        assert head.poll() is None, head.stderr.read()[-2000:]
-        time.sleep(2)
-    else:
-        pytest.fail("the Ray head did not come up within 120 s")
-    yield env
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(30)
+def ray_head():
+    """A Ray head of its own (`ray start --head --block`, non-default ports, a fresh token)."""
+    from evo.testing.local_head import LocalHead
+
+    with LocalHead(base_port=16391, num_cpus=3) as head:
+        yield head
 
 
 def test_a_sweep_job_through_the_jobs_api(ray_head, demo_dir, tmp_path):
     root = tmp_path / "lineage"
     sets = [a for s in TINY + SWEEP + ["tune.num_workers=1", "tune.cpus_per_worker=0.5"] for a in ("--set", s)]
-    entry = ([sys.executable, str(REPO / "jobs" / "sweep.py"), str(demo_dir / "demo.yaml"),
-                      "--root", str(root), *sets])
-    ray = str(Path(sys.executable).parent / "ray")
-    t0 = time.time()
+    entry = [sys.executable, str(REPO / "jobs" / "sweep.py"), str(demo_dir / "demo.yaml"), "--root", str(root), *sets]
     # Submitted through the Jobs API; the CLI follows the job's logs until it ends.
-    job = subprocess.run([ray, "job", "submit", "--submission-id", "evo-sweep-test", "--", *entry],
-                         env=ray_head, capture_output=True, text=True, timeout=600)
+    job = ray_head.job("submit", "--submission-id", "evo-sweep-test", "--", *entry, timeout=600)
     logs = job.stdout + job.stderr
-    status = subprocess.run([ray, "job", "status", "evo-sweep-test"], env=ray_head, capture_output=True, text=True,
-                            timeout=60)
-    assert job.returncode == 0 and "succeeded" in (status.stdout + status.stderr).lower(), (job.returncode, status.stdout,
-                                                                                   status.stderr, logs[-1500:])
+    assert job.returncode == 0 and ray_head.job_state("evo-sweep-test") == "SUCCEEDED", logs[-3000:]
     assert "winner: trial" in logs and "gen-1" in logs  # the driver's progress, followed live
     from evo.lineage.ledger import Ledger
 
@@ -118,4 +83,30 @@ def test_a_sweep_job_through_the_jobs_api(ray_head, demo_dir, tmp_path):
     assert [r["GEN_ID"] for r in rows] == ["gen-0", "gen-1"]
     trials = read_trials(root)
     assert len(trials) == 2 and rows[1]["trial"] in {t["trial_id"] for t in trials}
-    assert time.time() - t0 < 600
+
+
+def test_pending_trials_make_the_autoscaler_add_nodes_and_idle_ones_go(demo_dir, tmp_path):
+    """Ray's fake multi-node provider: the real autoscaler launches and terminates raylets on this
+    machine as it would cloud nodes. A 1-CPU head cannot place a trial (2 workers x 1 CPU), so each
+    running trial needs a 2-CPU worker node; when the job ends the nodes idle out (6 s)."""
+    from evo.testing.local_head import LocalHead, fake_autoscaling_config
+
+    sets = [a for s in TINY + SWEEP + ["train.num_workers=2", "tune.num_workers=2", "tune.cpus_per_worker=1"]
+            for a in ("--set", s)]
+    entry = [sys.executable, str(REPO / "jobs" / "sweep.py"), str(demo_dir / "demo.yaml"),
+             "--root", str(tmp_path / "lineage"), *sets]
+    seen, state = [], "PENDING"
+    with LocalHead(16591, 1, fake_autoscaling_config(16591, 1, 2, 2, 0.1)) as head:
+        assert head.job("submit", "--no-wait", "--submission-id", "evo-scale", "--", *entry).returncode == 0
+        t0 = time.time()
+        while time.time() - t0 < 480:  # bounded
+            if state not in ("SUCCEEDED", "FAILED", "STOPPED"):
+                state = head.job_state("evo-scale")
+            seen.append((state, head.alive_nodes()))
+            if state in ("SUCCEEDED", "FAILED", "STOPPED") and seen[-1][1] == 1:
+                break
+            time.sleep(2)
+        logs = head.job("logs", "evo-scale").stdout
+    assert state == "SUCCEEDED", logs[-3000:]
+    assert max(n for _, n in seen) == 3  # head + a node for each of the two concurrent trials
+    assert seen[-1] == ("SUCCEEDED", 1)  # and the idle nodes were released

@@ -135,6 +135,8 @@ class SweepConfig(_Strict):
     cpus_per_worker: Optional[float] = Field(None, gt=0, description="CPUs per trial worker (default: train's).")
     driver_cpus: float = Field(0.1, ge=0, description="CPUs for each trial's driver function.")
     max_failures: int = Field(0, ge=0, description="Worker-failure retries inside a trial (a NaN loss is final).")
+    reuse_actors: bool = Field(True, description="Run later trials in earlier trials' driver processes "
+                                                 "(saves their imports; the Train workers are new either way).")
     seed: int = 0
 
     @model_validator(mode="after")

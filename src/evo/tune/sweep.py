@@ -187,7 +187,7 @@ def _trial(config: dict) -> None:
             if reports.empty():
                 break
             continue
-        metrics.update(checkpoint_path=path or "", trial_started=t_start, reported_at=time.time())
+        metrics.update(checkpoint_path=path or "", trial_started=t_start, reported_at=time.time(), run=run_name)
         with open(log_path, "a", encoding="utf-8") as log:  # the trial's own record of every report
             log.write(json.dumps(metrics) + "\n")
         if path is None:
@@ -227,7 +227,7 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
                  f"lr {t.lr[0]:g}..{t.lr[1]:g} (log), steps {t.steps}, replay k {t.replay_k}")
         tuner = tune.Tuner(
             trainable, param_space=space,
-            tune_config=tune.TuneConfig(num_samples=t.num_samples,
+            tune_config=tune.TuneConfig(num_samples=t.num_samples, reuse_actors=t.reuse_actors,
                                         search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
                                         scheduler=scheduler(cfg), trial_dirname_creator=lambda tr: tr.trial_id,
                                         **({} if t.scheduler != "none" else {"metric": "val_loss", "mode": "min"})),
@@ -236,7 +236,7 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
         )
     t0, started = time.perf_counter(), time.time()
     grid = tuner.fit()
-    records = [_record(r, lin.run_dir(gid) / "trial_reports") for r in grid]
+    records = [_record(r, lin.run_dir(gid) / "trial_reports", t.scheduler) for r in grid]
     atomic_write_json(lin.run_dir(gid) / "sweep_timing.json", {"started_at": started, "seconds": time.perf_counter() - t0})
     progress(gid, f"sweep done in {time.perf_counter() - t0:.0f}s: "
              + ", ".join(f"{s} {sum(r.status == s for r in records)}" for s in ("completed", "stopped early", "error")))
@@ -256,7 +256,7 @@ def read_reports(path: Path) -> list[dict]:
     return rows
 
 
-def _record(result, reports_dir: Path) -> TrialRecord:
+def _record(result, reports_dir: Path, scheduler: str = "asha") -> TrialRecord:
     """A trial as evo reports it, from Tune's result (config, error) and the trial's own report log
     (every checkpoint, across PBT restarts and restores, which Tune's per-result frame can lose)."""
     config = {k: v for k, v in (result.config or {}).items() if k != "evo"}
@@ -275,6 +275,10 @@ def _record(result, reports_dir: Path) -> TrialRecord:
         why = next((line for line in reversed(msg) if "Error" in line or "error" in line), msg[-1] if msg else "")
         return TrialRecord(trial_id, config, "error", f"error: {why.strip()[:300]}", len(rows), best, curve, seconds,
                            **extra)
+    if scheduler == "pbt":  # PBT never stops a trial early: it moves it onto a better one's checkpoint
+        clones = len({r["run"] for r in rows if r.get("run")}) - 1
+        why = "ran to the end" + (f", continuing from other trials' checkpoints {clones} time(s)" if clones > 0 else "")
+        return TrialRecord(trial_id, config, "completed", why, len(rows), best, curve, seconds, **extra)
     if config.get("steps") and rows and int(rows[-1]["step"]) < int(config["steps"]):
         return TrialRecord(trial_id, config, "stopped early",
                            f"stopped by the scheduler at step {int(rows[-1]['step'])} of {config['steps']} "

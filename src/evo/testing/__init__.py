@@ -1,0 +1,1 @@
+"""Helpers for running evo against real local Ray clusters (tests, demonstrations)."""

@@ -1,0 +1,128 @@
+"""A Ray head of its own on this machine: `ray start --head --block` on chosen ports, token auth
+with a fresh token, optionally Ray's fake multi-node autoscaler; stopped without `ray stop` (which
+would kill every Ray process on the machine): the head's process group is signalled, then any
+process still attached to this head's GCS port is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def fake_autoscaling_config(gcs_port: int, head_cpus: int, worker_cpus: int, max_workers: int,
+                            idle_timeout_minutes: float) -> dict:
+    """Ray's fake multi-node provider: "nodes" are raylets on this machine, launched and terminated by
+    the real autoscaler as it would cloud instances."""
+    empty: list = []
+    return {
+        "cluster_name": "evo-local", "max_workers": max_workers, "upscaling_speed": 1.0,
+        "idle_timeout_minutes": idle_timeout_minutes,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{gcs_port}"},
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0},
+            "cpu_worker": {"resources": {"CPU": worker_cpus}, "node_config": {}, "min_workers": 0,
+                           "max_workers": max_workers},
+        },
+        "head_node_type": "ray.head.default", "auth": {}, "docker": {}, "file_mounts": {},
+        "initialization_commands": empty, "setup_commands": empty, "head_setup_commands": empty,
+        "worker_setup_commands": empty, "head_start_ray_commands": empty, "worker_start_ray_commands": empty,
+        "cluster_synced_files": empty, "file_mounts_sync_continuously": False, "rsync_exclude": empty,
+        "rsync_filter": empty,
+    }
+
+
+class LocalHead:
+    def __init__(self, base_port: int, num_cpus: int, autoscaling: Optional[dict] = None):
+        self.gcs_port, self.dashboard_port = base_port, base_port + 2000
+        self.num_cpus, self.autoscaling = num_cpus, autoscaling
+        self.token = secrets.token_hex(16)
+        self.proc: Optional[subprocess.Popen] = None
+        # For `ray job ...` and the state API: the Jobs API address and this head's token.
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                    "RAY_ADDRESS": f"http://127.0.0.1:{self.dashboard_port}"}
+
+    def start(self, timeout: float = 120) -> "LocalHead":
+        p = self.gcs_port
+        cmd = [RAY, "start", "--head", "--block", f"--port={p}", f"--dashboard-port={self.dashboard_port}",
+               f"--ray-client-server-port={p + 1}", f"--node-manager-port={p + 2}", f"--object-manager-port={p + 3}",
+               f"--dashboard-agent-listen-port={self.dashboard_port + 1}", f"--metrics-export-port={self.dashboard_port + 2}",
+               f"--min-worker-port={p + 4}", f"--max-worker-port={p + 400}", f"--num-cpus={self.num_cpus}",
+               f"--temp-dir=/tmp/evo-head-{p}", "--include-dashboard=true", "--disable-usage-stats"]
+        env = {**self.env, "RAY_ADDRESS": f"127.0.0.1:{p}"}
+        if self.autoscaling is not None:
+            fd, path = tempfile.mkstemp(prefix="evo-autoscaling-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.autoscaling, f)
+            cmd.append(f"--autoscaling-config={path}")
+            env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.alive_nodes()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ray start failed: {self.proc.stderr.read()[-2000:]}") from None
+                if time.time() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the Ray head did not come up within {timeout:.0f} s") from None
+                time.sleep(1)
+
+    def alive_nodes(self) -> int:
+        """Nodes alive, from the dashboard's state API."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.dashboard_port}/api/v0/nodes?limit=100",
+                                     headers={"authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            rows = json.loads(r.read())["data"]["result"]["result"]
+        return sum(1 for n in rows if n.get("state") == "ALIVE")
+
+    def job(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """`ray job ARGS` against this head."""
+        return subprocess.run([RAY, "job", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def job_state(self, submission_id: str) -> str:
+        out = self.job("status", submission_id, timeout=60)
+        text = (out.stdout + out.stderr).lower()
+        return next((w.upper() for w in ("succeeded", "failed", "stopped", "running", "pending") if w in text),
+                    "UNKNOWN")
+
+    def stop(self) -> None:
+        import psutil
+
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        marker = f":{self.gcs_port}"
+        for p in psutil.process_iter(["cmdline"]):
+            cmdline = p.info["cmdline"] or []
+            if p.pid != os.getpid() and any(marker in part or f"evo-head-{self.gcs_port}" in part for part in cmdline):
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+
+    def __enter__(self) -> "LocalHead":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
