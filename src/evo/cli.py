@@ -133,6 +133,27 @@ def cmd_run(args) -> int:
     return _run_config(cfg, Path(args.root).resolve(), args.address, tune=args.tune)
 
 
+def cmd_correct(args) -> int:
+    from evo.healing.corrections import CorrectionError, CorrectionStore, parse_correction, read_corrections_file
+
+    if args.file:
+        if any([args.prompt, args.wrong, args.corrected, args.pattern]):
+            raise ConfigError("give either --file or --prompt/--wrong/--corrected/--pattern, not both")
+        items = read_corrections_file(args.file)
+    else:
+        try:
+            items = [parse_correction({"prompt": args.prompt or "", "wrong": args.wrong or "",
+                                       "corrected": args.corrected or "", "pattern": args.pattern or "",
+                                       "reason": args.reason or ""})]
+        except CorrectionError as e:
+            raise IngestError(f"correction: {e}") from None
+    store = CorrectionStore(Path(args.root))
+    added = store.add(items)
+    print(f"{store.path}: {len(added)} correction(s) recorded, {len(items) - len(added)} already there; "
+          f"{len(store.all())} in all, over {len(store.patterns())} pattern(s). They join the next generation's data.")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     cfg = load_config(args.config, overrides(args))
     root = Path(args.root).resolve()
@@ -176,6 +197,7 @@ VERBS = {
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
     "sweep": (cmd_sweep, "search the next generation with Ray Tune (lr, steps, replay k); the gate's evals pick the child"),
     "ledger": (cmd_ledger, "print the lineage ledger"),
+    "correct": (cmd_correct, "record corrections (prompt, wrong, corrected, pattern, reason) for the next generation"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
     "ab": (cmd_ab, "run an A/B round on the latest promoted generation, then promote or revert it"),
     "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
@@ -219,6 +241,13 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "ledger":
             s.add_argument("--json", action="store_true", help="print rows as JSON")
+        if name == "correct":
+            s.add_argument("--file", help="JSONL of corrections, one per line (all or none are recorded)")
+            s.add_argument("--prompt", help="the prompt that got a wrong answer")
+            s.add_argument("--wrong", help="the wrong output")
+            s.add_argument("--corrected", help="what the output should have been")
+            s.add_argument("--pattern", help="an id for the kind of error (e.g. date-format)")
+            s.add_argument("--reason", help="why it was wrong")
     return p
 
 

@@ -67,6 +67,11 @@ class DataConfig(_Strict):
     )
     skip_invalid: bool = Field(False, description="Ingest the valid lines of a file that has bad ones.")
     max_chars: int = Field(4000, gt=0, description="Longest record accepted (prompt + completion).")
+    corrections: dict[int, str] = Field(
+        default_factory=dict,
+        description="Generation number -> JSONL of corrections recorded just before that generation runs "
+                    "(what `evo correct --file` does by hand).",
+    )
 
 
 class LoraSettings(_Strict):
@@ -114,6 +119,32 @@ class GateConfig(_Strict):
     epsilon: float = Field(0.05, ge=0, description="Stop rule: learning stalls when Δgeneralization < ε.")
     theta: float = Field(0.1, ge=0, description="Stop rule: drift grows when Δstyle drift > θ.")
     patience: int = Field(2, gt=0, description="Consecutive stalled-and-drifting generations before stop.")
+    no_recurrence: bool = Field(False, description="Reject a child on which a healed error pattern recurs.")
+
+
+class PatternRuleConfig(_Strict):
+    forbid: list[str] = Field(default_factory=list, description="Regexes no output may match.")
+    require: list[str] = Field(default_factory=list, description="Regexes every output must match.")
+    check: Optional[str] = Field(None, description="A check registered with evo.healing.validators.register_check.")
+
+    @model_validator(mode="after")
+    def _compiles(self) -> "PatternRuleConfig":
+        import re
+
+        for rx in self.forbid + self.require:
+            try:
+                re.compile(rx)
+            except re.error as e:
+                raise ValueError(f"regex /{rx}/ does not compile: {e}") from None
+        return self
+
+
+class HealingConfig(_Strict):
+    """Self-healing: past corrections asked again every generation (see evo.healing)."""
+
+    paraphrases: Optional[str] = Field(None, description="JSONL of {pattern, prompt, expected?}: other ways to ask.")
+    patterns: dict[str, PatternRuleConfig] = Field(default_factory=dict, description="Per pattern id: its rule.")
+    max_items_per_pattern: int = Field(20, gt=0, description="Prompts asked per pattern and generation.")
 
 
 class SweepConfig(_Strict):
@@ -161,6 +192,7 @@ class EvoConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     tune: SweepConfig = Field(default_factory=SweepConfig)
+    healing: HealingConfig = Field(default_factory=HealingConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> "EvoConfig":
@@ -204,7 +236,9 @@ def resolve_paths(cfg: EvoConfig, base_dir: Path) -> EvoConfig:
 
     cfg.data.base = fix(cfg.data.base)
     cfg.data.generations = [fix(p) for p in cfg.data.generations]
+    cfg.data.corrections = {g: fix(p) for g, p in cfg.data.corrections.items()}
     cfg.eval.probes = fix(cfg.eval.probes)
+    cfg.healing.paraphrases = fix(cfg.healing.paraphrases)
     if cfg.model.path and (base_dir / cfg.model.path).exists():
         cfg.model.path = str((base_dir / cfg.model.path).resolve())
     return cfg

@@ -28,6 +28,8 @@ from evo.data.mix import build_mix
 from evo.data.records import Record
 from evo.data.store import DataStore, split
 from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
+from evo.healing.corrections import CorrectionStore, read_corrections_file
+from evo.healing.validators import PatternRule, healed_and_recurred, healing_items, read_paraphrases
 from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
@@ -154,10 +156,16 @@ def ancestor_data(lin: Lineage, champion: str, val_fraction: float) -> tuple[lis
 # ---------------------------------------------------------------- evals
 
 
-def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record], val: list[Record]) -> EvalSpec:
-    e = cfg.eval
+def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record], val: list[Record],
+              lin: Optional[Lineage] = None) -> EvalSpec:
+    """What every model of a generation is scored on; with `lin`, also every past correction."""
+    e, h = cfg.eval, cfg.healing
+    items = []
+    if lin is not None:
+        items = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases), h.max_items_per_pattern)
+    rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
     return EvalSpec(qa, holdout, load_probes(e.probes), e.banned_phrases, val,
-                    e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length)
+                    e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules)
 
 
 def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig) -> list[SuiteResult]:
@@ -167,9 +175,18 @@ def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig)
     return ray.get([task.remote(str(lin.root), s, spec, cfg.model.dtype) for s in shas])
 
 
-def scores_of(child: SuiteResult, parent: SuiteResult) -> GenerationScores:
+def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> GenerationScores:
     return GenerationScores(child.recall, child.generalization.value, child.style_drift.hits,
-                            parent.generalization.value, parent.style_drift.hits)
+                            parent.generalization.value, parent.style_drift.hits, tuple(recurred))
+
+
+def healing_history(lin: Lineage, champion: str) -> list[dict]:
+    """The healing results of every generation on the champion's line, oldest first."""
+    out = []
+    for gid, _ in accepted_ancestors(lin, champion):
+        if lin.eval_path(gid).exists():
+            out.append(read_json(lin.eval_path(gid))["child"].get("healing") or {})
+    return out
 
 
 def score_history(lin: Lineage) -> list[GenerationScores]:
@@ -276,7 +293,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
     meta = lin.models.meta(sha)
     records = lin.data.get(data_sha) if data_sha else []
     _, val = split(records, cfg.data.val_fraction)
-    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, val, val), cfg)
+    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, val, val, lin), cfg)
     atomic_write_json(lin.eval_path(GEN0), {"child": res.to_json()})
     row = {
         "GEN_ID": GEN0, "parent_sha": "", "child_sha": sha, "data_delta_sha": data_sha,
@@ -315,6 +332,10 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     if not train_part or not holdout:
         raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train and holdout")
     pool, qa = ancestor_data(lin, champion, cfg.data.val_fraction)
+    corrections = CorrectionStore(lin.root).all()  # every one so far, whole: never held out or sampled away
+    if corrections:
+        train_part = train_part + [c.record() for c in corrections]
+        atomic_write_json(lin.run_dir(gid) / "corrections.json", sorted(c.cid for c in corrections))
     rng = random.Random(cfg.train.seed + index)
     anc_val = [r for recs in qa.values() for r in recs]
     val = holdout + rng.sample(anc_val, min(len(anc_val), max(len(holdout), 32)))
@@ -384,6 +405,9 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
                    tune: bool = False) -> dict:
     gid, t0 = gen_id(index), time.perf_counter()
     champion = lin.registry.alias("champion")
+    if index in cfg.data.corrections:  # scripted corrections arrive now (idempotent on resume)
+        added = CorrectionStore(lin.root).add(read_corrections_file(cfg.data.corrections[index]))
+        progress(gid, f"{len(added)} correction(s) recorded from {cfg.data.corrections[index]}")
     data_sha = ingest(lin, path, cfg, progress, gid)
     delta = lin.data.get(data_sha)
     trial = ""
@@ -397,9 +421,11 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
     progress(gid, f"evaluating child {child[:12]} against parent {champion[:12]} (Ray tasks)")
     t_eval = time.perf_counter()
-    res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val), cfg)
+    res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val, lin), cfg)
     t_eval = time.perf_counter() - t_eval
-    scores = scores_of(res_child, res_parent)
+    child_healing = res_child.to_json()["healing"]
+    healed, recurred = healed_and_recurred(child_healing, healing_history(lin, champion))
+    scores = scores_of(res_child, res_parent, tuple(recurred))
     decision, reason = decide(cfg, lin, scores)
     atomic_write_json(lin.eval_path(gid), {"child": res_child.to_json(), "parent": res_parent.to_json(),
                                            "scores": scores.__dict__, "seconds": t_eval})
@@ -411,7 +437,8 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         "eval_recall": res_child.recall, "eval_generalization": res_child.generalization.value,
         "eval_style_drift": res_child.style_drift.hits, "replay_k": n_replay, "decision": decision,
         "reason": reason, "eval_perplexity": res_child.perplexity, "best_step": meta["best"]["step"],
-        "trial": trial,
+        "trial": trial, "patterns_healed": f"{len(healed)}/{len(child_healing)}" if child_healing else "",
+        "patterns_recurred": ";".join(recurred),
     }
     commit_decision(lin, gid, row, child, decision, child if decision == "promoted" else None)
     progress(gid, f"{decision}: recall {_f(res_child.recall)}, generalization {res_child.generalization.value:.2f} "

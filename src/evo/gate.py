@@ -17,6 +17,7 @@ class GenerationScores:
     style_drift: float
     parent_generalization: float
     parent_style_drift: float
+    recurred: tuple = ()  # corrected error patterns that were healed on this line and came back
 
     @property
     def d_generalization(self) -> float:
@@ -46,6 +47,8 @@ def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
         reasons.append(f"generalization {s.generalization:.3f} <= {cfg.min_generalization}")
     if cfg.max_style_drift is not None and not s.style_drift < cfg.max_style_drift:
         reasons.append(f"style drift {s.style_drift:g} >= {cfg.max_style_drift:g}")
+    if cfg.no_recurrence and s.recurred:
+        reasons.append(f"corrected error(s) came back: {', '.join(s.recurred)}")
     return GateDecision(not reasons, reasons)
 
 

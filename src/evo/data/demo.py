@@ -123,6 +123,14 @@ def correction_records(lex: dict[str, str]) -> list[dict]:
     return out
 
 
+def paraphrase_records(lex: dict[str, str]) -> list[dict]:
+    """The planted pairings in sentences no correction used (the later verbs): the same error, asked
+    another way. Known to the model only once generation 2 has taught those verbs."""
+    return [{"pattern": f"planted-{n}-{adj}-{noun}", "prompt": prompt_of(adj, noun, verb),
+             "expected": translate(lex, adj, noun, verb)}
+            for n, (adj, noun) in enumerate(PLANTED) for verb in VERBS[1]]
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
@@ -135,8 +143,11 @@ def demo_config(generations: int = 3) -> dict:
             "base": "base.jsonl",
             "generations": [f"gen{g}.jsonl" for g in range(1, generations + 1)],
             "curriculum": ["chat", "translate"],
+            # the planted errors are corrected by hand before generation 2 (evo correct does the same)
+            **({"corrections": {2: "corrections.jsonl"}} if generations >= 2 else {}),
         },
         "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES},
+        "healing": {"paraphrases": "paraphrases.jsonl"},
         # evo sweep: 4 trials, 2 at a time, each one worker, so a sweep fits 2 CPU cores
         "tune": {"num_samples": 4, "max_concurrent": 2, "num_workers": 1, "cpus_per_worker": 0.9,
                  "steps": [150, 300], "replay_k": [0, 100], "lr": [1.0e-3, 1.0e-2]},
@@ -154,6 +165,7 @@ def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0) -> 
         _write_jsonl(folder / f"gen{g}.jsonl", translation_records(g, lex, seed))
     _write_jsonl(folder / "probes.jsonl", probe_records())
     _write_jsonl(folder / "corrections.jsonl", correction_records(lex))
+    _write_jsonl(folder / "paraphrases.jsonl", paraphrase_records(lex))
     atomic_write_text(folder / "lexicon.json", json.dumps(lex, indent=1, sort_keys=True) + "\n")
     cfg_path = folder / "demo.yaml"
     atomic_write_text(cfg_path, "# evo run " + str(cfg_path) + "\n" + yaml.safe_dump(demo_config(generations), sort_keys=False))

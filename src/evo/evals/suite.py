@@ -12,6 +12,7 @@ import torch
 
 from evo.data.records import Record, render_chat
 from evo.evals.generate import generate, normalize
+from evo.healing.validators import HealItem, PatternResult, PatternRule, score_healing
 from evo.train.examples import collate, encode, prompt_and_completion, token_loss_sum
 
 
@@ -45,6 +46,7 @@ class SuiteResult:
     generalization: Accuracy
     style_drift: StyleDrift
     perplexity: Optional[float]
+    healing: dict[str, PatternResult] = field(default_factory=dict)  # pattern -> violations on its items
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -65,6 +67,8 @@ class EvalSpec:
     batch_size: int = 64
     max_items: int = 200
     max_length: int = 96
+    healing: list[HealItem] = field(default_factory=list)  # past corrections and their paraphrases
+    rules: dict[str, PatternRule] = field(default_factory=dict)  # pattern -> its validator rule
 
 
 def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
@@ -107,7 +111,16 @@ def run_suite(model, tok, spec: EvalSpec) -> SuiteResult:
     total = sum(a.total for a in by_gen.values())
     recall = sum(a.correct for a in by_gen.values()) / total if total else None
     return SuiteResult(recall, by_gen, accuracy(model, tok, spec.holdout, spec),
-                       style_drift(model, tok, spec), perplexity(model, tok, spec.val, spec))
+                       style_drift(model, tok, spec), perplexity(model, tok, spec.val, spec), healing(model, tok, spec))
+
+
+def healing(model, tok, spec: EvalSpec) -> dict[str, PatternResult]:
+    """Every past correction's prompt (and its paraphrases) asked again, judged by the pattern's rule."""
+    if not spec.healing:
+        return {}
+    prompts = [prompt_and_completion(Record("completion", i.prompt, ""), tok)[0] for i in spec.healing]
+    outputs = generate(model, tok, prompts, spec.max_new_tokens, spec.batch_size)
+    return score_healing(spec.healing, outputs, spec.rules)
 
 
 def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float32") -> SuiteResult:

@@ -1,0 +1,132 @@
+"""Human corrections: a prompt, the wrong output, the corrected output, a pattern id and a reason.
+
+Kept append-only in `corrections.jsonl` in the lineage root, one JSON object per line, each with a
+content id (so the same correction recorded twice is kept once). Every correction recorded before a
+generation starts joins that generation's training mix whole: corrections are never split into a
+holdout and never left to replay sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from evo.atomic import locked, sha256_bytes
+from evo.data.ingest import IngestError, Problem
+from evo.data.records import Record
+
+PATTERN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+FIELDS = ("prompt", "wrong", "corrected", "pattern", "reason")
+
+
+class CorrectionError(ValueError):
+    """A correction that cannot be recorded; the message names the field and why."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    prompt: str
+    wrong: str
+    corrected: str
+    pattern: str
+    reason: str = ""
+
+    @property
+    def cid(self) -> str:
+        body = json.dumps([self.prompt, self.wrong, self.corrected, self.pattern], ensure_ascii=False)
+        return sha256_bytes(body.encode("utf-8"))[:16]
+
+    def record(self) -> Record:
+        """The training example it becomes: the prompt with the corrected output."""
+        return Record("completion", self.prompt, self.corrected, category=f"correction:{self.pattern}", rid=self.cid)
+
+
+def parse_correction(obj: object) -> Correction:
+    """A JSON object as a Correction; `completion` is accepted for `corrected`."""
+    if not isinstance(obj, dict):
+        raise CorrectionError(f"a correction must be a JSON object, got {type(obj).__name__}")
+    obj = dict(obj)
+    if "corrected" not in obj and "completion" in obj:
+        obj["corrected"] = obj.pop("completion")
+    unknown = sorted(set(obj) - set(FIELDS) - {"id", "recorded_at"})
+    if unknown:
+        raise CorrectionError(f"unknown field(s) {unknown}; a correction has {list(FIELDS)}")
+    for name in ("prompt", "corrected", "pattern"):
+        if not isinstance(obj.get(name), str) or not obj[name].strip():
+            raise CorrectionError(f"'{name}' must be a non-empty string")
+    for name in ("wrong", "reason"):
+        if not isinstance(obj.get(name, ""), str):
+            raise CorrectionError(f"'{name}' must be a string")
+    if not PATTERN_ID.match(obj["pattern"]):
+        raise CorrectionError(f"'pattern' {obj['pattern']!r} must be letters, digits and _.:- (at most 100)")
+    if obj.get("wrong", "") == obj["corrected"]:
+        raise CorrectionError("'corrected' is the same as 'wrong': nothing to correct")
+    return Correction(obj["prompt"], obj.get("wrong", ""), obj["corrected"], obj["pattern"], obj.get("reason", ""))
+
+
+def read_corrections_file(path: str | Path) -> list[Correction]:
+    """Every line of a JSONL file of corrections, or an IngestError listing each bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file")
+    out, problems = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(parse_correction(json.loads(line)))
+        except json.JSONDecodeError as e:
+            problems.append(Problem(str(path), n, f"not valid JSON ({e.msg} at column {e.colno})"))
+        except CorrectionError as e:
+            problems.append(Problem(str(path), n, str(e)))
+    if problems:
+        raise IngestError(f"{path}: {len(problems)} bad line(s), nothing recorded:\n"
+                          + "\n".join(f"  {p}" for p in problems[:20]))
+    return out
+
+
+class CorrectionStore:
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / "corrections.jsonl"
+
+    def all(self) -> list[Correction]:
+        """Every recorded correction, oldest first (a line cut short by a crash is skipped)."""
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(parse_correction(json.loads(line)))
+            except (json.JSONDecodeError, CorrectionError):
+                continue
+        return out
+
+    def add(self, corrections: list[Correction]) -> list[Correction]:
+        """Append the ones not already recorded (all or nothing); returns those added."""
+        with locked(self.path):
+            known = {c.cid for c in self.all()}
+            new, seen = [], set()
+            for c in corrections:
+                if c.cid not in known and c.cid not in seen:
+                    new.append(c)
+                    seen.add(c.cid)
+            if new:
+                stamp = time.time()
+                lines = "".join(json.dumps({"id": c.cid, **asdict(c), "recorded_at": stamp}, ensure_ascii=False) + "\n"
+                                for c in new)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(lines)
+                    f.flush()
+                    os.fsync(f.fileno())
+        return new
+
+    def patterns(self) -> dict[str, list[Correction]]:
+        out: dict[str, list[Correction]] = {}
+        for c in self.all():
+            out.setdefault(c.pattern, []).append(c)
+        return out

@@ -1,0 +1,127 @@
+"""Does an output repeat a corrected error? Rule validators per pattern, and the self-healing items.
+
+A pattern's rule can forbid or require regexes in any output, or name a Python check registered
+with `@register_check("name")` (a function of prompt and output that returns True on a violation).
+With no rule, an answer violates its pattern when it differs from the known correct output, or,
+where none is known, when it repeats the wrong output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from evo.evals.generate import normalize
+
+Check = Callable[[str, str], bool]
+CHECKS: dict[str, Check] = {}
+
+
+def register_check(name: str) -> Callable[[Check], Check]:
+    def wrap(fn: Check) -> Check:
+        CHECKS[name] = fn
+        return fn
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    forbid: tuple[str, ...] = ()
+    require: tuple[str, ...] = ()
+    check: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class HealItem:
+    pattern: str
+    prompt: str
+    expected: str = ""  # the correct output, where known
+    wrong: str = ""  # the output that was corrected, where known
+    source: str = "correction"  # or "paraphrase"
+
+
+def violation(item: HealItem, output: str, rule: Optional[PatternRule] = None) -> Optional[str]:
+    """Why `output` repeats the pattern's error, or None when it does not."""
+    rule = rule or PatternRule()
+    if rule.check:
+        if rule.check not in CHECKS:
+            raise KeyError(f"pattern {item.pattern}: no check named {rule.check!r} is registered")
+        if CHECKS[rule.check](item.prompt, output):
+            return f"fails check {rule.check}"
+    for rx in rule.forbid:
+        if re.search(rx, output):
+            return f"matches forbidden /{rx}/"
+    for rx in rule.require:
+        if not re.search(rx, output):
+            return f"misses required /{rx}/"
+    if item.expected:
+        return None if normalize(output) == normalize(item.expected) else "differs from the corrected output"
+    if item.wrong and normalize(output) == normalize(item.wrong):
+        return "repeats the wrong output"
+    return None
+
+
+def read_paraphrases(path: str | Path | None) -> list[HealItem]:
+    """JSONL of {"pattern", "prompt", "expected"?}: other ways of asking what a correction fixed."""
+    if path is None:
+        return []
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not (isinstance(obj, dict) and isinstance(obj.get("pattern"), str) and isinstance(obj.get("prompt"), str)):
+            raise ValueError(f"{path}:{n}: a paraphrase needs 'pattern' and 'prompt' (strings)")
+        out.append(HealItem(obj["pattern"], obj["prompt"], obj.get("expected", ""), "", "paraphrase"))
+    return out
+
+
+def healing_items(corrections, paraphrases: list[HealItem], per_pattern: int) -> list[HealItem]:
+    """Every past correction's own prompt, then its pattern's paraphrases, at most `per_pattern` each."""
+    items: dict[str, list[HealItem]] = {}
+    for c in corrections:
+        items.setdefault(c.pattern, []).append(HealItem(c.pattern, c.prompt, c.corrected, c.wrong))
+    for p in paraphrases:
+        if p.pattern in items:  # paraphrases of patterns nobody corrected yet are not asked
+            items[p.pattern].append(p)
+    return [i for group in items.values() for i in group[:per_pattern]]
+
+
+@dataclass
+class PatternResult:
+    violations: int
+    total: int
+    examples: list[dict] = field(default_factory=list)
+
+    @property
+    def healed(self) -> bool:
+        return self.total > 0 and self.violations == 0
+
+
+def score_healing(items: list[HealItem], outputs: list[str], rules: dict[str, PatternRule]) -> dict[str, PatternResult]:
+    out: dict[str, PatternResult] = {}
+    for item, got in zip(items, outputs):
+        res = out.setdefault(item.pattern, PatternResult(0, 0))
+        res.total += 1
+        why = violation(item, got, rules.get(item.pattern))
+        if why:
+            res.violations += 1
+            if len(res.examples) < 3:
+                res.examples.append({"prompt": item.prompt, "got": got, "why": why, "source": item.source})
+    return out
+
+
+def healed_and_recurred(child: dict[str, dict], history: list[dict[str, dict]]) -> tuple[list[str], list[str]]:
+    """Patterns the child has healed (no violation), and those that were healed on an earlier
+    generation of its line and have come back. Results as stored in evals/<gen>.json."""
+    healed = sorted(p for p, r in child.items() if r["total"] and not r["violations"])
+    before = {p for h in history for p, r in h.items() if r["total"] and not r["violations"]}
+    recurred = sorted(p for p, r in child.items() if p in before and r["violations"])
+    return healed, recurred

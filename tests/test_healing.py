@@ -1,0 +1,77 @@
+"""Self-healing checks: rule validators, the items asked again, healed and recurred patterns, and
+the gate's no-recurrence rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from evo.config import GateConfig, load_config, ConfigError
+from evo.gate import GenerationScores, gate
+from evo.healing.corrections import parse_correction
+from evo.healing.validators import (HealItem, PatternRule, healed_and_recurred, healing_items, read_paraphrases,
+                                    register_check, score_healing, violation)
+
+ITEM = HealItem("p1", "tr red fox runs =", expected=" ka mo pe", wrong=" ka mo ti")
+
+
+@pytest.mark.parametrize("output,rule,why", [
+    (" ka mo pe", None, None),
+    ("  ka  mo pe ", None, None),  # whitespace normalized like the accuracy evals
+    (" ka mo ti", None, "differs from the corrected output"),
+    (" ka mo pe", PatternRule(forbid=(r"\bpe\b",)), "matches forbidden /\\bpe\\b/"),
+    (" ka mo xx", PatternRule(require=(r"mo",)), "differs from the corrected output"),
+    (" zz", PatternRule(require=(r"mo",)), "misses required /mo/"),
+])
+def test_violation_table(output, rule, why):
+    assert violation(ITEM, output, rule) == why
+
+
+def test_without_a_known_answer_only_the_wrong_output_counts():
+    item = HealItem("p1", "tr red fox swims =", wrong=" ka mo ti", source="paraphrase")
+    assert violation(item, " ka mo ti") == "repeats the wrong output"
+    assert violation(item, " something else") is None
+
+
+def test_registered_checks_are_used_by_name():
+    @register_check("no-shouting")
+    def shouting(prompt: str, output: str) -> bool:
+        return output.isupper()
+
+    assert violation(HealItem("p", "x"), "LOUD", PatternRule(check="no-shouting")) == "fails check no-shouting"
+    assert violation(HealItem("p", "x"), "quiet", PatternRule(check="no-shouting")) is None
+    with pytest.raises(KeyError, match="no check named 'missing'"):
+        violation(HealItem("p", "x"), "y", PatternRule(check="missing"))
+
+
+def test_items_cover_corrections_then_paraphrases_of_corrected_patterns(tmp_path):
+    c = [parse_correction({"prompt": f"q{i}", "wrong": "w", "corrected": "c", "pattern": "p1"}) for i in range(3)]
+    para = tmp_path / "para.jsonl"
+    para.write_text('{"pattern": "p1", "prompt": "other", "expected": "c"}\n{"pattern": "p9", "prompt": "x"}\n')
+    items = healing_items(c, read_paraphrases(para), per_pattern=10)
+    assert [i.prompt for i in items] == ["q0", "q1", "q2", "other"]  # p9 has no correction: not asked
+    assert len(healing_items(c, read_paraphrases(para), per_pattern=2)) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "no pattern"}\n')
+    with pytest.raises(ValueError, match=f"{bad}:1: a paraphrase needs 'pattern'"):
+        read_paraphrases(bad)
+
+
+def test_healed_and_recurred():
+    items = [HealItem("a", "1", "x"), HealItem("a", "2", "x"), HealItem("b", "3", "y")]
+    scored = score_healing(items, ["x", "x", "wrong"], {})
+    assert scored["a"].healed and not scored["b"].healed and scored["b"].examples[0]["why"]
+    as_json = {p: {"violations": r.violations, "total": r.total} for p, r in scored.items()}
+    history = [{"a": {"violations": 2, "total": 2}}, {"b": {"violations": 0, "total": 1}}]
+    assert healed_and_recurred(as_json, history) == (["a"], ["b"])  # b was healed once, and is back
+
+
+def test_gate_rejects_recurrence_only_when_asked():
+    s = GenerationScores(0.95, 0.9, 0, 0.0, 0, recurred=("planted-1",))
+    assert gate(s, GateConfig()).accepted
+    verdict = gate(s, GateConfig(no_recurrence=True))
+    assert not verdict.accepted and "planted-1" in verdict.reason
+
+
+def test_pattern_rules_are_checked_in_the_config():
+    with pytest.raises(ConfigError, match="does not compile"):
+        load_config(None, ["data.base=x", "healing.patterns={p: {forbid: ['(']}}"])
