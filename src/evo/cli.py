@@ -50,7 +50,7 @@ def print_ledger(root: Path, as_json: bool) -> None:
         print(f"{root}/ledger.csv: no generations yet")
         return
     cols = ["GEN_ID", "child_sha", "steps", "walltime_min", "loss_start", "loss_end", "eval_recall",
-            "eval_generalization", "eval_style_drift", "replay_k", "decision"]
+            "eval_generalization", "eval_style_drift", "replay_k", "patterns_healed", "decision"]
     table = [cols] + [[(r[c][:12] if c.endswith("sha") else r[c]) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
