@@ -75,3 +75,36 @@ def test_gate_rejects_recurrence_only_when_asked():
 def test_pattern_rules_are_checked_in_the_config():
     with pytest.raises(ConfigError, match="does not compile"):
         load_config(None, ["data.base=x", "healing.patterns={p: {forbid: ['(']}}"])
+
+
+def test_weak_spots_rank_by_the_models_own_perplexity():
+    import math
+
+    import torch
+
+    from evo.config import TinyModelConfig
+    from evo.data.records import Record
+    from evo.healing.weak import Scored, area_of, score_examples, weak_report
+    from evo.model.loading import build_tiny_llama
+    from evo.model.tokenizer import train_bpe_tokenizer
+    from evo.train.examples import collate, encode, token_loss_sum
+
+    tok = train_bpe_tokenizer(["tr red cat runs = zora zova bove"] * 30, 300)
+    model = build_tiny_llama(TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tok).eval()
+    recs = [Record("completion", "tr red cat runs =", " zora zova bove", category="translate"),
+            Record("completion", "tr red cat eats =", " bove", category="translate"),
+            Record("completion", "hello", " zova", category="chat")]
+    scored = score_examples(model, tok, recs, 48, batch_size=2)
+    for r, s in zip(recs, scored):  # batched per-example scores equal the training loss on each alone
+        with torch.no_grad():
+            b = collate([encode(r, tok, 48)], tok.pad_token_id)
+            loss, n = token_loss_sum(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
+        assert s.perplexity == pytest.approx(math.exp(loss / n), rel=1e-3)
+    fake = [Scored(recs[0], 1.2), Scored(recs[1], 9.0), Scored(recs[2], 3.0)]
+    rep = weak_report(fake, threshold=2.5, thresholds=[2, 4, 8], area="prefix:2")
+    assert rep["above_threshold"] == {"2": 2, "4": 1, "8": 1}
+    assert [a["area"] for a in rep["weak_areas"]] == ["chat: hello", "translate: tr red"]  # by share above
+    assert rep["worst"][0]["perplexity"] == 9.0
+    assert area_of(recs[2], "category") == "chat"
+    with pytest.raises(ValueError, match="unknown area grouping"):
+        area_of(recs[0], "words")

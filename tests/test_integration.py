@@ -193,3 +193,19 @@ def test_ledger_and_job_entrypoints(ray_cluster, base_root, demo_dir, tmp_path):
     out = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", str(root), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert json.loads(out.stdout)[0]["GEN_ID"] == "gen-0"
+
+
+def test_weak_reports_the_models_weak_areas(base_root, demo_dir, tmp_path):
+    """`evo weak` on generation 0: the next generation's data (new nouns) is where it is weak."""
+    from evo.atomic import atomic_write_json
+
+    root = copy_root(base_root, tmp_path)
+    atomic_write_json(root / "run_config.json", tiny_config(demo_dir, "healing.weak_area=prefix:2").model_dump(mode="json"))
+    out = subprocess.run([sys.executable, "-m", "evo.cli", "weak", "--root", str(root), "--data",
+                          str(demo_dir / "gen1.jsonl"), "--threshold", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((root / "weak" / "gen-0.json").read_text())
+    assert report["examples"] == 240 and report["gen_id"] == "gen-0"
+    counts = list(report["above_threshold"].values())
+    assert counts == sorted(counts, reverse=True) and report["weak_areas"]  # more above lower thresholds
+    assert "examples above each perplexity threshold" in out.stdout and "weak areas" in out.stdout

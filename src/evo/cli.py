@@ -116,15 +116,63 @@ def ledger_ab_result(root: Path, gen_id: str) -> str:
 
 
 def cmd_ab(args) -> int:
-    from evo.config import from_dict
-    from evo.atomic import read_json
-
     root = Path(args.root).resolve()
+    cfg = _saved_config(root)
+    start_ray(args.address)
+    _ab(cfg, root, args.budget, args.port)
+    return 0
+
+
+def _saved_config(root: Path):
+    from evo.atomic import read_json
+    from evo.config import from_dict
+
     path = root / "run_config.json"
     if not path.exists():
         raise ConfigError(f"{path}: no run config here; run `evo run` or `evo demo` with this --root first")
-    start_ray(args.address)
-    _ab(from_dict(read_json(path), str(path)), root, args.budget, args.port)
+    return from_dict(read_json(path), str(path))
+
+
+def cmd_weak(args) -> int:
+    from evo.atomic import atomic_write_json
+    from evo.data.ingest import ingest_jsonl
+    from evo.data.store import split
+    from evo.driver import Lineage
+    from evo.healing.weak import score_examples, weak_report
+    from evo.model.lineage_model import load_generation
+
+    root = Path(args.root).resolve()
+    cfg, lin = _saved_config(root), Lineage(root)
+    sha = lin.registry.by_gen(args.gen) if args.gen else lin.registry.alias("champion")
+    if not sha:
+        raise ConfigError(f"{lin.registry.path}: no model {'for ' + args.gen if args.gen else 'is the champion'}")
+    gid = lin.registry.model(sha)["gen_id"]
+    if args.data:
+        records, source = ingest_jsonl(args.data).records, args.data
+    else:  # every generation's holdout: what the model was tested on, never trained on
+        records = [r for row in lin.ledger.rows() if row["data_delta_sha"]
+                   for r in split(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction)[1]]
+        source = "the holdout of every generation"
+    h = cfg.healing
+    threshold = args.threshold or h.weak_threshold
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model, tok = load_generation(str(root), sha, cfg.model.dtype)
+    report = weak_report(score_examples(model, tok, records, cfg.model.max_length), threshold,
+                         h.weak_thresholds, h.weak_area)
+    report.update(gen_id=gid, sha=sha, source=source)
+    out = root / "weak" / f"{gid}.json"
+    atomic_write_json(out, report)
+    print(f"{gid} ({sha[:12]}) on {report['examples']} examples from {source}")
+    print("examples above each perplexity threshold: "
+          + ", ".join(f">{t}: {n}" for t, n in report["above_threshold"].items()))
+    print(f"weak areas (perplexity > {threshold:g}, grouped by {h.weak_area}):")
+    for a in report["weak_areas"][:15]:
+        print(f"  {a['area']}: {a['above']}/{a['examples']} above, mean perplexity {a['mean_perplexity']:.2f}")
+    if not report["weak_areas"]:
+        print("  none")
+    print(f"full report: {out}")
     return 0
 
 
@@ -197,6 +245,7 @@ VERBS = {
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
     "sweep": (cmd_sweep, "search the next generation with Ray Tune (lr, steps, replay k); the gate's evals pick the child"),
     "ledger": (cmd_ledger, "print the lineage ledger"),
+    "weak": (cmd_weak, "rank examples by the model's perplexity and report the weak areas"),
     "correct": (cmd_correct, "record corrections (prompt, wrong, corrected, pattern, reason) for the next generation"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
     "ab": (cmd_ab, "run an A/B round on the latest promoted generation, then promote or revert it"),
@@ -241,6 +290,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "ledger":
             s.add_argument("--json", action="store_true", help="print rows as JSON")
+        if name == "weak":
+            s.add_argument("--gen", help="generation to score (default: the champion)")
+            s.add_argument("--data", help="JSONL to score (default: every generation's holdout)")
+            s.add_argument("--threshold", type=float, help="perplexity above which an example is weak "
+                                                           "(default: healing.weak_threshold)")
         if name == "correct":
             s.add_argument("--file", help="JSONL of corrections, one per line (all or none are recorded)")
             s.add_argument("--prompt", help="the prompt that got a wrong answer")

@@ -145,6 +145,11 @@ class HealingConfig(_Strict):
     paraphrases: Optional[str] = Field(None, description="JSONL of {pattern, prompt, expected?}: other ways to ask.")
     patterns: dict[str, PatternRuleConfig] = Field(default_factory=dict, description="Per pattern id: its rule.")
     max_items_per_pattern: int = Field(20, gt=0, description="Prompts asked per pattern and generation.")
+    weak_threshold: float = Field(4.0, gt=1, description="evo weak: an example is weak above this perplexity.")
+    weak_thresholds: list[float] = Field(default_factory=lambda: [1.5, 2.0, 4.0, 8.0, 16.0],
+                                         description="evo weak: how many examples fall above each, to choose from.")
+    weak_area: str = Field("category", pattern=r"^(category|prefix:[1-9][0-9]*)$",
+                           description="evo weak: group examples by 'category' or 'prefix:N' (category + first N words).")
 
 
 class SweepConfig(_Strict):

@@ -147,7 +147,7 @@ def demo_config(generations: int = 3) -> dict:
             **({"corrections": {2: "corrections.jsonl"}} if generations >= 2 else {}),
         },
         "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES},
-        "healing": {"paraphrases": "paraphrases.jsonl"},
+        "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "prefix:3"},
         # evo sweep: 4 trials, 2 at a time, each one worker, so a sweep fits 2 CPU cores
         "tune": {"num_samples": 4, "max_concurrent": 2, "num_workers": 1, "cpus_per_worker": 0.9,
                  "steps": [150, 300], "replay_k": [0, 100], "lr": [1.0e-3, 1.0e-2]},

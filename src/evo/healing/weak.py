@@ -1,0 +1,69 @@
+"""Weak spots: examples ranked by the model's own perplexity on them, grouped into areas.
+
+`evo weak` scores a generation (the champion by default) on every generation's holdout, or on a
+JSONL file, and reports the examples and areas above a perplexity threshold, with how many fall
+above each of several thresholds so the threshold can be chosen from the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from evo.data.records import Record
+from evo.train.examples import IGNORE, collate, encode
+
+
+@dataclass
+class Scored:
+    record: Record
+    perplexity: float  # exp of the mean next-token loss on the completion
+
+
+def area_of(record: Record, how: str) -> str:
+    """The area an example belongs to: its category, or `prefix:N`, the category and the first N words."""
+    category = record.category or "uncategorized"
+    if how == "category":
+        return category
+    if how.startswith("prefix:"):
+        n = int(how.split(":", 1)[1])
+        return f"{category}: " + " ".join(record.prompt.split()[:n])
+    raise ValueError(f"unknown area grouping {how!r}: use 'category' or 'prefix:N'")
+
+
+@torch.no_grad()
+def score_examples(model, tok, records: list[Record], max_length: int, batch_size: int = 32) -> list[Scored]:
+    """Per-example perplexity of the completion given the prompt (the training loss, one by one)."""
+    model.eval()
+    out: list[Scored] = []
+    for i in range(0, len(records), batch_size):
+        chunk = records[i : i + batch_size]
+        batch = collate([encode(r, tok, max_length) for r in chunk], tok.pad_token_id)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        targets = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+        mask = (targets != IGNORE).float()
+        per = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+        out += [Scored(r, math.exp(min(float(x), 50.0))) for r, x in zip(chunk, per)]
+    return out
+
+
+def weak_report(scored: list[Scored], threshold: float, thresholds: list[float], area: str, top: int = 20) -> dict:
+    ranked = sorted(scored, key=lambda s: s.perplexity, reverse=True)
+    groups: dict[str, list[float]] = defaultdict(list)
+    for s in scored:
+        groups[area_of(s.record, area)].append(s.perplexity)
+    areas = [{"area": a, "examples": len(v), "above": sum(p > threshold for p in v),
+              "mean_perplexity": sum(v) / len(v), "max_perplexity": max(v)} for a, v in groups.items()]
+    weak = sorted((a for a in areas if a["above"]), key=lambda a: (-a["above"] / a["examples"], -a["mean_perplexity"]))
+    return {
+        "examples": len(scored), "threshold": threshold, "area_grouping": area,
+        "above_threshold": {f"{t:g}": sum(s.perplexity > t for s in scored) for t in sorted(thresholds)},
+        "weak_areas": weak,
+        "worst": [{"prompt": s.record.prompt, "completion": s.record.completion, "category": s.record.category,
+                   "perplexity": s.perplexity} for s in ranked[:top]],
+    }
