@@ -91,6 +91,13 @@ def test_two_generations_ddp(base_root, demo_dir, tmp_path):
     before = (root / "ledger.csv").read_bytes()
     run(cfg, root, Silent())
     assert (root / "ledger.csv").read_bytes() == before
+    # The report: self-contained HTML, a plot per figure, the healing table of the corrected patterns.
+    from evo.report import build_report
+
+    steps = []
+    page = build_report(root, steps.append).read_text()
+    assert len(steps) == 7 and page.count("data:image/png;base64,") == 3
+    assert "planted-0-red-fox" in page and "gen-2" in page and "Not run yet" in page
 
 
 def test_a_users_hugging_face_model_by_path(base_root, demo_dir, tmp_path):

@@ -176,6 +176,17 @@ def cmd_weak(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from evo.report import build_report
+
+    root = Path(args.root).resolve()
+    if not (root / "ledger.csv").exists():
+        raise ConfigError(f"{root / 'ledger.csv'}: no lineage here; run `evo run` or `evo demo` with this --root first")
+    out = build_report(root, lambda msg: print(f"report {msg}", flush=True))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_run(args) -> int:
     cfg = load_config(args.config, overrides(args))
     return _run_config(cfg, Path(args.root).resolve(), args.address, tune=args.tune)
@@ -245,6 +256,7 @@ VERBS = {
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
     "sweep": (cmd_sweep, "search the next generation with Ray Tune (lr, steps, replay k); the gate's evals pick the child"),
     "ledger": (cmd_ledger, "print the lineage ledger"),
+    "report": (cmd_report, "write ROOT/report.html: evals, loss curves, the lineage tree, healing, sweeps"),
     "weak": (cmd_weak, "rank examples by the model's perplexity and report the weak areas"),
     "correct": (cmd_correct, "record corrections (prompt, wrong, corrected, pattern, reason) for the next generation"),
     "check": (cmd_check, "validate CONFIG and list every problem"),

@@ -1,0 +1,190 @@
+"""`evo report`: one self-contained HTML file (PNG plots inlined) about a lineage root.
+
+Sections: every eval across generations, validation-loss curves per generation, the lineage as a
+tree (rejected children drawn as side branches), the per-pattern healing table, sweeps, and the
+targeted-vs-random experiment where one was run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Callable
+
+from evo.atomic import atomic_write_text, read_json
+from evo.lineage.ledger import Ledger
+from evo.lineage.registry import Registry
+from evo.model.artifacts import ModelStore
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _num(x: str):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def evals_plot(rows: list[dict]) -> str:
+    import matplotlib.pyplot as plt
+
+    gens = [r["GEN_ID"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    for key, label in (("eval_recall", "recall"), ("eval_generalization", "generalization")):
+        axes[0].plot(gens, [_num(r[key]) for r in rows], marker="o", label=label)
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].set_title("accuracy (exact match)")
+    axes[0].legend()
+    axes[1].plot(gens, [_num(r["eval_style_drift"]) for r in rows], marker="o", color="tab:red")
+    axes[1].set_title("style drift (probes with a banned phrase)")
+    axes[2].plot(gens, [_num(r["eval_perplexity"]) for r in rows], marker="o", color="tab:green")
+    axes[2].set_title("validation perplexity")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=45)
+    return _png(fig)
+
+
+def loss_plot(root: Path, rows: list[dict]) -> str:
+    import matplotlib.pyplot as plt
+
+    store = ModelStore(root)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for r in rows:
+        if r["child_sha"] and store.exists(r["child_sha"]):
+            curve = store.meta(r["child_sha"]).get("val_curve") or []
+            if curve:
+                ax.plot([c[0] for c in curve], [c[1] for c in curve], marker=".", label=f"{r['GEN_ID']} ({r['decision']})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def tree_plot(root: Path) -> str:
+    """Each model a node at x = its generation; promoted ones on the main line, the others off it."""
+    import matplotlib.pyplot as plt
+
+    models = Registry(root).load()["models"]
+    gen_no = {s: int(m["gen_id"].split("-")[-1]) for s, m in models.items()}
+    lanes: dict[str, int] = {}
+    side = 0
+    for sha in sorted(models, key=lambda s: (gen_no[s], models[s].get("created", 0))):
+        if models[sha]["status"] in ("base", "promoted"):
+            lanes[sha] = 0
+        else:
+            side += 1
+            lanes[sha] = side
+    colors = {"base": "tab:blue", "promoted": "tab:green", "rejected": "tab:red", "stopped": "tab:orange",
+              "candidate": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * (max(gen_no.values(), default=0) + 1)), 1.2 + 0.6 * (side + 1)))
+    for sha, m in models.items():
+        x, y = gen_no[sha], -lanes[sha]
+        if m["parent_sha"] in models:
+            p = m["parent_sha"]
+            ax.plot([gen_no[p], x], [-lanes[p], y], color="lightgray", zorder=1)
+        ax.scatter([x], [y], s=220, color=colors.get(m["status"], "black"), zorder=2)
+        ax.annotate(f"{m['gen_id']}\n{sha[:8]}\n{m['status']}", (x, y), textcoords="offset points", xytext=(0, 12),
+                    ha="center", fontsize=7)
+    ax.set_axis_off()
+    ax.margins(0.25, 0.6)
+    return _png(fig)
+
+
+def healing_table(root: Path, rows: list[dict]) -> str:
+    """Violations / items per pattern for every generation that was asked (child), and its parent."""
+    per_gen: dict[str, dict] = {}
+    for r in rows:
+        path = root / "evals" / f"{r['GEN_ID']}.json"
+        if path.exists():
+            ev = read_json(path)
+            if ev["child"].get("healing"):
+                per_gen[r["GEN_ID"]] = {"child": ev["child"]["healing"], "parent": (ev.get("parent") or {}).get("healing") or {}}
+    if not per_gen:
+        return "<p>No corrections recorded yet (<code>evo correct</code>).</p>"
+    patterns = sorted({p for g in per_gen.values() for p in g["child"]})
+    head = "".join(f"<th>{html.escape(g)}</th>" for g in per_gen)
+    body = []
+    for p in patterns:
+        cells = []
+        for g in per_gen.values():
+            c, par = g["child"].get(p), g["parent"].get(p)
+            if c is None:
+                cells.append("<td></td>")
+                continue
+            ok = c["violations"] == 0
+            before = f" (parent {par['violations']}/{par['total']})" if par else ""
+            cells.append(f'<td class="{"ok" if ok else "bad"}">{c["violations"]}/{c["total"]}{before}</td>')
+        body.append(f"<tr><td>{html.escape(p)}</td>{''.join(cells)}</tr>")
+    return (f"<table><tr><th>pattern: violations / items asked</th>{head}</tr>{''.join(body)}</table>"
+            "<p>0 violations: healed. Recurred patterns are also listed in the ledger (<code>patterns_recurred</code>).</p>")
+
+
+def sweeps_section(root: Path) -> str:
+    files = sorted((root / "trials").glob("*.csv")) if (root / "trials").exists() else []
+    if not files:
+        return "<p>No sweeps (<code>evo sweep</code>).</p>"
+    import csv
+
+    parts = []
+    for f in files:
+        with open(f, newline="") as fh:
+            trials = list(csv.DictReader(fh))
+        cols = ["trial_id", "lr", "steps", "replay_k", "status", "best_val_loss", "eval_generalization", "gate", "chosen"]
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(t.get(c, ''))}</td>" for c in cols) + "</tr>" for t in trials)
+        parts.append(f"<h3>{html.escape(f.stem)}</h3><table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{rows}</table>")
+    return "".join(parts)
+
+
+def experiment_section(root: Path) -> str:
+    path = root / "experiments" / "targeted_vs_random.json"
+    if not path.exists():
+        return "<p>Not run yet.</p>"
+    return f"<pre>{html.escape(json.dumps(read_json(path), indent=2))}</pre>"
+
+
+def ledger_table(rows: list[dict]) -> str:
+    cols = ["GEN_ID", "child_sha", "decision", "eval_recall", "eval_generalization", "eval_style_drift",
+            "eval_perplexity", "replay_k", "patterns_healed", "patterns_recurred", "trial", "reason"]
+    body = "".join("<tr>" + "".join(f"<td>{html.escape((r.get(c) or '')[:12] if c == 'child_sha' else r.get(c) or '')}</td>"
+                                    for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>"
+
+
+STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px}
+th{background:#f3f3f3}.ok{background:#e3f6e3}.bad{background:#fbe3e3}img{max-width:100%}"""
+
+
+def build_report(root: str | Path, progress: Callable[[str], None] = print) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    root = Path(root)
+    rows = Ledger(root).rows()
+    if not rows:
+        raise FileNotFoundError(f"{root / 'ledger.csv'}: no generations to report on")
+    sections = [("Ledger", lambda: ledger_table(rows)), ("Evals across generations", lambda: evals_plot(rows)),
+                ("Validation loss per generation", lambda: loss_plot(root, rows)),
+                ("Lineage", lambda: tree_plot(root)), ("Self-healing: corrected patterns", lambda: healing_table(root, rows)),
+                ("Sweeps", lambda: sweeps_section(root)), ("Targeted vs random data", lambda: experiment_section(root))]
+    parts = []
+    for n, (title, make) in enumerate(sections, start=1):
+        progress(f"[{n}/{len(sections)}] {title}")
+        parts.append(f"<h2>{html.escape(title)}</h2>{make()}")
+    out = root / "report.html"
+    atomic_write_text(out, f"<!doctype html><html><head><meta charset='utf-8'><title>evo report: {html.escape(str(root))}"
+                           f"</title><style>{STYLE}</style></head><body><h1>evo lineage report</h1>"
+                           f"<p>{html.escape(str(root))}: {len(rows)} generations</p>{''.join(parts)}</body></html>")
+    return out
