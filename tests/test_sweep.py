@@ -101,7 +101,7 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
 
 def test_population_based_training_clones_checkpoints(ray_cluster, demo_dir, tmp_path):
     """PBT: the weaker trial continues from the stronger one's checkpoint with perturbed settings."""
-    cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.num_samples=2", "tune.steps=[20]",
+    cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.pbt_synch=true", "tune.perturbation_interval=2", "tune.num_samples=2", "tune.steps=[20]",
                       "tune.lr=[0.0005, 0.005]")
     lin = Lineage(tmp_path / "lineage")
     generation_zero(cfg, lin, Silent())

@@ -165,6 +165,8 @@ class SweepConfig(_Strict):
     grace_period: int = Field(1, gt=0, description="ASHA: checkpoints a trial runs before it may be stopped.")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor at each rung.")
     perturbation_interval: int = Field(1, gt=0, description="PBT: checkpoints between exploit/explore steps.")
+    pbt_synch: bool = Field(False, description="PBT: wait for every trial at each step (slower, but every "
+                                               "step compares the whole population).")
     evaluate_top: int = Field(3, gt=0, description="Trials (lowest val loss first) whose best checkpoints the "
                                                   "gate's evals score to choose the winner.")
     num_workers: Optional[int] = Field(None, gt=0, description="Ray Train workers per trial (default: train's).")

@@ -113,7 +113,7 @@ def scheduler(cfg: EvoConfig):
             time_attr="training_iteration", metric="val_loss", mode="min",
             perturbation_interval=t.perturbation_interval,
             hyperparam_mutations={"lr": tune.loguniform(*t.lr), "replay_k": list(t.replay_k)},
-            synch=False, log_config=False)
+            synch=t.pbt_synch, log_config=False)
     return None
 
 
