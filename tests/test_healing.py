@@ -102,7 +102,7 @@ def test_weak_spots_rank_by_the_models_own_perplexity():
         assert s.perplexity == pytest.approx(math.exp(loss / n), rel=1e-3)
     fake = [Scored(recs[0], 1.2), Scored(recs[1], 9.0), Scored(recs[2], 3.0)]
     rep = weak_report(fake, threshold=2.5, thresholds=[2, 4, 8], area="prefix:2")
-    assert rep["above_threshold"] == {"2": 2, "4": 1, "8": 1}
+    assert rep["above_threshold"] == [[2, 2], [4, 1], [8, 1]]
     assert [a["area"] for a in rep["weak_areas"]] == ["chat: hello", "translate: tr red"]  # by share above
     assert rep["worst"][0]["perplexity"] == 9.0
     assert area_of(recs[2], "category") == "chat"

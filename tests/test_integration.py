@@ -213,6 +213,6 @@ def test_weak_reports_the_models_weak_areas(base_root, demo_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((root / "weak" / "gen-0.json").read_text())
     assert report["examples"] == 240 and report["gen_id"] == "gen-0"
-    counts = list(report["above_threshold"].values())
+    counts = [n for _, n in report["above_threshold"]]
     assert counts == sorted(counts, reverse=True) and report["weak_areas"]  # more above lower thresholds
     assert "examples above each perplexity threshold" in out.stdout and "weak areas" in out.stdout

@@ -166,7 +166,7 @@ def cmd_weak(args) -> int:
     atomic_write_json(out, report)
     print(f"{gid} ({sha[:12]}) on {report['examples']} examples from {source}")
     print("examples above each perplexity threshold: "
-          + ", ".join(f">{t}: {n}" for t, n in report["above_threshold"].items()))
+          + ", ".join(f">{t:g}: {n}" for t, n in report["above_threshold"]))
     print(f"weak areas (perplexity > {threshold:g}, grouped by {h.weak_area}):")
     for a in report["weak_areas"][:15]:
         print(f"  {a['area']}: {a['above']}/{a['examples']} above, mean perplexity {a['mean_perplexity']:.2f}")

@@ -62,7 +62,7 @@ def weak_report(scored: list[Scored], threshold: float, thresholds: list[float],
     weak = sorted((a for a in areas if a["above"]), key=lambda a: (-a["above"] / a["examples"], -a["mean_perplexity"]))
     return {
         "examples": len(scored), "threshold": threshold, "area_grouping": area,
-        "above_threshold": {f"{t:g}": sum(s.perplexity > t for s in scored) for t in sorted(thresholds)},
+        "above_threshold": [[t, sum(s.perplexity > t for s in scored)] for t in sorted(thresholds)],
         "weak_areas": weak,
         "worst": [{"prompt": s.record.prompt, "completion": s.record.completion, "category": s.record.category,
                    "perplexity": s.perplexity} for s in ranked[:top]],
