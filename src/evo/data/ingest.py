@@ -41,6 +41,18 @@ class IngestReport:
         return ", ".join(parts)
 
 
+def json_lines(path: str | Path):
+    """(line number, object) for each non-blank line of a small JSONL file; a line that is not JSON
+    raises ValueError naming `path:line`."""
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+
+
 def _decode(raw: bytes, name: str, lineno: int) -> str:
     try:
         return raw.decode("utf-8")

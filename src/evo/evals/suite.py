@@ -142,14 +142,10 @@ def load_probes(path: str | Path | None) -> list[Record]:
     """Probes from JSONL: {"prompt": ...} or {"messages": [...]} ending on a user turn."""
     if path is None:
         return []
+    from evo.data.ingest import json_lines
+
     probes = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for n, obj in json_lines(path):
         if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
             probes.append(Record("completion", obj["prompt"], ""))
         elif isinstance(obj, dict) and isinstance(obj.get("messages"), list):

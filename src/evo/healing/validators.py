@@ -8,7 +8,6 @@ where none is known, when it repeats the wrong output.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,14 +68,10 @@ def read_paraphrases(path: str | Path | None) -> list[HealItem]:
     """JSONL of {"pattern", "prompt", "expected"?}: other ways of asking what a correction fixed."""
     if path is None:
         return []
+    from evo.data.ingest import json_lines
+
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for n, obj in json_lines(path):
         if not (isinstance(obj, dict) and isinstance(obj.get("pattern"), str) and isinstance(obj.get("prompt"), str)):
             raise ValueError(f"{path}:{n}: a paraphrase needs 'pattern' and 'prompt' (strings)")
         out.append(HealItem(obj["pattern"], obj["prompt"], obj.get("expected", ""), "", "paraphrase"))
