@@ -123,57 +123,86 @@ def cmd_ab(args) -> int:
     return 0
 
 
-def _saved_config(root: Path):
+def _saved_config(root: Path, sets: list[str] = ()):
+    """The resolved config of the latest run under `root`, with `a.b=value` overrides."""
     from evo.atomic import read_json
-    from evo.config import from_dict
+    from evo.config import _set_dotted, from_dict
 
     path = root / "run_config.json"
     if not path.exists():
         raise ConfigError(f"{path}: no run config here; run `evo run` or `evo demo` with this --root first")
-    return from_dict(read_json(path), str(path))
+    tree = read_json(path)
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        k, v = item.split("=", 1)
+        _set_dotted(tree, k.strip(), v)
+    return from_dict(tree, str(path))
 
 
-def cmd_weak(args) -> int:
-    from evo.atomic import atomic_write_json
-    from evo.data.ingest import ingest_jsonl
-    from evo.data.store import split
+def _weak_analysis(args, root: Path):
+    """Shared by `evo weak` and `evo targeted`: score a generation on a set and find its weak areas."""
     from evo.driver import Lineage
-    from evo.healing.weak import score_examples, weak_report
-    from evo.model.lineage_model import load_generation
+    from evo.healing.weak import analyse
 
-    root = Path(args.root).resolve()
-    cfg, lin = _saved_config(root), Lineage(root)
-    sha = lin.registry.by_gen(args.gen) if args.gen else lin.registry.alias("champion")
-    if not sha:
-        raise ConfigError(f"{lin.registry.path}: no model {'for ' + args.gen if args.gen else 'is the champion'}")
-    gid = lin.registry.model(sha)["gen_id"]
-    if args.data:
-        records, source = ingest_jsonl(args.data).records, args.data
-    else:  # every generation's holdout: what the model was tested on, never trained on
-        records = [r for row in lin.ledger.rows() if row["data_delta_sha"]
-                   for r in split(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction)[1]]
-        source = "the holdout of every generation"
-    h = cfg.healing
-    threshold = args.threshold or h.weak_threshold
-    from transformers.utils import logging as hf_logging
+    cfg, lin = _saved_config(root, args.set or []), Lineage(root)
+    if args.threshold is not None:
+        cfg.healing.weak_threshold = args.threshold
+    return cfg, lin, analyse(lin, cfg, args.gen, args.data)
 
-    hf_logging.disable_progress_bar()
-    model, tok = load_generation(str(root), sha, cfg.model.dtype)
-    report = weak_report(score_examples(model, tok, records, cfg.model.max_length), threshold,
-                         h.weak_thresholds, h.weak_area)
-    report.update(gen_id=gid, sha=sha, source=source)
-    out = root / "weak" / f"{gid}.json"
-    atomic_write_json(out, report)
-    print(f"{gid} ({sha[:12]}) on {report['examples']} examples from {source}")
+
+def _print_weak(w) -> None:
+    report, threshold = w.report, w.report["threshold"]
+    print(f"{w.gen_id} ({w.sha[:12]}) on {report['examples']} examples from {w.source}")
     print("examples above each perplexity threshold: "
           + ", ".join(f">{t:g}: {n}" for t, n in report["above_threshold"]))
-    print(f"weak areas (perplexity > {threshold:g}, grouped by {h.weak_area}):")
+    print(f"weak areas (perplexity > {threshold:g}, grouped by {report['area_grouping']}):")
     for a in report["weak_areas"][:15]:
         print(f"  {a['area']}: {a['above']}/{a['examples']} above, mean perplexity {a['mean_perplexity']:.2f}")
     if not report["weak_areas"]:
         print("  none")
+
+
+def cmd_weak(args) -> int:
+    from evo.atomic import atomic_write_json
+
+    root = Path(args.root).resolve()
+    _, _, w = _weak_analysis(args, root)
+    out = root / "weak" / f"{w.gen_id}.json"
+    atomic_write_json(out, w.report)
+    _print_weak(w)
     print(f"full report: {out}")
     return 0
+
+
+def cmd_targeted(args) -> int:
+    from evo.atomic import atomic_write_json
+    from evo.healing.targeted import targeted_for, write_jsonl
+
+    root = Path(args.root).resolve()
+    cfg, lin, w = _weak_analysis(args, root)
+    _print_weak(w)
+    print(f"making targeted variations of the {cfg.targeted.seeds} weakest examples "
+          f"(model: {cfg.targeted.model_variations} each, generator {cfg.targeted.generator or '(none)'}: "
+          f"{cfg.targeted.generator_variations} each)", flush=True)
+    res = targeted_for(lin, cfg, w, seed=args.seed)
+    out = Path(args.out) if args.out else root / "targeted" / f"{w.gen_id}.jsonl"
+    write_jsonl(out, res.records)
+    res.report.update(gen_id=w.gen_id, sha=w.sha, source=w.source, written=str(out))
+    atomic_write_json(out.with_suffix(".json"), res.report)
+    r = res.report
+    print(f"{r['candidates']} candidates ({', '.join(f'{k}: {v}' for k, v in r['candidates_by_source'].items())}); "
+          f"dropped: {', '.join(f'{k}: {v}' for k, v in r['dropped'].items()) or 'none'}")
+    print(f"kept {r['kept']} ({', '.join(f'{k}: {v}' for k, v in r['kept_by_source'].items())}) over "
+          f"{len(r['kept_by_area'])} area(s); mean quality {_num(r['mean_quality'])}, difficulty "
+          f"{_num(r['mean_difficulty'])}, diversity {_num(r['mean_diversity'])}")
+    print(f"wrote {out} (report: {out.with_suffix('.json')})\n"
+          f"train on it as the next delta: add it to data.generations in your config, then `evo run`")
+    return 0
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def cmd_report(args) -> int:
@@ -258,6 +287,7 @@ VERBS = {
     "ledger": (cmd_ledger, "print the lineage ledger"),
     "report": (cmd_report, "write ROOT/report.html: evals, loss curves, the lineage tree, healing, sweeps"),
     "weak": (cmd_weak, "rank examples by the model's perplexity and report the weak areas"),
+    "targeted": (cmd_targeted, "write targeted variations of the weak areas' examples as the next delta"),
     "correct": (cmd_correct, "record corrections (prompt, wrong, corrected, pattern, reason) for the next generation"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
     "ab": (cmd_ab, "run an A/B round on the latest promoted generation, then promote or revert it"),
@@ -302,11 +332,16 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "ledger":
             s.add_argument("--json", action="store_true", help="print rows as JSON")
-        if name == "weak":
+        if name in ("weak", "targeted"):
+            s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                           help="override a field of the root's saved run config, e.g. targeted.seeds=20")
             s.add_argument("--gen", help="generation to score (default: the champion)")
             s.add_argument("--data", help="JSONL to score (default: every generation's holdout)")
             s.add_argument("--threshold", type=float, help="perplexity above which an example is weak "
                                                            "(default: healing.weak_threshold)")
+        if name == "targeted":
+            s.add_argument("--out", help="JSONL to write (default: ROOT/targeted/<gen>.jsonl)")
+            s.add_argument("--seed", type=int, default=0, help="sampling seed")
         if name == "correct":
             s.add_argument("--file", help="JSONL of corrections, one per line (all or none are recorded)")
             s.add_argument("--prompt", help="the prompt that got a wrong answer")

@@ -152,6 +152,35 @@ class HealingConfig(_Strict):
                            description="evo weak: group examples by 'category' or 'prefix:N' (category + first N words).")
 
 
+class TargetedConfig(_Strict):
+    """`evo targeted` and the targeted-vs-random experiment (see evo.healing.targeted)."""
+
+    generator: Optional[str] = Field(
+        None,
+        description="The domain's own example generator, 'package.module:factory' (None: the model alone).")
+    generator_options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory.")
+    seeds: int = Field(40, gt=0, description="Weakest examples (highest perplexity in the weak areas) to vary.")
+    model_variations: int = Field(4, ge=0, description="Variations per seed sampled from the model.")
+    generator_variations: int = Field(4, ge=0, description="Variations per seed from the generator.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the model's variations.")
+    top_p: float = Field(0.95, gt=0, le=1)
+    prefix_share: float = Field(0.5, gt=0, lt=1, description="Share of a seed prompt's words the model continues from.")
+    min_quality: float = Field(0.5, ge=0, le=1, description="Drop candidates of lower quality (1 for generator-labelled; "
+                                                            "the model's mean token probability for self-labelled).")
+    near_duplicate: float = Field(0.9, gt=0, le=1, description="Prompt similarity (3-gram Jaccard) at which a candidate "
+                                                               "is a near-duplicate of a kept one.")
+    keep_share: float = Field(0.5, gt=0, le=1, description="Share of the candidates that pass the filter to keep, best first.")
+    max_records: int = Field(200, gt=0, description="Most records written.")
+
+    @model_validator(mode="after")
+    def _spec(self) -> "TargetedConfig":
+        import re
+
+        if self.generator is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.generator):
+            raise ValueError(f"generator {self.generator!r} must name 'package.module:factory'")
+        return self
+
+
 class SweepConfig(_Strict):
     """Per-generation search with Ray Tune (`evo sweep`, `evo run --tune`)."""
 
@@ -200,6 +229,7 @@ class EvoConfig(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     tune: SweepConfig = Field(default_factory=SweepConfig)
     healing: HealingConfig = Field(default_factory=HealingConfig)
+    targeted: TargetedConfig = Field(default_factory=TargetedConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> "EvoConfig":

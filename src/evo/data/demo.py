@@ -131,11 +131,56 @@ def paraphrase_records(lex: dict[str, str]) -> list[dict]:
             for n, (adj, noun) in enumerate(PLANTED) for verb in VERBS[1]]
 
 
+class DemoGenerator:
+    """The demo domain's own generator (for `evo targeted` and the targeted-vs-random experiment):
+    any phrase of the full vocabulary, translated correctly. `targeted.generator` names it as
+    "evo.data.demo:DemoGenerator"; `seed` must be the demo data's (it picks the lexicon)."""
+
+    def __init__(self, seed: int = 0):
+        self.lex = _lexicon(seed)
+        self.nouns, self.adjs, self.verbs = _vocab(3)
+
+    def _record(self, adj: str, noun: str, verb: str):
+        from evo.data.records import Record
+
+        return Record("completion", prompt_of(adj, noun, verb), translate(self.lex, adj, noun, verb), "", "translate")
+
+    def parse(self, prompt: str) -> tuple[str, str, str] | None:
+        w = prompt.split()
+        if len(w) != 5 or w[0] != "tr" or w[4] != "=":
+            return None
+        adj, noun, verb = w[1:4]
+        ok = adj in self.adjs and noun in self.nouns and verb in self.verbs
+        return (adj, noun, verb) if ok else None
+
+    def label(self, prompt: str) -> str | None:
+        words = self.parse(prompt)
+        return None if words is None else translate(self.lex, *words)
+
+    def variations(self, record, n: int, rng: random.Random) -> list:
+        """Phrases sharing two of the seed's three words (its adjective first: the weak areas are
+        grouped by the prompt's first words), one word changed."""
+        words = self.parse(record.prompt)
+        if words is None:
+            return []
+        adj, noun, verb = words
+        near = [(adj, noun, v) for v in self.verbs if v != verb] + [(adj, x, verb) for x in self.nouns if x != noun]
+        far = [(a, noun, verb) for a in self.adjs if a != adj]
+        rng.shuffle(near)
+        rng.shuffle(far)
+        picks = near[: max(0, n - n // 4)] + far[: n // 4]
+        return [self._record(*c) for c in picks[:n]]
+
+    def sample(self, n: int, rng: random.Random) -> list:
+        combos = list(itertools.product(self.adjs, self.nouns, self.verbs))
+        return [self._record(*c) for c in rng.sample(combos, min(n, len(combos)))]
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def demo_config(generations: int = 3) -> dict:
+def demo_config(generations: int = 3, seed: int = 0) -> dict:
     """The demo's run config; paths are relative to the folder the data is written to."""
     return {
         "name": "demo",
@@ -148,6 +193,8 @@ def demo_config(generations: int = 3) -> dict:
         },
         "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES},
         "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "prefix:3"},
+        # evo targeted: variations of weak examples by the model and by the demo's own generator
+        "targeted": {"generator": "evo.data.demo:DemoGenerator", "generator_options": {"seed": seed}},
         # evo sweep: 4 trials, 2 at a time, each one worker, so a sweep fits 2 CPU cores
         "tune": {"num_samples": 4, "max_concurrent": 2, "num_workers": 1, "cpus_per_worker": 0.9,
                  "steps": [150, 300], "replay_k": [0, 100], "lr": [1.0e-3, 1.0e-2]},
@@ -168,5 +215,5 @@ def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0) -> 
     _write_jsonl(folder / "paraphrases.jsonl", paraphrase_records(lex))
     atomic_write_text(folder / "lexicon.json", json.dumps(lex, indent=1, sort_keys=True) + "\n")
     cfg_path = folder / "demo.yaml"
-    atomic_write_text(cfg_path, "# evo run " + str(cfg_path) + "\n" + yaml.safe_dump(demo_config(generations), sort_keys=False))
+    atomic_write_text(cfg_path, "# evo run " + str(cfg_path) + "\n" + yaml.safe_dump(demo_config(generations, seed), sort_keys=False))
     return cfg_path

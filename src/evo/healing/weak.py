@@ -67,3 +67,55 @@ def weak_report(scored: list[Scored], threshold: float, thresholds: list[float],
         "worst": [{"prompt": s.record.prompt, "completion": s.record.completion, "category": s.record.category,
                    "perplexity": s.perplexity} for s in ranked[:top]],
     }
+
+
+@dataclass
+class WeakAnalysis:
+    sha: str
+    gen_id: str
+    records: list[Record]  # the set scored
+    source: str
+    model: object
+    tok: object
+    scored: list[Scored]
+    report: dict
+
+
+def holdout_records(lin, cfg) -> list[Record]:
+    """Every generation's holdout: what its model was tested on, never trained on."""
+    from evo.data.store import split
+
+    return [r for row in lin.ledger.rows() if row["data_delta_sha"]
+            for r in split(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction)[1]]
+
+
+def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: list[Record] | None = None,
+            sha: str | None = None) -> WeakAnalysis:
+    """Score a model (the champion, `gen`'s, or `sha`) on `records`, a JSONL file, or every
+    generation's holdout, and report its weak areas with the config's healing thresholds."""
+    from transformers.utils import logging as hf_logging
+
+    from evo.config import ConfigError
+    from evo.data.ingest import ingest_jsonl
+    from evo.model.lineage_model import load_generation
+
+    if sha is None:
+        sha = lin.registry.by_gen(gen) if gen else lin.registry.alias("champion")
+        if not sha:
+            raise ConfigError(f"{lin.registry.path}: no model {'for ' + gen if gen else 'is the champion'}")
+    gid = (lin.registry.model(sha) or {}).get("gen_id") or sha[:12]
+    if records is not None:
+        source = f"{len(records)} given examples"
+    elif data:
+        records, source = ingest_jsonl(data).records, data
+    else:
+        records, source = holdout_records(lin, cfg), "the holdout of every generation"
+    if not records:
+        raise ConfigError(f"{source}: no examples to score")
+    hf_logging.disable_progress_bar()
+    h = cfg.healing
+    model, tok = load_generation(str(lin.root), sha, cfg.model.dtype)
+    scored = score_examples(model, tok, records, cfg.model.max_length)
+    report = weak_report(scored, h.weak_threshold, h.weak_thresholds, h.weak_area)
+    report.update(gen_id=gid, sha=sha, source=source)
+    return WeakAnalysis(sha, gid, records, source, model, tok, scored, report)
