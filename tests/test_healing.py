@@ -105,6 +105,8 @@ def test_weak_spots_rank_by_the_models_own_perplexity():
     assert rep["above_threshold"] == [[2, 2], [4, 1], [8, 1]]
     assert [a["area"] for a in rep["weak_areas"]] == ["chat: hello", "translate: tr red"]  # by share above
     assert rep["worst"][0]["perplexity"] == 9.0
+    strict = weak_report(fake, threshold=2.5, thresholds=[2], area="prefix:2", share=0.6)
+    assert [a["area"] for a in strict["weak_areas"]] == ["chat: hello"]  # 1 of 2 above is not 60%
     assert area_of(recs[2], "category") == "chat"
     with pytest.raises(ValueError, match="unknown area grouping"):
         area_of(recs[0], "words")

@@ -216,3 +216,73 @@ def test_weak_reports_the_models_weak_areas(base_root, demo_dir, tmp_path):
     counts = [n for _, n in report["above_threshold"]]
     assert counts == sorted(counts, reverse=True) and report["weak_areas"]  # more above lower thresholds
     assert "examples above each perplexity threshold" in out.stdout and "weak areas" in out.stdout
+
+
+def test_targeted_writes_filtered_variations_of_weak_examples(base_root, demo_dir, tmp_path):
+    """`evo targeted` on generation 0 with the demo's generator: new, correctly labelled phrases in
+    the weak areas, none repeating the lineage's data or the set it was scored on."""
+    from evo.atomic import atomic_write_json
+    from evo.data.demo import DemoGenerator
+    from evo.data.ingest import ingest_jsonl
+
+    root = copy_root(base_root, tmp_path)
+    atomic_write_json(root / "run_config.json", tiny_config(demo_dir, "healing.weak_area=prefix:2").model_dump(mode="json"))
+    out = subprocess.run([sys.executable, "-m", "evo.cli", "targeted", "--root", str(root), "--data",
+                          str(demo_dir / "gen1.jsonl"), "--threshold", "2", "--set", "targeted.seeds=20"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((root / "targeted" / "gen-0.json").read_text())
+    written = ingest_jsonl(root / "targeted" / "gen-0.jsonl").records  # readable as the next delta
+    assert len(written) == report["kept"] > 0 and report["seeds"] == 20
+    assert report["candidates"] == report["kept"] + sum(report["dropped"].values())
+    assert set(report["candidates_by_source"]) == {"model", "generator"}
+    gen = DemoGenerator(0)
+    assert all(r.completion == gen.label(r.prompt) for r in written)  # every kept one correctly labelled
+    seen = {r.prompt for f in ("base.jsonl", "gen1.jsonl") for r in ingest_jsonl(demo_dir / f).records}
+    assert not {r.prompt for r in written} & seen
+    assert set(report["kept_by_area"]) <= set(report["weak_areas"])
+    assert "kept" in out.stdout and "data.generations" in out.stdout
+
+
+def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
+    """One round from generation 0: equal-sized targeted and random data, children trained and
+    scored on the same evaluation set, nothing of the lineage's ledger or registry changed."""
+    import random
+
+    from evo.data.demo import DemoGenerator
+    from evo.healing.experiment import run_experiment
+    from evo.report import build_report
+
+    root = copy_root(base_root, tmp_path)
+    cfg = tiny_config(demo_dir, "healing.weak_area=prefix:2", "healing.weak_threshold=2", "targeted.seeds=20",
+                      "train.steps=10", "train.checkpoint_every=5")
+    lin = Lineage(root)
+    start = lin.registry.alias("champion")
+    before = {f: (root / f).read_text() for f in ("ledger.csv", "registry.json")}
+    evals = DemoGenerator(0).sample(60, random.Random(5))
+    state = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: None)
+    (row,) = state["rounds"]
+    t, r = row["targeted"], row["random"]
+    assert t["records"] == r["records"] > 0 and len(t["data_rows"]) == len(r["data_rows"])
+    eval_prompts = {e.prompt for e in evals}
+    for arm in (t, r):
+        assert not {d["prompt"] for d in arm["data_rows"]} & eval_prompts
+        assert lin.models.chain(arm["child"]) == [start, arm["child"]]
+        assert arm["after"]["overall"]["n"] == 60 and arm["before"] == t["before"]  # same start, same set
+        assert set(arm["gain"]) == {"overall", "weak", "weak_round1"}
+    assert t["child"] != r["child"] and row["weak_areas"]
+    assert {f: (root / f).read_text() for f in before} == before  # not generations: ledger, registry untouched
+    again = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: pytest.fail(f"redid work: {msg}"))
+    assert again["rounds"][0]["targeted"]["child"] == t["child"]  # a rerun continues, nothing redone
+    html = build_report(root, lambda m: None).read_text()
+    assert "From " + start[:12] in html and "weak acc. gain" in html
+
+
+def test_experiment_without_an_evaluation_source_says_what_to_give(base_root, demo_dir, tmp_path):
+    from evo.atomic import atomic_write_json
+
+    root = copy_root(base_root, tmp_path)
+    atomic_write_json(root / "run_config.json", tiny_config(demo_dir, "targeted.generator=null").model_dump(mode="json"))
+    out = subprocess.run([sys.executable, "-m", "evo.cli", "experiment", "--root", str(root)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "--data FILE" in out.stderr and "Traceback" not in out.stderr

@@ -156,7 +156,8 @@ def _print_weak(w) -> None:
     print(f"{w.gen_id} ({w.sha[:12]}) on {report['examples']} examples from {w.source}")
     print("examples above each perplexity threshold: "
           + ", ".join(f">{t:g}: {n}" for t, n in report["above_threshold"]))
-    print(f"weak areas (perplexity > {threshold:g}, grouped by {report['area_grouping']}):")
+    print(f"weak areas (at least {report['weak_share']:.0%} of their examples above perplexity {threshold:g}, "
+          f"grouped by {report['area_grouping']}):")
     for a in report["weak_areas"][:15]:
         print(f"  {a['area']}: {a['above']}/{a['examples']} above, mean perplexity {a['mean_perplexity']:.2f}")
     if not report["weak_areas"]:
@@ -198,6 +199,51 @@ def cmd_targeted(args) -> int:
           f"{_num(r['mean_difficulty'])}, diversity {_num(r['mean_diversity'])}")
     print(f"wrote {out} (report: {out.with_suffix('.json')})\n"
           f"train on it as the next delta: add it to data.generations in your config, then `evo run`")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    import random
+
+    from evo.data.ingest import ingest_jsonl
+    from evo.driver import Lineage
+    from evo.healing.experiment import NAME, run_experiment
+    from evo.healing.targeted import TargetedError, load_generator
+
+    root = Path(args.root).resolve()
+    cfg, lin = _saved_config(root, args.set or []), Lineage(root)
+    start = lin.registry.by_gen(args.gen) if args.gen else lin.registry.alias("champion")
+    if not start:
+        raise ConfigError(f"{lin.registry.path}: no model {'for ' + args.gen if args.gen else 'is the champion'}")
+    if args.data:
+        eval_records = ingest_jsonl(args.data).records
+    else:
+        gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
+        if gen is None:
+            raise TargetedError("give an evaluation set (--data FILE) or a domain generator (targeted.generator)")
+        eval_records = gen.sample(args.eval_size, random.Random(args.seed + 7919))
+    pool = ingest_jsonl(args.pool).records if args.pool else []
+    start_ray(args.address)
+    print(f"targeted vs random from {start[:12]}: {args.rounds} round(s), {len(eval_records)} evaluation examples",
+          flush=True)
+    state = run_experiment(cfg, lin, start, args.rounds, eval_records, pool, args.steps, args.seed,
+                           lambda msg: print(f"experiment {msg}", flush=True), fresh=args.fresh)
+    for row in state["rounds"]:
+        t, r = row["targeted"], row["random"]
+        print(f"round {row['round']}: {t['records']} records each; accuracy on the weak areas "
+              f"{_num(t['before']['weak']['accuracy'])} -> targeted {_num(t['after']['weak']['accuracy'])}, "
+              f"random {_num(r['after']['weak']['accuracy'])}; overall targeted {_num(t['after']['overall']['accuracy'])}, "
+              f"random {_num(r['after']['overall']['accuracy'])}; gain ratio (weak accuracy) "
+              f"{_num(row['ratio']['weak']['accuracy'])}")
+    if state.get("note"):
+        print(state["note"])
+    s = state["summary"]
+    if s["lead_from_start"]:
+        leads = ", ".join(_num(x["weak_round1"]["accuracy"]) for x in s["lead_from_start"])
+        print(f"targeted minus random since the start, accuracy on round 1's weak areas, by round: {leads}"
+              + ("" if s["lead_grows_each_round"] is None else
+                 f" ({'grew' if s['lead_grows_each_round'] else 'did not grow'} every round)"))
+    print(f"wrote {root / 'experiments' / (NAME + '.json')}; `evo report --root {args.root}` shows it")
     return 0
 
 
@@ -288,6 +334,7 @@ VERBS = {
     "report": (cmd_report, "write ROOT/report.html: evals, loss curves, the lineage tree, healing, sweeps"),
     "weak": (cmd_weak, "rank examples by the model's perplexity and report the weak areas"),
     "targeted": (cmd_targeted, "write targeted variations of the weak areas' examples as the next delta"),
+    "experiment": (cmd_experiment, "train on targeted and on random data of the same size, round after round, and compare"),
     "correct": (cmd_correct, "record corrections (prompt, wrong, corrected, pattern, reason) for the next generation"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
     "ab": (cmd_ab, "run an A/B round on the latest promoted generation, then promote or revert it"),
@@ -339,6 +386,18 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--data", help="JSONL to score (default: every generation's holdout)")
             s.add_argument("--threshold", type=float, help="perplexity above which an example is weak "
                                                            "(default: healing.weak_threshold)")
+        if name == "experiment":
+            s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                           help="override a field of the root's saved run config, e.g. train.steps=100")
+            s.add_argument("--gen", help="start model (default: the champion)")
+            s.add_argument("--rounds", type=int, default=2, help="rounds; each trains one child per line")
+            s.add_argument("--eval-size", type=int, default=200, help="evaluation examples drawn from the generator")
+            s.add_argument("--data", help="JSONL evaluation set (default: drawn from targeted.generator)")
+            s.add_argument("--pool", help="JSONL to draw the random arm from (default: targeted.generator)")
+            s.add_argument("--steps", type=int, help="training steps per child (default: train.steps)")
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--fresh", action="store_true", help="replace an earlier experiment instead of continuing it")
+            s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "targeted":
             s.add_argument("--out", help="JSONL to write (default: ROOT/targeted/<gen>.jsonl)")
             s.add_argument("--seed", type=int, default=0, help="sampling seed")

@@ -148,6 +148,8 @@ class HealingConfig(_Strict):
     weak_threshold: float = Field(4.0, gt=1, description="evo weak: an example is weak above this perplexity.")
     weak_thresholds: list[float] = Field(default_factory=lambda: [1.5, 2.0, 4.0, 8.0, 16.0],
                                          description="evo weak: how many examples fall above each, to choose from.")
+    weak_share: float = Field(0.5, gt=0, le=1, description="evo weak: an area is weak when at least this share "
+                                                           "of its examples are above the threshold.")
     weak_area: str = Field("category", pattern=r"^(category|prefix:[1-9][0-9]*)$",
                            description="evo weak: group examples by 'category' or 'prefix:N' (category + first N words).")
 

@@ -52,16 +52,19 @@ def score_examples(model, tok, records: list[Record], max_length: int, batch_siz
     return out
 
 
-def weak_report(scored: list[Scored], threshold: float, thresholds: list[float], area: str, top: int = 20) -> dict:
+def weak_report(scored: list[Scored], threshold: float, thresholds: list[float], area: str, top: int = 20,
+                share: float = 0.5) -> dict:
+    """Areas where at least `share` of the examples are above `threshold` are weak (so a broad area
+    with one bad example is not), worst share first."""
     ranked = sorted(scored, key=lambda s: s.perplexity, reverse=True)
     groups: dict[str, list[float]] = defaultdict(list)
     for s in scored:
         groups[area_of(s.record, area)].append(s.perplexity)
     areas = [{"area": a, "examples": len(v), "above": sum(p > threshold for p in v),
               "mean_perplexity": sum(v) / len(v), "max_perplexity": max(v)} for a, v in groups.items()]
-    weak = sorted((a for a in areas if a["above"]), key=lambda a: (-a["above"] / a["examples"], -a["mean_perplexity"]))
+    weak = sorted((a for a in areas if a["above"] and a["above"] >= share * a["examples"]), key=lambda a: (-a["above"] / a["examples"], -a["mean_perplexity"]))
     return {
-        "examples": len(scored), "threshold": threshold, "area_grouping": area,
+        "examples": len(scored), "threshold": threshold, "area_grouping": area, "weak_share": share,
         "above_threshold": [[t, sum(s.perplexity > t for s in scored)] for t in sorted(thresholds)],
         "weak_areas": weak,
         "worst": [{"prompt": s.record.prompt, "completion": s.record.completion, "category": s.record.category,
@@ -116,6 +119,6 @@ def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: 
     h = cfg.healing
     model, tok = load_generation(str(lin.root), sha, cfg.model.dtype)
     scored = score_examples(model, tok, records, cfg.model.max_length)
-    report = weak_report(scored, h.weak_threshold, h.weak_thresholds, h.weak_area)
+    report = weak_report(scored, h.weak_threshold, h.weak_thresholds, h.weak_area, share=h.weak_share)
     report.update(gen_id=gid, sha=sha, source=source)
     return WeakAnalysis(sha, gid, records, source, model, tok, scored, report)

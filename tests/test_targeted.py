@@ -1,0 +1,130 @@
+"""Targeted data: the demo's generator, the filter (dedupe, quality, diversity, share) and loading."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
+from evo.data.records import Record, parse_record
+from evo.healing.experiment import gain, random_records, ratio, summarize
+from evo.healing.targeted import (Candidate, Filter, TargetedError, jaccard, load_generator, record_json, select,
+                                  trigrams)
+
+
+def rec(prompt: str, completion: str = " x", kind: str = "completion") -> Record:
+    return Record(kind, prompt, completion, "", "translate")
+
+
+def cand(prompt: str, score: float, quality: float = 1.0, completion: str = " x") -> Candidate:
+    c = Candidate(rec(prompt, completion), "generator", "seed", "area", "generator", quality=quality)
+    c.score = score
+    return c
+
+
+F = Filter(keep_share=1.0, max_records=100, min_quality=0.5, near_duplicate=0.9, max_chars=200,
+           banned_phrases=["as an ai"])
+
+
+def test_demo_generator_labels_varies_and_samples_within_the_domain():
+    g = DemoGenerator(seed=0)
+    lex = _lexicon(0)
+    assert g.label("tr sad yak digs =") == translate(lex, "sad", "yak", "digs")
+    for bad in ("tr sad yak flies =", "tr sad yak digs", "hello", "tr sad yak digs = now"):
+        assert g.label(bad) is None, bad
+    seed = rec("tr red fox runs =", translate(lex, "red", "fox", "runs"))
+    vs = g.variations(seed, 8, random.Random(1))
+    assert len(vs) == 8 and len({v.prompt for v in vs}) == 8
+    for v in vs:
+        words = v.prompt.split()[1:4]
+        assert sum(a == b for a, b in zip(words, ["red", "fox", "runs"])) == 2  # one word changed
+        assert v.completion == g.label(v.prompt)
+    assert g.variations(rec("not a phrase"), 4, random.Random(0)) == []
+    drawn = g.sample(50, random.Random(2))
+    assert len({d.prompt for d in drawn}) == 50
+    vocab = set(sum(ADJECTIVES + NOUNS + VERBS, []))
+    assert all(set(d.prompt.split()[1:4]) <= vocab for d in drawn)
+
+
+def test_filter_drops_duplicates_invalid_and_low_quality_and_says_why():
+    cands = [cand("tr red fox runs =", 0.9), cand("tr red fox runs =", 0.8),  # the same prompt twice
+             cand("tr old cat eats =", 0.7),  # already in the lineage's data
+             cand("tr big dog sees =", 0.6, completion=" as an AI, no"),  # banned phrase
+             cand("tr hot eel hides =", 0.5, quality=0.2),  # below min quality
+             cand("tr shy ant digs =", 0.4, completion=" ")]  # empty
+    kept = select(cands, {"tr old cat eats ="}, F)
+    assert [c.record.prompt for c in kept] == ["tr red fox runs ="]
+    why = [c.dropped for c in cands]
+    assert why[1] == "duplicate" and why[2] == "duplicate"
+    assert "banned phrase" in why[3] and why[4].startswith("quality 0.20") and why[5] == "empty completion"
+
+
+def test_filter_prefers_diverse_picks_and_keeps_the_share():
+    near = [cand(f"tr red fox runs fast {i} =", 1.0 - i * 0.01) for i in range(4)]  # near-identical, high score
+    far = [cand("tr calm gnu swims =", 0.6), cand("tr dark jay sings =", 0.55)]
+    f = Filter(keep_share=0.5, max_records=100, min_quality=0.0, near_duplicate=0.95, max_chars=200)
+    kept = select(near + far, set(), f)
+    assert len(kept) == 3  # half of 6
+    assert kept[0] is near[0]
+    assert {c.record.prompt for c in kept[1:]} == {"tr calm gnu swims =", "tr dark jay sings ="}  # diversity wins
+    assert all(0 < c.diversity <= 1 for c in kept)
+    assert all(c.dropped == "below the kept share" for c in near[1:])
+
+
+def test_near_duplicates_of_a_pick_are_dropped():
+    a, b = cand("tr red fox runs quickly =", 1.0), cand("tr red fox runs quickly =!", 0.9)
+    assert 0.8 <= jaccard(trigrams(a.record.prompt), trigrams(b.record.prompt)) < 1  # not an exact duplicate
+    kept = select([a, b], set(), Filter(1.0, 10, 0.0, 0.8, 200))
+    assert kept == [a] and b.dropped == "near-duplicate of a kept one"
+
+
+def test_max_records_caps_what_is_kept():
+    cands = [cand(f"tr {a} {n} runs =", 1.0) for a in ADJECTIVES[0] for n in NOUNS[0]]
+    assert len(select(cands, set(), Filter(1.0, 7, 0.0, 1.0, 200))) == 7
+
+
+def test_records_are_written_in_a_form_ingest_reads_back():
+    chat = parse_record({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                         "category": "chat"})
+    for r in (rec("tr red fox runs =", " ab cd"), chat, parse_record({"text": "free text"})):
+        back = parse_record(json.loads(json.dumps(record_json(r))))
+        assert back.sha == r.sha and back.category == r.category
+
+
+def test_generator_spec_errors_name_the_problem():
+    assert load_generator(None, {}) is None
+    with pytest.raises(TargetedError, match="cannot import"):
+        load_generator("no_such_module_xyz:Gen", {})
+    with pytest.raises(TargetedError, match="do not fit"):
+        load_generator("evo.data.demo:DemoGenerator", {"colour": "red"})
+    with pytest.raises(TargetedError, match="has no variations"):
+        load_generator("json:JSONDecoder", {})
+
+
+def test_random_arm_draws_unseen_records_only():
+    g = DemoGenerator(0)
+    known = {r.prompt for r in g.sample(1000, random.Random(0))}
+    got = random_records(g, [], 50, known, random.Random(1))
+    assert len(got) == 50 and not {r.prompt for r in got} & known
+    pool = [rec(f"p{i}") for i in range(10)]
+    assert {r.prompt for r in random_records(None, pool, 20, {"p3"}, random.Random(0))} == {f"p{i}" for i in range(10)} - {"p3"}
+
+
+def test_gains_ratios_and_compounding():
+    before = {"overall": {"n": 4, "loss": 2.0, "accuracy": 0.25}, "weak": {"n": 0, "loss": None, "accuracy": None}}
+    after = {"overall": {"n": 4, "loss": 1.5, "accuracy": 0.75}, "weak": {"n": 0, "loss": None, "accuracy": None}}
+    g = gain(before, after)
+    assert g["overall"] == {"loss": 0.5, "accuracy": 0.5} and g["weak"] == {"loss": None, "accuracy": None}
+    assert ratio(0.4, 0.2) == 2.0 and ratio(0.4, 0.0) is None and ratio(None, 1.0) is None
+
+    def row(t_acc, r_acc):
+        arm = lambda a: {"gain_from_start": {"overall": {"loss": 0, "accuracy": a}, "weak_round1": {"loss": 0, "accuracy": a}}}
+        return {"targeted": arm(t_acc), "random": arm(r_acc)}
+
+    s = summarize([row(0.2, 0.1), row(0.5, 0.2)])
+    assert s["lead_from_start"][1]["weak_round1"]["accuracy"] == pytest.approx(0.3)
+    assert s["lead_grows_each_round"] is True
+    assert summarize([row(0.2, 0.1), row(0.2, 0.2)])["lead_grows_each_round"] is False
+    assert summarize([row(0.2, 0.1)])["lead_grows_each_round"] is None
