@@ -192,9 +192,12 @@ def demo_config(generations: int = 3, seed: int = 0) -> dict:
             **({"corrections": {2: "corrections.jsonl"}} if generations >= 2 else {}),
         },
         "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES},
-        "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "prefix:3"},
-        # evo targeted: variations of weak examples by the model and by the demo's own generator
-        "targeted": {"generator": "evo.data.demo:DemoGenerator", "generator_options": {"seed": seed}},
+        # weak areas per adjective ("tr red"): each has about one example in ten of an evaluation set
+        "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "prefix:2"},
+        # evo targeted / evo experiment: variations of the weakest examples by the model and by the
+        # demo's own generator, about 100-150 records per round
+        "targeted": {"generator": "evo.data.demo:DemoGenerator", "generator_options": {"seed": seed},
+                     "seeds": 60, "generator_variations": 6, "keep_share": 0.6},
         # evo sweep: 4 trials, 2 at a time, each one worker, so a sweep fits 2 CPU cores
         "tune": {"num_samples": 4, "max_concurrent": 2, "num_workers": 1, "cpus_per_worker": 0.9,
                  "steps": [150, 300], "replay_k": [0, 100], "lr": [1.0e-3, 1.0e-2]},
