@@ -40,6 +40,7 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     assert "A/B gen-2:" in out.stdout
     assert rows["gen-2"]["ab_result"].split(":")[0] in ("candidate better", "candidate worse", "undecided")
     assert (root / "ab" / "round-gen-2.jsonl").exists()
+    assert "report:" in out.stdout and "planted-0-red-fox" in (root / "report.html").read_text()
     ledger = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", str(root)],
                             capture_output=True, text=True, timeout=120)
     assert ledger.stdout.splitlines()[0].split()[:2] == ["GEN_ID", "child_sha"]

@@ -97,6 +97,9 @@ def cmd_demo(args) -> int:
             _ab(cfg, root, args.ab_budget, args.port)
         except NothingToTest as e:
             print(f"no A/B round: {e}")
+    from evo.report import build_report
+
+    print(f"\nreport: {build_report(root, lambda msg: None)} (evo report --root {args.root} writes it again)")
     return 0
 
 
