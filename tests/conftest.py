@@ -34,13 +34,17 @@ def tiny_config(demo_dir: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray cluster (never a stray one), shut down at the end of the module."""
+def ray_cluster(tmp_path_factory):
+    """A local Ray cluster (never a stray one), shut down at the end of the module. Its workers keep
+    mirrors of URI lineage roots in their own cache folder ($EVO_WORKER_CACHE here), as another
+    machine would."""
     import ray
 
     from evo.cli import WORKER_ENV
 
+    cache = str(tmp_path_factory.mktemp("worker-cache"))
+    os.environ["EVO_WORKER_CACHE"] = cache
     ray.init(address="local", num_cpus=3,
-             runtime_env={"env_vars": WORKER_ENV})
+             runtime_env={"env_vars": {**WORKER_ENV, "EVO_CACHE": cache}})
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

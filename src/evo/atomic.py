@@ -31,6 +31,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    from evo.storage import after_write  # a root that is a URI: the object is replaced whole
+
+    after_write(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -39,6 +39,24 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env)
 
 
+def _location(raw: str) -> str:
+    """--root as every process should open it: a URI as given, a folder made absolute."""
+    from evo.storage import is_uri
+
+    return raw.rstrip("/") if is_uri(raw) else str(Path(raw).resolve())
+
+
+def _open_root(raw: str) -> Path:
+    """The local folder for --root: the folder, or this machine's mirror of a URI, its state fetched."""
+    from evo.storage import is_uri
+
+    if not is_uri(raw):
+        return Path(raw).resolve()
+    from evo.driver import Lineage
+
+    return Lineage(raw).root
+
+
 def print_ledger(root: Path, as_json: bool) -> None:
     from evo.lineage.ledger import Ledger
 
@@ -61,15 +79,16 @@ def print_ledger(root: Path, as_json: bool) -> None:
         print("A/B: " + "; ".join(ab))
 
 
-def _run_config(cfg, root: Path, address: str | None, tune: bool = False, max_generations=None) -> int:
+def _run_config(cfg, root: str, address: str | None, tune: bool = False, max_generations=None) -> int:
     from evo.driver import run
     from evo.progress import Progress
 
     start_ray(address)
     summary = run(cfg, root, Progress(), tune=tune, max_generations=max_generations)
     print()
-    print_ledger(root, as_json=False)
-    print(f"\nlineage root: {summary.root}\n  ledger:   {summary.root / 'ledger.csv'}\n"
+    print_ledger(summary.root, as_json=False)
+    mirror = f" (this machine's mirror: {summary.root})" if str(summary.root) != root else ""
+    print(f"\nlineage root: {root}{mirror}\n  ledger:   {summary.root / 'ledger.csv'}\n"
           f"  registry: {summary.root / 'registry.json'}\n  models:   {summary.root / 'models'}\n"
           f"  evals:    {summary.root / 'evals'}")
     if summary.stopped:
@@ -84,11 +103,11 @@ def overrides(args) -> list[str]:
 def cmd_demo(args) -> int:
     from evo.data.demo import write_demo_data
 
-    root = Path(args.root).resolve()
+    root = _open_root(args.root)
     cfg_path = write_demo_data(root / "demo_data", generations=args.generations)
     print(f"demo data and config written to {cfg_path.parent}")
     cfg = load_config(cfg_path, overrides(args))
-    _run_config(cfg, root, None)
+    _run_config(cfg, _location(args.root), None)
     if args.ab_budget > 0:
         from evo.serving.ab_round import NothingToTest
 
@@ -119,7 +138,7 @@ def ledger_ab_result(root: Path, gen_id: str) -> str:
 
 
 def cmd_ab(args) -> int:
-    root = Path(args.root).resolve()
+    root = _open_root(args.root)
     cfg = _saved_config(root)
     start_ray(args.address)
     _ab(cfg, root, args.budget, args.port)
@@ -170,7 +189,7 @@ def _print_weak(w) -> None:
 def cmd_weak(args) -> int:
     from evo.atomic import atomic_write_json
 
-    root = Path(args.root).resolve()
+    root = _open_root(args.root)
     _, _, w = _weak_analysis(args, root)
     out = root / "weak" / f"{w.gen_id}.json"
     atomic_write_json(out, w.report)
@@ -183,7 +202,7 @@ def cmd_targeted(args) -> int:
     from evo.atomic import atomic_write_json
     from evo.healing.targeted import targeted_for, write_jsonl
 
-    root = Path(args.root).resolve()
+    root = _open_root(args.root)
     cfg, lin, w = _weak_analysis(args, root)
     _print_weak(w)
     print(f"making targeted variations of the {cfg.targeted.seeds} weakest examples "
@@ -213,7 +232,7 @@ def cmd_experiment(args) -> int:
     from evo.healing.experiment import NAME, run_experiment
     from evo.healing.targeted import TargetedError, load_generator
 
-    root = Path(args.root).resolve()
+    root = _open_root(args.root)
     cfg, lin = _saved_config(root, args.set or []), Lineage(root)
     start = lin.registry.by_gen(args.gen) if args.gen else lin.registry.alias("champion")
     if not start:
@@ -257,7 +276,7 @@ def _num(x) -> str:
 def cmd_report(args) -> int:
     from evo.report import build_report
 
-    root = Path(args.root).resolve()
+    root = _open_root(args.root)
     if not (root / "ledger.csv").exists():
         raise ConfigError(f"{root / 'ledger.csv'}: no lineage here; run `evo run` or `evo demo` with this --root first")
     out = build_report(root, lambda msg: print(f"report {msg}", flush=True))
@@ -267,7 +286,7 @@ def cmd_report(args) -> int:
 
 def cmd_run(args) -> int:
     cfg = load_config(args.config, overrides(args))
-    return _run_config(cfg, Path(args.root).resolve(), args.address, tune=args.tune)
+    return _run_config(cfg, _location(args.root), args.address, tune=args.tune)
 
 
 def cmd_correct(args) -> int:
@@ -284,7 +303,7 @@ def cmd_correct(args) -> int:
                                        "reason": args.reason or ""})]
         except CorrectionError as e:
             raise IngestError(f"correction: {e}") from None
-    store = CorrectionStore(Path(args.root))
+    store = CorrectionStore(_open_root(args.root))
     added = store.add(items)
     print(f"{store.path}: {len(added)} correction(s) recorded, {len(items) - len(added)} already there; "
           f"{len(store.all())} in all, over {len(store.patterns())} pattern(s). They join the next generation's data.")
@@ -293,14 +312,13 @@ def cmd_correct(args) -> int:
 
 def cmd_sweep(args) -> int:
     cfg = load_config(args.config, overrides(args))
-    root = Path(args.root).resolve()
-    code = _run_config(cfg, root, args.address, tune=True, max_generations=1)
-    print(f"  trials:   {root / 'trials'}")
+    code = _run_config(cfg, _location(args.root), args.address, tune=True, max_generations=1)
+    print(f"  trials:   {_location(args.root)}/trials")
     return code
 
 
 def cmd_ledger(args) -> int:
-    print_ledger(Path(args.root), args.json)
+    print_ledger(_open_root(args.root), args.json)
     return 0
 
 
@@ -317,7 +335,7 @@ def cmd_serve(args) -> int:
 
     from evo.serving.deployments import SERVE_LOGGING, build_app
 
-    root = Path(args.root).resolve()
+    root = _location(args.root)  # a URI: each replica follows it through its own mirror
     start_ray(args.address)
     serve.start(http_options={"host": args.host, "port": args.port}, logging_config=SERVE_LOGGING)
     resources = {"num_gpus": args.num_gpus, "num_cpus": 1} if args.num_gpus else None
@@ -351,7 +369,8 @@ def parser() -> argparse.ArgumentParser:
     for name, (fn, help_) in VERBS.items():
         s = sub.add_parser(name, help=help_, description=help_)
         s.set_defaults(fn=fn)
-        s.add_argument("--root", default=DEFAULT_ROOT, help=f"lineage root folder (default: ./{DEFAULT_ROOT})")
+        s.add_argument("--root", default=DEFAULT_ROOT, help=f"lineage root: a folder (default: ./{DEFAULT_ROOT}) or a "
+                                                           "URI every node reaches (s3://, gs://, file://)")
         if name in ("run", "check", "sweep"):
             s.add_argument("config", help="YAML run config")
         if name in ("run", "check", "demo", "sweep"):

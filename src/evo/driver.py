@@ -48,15 +48,21 @@ def gen_id(index: int) -> str:
 class Lineage:
     """Everything under one lineage root."""
 
-    root: Path
+    root: Path  # a local folder, or a URI (s3://, gs://, file://) that every node reaches: see evo.storage
+    location: str = field(init=False)  # the root as other processes open it (the URI, or the folder)
     ledger: Ledger = field(init=False)
     registry: Registry = field(init=False)
     data: DataStore = field(init=False)
     models: ModelStore = field(init=False)
 
     def __post_init__(self):
-        self.root = Path(self.root).resolve()
+        from evo.storage import is_uri, remote_for, resolve
+
+        self.location = str(self.root).rstrip("/") if is_uri(self.root) else str(Path(self.root).resolve())
+        self.root = resolve(self.root)  # a URI: this process's mirror of it, its mutable files fresh
         self.root.mkdir(parents=True, exist_ok=True)
+        if (remote := remote_for(self.root)) is not None:
+            remote.pull_state()
         self.ledger, self.registry = Ledger(self.root), Registry(self.root)
         self.data, self.models = DataStore(self.root), ModelStore(self.root)
 
@@ -172,7 +178,7 @@ def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig)
     """Each model evaluated in its own Ray task (in parallel where there are CPUs or GPUs)."""
     gpus = 1 if cfg.train.use_gpu else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_generation)
-    return ray.get([task.remote(str(lin.root), s, spec, cfg.model.dtype) for s in shas])
+    return ray.get([task.remote(lin.location, s, spec, cfg.model.dtype) for s in shas])
 
 
 def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> GenerationScores:
@@ -202,10 +208,12 @@ def score_history(lin: Lineage) -> list[GenerationScores]:
 
 
 def loop_config(cfg: EvoConfig, lin: Lineage, gid: str, **extra) -> dict:
+    from evo.storage import uri_of
+
     t = cfg.train
     return {
-        "root": str(lin.root), "mix_path": str(lin.run_dir(gid) / "mix.parquet"),
-        "val_path": str(lin.run_dir(gid) / "val.parquet"), "strategy": t.strategy,
+        "root": lin.location, "mix_path": uri_of(lin.run_dir(gid) / "mix.parquet"),
+        "val_path": uri_of(lin.run_dir(gid) / "val.parquet"), "strategy": t.strategy,
         "zero_stage": t.zero_stage, "steps": t.steps, "batch_size": t.batch_size, "lr": t.lr,
         "warmup_steps": t.warmup_steps, "checkpoint_every": t.checkpoint_every, "seed": t.seed,
         "lora": t.lora.model_dump(), "max_length": cfg.model.max_length, "dtype": cfg.model.dtype,
@@ -213,12 +221,19 @@ def loop_config(cfg: EvoConfig, lin: Lineage, gid: str, **extra) -> dict:
     }
 
 
+def ray_storage(lin: Lineage) -> str:
+    """Ray Train's and Tune's storage_path: `runs/` under the root (a URI root: Ray writes there itself)."""
+    from evo.storage import uri_of
+
+    return uri_of(lin.root / "runs" / "ray")
+
+
 def train(cfg: EvoConfig, lin: Lineage, gid: str, loop_cfg: dict, progress: Progress):
     t = cfg.train
     progress(gid, f"training on Ray Train: {t.num_workers} workers, {t.strategy}"
              + (f" ZeRO-{t.zero_stage}" if t.strategy == "deepspeed" else "")
              + f", {loop_cfg['steps']} steps, checkpoint every {loop_cfg['checkpoint_every']}")
-    out = run_training(loop_cfg, t, str(lin.root / "runs" / "ray"), f"{cfg.name}-{gid}",
+    out = run_training(loop_cfg, t, ray_storage(lin), f"{cfg.name}-{gid}",
                        lin.run_dir(gid) / "best")
     s = out.summary
     tps = s["tokens"] / s["step_seconds"] if s.get("step_seconds") else float("nan")
@@ -264,9 +279,12 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
         shutil.rmtree(init_dir)
     build_tiny_llama(cfg.model.tiny, tok, cfg.train.seed).save_pretrained(str(init_dir))
     tok.save_pretrained(str(init_dir))
+    from evo.storage import after_write_tree, uri_of
+
+    after_write_tree(init_dir)  # a URI root: the workers fetch it from there
     progress(GEN0, f"built tokenizer ({len(tok)} tokens) and a tiny Llama from config; pretraining")
     p = cfg.model.pretrain
-    loop_cfg = loop_config(cfg, lin, GEN0, mode="full", init_dir=str(init_dir), steps=p.steps,
+    loop_cfg = loop_config(cfg, lin, GEN0, mode="full", init_dir=uri_of(init_dir), steps=p.steps,
                            batch_size=p.batch_size, lr=p.lr, checkpoint_every=max(1, p.steps // 4))
     out = train(cfg, lin, GEN0, loop_cfg, progress)
 
@@ -456,7 +474,7 @@ def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None, tune
     """Run generation 0 (if needed) and every configured generation not yet in the ledger
     (at most `max_generations` new ones); with `tune`, each one is a Ray Tune sweep."""
     progress = progress or Silent()
-    lin = Lineage(Path(root))
+    lin = Lineage(root)
     # The resolved config of the latest run, for verbs that take only --root (evo ab).
     atomic_write_json(lin.root / "run_config.json", cfg.model_dump(mode="json"))
     reconcile(lin, progress)

@@ -36,7 +36,9 @@ class DataStore:
     """`data/<sha>.parquet` under the lineage root; a stored delta is never rewritten."""
 
     def __init__(self, root: str | Path):
-        self.dir = Path(root) / "data"
+        from evo.storage import resolve
+
+        self.dir = resolve(root) / "data"
 
     def path(self, sha: str) -> Path:
         return self.dir / f"{sha}.parquet"
@@ -51,8 +53,10 @@ class DataStore:
         return sha
 
     def get(self, sha: str) -> list[Record]:
+        from evo.storage import ensure
+
         path = self.path(sha)
-        if not path.exists():
+        if not ensure(path):  # a URI root: fetched into this node's mirror once
             raise FileNotFoundError(f"{path}: delta {sha[:12]} is not in the store")
         cols = pq.read_table(path).to_pydict()
         records = [Record(**{f: cols[f][i] for f in _FIELDS}) for i in range(len(cols["kind"]))]

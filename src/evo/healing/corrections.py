@@ -91,7 +91,9 @@ def read_corrections_file(path: str | Path) -> list[Correction]:
 
 class CorrectionStore:
     def __init__(self, root: str | Path):
-        self.path = Path(root) / "corrections.jsonl"
+        from evo.storage import resolve
+
+        self.path = resolve(root) / "corrections.jsonl"
 
     def all(self) -> list[Correction]:
         """Every recorded correction, oldest first (a line cut short by a crash is skipped)."""
@@ -123,6 +125,9 @@ class CorrectionStore:
                     f.write(lines)
                     f.flush()
                     os.fsync(f.fileno())
+                from evo.storage import after_write
+
+                after_write(self.path)  # a URI root: the whole file, replaced
         return new
 
     def patterns(self) -> dict[str, list[Correction]]:

@@ -32,7 +32,9 @@ def _fmt(value: Any) -> str:
 
 class Ledger:
     def __init__(self, root: str | Path):
-        self.path = Path(root) / "ledger.csv"
+        from evo.storage import resolve
+
+        self.path = resolve(root) / "ledger.csv"
 
     def rows(self) -> list[dict[str, str]]:
         if not self.path.exists():

@@ -21,7 +21,9 @@ class RegistryError(ValueError):
 
 class Registry:
     def __init__(self, root: str | Path):
-        self.path = Path(root) / "registry.json"
+        from evo.storage import resolve
+
+        self.path = resolve(root) / "registry.json"
 
     def load(self) -> dict[str, Any]:
         if not self.path.exists():

@@ -55,14 +55,18 @@ class ModelStore:
     """Reads and writes `models/<sha>/` under a lineage root."""
 
     def __init__(self, root: str | Path):
-        self.dir = Path(root) / "models"
+        from evo.storage import resolve
+
+        self.dir = resolve(root) / "models"
 
     def path(self, sha: str) -> Path:
         return self.dir / sha
 
     def meta(self, sha: str) -> dict[str, Any]:
+        from evo.storage import ensure_tree
+
         path = self.path(sha) / "meta.json"
-        if not path.exists():
+        if not ensure_tree(self.path(sha)):  # a URI root: fetched into this node's mirror once
             raise FileNotFoundError(f"{path}: model {sha[:12]} is not in the store")
         meta = read_json(path)
         meta.setdefault("format_version", 1)  # artifacts written before versioning load as v1
@@ -87,6 +91,9 @@ class ModelStore:
             shutil.rmtree(stage)
         else:
             stage.rename(final)
+            from evo.storage import after_write_tree
+
+            after_write_tree(final)  # a URI root: uploaded, meta.json last
         return sha
 
     def put_base(self, save_fn, meta: dict[str, Any]) -> str:
@@ -127,4 +134,6 @@ class ModelStore:
         return out[::-1]
 
     def exists(self, sha: str) -> bool:
-        return (self.path(sha) / "meta.json").exists()
+        from evo.storage import ensure_tree
+
+        return ensure_tree(self.path(sha))

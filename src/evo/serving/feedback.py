@@ -62,7 +62,9 @@ class FeedbackStore:
     """One log per A/B round (`ab/<round>.jsonl`), so a round's verdict counts only its own votes."""
 
     def __init__(self, root: str | Path, round_id: str = "live"):
-        self.path = Path(root) / "ab" / f"{round_id}.jsonl"
+        from evo.storage import resolve
+
+        self.path = resolve(root) / "ab" / f"{round_id}.jsonl"
 
     def append(self, event: dict, durable: bool = True) -> dict:
         """Append one event. `durable=False` skips the fsync (the OS still gets the line at once):

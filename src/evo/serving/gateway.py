@@ -19,6 +19,7 @@ from evo.serving.feedback import FeedbackError, FeedbackStore
 from evo.serving.openai_api import APIError, Limits, new_id
 from evo.serving.router import ABRouter
 from evo.serving.stats import TestPlan
+from evo.storage import refresh
 
 
 @dataclass
@@ -46,8 +47,10 @@ class Gateway:
         self.feedback = FeedbackStore(settings.root, settings.round_id)
         self.router = ABRouter(settings.candidate_share)
         self.aliases: dict[str, Optional[str]] = {}
-        self.state_path = Path(settings.root) / "serving" / f"{settings.state_id}.json"
+        self.state_path = self.registry.path.parent / "serving" / f"{settings.state_id}.json"
         self._seen: dict[str, tuple] = {}
+        refresh(self.registry.path)  # a URI root: this replica's mirror starts from the remote state
+        refresh(self.state_path)
         if self._stamp(self.state_path) is None:  # the first replica of this app sets the starting split
             atomic_write_json(self.state_path, {"candidate_share": self.router.candidate_share})
         self.sync_split()
@@ -63,10 +66,12 @@ class Gateway:
 
     def registry_changed(self) -> bool:
         """Whether registry.json changed since it was last applied here (another replica promoted)."""
+        refresh(self.registry.path)  # a URI root: fetch it (a no-op for a folder)
         return self._stamp(self.registry.path) != self._seen.get("registry")
 
     def sync_split(self) -> None:
         """Take the split another replica set (it is kept in the shared state file)."""
+        refresh(self.state_path)
         stamp = self._stamp(self.state_path)
         if stamp is not None and stamp != self._seen.get("state"):
             self._seen["state"] = stamp

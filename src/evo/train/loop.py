@@ -38,8 +38,10 @@ def _load(cfg: dict, checkpoint_dir: Path | None):
     from evo.model.loading import load_causal_lm, load_tokenizer
 
     if cfg["mode"] == "full":
-        src = str(checkpoint_dir or cfg["init_dir"])
-        return load_causal_lm(src, cfg["dtype"]), load_tokenizer(cfg["init_dir"])
+        from evo.storage import local_tree
+
+        init = local_tree(cfg["init_dir"], cfg["root"])  # a URI root: fetched onto this node
+        return load_causal_lm(str(checkpoint_dir or init), cfg["dtype"]), load_tokenizer(init)
     model, tok = load_generation(cfg["root"], cfg["parent_sha"], cfg["dtype"])
     if checkpoint_dir is not None:
         return PeftModel.from_pretrained(model, str(checkpoint_dir), is_trainable=True), tok
@@ -183,8 +185,11 @@ def train_loop_per_worker(cfg: dict) -> dict:
         model, tok = _load(cfg, ckpt_dir)
         per_worker = max(1, cfg["batch_size"] // world)
         engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
-    train = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(cfg["mix_path"])], rank, world)
-    val = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(cfg["val_path"])], rank, world)
+    from evo.storage import local_file
+
+    mix, held = local_file(cfg["mix_path"], cfg["root"]), local_file(cfg["val_path"], cfg["root"])
+    train = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(mix)], rank, world)
+    val = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(held)], rank, world)
     resumed_from = state.step
     state.setup_seconds = time.perf_counter() - t_start
     window: list[float] = []
