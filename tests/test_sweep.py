@@ -100,15 +100,26 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
 
 
 def test_population_based_training_clones_checkpoints(ray_cluster, demo_dir, tmp_path):
-    """PBT: the weaker trial continues from the stronger one's checkpoint with perturbed settings."""
+    """PBT: the weaker trial continues from the stronger one's checkpoint with perturbed settings.
+    The lineage root is a file:// URI here, so trials, Train runs and Tune's own state all go
+    through the URI code path (each process with its own mirror of the root)."""
+    from evo import storage
+
     cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.pbt_synch=true", "tune.perturbation_interval=2", "tune.num_samples=2", "tune.steps=[20]",
                       "tune.lr=[0.0005, 0.005]")
-    lin = Lineage(tmp_path / "lineage")
+    remote = tmp_path / "bucket" / "lineage"
+    uri = f"file://{remote}"
+    storage.resolve(uri, tmp_path / "driver-cache")
+    lin = Lineage(uri)
+    assert lin.location == uri and lin.root != remote
     generation_zero(cfg, lin, Silent())
     row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
-    with open(lin.root / "trials" / "gen-1.csv", newline="") as f:
+    with open(remote / "trials" / "gen-1.csv", newline="") as f:
         trials = list(csv.DictReader(f))
     assert [t["status"] for t in trials] == ["completed", "completed"]
-    cloned = [p.name for p in (lin.root / "runs" / "ray").iterdir() if "-from-" in p.name]
+    assert all(int(t["iterations"]) >= 4 for t in trials)  # every report, read back from the trials' own logs
+    assert len(list((remote / "runs" / "gen-1" / "trial_reports").glob("*.jsonl"))) == 2
+    assert list((remote / "runs" / "tune").iterdir())  # Tune's experiment state, at the URI
+    cloned = [p.name for p in (remote / "runs" / "ray").iterdir() if "-from-" in p.name]
     assert cloned  # at least one exploit: a Train run that started from another trial's checkpoint
     assert row["trial"] in {t["trial_id"] for t in trials}

@@ -118,6 +118,24 @@ def scheduler(cfg: EvoConfig):
 
 
 POINTER = "train_checkpoint.txt"  # a Tune checkpoint holds only the path of the Train checkpoint
+SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs"}  # pyarrow filesystem type -> URI scheme
+
+
+def checkpoint_uri(checkpoint) -> str:
+    """Where a Train checkpoint is, for any node: its path, with the scheme of a remote filesystem
+    (Ray hands back the bare path within the bucket)."""
+    scheme = SCHEMES.get(getattr(checkpoint.filesystem, "type_name", "local"))
+    return f"{scheme}://{checkpoint.path}" if scheme and "://" not in checkpoint.path else checkpoint.path
+
+
+def report_log(static: dict, trial_id: str) -> Path:
+    """A trial's report log, in this node's view of the lineage root (a URI root: its mirror,
+    fetched so a restored trial appends to what it wrote before)."""
+    from evo.storage import refresh, resolve
+
+    path = resolve(static["root"]) / static["reports_rel"] / f"{trial_id}.jsonl"
+    refresh(path)
+    return path
 
 
 def _forwarder(queue):
@@ -126,7 +144,7 @@ def _forwarder(queue):
 
     class ForwardReports(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None))
+            queue.put((dict(metrics[0]), checkpoint_uri(checkpoint) if checkpoint else None))
 
     return ForwardReports()
 
@@ -163,7 +181,9 @@ def _trial(config: dict) -> None:
         loop_cfg["init_checkpoint"] = pointer
         run_name += "-from-" + hashlib.sha256(pointer.encode()).hexdigest()[:8]
     t_start = time.time()
-    log_path = Path(static["reports_dir"]) / f"{trial_id}.jsonl"
+    from evo.storage import after_write
+
+    log_path = report_log(static, trial_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     reports = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], run_name,
@@ -190,6 +210,7 @@ def _trial(config: dict) -> None:
         metrics.update(checkpoint_path=path or "", trial_started=t_start, reported_at=time.time(), run=run_name)
         with open(log_path, "a", encoding="utf-8") as log:  # the trial's own record of every report
             log.write(json.dumps(metrics) + "\n")
+        after_write(log_path)  # a URI root: uploaded whole
         if path is None:
             tune.report(metrics)
             continue
@@ -212,16 +233,20 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
     train = cfg.train.model_copy(update={
         "num_workers": t.num_workers or cfg.train.num_workers,
         "cpus_per_worker": t.cpus_per_worker or cfg.train.cpus_per_worker, "max_failures": t.max_failures})
-    static = {"gid": gid, "train_cfg": train, "loop_cfg": loop_cfg, "storage": str(lin.root / "runs" / "ray"),
-              "run_name": f"{cfg.name}-{gid}", "mix_paths": {str(k): p for k, (p, _) in mixes.items()},
-              "reports_dir": str(lin.run_dir(gid) / "trial_reports"),
-}
+    from evo.driver import ray_storage
+    from evo.storage import uri_of
+
+    static = {"gid": gid, "train_cfg": train, "loop_cfg": loop_cfg, "storage": ray_storage(lin),
+              "run_name": f"{cfg.name}-{gid}", "mix_paths": {str(k): uri_of(p) for k, (p, _) in mixes.items()},
+              "root": lin.location, "reports_rel": f"runs/{gid}/trial_reports"}
     space = {**param_space(cfg), "evo": static}
-    exp_dir = lin.root / "runs" / "tune" / f"{cfg.name}-{gid}"
+    exp_name = f"{cfg.name}-{gid}"
+    tune_storage = uri_of(lin.root / "runs" / "tune")  # a URI root: Tune writes its state there
+    exp_dir = f"{tune_storage}/{exp_name}"
     trainable = tune.with_resources(_trial, {"cpu": t.driver_cpus})
-    if tune.Tuner.can_restore(str(exp_dir)):
+    if tune.Tuner.can_restore(exp_dir):
         progress(gid, f"resuming the sweep in {exp_dir} (finished trials are kept)")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=False)
+        tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=False)
     else:
         progress(gid, f"sweep: {t.num_samples} trials, {t.max_concurrent} at a time, scheduler {t.scheduler}; "
                  f"lr {t.lr[0]:g}..{t.lr[1]:g} (log), steps {t.steps}, replay k {t.replay_k}")
@@ -231,7 +256,7 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
                                         search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
                                         scheduler=scheduler(cfg), trial_dirname_creator=lambda tr: tr.trial_id,
                                         **({} if t.scheduler != "none" else {"metric": "val_loss", "mode": "min"})),
-            run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
+            run_config=tune.RunConfig(name=exp_name, storage_path=tune_storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     t0, started = time.perf_counter(), time.time()
@@ -245,6 +270,9 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
 
 def read_reports(path: Path) -> list[dict]:
     """A trial's reports, in order (the last line may be cut short by a crash: skipped)."""
+    from evo.storage import refresh
+
+    refresh(path)  # a URI root: the trial wrote it on its own node
     if not path.exists():
         return []
     rows = []
