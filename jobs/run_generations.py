@@ -6,7 +6,8 @@
 With --tune every generation is a Ray Tune sweep (see jobs/sweep.py for one generation at a time).
 
 The job's driver attaches to the cluster it was submitted to (Ray sets RAY_ADDRESS), so training
-and evals run on the cluster's workers; the lineage root must be a folder every node can see.
+and evals run on the cluster's workers; the lineage root must be a folder every node can see, or a
+bucket URI (s3://, gs://; see evo.storage).
 """
 
 import sys

@@ -95,7 +95,8 @@ def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], re
                steps: int, progress) -> tuple[str, dict]:
     """One child of `parent` on `data` + replay, on Ray Train; stored in models/, not registered."""
     from evo.data.mix import build_mix
-    from evo.driver import loop_config, training_meta, write_records
+    from evo.driver import loop_config, ray_storage, training_meta, write_records
+    from evo.storage import uri_of
     from evo.train.trainer import run_training
 
     gid = f"exp-{NAME}-r{rnd}-{arm}"
@@ -108,9 +109,9 @@ def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], re
     write_records(folder / "val.parquet", val)
     loop_cfg = loop_config(cfg, lin, gid, parent_sha=parent, steps=steps, label=gid,
                            checkpoint_every=min(cfg.train.checkpoint_every, steps),
-                           mix_path=str(folder / "mix.parquet"), val_path=str(folder / "val.parquet"))
+                           mix_path=uri_of(folder / "mix.parquet"), val_path=uri_of(folder / "val.parquet"))
     progress(f"round {rnd} {arm}: training on {mix.n_delta} records + {mix.n_replay} replayed, {steps} steps")
-    out = run_training(loop_cfg, cfg.train, str(lin.root / "runs" / "ray"), f"{cfg.name}-{gid}-{int(time.time())}",
+    out = run_training(loop_cfg, cfg.train, ray_storage(lin), f"{cfg.name}-{gid}-{int(time.time())}",
                        folder / "best")
     meta = training_meta(out, loop_cfg, cfg, "", gid)
     meta.update(experiment=NAME, arm=arm, round=rnd)
@@ -143,7 +144,7 @@ def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record]
     args = (cfg.model.dtype, cfg.model.max_length, cfg.eval.max_new_tokens)
 
     def measure(shas: list[str], areas: dict[str, list[str]]) -> list[dict]:
-        return ray.get([eval_task.remote(str(lin.root), s, eval_records, areas, how, *args) for s in shas])
+        return ray.get([eval_task.remote(lin.location, s, eval_records, areas, how, *args) for s in shas])
 
     rng = random.Random(seed)
     for rnd in range(1, rounds + 1):
