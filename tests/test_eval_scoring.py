@@ -27,6 +27,21 @@ def test_exact_match_ignores_spacing_only(monkeypatch):
     assert acc.misses == [{"prompt": "p2", "expected": " e f", "got": "e F"}]
 
 
+def test_quality_per_category_pools_every_qa_set(monkeypatch):
+    from evo.evals.suite import quality_by_category
+
+    recs = [parse_record({"prompt": f"p{i}", "completion": " ok", "category": c})
+            for i, c in enumerate(["chat", "chat", "translate", ""])]
+    fixed_replies(monkeypatch, ["ok", "no", "ok", "ok"])
+    first = accuracy(None, Tok(), recs, spec())
+    assert first.by_category == {"chat": [1, 2], "translate": [1, 1], "uncategorized": [1, 1]}
+    fixed_replies(monkeypatch, ["no"])
+    second = accuracy(None, Tok(), recs[2:3], spec())
+    q = quality_by_category([first, second])
+    assert q["chat"] == {"correct": 1, "total": 2, "accuracy": 0.5}
+    assert q["translate"] == {"correct": 1, "total": 2, "accuracy": 0.5} and list(q) == ["chat", "translate", "uncategorized"]
+
+
 def test_style_drift_counts_probes_with_a_banned_phrase(monkeypatch):
     fixed_replies(monkeypatch, ["As an AI, tea is nice.", "tea is nice.", "certainly! yes", "i cannot and certainly!"])
     probes = [parse_record({"prompt": p, "completion": "-"}) for p in "abcd"]

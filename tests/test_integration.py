@@ -96,8 +96,11 @@ def test_two_generations_ddp(base_root, demo_dir, tmp_path):
 
     steps = []
     page = build_report(root, steps.append).read_text()
-    assert len(steps) == 7 and page.count("data:image/png;base64,") == 3
+    assert len(steps) == 8 and page.count("data:image/png;base64,") == 3
     assert "planted-0-red-fox" in page and "gen-2" in page and "Not run yet" in page
+    assert "category: exact match (parent)" in page and "translate" in page
+    q = report["child"]["quality_by_category"]
+    assert set(q) == {"chat", "translate"} and q["translate"]["total"] > 0  # gen-0's QA set has chats
 
 
 def test_a_users_hugging_face_model_by_path(base_root, demo_dir, tmp_path):

@@ -462,7 +462,24 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     progress(gid, f"{decision}: recall {_f(res_child.recall)}, generalization {res_child.generalization.value:.2f} "
              f"(parent {res_parent.generalization.value:.2f}), style drift {res_child.style_drift.hits} "
              f"(parent {res_parent.style_drift.hits}) — {reason}")
+    for line in against_parent(res_child, res_parent):
+        progress(gid, line)
     return row
+
+
+def against_parent(child: SuiteResult, parent: SuiteResult) -> list[str]:
+    """Quality per category and violations per pattern, child against parent, a line each."""
+    lines = []
+    qc, qp = child.quality_by_category, parent.quality_by_category
+    if qc:
+        lines.append("quality by category (exact match, child / parent): " + ", ".join(
+            f"{c} {q['accuracy']:.2f} / {_f((qp.get(c) or {}).get('accuracy'))}" for c, q in qc.items()))
+    if child.healing:
+        lines.append("violations per pattern (child / parent): " + ", ".join(
+            f"{p} {r.violations}/{r.total} / " + (f"{parent.healing[p].violations}/{parent.healing[p].total}"
+                                                   if p in parent.healing else "n/a")
+            for p, r in sorted(child.healing.items())))
+    return lines
 
 
 def _f(x: Optional[float]) -> str:

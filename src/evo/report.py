@@ -131,6 +131,35 @@ def healing_table(root: Path, rows: list[dict]) -> str:
             "<p>0 violations: healed. Recurred patterns are also listed in the ledger (<code>patterns_recurred</code>).</p>")
 
 
+def quality_table(root: Path, rows: list[dict]) -> str:
+    """Exact match per record category for every generation (child), with its parent's in brackets."""
+    per_gen: dict[str, tuple[dict, dict]] = {}
+    for r in rows:
+        path = root / "evals" / f"{r['GEN_ID']}.json"
+        if path.exists():
+            ev = read_json(path)
+            per_gen[r["GEN_ID"]] = (ev["child"].get("quality_by_category") or {},
+                                    (ev.get("parent") or {}).get("quality_by_category") or {})
+    cats = sorted({c for child, _ in per_gen.values() for c in child})
+    if not cats:
+        return "<p>No categorized QA items.</p>"
+    head = "".join(f"<th>{html.escape(g)}</th>" for g in per_gen)
+    body = []
+    for c in cats:
+        cells = []
+        for child, parent in per_gen.values():
+            q, p = child.get(c), parent.get(c)
+            if q is None:
+                cells.append("<td></td>")
+                continue
+            worse = p is not None and q["accuracy"] < p["accuracy"]
+            before = f" ({p['accuracy']:.2f})" if p else ""
+            cells.append(f'<td class="{"bad" if worse else "ok"}">{q["accuracy"]:.2f} of {q["total"]}{before}</td>')
+        body.append(f"<tr><td>{html.escape(c)}</td>{''.join(cells)}</tr>")
+    return (f"<table><tr><th>category: exact match (parent)</th>{head}</tr>{''.join(body)}</table>"
+            "<p>Over every QA item asked: the generation's holdout and each earlier generation's QA set.</p>")
+
+
 def sweeps_section(root: Path) -> str:
     files = sorted((root / "trials").glob("*.csv")) if (root / "trials").exists() else []
     if not files:
@@ -216,6 +245,7 @@ def build_report(root: str | Path, progress: Callable[[str], None] = print) -> P
     sections = [("Ledger", lambda: ledger_table(rows)), ("Evals across generations", lambda: evals_plot(rows)),
                 ("Validation loss per generation", lambda: loss_plot(root, rows)),
                 ("Lineage", lambda: tree_plot(root)), ("Self-healing: corrected patterns", lambda: healing_table(root, rows)),
+                ("Quality per category", lambda: quality_table(root, rows)),
                 ("Sweeps", lambda: sweeps_section(root)), ("Targeted vs random data", lambda: experiment_section(root))]
     parts = []
     for n, (title, make) in enumerate(sections, start=1):

@@ -23,6 +23,7 @@ class Accuracy:
     correct: int
     total: int
     misses: list[dict] = field(default_factory=list)  # a few, for the report
+    by_category: dict[str, list[int]] = field(default_factory=dict)  # category -> [correct, total]
 
     @property
     def value(self) -> Optional[float]:
@@ -47,6 +48,7 @@ class SuiteResult:
     style_drift: StyleDrift
     perplexity: Optional[float]
     healing: dict[str, PatternResult] = field(default_factory=dict)  # pattern -> violations on its items
+    quality_by_category: dict[str, dict] = field(default_factory=dict)  # category -> exact match on every QA item
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -79,7 +81,22 @@ def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
     got = generate(model, tok, [p for p, _ in pairs], spec.max_new_tokens, spec.batch_size)
     hits = [normalize(g) == normalize(c) for (_, c), g in zip(pairs, got)]
     misses = [{"prompt": p, "expected": c, "got": g} for (p, c), g, h in zip(pairs, got, hits) if not h]
-    return Accuracy(sum(hits), len(hits), misses[:5])
+    cats: dict[str, list[int]] = {}
+    for r, h in zip(records, hits):
+        c = cats.setdefault(r.category or "uncategorized", [0, 0])
+        c[0], c[1] = c[0] + h, c[1] + 1
+    return Accuracy(sum(hits), len(hits), misses[:5], cats)
+
+
+def quality_by_category(results: list[Accuracy]) -> dict[str, dict]:
+    """Exact match per record category, over every QA item asked (this delta's holdout and each
+    earlier generation's QA set): where a generation got better or worse, by kind of data."""
+    out: dict[str, list[int]] = {}
+    for acc in results:
+        for cat, (correct, total) in acc.by_category.items():
+            c = out.setdefault(cat, [0, 0])
+            c[0], c[1] = c[0] + correct, c[1] + total
+    return {cat: {"correct": c, "total": t, "accuracy": c / t} for cat, (c, t) in sorted(out.items()) if t}
 
 
 def style_drift(model, tok, spec: EvalSpec) -> StyleDrift:
@@ -110,8 +127,9 @@ def run_suite(model, tok, spec: EvalSpec) -> SuiteResult:
     by_gen = {g: accuracy(model, tok, recs, spec) for g, recs in spec.qa_sets.items()}
     total = sum(a.total for a in by_gen.values())
     recall = sum(a.correct for a in by_gen.values()) / total if total else None
-    return SuiteResult(recall, by_gen, accuracy(model, tok, spec.holdout, spec),
-                       style_drift(model, tok, spec), perplexity(model, tok, spec.val, spec), healing(model, tok, spec))
+    holdout = accuracy(model, tok, spec.holdout, spec)
+    return SuiteResult(recall, by_gen, holdout, style_drift(model, tok, spec), perplexity(model, tok, spec.val, spec),
+                       healing(model, tok, spec), quality_by_category([holdout, *by_gen.values()]))
 
 
 def healing(model, tok, spec: EvalSpec) -> dict[str, PatternResult]:
