@@ -289,3 +289,47 @@ def test_experiment_without_an_evaluation_source_says_what_to_give(base_root, de
     out = subprocess.run([sys.executable, "-m", "evo.cli", "experiment", "--root", str(root)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "--data FILE" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_lineage_root_at_a_uri(base_root, demo_dir, tmp_path):
+    """A generation with the root at a file:// URI (generation 0 copied there, as `aws s3 sync`
+    would): the Ray Train workers and eval tasks read the models and data through their own mirror
+    (the cluster's EVO_CACHE), Ray Train's checkpoints go to the URI, and a fresh mirror (another
+    machine) sees the whole lineage and resumes."""
+    from evo import storage
+
+    remote_dir = tmp_path / "bucket" / "lineage"
+    shutil.copytree(base_root, remote_dir)
+    uri = f"file://{remote_dir}"
+    cfg = tiny_config(demo_dir, "data.generations=[" + str(demo_dir / "gen1.jsonl") + "]",
+                      "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null")
+    driver_cache = tmp_path / "driver-cache"
+    storage.resolve(uri, driver_cache)  # this process's mirror (the cluster's workers use their own)
+    summary = run(cfg, uri, Silent())
+    assert [r["GEN_ID"] for r in summary.generations] == ["gen-0", "gen-1"]
+    assert summary.root.is_relative_to(driver_cache.resolve())
+    rows = (remote_dir / "ledger.csv").read_text().splitlines()
+    assert len(rows) == 3
+    reg = json.loads((remote_dir / "registry.json").read_text())
+    for sha in reg["models"]:
+        assert (remote_dir / "models" / sha / "meta.json").exists()
+    assert len(list((remote_dir / "data").glob("*.parquet"))) == 2
+    assert (remote_dir / "runs" / "gen-1" / "decision.json").exists()
+    assert (remote_dir / "evals" / "gen-1.json").exists()
+    assert list((remote_dir / "runs" / "ray").rglob("checkpoint_*"))  # Ray Train wrote to the URI
+    worker_mirror = Path(os.environ["EVO_WORKER_CACHE"]) / storage.resolve(uri).name  # the workers' own mirror
+    assert (worker_mirror / "models" / summary.generations[0]["child_sha"] / "meta.json").exists()
+    assert (worker_mirror / "runs" / "gen-1" / "mix.parquet").exists()  # fetched by the Train worker
+
+    # another machine: an empty mirror; the CLI reads the ledger from the URI, and a rerun resumes
+    env = {**os.environ, "EVO_CACHE": str(tmp_path / "other-cache")}
+    out = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", uri], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:3]] == ["gen-0", "gen-1"]
+    storage.resolve(uri, tmp_path / "third-cache")  # registered after the first: this process now uses it
+    storage._MIRRORS.pop(storage.resolve(uri, driver_cache))
+    again = run(cfg, uri, Silent())
+    assert [r["GEN_ID"] for r in again.generations] == ["gen-0", "gen-1"]
+    assert (remote_dir / "ledger.csv").read_text().splitlines() == rows
+    Lineage(uri).models.verify(reg["aliases"]["champion"])  # fetched into the third mirror and verified
