@@ -63,6 +63,18 @@ def main() -> None:
     ray.shutdown()
     ran = [tr for tr in trials if tr["status"] != "error"]
     fixed = [float(tr["seconds"]) - float(tr["train_seconds"]) for tr in ran]
+    from evo.tune.sweep import read_reports
+
+    def breakdown(tr) -> tuple[float, float]:
+        """(trial start to the training loop's start: Ray Train's controller, worker start-up and
+        imports; the loop's set-up: loading the parent, wrapping it, encoding the data)"""
+        rows = read_reports(lin.run_dir("gen-1") / "trial_reports" / f"{tr['trial_id']}.jsonl")
+        first = rows[0] if rows else {}
+        if "loop_started_at" not in first:
+            return float("nan"), float("nan")
+        return first["loop_started_at"] - first["trial_started"], first["setup_seconds"]
+
+    parts = [breakdown(tr) for tr in ran]
     share = [f / float(tr["seconds"]) for f, tr in zip(fixed, ran)]
     stopped = sum(tr["status"] == "stopped early" for tr in trials)
     starts = sorted(float(tr["started"]) for tr in ran)
@@ -72,13 +84,14 @@ def main() -> None:
         f"worker each ({t.cpus_per_worker} CPU), ASHA on val loss; steps {t.steps}, replay k {t.replay_k}, "
         f"lr {t.lr[0]:g}..{t.lr[1]:g}.",
         "",
-        "| trial | lr | steps | replay k | status | wall s | in steps + checkpoints s | fixed s | fixed share |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| trial | lr | steps | replay k | status | wall s | in steps + checkpoints s | fixed s | fixed share "
+        "| of which: to loop start s | loop set-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for tr, f, sh in zip(ran, fixed, share):
+    for tr, f, sh, (boot, setup) in zip(ran, fixed, share, parts):
         lines.append(f"| {tr['trial_id']}{' (chosen)' if tr is chosen else ''} | {float(tr['lr']):.3g} | {tr['steps']} | "
                      f"{tr['replay_k']} | {tr['status']} | {float(tr['seconds']):.1f} | {float(tr['train_seconds']):.1f} | "
-                     f"{f:.1f} | {sh:.0%} |")
+                     f"{f:.1f} | {sh:.0%} | {boot:.1f} | {setup:.1f} |")
     lines += [
         "",
         f"- Sweep (Tune fit) {timing['seconds']:.0f} s, whole generation with the evals that pick the winner "
@@ -89,7 +102,10 @@ def main() -> None:
         f"- Fixed cost per trial: median {statistics.median(fixed):.1f} s, **{statistics.median(share):.0%} of a trial's "
         f"wall time** (goal < 25%). The same generation as one plain Ray Train run ({max(t.steps)} steps): fixed cost "
         f"{plain_fixed:.1f} s of {plain_train:.1f} s ({plain_fixed / plain_train:.0%}); generation {plain_wall:.0f} s. "
-        f"A trial's fixed cost is {statistics.median(fixed) / plain_fixed:.2f}x the plain run's.",
+        f"Of the plain run's: {meta.get('ray_startup_seconds') or float('nan'):.1f} s to the loop's start, "
+        f"{meta.get('setup_seconds') or float('nan'):.1f} s of set-up, {meta.get('ray_teardown_seconds') or float('nan'):.1f} s "
+        f"after the loop ends. A trial's fixed cost is {statistics.median(fixed) / plain_fixed:.2f}x the plain run's; "
+        f"median to loop start {statistics.median(b for b, _ in parts):.1f} s, set-up {statistics.median(u for _, u in parts):.1f} s.",
         f"- Winner: {chosen['trial_id']} (lr {float(chosen['lr']):.3g}, {chosen['steps']} steps, replay k {chosen['replay_k']}), "
         f"generalization {chosen['eval_generalization']}, recall {chosen['eval_recall'] or 'n/a'}; decision {row['decision']}.",
     ]

@@ -171,7 +171,7 @@ def _quiet_ray_train_reports() -> None:
 
 
 def train_loop_per_worker(cfg: dict) -> dict:
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     _quiet_ray_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -210,19 +210,22 @@ def train_loop_per_worker(cfg: dict) -> dict:
         state.step = step + 1
         if state.step % cfg["checkpoint_every"] == 0 or state.step == cfg["steps"]:
             t0 = time.perf_counter()
-            _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window))
+            _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window),
+                        started_at)
             state.checkpoint_seconds += time.perf_counter() - t0
             window = []
     return {**state.__dict__, "resumed_from": resumed_from, "world_size": world,
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
 
 
-def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss) -> None:
+def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss, started_at: float) -> None:
     val_loss = _val_loss(engine, val, per_worker, pad_id)
     state.val.append((state.step, val_loss))
     metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss,
                "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran (sweeps list it)
-               "step_seconds": state.step_seconds, "checkpoint_seconds": state.checkpoint_seconds}
+               "step_seconds": state.step_seconds, "checkpoint_seconds": state.checkpoint_seconds,
+               # where a run's time goes before its first step (sweeps break a trial's fixed cost down)
+               "loop_started_at": started_at, "setup_seconds": state.setup_seconds}
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
         # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
         sys.stdout.write(f"[{cfg.get('label', 'train')}] step {state.step}/{cfg['steps']}: "

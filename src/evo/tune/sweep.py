@@ -149,6 +149,26 @@ def _forwarder(queue):
     return ForwardReports()
 
 
+_REPORTS = None  # the report queue of this trial process, kept for the next trial (tune.reuse_actors)
+
+
+def _report_queue():
+    """The queue Train's callback sends reports through: one actor per trial process, reused by
+    later trials in the same process (an actor start is a second of a trial's fixed cost)."""
+    from ray.util.queue import Queue
+
+    global _REPORTS
+    try:
+        if _REPORTS is not None:
+            while not _REPORTS.empty():  # nothing of an earlier trial is left in it
+                _REPORTS.get_nowait()
+            return _REPORTS
+    except Exception:  # the actor is gone: make another
+        pass
+    _REPORTS = Queue(actor_options={"num_cpus": 0})
+    return _REPORTS
+
+
 def _trial(config: dict) -> None:
     """One trial, run by Tune in its own actor: a Ray Train run with this trial's settings.
 
@@ -162,7 +182,7 @@ def _trial(config: dict) -> None:
     import threading
 
     from ray import tune
-    from ray.util.queue import Empty, Queue
+    from ray.util.queue import Empty
 
     from evo.train.trainer import build_trainer
 
@@ -185,7 +205,7 @@ def _trial(config: dict) -> None:
 
     log_path = report_log(static, trial_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    reports = Queue(actor_options={"num_cpus": 0})
+    reports = _report_queue()
     trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], run_name,
                             callbacks=[_forwarder(reports)])
     failure: list[BaseException] = []
