@@ -33,16 +33,20 @@ from evo.progress import Progress  # noqa: E402
 from report import update_section  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    """`--steps A B`: the same sweep with other step choices (written to its own section), to see
+    how the fixed cost's share falls as trials get longer."""
+    steps = [int(x) for x in argv[argv.index("--steps") + 1:]] if "--steps" in argv else None
     work = Path(tempfile.mkdtemp(prefix="evo-bench-sweep-"))
     demo_yaml = write_demo_data(work / "data", generations=1)
-    cfg = load_config(demo_yaml)
+    extra = [f"tune.steps={steps}", f"train.checkpoint_every={max(50, min(steps) // 6)}"] if steps else []
+    cfg = load_config(demo_yaml, extra)
     ray.init(address="local", runtime_env={"env_vars": WORKER_ENV})
     generation_zero(cfg, Lineage(work / "base"), Progress())
     # Baseline: the same generation as one plain Ray Train run, shaped like one trial.
     shutil.copytree(work / "base", work / "plain")
     t = cfg.tune
-    plain_cfg = load_config(demo_yaml, [f"train.num_workers={t.num_workers}", f"train.cpus_per_worker={t.cpus_per_worker}",
+    plain_cfg = load_config(demo_yaml, extra + [f"train.num_workers={t.num_workers}", f"train.cpus_per_worker={t.cpus_per_worker}",
                                         f"train.steps={max(t.steps)}", f"train.replay_k={max(t.replay_k)}"])
     lin = Lineage(work / "plain")
     t0 = time.perf_counter()
@@ -80,7 +84,8 @@ def main() -> None:
     starts = sorted(float(tr["started"]) for tr in ran)
     chosen = next(tr for tr in trials if tr["chosen"] == "yes")
     lines = [
-        f"Demo config, generation 1; {len(trials)} trials, {t.max_concurrent} at a time, {t.num_workers} Ray Train "
+        ("Demo config, " if not steps else f"Demo config with longer trials (tune.steps={steps}, checkpoint every "
+                                           f"{cfg.train.checkpoint_every}), ") + f"generation 1; {len(trials)} trials, {t.max_concurrent} at a time, {t.num_workers} Ray Train "
         f"worker each ({t.cpus_per_worker} CPU), ASHA on val loss; steps {t.steps}, replay k {t.replay_k}, "
         f"lr {t.lr[0]:g}..{t.lr[1]:g}.",
         "",
@@ -111,8 +116,8 @@ def main() -> None:
     ]
     body = "\n".join(lines)
     print(body)
-    update_section("sweep", body)
+    update_section("sweep-long" if steps else "sweep", body)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
