@@ -58,6 +58,14 @@ def test_every_trial_is_recorded(swept):
             assert int(t["iterations"]) == int(t["steps"]) // 5
 
 
+def test_no_trial_leaves_resources_reserved(swept):
+    """A trial that ASHA stops (or that fails) ends its Train run: no placement group is left holding
+    CPUs that the evals and later trials need."""
+    from ray.util import placement_group_table
+
+    assert [p["state"] for p in placement_group_table().values() if p["state"] != "REMOVED"] == []
+
+
 def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(swept):
     trials = swept["trials"]
     bad = [t for t in trials if float(t["lr"]) >= 0.01]

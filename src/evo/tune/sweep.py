@@ -118,6 +118,7 @@ def scheduler(cfg: EvoConfig):
 
 
 POINTER = "train_checkpoint.txt"  # a Tune checkpoint holds only the path of the Train checkpoint
+CONTROLLER = "__controller__"  # a report-queue message carrying the Train run's controller actor
 SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs"}  # pyarrow filesystem type -> URI scheme
 
 
@@ -143,7 +144,14 @@ def _forwarder(queue):
     from ray.train.v2.api.callback import UserCallback
 
     class ForwardReports(UserCallback):
+        sent_controller = False
+
         def after_report(self, run_context, metrics, checkpoint):
+            if not self.sent_controller:  # so the trial can abort this run if Tune stops it
+                import ray
+
+                queue.put((CONTROLLER, ray.get_runtime_context().current_actor))
+                self.sent_controller = True
             queue.put((dict(metrics[0]), checkpoint_uri(checkpoint) if checkpoint else None))
 
     return ForwardReports()
@@ -218,28 +226,50 @@ def _trial(config: dict) -> None:
 
     runner = threading.Thread(target=fit, name="evo-trial-fit", daemon=True)
     runner.start()
-    while True:
-        try:
-            metrics, path = reports.get(timeout=0.5)
-        except (Empty, _queue.Empty):
-            if runner.is_alive():
+    controller = None
+    try:
+        while True:
+            try:
+                metrics, path = reports.get(timeout=0.5)
+            except (Empty, _queue.Empty):
+                if runner.is_alive():
+                    continue
+                if reports.empty():
+                    break
                 continue
-            if reports.empty():
-                break
-            continue
-        metrics.update(checkpoint_path=path or "", trial_started=t_start, reported_at=time.time(), run=run_name)
-        with open(log_path, "a", encoding="utf-8") as log:  # the trial's own record of every report
-            log.write(json.dumps(metrics) + "\n")
-        after_write(log_path)  # a URI root: uploaded whole
-        if path is None:
-            tune.report(metrics)
-            continue
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / POINTER).write_text(path)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            if metrics == CONTROLLER:
+                controller = path
+                continue
+            metrics.update(checkpoint_path=path or "", trial_started=t_start, reported_at=time.time(), run=run_name)
+            with open(log_path, "a", encoding="utf-8") as log:  # the trial's own record of every report
+                log.write(json.dumps(metrics) + "\n")
+            after_write(log_path)  # a URI root: uploaded whole
+            if path is None:
+                tune.report(metrics)
+                continue
+            with tempfile.TemporaryDirectory() as d:
+                (Path(d) / POINTER).write_text(path)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    finally:
+        if runner.is_alive():  # left early (Tune stopped the trial): end the Train run, free its resources
+            _abort(controller)
+            runner.join(timeout=60)
     runner.join()
     if failure:
         raise failure[0]
+
+
+def _abort(controller) -> None:
+    """Abort a Train run through its controller: workers stopped, placement group removed. Without
+    this, a trial that ASHA stops would leave its run training on, holding its CPUs or GPUs."""
+    import ray
+
+    if controller is None:
+        return
+    try:
+        ray.get(controller.abort.remote(), timeout=60)
+    except Exception:  # the controller exits as it aborts; that is the expected end of the call
+        pass
 
 
 def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple[str, int]], val_path: str,
