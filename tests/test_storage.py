@@ -48,6 +48,11 @@ def test_writes_upload_whole_files_and_reads_fetch_them(tmp_path, fresh_mirrors)
     assert storage.uri_of(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")  # not in a mirror: a path
     with pytest.raises(FileNotFoundError, match="no such file"):
         storage.local_file(f"{uri}/runs/missing.parquet", uri)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        storage.local_tree(f"{uri}/runs/gen-0/init", uri)
+    assert storage.local_tree(f"{uri}/models/s1", uri) == str(b / "models" / "s1")
+    with pytest.raises(storage.StorageError, match="not under the lineage root"):
+        storage.local_file("s3://elsewhere/x.parquet", uri)
 
 
 def test_a_bad_uri_names_the_root(tmp_path):

@@ -209,20 +209,15 @@ def refresh(path: str | os.PathLike) -> None:
 def local_file(path_or_uri: str, root: str) -> str:
     """A local path for a run's input file, given as a path or as a URI under the lineage root
     `root`; downloaded fresh each time (a rerun may have rewritten it)."""
-    if not is_uri(path_or_uri):
-        return path_or_uri
-    local_root = resolve(root)
-    remote = _MIRRORS[local_root]
-    if not path_or_uri.startswith(remote.uri + "/"):
-        raise StorageError(f"{path_or_uri}: not under the lineage root {root}")
-    rel = path_or_uri[len(remote.uri) + 1:]
-    if not remote.download(rel):
-        raise FileNotFoundError(f"{path_or_uri}: no such file")
-    return str(local_root / rel)
+    return _fetch(path_or_uri, root, tree=False)
 
 
 def local_tree(path_or_uri: str, root: str) -> str:
-    """A local folder for a run's input folder given as a path or a URI under `root` (fetched fresh)."""
+    """The same for a run's input folder (the base model's initial weights and tokenizer)."""
+    return _fetch(path_or_uri, root, tree=True)
+
+
+def _fetch(path_or_uri: str, root: str, tree: bool) -> str:
     if not is_uri(path_or_uri):
         return path_or_uri
     local_root = resolve(root)
@@ -230,6 +225,6 @@ def local_tree(path_or_uri: str, root: str) -> str:
     if not path_or_uri.startswith(remote.uri + "/"):
         raise StorageError(f"{path_or_uri}: not under the lineage root {root}")
     rel = path_or_uri[len(remote.uri) + 1:]
-    if not remote.download_tree(rel, last=""):
-        raise FileNotFoundError(f"{path_or_uri}: no such folder")
+    if not (remote.download_tree(rel, last="") if tree else remote.download(rel)):
+        raise FileNotFoundError(f"{path_or_uri}: no such {'folder' if tree else 'file'}")
     return str(local_root / rel)
