@@ -113,7 +113,7 @@ def cmd_demo(args) -> int:
 
         print("\nA/B round on the last generation: its parent and it, side by side on Ray Serve")
         try:
-            _ab(cfg, root, args.ab_budget, args.port)
+            _ab(cfg, _location(args.root), args.ab_budget, args.port)
         except NothingToTest as e:
             print(f"no A/B round: {e}")
     from evo.report import build_report
@@ -122,7 +122,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _ab(cfg, root: Path, budget: int, port: int) -> None:
+def _ab(cfg, root: str, budget: int, port: int) -> None:
     from evo.progress import Progress
     from evo.serving.ab_round import run_ab_round
 
@@ -138,10 +138,9 @@ def ledger_ab_result(root: Path, gen_id: str) -> str:
 
 
 def cmd_ab(args) -> int:
-    root = _open_root(args.root)
-    cfg = _saved_config(root)
+    cfg = _saved_config(_open_root(args.root))
     start_ray(args.address)
-    _ab(cfg, root, args.budget, args.port)
+    _ab(cfg, _location(args.root), args.budget, args.port)  # a URI: the replicas follow it themselves
     return 0
 
 
@@ -232,8 +231,9 @@ def cmd_experiment(args) -> int:
     from evo.healing.experiment import NAME, run_experiment
     from evo.healing.targeted import TargetedError, load_generator
 
-    root = _open_root(args.root)
-    cfg, lin = _saved_config(root, args.set or []), Lineage(root)
+    lin = Lineage(_location(args.root))  # a URI: the Train workers and eval tasks open it themselves
+    root = lin.root
+    cfg = _saved_config(root, args.set or [])
     start = lin.registry.by_gen(args.gen) if args.gen else lin.registry.alias("champion")
     if not start:
         raise ConfigError(f"{lin.registry.path}: no model {'for ' + args.gen if args.gen else 'is the champion'}")
