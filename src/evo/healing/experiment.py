@@ -74,20 +74,30 @@ def ratio(t: Optional[float], r: Optional[float]) -> Optional[float]:
     return t / r
 
 
-def random_records(gen, pool: list[Record], n: int, known: set[str], rng: random.Random) -> list[Record]:
-    """n records never seen before, drawn uniformly from the generator's domain or from the pool."""
-    source = list(pool)
-    if gen is not None:
-        source = gen.sample(max(4 * n, n + len(known)), rng)
-    rng.shuffle(source)
+def random_records(gen, pool: list[Record], n: int, known: set[str], rng: random.Random,
+                   tries: int = 20) -> list[Record]:
+    """n records never seen before, drawn uniformly from the generator's domain (in batches, until
+    there are n or `tries` batches brought nothing new) or from the pool."""
     out, seen = [], set(known)
-    for r in source:
-        key = normalize(r.prompt)
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-            if len(out) == n:
-                break
+
+    def take(source: list[Record]) -> int:
+        added = 0
+        for r in source:
+            key = normalize(r.prompt)
+            if key not in seen and len(out) < n:
+                seen.add(key)
+                out.append(r)
+                added += 1
+        return added
+
+    if gen is None:
+        source = list(pool)
+        rng.shuffle(source)
+        take(source)
+        return out
+    misses = 0
+    while len(out) < n and misses < tries:
+        misses = 0 if take(gen.sample(4 * n, rng)) else misses + 1
     return out
 
 
