@@ -279,8 +279,9 @@ def make_targeted(model, tok, scored: list[Scored], weak: dict, gen: Optional[Do
     seeds = seeds_of(scored, weak, t.seeds)
     if not seeds:
         above = ", ".join(f">{a:g}: {n}" for a, n in weak["above_threshold"])
-        raise TargetedError(f"no example is above perplexity {weak['threshold']:g}, so there is no weak area to "
-                            f"target (examples above each threshold: {above}); lower healing.weak_threshold")
+        raise TargetedError(f"no area has at least {weak.get('weak_share', 0.5):.0%} of its examples above perplexity "
+                            f"{weak['threshold']:g}, so there is no weak area to target (examples above each "
+                            f"threshold: {above}); lower healing.weak_threshold or healing.weak_share")
     how = weak["area_grouping"]
     rng = random.Random(seed)
     cands = model_variations(model, tok, seeds, how, t.model_variations, t.temperature, t.top_p,
