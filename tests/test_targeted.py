@@ -128,3 +128,13 @@ def test_gains_ratios_and_compounding():
     assert s["lead_grows_each_round"] is True
     assert summarize([row(0.2, 0.1), row(0.2, 0.2)])["lead_grows_each_round"] is False
     assert summarize([row(0.2, 0.1)])["lead_grows_each_round"] is None
+
+
+def test_no_weak_area_says_which_knobs_to_turn():
+    from evo.config import TargetedConfig
+    from evo.healing.targeted import make_targeted
+
+    weak = {"weak_areas": [], "area_grouping": "category", "threshold": 4.0, "weak_share": 0.5,
+            "above_threshold": [[2.0, 7], [4.0, 1]]}
+    with pytest.raises(TargetedError, match=r"no area has at least 50% .* >2: 7, >4: 1.*healing.weak_share"):
+        make_targeted(None, None, [], weak, None, TargetedConfig(), F, set(), 48, 8)
