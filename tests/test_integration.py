@@ -255,6 +255,7 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
 
     from evo.data.demo import DemoGenerator
     from evo.healing.experiment import run_experiment
+    from evo.healing.targeted import TargetedError
     from evo.report import build_report
 
     root = copy_root(base_root, tmp_path)
@@ -264,7 +265,7 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
     start = lin.registry.alias("champion")
     before = {f: (root / f).read_text() for f in ("ledger.csv", "registry.json")}
     evals = DemoGenerator(0).sample(60, random.Random(5))
-    state = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: None)
+    state = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: None, min_records=4)
     (row,) = state["rounds"]
     t, r = row["targeted"], row["random"]
     assert t["records"] == r["records"] > 0 and len(t["data_rows"]) == len(r["data_rows"])
@@ -276,10 +277,15 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
         assert set(arm["gain"]) == {"overall", "weak", "weak_round1"}
     assert t["child"] != r["child"] and row["weak_areas"]
     assert {f: (root / f).read_text() for f in before} == before  # not generations: ledger, registry untouched
-    again = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: pytest.fail(f"redid work: {msg}"))
+    again = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: pytest.fail(f"redid work: {msg}"),
+                           min_records=4)
     assert again["rounds"][0]["targeted"]["child"] == t["child"]  # a rerun continues, nothing redone
     html = build_report(root, lambda m: None).read_text()
     assert "From " + start[:12] in html and "weak acc. gain" in html
+    with pytest.raises(TargetedError, match="other settings"):  # a different experiment is not mixed into it
+        run_experiment(cfg, lin, start, 2, evals, [], None, 0, lambda msg: None)
+    stopped = run_experiment(cfg, lin, start, 2, evals, [], None, 0, lambda msg: None, fresh=True, min_records=10_000)
+    assert stopped["rounds"] == [] and "fewer than 10000" in stopped["note"]  # nothing worth a round
 
 
 def test_experiment_without_an_evaluation_source_says_what_to_give(base_root, demo_dir, tmp_path):

@@ -249,7 +249,8 @@ def cmd_experiment(args) -> int:
     print(f"targeted vs random from {start[:12]}: {args.rounds} round(s), {len(eval_records)} evaluation examples",
           flush=True)
     state = run_experiment(cfg, lin, start, args.rounds, eval_records, pool, args.steps, args.seed,
-                           lambda msg: print(f"experiment {msg}", flush=True), fresh=args.fresh)
+                           lambda msg: print(f"experiment {msg}", flush=True), fresh=args.fresh,
+                           min_records=args.min_records)
     for row in state["rounds"]:
         t, r = row["targeted"], row["random"]
         print(f"round {row['round']}: {t['records']} records each; accuracy on the weak areas "
@@ -419,6 +420,8 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--steps", type=int, help="training steps per child (default: train.steps)")
             s.add_argument("--seed", type=int, default=0)
             s.add_argument("--fresh", action="store_true", help="replace an earlier experiment instead of continuing it")
+            s.add_argument("--min-records", type=int, default=16,
+                           help="stop when the filter keeps fewer targeted records than this (default: 16)")
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "targeted":
             s.add_argument("--out", help="JSONL to write (default: ROOT/targeted/<gen>.jsonl)")

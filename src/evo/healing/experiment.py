@@ -131,7 +131,9 @@ def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], re
 
 
 def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record], pool: list[Record],
-                   steps: Optional[int], seed: int, progress, fresh: bool = False) -> dict:
+                   steps: Optional[int], seed: int, progress, fresh: bool = False, min_records: int = 16) -> dict:
+    """Round after round until `rounds`, or until the filter keeps fewer than `min_records` targeted
+    records (a full round of steps on a handful of records overfits both lines: measured)."""
     import ray
 
     from evo.driver import ancestor_data
@@ -174,8 +176,9 @@ def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record]
         exclude = eval_records + earlier["targeted"] + earlier["random"]
         targeted = targeted_for(lin, cfg, weak, seed=seed + rnd, exclude=exclude)
         del weak  # frees the model before training
-        if not targeted.records:
-            state["note"] = f"round {rnd}: the filter kept no targeted record; stopped"
+        if len(targeted.records) < min_records:
+            state["note"] = (f"round {rnd}: the filter kept {len(targeted.records)} targeted record(s), fewer than "
+                             f"{min_records}; stopped (the weak areas are nearly exhausted)")
             break
         n = len(targeted.records)
         known = known_prompts(lin, exclude) | {normalize(r.prompt) for r in targeted.records}
