@@ -147,18 +147,12 @@ def cmd_ab(args) -> int:
 def _saved_config(root: Path, sets: list[str] = ()):
     """The resolved config of the latest run under `root`, with `a.b=value` overrides."""
     from evo.atomic import read_json
-    from evo.config import _set_dotted, from_dict
+    from evo.config import apply_overrides, from_dict
 
     path = root / "run_config.json"
     if not path.exists():
         raise ConfigError(f"{path}: no run config here; run `evo run` or `evo demo` with this --root first")
-    tree = read_json(path)
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.path=value")
-        k, v = item.split("=", 1)
-        _set_dotted(tree, k.strip(), v)
-    return from_dict(tree, str(path))
+    return from_dict(apply_overrides(read_json(path), list(sets)), str(path))
 
 
 def _weak_analysis(args, root: Path):
@@ -229,14 +223,13 @@ def cmd_experiment(args) -> int:
     from evo.data.ingest import ingest_jsonl
     from evo.driver import Lineage
     from evo.healing.experiment import NAME, run_experiment
+    from evo.healing.weak import model_of
     from evo.healing.targeted import TargetedError, load_generator
 
     lin = Lineage(_location(args.root))  # a URI: the Train workers and eval tasks open it themselves
     root = lin.root
     cfg = _saved_config(root, args.set or [])
-    start = lin.registry.by_gen(args.gen) if args.gen else lin.registry.alias("champion")
-    if not start:
-        raise ConfigError(f"{lin.registry.path}: no model {'for ' + args.gen if args.gen else 'is the champion'}")
+    start = model_of(lin, args.gen)
     if args.data:
         eval_records = ingest_jsonl(args.data).records
     else:

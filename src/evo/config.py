@@ -267,6 +267,16 @@ def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw)
 
 
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Set each `a.b=value` (value parsed as YAML) in a config tree, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        k, v = item.split("=", 1)
+        _set_dotted(tree, k.strip(), v)
+    return tree
+
+
 def resolve_paths(cfg: EvoConfig, base_dir: Path) -> EvoConfig:
     """Make data/probe paths absolute, relative to the config file's folder."""
 
@@ -305,10 +315,6 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> EvoConfig
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.path=value")
-        k, v = item.split("=", 1)
-        _set_dotted(tree, k.strip(), v)
+    apply_overrides(tree, overrides)
     cfg = from_dict(tree, source)
     return resolve_paths(cfg, path.parent if path is not None else Path.cwd())

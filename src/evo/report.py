@@ -102,15 +102,20 @@ def tree_plot(root: Path) -> str:
     return _png(fig)
 
 
-def healing_table(root: Path, rows: list[dict]) -> str:
-    """Violations / items per pattern for every generation that was asked (child), and its parent."""
-    per_gen: dict[str, dict] = {}
+def child_and_parent(root: Path, rows: list[dict], key: str) -> dict[str, tuple[dict, dict]]:
+    """Per generation with an eval report: (child's, parent's) value of `key` in evals/<gen>.json."""
+    out = {}
     for r in rows:
         path = root / "evals" / f"{r['GEN_ID']}.json"
         if path.exists():
             ev = read_json(path)
-            if ev["child"].get("healing"):
-                per_gen[r["GEN_ID"]] = {"child": ev["child"]["healing"], "parent": (ev.get("parent") or {}).get("healing") or {}}
+            out[r["GEN_ID"]] = (ev["child"].get(key) or {}, (ev.get("parent") or {}).get(key) or {})
+    return out
+
+
+def healing_table(root: Path, rows: list[dict]) -> str:
+    """Violations / items per pattern for every generation that was asked (child), and its parent."""
+    per_gen = {g: {"child": c, "parent": p} for g, (c, p) in child_and_parent(root, rows, "healing").items() if c}
     if not per_gen:
         return "<p>No corrections recorded yet (<code>evo correct</code>).</p>"
     patterns = sorted({p for g in per_gen.values() for p in g["child"]})
@@ -133,13 +138,7 @@ def healing_table(root: Path, rows: list[dict]) -> str:
 
 def quality_table(root: Path, rows: list[dict]) -> str:
     """Exact match per record category for every generation (child), with its parent's in brackets."""
-    per_gen: dict[str, tuple[dict, dict]] = {}
-    for r in rows:
-        path = root / "evals" / f"{r['GEN_ID']}.json"
-        if path.exists():
-            ev = read_json(path)
-            per_gen[r["GEN_ID"]] = (ev["child"].get("quality_by_category") or {},
-                                    (ev.get("parent") or {}).get("quality_by_category") or {})
+    per_gen = child_and_parent(root, rows, "quality_by_category")
     cats = sorted({c for child, _ in per_gen.values() for c in child})
     if not cats:
         return "<p>No categorized QA items.</p>"

@@ -92,6 +92,16 @@ def holdout_records(lin, cfg) -> list[Record]:
             for r in split(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction)[1]]
 
 
+def model_of(lin, gen: str | None) -> str:
+    """The sha of generation `gen`'s model, or of the champion when `gen` is None."""
+    from evo.config import ConfigError
+
+    sha = lin.registry.by_gen(gen) if gen else lin.registry.alias("champion")
+    if not sha:
+        raise ConfigError(f"{lin.registry.path}: no model {'for ' + gen if gen else 'is the champion'}")
+    return sha
+
+
 def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: list[Record] | None = None,
             sha: str | None = None) -> WeakAnalysis:
     """Score a model (the champion, `gen`'s, or `sha`) on `records`, a JSONL file, or every
@@ -102,10 +112,7 @@ def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: 
     from evo.data.ingest import ingest_jsonl
     from evo.model.lineage_model import load_generation
 
-    if sha is None:
-        sha = lin.registry.by_gen(gen) if gen else lin.registry.alias("champion")
-        if not sha:
-            raise ConfigError(f"{lin.registry.path}: no model {'for ' + gen if gen else 'is the champion'}")
+    sha = sha or model_of(lin, gen)
     gid = (lin.registry.model(sha) or {}).get("gen_id") or sha[:12]
     if records is not None:
         source = f"{len(records)} given examples"
