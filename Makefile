@@ -12,7 +12,7 @@ demo: $(STAMP)
 	$(VENV)/bin/evo demo --root $(ROOT)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q --timeout=900
+	$(VENV)/bin/python -m pytest -q --timeout=900 --durations=20
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_generation.py

@@ -9,6 +9,13 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # before anything imports Ray; see evo.cli
 
+from evo.testing.clusters import generous_start_waits, start_patiently, use_private_token  # noqa: E402
+
+# Every cluster of the session (in-process, `ray start`, `evo demo`'s own) shares one token kept in a
+# temp file: none depends on ~/.ray/auth_token existing, which on a fresh machine it does not.
+use_private_token()
+generous_start_waits()
+
 from evo.config import load_config
 from evo.data.demo import write_demo_data
 
@@ -44,7 +51,37 @@ def ray_cluster(tmp_path_factory):
 
     cache = str(tmp_path_factory.mktemp("worker-cache"))
     os.environ["EVO_WORKER_CACHE"] = cache
-    ray.init(address="local", num_cpus=3,
-             runtime_env={"env_vars": {**WORKER_ENV, "EVO_CACHE": cache}})
+    start_patiently(lambda: ray.init(address="local", num_cpus=3,
+                                     runtime_env={"env_vars": {**WORKER_ENV, "EVO_CACHE": cache}}),
+                    "a local Ray cluster for the tests", cleanup=ray.shutdown)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _base_cache(tmp_path_factory) -> dict:
+    return {"folder": tmp_path_factory.mktemp("base") / "lineage"}
+
+
+@pytest.fixture(scope="module")
+def base_root(ray_cluster, demo_dir, _base_cache) -> Path:
+    """A lineage root holding only the tiny generation 0, built once per session (on whichever
+    module's cluster asks first) and never written to: tests copy it (`copy_root`)."""
+    from evo.driver import Lineage, generation_zero
+    from evo.progress import Silent
+
+    root = _base_cache["folder"]
+    if not _base_cache.get("built"):
+        generation_zero(tiny_config(demo_dir), Lineage(root), Silent())
+        _base_cache["built"] = True
+    return root
+
+
+def copy_root(base_root: Path, dest: Path) -> Path:
+    """A lineage root of its own for a test: generation 0 copied from `base_root` to `dest`/lineage
+    (a folder; for a URI root, copy to the folder the URI names)."""
+    import shutil
+
+    dst = dest / "lineage"
+    shutil.copytree(base_root, dst)
+    return dst

@@ -1,9 +1,10 @@
 """evo on real multi-process Ray clusters on this machine: a sweep spread over two nodes; a sweep
-submitted as a Ray job through the Jobs API to a head started with `ray start`; and the same job on
-an autoscaling cluster (Ray's fake multi-node provider) that grows for the trials and shrinks after.
+submitted as a Ray job through the Jobs API to a head started with `ray start`, on an autoscaling
+cluster (Ray's fake multi-node provider) that grows for the trials and shrinks after.
 
-Each test starts its own cluster on non-default ports and stops only the processes it started
-(never `ray stop`, which would kill every Ray process on the machine)."""
+Each cluster runs on non-default ports, and only the processes it started are stopped (never
+`ray stop`, which would kill every Ray process on the machine). The sweep job runs once for the
+module; one test checks what its user sees (the CLI, the ledger), another what the cluster did."""
 
 from __future__ import annotations
 
@@ -38,12 +39,23 @@ def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path):
     from evo.config import load_config
     from evo.driver import Lineage, generation_zero, run_generation
     from evo.progress import Silent
+    from evo.testing.clusters import start_patiently
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
-    cluster.add_node(num_cpus=3)
+    holder: list = []
+
+    def start() -> Cluster:
+        holder.append(Cluster(initialize_head=True, head_node_args={"num_cpus": 3}))
+        holder[-1].add_node(num_cpus=3)
+        holder[-1].wait_for_nodes()
+        return holder[-1]
+
+    def cleanup() -> None:
+        if holder:
+            holder.pop().shutdown()
+
+    cluster = start_patiently(start, "a two-node test cluster", cleanup)
     try:
         ray.init(address=cluster.address, runtime_env={"env_vars": WORKER_ENV})
-        cluster.wait_for_nodes()
         cfg = load_config(demo_dir / "demo.yaml", TINY + SWEEP + [
             "tune.num_workers=2", "tune.cpus_per_worker=1", "tune.driver_cpus=0.1"])
         lin = Lineage(tmp_path / "lineage")
@@ -59,23 +71,50 @@ def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path):
     assert row["trial"] in {t["trial_id"] for t in trials}
 
 
-@pytest.fixture
-def ray_head():
-    """A Ray head of its own (`ray start --head --block`, non-default ports, a fresh token)."""
-    from evo.testing.local_head import LocalHead
+@pytest.fixture(scope="module")
+def autoscaled_sweep_job(demo_dir, tmp_path_factory):
+    """`ray job submit` of jobs/sweep.py to a head of its own (`ray start --head --block`, a fresh
+    token) with Ray's fake multi-node autoscaler. A 1-CPU head cannot place a trial (2 workers x
+    1 CPU), so each running trial needs a 2-CPU worker node; when the job ends the nodes idle out
+    (6 s). The CLI follows the job's logs to its end while the nodes are counted every second
+    through the dashboard's state API; afterwards, until the idle nodes are gone (bounded)."""
+    import threading
 
-    with LocalHead(base_port=16391, num_cpus=3) as head:
-        yield head
+    from evo.testing.local_head import LocalHead, fake_autoscaling_config
 
-
-def test_a_sweep_job_through_the_jobs_api(ray_head, demo_dir, tmp_path):
-    root = tmp_path / "lineage"
-    sets = [a for s in TINY + SWEEP + ["tune.num_workers=1", "tune.cpus_per_worker=0.5"] for a in ("--set", s)]
+    root = tmp_path_factory.mktemp("cluster-job") / "lineage"
+    sets = [a for s in TINY + SWEEP + ["train.num_workers=2", "tune.num_workers=2", "tune.cpus_per_worker=1"]
+            for a in ("--set", s)]
     entry = [sys.executable, str(REPO / "jobs" / "sweep.py"), str(demo_dir / "demo.yaml"), "--root", str(root), *sets]
-    # Submitted through the Jobs API; the CLI follows the job's logs until it ends.
-    job = ray_head.job("submit", "--submission-id", "evo-sweep-test", "--", *entry, timeout=600)
+    nodes: list[int] = []
+    done = threading.Event()
+    with LocalHead(16591, 1, fake_autoscaling_config(16591, 1, 2, 2, 0.1)) as head:
+        def count_nodes() -> None:
+            while not done.is_set():
+                try:
+                    nodes.append(head.alive_nodes())
+                except OSError:  # a dashboard too busy to answer this second; the next poll will do
+                    pass
+                done.wait(1)
+
+        poller = threading.Thread(target=count_nodes, daemon=True)
+        poller.start()
+        try:
+            job = head.job("submit", "--submission-id", "evo-sweep-test", "--", *entry, timeout=900)
+            state = head.job_state("evo-sweep-test")
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and (not nodes or nodes[-1] != 1):
+                time.sleep(1)
+        finally:
+            done.set()
+            poller.join(30)
+    return {"root": root, "job": job, "state": state, "nodes": nodes}
+
+
+def test_a_sweep_job_through_the_jobs_api(autoscaled_sweep_job):
+    job, root = autoscaled_sweep_job["job"], autoscaled_sweep_job["root"]
     logs = job.stdout + job.stderr
-    assert job.returncode == 0 and ray_head.job_state("evo-sweep-test") == "SUCCEEDED", logs[-3000:]
+    assert job.returncode == 0 and autoscaled_sweep_job["state"] == "SUCCEEDED", logs[-3000:]
     assert "winner: trial" in logs and "gen-1" in logs  # the driver's progress, followed live
     from evo.lineage.ledger import Ledger
 
@@ -85,28 +124,8 @@ def test_a_sweep_job_through_the_jobs_api(ray_head, demo_dir, tmp_path):
     assert len(trials) == 2 and rows[1]["trial"] in {t["trial_id"] for t in trials}
 
 
-def test_pending_trials_make_the_autoscaler_add_nodes_and_idle_ones_go(demo_dir, tmp_path):
-    """Ray's fake multi-node provider: the real autoscaler launches and terminates raylets on this
-    machine as it would cloud nodes. A 1-CPU head cannot place a trial (2 workers x 1 CPU), so each
-    running trial needs a 2-CPU worker node; when the job ends the nodes idle out (6 s)."""
-    from evo.testing.local_head import LocalHead, fake_autoscaling_config
-
-    sets = [a for s in TINY + SWEEP + ["train.num_workers=2", "tune.num_workers=2", "tune.cpus_per_worker=1"]
-            for a in ("--set", s)]
-    entry = [sys.executable, str(REPO / "jobs" / "sweep.py"), str(demo_dir / "demo.yaml"),
-             "--root", str(tmp_path / "lineage"), *sets]
-    seen, state = [], "PENDING"
-    with LocalHead(16591, 1, fake_autoscaling_config(16591, 1, 2, 2, 0.1)) as head:
-        assert head.job("submit", "--no-wait", "--submission-id", "evo-scale", "--", *entry).returncode == 0
-        t0 = time.time()
-        while time.time() - t0 < 480:  # bounded
-            if state not in ("SUCCEEDED", "FAILED", "STOPPED"):
-                state = head.job_state("evo-scale")
-            seen.append((state, head.alive_nodes()))
-            if state in ("SUCCEEDED", "FAILED", "STOPPED") and seen[-1][1] == 1:
-                break
-            time.sleep(2)
-        logs = head.job("logs", "evo-scale").stdout
-    assert state == "SUCCEEDED", logs[-3000:]
-    assert max(n for _, n in seen) == 3  # head + a node for each of the two concurrent trials
-    assert seen[-1] == ("SUCCEEDED", 1)  # and the idle nodes were released
+def test_pending_trials_make_the_autoscaler_add_nodes_and_idle_ones_go(autoscaled_sweep_job):
+    nodes = autoscaled_sweep_job["nodes"]
+    assert autoscaled_sweep_job["state"] == "SUCCEEDED"
+    assert nodes and max(nodes) == 3, nodes  # head + a node for each of the two concurrent trials
+    assert nodes[-1] == 1, nodes  # and the idle nodes were released

@@ -13,28 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from evo.driver import Lineage, generation_zero, run, run_generation
+from evo.driver import Lineage, run, run_generation
 from evo.lineage.ledger import COLUMNS
 from evo.model.artifacts import ModelStore
 from evo.progress import Silent
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, copy_root, tiny_config
 
 pytestmark = pytest.mark.integration
 LOOSE_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
-
-
-@pytest.fixture(scope="module")
-def base_root(ray_cluster, demo_dir, tmp_path_factory) -> Path:
-    """A lineage root holding only generation 0, built once and copied by each test."""
-    root = tmp_path_factory.mktemp("base") / "lineage"
-    generation_zero(tiny_config(demo_dir), Lineage(root), Silent())
-    return root
-
-
-def copy_root(base_root: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "lineage"
-    shutil.copytree(base_root, dst)
-    return dst
 
 
 def assert_lineage_consistent(root: Path) -> None:
@@ -111,7 +97,7 @@ def test_a_users_hugging_face_model_by_path(base_root, demo_dir, tmp_path):
     (user_model / "meta.json").unlink()  # a plain save_pretrained folder, nothing of evo's
     root = tmp_path / "lineage"
     cfg = tiny_config(demo_dir, f"model.path={user_model}", "data.base=null", *LOOSE_GATE)
-    summary = run(cfg, root, Silent())
+    summary = run(cfg, root, Silent(), max_generations=1)
     g0, g1 = summary.generations[:2]
     store = ModelStore(root)
     assert store.meta(g0["child_sha"])["source"] == str(user_model)  # referenced, not copied

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evo.driver import Lineage, generation_zero, run_generation
+from evo.driver import Lineage, run_generation
 from evo.progress import Silent
-from tests.conftest import tiny_config
+from tests.conftest import copy_root, tiny_config
 
 pytestmark = pytest.mark.integration
 PORT = 18743
@@ -32,15 +32,14 @@ def call(method: str, path: str, body=None, headers=None, raw: bytes | None = No
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, demo_dir, tmp_path_factory):
+def served(ray_cluster, base_root, demo_dir, tmp_path_factory):
     from ray import serve
 
     from evo.serving.deployments import build_app
 
-    root = tmp_path_factory.mktemp("serve") / "lineage"
+    root = copy_root(base_root, tmp_path_factory.mktemp("serve"))
     cfg = tiny_config(demo_dir, "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null")
     lin = Lineage(root)
-    generation_zero(cfg, lin, Silent())
     base = lin.registry.alias("champion")
     row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent())
     lin.registry.move("candidate", base, reason="test: serve the base as the candidate")
@@ -50,6 +49,16 @@ def served(ray_cluster, demo_dir, tmp_path_factory):
               name="evo", route_prefix="/")
     yield {"root": root, "champion": row["child_sha"], "candidate": base}
     serve.shutdown()
+
+
+def eventually(check, timeout: float = 20.0, every: float = 0.25) -> None:
+    """Poll `check` until it holds (bounded); fail with the bound if it never does."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"did not hold within {timeout:.0f} s"
+        time.sleep(every)
 
 
 def chat(model="evo", user=None, **kw):
@@ -146,10 +155,8 @@ def test_admin_needs_the_token_and_split_changes_live(served):
     code, err = call("POST", "/admin/split", {"candidate_share": 2}, auth)
     assert code == 400 and "from 0 to 1" in err["error"]["message"]
     assert call("POST", "/admin/split", {"candidate_share": 0.0}, auth) == (200, {"candidate_share": 0.0})
-    import time as _time
-
-    _time.sleep(1.0)  # the other replica follows the shared split within ~0.5 s
-    assert {chat(user=f"u{i}")[1]["evo"]["arm"] for i in range(8)} == {"champion"}
+    # the other replica follows the shared split within about 0.5 s (a generous bound here)
+    eventually(lambda: {chat(user=f"u{i}")[1]["evo"]["arm"] for i in range(8)} == {"champion"})
     call("POST", "/admin/split", {"candidate_share": 0.5}, auth)
 
 
@@ -203,8 +210,12 @@ def test_promotion_under_load_drops_nothing(served):
     assert len(results) > 20
     assert all(code == 200 for _, code, _ in results), [r for r in results if r[1] != 200][:3]
     assert {sha for _, _, sha in results} <= {old_champion, old_candidate}
-    after = [sha for t, _, sha in results if t > t_live + 1.5]  # the other replica follows within ~0.5 s
-    assert after and set(after) == {old_candidate}  # after the promotion, only the new champion answers
+    # The other replica follows within about 0.5 s; on a loaded machine allow 5 s. After the last
+    # answer of the old champion, only the new one answers, and it answers.
+    last_old = max((t for t, _, sha in results if sha == old_champion), default=t_promote)
+    assert last_old < t_live + 5, f"the old champion still answered {last_old - t_live:.1f} s after the promotion"
+    assert any(sha == old_candidate for t, _, sha in results if t > last_old)
+    assert {chat(user=f"after-{i}")[1]["evo"]["sha"] for i in range(20)} == {old_candidate}  # every replica
     # put the fixture back as it was
     reg = Registry(served["root"])
     reg.move("champion", old_champion, reason="test: restore")
@@ -219,12 +230,9 @@ def test_promote_and_revert_need_a_candidate_and_the_token(served):
 
 def test_split_reaches_every_replica(served):
     """Many requests, so both replicas answer; after a split change all of them route by it."""
-    import time as _time
-
     auth = {"authorization": f"Bearer {TOKEN}"}
     assert call("POST", "/admin/split", {"candidate_share": 1.0}, auth)[0] == 200
-    _time.sleep(1.0)
     try:
-        assert {chat(user=f"s-{i}")[1]["evo"]["arm"] for i in range(30)} == {"candidate"}
+        eventually(lambda: {chat(user=f"s-{i}")[1]["evo"]["arm"] for i in range(30)} == {"candidate"})
     finally:
         call("POST", "/admin/split", {"candidate_share": 0.5}, auth)

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from evo.driver import Lineage, generation_zero, run_generation
+from evo.driver import Lineage, run_generation
 from evo.progress import Silent
-from tests.conftest import tiny_config
+from tests.conftest import copy_root, tiny_config
 
 pytestmark = pytest.mark.integration
 
@@ -21,11 +21,10 @@ SWEEP = ["tune.num_samples=4", "tune.max_concurrent=2", "tune.num_workers=1", "t
 
 
 @pytest.fixture(scope="module")
-def swept(ray_cluster, demo_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep") / "lineage"
+def swept(ray_cluster, base_root, demo_dir, tmp_path_factory):
+    root = copy_root(base_root, tmp_path_factory.mktemp("sweep"))
     cfg = tiny_config(demo_dir, *SWEEP)
     lin = Lineage(root)
-    generation_zero(cfg, lin, Silent())
     from evo import driver
 
     # trials whose lr is at least 0.01 diverge (a test hook in the loop turns their loss to NaN)
@@ -107,7 +106,7 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
     assert time.perf_counter() - t0 < swept["seconds"] / 2
 
 
-def test_population_based_training_clones_checkpoints(ray_cluster, demo_dir, tmp_path):
+def test_population_based_training_clones_checkpoints(ray_cluster, base_root, demo_dir, tmp_path):
     """PBT: the weaker trial continues from the stronger one's checkpoint with perturbed settings.
     The lineage root is a file:// URI here, so trials, Train runs and Tune's own state all go
     through the URI code path (each process with its own mirror of the root)."""
@@ -115,12 +114,11 @@ def test_population_based_training_clones_checkpoints(ray_cluster, demo_dir, tmp
 
     cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.pbt_synch=true", "tune.perturbation_interval=2", "tune.num_samples=2", "tune.steps=[20]",
                       "tune.lr=[0.0005, 0.005]")
-    remote = tmp_path / "bucket" / "lineage"
+    remote = copy_root(base_root, tmp_path / "bucket")  # generation 0 put there, as `aws s3 sync` would
     uri = f"file://{remote}"
     storage.resolve(uri, tmp_path / "driver-cache")
     lin = Lineage(uri)
     assert lin.location == uri and lin.root != remote
-    generation_zero(cfg, lin, Silent())
     row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
     with open(remote / "trials" / "gen-1.csv", newline="") as f:
         trials = list(csv.DictReader(f))

@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from evo.testing.clusters import START_WAIT_S, start_patiently
+
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -49,11 +51,17 @@ class LocalHead:
         self.num_cpus, self.autoscaling = num_cpus, autoscaling
         self.token = secrets.token_hex(16)
         self.proc: Optional[subprocess.Popen] = None
+        self._jobs = None
         # For `ray job ...` and the state API: the Jobs API address and this head's token.
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                     "RAY_ADDRESS": f"http://127.0.0.1:{self.dashboard_port}"}
 
-    def start(self, timeout: float = 120) -> "LocalHead":
+    def start(self, timeout: float = 180) -> "LocalHead":
+        """Start the head and wait (up to `timeout`) until its dashboard answers; a head that was too
+        slow is stopped and started once more (see evo.testing.clusters)."""
+        return start_patiently(lambda: self._start(timeout), f"the Ray head on port {self.gcs_port}", self.stop)
+
+    def _start(self, timeout: float) -> "LocalHead":
         p = self.gcs_port
         cmd = [RAY, "start", "--head", "--block", f"--port={p}", f"--dashboard-port={self.dashboard_port}",
                f"--ray-client-server-port={p + 1}", f"--node-manager-port={p + 2}", f"--object-manager-port={p + 3}",
@@ -61,6 +69,7 @@ class LocalHead:
                f"--min-worker-port={p + 4}", f"--max-worker-port={p + 400}", f"--num-cpus={self.num_cpus}",
                f"--temp-dir=/tmp/evo-head-{p}", "--include-dashboard=true", "--disable-usage-stats"]
         env = {**self.env, "RAY_ADDRESS": f"127.0.0.1:{p}"}
+        env.setdefault("RAY_gcs_server_port_wait_time_s", str(START_WAIT_S))
         if self.autoscaling is not None:
             fd, path = tempfile.mkstemp(prefix="evo-autoscaling-", suffix=".json")
             with os.fdopen(fd, "w") as f:
@@ -69,7 +78,7 @@ class LocalHead:
             env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
-        deadline = time.time() + timeout
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 self.alive_nodes()
@@ -77,8 +86,7 @@ class LocalHead:
             except OSError:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"ray start failed: {self.proc.stderr.read()[-2000:]}") from None
-                if time.time() > deadline:
-                    self.stop()
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"the Ray head did not come up within {timeout:.0f} s") from None
                 time.sleep(1)
 
@@ -91,14 +99,30 @@ class LocalHead:
         return sum(1 for n in rows if n.get("state") == "ALIVE")
 
     def job(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """`ray job ARGS` against this head."""
+        """`ray job ARGS` against this head, through the CLI as a user would type it."""
         return subprocess.run([RAY, "job", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def job_state(self, submission_id: str) -> str:
-        out = self.job("status", submission_id, timeout=60)
-        text = (out.stdout + out.stderr).lower()
-        return next((w.upper() for w in ("succeeded", "failed", "stopped", "running", "pending") if w in text),
-                    "UNKNOWN")
+    def jobs(self):
+        """A Jobs API client for this head (one HTTP call per question, no CLI process spawned)."""
+        from ray.job_submission import JobSubmissionClient
+
+        if self._jobs is None:
+            self._jobs = JobSubmissionClient(f"http://127.0.0.1:{self.dashboard_port}",
+                                             headers={"Authorization": f"Bearer {self.token}"})
+        return self._jobs
+
+    def job_state(self, submission_id: str, attempts: int = 5) -> str:
+        """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) through the Jobs API; a
+        call that fails or hangs on a busy machine is tried again before giving up."""
+        for attempt in range(attempts):
+            try:
+                return str(self.jobs().get_job_status(submission_id).value)
+            except Exception:  # a dashboard too busy to answer in time: the SDK raises its own errors
+                if attempt == attempts - 1:
+                    raise
+                self._jobs = None
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         import psutil
@@ -106,7 +130,7 @@ class LocalHead:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(60)
+                self.proc.wait(10)  # `ray start --block` stops its own processes; what is left is killed below
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
