@@ -27,6 +27,7 @@ TINY = [
     "train.steps=20", "train.checkpoint_every=10", "train.batch_size=8", "train.replay_k=20",
     "train.max_failures=1", "eval.max_items=24", "eval.max_new_tokens=12",
 ]
+LOOSE_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
 
 
 @pytest.fixture(scope="session")
@@ -63,18 +64,38 @@ def _base_cache(tmp_path_factory) -> dict:
     return {"folder": tmp_path_factory.mktemp("base") / "lineage"}
 
 
-@pytest.fixture(scope="module")
-def base_root(ray_cluster, demo_dir, _base_cache) -> Path:
-    """A lineage root holding only the tiny generation 0, built once per session (on whichever
-    module's cluster asks first) and never written to: tests copy it (`copy_root`)."""
+def ensure_base(demo_dir: Path, cache: dict) -> Path:
+    """The session's tiny generation 0 (see `base_root`), built on the Ray cluster this process is
+    connected to if it is not built yet."""
     from evo.driver import Lineage, generation_zero
     from evo.progress import Silent
 
-    root = _base_cache["folder"]
-    if not _base_cache.get("built"):
+    root = cache["folder"]
+    if not cache.get("built"):
         generation_zero(tiny_config(demo_dir), Lineage(root), Silent())
-        _base_cache["built"] = True
+        cache["built"] = True
     return root
+
+
+@pytest.fixture(scope="module")
+def base_root(ray_cluster, demo_dir, _base_cache) -> Path:
+    """A lineage root holding only the tiny generation 0, built once per session (on whichever
+    cluster asks first) and never written to: tests copy it (`copy_root`)."""
+    return ensure_base(demo_dir, _base_cache)
+
+
+@pytest.fixture(scope="module")
+def two_generations_root(base_root, demo_dir, _base_cache) -> Path:
+    """Generation 0 plus generations 1 and 2 of the tiny demo (DDP, gate off), run once per session
+    by `evo.driver.run`; read-only like `base_root`."""
+    from evo.driver import run
+    from evo.progress import Silent
+
+    if "two" not in _base_cache:
+        root = copy_root(base_root, _base_cache["folder"].parent / "two-generations")
+        run(tiny_config(demo_dir, *LOOSE_GATE), root, Silent())
+        _base_cache["two"] = root
+    return _base_cache["two"]
 
 
 def copy_root(base_root: Path, dest: Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, copy_root, ensure_base
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[1]
@@ -29,15 +29,16 @@ def read_trials(root: Path, gid: str = "gen-1") -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path):
-    """Two nodes of 3 CPUs each; each trial's two workers need 2 CPUs, so the two trials that run
-    at once cannot share a node."""
+def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path, _base_cache):
+    """Two nodes of 3 CPUs each; each trial's worker needs 2 CPUs, so the two trials that run at
+    once cannot share a node. (The session's tiny generation 0 is built here if no test has
+    built it yet, and copied in.)"""
     import ray
     from ray.cluster_utils import Cluster
 
     from evo.cli import WORKER_ENV
     from evo.config import load_config
-    from evo.driver import Lineage, generation_zero, run_generation
+    from evo.driver import Lineage, run_generation
     from evo.progress import Silent
     from evo.testing.clusters import start_patiently
 
@@ -57,9 +58,8 @@ def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path):
     try:
         ray.init(address=cluster.address, runtime_env={"env_vars": WORKER_ENV})
         cfg = load_config(demo_dir / "demo.yaml", TINY + SWEEP + [
-            "tune.num_workers=2", "tune.cpus_per_worker=1", "tune.driver_cpus=0.1"])
-        lin = Lineage(tmp_path / "lineage")
-        generation_zero(cfg, lin, Silent())
+            "tune.num_workers=1", "tune.cpus_per_worker=2", "tune.driver_cpus=0.1"])
+        lin = Lineage(copy_root(ensure_base(demo_dir, _base_cache), tmp_path))
         row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:
@@ -72,17 +72,20 @@ def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def autoscaled_sweep_job(demo_dir, tmp_path_factory):
+def autoscaled_sweep_job(demo_dir, tmp_path_factory, _base_cache):
     """`ray job submit` of jobs/sweep.py to a head of its own (`ray start --head --block`, a fresh
     token) with Ray's fake multi-node autoscaler. A 1-CPU head cannot place a trial (2 workers x
     1 CPU), so each running trial needs a 2-CPU worker node; when the job ends the nodes idle out
     (6 s). The CLI follows the job's logs to its end while the nodes are counted every second
-    through the dashboard's state API; afterwards, until the idle nodes are gone (bounded)."""
+    through the dashboard's state API; afterwards, until the idle nodes are gone (bounded).
+    The root starts with the session's generation 0 when a test built it already; otherwise the
+    job builds it (on a node the autoscaler adds for it)."""
     import threading
 
     from evo.testing.local_head import LocalHead, fake_autoscaling_config
 
-    root = tmp_path_factory.mktemp("cluster-job") / "lineage"
+    dest = tmp_path_factory.mktemp("cluster-job")
+    root = copy_root(_base_cache["folder"], dest) if _base_cache.get("built") else dest / "lineage"
     sets = [a for s in TINY + SWEEP + ["train.num_workers=2", "tune.num_workers=2", "tune.cpus_per_worker=1"]
             for a in ("--set", s)]
     entry = [sys.executable, str(REPO / "jobs" / "sweep.py"), str(demo_dir / "demo.yaml"), "--root", str(root), *sets]

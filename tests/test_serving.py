@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from evo.driver import Lineage, run_generation
-from evo.progress import Silent
-from tests.conftest import copy_root, tiny_config
+from evo.driver import Lineage
+from tests.conftest import copy_root
 
 pytestmark = pytest.mark.integration
 PORT = 18743
@@ -32,22 +31,20 @@ def call(method: str, path: str, body=None, headers=None, raw: bytes | None = No
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, base_root, demo_dir, tmp_path_factory):
+def served(ray_cluster, two_generations_root, tmp_path_factory):
     from ray import serve
 
     from evo.serving.deployments import build_app
 
-    root = copy_root(base_root, tmp_path_factory.mktemp("serve"))
-    cfg = tiny_config(demo_dir, "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null")
+    root = copy_root(two_generations_root, tmp_path_factory.mktemp("serve"))
     lin = Lineage(root)
-    base = lin.registry.alias("champion")
-    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent())
+    base, champion = lin.ledger.get("gen-0")["child_sha"], lin.registry.alias("champion")
     lin.registry.move("candidate", base, reason="test: serve the base as the candidate")
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     # two replicas: the split and promotions must reach both, through the lineage root
     serve.run(build_app(str(root), 0.5, admin_token=TOKEN, num_replicas=2, ray_actor_options={"num_cpus": 0.25}),
               name="evo", route_prefix="/")
-    yield {"root": root, "champion": row["child_sha"], "candidate": base}
+    yield {"root": root, "champion": champion, "candidate": base}
     serve.shutdown()
 
 

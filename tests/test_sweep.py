@@ -112,8 +112,9 @@ def test_population_based_training_clones_checkpoints(ray_cluster, base_root, de
     through the URI code path (each process with its own mirror of the root)."""
     from evo import storage
 
-    cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.pbt_synch=true", "tune.perturbation_interval=2", "tune.num_samples=2", "tune.steps=[20]",
-                      "tune.lr=[0.0005, 0.005]")
+    # 2 trials of 10 steps, a checkpoint every 5: one exploit step after the first checkpoint
+    cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.pbt_synch=true", "tune.perturbation_interval=1",
+                      "tune.num_samples=2", "tune.steps=[10]", "tune.lr=[0.0005, 0.005]")
     remote = copy_root(base_root, tmp_path / "bucket")  # generation 0 put there, as `aws s3 sync` would
     uri = f"file://{remote}"
     storage.resolve(uri, tmp_path / "driver-cache")
@@ -123,7 +124,7 @@ def test_population_based_training_clones_checkpoints(ray_cluster, base_root, de
     with open(remote / "trials" / "gen-1.csv", newline="") as f:
         trials = list(csv.DictReader(f))
     assert [t["status"] for t in trials] == ["completed", "completed"]
-    assert all(int(t["iterations"]) >= 4 for t in trials)  # every report, read back from the trials' own logs
+    assert all(int(t["iterations"]) >= 2 for t in trials)  # every report, read back from the trials' own logs
     assert len(list((remote / "runs" / "gen-1" / "trial_reports").glob("*.jsonl"))) == 2
     assert list((remote / "runs" / "tune").iterdir())  # Tune's experiment state, at the URI
     cloned = [p.name for p in (remote / "runs" / "ray").iterdir() if "-from-" in p.name]

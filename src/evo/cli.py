@@ -33,6 +33,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     runtime_env = {"env_vars": WORKER_ENV}
     os.environ.update({k: v for k, v in WORKER_ENV.items() if k != "PYTHONWARNINGS"})
+    # Ray gives a new local GCS 30 s to come up; a busy laptop can need more (unless you set it).
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
     if address:
         ray.init(address=address, runtime_env=runtime_env)
     else:
