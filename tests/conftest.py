@@ -67,7 +67,8 @@ def _base_cache(tmp_path_factory) -> dict:
 def ensure_base(demo_dir: Path, cache: dict) -> Path:
     """The session's tiny generation 0 (see `base_root`), built on the Ray cluster this process is
     connected to if it is not built yet."""
-    from evo.driver import Lineage, generation_zero
+    from evo.driver import generation_zero
+    from evo.lineage.root import Lineage
     from evo.progress import Silent
 
     root = cache["folder"]

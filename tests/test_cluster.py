@@ -38,7 +38,8 @@ def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path, _base_cache):
 
     from evo.cli import WORKER_ENV
     from evo.config import load_config
-    from evo.driver import Lineage, run_generation
+    from evo.driver import run_generation
+    from evo.lineage.root import Lineage
     from evo.progress import Silent
     from evo.testing.clusters import start_patiently
 

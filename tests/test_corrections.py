@@ -71,14 +71,14 @@ def test_cli_records_the_demo_corrections(tmp_path, demo_dir):
 
 
 def test_corrections_join_every_later_mix_whole(tmp_path, demo_dir, monkeypatch):
-    from evo import driver
     from evo.data.ingest import ingest_jsonl
-    from evo.driver import Lineage, prepare_mix
+    from evo.driver import prepare_mix
+    from evo.lineage.root import Lineage
     from tests.conftest import tiny_config
 
-    monkeypatch.setattr(driver, "ancestor_data", lambda *a: ([], {}))  # no lineage needed for the mix itself
     cfg = tiny_config(demo_dir)
     lin = Lineage(tmp_path / "lineage")
+    monkeypatch.setattr(lin, "ancestor_data", lambda *a: ([], {}))  # no lineage needed for the mix itself
     store = CorrectionStore(lin.root)
     store.add(read_corrections_file(demo_dir / "corrections.jsonl"))
     delta = ingest_jsonl(demo_dir / "gen1.jsonl").records

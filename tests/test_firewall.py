@@ -32,3 +32,36 @@ def test_importing_every_module_loads_neither():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def _imports(path: Path) -> list[str]:
+    """Every absolute module a source file imports, at module level or inside a function."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            out += [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+    return out
+
+
+def test_only_the_cli_imports_the_driver():
+    """The driver is the top of the library: what it uses never reaches back into it."""
+    for path in SRC.rglob("*.py"):
+        if path.name in ("driver.py", "cli.py") and path.parent == SRC:
+            continue
+        bad = [n for n in _imports(path) if n == "evo.driver" or n.startswith("evo.driver.")]
+        assert not bad, f"{path.relative_to(SRC.parent)} imports {bad[0]}"
+
+
+def test_only_lineage_decisions_moves_an_alias_or_writes_a_verdict():
+    """Registry.move / set_status and Ledger.append / update are called from evo.lineage.decisions only."""
+    calls = ("move", "set_status", "append", "update")
+    for path in SRC.rglob("*.py"):
+        if path.parent.name == "lineage":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in calls:
+                owner = ast.unparse(node.func.value)
+                assert not any(w in owner for w in ("registry", "ledger", "reg", "Registry(", "Ledger(")), \
+                    f"{path.relative_to(SRC.parent)}:{node.lineno}: {owner}.{node.func.attr}(...)"

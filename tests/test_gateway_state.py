@@ -47,9 +47,9 @@ def test_a_promotion_on_one_replica_is_seen_by_the_others(root):
     assert not two.registry_changed() and two.aliases == {"champion": "b" * 64, "candidate": None}
 
 
-def test_admin_promote_and_revert_are_written_to_the_ledger(root):
+def test_admin_promote_and_reject_are_written_to_the_ledger(root):
     gw = replicas(root, 1)[0]
-    gw.apply(gw.revert())
+    gw.apply(gw.reject())
     row = Ledger(root).get("gen-1")
     assert row["decision"] == "rejected" and "admin: rejected over HTTP" in row["reason"]
     assert row["ab_result"].startswith("admin: rejected over HTTP at ")
@@ -57,3 +57,17 @@ def test_admin_promote_and_revert_are_written_to_the_ledger(root):
     with pytest.raises(APIError) as e:
         gw.promote()
     assert e.value.status == 409  # nothing left to promote
+
+
+def test_admin_revert_names_the_generation_to_restore(root):
+    gw = replicas(root, 1)[0]
+    gw.apply(gw.promote())
+    with pytest.raises(APIError) as e:
+        gw.revert({})
+    assert e.value.status == 400 and "/admin/reject" in str(e.value)
+    with pytest.raises(APIError) as e:
+        gw.revert({"to": "gen-7"})
+    assert e.value.status == 409 and "no model of generation 'gen-7'" in str(e.value)
+    assert gw.revert({"to": "gen-0"})["aliases"]["champion"] == "a" * 64
+    row = Ledger(root).get("gen-1")
+    assert (row["decision"], row["restored"]) == ("reverted", "gen-0")

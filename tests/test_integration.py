@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evo.driver import Lineage, run, run_generation
+from evo.lineage.root import Lineage
+from evo.driver import run, run_generation
 from evo.lineage.ledger import COLUMNS
 from evo.model.artifacts import ModelStore
 from evo.progress import Silent
@@ -306,7 +307,7 @@ def test_a_lineage_root_at_a_uri(base_root, demo_dir, tmp_path):
     for sha in reg["models"]:
         assert (remote_dir / "models" / sha / "meta.json").exists()
     assert len(list((remote_dir / "data").glob("*.parquet"))) == 2
-    assert (remote_dir / "runs" / "gen-1" / "decision.json").exists()
+    assert [p.name for p in (remote_dir / "decisions").glob("*-record-gen-1.json")]  # the decision log reached the URI
     assert (remote_dir / "evals" / "gen-1.json").exists()
     assert list((remote_dir / "runs" / "ray").rglob("checkpoint_*"))  # Ray Train wrote to the URI
     worker_mirror = Path(os.environ["EVO_WORKER_CACHE"]) / storage.resolve(uri).name  # the workers' own mirror

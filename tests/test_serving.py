@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evo.driver import Lineage
+from evo.lineage.root import Lineage
 from tests.conftest import copy_root
 
 pytestmark = pytest.mark.integration

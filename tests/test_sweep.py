@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from evo.driver import Lineage, run_generation
+from evo.lineage.root import Lineage
+from evo.driver import run_generation
 from evo.progress import Silent
 from tests.conftest import copy_root, tiny_config
 

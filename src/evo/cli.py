@@ -11,6 +11,7 @@ from pathlib import Path
 from evo.config import ConfigError, load_config
 from evo.data.ingest import IngestError
 from evo.errors import EvoError
+from evo.lineage.decisions import DecisionError
 
 DEFAULT_ROOT = "lineage"
 
@@ -54,7 +55,7 @@ def _open_root(raw: str) -> Path:
 
     if not is_uri(raw):
         return Path(raw).resolve()
-    from evo.driver import Lineage
+    from evo.lineage.root import Lineage
 
     return Lineage(raw).root
 
@@ -159,7 +160,7 @@ def _saved_config(root: Path, sets: list[str] = ()):
 
 def _weak_analysis(args, root: Path):
     """Shared by `evo weak` and `evo targeted`: score a generation on a set and find its weak areas."""
-    from evo.driver import Lineage
+    from evo.lineage.root import Lineage
     from evo.healing.weak import analyse
 
     cfg, lin = _saved_config(root, args.set or []), Lineage(root)
@@ -223,7 +224,7 @@ def cmd_experiment(args) -> int:
     import random
 
     from evo.data.ingest import ingest_jsonl
-    from evo.driver import Lineage
+    from evo.lineage.root import Lineage
     from evo.healing.experiment import NAME, run_experiment
     from evo.healing.weak import model_of
     from evo.healing.targeted import TargetedError, load_generator
@@ -343,6 +344,22 @@ def cmd_serve(args) -> int:
         time.sleep(3600)
 
 
+def cmd_decide(args) -> int:
+    """promote / reject / revert: one decision through evo.lineage.decisions, printed as recorded."""
+    from evo.lineage.decisions import Decisions
+
+    decisions = Decisions(_open_root(args.root))
+    why = f"by hand: {args.reason}" if args.reason else "by hand (evo CLI)"
+    if args.verb == "revert":
+        d = decisions.revert(args.to, why)
+    else:
+        d = getattr(decisions, args.verb)(args.gen, why)
+    print(f"{d.op} {d.gen_id}: recorded in {d.path}")
+    print(f"  champion:  {decisions.registry.alias('champion')}")
+    print(f"  candidate: {decisions.registry.alias('candidate') or '-'}")
+    return 0
+
+
 VERBS = {
     "demo": (cmd_demo, "generate the demo data, build generation 0 and run 3 generations locally"),
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
@@ -355,6 +372,9 @@ VERBS = {
     "correct": (cmd_correct, "record corrections (prompt, wrong, corrected, pattern, reason) for the next generation"),
     "check": (cmd_check, "validate CONFIG and list every problem"),
     "ab": (cmd_ab, "run an A/B round on the latest promoted generation, then promote or revert it"),
+    "promote": (cmd_decide, "make a generation (default: the candidate) the champion"),
+    "reject": (cmd_decide, "set a generation (default: the candidate) aside; the champion stays"),
+    "revert": (cmd_decide, "make an earlier generation on the champion's line the champion again"),
     "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
 }
 
@@ -395,6 +415,12 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--num-gpus", type=float, default=0,
                            help="GPUs per replica (0: CPU, half a core each); 1 on a GPU cluster")
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+        if name in ("promote", "reject"):
+            s.add_argument("gen", nargs="?", help="generation, e.g. gen-2 (default: the candidate)")
+        if name == "revert":
+            s.add_argument("--to", required=True, help="the generation to restore, e.g. gen-1")
+        if name in ("promote", "reject", "revert"):
+            s.add_argument("--reason", help="why, for the ledger and the decision log")
         if name == "ledger":
             s.add_argument("--json", action="store_true", help="print rows as JSON")
         if name in ("weak", "targeted"):
@@ -449,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except IngestError as e:
         print(f"evo: data error: {e}", file=sys.stderr)
+        return 2
+    except DecisionError as e:
+        print(f"evo: decision refused: {e}", file=sys.stderr)
         return 2
     except EvoError as e:
         print(f"evo: {e}\nevo: nothing was recorded for the failed generation; fix the cause and "

@@ -1,79 +1,43 @@
-"""The generation loop: one step per function, every step resumable, the only writer of state.
+"""The generation loop, one step per function; every step resumes after an interruption.
 
-A generation: ingest its delta -> build the training mix -> train on Ray Train -> register the
-child -> evaluate child and parent on Ray -> gate and stop rule -> write the decision record ->
-apply it (registry statuses and aliases, then the ledger row). The decision record is written
-before anything it describes, so a driver killed at any point resumes without a duplicated or
-half row and without an alias left pointing at an undecided model.
+A generation: corrections that arrive with it are recorded -> its delta is ingested -> the
+training mix is built -> a child is trained on Ray Train (or a Ray Tune sweep picks one) and
+proposed as candidate -> child and parent are evaluated on Ray -> the stop rule and the gate
+decide -> the decision is recorded through `evo.lineage.decisions`, the one place that moves an
+alias or writes a verdict (planned on disk before it is applied, so a killed driver finishes it
+when it starts again, and never applies it twice).
 """
 
 from __future__ import annotations
 
-import io
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import ray
-
-from evo.atomic import atomic_write_bytes, atomic_write_json, read_json
+from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import build_mix
 from evo.data.records import Record
-from evo.data.store import DataStore, split
-from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
+from evo.data.store import split, write_records
+from evo.evals.runner import eval_spec, evaluate_many, scores_of
+from evo.evals.suite import SuiteResult
+from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop, stalled_and_drifting
 from evo.healing.corrections import CorrectionStore, read_corrections_file
-from evo.healing.validators import PatternRule, healed_and_recurred, healing_items, read_paraphrases
-from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop
-from evo.lineage.ledger import Ledger
-from evo.lineage.registry import Registry
-from evo.model.artifacts import ModelStore
+from evo.healing.validators import healed_and_recurred
+from evo.lineage.decisions import last_good
+from evo.lineage.root import GEN0, Lineage, gen_id
+from evo.model.loading import build_tiny_llama
+from evo.model.tokenizer import train_bpe_tokenizer
 from evo.progress import Progress, Silent
+from evo.storage import after_write_tree, uri_of
 from evo.train.trainer import run_training
+from evo.train.worker_config import loop_config, training_meta
 
-GEN0 = "gen-0"
-
-
-def gen_id(index: int) -> str:
-    return f"gen-{index}"
-
-
-@dataclass
-class Lineage:
-    """Everything under one lineage root."""
-
-    root: Path  # a local folder, or a URI (s3://, gs://, file://) that every node reaches: see evo.storage
-    location: str = field(init=False)  # the root as other processes open it (the URI, or the folder)
-    ledger: Ledger = field(init=False)
-    registry: Registry = field(init=False)
-    data: DataStore = field(init=False)
-    models: ModelStore = field(init=False)
-
-    def __post_init__(self):
-        from evo.storage import is_uri, remote_for, resolve
-
-        self.location = str(self.root).rstrip("/") if is_uri(self.root) else str(Path(self.root).resolve())
-        self.root = resolve(self.root)  # a URI: this process's mirror of it, its mutable files fresh
-        self.root.mkdir(parents=True, exist_ok=True)
-        if (remote := remote_for(self.root)) is not None:
-            remote.pull_state()
-        self.ledger, self.registry = Ledger(self.root), Registry(self.root)
-        self.data, self.models = DataStore(self.root), ModelStore(self.root)
-
-    def run_dir(self, gid: str) -> Path:
-        return self.root / "runs" / gid
-
-    def decision_path(self, gid: str) -> Path:
-        return self.run_dir(gid) / "decision.json"
-
-    def eval_path(self, gid: str) -> Path:
-        return self.root / "evals" / f"{gid}.json"
+__all__ = ["GEN0", "Lineage", "RunSummary", "gen_id", "generation_zero", "run", "run_generation"]
 
 
 @dataclass
@@ -82,37 +46,6 @@ class RunSummary:
     generations: list[dict]
     stopped: bool = False
     message: str = ""
-
-
-# ---------------------------------------------------------------- decisions: write, then apply
-
-
-def commit_decision(lin: Lineage, gid: str, row: dict, child: str, status: str, champion: Optional[str]) -> None:
-    """Persist the decision, then apply it. Applying is idempotent (see `reconcile`)."""
-    atomic_write_json(lin.decision_path(gid), {"row": row, "child": child, "status": status, "champion": champion})
-    apply_decision(lin, gid)
-
-
-def apply_decision(lin: Lineage, gid: str) -> None:
-    d = read_json(lin.decision_path(gid))
-    lin.registry.set_status(d["child"], d["status"])
-    if d["champion"]:
-        lin.registry.move("champion", d["champion"], reason=f"{gid}: {d['row']['decision']}")
-    if lin.registry.alias("candidate") == d["child"] or d["status"] != "candidate":
-        lin.registry.move("candidate", None, reason=f"{gid} decided")
-    lin.ledger.append(d["row"])
-
-
-def reconcile(lin: Lineage, progress: Progress) -> None:
-    """Finish what a killed driver left half done: apply any decision without its ledger row."""
-    for path in sorted((lin.root / "runs").glob("*/decision.json")):
-        gid = path.parent.name
-        if lin.ledger.get(gid) is None:
-            progress(gid, "resuming: applying a decision made before the interruption")
-            apply_decision(lin, gid)
-    cand = lin.registry.alias("candidate")
-    if cand and (m := lin.registry.model(cand)) and lin.ledger.get(m["gen_id"]) is not None:
-        lin.registry.move("candidate", None, reason="reconcile: candidate already decided")
 
 
 # ---------------------------------------------------------------- data
@@ -126,106 +59,7 @@ def ingest(lin: Lineage, path: str, cfg: EvoConfig, progress: Progress, gid: str
     return lin.data.put(report.records)
 
 
-def write_records(path: Path, records: list[Record]) -> str:
-    rows = [r.to_row() for r in records]
-    table = pa.table({k: [row[k] for row in rows] for k in Record.__dataclass_fields__})
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return str(path)
-
-
-def accepted_ancestors(lin: Lineage, champion: str) -> list[tuple[str, str]]:
-    """(gen_id, data_delta_sha) of every generation on the champion's line, oldest first."""
-    out = []
-    for sha in lin.models.chain(champion):
-        gid = lin.registry.model(sha)["gen_id"]
-        row = lin.ledger.get(gid)
-        if row is None:
-            raise RuntimeError(f"model {sha[:12]} ({gid}) has no ledger row; the lineage root is inconsistent")
-        out.append((gid, row["data_delta_sha"]))
-    return out
-
-
-def ancestor_data(lin: Lineage, champion: str, val_fraction: float) -> tuple[list[Record], dict[str, list[Record]]]:
-    """Training records of all ancestors (the replay pool), and each one's QA set (its holdout)."""
-    pool, qa = [], {}
-    for gid, dsha in accepted_ancestors(lin, champion):
-        if not dsha:  # a user's base model registered without a base corpus
-            continue
-        train, val = split(lin.data.get(dsha), val_fraction)
-        pool.extend(train)
-        qa[gid] = val
-    return pool, qa
-
-
-# ---------------------------------------------------------------- evals
-
-
-def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record], val: list[Record],
-              lin: Optional[Lineage] = None) -> EvalSpec:
-    """What every model of a generation is scored on; with `lin`, also every past correction."""
-    e, h = cfg.eval, cfg.healing
-    items = []
-    if lin is not None:
-        items = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases), h.max_items_per_pattern)
-    rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
-    return EvalSpec(qa, holdout, load_probes(e.probes), e.banned_phrases, val,
-                    e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules)
-
-
-def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig) -> list[SuiteResult]:
-    """Each model evaluated in its own Ray task (in parallel where there are CPUs or GPUs)."""
-    gpus = 1 if cfg.train.use_gpu else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_generation)
-    return ray.get([task.remote(lin.location, s, spec, cfg.model.dtype) for s in shas])
-
-
-def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> GenerationScores:
-    return GenerationScores(child.recall, child.generalization.value, child.style_drift.hits,
-                            parent.generalization.value, parent.style_drift.hits, tuple(recurred))
-
-
-def healing_history(lin: Lineage, champion: str) -> list[dict]:
-    """The healing results of every generation on the champion's line, oldest first."""
-    out = []
-    for gid, _ in accepted_ancestors(lin, champion):
-        if lin.eval_path(gid).exists():
-            out.append(read_json(lin.eval_path(gid))["child"].get("healing") or {})
-    return out
-
-
-def score_history(lin: Lineage) -> list[GenerationScores]:
-    """Scores of every generation after the base, in order, from their eval reports."""
-    out = []
-    for row in lin.ledger.rows():
-        if row["GEN_ID"] != GEN0 and lin.eval_path(row["GEN_ID"]).exists():
-            out.append(GenerationScores(**read_json(lin.eval_path(row["GEN_ID"]))["scores"]))
-    return out
-
-
 # ---------------------------------------------------------------- training
-
-
-def loop_config(cfg: EvoConfig, lin: Lineage, gid: str, **extra) -> dict:
-    from evo.storage import uri_of
-
-    t = cfg.train
-    return {
-        "root": lin.location, "mix_path": uri_of(lin.run_dir(gid) / "mix.parquet"),
-        "val_path": uri_of(lin.run_dir(gid) / "val.parquet"), "strategy": t.strategy,
-        "zero_stage": t.zero_stage, "steps": t.steps, "batch_size": t.batch_size, "lr": t.lr,
-        "warmup_steps": t.warmup_steps, "checkpoint_every": t.checkpoint_every, "seed": t.seed,
-        "lora": t.lora.model_dump(), "max_length": cfg.model.max_length, "dtype": cfg.model.dtype,
-        "mode": "lora", "label": gid, **extra,
-    }
-
-
-def ray_storage(lin: Lineage) -> str:
-    """Ray Train's and Tune's storage_path: `runs/` under the root (a URI root: Ray writes there itself)."""
-    from evo.storage import uri_of
-
-    return uri_of(lin.root / "runs" / "ray")
 
 
 def train(cfg: EvoConfig, lin: Lineage, gid: str, loop_cfg: dict, progress: Progress):
@@ -233,7 +67,7 @@ def train(cfg: EvoConfig, lin: Lineage, gid: str, loop_cfg: dict, progress: Prog
     progress(gid, f"training on Ray Train: {t.num_workers} workers, {t.strategy}"
              + (f" ZeRO-{t.zero_stage}" if t.strategy == "deepspeed" else "")
              + f", {loop_cfg['steps']} steps, checkpoint every {loop_cfg['checkpoint_every']}")
-    out = run_training(loop_cfg, t, ray_storage(lin), f"{cfg.name}-{gid}",
+    out = run_training(loop_cfg, t, lin.ray_storage(), f"{cfg.name}-{gid}",
                        lin.run_dir(gid) / "best")
     s = out.summary
     tps = s["tokens"] / s["step_seconds"] if s.get("step_seconds") else float("nan")
@@ -243,28 +77,12 @@ def train(cfg: EvoConfig, lin: Lineage, gid: str, loop_cfg: dict, progress: Prog
     return out
 
 
-def training_meta(out, loop_cfg: dict, cfg: EvoConfig, data_sha: str, gid: str) -> dict:
-    s = out.summary
-    return {
-        "gen_id": gid, "data_delta_sha": data_sha, "config": cfg.model_dump(mode="json"),
-        "best": out.best_metrics, "loss_start": s["losses"][0] if s.get("losses") else None,
-        "val_curve": s.get("val"), "train_seconds": s.get("step_seconds"), "tokens": s.get("tokens"),
-        "train_wall_seconds": out.wall_seconds, "steps": loop_cfg["steps"], "lr": loop_cfg["lr"],
-        "checkpoint_seconds": s.get("checkpoint_seconds"), "setup_seconds": s.get("setup_seconds"),
-        "ray_startup_seconds": s.get("startup_seconds"), "ray_teardown_seconds": s.get("teardown_seconds"),
-        "resumed_from": s.get("resumed_from"),
-    }
-
-
 # ---------------------------------------------------------------- generation 0
 
 
 def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) -> str:
     """Tokenizer + tiny Llama pretrained from scratch on Ray Train (full weights), stored by sha."""
     from transformers.utils import logging as hf_logging
-
-    from evo.model.loading import build_tiny_llama
-    from evo.model.tokenizer import train_bpe_tokenizer
 
     hf_logging.disable_progress_bar()
     records = lin.data.get(data_sha)
@@ -279,8 +97,6 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
         shutil.rmtree(init_dir)
     build_tiny_llama(cfg.model.tiny, tok, cfg.train.seed).save_pretrained(str(init_dir))
     tok.save_pretrained(str(init_dir))
-    from evo.storage import after_write_tree, uri_of
-
     after_write_tree(init_dir)  # a URI root: the workers fetch it from there
     progress(GEN0, f"built tokenizer ({len(tok)} tokens) and a tiny Llama from config; pretraining")
     p = cfg.model.pretrain
@@ -322,7 +138,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "reason": "generation 0 (base model)", "eval_perplexity": res.perplexity,
         "best_step": (meta.get("best") or {}).get("step"),
     }
-    commit_decision(lin, GEN0, row, sha, "base", sha)
+    lin.decisions.record(row, sha, "base")
     progress(GEN0, f"base {sha[:12]}: holdout accuracy {_f(res.generalization.value)}, "
              f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {_f(res.perplexity)}")
 
@@ -349,7 +165,7 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     train_part, holdout = split(delta, cfg.data.val_fraction)
     if not train_part or not holdout:
         raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train and holdout")
-    pool, qa = ancestor_data(lin, champion, cfg.data.val_fraction)
+    pool, qa = lin.ancestor_data(champion, cfg.data.val_fraction)
     corrections = CorrectionStore(lin.root).all()  # every one so far, whole: never held out or sampled away
     if corrections:
         train_part = train_part + [c.record() for c in corrections]
@@ -381,7 +197,7 @@ def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
     out = train(cfg, lin, gid, loop_cfg, progress)
     child = lin.models.put_adapter(out.best_dir, parent, training_meta(out, loop_cfg, cfg, data_sha, gid))
     lin.registry.add(child, gid, parent, "candidate")
-    lin.registry.move("candidate", child, reason=f"{gid} trained")
+    lin.decisions.propose(gid, child, "trained")
     return child
 
 
@@ -407,16 +223,31 @@ def sweep_child(cfg, lin, gid, index, parent, data_sha, delta, progress):
              f"replay k {winner.config['replay_k']}; gate {winner.gate}); every trial in {path}")
     child = winner.child_sha
     lin.registry.add(child, gid, parent, "candidate")
-    lin.registry.move("candidate", child, reason=f"{gid}: winner of the sweep (trial {winner.trial_id})")
+    lin.decisions.propose(gid, child, f"winner of the sweep (trial {winner.trial_id})")
     return child, mixes[int(winner.config["replay_k"])][1].n_replay, winner.trial_id
+
+
+def score_history(lin: Lineage) -> list[GenerationScores]:
+    """Scores of every generation after the base, in ledger order, from their eval reports."""
+    return [GenerationScores(**sc) for row in lin.ledger.rows()
+            if row["GEN_ID"] != GEN0 and (sc := lin.scores(row["GEN_ID"])) is not None]
 
 
 def decide(cfg: EvoConfig, lin: Lineage, scores: GenerationScores) -> tuple[str, str]:
     """(decision, reason): stopped by the stop rule, else promoted or rejected by the gate."""
     if should_stop(score_history(lin) + [scores], cfg.gate):
-        return "stopped", STOP_MESSAGE.format(n=cfg.gate.patience, eps=cfg.gate.epsilon, theta=cfg.gate.theta)
+        return "stopped", STOP_MESSAGE.format(n=cfg.gate.patience, eps=cfg.gate.epsilon, theta=cfg.gate.theta,
+                                              restored=restore_point(cfg, lin))
     verdict = gate(scores, cfg.gate)
     return ("promoted" if verdict.accepted else "rejected"), verdict.reason
+
+
+def restore_point(cfg: EvoConfig, lin: Lineage) -> str:
+    """The generation the stop rule goes back to: the newest on the champion's line that did not
+    stall while drift grew (the base if every later one did)."""
+    line = [lin.registry.model(sha)["gen_id"] for sha in lin.decisions.line()]
+    return last_good([(g, (sc := lin.scores(g)) is not None and stalled_and_drifting(GenerationScores(**sc), cfg.gate))
+                      for g in line])
 
 
 def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress, extra=None,
@@ -442,7 +273,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val, lin), cfg)
     t_eval = time.perf_counter() - t_eval
     child_healing = res_child.to_json()["healing"]
-    healed, recurred = healed_and_recurred(child_healing, healing_history(lin, champion))
+    healed, recurred = healed_and_recurred(child_healing, lin.healing_history(champion))
     scores = scores_of(res_child, res_parent, tuple(recurred))
     decision, reason = decide(cfg, lin, scores)
     atomic_write_json(lin.eval_path(gid), {"child": res_child.to_json(), "parent": res_parent.to_json(),
@@ -458,7 +289,10 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         "trial": trial, "patterns_healed": f"{len(healed)}/{len(child_healing)}" if child_healing else "",
         "patterns_recurred": ";".join(recurred),
     }
-    commit_decision(lin, gid, row, child, decision, child if decision == "promoted" else None)
+    if decision == "stopped":
+        lin.decisions.stop(row, child, restore=restore_point(cfg, lin))
+    else:
+        lin.decisions.record(row, child, decision)
     progress(gid, f"{decision}: recall {_f(res_child.recall)}, generalization {res_child.generalization.value:.2f} "
              f"(parent {res_parent.generalization.value:.2f}), style drift {res_child.style_drift.hits} "
              f"(parent {res_parent.style_drift.hits}) — {reason}")
@@ -494,7 +328,7 @@ def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None, tune
     lin = Lineage(root)
     # The resolved config of the latest run, for verbs that take only --root (evo ab).
     atomic_write_json(lin.root / "run_config.json", cfg.model_dump(mode="json"))
-    reconcile(lin, progress)
+    lin.decisions.reconcile(progress)
     generation_zero(cfg, lin, progress)
     done = 0
     for index, path in enumerate(cfg.data.generations, start=1):

@@ -65,6 +65,6 @@ def should_stop(history: Sequence[GenerationScores], cfg: GateConfig) -> bool:
 
 STOP_MESSAGE = (
     "stopped: for {n} consecutive generations generalization gained less than {eps} while style "
-    "drift grew by more than {theta}. Reverted to the last good generation. The data needs "
-    "fixing (more or cleaner examples), not more training."
+    "drift grew by more than {theta}. The champion is back to the last good generation, "
+    "{restored}. The data needs fixing (more or cleaner examples), not more training."
 )

@@ -32,6 +32,16 @@ def split(records: list[Record], val_fraction: float) -> tuple[list[Record], lis
     return train, val
 
 
+def write_records(path: str | Path, records: list[Record]) -> str:
+    """Records as a Parquet file of every Record field (a training mix, a validation set), atomically."""
+    rows = [r.to_row() for r in records]
+    table = pa.table({k: [row[k] for row in rows] for k in Record.__dataclass_fields__})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return str(path)
+
+
 class DataStore:
     """`data/<sha>.parquet` under the lineage root; a stored delta is never rewritten."""
 

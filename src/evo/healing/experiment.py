@@ -105,9 +105,10 @@ def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], re
                steps: int, progress) -> tuple[str, dict]:
     """One child of `parent` on `data` + replay, on Ray Train; stored in models/, not registered."""
     from evo.data.mix import build_mix
-    from evo.driver import loop_config, ray_storage, training_meta, write_records
+    from evo.data.store import write_records
     from evo.storage import uri_of
     from evo.train.trainer import run_training
+    from evo.train.worker_config import loop_config, training_meta
 
     gid = f"exp-{NAME}-r{rnd}-{arm}"
     folder = lin.root / "experiments" / NAME / f"round-{rnd}-{arm}"
@@ -121,7 +122,7 @@ def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], re
                            checkpoint_every=min(cfg.train.checkpoint_every, steps),
                            mix_path=uri_of(folder / "mix.parquet"), val_path=uri_of(folder / "val.parquet"))
     progress(f"round {rnd} {arm}: training on {mix.n_delta} records + {mix.n_replay} replayed, {steps} steps")
-    out = run_training(loop_cfg, cfg.train, ray_storage(lin), f"{cfg.name}-{gid}-{int(time.time())}",
+    out = run_training(loop_cfg, cfg.train, lin.ray_storage(), f"{cfg.name}-{gid}-{int(time.time())}",
                        folder / "best")
     meta = training_meta(out, loop_cfg, cfg, "", gid)
     meta.update(experiment=NAME, arm=arm, round=rnd)
@@ -135,8 +136,6 @@ def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record]
     """Round after round until `rounds`, or until the filter keeps fewer than `min_records` targeted
     records (a full round of steps on a handful of records overfits both lines: measured)."""
     import ray
-
-    from evo.driver import ancestor_data
 
     gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
     if gen is None and not pool:
@@ -152,7 +151,7 @@ def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record]
         raise TargetedError(f"{path} holds an experiment with other settings; pass --fresh to replace it")
     state = state or {"settings": settings, "rounds": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     eval_task = ray.remote(num_cpus=1)(metrics)
-    replay_base = ancestor_data(lin, start, cfg.data.val_fraction)[0]
+    replay_base = lin.ancestor_data(start, cfg.data.val_fraction)[0]
     args = (cfg.model.dtype, cfg.model.max_length, cfg.eval.max_new_tokens)
 
     def measure(shas: list[str], areas: dict[str, list[str]]) -> list[dict]:

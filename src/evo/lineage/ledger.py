@@ -13,9 +13,10 @@ COLUMNS = [
     "GEN_ID", "parent_sha", "child_sha", "data_delta_sha", "steps", "lr", "walltime_min",
     "loss_start", "loss_end", "eval_recall", "eval_generalization", "eval_style_drift",
     "replay_k", "decision", "reason", "eval_perplexity", "best_step", "ab_result", "trial",
-    "patterns_healed", "patterns_recurred",
+    "patterns_healed", "patterns_recurred", "restored",
 ]
-DECISIONS = ("promoted", "rejected", "stopped")
+# `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
+DECISIONS = ("promoted", "rejected", "stopped", "reverted")
 
 
 class LedgerError(ValueError):

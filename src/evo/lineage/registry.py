@@ -1,6 +1,7 @@
 """`registry.json`: every model (sha, generation, parent, status) and the aliases that point at them.
 
-Promotion moves an alias; entries are never removed or overwritten, and each move is logged.
+Entries are never removed, and each alias move is logged. Only `evo.lineage.decisions` moves an
+alias or changes a status.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Optional
 from evo.atomic import atomic_write_json, locked, read_json
 
 ALIASES = ("champion", "candidate")
-STATUSES = ("base", "candidate", "promoted", "rejected", "stopped")
+STATUSES = ("base", "candidate", "promoted", "rejected", "stopped", "reverted")
 
 
 class RegistryError(ValueError):

@@ -17,8 +17,8 @@ from evo.data.store import split
 from evo.evals.generate import normalize
 from evo.errors import EvoError
 from evo.evals.suite import load_probes
+from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
-from evo.lineage.registry import Registry
 from evo.serving.stats import UNDECIDED
 
 
@@ -85,29 +85,20 @@ def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_t
 
 def start_round(root, gen_id: str) -> tuple[str, str]:
     """Put the generation's parent back as champion and the child up as candidate."""
-    row = Ledger(root).get(gen_id)
-    if row is None or row["decision"] != "promoted" or not row["parent_sha"]:
-        raise ValueError(f"{gen_id}: an A/B round needs a promoted generation with a parent")
-    reg = Registry(root)
-    reg.move("champion", row["parent_sha"], reason=f"A/B round of {gen_id}: parent serves as champion")
-    reg.move("candidate", row["child_sha"], reason=f"A/B round of {gen_id}: child serves as candidate")
-    return row["parent_sha"], row["child_sha"]
+    return Decisions(root).stage_ab(gen_id)
 
 
 def finish_round(root, gen_id: str, parent: str, child: str, stats: dict) -> str:
     """Promote unless the candidate is worse; the ledger row gets the A/B result either way."""
-    verdict = stats["verdict"]
-    reg, ledger = Registry(root), Ledger(root)
-    worse = verdict["verdict"] == "candidate worse"
-    reg.move("champion", parent if worse else child, reason=f"A/B {gen_id}: {verdict['verdict']}")
-    reg.move("candidate", None, reason=f"A/B {gen_id} decided")
-    if worse:
-        reg.set_status(child, "rejected")
-        ledger.update(gen_id, decision="rejected", reason=f"A/B: {verdict['reason']}")
-    pw = stats["pairwise"]
-    ledger.update(gen_id, ab_result=f"{verdict['verdict']}: candidate {pw['candidate_wins']} / champion "
-                                    f"{pw['champion_wins']} / ties {pw['ties']} ({verdict['test']}, p={_p(verdict['p_value'])})")
-    return "reverted" if worse else "promoted"
+    verdict, pw = stats["verdict"], stats["pairwise"]
+    result = (f"{verdict['verdict']}: candidate {pw['candidate_wins']} / champion {pw['champion_wins']} / "
+              f"ties {pw['ties']} ({verdict['test']}, p={_p(verdict['p_value'])})")
+    decisions = Decisions(root)
+    if verdict["verdict"] == "candidate worse":
+        decisions.reject(gen_id, f"A/B: {verdict['reason']}", ab_result=result)
+        return "reverted"
+    decisions.promote(gen_id, f"A/B: {verdict['verdict']}", ab_result=result)
+    return "promoted"
 
 
 def _p(p_value: Optional[float]) -> str:

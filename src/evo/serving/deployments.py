@@ -221,10 +221,15 @@ class EvoServer:
         self.gw.check_admin(request.headers.get("authorization"))
         return await self._go_live(self.gw.promote())
 
+    @api.post("/admin/reject")
+    async def reject(self, request: Request):
+        self.gw.check_admin(request.headers.get("authorization"))
+        return await self._go_live(self.gw.reject())
+
     @api.post("/admin/revert")
     async def revert(self, request: Request):
         self.gw.check_admin(request.headers.get("authorization"))
-        return await self._go_live(self.gw.revert())
+        return await self._go_live(self.gw.revert(await _json(request)))
 
 
 def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",

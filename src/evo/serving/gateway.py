@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from evo.atomic import atomic_write_json, read_json
-from evo.lineage.ledger import Ledger
+from evo.lineage.decisions import DecisionError, Decisions
 from evo.lineage.registry import Registry
 from evo.serving.ab_stats import summarize
 from evo.serving.feedback import FeedbackError, FeedbackStore
@@ -96,36 +96,29 @@ class Gateway:
         return self.apply(self.read_registry())
 
     def promote(self) -> dict:
-        """Admin: the candidate becomes the champion (the registry alias moves; nothing is deleted)."""
-        return self._decide_candidate("promoted", "champion")
+        """Admin: the candidate becomes the champion (see `evo.lineage.decisions`)."""
+        return self._decide(lambda d, why, note: d.promote(None, why, ab_result=note), "promoted")
 
-    def revert(self) -> dict:
+    def reject(self) -> dict:
         """Admin: the candidate is withdrawn and marked rejected; the champion stays."""
-        return self._decide_candidate("rejected", None)
+        return self._decide(lambda d, why, note: d.reject(None, why, ab_result=note), "rejected")
 
-    def _decide_candidate(self, status: str, new_alias: Optional[str]) -> dict:
-        cand = self.aliases.get("candidate")
-        if not cand:
-            raise APIError(409, f"there is no candidate to mark {status}", kind="conflict")
-        why = f"admin: {status} over HTTP"
-        self.registry.set_status(cand, status)
-        if new_alias:
-            self.registry.move(new_alias, cand, reason=why)
-        self.registry.move("candidate", None, reason=why)
-        self._record_in_ledger(self.models.get(cand, {}).get("gen_id"), status, why)
-        return self.read_registry()
+    def revert(self, body: object) -> dict:
+        """Admin: {"to": "gen-N"}: the champion goes back to an earlier generation on its line."""
+        to = body.get("to") if isinstance(body, dict) else None
+        if not isinstance(to, str) or not to:
+            raise APIError(400, "revert needs {\"to\": \"gen-N\"}, an earlier generation on the champion's line "
+                                "(to withdraw the candidate, POST /admin/reject)", "to")
+        return self._decide(lambda d, why, note: d.revert(to, why), f"reverted to {to}")
 
-    def _record_in_ledger(self, gen_id: Optional[str], status: str, why: str) -> None:
-        """The generation's ledger row says what the operator decided, and when."""
-        ledger = Ledger(self.settings.root)
-        row = ledger.get(gen_id) if gen_id else None
-        if row is None:
-            return
+    def _decide(self, act, what: str) -> dict:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        fields = {"ab_result": f"{why} at {stamp}"}
-        if row["decision"] != status:
-            fields.update(decision=status, reason=why)
-        ledger.update(gen_id, **fields)
+        why = f"admin: {what} over HTTP"
+        try:
+            act(Decisions(self.settings.root), why, f"{why} at {stamp}")
+        except DecisionError as e:
+            raise APIError(409, str(e), kind="conflict") from None
+        return self.read_registry()
 
     def resolve(self, name: str, user: Optional[str]) -> Target:
         if name == "evo":

@@ -283,10 +283,9 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
     train = cfg.train.model_copy(update={
         "num_workers": t.num_workers or cfg.train.num_workers,
         "cpus_per_worker": t.cpus_per_worker or cfg.train.cpus_per_worker, "max_failures": t.max_failures})
-    from evo.driver import ray_storage
     from evo.storage import uri_of
 
-    static = {"gid": gid, "train_cfg": train, "loop_cfg": loop_cfg, "storage": ray_storage(lin),
+    static = {"gid": gid, "train_cfg": train, "loop_cfg": loop_cfg, "storage": lin.ray_storage(),
               "run_name": f"{cfg.name}-{gid}", "mix_paths": {str(k): uri_of(p) for k, (p, _) in mixes.items()},
               "root": lin.location, "reports_rel": f"runs/{gid}/trial_reports"}
     space = {**param_space(cfg), "evo": static}
@@ -370,7 +369,7 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
     evals; the winner passes the gate if any does, then has the best generalization + recall."""
     from ray.train import Checkpoint
 
-    from evo.driver import evaluate_many, scores_of
+    from evo.evals.runner import evaluate_many, scores_of
 
     pool = sorted((r for r in records if r.best is not None), key=lambda r: r.best["val_loss"])
     top = pool[: cfg.tune.evaluate_top]

@@ -1,0 +1,39 @@
+"""Building a generation's eval suite from its lineage, and running it on Ray, a task per model."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import ray
+
+from evo.config import EvoConfig
+from evo.data.records import Record
+from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
+from evo.gate import GenerationScores
+from evo.healing.corrections import CorrectionStore
+from evo.healing.validators import PatternRule, healing_items, read_paraphrases
+from evo.lineage.root import Lineage
+
+
+def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record], val: list[Record],
+              lin: Optional[Lineage] = None) -> EvalSpec:
+    """What every model of a generation is scored on; with `lin`, also every past correction."""
+    e, h = cfg.eval, cfg.healing
+    items = []
+    if lin is not None:
+        items = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases), h.max_items_per_pattern)
+    rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
+    return EvalSpec(qa, holdout, load_probes(e.probes), e.banned_phrases, val,
+                    e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules)
+
+
+def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig) -> list[SuiteResult]:
+    """Each model evaluated in its own Ray task (in parallel where there are CPUs or GPUs)."""
+    gpus = 1 if cfg.train.use_gpu else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_generation)
+    return ray.get([task.remote(lin.location, s, spec, cfg.model.dtype) for s in shas])
+
+
+def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> GenerationScores:
+    return GenerationScores(child.recall, child.generalization.value, child.style_drift.hits,
+                            parent.generalization.value, parent.style_drift.hits, tuple(recurred))

@@ -1,0 +1,314 @@
+"""Every decision about a lineage's models, and the only code that carries one out.
+
+What a decision can be (each a method of `Decisions`):
+
+- `propose(gid, sha)`: a freshly trained (or sweep-chosen) child becomes the candidate. Undecided.
+- `record(row, child, verdict)`: the gate's verdict on an evaluated generation, its ledger row.
+  `promoted`: the child becomes champion. `rejected`: it is set aside, the champion stays.
+  `base`: generation 0 becomes champion.
+- `stop(row, child, restore)`: the stop rule fired on this generation. Its child is set aside
+  (status `stopped`), and the champion goes back to `restore`, the last good generation on its line
+  (the driver names it: see `last_good`); every generation reverted away is marked so.
+- `promote(gid)`: a generation's model becomes champion (an operator, or an A/B round that found
+  the candidate no worse).
+- `reject(gid)`: a generation's model is set aside; the champion stays. A champion cannot be
+  rejected: revert it.
+- `revert(to)`: the champion goes back to `to`, an earlier generation on its line. The generations
+  after it on that line are marked `reverted`, and their ledger rows name the one restored.
+- `stage_ab(gid)`: an A/B round: the generation's parent serves as champion, its child as candidate.
+
+Each one is planned into a list of effects (statuses, ledger rows, alias moves, in that order, so
+that an alias only ever points at a model whose decision is on record), and the plan is written to
+`decisions/<seq>-<op>-<gen>.json` before any effect. Then the effects are applied, then the file is
+marked applied. Every effect is idempotent, so a process killed half way is finished by `reconcile`
+(run by the driver when it starts, and before every new decision), and applying a decision twice
+changes nothing. Decisions are serialized by one lock per root, so one planned on stale state
+cannot undo a later one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from evo.atomic import atomic_write_json, locked, read_json
+from evo.errors import EvoError
+from evo.lineage.ledger import Ledger
+from evo.lineage.registry import Registry
+
+VERDICTS = ("promoted", "rejected", "base")
+
+
+class DecisionError(EvoError):
+    """A decision that cannot be made (no such generation, nothing to promote); the message says why."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    seq: int
+    op: str
+    gen_id: str
+    reason: str
+    effects: list
+    applied: bool
+    path: Path
+
+
+class Decisions:
+    def __init__(self, root: str | Path, registry: Optional[Registry] = None, ledger: Optional[Ledger] = None):
+        self.registry = registry or Registry(root)
+        self.ledger = ledger or Ledger(root)
+        self.root = self.registry.path.parent
+        self.folder = self.root / "decisions"
+
+    # ------------------------------------------------------------ the journal
+
+    def log(self) -> list[Decision]:
+        """Every decision made on this root, oldest first."""
+        out = []
+        for path in sorted(self.folder.glob("*.json")):
+            d = read_json(path)
+            out.append(Decision(d["seq"], d["op"], d["gen_id"], d["reason"], d["effects"], bool(d.get("applied")), path))
+        return out
+
+    def pending(self) -> list[Decision]:
+        return [d for d in self.log() if not d.applied]
+
+    def reconcile(self, progress: Callable[[str, str], None] = lambda gid, msg: None) -> list[Decision]:
+        """Finish every decision a killed process left half applied, in the order they were made."""
+        with locked(self.folder / "journal"):
+            done = self._apply_pending(progress)
+            self._import_legacy(progress)
+            self._settle_candidate(progress)
+        return done
+
+    def _settle_candidate(self, progress) -> None:
+        """A candidate that already has a ledger row is left from an A/B round that never finished:
+        the gate's verdict on it stands (a promoted child is champion again), and it stops being
+        the candidate."""
+        cand = self.registry.alias("candidate")
+        m = self.registry.model(cand) if cand else None
+        row = self.ledger.get(m["gen_id"]) if m else None
+        if row is None:
+            return
+        why = f"{row['GEN_ID']}: an A/B round that did not finish; the recorded verdict ({row['decision']}) stands"
+        progress(row["GEN_ID"], why)
+        effects = [["move", "candidate", None, why]]
+        if row["decision"] == "promoted":
+            effects.insert(0, ["move", "champion", cand, why])
+        self._commit("settle", row["GEN_ID"], why, effects)
+
+    def _apply_pending(self, progress) -> list[Decision]:
+        done = []
+        for d in self.pending():
+            progress(d.gen_id, f"finishing a decision made before an interruption: {d.op} ({d.path.name})")
+            self._apply(d)
+            done.append(d)
+        return done
+
+    def _import_legacy(self, progress) -> None:
+        """Roots written before this module kept one `runs/<gen>/decision.json` per generation; one
+        without its ledger row is replayed as a `record`."""
+        for path in sorted((self.root / "runs").glob("*/decision.json")):
+            gid = path.parent.name
+            if self.ledger.get(gid) is None:
+                d = read_json(path)
+                progress(gid, "finishing a decision made before an interruption (older layout)")
+                verdict = "base" if d["status"] == "base" else d["row"]["decision"]
+                self._commit("record", gid, d["row"].get("reason", ""), self._plan_record(d["row"], d["child"], verdict))
+
+    def _commit(self, op: str, gid: str, reason: str, effects: list) -> Decision:
+        """Write the plan, apply it, mark it applied. Called with the journal lock held."""
+        seq = max((d.seq for d in self.log()), default=0) + 1
+        path = self.folder / f"{seq:06d}-{op}-{gid}.json"
+        body = {"seq": seq, "op": op, "gen_id": gid, "reason": reason, "effects": effects,
+                "time": time.time(), "applied": False}
+        atomic_write_json(path, body)
+        d = Decision(seq, op, gid, reason, effects, False, path)
+        self._apply(d)
+        return d
+
+    def _apply(self, d: Decision) -> None:
+        for kind, *args in d.effects:
+            EFFECTS[kind](self, *args)
+        body = read_json(d.path)
+        if not body.get("applied"):
+            atomic_write_json(d.path, {**body, "applied": True, "applied_time": time.time()})
+
+    def _decide(self, op: str, gid: str, reason: str, plan: Callable[[], list]) -> Decision:
+        with locked(self.folder / "journal"):
+            self._apply_pending(lambda g, m: None)
+            return self._commit(op, gid, reason, plan())
+
+    # ------------------------------------------------------------ effects (each idempotent)
+
+    def _set_status(self, sha: str, status: str) -> None:
+        self.registry.set_status(sha, status)
+
+    def _move(self, alias: str, sha: Optional[str], reason: str) -> None:
+        self.registry.move(alias, sha, reason=reason)
+
+    def _append_row(self, row: dict) -> None:
+        self.ledger.append(row)
+
+    def _update_row(self, gid: str, fields: dict) -> None:
+        self.ledger.update(gid, **fields)
+
+    # ------------------------------------------------------------ what the lineage looks like
+
+    def _gen_of(self, sha: str) -> str:
+        m = self.registry.model(sha)
+        if m is None:
+            raise DecisionError(f"{self.registry.path}: model {sha[:12]} is not registered")
+        return m["gen_id"]
+
+    def _sha_of(self, gid: str) -> str:
+        sha = self.registry.by_gen(gid)
+        if sha is None:
+            raise DecisionError(f"{self.registry.path}: no model of generation {gid!r}")
+        return sha
+
+    def line(self, sha: Optional[str] = None) -> list[str]:
+        """The models from `sha` (default: the champion) back to the base, newest first."""
+        out, seen = [], set()
+        sha = sha or self.registry.alias("champion")
+        while sha and sha not in seen:
+            seen.add(sha)
+            out.append(sha)
+            m = self.registry.model(sha)
+            sha = m["parent_sha"] if m else None
+        return out
+
+    def _revert_effects(self, to_sha: str, restored: str, reason: str) -> Iterator[list]:
+        """Statuses and rows of every generation on the champion's line after `to_sha`."""
+        for sha in self.line():
+            if sha == to_sha:
+                return
+            gid = self._gen_of(sha)
+            yield ["set_status", sha, "reverted"]
+            if self.ledger.get(gid) is not None:
+                yield ["update_row", gid, {"decision": "reverted", "reason": reason, "restored": restored}]
+        raise DecisionError(f"{self._gen_of(to_sha)} is not on the champion's line "
+                            f"({' <- '.join(self._gen_of(s) for s in self.line())})")
+
+    # ------------------------------------------------------------ the operations
+
+    def propose(self, gid: str, sha: str, reason: str) -> Decision:
+        """A generation's child, trained and registered, is the candidate until it is decided."""
+        def plan():
+            self._gen_of(sha)
+            return [["move", "candidate", sha, f"{gid}: {reason}"]]
+        return self._decide("propose", gid, reason, plan)
+
+    def record(self, row: dict[str, Any], child: str, verdict: str) -> Decision:
+        """The gate's verdict on generation row["GEN_ID"]: `promoted`, `rejected`, or `base`."""
+        if verdict not in VERDICTS:
+            raise DecisionError(f"a recorded verdict is one of {VERDICTS}, not {verdict!r}")
+        gid = row["GEN_ID"]
+        return self._decide("record", gid, row.get("reason", ""), lambda: self._plan_record(row, child, verdict))
+
+    def _plan_record(self, row: dict, child: str, verdict: str) -> list:
+        gid = row["GEN_ID"]
+        effects = [["set_status", child, verdict], ["append_row", row]]
+        if verdict in ("promoted", "base"):
+            effects.append(["move", "champion", child, f"{gid}: {row['decision']}"])
+        if self.registry.alias("candidate") == child or verdict == "base":
+            effects.append(["move", "candidate", None, f"{gid} decided"])
+        return effects
+
+    def stop(self, row: dict[str, Any], child: str, restore: str) -> Decision:
+        """The stop rule fired on generation row["GEN_ID"]: its child is set aside and the champion
+        goes back to generation `restore` (an ancestor of the champion, or the champion itself)."""
+        gid = row["GEN_ID"]
+
+        def plan():
+            to_sha = self._sha_of(restore)
+            why = f"{gid}: the stop rule fired; {restore} restored"
+            effects = [["set_status", child, "stopped"], *self._revert_effects(to_sha, restore, why),
+                       ["append_row", {**row, "decision": "stopped", "restored": restore}],
+                       ["move", "champion", to_sha, why]]
+            if self.registry.alias("candidate") == child:
+                effects.append(["move", "candidate", None, f"{gid} stopped"])
+            return effects
+        return self._decide("stop", gid, row.get("reason", ""), plan)
+
+    def promote(self, gid: Optional[str] = None, reason: str = "", ab_result: Optional[str] = None) -> Decision:
+        """Generation `gid` (default: the candidate's) becomes champion."""
+        def plan():
+            sha, g = self._target(gid, "promote")
+            if sha == self.registry.alias("champion"):
+                raise DecisionError(f"{g} is already the champion")
+            return [["set_status", sha, "promoted"], *self._row_effects(g, "promoted", reason, ab_result),
+                    ["move", "champion", sha, f"{g}: promoted ({reason})"],
+                    *self._clear_candidate(sha, f"{g} promoted")]
+        return self._decide("promote", gid or "candidate", reason, plan)
+
+    def reject(self, gid: Optional[str] = None, reason: str = "", ab_result: Optional[str] = None) -> Decision:
+        """Generation `gid` (default: the candidate's) is set aside; the champion stays."""
+        def plan():
+            sha, g = self._target(gid, "reject")
+            if sha == self.registry.alias("champion"):
+                raise DecisionError(f"{g} is the champion: revert to an earlier generation instead of rejecting it")
+            return [["set_status", sha, "rejected"], *self._row_effects(g, "rejected", reason, ab_result),
+                    *self._clear_candidate(sha, f"{g} rejected")]
+        return self._decide("reject", gid or "candidate", reason, plan)
+
+    def revert(self, to: str, reason: str = "") -> Decision:
+        """The champion goes back to generation `to`, an earlier generation on its line."""
+        def plan():
+            to_sha = self._sha_of(to)
+            if to_sha == self.registry.alias("champion"):
+                raise DecisionError(f"{to} is already the champion")
+            why = f"reverted to {to}" + (f": {reason}" if reason else "")
+            effects = [*self._revert_effects(to_sha, to, why), ["move", "champion", to_sha, why]]
+            cand = self.registry.alias("candidate")
+            if cand and to_sha not in self.line(cand)[1:]:  # a candidate not trained on the restored model
+                effects.append(["move", "candidate", None, why])
+            return effects
+        return self._decide("revert", to, reason, plan)
+
+    def stage_ab(self, gid: str) -> tuple[str, str]:
+        """An A/B round of a promoted generation: its parent serves as champion, its child as candidate."""
+        row = self.ledger.get(gid)
+        if row is None or row["decision"] != "promoted" or not row["parent_sha"]:
+            raise DecisionError(f"{gid}: an A/B round needs a promoted generation with a parent")
+        why = f"A/B round of {gid}"
+        self._decide("stage_ab", gid, why, lambda: [
+            ["move", "champion", row["parent_sha"], f"{why}: the parent serves as champion"],
+            ["move", "candidate", row["child_sha"], f"{why}: the child serves as candidate"]])
+        return row["parent_sha"], row["child_sha"]
+
+    def _target(self, gid: Optional[str], verb: str) -> tuple[str, str]:
+        if gid is None:
+            sha = self.registry.alias("candidate")
+            if not sha:
+                raise DecisionError(f"there is no candidate to {verb}")
+            return sha, self._gen_of(sha)
+        return self._sha_of(gid), gid
+
+    def _row_effects(self, gid: str, decision: str, reason: str, ab_result: Optional[str]) -> list:
+        row = self.ledger.get(gid)
+        if row is None:
+            return []
+        fields = {"ab_result": ab_result} if ab_result else {}
+        if row["decision"] != decision:
+            fields.update(decision=decision, reason=reason, restored="")
+        return [["update_row", gid, fields]] if fields else []
+
+    def _clear_candidate(self, sha: str, why: str) -> list:
+        return [["move", "candidate", None, why]] if self.registry.alias("candidate") == sha else []
+
+
+EFFECTS = {"set_status": Decisions._set_status, "move": Decisions._move,
+           "append_row": Decisions._append_row, "update_row": Decisions._update_row}
+
+
+def last_good(line: list[tuple[str, bool]]) -> str:
+    """The newest generation of a line (newest first: (gen_id, stalled while drifting)) that was not
+    stalled while drifting; the base if every later one was."""
+    for gid, bad in line:
+        if not bad:
+            return gid
+    return line[-1][0]

@@ -1,0 +1,89 @@
+"""A lineage root: the folder (or URI) that holds one line of models, and what can be read from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evo.atomic import read_json
+from evo.data.records import Record
+from evo.data.store import DataStore, split
+from evo.lineage.decisions import Decisions
+from evo.lineage.ledger import Ledger
+from evo.lineage.registry import Registry
+from evo.model.artifacts import ModelStore
+from evo.storage import is_uri, remote_for, resolve, uri_of
+
+GEN0 = "gen-0"
+
+
+def gen_id(index: int) -> str:
+    return f"gen-{index}"
+
+
+@dataclass
+class Lineage:
+    """Everything under one lineage root."""
+
+    root: Path  # a local folder, or a URI (s3://, gs://, file://) that every node reaches: see evo.storage
+    location: str = field(init=False)  # the root as other processes open it (the URI, or the folder)
+    ledger: Ledger = field(init=False)
+    registry: Registry = field(init=False)
+    decisions: Decisions = field(init=False)
+    data: DataStore = field(init=False)
+    models: ModelStore = field(init=False)
+
+    def __post_init__(self):
+        self.location = str(self.root).rstrip("/") if is_uri(self.root) else str(Path(self.root).resolve())
+        self.root = resolve(self.root)  # a URI: this process's mirror of it, its mutable files fresh
+        self.root.mkdir(parents=True, exist_ok=True)
+        if (remote := remote_for(self.root)) is not None:
+            remote.pull_state()
+        self.ledger, self.registry = Ledger(self.root), Registry(self.root)
+        self.decisions = Decisions(self.root, self.registry, self.ledger)
+        self.data, self.models = DataStore(self.root), ModelStore(self.root)
+
+    def run_dir(self, gid: str) -> Path:
+        return self.root / "runs" / gid
+
+    def eval_path(self, gid: str) -> Path:
+        return self.root / "evals" / f"{gid}.json"
+
+    def ray_storage(self) -> str:
+        """Ray Train's and Tune's storage_path: `runs/` under the root (a URI root: Ray writes there itself)."""
+        return uri_of(self.root / "runs" / "ray")
+
+    def accepted_ancestors(self, champion: str) -> list[tuple[str, str]]:
+        """(gen_id, data_delta_sha) of every generation on the champion's line, oldest first."""
+        out = []
+        for sha in self.models.chain(champion):
+            gid = self.registry.model(sha)["gen_id"]
+            row = self.ledger.get(gid)
+            if row is None:
+                raise RuntimeError(f"model {sha[:12]} ({gid}) has no ledger row; the lineage root is inconsistent")
+            out.append((gid, row["data_delta_sha"]))
+        return out
+
+    def ancestor_data(self, champion: str, val_fraction: float) -> tuple[list[Record], dict[str, list[Record]]]:
+        """Training records of all ancestors (the replay pool), and each one's QA set (its holdout)."""
+        pool, qa = [], {}
+        for gid, dsha in self.accepted_ancestors(champion):
+            if not dsha:  # a user's base model registered without a base corpus
+                continue
+            train, val = split(self.data.get(dsha), val_fraction)
+            pool.extend(train)
+            qa[gid] = val
+        return pool, qa
+
+    def healing_history(self, champion: str) -> list[dict]:
+        """The healing results of every generation on the champion's line, oldest first."""
+        out = []
+        for gid, _ in self.accepted_ancestors(champion):
+            if self.eval_path(gid).exists():
+                out.append(read_json(self.eval_path(gid))["child"].get("healing") or {})
+        return out
+
+    def scores(self, gid: str) -> dict | None:
+        """A generation's scores beside its parent's, as its eval report recorded them (None for the base)."""
+        path = self.eval_path(gid)
+        return read_json(path).get("scores") if path.exists() else None
