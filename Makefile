@@ -12,6 +12,7 @@ demo: $(STAMP)
 	$(VENV)/bin/evo demo --root $(ROOT)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q --timeout=900 --durations=20
 
 bench: $(STAMP)

@@ -25,18 +25,18 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import ray  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
 from ray import serve  # noqa: E402
+from report import update_section  # noqa: E402
 
 from evo.cli import WORKER_ENV  # noqa: E402
 from evo.config import load_config  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
-from evo.lineage.root import Lineage  # noqa: E402
 from evo.driver import generation_zero, run_generation  # noqa: E402
+from evo.lineage.root import Lineage  # noqa: E402
+from evo.model.generate import Sampling  # noqa: E402
 from evo.progress import Progress  # noqa: E402
 from evo.serving.deployments import SERVE_LOGGING, build_app  # noqa: E402
-from evo.model.generate import Sampling  # noqa: E402
-from fastapi import FastAPI, Request  # noqa: E402
-from report import update_section  # noqa: E402
 
 PORT, TOKEN = 18791, "bench-token"
 echo_api = FastAPI()
@@ -181,13 +181,16 @@ def main() -> None:
         "",
         "| path | p50 ms | p99 ms | requests/s |",
         "|---|---|---|---|",
-        f"| model deployment's handle, direct (`EvoServer.generate`) | {direct['p50']:.1f} | {direct['p99']:.1f} | {direct['rps']:.0f} |",
-        f"| HTTP -> proxy -> A/B router -> same replica's models | {routed['p50']:.1f} | {routed['p99']:.1f} | {routed['rps']:.0f} |",
+        f"| model deployment's handle, direct (`EvoServer.generate`) | {direct['p50']:.1f} | {direct['p99']:.1f} "
+        f"| {direct['rps']:.0f} |",
+        f"| HTTP -> proxy -> A/B router -> same replica's models | {routed['p50']:.1f} | {routed['p99']:.1f} "
+        f"| {routed['rps']:.0f} |",
         "",
         f"- Router overhead at p50: **{routed['p50'] - direct['p50']:.1f} ms** (median of the paired differences "
         f"{paired:.1f} ms; goal ≤ 2 ms; Ray Serve documents 1–2 ms for its proxy alone).",
         f"- Serve's own floor here, with a deployment that does nothing: handle call {floor['handle']:.1f} ms, "
-        f"HTTP through the proxy to an empty ingress {floor['proxy']:.1f} ms (one that reads the request body: {floor['body']:.1f} ms), and with one more handle hop "
+        f"HTTP through the proxy to an empty ingress {floor['proxy']:.1f} ms (one that reads the request body: "
+        f"{floor['body']:.1f} ms), and with one more handle hop "
         f"{floor['hop']:.1f} ms at p50. So Serve's own floor for a POST whose body is read is "
         f"{floor['body'] - floor['handle']:.1f} ms over a handle call (the body crosses from the proxy separately), and "
         f"evo's routing work on top is about {routed['p50'] - direct['p50'] - (floor['body'] - floor['handle']):.1f} ms. "

@@ -23,15 +23,15 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import ray  # noqa: E402
+from report import update_section  # noqa: E402
 
 from evo.atomic import read_json  # noqa: E402
 from evo.cli import WORKER_ENV  # noqa: E402
 from evo.config import load_config  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
-from evo.lineage.root import Lineage  # noqa: E402
 from evo.driver import generation_zero, run_generation  # noqa: E402
+from evo.lineage.root import Lineage  # noqa: E402
 from evo.progress import Progress  # noqa: E402
-from report import update_section  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -47,8 +47,9 @@ def main(argv: list[str]) -> None:
     # Baseline: the same generation as one plain Ray Train run, shaped like one trial.
     shutil.copytree(work / "base", work / "plain")
     t = cfg.tune
-    plain_cfg = load_config(demo_yaml, extra + [f"train.num_workers={t.num_workers}", f"train.cpus_per_worker={t.cpus_per_worker}",
-                                        f"train.steps={max(t.steps)}", f"train.replay_k={max(t.replay_k)}"])
+    plain_cfg = load_config(demo_yaml, extra + [f"train.num_workers={t.num_workers}",
+                                                f"train.cpus_per_worker={t.cpus_per_worker}",
+                                                f"train.steps={max(t.steps)}", f"train.replay_k={max(t.replay_k)}"])
     lin = Lineage(work / "plain")
     t0 = time.perf_counter()
     row = run_generation(plain_cfg, lin, 1, cfg.data.generations[0], Progress())
@@ -86,7 +87,8 @@ def main(argv: list[str]) -> None:
     chosen = next(tr for tr in trials if tr["chosen"] == "yes")
     lines = [
         ("Demo config, " if not steps else f"Demo config with longer trials (tune.steps={steps}, checkpoint every "
-                                           f"{cfg.train.checkpoint_every}), ") + f"generation 1; {len(trials)} trials, {t.max_concurrent} at a time, {t.num_workers} Ray Train "
+                                           f"{cfg.train.checkpoint_every}), ")
+        + f"generation 1; {len(trials)} trials, {t.max_concurrent} at a time, {t.num_workers} Ray Train "
         f"worker each ({t.cpus_per_worker} CPU), ASHA on val loss; steps {t.steps}, replay k {t.replay_k}, "
         f"lr {t.lr[0]:g}..{t.lr[1]:g}.",
         "",
@@ -111,7 +113,8 @@ def main(argv: list[str]) -> None:
         f"Of the plain run's: {meta.get('ray_startup_seconds') or float('nan'):.1f} s to the loop's start, "
         f"{meta.get('setup_seconds') or float('nan'):.1f} s of set-up, {meta.get('ray_teardown_seconds') or float('nan'):.1f} s "
         f"after the loop ends. A trial's fixed cost is {statistics.median(fixed) / plain_fixed:.2f}x the plain run's; "
-        f"median to loop start {statistics.median(b for b, _ in parts):.1f} s, set-up {statistics.median(u for _, u in parts):.1f} s.",
+        f"median to loop start {statistics.median(b for b, _ in parts):.1f} s, "
+        f"set-up {statistics.median(u for _, u in parts):.1f} s.",
         f"- Winner: {chosen['trial_id']} (lr {float(chosen['lr']):.3g}, {chosen['steps']} steps, replay k {chosen['replay_k']}), "
         f"generalization {chosen['eval_generalization']}, recall {chosen['eval_recall'] or 'n/a'}; decision {row['decision']}.",
     ]

@@ -32,9 +32,10 @@ SETTINGS = [
 
 
 def main() -> None:
+    from report import update_section
+
     from evo.data.demo import write_demo_data
     from evo.testing.local_head import LocalHead, fake_autoscaling_config
-    from report import update_section
 
     work = Path(tempfile.mkdtemp(prefix="evo-autoscale-"))
     demo = write_demo_data(work / "data", generations=1)

@@ -16,8 +16,8 @@ from evo.testing.clusters import generous_start_waits, start_patiently, use_priv
 use_private_token()
 generous_start_waits()
 
-from evo.config import load_config
-from evo.data.demo import write_demo_data
+from evo.config import load_config  # noqa: E402  (after the token: importing Ray reads it)
+from evo.data.demo import write_demo_data  # noqa: E402
 
 # A model small enough that a generation trains in about a second on 2 CPU cores.
 TINY = [

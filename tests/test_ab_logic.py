@@ -8,8 +8,17 @@ import pytest
 from evo.serving.ab_stats import summarize
 from evo.serving.feedback import FeedbackError, FeedbackStore
 from evo.serving.router import ABRouter
-from evo.serving.stats import (CANDIDATE_BETTER, CANDIDATE_WORSE, UNDECIDED, TestPlan, binomial_two_sided_p,
-                               pairwise_verdict, thumbs_verdict, two_proportion_p, wilson)
+from evo.serving.stats import (
+    CANDIDATE_BETTER,
+    CANDIDATE_WORSE,
+    UNDECIDED,
+    TestPlan,
+    binomial_two_sided_p,
+    pairwise_verdict,
+    thumbs_verdict,
+    two_proportion_p,
+    wilson,
+)
 
 
 def test_known_values():

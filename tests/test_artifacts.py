@@ -1,5 +1,7 @@
 """Model artifacts: content-addressed, verified on load, never unpickled."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -79,6 +81,6 @@ def test_meta_written_by_an_older_version_loads(tmp_path):
     store = ModelStore(tmp_path)
     base = _base(store)
     p = store.path(base) / "meta.json"
-    p.write_text('{"kind": "base", "sha": "%s"}' % base)
+    p.write_text(json.dumps({"kind": "base", "sha": base}))
     meta = store.meta(base)
     assert meta["format_version"] == 1 and meta["parent_sha"] == ""

@@ -22,9 +22,11 @@ def test_every_problem_is_listed_at_once():
 
 def test_cross_field_problems_are_listed_together():
     with pytest.raises(ConfigError) as e:
-        from_dict({"train": {"steps": 10, "checkpoint_every": 50, "batch_size": 1, "num_workers": 2}})
+        from_dict({"train": {"steps": 10, "checkpoint_every": 50, "batch_size": 1, "num_workers": 2},
+                   "tune": {"steps": [20, 300]}})
     msg = str(e.value)
     assert "data.base: required" in msg and "checkpoint_every" in msg and "batch_size" in msg
+    assert "tune.steps: 20 is fewer than train.checkpoint_every (50)" in msg  # the sweep space too
 
 
 def test_overrides_and_relative_paths(tmp_path):
@@ -55,7 +57,7 @@ SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_config_loads(path):
-    cfg = load_config(path)
+    load_config(path)
     first = path.read_text().splitlines()[0]
     assert first.startswith("# evo "), "each config opens with the command that runs it"
 

@@ -11,7 +11,7 @@ from evo.cli import main as evo_main
 from evo.config import from_dict
 from evo.driver import decide, restore_point
 from evo.gate import GenerationScores
-from evo.lineage.decisions import DecisionError, Decisions
+from evo.lineage.decisions import DecisionError
 from evo.lineage.registry import Registry
 from evo.lineage.root import Lineage
 

@@ -8,7 +8,7 @@ from evo.data.store import split
 
 
 def load(folder, name):
-    return [json.loads(l) for l in (folder / name).read_text().splitlines()]
+    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
 
 
 def test_deterministic(tmp_path):

@@ -18,7 +18,8 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     root = tmp_path / "lineage"
     cmd = [sys.executable, "-m", "evo.cli", "demo", "--root", str(root), "--generations", "2",
            "--ab-budget", "20", "--port", "18744", "--set", "model.pretrain.steps=200"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=840)  # under pytest's 900 s; 387 s seen on a loaded 2-core machine
+    # under pytest's 900 s; 387 s seen on a loaded 2-core machine
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=840)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "gen-2" in out.stdout and "lineage root:" in out.stdout
     for name in ("ledger.csv", "registry.json", "demo_data/demo.yaml", "evals/gen-0.json", "evals/gen-2.json"):

@@ -26,19 +26,20 @@ def test_chat_trains_on_the_last_assistant_turn_only(tok):
     rec = parse_record({"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"},
                                      {"role": "assistant", "content": "hello there."}]})
     ex = encode(rec, tok, 64)
-    learned = [t for t, l in zip(ex.input_ids, ex.labels) if l != IGNORE]
+    learned = [t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE]
     assert tok.decode(learned[:-1]) == " hello there."
 
 
 def test_text_records_learn_every_token(tok):
     ex = encode(parse_record({"text": "zora zova"}), tok, 64)
-    assert ex.labels[0] == IGNORE and all(l != IGNORE for l in ex.labels[1:])  # all but bos
+    assert ex.labels[0] == IGNORE and all(label != IGNORE for label in ex.labels[1:])  # all but bos
 
 
 def test_the_tokenizers_chat_template_is_used_when_present(tok):
     tok = tok.__class__(tokenizer_object=tok.backend_tokenizer, **{k: getattr(tok, k) for k in
                         ("bos_token", "eos_token", "pad_token", "unk_token")})
-    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
     rec = parse_record({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
     assert prompt_and_completion(rec, tok) == ("<user>hi<assistant>", "yo")
 

@@ -1,8 +1,6 @@
 """The library never imports jobs/ or serve/ (they are thin shells around it)."""
 
 import ast
-import importlib
-import pkgutil
 import subprocess
 import sys
 from pathlib import Path

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from evo.config import GateConfig, load_config, ConfigError
+from evo.config import ConfigError, GateConfig, load_config
 from evo.gate import GenerationScores, gate
 from evo.healing.corrections import parse_correction
-from evo.healing.validators import (HealItem, PatternRule, healed_and_recurred, healing_items, read_paraphrases,
-                                    register_check, score_healing, violation)
+from evo.healing.validators import (
+    HealItem,
+    PatternRule,
+    healed_and_recurred,
+    healing_items,
+    read_paraphrases,
+    register_check,
+    score_healing,
+    violation,
+)
 
 ITEM = HealItem("p1", "tr red fox runs =", expected=" ka mo pe", wrong=" ka mo ti")
 

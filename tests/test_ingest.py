@@ -16,7 +16,10 @@ GOOD = [
 
 def write(tmp_path, lines, name="d.jsonl"):
     p = tmp_path / name
-    p.write_bytes(b"\n".join(l if isinstance(l, bytes) else json.dumps(l).encode() if not isinstance(l, str) else l.encode() for l in lines) + b"\n")
+    def raw(line) -> bytes:
+        return line if isinstance(line, bytes) else line.encode() if isinstance(line, str) else json.dumps(line).encode()
+
+    p.write_bytes(b"\n".join(raw(line) for line in lines) + b"\n")
     return p
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from evo.lineage.root import Lineage
 from evo.driver import run, run_generation
 from evo.lineage.ledger import COLUMNS
+from evo.lineage.root import Lineage
 from evo.model.artifacts import ModelStore
 from evo.progress import Silent
 from tests.conftest import LOOSE_GATE, TINY, copy_root, tiny_config
+from tests.faults import FAIL_ONCE
 
 pytestmark = pytest.mark.integration
 
@@ -137,16 +138,16 @@ def test_worker_failure_resumes_from_last_checkpoint(base_root, demo_dir, tmp_pa
     root = copy_root(base_root, tmp_path)
     cfg = tiny_config(demo_dir, *LOOSE_GATE)
     lin = Lineage(root)
-    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), extra={"fail_at_step": 15})
+    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), extra={"step_hook": FAIL_ONCE})
     meta = lin.models.meta(row["child_sha"])
     assert meta["resumed_from"] == 10  # restarted from the step-10 checkpoint, not from scratch
     assert len(json.loads(json.dumps(meta["val_curve"]))) == 2
 
 
 def _write_config(demo_dir: Path, tmp_path: Path, extra: list[str]) -> Path:
-    from evo.config import load_config
-
     import yaml
+
+    from evo.config import load_config
     cfg = load_config(demo_dir / "demo.yaml", TINY + extra)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))

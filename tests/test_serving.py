@@ -74,7 +74,8 @@ def test_chat_completion_names_the_arm_and_counts_usage(served):
     assert status == 200 and body["object"] == "chat.completion"
     assert body["evo"] == {"arm": "champion", "sha": served["champion"]}
     u = body["usage"]
-    assert u["prompt_tokens"] > 0 and 0 < u["completion_tokens"] <= 8 and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    assert u["prompt_tokens"] > 0 and 0 < u["completion_tokens"] <= 8
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
     status, pinned = chat("gen-0")
     assert status == 200 and pinned["evo"]["sha"] == served["candidate"]
 
@@ -142,7 +143,7 @@ def test_feedback_reaches_the_stats(served):
     assert status == 200 and stats["arms"]["candidate"]["thumbs_up"] >= 1
     assert stats["verdict"]["verdict"] == "undecided" and stats["plan"]["alpha"] == 0.05
     lines = (Path(served["root"]) / "ab" / "live.jsonl").read_text().splitlines()
-    assert any(json.loads(l).get("value") == "up" for l in lines)  # durable, in the lineage root
+    assert any(json.loads(line).get("value") == "up" for line in lines)  # durable, in the lineage root
 
 
 def test_admin_needs_the_token_and_split_changes_live(served):
@@ -165,8 +166,8 @@ def test_side_by_side_is_blind_and_votes_count_for_the_right_arm(served):
     before = call("GET", "/ab/stats")[1]["pairwise"]
     assert call("POST", "/v1/feedback/pairwise", {"pair_id": pair["pair_id"], "preferred": "a"})[0] == 200
     after = call("GET", "/ab/stats")[1]["pairwise"]
-    shown = [json.loads(l) for l in (Path(served["root"]) / "ab" / "live.jsonl").read_text().splitlines()
-             if json.loads(l).get("pair_id") == pair["pair_id"] and json.loads(l)["kind"] == "pair"][0]
+    events = [json.loads(line) for line in (Path(served["root"]) / "ab" / "live.jsonl").read_text().splitlines()]
+    shown = [e for e in events if e.get("pair_id") == pair["pair_id"] and e["kind"] == "pair"][0]
     key = f"{shown['a']}_wins"
     assert after[key] == before[key] + 1
     code, err = call("POST", "/v1/feedback/pairwise", {"pair_id": "pair-nope", "preferred": "b"})

@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from evo.lineage.root import Lineage
 from evo.driver import run_generation
+from evo.lineage.root import Lineage
 from evo.progress import Silent
 from tests.conftest import copy_root, tiny_config
+from tests.faults import NAN_FOR_HIGH_LR
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +29,19 @@ def swept(ray_cluster, base_root, demo_dir, tmp_path_factory):
     lin = Lineage(root)
     from evo import driver
 
-    # trials whose lr is at least 0.01 diverge (a test hook in the loop turns their loss to NaN)
-    original = driver.loop_config
+    # trials whose lr is at least 0.01 diverge (tests.faults turns their loss to NaN)
+    original = driver.worker_config
 
     def with_nan_hook(*a, **kw):
-        return {**original(*a, **kw), "nan_if_lr_at_least": 0.01}
+        return original(*a, **kw).replace(step_hook=NAN_FOR_HIGH_LR)
 
-    driver.loop_config = with_nan_hook
+    driver.worker_config = with_nan_hook
     try:
         t0 = time.perf_counter()
         row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
         seconds = time.perf_counter() - t0
     finally:
-        driver.loop_config = original
+        driver.worker_config = original
     with open(root / "trials" / "gen-1.csv", newline="") as f:
         trials = list(csv.DictReader(f))
     return {"cfg": cfg, "lin": lin, "row": row, "trials": trials, "seconds": seconds}
@@ -91,7 +92,8 @@ def test_the_gate_evals_choose_the_child_and_the_ledger_names_the_trial(swept):
 
 
 def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
-    from evo.driver import loop_config, prepare_mix
+    from evo.driver import prepare_mix
+    from evo.train.worker_config import worker_config
     from evo.tune.sweep import run_sweep
 
     cfg, lin = swept["cfg"], swept["lin"]
@@ -101,7 +103,7 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
     mixes, *_ = prepare_mix(cfg, lin, "gen-1", 1, delta, parent, replay_ks=cfg.tune.replay_k)
     t0 = time.perf_counter()
     again = run_sweep(cfg, lin, "gen-1", parent, {k: (p, m.n_replay) for k, (p, m) in mixes.items()},
-                      str(lin.run_dir("gen-1") / "val.parquet"), loop_config(cfg, lin, "gen-1", parent_sha=parent), Silent())
+                      str(lin.run_dir("gen-1") / "val.parquet"), worker_config(cfg, lin, "gen-1", parent_sha=parent), Silent())
     assert sorted(r.trial_id for r in again) == sorted(t["trial_id"] for t in swept["trials"])
     assert sorted(p.name for p in (lin.root / "runs" / "ray").iterdir()) == runs_before  # no new Train runs
     assert time.perf_counter() - t0 < swept["seconds"] / 2

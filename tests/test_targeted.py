@@ -10,8 +10,16 @@ import pytest
 from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
 from evo.data.records import Record, parse_record
 from evo.healing.experiment import gain, random_records, ratio, summarize
-from evo.healing.targeted import (Candidate, Filter, TargetedError, jaccard, load_generator, record_json, select,
-                                  trigrams)
+from evo.healing.targeted import (
+    Candidate,
+    Filter,
+    TargetedError,
+    jaccard,
+    load_generator,
+    record_json,
+    select,
+    trigrams,
+)
 
 
 def rec(prompt: str, completion: str = " x", kind: str = "completion") -> Record:
@@ -120,7 +128,9 @@ def test_gains_ratios_and_compounding():
     assert ratio(0.4, 0.2) == 2.0 and ratio(0.4, 0.0) is None and ratio(None, 1.0) is None
 
     def row(t_acc, r_acc):
-        arm = lambda a: {"gain_from_start": {"overall": {"loss": 0, "accuracy": a}, "weak_round1": {"loss": 0, "accuracy": a}}}
+        def arm(a):
+            return {"gain_from_start": {"overall": {"loss": 0, "accuracy": a}, "weak_round1": {"loss": 0, "accuracy": a}}}
+
         return {"targeted": arm(t_acc), "random": arm(r_acc)}
 
     s = summarize([row(0.2, 0.1), row(0.5, 0.2)])

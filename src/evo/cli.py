@@ -160,8 +160,8 @@ def _saved_config(root: Path, sets: list[str] = ()):
 
 def _weak_analysis(args, root: Path):
     """Shared by `evo weak` and `evo targeted`: score a generation on a set and find its weak areas."""
-    from evo.lineage.root import Lineage
     from evo.healing.weak import analyse
+    from evo.lineage.root import Lineage
 
     cfg, lin = _saved_config(root, args.set or []), Lineage(root)
     if args.threshold is not None:
@@ -224,10 +224,10 @@ def cmd_experiment(args) -> int:
     import random
 
     from evo.data.ingest import ingest_jsonl
-    from evo.lineage.root import Lineage
     from evo.healing.experiment import NAME, run_experiment
-    from evo.healing.weak import model_of
     from evo.healing.targeted import TargetedError, load_generator
+    from evo.healing.weak import model_of
+    from evo.lineage.root import Lineage
 
     lin = Lineage(_location(args.root))  # a URI: the Train workers and eval tasks open it themselves
     root = lin.root

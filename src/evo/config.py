@@ -28,7 +28,7 @@ class TinyModelConfig(_Strict):
     max_position_embeddings: int = Field(128, gt=8, description="Longest sequence the model sees.")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "TinyModelConfig":
+    def _heads_divide(self) -> TinyModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
         return self
@@ -128,7 +128,7 @@ class PatternRuleConfig(_Strict):
     check: Optional[str] = Field(None, description="A check registered with evo.healing.validators.register_check.")
 
     @model_validator(mode="after")
-    def _compiles(self) -> "PatternRuleConfig":
+    def _compiles(self) -> PatternRuleConfig:
         import re
 
         for rx in self.forbid + self.require:
@@ -175,7 +175,7 @@ class TargetedConfig(_Strict):
     max_records: int = Field(200, gt=0, description="Most records written.")
 
     @model_validator(mode="after")
-    def _spec(self) -> "TargetedConfig":
+    def _spec(self) -> TargetedConfig:
         import re
 
         if self.generator is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.generator):
@@ -209,7 +209,7 @@ class SweepConfig(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _space(self) -> "SweepConfig":
+    def _space(self) -> SweepConfig:
         problems = []
         if not 0 < self.lr[0] <= self.lr[1]:
             problems.append("lr: needs 0 < low <= high")
@@ -234,7 +234,7 @@ class EvoConfig(_Strict):
     targeted: TargetedConfig = Field(default_factory=TargetedConfig)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "EvoConfig":
+    def _consistent(self) -> EvoConfig:
         problems = []
         if self.model.path is None and not self.data.base:
             problems.append("data.base: required when model.path is empty (the tiny base is pretrained on it)")
@@ -242,6 +242,9 @@ class EvoConfig(_Strict):
             problems.append("train.checkpoint_every: larger than train.steps, so no checkpoint would be kept")
         if self.train.batch_size < self.train.num_workers:
             problems.append("train.batch_size: smaller than train.num_workers")
+        if self.tune.steps and self.train.checkpoint_every > min(self.tune.steps):
+            problems.append(f"tune.steps: {min(self.tune.steps)} is fewer than train.checkpoint_every "
+                            f"({self.train.checkpoint_every}), so a sweep trial of that length would keep no checkpoint")
         if problems:
             raise ValueError("; ".join(problems))
         return self

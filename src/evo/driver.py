@@ -35,7 +35,7 @@ from evo.model.tokenizer import train_bpe_tokenizer
 from evo.progress import Progress, Silent
 from evo.storage import after_write_tree, uri_of
 from evo.train.trainer import run_training
-from evo.train.worker_config import loop_config, training_meta
+from evo.train.worker_config import WorkerConfig, training_meta, worker_config
 
 __all__ = ["GEN0", "Lineage", "RunSummary", "gen_id", "generation_zero", "run", "run_generation"]
 
@@ -62,12 +62,12 @@ def ingest(lin: Lineage, path: str, cfg: EvoConfig, progress: Progress, gid: str
 # ---------------------------------------------------------------- training
 
 
-def train(cfg: EvoConfig, lin: Lineage, gid: str, loop_cfg: dict, progress: Progress):
+def train(cfg: EvoConfig, lin: Lineage, gid: str, worker: WorkerConfig, progress: Progress):
     t = cfg.train
     progress(gid, f"training on Ray Train: {t.num_workers} workers, {t.strategy}"
              + (f" ZeRO-{t.zero_stage}" if t.strategy == "deepspeed" else "")
-             + f", {loop_cfg['steps']} steps, checkpoint every {loop_cfg['checkpoint_every']}")
-    out = run_training(loop_cfg, t, lin.ray_storage(), f"{cfg.name}-{gid}",
+             + f", {worker.steps} steps, checkpoint every {worker.checkpoint_every}")
+    out = run_training(worker, t, lin.ray_storage(), f"{cfg.name}-{gid}",
                        lin.run_dir(gid) / "best")
     s = out.summary
     tps = s["tokens"] / s["step_seconds"] if s.get("step_seconds") else float("nan")
@@ -100,9 +100,9 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
     after_write_tree(init_dir)  # a URI root: the workers fetch it from there
     progress(GEN0, f"built tokenizer ({len(tok)} tokens) and a tiny Llama from config; pretraining")
     p = cfg.model.pretrain
-    loop_cfg = loop_config(cfg, lin, GEN0, mode="full", init_dir=uri_of(init_dir), steps=p.steps,
+    worker = worker_config(cfg, lin, GEN0, mode="full", init_dir=uri_of(init_dir), lora=None, steps=p.steps,
                            batch_size=p.batch_size, lr=p.lr, checkpoint_every=max(1, p.steps // 4))
-    out = train(cfg, lin, GEN0, loop_cfg, progress)
+    out = train(cfg, lin, GEN0, worker, progress)
 
     def save(folder: Path) -> None:
         for f in out.best_dir.iterdir():
@@ -110,7 +110,7 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
                 shutil.copy2(f, folder / f.name)
         tok.save_pretrained(str(folder))
 
-    return lin.models.put_base(save, training_meta(out, loop_cfg, cfg, data_sha, GEN0))
+    return lin.models.put_base(save, training_meta(out, worker, cfg, data_sha, GEN0))
 
 
 def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
@@ -193,9 +193,9 @@ def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
     if cand and lin.registry.model(cand)["gen_id"] == gid:
         progress(gid, f"resuming: child {cand[:12]} was trained before the interruption")
         return cand
-    loop_cfg = loop_config(cfg, lin, gid, parent_sha=parent, **extra)
-    out = train(cfg, lin, gid, loop_cfg, progress)
-    child = lin.models.put_adapter(out.best_dir, parent, training_meta(out, loop_cfg, cfg, data_sha, gid))
+    worker = worker_config(cfg, lin, gid, parent_sha=parent, **extra)
+    out = train(cfg, lin, gid, worker, progress)
+    child = lin.models.put_adapter(out.best_dir, parent, training_meta(out, worker, cfg, data_sha, gid))
     lin.registry.add(child, gid, parent, "candidate")
     lin.decisions.propose(gid, child, "trained")
     return child
@@ -212,9 +212,9 @@ def sweep_child(cfg, lin, gid, index, parent, data_sha, delta, progress):
         meta = lin.models.meta(cand)
         progress(gid, f"resuming: the sweep's winner {cand[:12]} was chosen before the interruption")
         return cand, mixes[meta["replay_k"]][1].n_replay, meta.get("trial_id", "")
-    loop_cfg = loop_config(cfg, lin, gid, parent_sha=parent)
+    worker = worker_config(cfg, lin, gid, parent_sha=parent)
     records = run_sweep(cfg, lin, gid, parent, {k: (p, m.n_replay) for k, (p, m) in mixes.items()},
-                        str(lin.run_dir(gid) / "val.parquet"), loop_cfg, progress)
+                        str(lin.run_dir(gid) / "val.parquet"), worker, progress)
     try:
         winner = choose_winner(cfg, lin, gid, parent, records, data_sha, eval_spec(cfg, qa, holdout, val), progress)
     finally:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from evo.atomic import atomic_write_text, read_json
 from evo.lineage.ledger import Ledger

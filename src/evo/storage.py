@@ -31,7 +31,7 @@ from typing import Optional
 LAZY_PREFIXES = ("models/", "data/", "runs/ray/", "runs/tune/", "experiments/")
 LAZY_SUFFIXES = (".parquet", ".safetensors")
 
-_MIRRORS: dict[Path, "Remote"] = {}
+_MIRRORS: dict[Path, Remote] = {}
 
 
 def is_uri(root: str | os.PathLike) -> bool:

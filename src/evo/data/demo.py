@@ -218,5 +218,6 @@ def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0) -> 
     _write_jsonl(folder / "paraphrases.jsonl", paraphrase_records(lex))
     atomic_write_text(folder / "lexicon.json", json.dumps(lex, indent=1, sort_keys=True) + "\n")
     cfg_path = folder / "demo.yaml"
-    atomic_write_text(cfg_path, "# evo run " + str(cfg_path) + "\n" + yaml.safe_dump(demo_config(generations, seed), sort_keys=False))
+    body = yaml.safe_dump(demo_config(generations, seed), sort_keys=False)
+    atomic_write_text(cfg_path, f"# evo run {cfg_path}\n{body}")
     return cfg_path

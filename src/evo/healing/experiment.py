@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from pathlib import Path
 from typing import Optional
 
 from evo.atomic import atomic_write_json, read_json
@@ -108,7 +107,7 @@ def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], re
     from evo.data.store import write_records
     from evo.storage import uri_of
     from evo.train.trainer import run_training
-    from evo.train.worker_config import loop_config, training_meta
+    from evo.train.worker_config import training_meta, worker_config
 
     gid = f"exp-{NAME}-r{rnd}-{arm}"
     folder = lin.root / "experiments" / NAME / f"round-{rnd}-{arm}"
@@ -118,13 +117,13 @@ def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], re
     mix = build_mix(train_part, replay_pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + rnd)
     write_records(folder / "mix.parquet", mix.records)
     write_records(folder / "val.parquet", val)
-    loop_cfg = loop_config(cfg, lin, gid, parent_sha=parent, steps=steps, label=gid,
+    worker = worker_config(cfg, lin, gid, parent_sha=parent, steps=steps, label=gid,
                            checkpoint_every=min(cfg.train.checkpoint_every, steps),
                            mix_path=uri_of(folder / "mix.parquet"), val_path=uri_of(folder / "val.parquet"))
     progress(f"round {rnd} {arm}: training on {mix.n_delta} records + {mix.n_replay} replayed, {steps} steps")
-    out = run_training(loop_cfg, cfg.train, lin.ray_storage(), f"{cfg.name}-{gid}-{int(time.time())}",
+    out = run_training(worker, cfg.train, lin.ray_storage(), f"{cfg.name}-{gid}-{int(time.time())}",
                        folder / "best")
-    meta = training_meta(out, loop_cfg, cfg, "", gid)
+    meta = training_meta(out, worker, cfg, "", gid)
     meta.update(experiment=NAME, arm=arm, round=rnd)
     child = lin.models.put_adapter(out.best_dir, parent, meta)
     return child, {"records": len(data), "replayed": mix.n_replay, "best_val_loss": out.best_metrics["val_loss"],

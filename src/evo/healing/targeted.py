@@ -296,7 +296,9 @@ def make_targeted(model, tok, scored: list[Scored], weak: dict, gen: Optional[Do
         if c.dropped:
             reason = c.dropped.split(" ")[0] if c.dropped.startswith("quality") else c.dropped
             dropped[reason] = dropped.get(reason, 0) + 1
-    by = lambda key, items: {k: sum(1 for c in items if key(c) == k) for k in sorted({key(c) for c in items})}
+    def by(key, items) -> dict:
+        return {k: sum(1 for c in items if key(c) == k) for k in sorted({key(c) for c in items})}
+
     report = {
         "seeds": len(seeds), "weak_areas": [a["area"] for a in weak["weak_areas"]],
         "candidates": len(cands), "candidates_by_source": by(lambda c: c.source, cands),

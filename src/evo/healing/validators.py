@@ -9,9 +9,10 @@ where none is known, when it repeats the wrong output.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from evo.evals.generate import normalize
 

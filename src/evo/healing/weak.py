@@ -62,7 +62,8 @@ def weak_report(scored: list[Scored], threshold: float, thresholds: list[float],
         groups[area_of(s.record, area)].append(s.perplexity)
     areas = [{"area": a, "examples": len(v), "above": sum(p > threshold for p in v),
               "mean_perplexity": sum(v) / len(v), "max_perplexity": max(v)} for a, v in groups.items()]
-    weak = sorted((a for a in areas if a["above"] and a["above"] >= share * a["examples"]), key=lambda a: (-a["above"] / a["examples"], -a["mean_perplexity"]))
+    weak = sorted((a for a in areas if a["above"] and a["above"] >= share * a["examples"]),
+                  key=lambda a: (-a["above"] / a["examples"], -a["mean_perplexity"]))
     return {
         "examples": len(scored), "threshold": threshold, "area_grouping": area, "weak_share": share,
         "above_threshold": [[t, sum(s.perplexity > t for s in scored)] for t in sorted(thresholds)],

@@ -9,13 +9,14 @@ import random
 import secrets
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from evo.data.records import Record
 from evo.data.store import split
-from evo.evals.generate import normalize
 from evo.errors import EvoError
+from evo.evals.generate import normalize
 from evo.evals.suite import load_probes
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger

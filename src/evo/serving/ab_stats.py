@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from evo.serving.stats import UNDECIDED, TestPlan, pairwise_verdict, thumbs_verdict, wilson
 from evo.serving.router import ARMS
+from evo.serving.stats import UNDECIDED, TestPlan, pairwise_verdict, thumbs_verdict, wilson
 
 
 def summarize(events: list[dict], plan: TestPlan) -> dict:

@@ -22,8 +22,16 @@ from ray import serve
 
 from evo.model.generate import Sampling
 from evo.serving.gateway import Gateway, GatewaySettings
-from evo.serving.openai_api import (APIError, ChatRequest, CompletionRequest, chat_response,
-                                    completion_response, new_id, parse_request, usage)
+from evo.serving.openai_api import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    chat_response,
+    completion_response,
+    new_id,
+    parse_request,
+    usage,
+)
 from evo.serving.pool import ModelPool
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from itertools import groupby
-from typing import Iterator
 
 from evo.data.records import Record, render_chat
 from evo.model.generate import Delta, Sampling, count_prompt_tokens, generate_batch, stream_one

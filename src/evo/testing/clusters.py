@@ -18,7 +18,8 @@ import os
 import secrets
 import tempfile
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 START_WAIT_S = 180  # generous: a fresh GCS on a loaded 2-core machine has been seen to take over 30 s
 T = TypeVar("T")

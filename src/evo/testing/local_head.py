@@ -56,12 +56,12 @@ class LocalHead:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                     "RAY_ADDRESS": f"http://127.0.0.1:{self.dashboard_port}"}
 
-    def start(self, timeout: float = 180) -> "LocalHead":
+    def start(self, timeout: float = 180) -> LocalHead:
         """Start the head and wait (up to `timeout`) until its dashboard answers; a head that was too
         slow is stopped and started once more (see evo.testing.clusters)."""
         return start_patiently(lambda: self._start(timeout), f"the Ray head on port {self.gcs_port}", self.stop)
 
-    def _start(self, timeout: float) -> "LocalHead":
+    def _start(self, timeout: float) -> LocalHead:
         p = self.gcs_port
         cmd = [RAY, "start", "--head", "--block", f"--port={p}", f"--dashboard-port={self.dashboard_port}",
                f"--ray-client-server-port={p + 1}", f"--node-manager-port={p + 2}", f"--object-manager-port={p + 3}",
@@ -145,7 +145,7 @@ class LocalHead:
                 except psutil.Error:
                     pass
 
-    def __enter__(self) -> "LocalHead":
+    def __enter__(self) -> LocalHead:
         return self.start()
 
     def __exit__(self, *exc) -> None:

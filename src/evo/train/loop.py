@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +23,7 @@ import torch.distributed as dist
 from evo.data.records import Record
 from evo.train.examples import batches, collate, count_target_tokens, encode, token_loss_sum
 from evo.train.state import TrainState, load_optimizer, save_optimizer
+from evo.train.worker_config import WorkerConfig
 
 
 def read_records(path: str) -> list[Record]:
@@ -30,29 +31,29 @@ def read_records(path: str) -> list[Record]:
     return [Record(**{k: cols[k][i] for k in cols}) for i in range(len(cols["kind"]))]
 
 
-def _load(cfg: dict, checkpoint_dir: Path | None):
+def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     """The model to train, from the checkpoint when resuming."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from evo.model.lineage_model import load_generation
     from evo.model.loading import load_causal_lm, load_tokenizer
 
-    if cfg["mode"] == "full":
+    if cfg.mode == "full":
         from evo.storage import local_tree
 
-        init = local_tree(cfg["init_dir"], cfg["root"])  # a URI root: fetched onto this node
-        return load_causal_lm(str(checkpoint_dir or init), cfg["dtype"]), load_tokenizer(init)
-    model, tok = load_generation(cfg["root"], cfg["parent_sha"], cfg["dtype"])
+        init = local_tree(cfg.init_dir, cfg.root)  # a URI root: fetched onto this node
+        return load_causal_lm(str(checkpoint_dir or init), cfg.dtype), load_tokenizer(init)
+    model, tok = load_generation(cfg.root, cfg.parent_sha, cfg.dtype)
     if checkpoint_dir is not None:
         return PeftModel.from_pretrained(model, str(checkpoint_dir), is_trainable=True), tok
-    lora = cfg["lora"]
-    spec = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+    lora = cfg.lora
+    spec = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
     return get_peft_model(model, spec), tok
 
 
-def _schedule(cfg: dict):
-    warm, total = max(1, cfg["warmup_steps"]), cfg["steps"]
+def _schedule(cfg: WorkerConfig):
+    warm, total = max(1, cfg.warmup_steps), cfg.steps
 
     def factor(step: int) -> float:  # linear warm-up, then cosine down to 10%
         if step < warm:
@@ -65,11 +66,11 @@ def _schedule(cfg: dict):
 class Engine:
     """One interface over DDP and DeepSpeed: step on a batch, eval a loss, reach the inner model."""
 
-    def __init__(self, model, cfg: dict, per_worker_batch: int, start_step: int, checkpoint_dir):
+    def __init__(self, model, cfg: WorkerConfig, per_worker_batch: int, start_step: int, checkpoint_dir):
         params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _schedule(cfg), last_epoch=-1)
-        self.deepspeed = cfg["strategy"] == "deepspeed"
+        self.deepspeed = cfg.strategy == "deepspeed"
         if checkpoint_dir is not None and not self.deepspeed:
             load_optimizer(self.opt, checkpoint_dir)
         with warnings.catch_warnings():  # fast-forwarding the schedule on resume, before any step
@@ -81,12 +82,12 @@ class Engine:
 
             from evo.train.deepspeed_config import deepspeed_config
 
-            ds = deepspeed_config(cfg["zero_stage"], per_worker_batch, cfg["dtype"])
+            ds = deepspeed_config(cfg.zero_stage, per_worker_batch, cfg.dtype)
             self.model, self.opt, _, self.sched = deepspeed.initialize(
                 model=model, optimizer=self.opt, lr_scheduler=self.sched, config=ds)
         else:
             self.model = ray.train.torch.prepare_model(model)
-        self.zero3 = self.deepspeed and cfg["zero_stage"] == 3
+        self.zero3 = self.deepspeed and cfg.zero_stage == 3
         self.device = ray.train.torch.get_device()  # cpu here; this worker's GPU on a cluster
 
     def _to_device(self, batch: dict) -> dict:
@@ -170,45 +171,45 @@ def _quiet_ray_train_reports() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
-def train_loop_per_worker(cfg: dict) -> dict:
+def train_loop_per_worker(loop_config: dict) -> dict:
     t_start, started_at = time.perf_counter(), time.time()
+    cfg = WorkerConfig.from_loop_config(loop_config)
+    hook = cfg.hook()
     _quiet_ray_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg["seed"] + rank)
+    torch.manual_seed(cfg.seed + rank)
     ckpt = ray.train.get_checkpoint()
-    if ckpt is None and cfg.get("init_checkpoint"):  # a sweep trial continuing from another run's checkpoint
-        ckpt = ray.train.Checkpoint(cfg["init_checkpoint"])
+    if ckpt is None and cfg.init_checkpoint:  # a sweep trial continuing from another run's checkpoint
+        ckpt = ray.train.Checkpoint(cfg.init_checkpoint)
     with (ckpt.as_directory() if ckpt else _nullcontext()) as ckpt_dir:
         ckpt_dir = Path(ckpt_dir) if ckpt else None
         state = TrainState.load(ckpt_dir) if ckpt_dir else TrainState()
         model, tok = _load(cfg, ckpt_dir)
-        per_worker = max(1, cfg["batch_size"] // world)
+        per_worker = max(1, cfg.batch_size // world)
         engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
     from evo.storage import local_file
 
-    mix, held = local_file(cfg["mix_path"], cfg["root"]), local_file(cfg["val_path"], cfg["root"])
-    train = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(mix)], rank, world)
-    val = _equal_shards([encode(r, tok, cfg["max_length"]) for r in read_records(held)], rank, world)
+    mix, held = local_file(cfg.mix_path, cfg.root), local_file(cfg.val_path, cfg.root)
+    train = _equal_shards([encode(r, tok, cfg.max_length) for r in read_records(mix)], rank, world)
+    val = _equal_shards([encode(r, tok, cfg.max_length) for r in read_records(held)], rank, world)
     resumed_from = state.step
     state.setup_seconds = time.perf_counter() - t_start
     window: list[float] = []
-    for step, examples in batches(train, per_worker, state.step, cfg["steps"]):
-        if cfg.get("fail_at_step") == step and resumed_from == 0 and rank == world - 1:
-            raise RuntimeError(f"injected worker failure at step {step} (test hook)")
+    for step, examples in batches(train, per_worker, state.step, cfg.steps):
         batch = collate(examples, tok.pad_token_id)
         t0 = time.perf_counter()
         loss = engine.step(batch)
-        if cfg.get("nan_at_step") is not None and step >= cfg["nan_at_step"]:
-            loss = float("nan")  # test hook: what a diverging run looks like
+        if hook is not None:
+            loss = hook(cfg, step, rank, resumed_from, loss)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {cfg['lr']:g}): the run diverged")
+            raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {cfg.lr:g}): the run diverged")
         state.step_seconds += time.perf_counter() - t0
         state.tokens += count_target_tokens(batch) * world
         state.losses.append(loss)
         window.append(loss)
         state.step = step + 1
-        if state.step % cfg["checkpoint_every"] == 0 or state.step == cfg["steps"]:
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             t0 = time.perf_counter()
             _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window),
                         started_at)
@@ -218,7 +219,7 @@ def train_loop_per_worker(cfg: dict) -> dict:
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
 
 
-def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss, started_at: float) -> None:
+def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id, train_loss, started_at: float) -> None:
     val_loss = _val_loss(engine, val, per_worker, pad_id)
     state.val.append((state.step, val_loss))
     metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss,
@@ -228,12 +229,12 @@ def _checkpoint(engine, state, cfg, rank, val, per_worker, pad_id, train_loss, s
                "loop_started_at": started_at, "setup_seconds": state.setup_seconds}
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
         # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
-        sys.stdout.write(f"[{cfg.get('label', 'train')}] step {state.step}/{cfg['steps']}: "
+        sys.stdout.write(f"[{cfg.label}] step {state.step}/{cfg.steps}: "
                          f"train loss {train_loss:.3f}, val loss {val_loss:.3f}\n")
         sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="evo-ckpt-") as tmp:
         folder = Path(tmp)
-        engine.save(folder, rank, cfg["mode"] == "full")
+        engine.save(folder, rank, cfg.mode == "full")
         if rank == 0:
             state.save(folder)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -28,7 +28,7 @@ class TrainState:
         atomic_write_json(folder / "trainer_state.json", asdict(self))
 
     @classmethod
-    def load(cls, folder: Path) -> "TrainState":
+    def load(cls, folder: Path) -> TrainState:
         raw = json.loads((folder / "trainer_state.json").read_text())
         raw["val"] = [tuple(v) for v in raw.get("val", [])]
         return cls(**raw)

@@ -16,7 +16,7 @@ from ray.train.torch import TorchTrainer
 from evo.config import TrainConfig
 from evo.errors import EvoError
 from evo.train.loop import train_loop_per_worker
-
+from evo.train.worker_config import WorkerConfig
 
 # Ray Train's controller polls its workers every 2 s by default, and a checkpoint report (and the
 # end of the run) waits for that poll: 0.6 s per checkpoint and 5 s per run on a short generation.
@@ -38,16 +38,16 @@ class TrainOutcome:
     run_path: str
 
 
-def build_trainer(loop_cfg: dict, train: TrainConfig, storage_path: str, name: str, callbacks=None) -> TorchTrainer:
+def build_trainer(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, callbacks=None) -> TorchTrainer:
     """The TorchTrainer of one run; `callbacks` are Ray Train UserCallbacks (a sweep forwards every
-    checkpoint to Tune with one). To start from another run's checkpoint, put its path in
-    loop_cfg["init_checkpoint"] (the loop loads it when the run has none of its own)."""
+    checkpoint to Tune with one). To start from another run's checkpoint, set
+    `worker.init_checkpoint` (the loop loads it when the run has none of its own)."""
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
         resources["GPU"] = 1
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_cfg,
+        train_loop_config=worker.as_loop_config(),
         scaling_config=ScalingConfig(
             num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -80,13 +80,13 @@ def _fit_interruptibly(trainer: TorchTrainer):
             signal.signal(signal.SIGINT, previous)
 
 
-def run_training(loop_cfg: dict, train: TrainConfig, storage_path: str, name: str, dest: Path) -> TrainOutcome:
+def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, dest: Path) -> TrainOutcome:
     """Fit, then copy the best checkpoint to `dest` (the driver registers it from there)."""
     for k, v in POLL_ENV.items():
         os.environ.setdefault(k, v)
     t0, started_at = time.perf_counter(), time.time()
     try:
-        result = _fit_interruptibly(build_trainer(loop_cfg, train, storage_path, name))
+        result = _fit_interruptibly(build_trainer(worker, train, storage_path, name))
     except KeyboardInterrupt:
         raise
     except Exception as e:  # Ray wraps the worker's exception; keep its message, drop Ray's frames

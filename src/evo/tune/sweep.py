@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Optional
 
 from evo.atomic import atomic_write_json, atomic_write_text
-from evo.config import ConfigError, EvoConfig
+from evo.config import EvoConfig
 from evo.gate import gate
 from evo.progress import Progress
+from evo.train.worker_config import WorkerConfig
 
 TRIAL_COLUMNS = [
     "trial_id", "lr", "steps", "replay_k", "node", "status", "why_stopped", "iterations", "best_step", "best_val_loss",
@@ -81,13 +82,6 @@ def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
     w.writeheader()
     w.writerows(r.row() for r in records)
     atomic_write_text(path, buf.getvalue())
-
-
-def check_space(cfg: EvoConfig) -> None:
-    t = cfg.tune
-    if cfg.train.checkpoint_every > min(t.steps):
-        raise ConfigError(f"tune.steps: {min(t.steps)} is fewer than train.checkpoint_every "
-                          f"({cfg.train.checkpoint_every}), so that trial would keep no checkpoint")
 
 
 def param_space(cfg: EvoConfig) -> dict:
@@ -197,16 +191,14 @@ def _trial(config: dict) -> None:
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per checkpoint; evo prints its own
     static = config["evo"]
     trial_id = tune.get_context().get_trial_id()
-    loop_cfg = {**static["loop_cfg"], "lr": config["lr"], "steps": config["steps"],
-                "mix_path": static["mix_paths"][str(config["replay_k"])], "label": f"{static['gid']}/{trial_id}"}
-    if loop_cfg["lr"] >= static["loop_cfg"].get("nan_if_lr_at_least", float("inf")):
-        loop_cfg["nan_at_step"] = 1  # test hook: this trial's loss turns NaN, as a diverging run's would
+    worker = static["worker"].replace(lr=config["lr"], steps=config["steps"], label=f"{static['gid']}/{trial_id}",
+                                      mix_path=static["mix_paths"][str(config["replay_k"])])
     start = tune.get_checkpoint()
     run_name = f"{static['run_name']}-{trial_id}"
     if start is not None:  # a fresh Train run that starts from that checkpoint (Train would otherwise
         with start.as_directory() as d:  # resume the trial's old run from its own latest one)
             pointer = (Path(d) / POINTER).read_text().strip()
-        loop_cfg["init_checkpoint"] = pointer
+        worker = worker.replace(init_checkpoint=pointer)
         run_name += "-from-" + hashlib.sha256(pointer.encode()).hexdigest()[:8]
     t_start = time.time()
     from evo.storage import after_write
@@ -214,7 +206,7 @@ def _trial(config: dict) -> None:
     log_path = report_log(static, trial_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     reports = _report_queue()
-    trainer = build_trainer(loop_cfg, static["train_cfg"], static["storage"], run_name,
+    trainer = build_trainer(worker, static["train_cfg"], static["storage"], run_name,
                             callbacks=[_forwarder(reports)])
     failure: list[BaseException] = []
 
@@ -273,19 +265,18 @@ def _abort(controller) -> None:
 
 
 def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple[str, int]], val_path: str,
-              loop_cfg: dict, progress: Progress) -> list[TrialRecord]:
+              worker: WorkerConfig, progress: Progress) -> list[TrialRecord]:
     """Run (or resume) the sweep; one TrialRecord per trial, best checkpoint located."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    check_space(cfg)
     t = cfg.tune
     train = cfg.train.model_copy(update={
         "num_workers": t.num_workers or cfg.train.num_workers,
         "cpus_per_worker": t.cpus_per_worker or cfg.train.cpus_per_worker, "max_failures": t.max_failures})
     from evo.storage import uri_of
 
-    static = {"gid": gid, "train_cfg": train, "loop_cfg": loop_cfg, "storage": lin.ray_storage(),
+    static = {"gid": gid, "train_cfg": train, "worker": worker, "storage": lin.ray_storage(),
               "run_name": f"{cfg.name}-{gid}", "mix_paths": {str(k): uri_of(p) for k, (p, _) in mixes.items()},
               "root": lin.location, "reports_rel": f"runs/{gid}/trial_reports"}
     space = {**param_space(cfg), "evo": static}
