@@ -5,7 +5,6 @@ import multiprocessing as mp
 
 import pytest
 
-from evo.serving.ab_stats import summarize
 from evo.serving.feedback import FeedbackError, FeedbackStore
 from evo.serving.router import ABRouter
 from evo.serving.stats import (
@@ -15,6 +14,7 @@ from evo.serving.stats import (
     TestPlan,
     binomial_two_sided_p,
     pairwise_verdict,
+    summarize,
     thumbs_verdict,
     two_proportion_p,
     wilson,

@@ -91,8 +91,8 @@ def test_weak_spots_rank_by_the_models_own_perplexity():
     import torch
 
     from evo.config import TinyModelConfig
+    from evo.curation.weak import Scored, area_of, score_examples, weak_report
     from evo.data.records import Record
-    from evo.healing.weak import Scored, area_of, score_examples, weak_report
     from evo.model.loading import build_tiny_llama
     from evo.model.tokenizer import train_bpe_tokenizer
     from evo.train.examples import collate, encode, token_loss_sum

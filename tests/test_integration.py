@@ -240,9 +240,9 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
     scored on the same evaluation set, nothing of the lineage's ledger or registry changed."""
     import random
 
+    from evo.curation.experiment import run_experiment
+    from evo.curation.targeted import TargetedError
     from evo.data.demo import DemoGenerator
-    from evo.healing.experiment import run_experiment
-    from evo.healing.targeted import TargetedError
     from evo.report import build_report
 
     root = copy_root(base_root, tmp_path)

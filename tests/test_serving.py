@@ -234,3 +234,40 @@ def test_split_reaches_every_replica(served):
         eventually(lambda: {chat(user=f"s-{i}")[1]["evo"]["arm"] for i in range(30)} == {"candidate"})
     finally:
         call("POST", "/admin/split", {"candidate_share": 0.5}, auth)
+
+
+def test_serve_app_runs_the_way_its_docs_say(served, ray_cluster):
+    """`EVO_ROOT=... serve run serve.app:app` (serve/app.py's docstring), on this cluster, as a second
+    application beside the fixture's: it comes up and answers a chat completion over HTTP."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ray import serve
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "EVO_ROOT": str(served["root"]), "EVO_ADMIN_TOKEN": "smoke", "RAY_ADDRESS": ray_cluster}
+    cmd = [str(Path(sys.executable).parent / "serve"), "run", "--name", "evo-smoke", "--route-prefix", "/smoke",
+           "serve.app:app"]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, f"serve run exited with {proc.returncode}: {proc.stdout.read()[-3000:]}"
+            try:
+                if call("GET", "/smoke/v1/models")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                pass
+            assert time.monotonic() < deadline, "serve run did not bring the app up within 240 s"
+            time.sleep(1)
+        code, body = call("POST", "/smoke/v1/chat/completions",
+                          {"model": "champion", "max_tokens": 4, "messages": [{"role": "user", "content": "hello"}]})
+        assert code == 200 and body["choices"][0]["message"]["role"] == "assistant"
+        assert body["evo"]["sha"] == served["champion"]
+    finally:
+        proc.send_signal(signal.SIGTERM)  # not Ctrl-C: serve run answers that with serve.shutdown(), the fixture's too
+        proc.wait(60)
+        serve.delete("evo-smoke")

@@ -7,10 +7,8 @@ import random
 
 import pytest
 
-from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
-from evo.data.records import Record, parse_record
-from evo.healing.experiment import gain, random_records, ratio, summarize
-from evo.healing.targeted import (
+from evo.curation.experiment import gain, random_records, ratio, summarize
+from evo.curation.targeted import (
     Candidate,
     Filter,
     TargetedError,
@@ -20,6 +18,8 @@ from evo.healing.targeted import (
     select,
     trigrams,
 )
+from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
+from evo.data.records import Record, parse_record
 
 
 def rec(prompt: str, completion: str = " x", kind: str = "completion") -> Record:
@@ -142,7 +142,7 @@ def test_gains_ratios_and_compounding():
 
 def test_no_weak_area_says_which_knobs_to_turn():
     from evo.config import TargetedConfig
-    from evo.healing.targeted import make_targeted
+    from evo.curation.targeted import make_targeted
 
     weak = {"weak_areas": [], "area_grouping": "category", "threshold": 4.0, "weak_share": 0.5,
             "above_threshold": [[2.0, 7], [4.0, 1]]}

@@ -12,6 +12,7 @@ from evo.config import ConfigError, load_config
 from evo.data.ingest import IngestError
 from evo.errors import EvoError
 from evo.lineage.decisions import DecisionError
+from evo.numbers import show
 
 DEFAULT_ROOT = "lineage"
 
@@ -160,7 +161,7 @@ def _saved_config(root: Path, sets: list[str] = ()):
 
 def _weak_analysis(args, root: Path):
     """Shared by `evo weak` and `evo targeted`: score a generation on a set and find its weak areas."""
-    from evo.healing.weak import analyse
+    from evo.curation.weak import analyse
     from evo.lineage.root import Lineage
 
     cfg, lin = _saved_config(root, args.set or []), Lineage(root)
@@ -196,7 +197,7 @@ def cmd_weak(args) -> int:
 
 def cmd_targeted(args) -> int:
     from evo.atomic import atomic_write_json
-    from evo.healing.targeted import targeted_for, write_jsonl
+    from evo.curation.targeted import targeted_for, write_jsonl
 
     root = _open_root(args.root)
     cfg, lin, w = _weak_analysis(args, root)
@@ -213,8 +214,8 @@ def cmd_targeted(args) -> int:
     print(f"{r['candidates']} candidates ({', '.join(f'{k}: {v}' for k, v in r['candidates_by_source'].items())}); "
           f"dropped: {', '.join(f'{k}: {v}' for k, v in r['dropped'].items()) or 'none'}")
     print(f"kept {r['kept']} ({', '.join(f'{k}: {v}' for k, v in r['kept_by_source'].items())}) over "
-          f"{len(r['kept_by_area'])} area(s); mean quality {_num(r['mean_quality'])}, difficulty "
-          f"{_num(r['mean_difficulty'])}, diversity {_num(r['mean_diversity'])}")
+          f"{len(r['kept_by_area'])} area(s); mean quality {show(r['mean_quality'])}, difficulty "
+          f"{show(r['mean_difficulty'])}, diversity {show(r['mean_diversity'])}")
     print(f"wrote {out} (report: {out.with_suffix('.json')})\n"
           f"train on it as the next delta: add it to data.generations in your config, then `evo run`")
     return 0
@@ -223,10 +224,10 @@ def cmd_targeted(args) -> int:
 def cmd_experiment(args) -> int:
     import random
 
+    from evo.curation.experiment import NAME, run_experiment
+    from evo.curation.targeted import TargetedError, load_generator
+    from evo.curation.weak import model_of
     from evo.data.ingest import ingest_jsonl
-    from evo.healing.experiment import NAME, run_experiment
-    from evo.healing.targeted import TargetedError, load_generator
-    from evo.healing.weak import model_of
     from evo.lineage.root import Lineage
 
     lin = Lineage(_location(args.root))  # a URI: the Train workers and eval tasks open it themselves
@@ -250,24 +251,20 @@ def cmd_experiment(args) -> int:
     for row in state["rounds"]:
         t, r = row["targeted"], row["random"]
         print(f"round {row['round']}: {t['records']} records each; accuracy on the weak areas "
-              f"{_num(t['before']['weak']['accuracy'])} -> targeted {_num(t['after']['weak']['accuracy'])}, "
-              f"random {_num(r['after']['weak']['accuracy'])}; overall targeted {_num(t['after']['overall']['accuracy'])}, "
-              f"random {_num(r['after']['overall']['accuracy'])}; gain ratio (weak accuracy) "
-              f"{_num(row['ratio']['weak']['accuracy'])}")
+              f"{show(t['before']['weak']['accuracy'])} -> targeted {show(t['after']['weak']['accuracy'])}, "
+              f"random {show(r['after']['weak']['accuracy'])}; overall targeted {show(t['after']['overall']['accuracy'])}, "
+              f"random {show(r['after']['overall']['accuracy'])}; gain ratio (weak accuracy) "
+              f"{show(row['ratio']['weak']['accuracy'])}")
     if state.get("note"):
         print(state["note"])
     s = state["summary"]
     if s["lead_from_start"]:
-        leads = ", ".join(_num(x["weak_round1"]["accuracy"]) for x in s["lead_from_start"])
+        leads = ", ".join(show(x["weak_round1"]["accuracy"]) for x in s["lead_from_start"])
         print(f"targeted minus random since the start, accuracy on round 1's weak areas, by round: {leads}"
               + ("" if s["lead_grows_each_round"] is None else
                  f" ({'grew' if s['lead_grows_each_round'] else 'did not grow'} every round)"))
     print(f"wrote {root / 'experiments' / (NAME + '.json')}; `evo report --root {args.root}` shows it")
     return 0
-
-
-def _num(x) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
 
 
 def cmd_report(args) -> int:

@@ -155,7 +155,7 @@ class HealingConfig(_Strict):
 
 
 class TargetedConfig(_Strict):
-    """`evo targeted` and the targeted-vs-random experiment (see evo.healing.targeted)."""
+    """`evo targeted` and the targeted-vs-random experiment (see evo.curation.targeted)."""
 
     generator: Optional[str] = Field(
         None,

@@ -32,6 +32,7 @@ from evo.lineage.decisions import last_good
 from evo.lineage.root import GEN0, Lineage, gen_id
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
+from evo.numbers import show
 from evo.progress import Progress, Silent
 from evo.storage import after_write_tree, uri_of
 from evo.train.trainer import run_training
@@ -139,8 +140,8 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "best_step": (meta.get("best") or {}).get("step"),
     }
     lin.decisions.record(row, sha, "base")
-    progress(GEN0, f"base {sha[:12]}: holdout accuracy {_f(res.generalization.value)}, "
-             f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {_f(res.perplexity)}")
+    progress(GEN0, f"base {sha[:12]}: holdout accuracy {show(res.generalization.value)}, "
+             f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {show(res.perplexity)}")
 
 
 def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progress) -> str:
@@ -293,7 +294,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         lin.decisions.stop(row, child, restore=restore_point(cfg, lin))
     else:
         lin.decisions.record(row, child, decision)
-    progress(gid, f"{decision}: recall {_f(res_child.recall)}, generalization {res_child.generalization.value:.2f} "
+    progress(gid, f"{decision}: recall {show(res_child.recall)}, generalization {res_child.generalization.value:.2f} "
              f"(parent {res_parent.generalization.value:.2f}), style drift {res_child.style_drift.hits} "
              f"(parent {res_parent.style_drift.hits}) — {reason}")
     for line in against_parent(res_child, res_parent):
@@ -307,17 +308,13 @@ def against_parent(child: SuiteResult, parent: SuiteResult) -> list[str]:
     qc, qp = child.quality_by_category, parent.quality_by_category
     if qc:
         lines.append("quality by category (exact match, child / parent): " + ", ".join(
-            f"{c} {q['accuracy']:.2f} / {_f((qp.get(c) or {}).get('accuracy'))}" for c, q in qc.items()))
+            f"{c} {q['accuracy']:.2f} / {show((qp.get(c) or {}).get('accuracy'))}" for c, q in qc.items()))
     if child.healing:
         lines.append("violations per pattern (child / parent): " + ", ".join(
             f"{p} {r.violations}/{r.total} / " + (f"{parent.healing[p].violations}/{parent.healing[p].total}"
                                                    if p in parent.healing else "n/a")
             for p, r in sorted(child.healing.items())))
     return lines
-
-
-def _f(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
 
 
 def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None, tune: bool = False,

@@ -17,6 +17,7 @@ from evo.atomic import atomic_write_text, read_json
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
 from evo.model.artifacts import ModelStore
+from evo.numbers import parse
 
 
 def _png(fig) -> str:
@@ -28,26 +29,19 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _num(x: str):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
-
-
 def evals_plot(rows: list[dict]) -> str:
     import matplotlib.pyplot as plt
 
     gens = [r["GEN_ID"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     for key, label in (("eval_recall", "recall"), ("eval_generalization", "generalization")):
-        axes[0].plot(gens, [_num(r[key]) for r in rows], marker="o", label=label)
+        axes[0].plot(gens, [parse(r[key]) for r in rows], marker="o", label=label)
     axes[0].set_ylim(-0.05, 1.05)
     axes[0].set_title("accuracy (exact match)")
     axes[0].legend()
-    axes[1].plot(gens, [_num(r["eval_style_drift"]) for r in rows], marker="o", color="tab:red")
+    axes[1].plot(gens, [parse(r["eval_style_drift"]) for r in rows], marker="o", color="tab:red")
     axes[1].set_title("style drift (probes with a banned phrase)")
-    axes[2].plot(gens, [_num(r["eval_perplexity"]) for r in rows], marker="o", color="tab:green")
+    axes[2].plot(gens, [parse(r["eval_perplexity"]) for r in rows], marker="o", color="tab:green")
     axes[2].set_title("validation perplexity")
     for ax in axes:
         ax.tick_params(axis="x", rotation=45)

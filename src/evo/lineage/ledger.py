@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evo.atomic import atomic_write_text, locked
+from evo.numbers import cell
 
 COLUMNS = [
     "GEN_ID", "parent_sha", "child_sha", "data_delta_sha", "steps", "lr", "walltime_min",
@@ -21,14 +22,6 @@ DECISIONS = ("promoted", "rejected", "stopped", "reverted")
 
 class LedgerError(ValueError):
     pass
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 class Ledger:
@@ -57,7 +50,7 @@ class Ledger:
             raise LedgerError(f"ledger row has unknown columns: {sorted(unknown)}")
         if row.get("decision") not in DECISIONS:
             raise LedgerError(f"ledger row decision must be one of {DECISIONS}, got {row.get('decision')!r}")
-        new = {c: _fmt(row.get(c)) for c in COLUMNS}
+        new = {c: cell(row.get(c)) for c in COLUMNS}
         with locked(self.path):
             return self._append(new)
 
@@ -79,7 +72,7 @@ class Ledger:
             rows = self.rows()
             for r in rows:
                 if r["GEN_ID"] == gen_id:
-                    r.update({k: _fmt(v) for k, v in fields.items()})
+                    r.update({k: cell(v) for k, v in fields.items()})
                     self._write(rows)
                     return
         raise LedgerError(f"{self.path}: no row for generation {gen_id}")

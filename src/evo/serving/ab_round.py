@@ -20,6 +20,7 @@ from evo.evals.generate import normalize
 from evo.evals.suite import load_probes
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
+from evo.numbers import show
 from evo.serving.stats import UNDECIDED
 
 
@@ -93,17 +94,13 @@ def finish_round(root, gen_id: str, parent: str, child: str, stats: dict) -> str
     """Promote unless the candidate is worse; the ledger row gets the A/B result either way."""
     verdict, pw = stats["verdict"], stats["pairwise"]
     result = (f"{verdict['verdict']}: candidate {pw['candidate_wins']} / champion {pw['champion_wins']} / "
-              f"ties {pw['ties']} ({verdict['test']}, p={_p(verdict['p_value'])})")
+              f"ties {pw['ties']} ({verdict['test']}, p={show(verdict['p_value'], '.3g')})")
     decisions = Decisions(root)
     if verdict["verdict"] == "candidate worse":
         decisions.reject(gen_id, f"A/B: {verdict['reason']}", ab_result=result)
         return "reverted"
     decisions.promote(gen_id, f"A/B: {verdict['verdict']}", ab_result=result)
     return "promoted"
-
-
-def _p(p_value: Optional[float]) -> str:
-    return "n/a" if p_value is None else f"{p_value:.3g}"
 
 
 def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int = 8000, progress=print) -> ABOutcome:

@@ -14,11 +14,10 @@ from typing import Optional
 from evo.atomic import atomic_write_json, read_json
 from evo.lineage.decisions import DecisionError, Decisions
 from evo.lineage.registry import Registry
-from evo.serving.ab_stats import summarize
 from evo.serving.feedback import FeedbackError, FeedbackStore
 from evo.serving.openai_api import APIError, Limits, new_id
 from evo.serving.router import ABRouter
-from evo.serving.stats import TestPlan
+from evo.serving.stats import TestPlan, summarize
 from evo.storage import refresh
 
 

@@ -1,9 +1,12 @@
 """One generation's search with Ray Tune: each trial is a Ray Train run of the same training loop.
 
-Tune runs `_trial`, a function that builds a `TorchTrainer` (Train V2 interop); Ray Train's
-`TuneReportCallback` hands every checkpoint's metrics to Tune, so ASHA can stop poor trials on
-validation loss while they run. After the sweep, the best checkpoints of the trials with the lowest
-validation loss are scored by the gate's own evals, and the best of them becomes the child.
+Tune runs `_trial` in an actor of its own: it builds a `TorchTrainer` for the trial's settings and
+fits it on a thread. A Ray Train callback in Train's controller (`_forwarder`) sends each checkpoint's
+metrics through a Ray queue to the trial, which reports them to Tune with a small Tune checkpoint
+that points at the Train checkpoint; so ASHA can stop a poor trial on validation loss while it
+runs, and PBT can start a trial from another's weights. After the sweep, the best checkpoints of the
+trials with the lowest validation loss are scored by the gate's own evals, and the best of them
+becomes the child (proposed as candidate; the driver records the verdict).
 
 Everything a sweep leaves is in the lineage root:
     runs/tune/<name>-<gen>/        Tune's experiment (restored, not redone, after an interruption)
@@ -28,6 +31,7 @@ from typing import Optional
 from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import EvoConfig
 from evo.gate import gate
+from evo.numbers import cell
 from evo.progress import Progress
 from evo.train.worker_config import WorkerConfig
 
@@ -63,17 +67,13 @@ class TrialRecord:
             "steps": self.config.get("steps"), "replay_k": self.config.get("replay_k"), "node": self.node,
             "status": self.status,
             "why_stopped": self.why_stopped, "iterations": self.iterations, "best_step": b.get("step", ""),
-            "best_val_loss": _num(b.get("val_loss")), "last_train_loss": _num(self.curve[-1][2] if self.curve else None),
+            "best_val_loss": cell(b.get("val_loss")), "last_train_loss": cell(self.curve[-1][2] if self.curve else None),
             "checkpoint": b.get("checkpoint_path", ""), "child_sha": self.child_sha,
-            "eval_generalization": _num(s.get("generalization")), "eval_recall": _num(s.get("recall")),
+            "eval_generalization": cell(s.get("generalization")), "eval_recall": cell(s.get("recall")),
             "eval_style_drift": "" if s.get("style_drift") is None else s["style_drift"], "gate": self.gate,
             "chosen": "yes" if self.chosen else "", "seconds": f"{self.seconds:.1f}",
             "train_seconds": f"{self.train_seconds:.1f}", "started": f"{self.started_at:.1f}",
         }
-
-
-def _num(x) -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
 
 
 def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:

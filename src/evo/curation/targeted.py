@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from evo.config import ConfigError
+from evo.curation.weak import Scored, area_of, score_examples
 from evo.data.records import Record
 from evo.evals.generate import normalize
-from evo.healing.weak import Scored, area_of, score_examples
 
 
 class DomainGenerator(Protocol):
@@ -337,7 +337,7 @@ def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
 
 
 def targeted_for(lin, cfg, weak, seed: int = 0, exclude: list[Record] = ()) -> TargetedResult:
-    """Targeted data for the weak areas of `weak` (an evo.healing.weak.WeakAnalysis), per `cfg`,
+    """Targeted data for the weak areas of `weak` (an evo.curation.weak.WeakAnalysis), per `cfg`,
     never repeating the lineage's data, the scored set or `exclude`."""
     t = cfg.targeted
     f = Filter(t.keep_share, t.max_records, t.min_quality, t.near_duplicate, cfg.data.max_chars,

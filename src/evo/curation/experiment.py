@@ -22,11 +22,11 @@ import time
 from typing import Optional
 
 from evo.atomic import atomic_write_json, read_json
+from evo.curation.targeted import TargetedError, known_prompts, load_generator, targeted_for, write_jsonl
+from evo.curation.weak import analyse, area_of, score_examples
 from evo.data.records import Record
 from evo.data.store import split
 from evo.evals.generate import generate, normalize
-from evo.healing.targeted import TargetedError, known_prompts, load_generator, targeted_for, write_jsonl
-from evo.healing.weak import analyse, area_of, score_examples
 
 NAME = "targeted_vs_random"
 ARMS = ("targeted", "random")
