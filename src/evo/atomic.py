@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from evo.storage import after_write  # a root that is a URI: the object is replaced whole
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the new one, never a mix.
@@ -31,7 +33,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    from evo.storage import after_write  # a root that is a URI: the object is replaced whole
 
     after_write(path)
 

@@ -37,6 +37,7 @@ from evo.progress import Progress, Silent
 from evo.storage import after_write_tree, uri_of
 from evo.train.trainer import run_training
 from evo.train.worker_config import WorkerConfig, training_meta, worker_config
+from evo.tune.sweep import choose_winner, run_sweep, save_trials
 
 __all__ = ["GEN0", "Lineage", "RunSummary", "gen_id", "generation_zero", "run", "run_generation"]
 
@@ -205,7 +206,6 @@ def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
 def sweep_child(cfg, lin, gid, index, parent, data_sha, delta, progress):
     """A Ray Tune sweep for this generation; its winner (chosen by the gate's evals) is the child.
     Returns (child sha, replayed records, winning trial id)."""
-    from evo.tune.sweep import choose_winner, run_sweep, save_trials
 
     mixes, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k)
     cand = lin.registry.alias("candidate")

@@ -24,9 +24,14 @@ from typing import Optional
 from evo.atomic import atomic_write_json, read_json
 from evo.curation.targeted import TargetedError, known_prompts, load_generator, targeted_for, write_jsonl
 from evo.curation.weak import analyse, area_of, score_examples
+from evo.data.mix import build_mix
 from evo.data.records import Record
-from evo.data.store import split
+from evo.data.store import split, write_records
 from evo.evals.generate import generate, normalize
+from evo.model.lineage_model import load_generation
+from evo.storage import uri_of
+from evo.train.trainer import run_training
+from evo.train.worker_config import training_meta, worker_config
 
 NAME = "targeted_vs_random"
 ARMS = ("targeted", "random")
@@ -36,7 +41,6 @@ def metrics(root: str, sha: str, records: list[Record], areas: dict[str, list[st
             dtype: str, max_length: int, max_new_tokens: int) -> dict:
     """Mean loss and exact-match accuracy on `records`, overall and on each named set of areas.
     Runs in a Ray task."""
-    from evo.model.lineage_model import load_generation
 
     model, tok = load_generation(root, sha, dtype, verify=False)
     losses = [math.log(s.perplexity) for s in score_examples(model, tok, records, max_length)]
@@ -103,11 +107,6 @@ def random_records(gen, pool: list[Record], n: int, known: set[str], rng: random
 def _train_arm(cfg, lin, arm: str, rnd: int, parent: str, data: list[Record], replay_pool: list[Record],
                steps: int, progress) -> tuple[str, dict]:
     """One child of `parent` on `data` + replay, on Ray Train; stored in models/, not registered."""
-    from evo.data.mix import build_mix
-    from evo.data.store import write_records
-    from evo.storage import uri_of
-    from evo.train.trainer import run_training
-    from evo.train.worker_config import training_meta, worker_config
 
     gid = f"exp-{NAME}-r{rnd}-{arm}"
     folder = lin.root / "experiments" / NAME / f"round-{rnd}-{arm}"

@@ -35,10 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
+from evo.atomic import atomic_write_text
 from evo.config import ConfigError
 from evo.curation.weak import Scored, area_of, score_examples
 from evo.data.records import Record
-from evo.evals.generate import normalize
+from evo.evals.generate import generate, normalize
+from evo.healing.corrections import CorrectionStore
+from evo.model.generate import Sampling, generate_batch
 
 
 class DomainGenerator(Protocol):
@@ -127,7 +130,6 @@ def model_variations(model, tok, seeds: list[Scored], how: str, n: int, temperat
     """The model continues the first part of each seed's prompt, after up to `shots` other seed
     prompts of the same area, one per line (a few-shot context); the first line it writes, cut to
     the seed's word count, is the new prompt."""
-    from evo.model.generate import Sampling, generate_batch
 
     out: list[Candidate] = []
     todo = [s for s in seeds if s.record.kind == "completion" and len(s.record.prompt.split()) >= 2]
@@ -168,7 +170,6 @@ def generator_variations(gen: DomainGenerator, seeds: list[Scored], how: str, n:
 def label_candidates(cands: list[Candidate], gen: Optional[DomainGenerator], model, tok,
                      max_new_tokens: int) -> None:
     """Give the model's prompts their completions: the generator's, else the model's greedy one."""
-    from evo.evals.generate import generate
 
     need = [c for c in cands if not c.record.completion]
     if gen is not None:
@@ -319,7 +320,6 @@ def _mean(xs: list[float]) -> Optional[float]:
 
 
 def write_jsonl(path: str | Path, records: list[Record]) -> Path:
-    from evo.atomic import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, "".join(json.dumps(record_json(r), ensure_ascii=False) + "\n" for r in records))
@@ -329,7 +329,6 @@ def write_jsonl(path: str | Path, records: list[Record]) -> Path:
 def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
     """Normalized prompts (completions, for text records) of every delta in the lineage's data
     store, every correction and `extra`: targeted data must not repeat any of them."""
-    from evo.healing.corrections import CorrectionStore
 
     records = [r for p in sorted(lin.data.dir.glob("*.parquet")) for r in lin.data.get(p.stem)] + list(extra)
     keys = {normalize(r.prompt) if r.kind != "text" else normalize(r.completion) for r in records}

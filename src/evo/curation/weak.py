@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from evo.config import ConfigError
+from evo.data.ingest import ingest_jsonl
 from evo.data.records import Record
+from evo.data.store import split
+from evo.model.lineage_model import load_generation
 from evo.train.examples import IGNORE, collate, encode
 
 
@@ -87,7 +91,6 @@ class WeakAnalysis:
 
 def holdout_records(lin, cfg) -> list[Record]:
     """Every generation's holdout: what its model was tested on, never trained on."""
-    from evo.data.store import split
 
     return [r for row in lin.ledger.rows() if row["data_delta_sha"]
             for r in split(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction)[1]]
@@ -95,7 +98,6 @@ def holdout_records(lin, cfg) -> list[Record]:
 
 def model_of(lin, gen: str | None) -> str:
     """The sha of generation `gen`'s model, or of the champion when `gen` is None."""
-    from evo.config import ConfigError
 
     sha = lin.registry.by_gen(gen) if gen else lin.registry.alias("champion")
     if not sha:
@@ -109,9 +111,6 @@ def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: 
     generation's holdout, and report its weak areas with the config's healing thresholds."""
     from transformers.utils import logging as hf_logging
 
-    from evo.config import ConfigError
-    from evo.data.ingest import ingest_jsonl
-    from evo.model.lineage_model import load_generation
 
     sha = sha or model_of(lin, gen)
     gid = (lin.registry.model(sha) or {}).get("gen_id") or sha[:12]

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from evo.atomic import atomic_write_text
+from evo.data.records import Record
 
 NOUNS = [
     ["cat", "dog", "fox", "owl", "bee", "cow", "pig", "rat", "eel", "ant"],
@@ -141,7 +142,6 @@ class DemoGenerator:
         self.nouns, self.adjs, self.verbs = _vocab(3)
 
     def _record(self, adj: str, noun: str, verb: str):
-        from evo.data.records import Record
 
         return Record("completion", prompt_of(adj, noun, verb), translate(self.lex, adj, noun, verb), "", "translate")
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from evo.atomic import atomic_write_bytes, sha256_bytes
 from evo.data.records import Record
+from evo.storage import ensure, resolve
 
 _FIELDS = ("kind", "prompt", "completion", "messages", "category", "rid")
 
@@ -46,7 +47,6 @@ class DataStore:
     """`data/<sha>.parquet` under the lineage root; a stored delta is never rewritten."""
 
     def __init__(self, root: str | Path):
-        from evo.storage import resolve
 
         self.dir = resolve(root) / "data"
 
@@ -63,7 +63,6 @@ class DataStore:
         return sha
 
     def get(self, sha: str) -> list[Record]:
-        from evo.storage import ensure
 
         path = self.path(sha)
         if not ensure(path):  # a URI root: fetched into this node's mirror once

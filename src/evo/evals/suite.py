@@ -10,9 +10,11 @@ from typing import Optional
 
 import torch
 
+from evo.data.ingest import json_lines
 from evo.data.records import Record, render_chat
 from evo.evals.generate import generate, normalize
 from evo.healing.validators import HealItem, PatternResult, PatternRule, score_healing
+from evo.model.lineage_model import load_generation
 from evo.train.examples import collate, encode, prompt_and_completion, token_loss_sum
 
 
@@ -146,7 +148,6 @@ def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float
 
     Runs on the task's GPU when Ray gave it one, else on one CPU thread.
     """
-    from evo.model.lineage_model import load_generation
 
     model, tok = load_generation(root, sha, dtype)
     if torch.cuda.is_available():
@@ -160,7 +161,6 @@ def load_probes(path: str | Path | None) -> list[Record]:
     """Probes from JSONL: {"prompt": ...} or {"messages": [...]} ending on a user turn."""
     if path is None:
         return []
-    from evo.data.ingest import json_lines
 
     probes = []
     for n, obj in json_lines(path):

@@ -18,6 +18,7 @@ from pathlib import Path
 from evo.atomic import locked, sha256_bytes
 from evo.data.ingest import IngestError, Problem
 from evo.data.records import Record
+from evo.storage import after_write, resolve
 
 PATTERN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 FIELDS = ("prompt", "wrong", "corrected", "pattern", "reason")
@@ -91,7 +92,6 @@ def read_corrections_file(path: str | Path) -> list[Correction]:
 
 class CorrectionStore:
     def __init__(self, root: str | Path):
-        from evo.storage import resolve
 
         self.path = resolve(root) / "corrections.jsonl"
 
@@ -125,7 +125,6 @@ class CorrectionStore:
                     f.write(lines)
                     f.flush()
                     os.fsync(f.fileno())
-                from evo.storage import after_write
 
                 after_write(self.path)  # a URI root: the whole file, replaced
         return new

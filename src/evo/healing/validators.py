@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from evo.data.ingest import json_lines
 from evo.evals.generate import normalize
 
 Check = Callable[[str, str], bool]
@@ -69,7 +70,6 @@ def read_paraphrases(path: str | Path | None) -> list[HealItem]:
     """JSONL of {"pattern", "prompt", "expected"?}: other ways of asking what a correction fixed."""
     if path is None:
         return []
-    from evo.data.ingest import json_lines
 
     out = []
     for n, obj in json_lines(path):

@@ -9,6 +9,7 @@ from typing import Any
 
 from evo.atomic import atomic_write_text, locked
 from evo.numbers import cell
+from evo.storage import resolve
 
 COLUMNS = [
     "GEN_ID", "parent_sha", "child_sha", "data_delta_sha", "steps", "lr", "walltime_min",
@@ -26,7 +27,6 @@ class LedgerError(ValueError):
 
 class Ledger:
     def __init__(self, root: str | Path):
-        from evo.storage import resolve
 
         self.path = resolve(root) / "ledger.csv"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
+from evo.storage import resolve
 
 ALIASES = ("champion", "candidate")
 STATUSES = ("base", "candidate", "promoted", "rejected", "stopped", "reverted")
@@ -22,7 +23,6 @@ class RegistryError(ValueError):
 
 class Registry:
     def __init__(self, root: str | Path):
-        from evo.storage import resolve
 
         self.path = resolve(root) / "registry.json"
 

@@ -20,6 +20,7 @@ from safetensors import safe_open
 
 from evo.atomic import atomic_write_json, read_json
 from evo.errors import EvoError
+from evo.storage import after_write_tree, ensure_tree, resolve
 
 FORMAT_VERSION = 1
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -56,7 +57,6 @@ class ModelStore:
     """Reads and writes `models/<sha>/` under a lineage root."""
 
     def __init__(self, root: str | Path):
-        from evo.storage import resolve
 
         self.dir = resolve(root) / "models"
 
@@ -64,7 +64,6 @@ class ModelStore:
         return self.dir / sha
 
     def meta(self, sha: str) -> dict[str, Any]:
-        from evo.storage import ensure_tree
 
         path = self.path(sha) / "meta.json"
         if not ensure_tree(self.path(sha)):  # a URI root: fetched into this node's mirror once
@@ -92,7 +91,6 @@ class ModelStore:
             shutil.rmtree(stage)
         else:
             stage.rename(final)
-            from evo.storage import after_write_tree
 
             after_write_tree(final)  # a URI root: uploaded, meta.json last
         return sha
@@ -135,6 +133,5 @@ class ModelStore:
         return out[::-1]
 
     def exists(self, sha: str) -> bool:
-        from evo.storage import ensure_tree
 
         return ensure_tree(self.path(sha))

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from evo.data.records import Record
-from evo.data.store import split
+from evo.data.store import DataStore, split
 from evo.errors import EvoError
 from evo.evals.generate import normalize
 from evo.evals.suite import load_probes
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.numbers import show
+from evo.serving.deployments import SERVE_LOGGING, build_app
 from evo.serving.stats import UNDECIDED
 
 
@@ -107,7 +108,6 @@ def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int =
     """Serve both arms on 127.0.0.1:`port`, play traffic, decide, hot-swap, record. Ray must be up."""
     from ray import serve
 
-    from evo.serving.deployments import SERVE_LOGGING, build_app
 
     t0 = time.perf_counter()
     ledger = Ledger(root)
@@ -115,7 +115,6 @@ def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int =
     if gen_id is None:
         raise NothingToTest(f"{ledger.path}: no promoted generation with a parent, so nothing to A/B test")
     parent, child = start_round(root, gen_id)
-    from evo.data.store import DataStore
 
     _, holdout = split(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction)
     items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, cfg.train.seed)

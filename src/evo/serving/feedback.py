@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evo.serving.router import ARMS
+from evo.storage import resolve
 
 KINDS = ("response", "thumbs", "pair", "pairwise")
 PAIRWISE = ("champion", "candidate", "tie")
@@ -62,7 +63,6 @@ class FeedbackStore:
     """One log per A/B round (`ab/<round>.jsonl`), so a round's verdict counts only its own votes."""
 
     def __init__(self, root: str | Path, round_id: str = "live"):
-        from evo.storage import resolve
 
         self.path = resolve(root) / "ab" / f"{round_id}.jsonl"
 

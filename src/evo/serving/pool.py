@@ -14,6 +14,7 @@ from itertools import groupby
 
 from evo.data.records import Record, render_chat
 from evo.model.generate import Delta, Sampling, count_prompt_tokens, generate_batch, stream_one
+from evo.model.lineage_model import load_generation
 from evo.train.examples import prompt_and_completion
 
 
@@ -37,7 +38,6 @@ class ModelPool:
             if sha in self.models:
                 self.models.move_to_end(sha)
                 return self.models[sha]
-            from evo.model.lineage_model import load_generation
 
             model = load_generation(self.root, sha, self.dtype)
             self.models[sha] = model

@@ -21,6 +21,10 @@ import torch
 import torch.distributed as dist
 
 from evo.data.records import Record
+from evo.model.lineage_model import load_generation
+from evo.model.loading import load_causal_lm, load_tokenizer
+from evo.storage import local_file, local_tree
+from evo.train.deepspeed_config import deepspeed_config
 from evo.train.examples import batches, collate, count_target_tokens, encode, token_loss_sum
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 from evo.train.worker_config import WorkerConfig
@@ -35,11 +39,8 @@ def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     """The model to train, from the checkpoint when resuming."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from evo.model.lineage_model import load_generation
-    from evo.model.loading import load_causal_lm, load_tokenizer
 
     if cfg.mode == "full":
-        from evo.storage import local_tree
 
         init = local_tree(cfg.init_dir, cfg.root)  # a URI root: fetched onto this node
         return load_causal_lm(str(checkpoint_dir or init), cfg.dtype), load_tokenizer(init)
@@ -80,7 +81,6 @@ class Engine:
         if self.deepspeed:
             import deepspeed
 
-            from evo.train.deepspeed_config import deepspeed_config
 
             ds = deepspeed_config(cfg.zero_stage, per_worker_batch, cfg.dtype)
             self.model, self.opt, _, self.sched = deepspeed.initialize(
@@ -188,7 +188,6 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         model, tok = _load(cfg, ckpt_dir)
         per_worker = max(1, cfg.batch_size // world)
         engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
-    from evo.storage import local_file
 
     mix, held = local_file(cfg.mix_path, cfg.root), local_file(cfg.val_path, cfg.root)
     train = _equal_shards([encode(r, tok, cfg.max_length) for r in read_records(mix)], rank, world)

@@ -30,9 +30,12 @@ from typing import Optional
 
 from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import EvoConfig
+from evo.evals.runner import evaluate_many, scores_of
 from evo.gate import gate
 from evo.numbers import cell
 from evo.progress import Progress
+from evo.storage import after_write, refresh, resolve, uri_of
+from evo.train.trainer import build_trainer
 from evo.train.worker_config import WorkerConfig
 
 TRIAL_COLUMNS = [
@@ -126,7 +129,6 @@ def checkpoint_uri(checkpoint) -> str:
 def report_log(static: dict, trial_id: str) -> Path:
     """A trial's report log, in this node's view of the lineage root (a URI root: its mirror,
     fetched so a restored trial appends to what it wrote before)."""
-    from evo.storage import refresh, resolve
 
     path = resolve(static["root"]) / static["reports_rel"] / f"{trial_id}.jsonl"
     refresh(path)
@@ -186,7 +188,6 @@ def _trial(config: dict) -> None:
     from ray import tune
     from ray.util.queue import Empty
 
-    from evo.train.trainer import build_trainer
 
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per checkpoint; evo prints its own
     static = config["evo"]
@@ -201,7 +202,6 @@ def _trial(config: dict) -> None:
         worker = worker.replace(init_checkpoint=pointer)
         run_name += "-from-" + hashlib.sha256(pointer.encode()).hexdigest()[:8]
     t_start = time.time()
-    from evo.storage import after_write
 
     log_path = report_log(static, trial_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,6 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
     train = cfg.train.model_copy(update={
         "num_workers": t.num_workers or cfg.train.num_workers,
         "cpus_per_worker": t.cpus_per_worker or cfg.train.cpus_per_worker, "max_failures": t.max_failures})
-    from evo.storage import uri_of
 
     static = {"gid": gid, "train_cfg": train, "worker": worker, "storage": lin.ray_storage(),
               "run_name": f"{cfg.name}-{gid}", "mix_paths": {str(k): uri_of(p) for k, (p, _) in mixes.items()},
@@ -310,7 +309,6 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
 
 def read_reports(path: Path) -> list[dict]:
     """A trial's reports, in order (the last line may be cut short by a crash: skipped)."""
-    from evo.storage import refresh
 
     refresh(path)  # a URI root: the trial wrote it on its own node
     if not path.exists():
@@ -360,7 +358,6 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
     evals; the winner passes the gate if any does, then has the best generalization + recall."""
     from ray.train import Checkpoint
 
-    from evo.evals.runner import evaluate_many, scores_of
 
     pool = sorted((r for r in records if r.best is not None), key=lambda r: r.best["val_loss"])
     top = pool[: cfg.tune.evaluate_top]
