@@ -111,7 +111,6 @@ def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: 
     generation's holdout, and report its weak areas with the config's healing thresholds."""
     from transformers.utils import logging as hf_logging
 
-
     sha = sha or model_of(lin, gen)
     gid = (lin.registry.model(sha) or {}).get("gen_id") or sha[:12]
     if records is not None:

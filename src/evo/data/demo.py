@@ -142,7 +142,6 @@ class DemoGenerator:
         self.nouns, self.adjs, self.verbs = _vocab(3)
 
     def _record(self, adj: str, noun: str, verb: str):
-
         return Record("completion", prompt_of(adj, noun, verb), translate(self.lex, adj, noun, verb), "", "translate")
 
     def parse(self, prompt: str) -> tuple[str, str, str] | None:

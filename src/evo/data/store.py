@@ -47,7 +47,6 @@ class DataStore:
     """`data/<sha>.parquet` under the lineage root; a stored delta is never rewritten."""
 
     def __init__(self, root: str | Path):
-
         self.dir = resolve(root) / "data"
 
     def path(self, sha: str) -> Path:
@@ -63,7 +62,6 @@ class DataStore:
         return sha
 
     def get(self, sha: str) -> list[Record]:
-
         path = self.path(sha)
         if not ensure(path):  # a URI root: fetched into this node's mirror once
             raise FileNotFoundError(f"{path}: delta {sha[:12]} is not in the store")

@@ -92,7 +92,6 @@ def read_corrections_file(path: str | Path) -> list[Correction]:
 
 class CorrectionStore:
     def __init__(self, root: str | Path):
-
         self.path = resolve(root) / "corrections.jsonl"
 
     def all(self) -> list[Correction]:

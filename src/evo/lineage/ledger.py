@@ -27,7 +27,6 @@ class LedgerError(ValueError):
 
 class Ledger:
     def __init__(self, root: str | Path):
-
         self.path = resolve(root) / "ledger.csv"
 
     def rows(self) -> list[dict[str, str]]:

@@ -23,7 +23,6 @@ class RegistryError(ValueError):
 
 class Registry:
     def __init__(self, root: str | Path):
-
         self.path = resolve(root) / "registry.json"
 
     def load(self) -> dict[str, Any]:

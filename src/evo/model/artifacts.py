@@ -57,14 +57,12 @@ class ModelStore:
     """Reads and writes `models/<sha>/` under a lineage root."""
 
     def __init__(self, root: str | Path):
-
         self.dir = resolve(root) / "models"
 
     def path(self, sha: str) -> Path:
         return self.dir / sha
 
     def meta(self, sha: str) -> dict[str, Any]:
-
         path = self.path(sha) / "meta.json"
         if not ensure_tree(self.path(sha)):  # a URI root: fetched into this node's mirror once
             raise FileNotFoundError(f"{path}: model {sha[:12]} is not in the store")
@@ -133,5 +131,4 @@ class ModelStore:
         return out[::-1]
 
     def exists(self, sha: str) -> bool:
-
         return ensure_tree(self.path(sha))

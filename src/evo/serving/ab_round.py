@@ -108,7 +108,6 @@ def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int =
     """Serve both arms on 127.0.0.1:`port`, play traffic, decide, hot-swap, record. Ray must be up."""
     from ray import serve
 
-
     t0 = time.perf_counter()
     ledger = Ledger(root)
     gen_id = next((r["GEN_ID"] for r in reversed(ledger.rows()) if r["decision"] == "promoted" and r["parent_sha"]), None)

@@ -63,7 +63,6 @@ class FeedbackStore:
     """One log per A/B round (`ab/<round>.jsonl`), so a round's verdict counts only its own votes."""
 
     def __init__(self, root: str | Path, round_id: str = "live"):
-
         self.path = resolve(root) / "ab" / f"{round_id}.jsonl"
 
     def append(self, event: dict, durable: bool = True) -> dict:

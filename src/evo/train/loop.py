@@ -39,9 +39,7 @@ def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     """The model to train, from the checkpoint when resuming."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-
     if cfg.mode == "full":
-
         init = local_tree(cfg.init_dir, cfg.root)  # a URI root: fetched onto this node
         return load_causal_lm(str(checkpoint_dir or init), cfg.dtype), load_tokenizer(init)
     model, tok = load_generation(cfg.root, cfg.parent_sha, cfg.dtype)
@@ -80,7 +78,6 @@ class Engine:
                 self.sched.step()
         if self.deepspeed:
             import deepspeed
-
 
             ds = deepspeed_config(cfg.zero_stage, per_worker_batch, cfg.dtype)
             self.model, self.opt, _, self.sched = deepspeed.initialize(

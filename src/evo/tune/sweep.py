@@ -188,7 +188,6 @@ def _trial(config: dict) -> None:
     from ray import tune
     from ray.util.queue import Empty
 
-
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per checkpoint; evo prints its own
     static = config["evo"]
     trial_id = tune.get_context().get_trial_id()
@@ -357,7 +356,6 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
     """Score the best checkpoints of the `evaluate_top` trials with the lowest val loss with the gate's
     evals; the winner passes the gate if any does, then has the best generalization + recall."""
     from ray.train import Checkpoint
-
 
     pool = sorted((r for r in records if r.best is not None), key=lambda r: r.best["val_loss"])
     top = pool[: cfg.tune.evaluate_top]
