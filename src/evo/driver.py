@@ -206,7 +206,6 @@ def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
 def sweep_child(cfg, lin, gid, index, parent, data_sha, delta, progress):
     """A Ray Tune sweep for this generation; its winner (chosen by the gate's evals) is the child.
     Returns (child sha, replayed records, winning trial id)."""
-
     mixes, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k)
     cand = lin.registry.alias("candidate")
     if cand and lin.registry.model(cand)["gen_id"] == gid:

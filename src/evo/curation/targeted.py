@@ -320,7 +320,6 @@ def _mean(xs: list[float]) -> Optional[float]:
 
 
 def write_jsonl(path: str | Path, records: list[Record]) -> Path:
-
     path = Path(path)
     atomic_write_text(path, "".join(json.dumps(record_json(r), ensure_ascii=False) + "\n" for r in records))
     return path
@@ -329,7 +328,6 @@ def write_jsonl(path: str | Path, records: list[Record]) -> Path:
 def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
     """Normalized prompts (completions, for text records) of every delta in the lineage's data
     store, every correction and `extra`: targeted data must not repeat any of them."""
-
     records = [r for p in sorted(lin.data.dir.glob("*.parquet")) for r in lin.data.get(p.stem)] + list(extra)
     keys = {normalize(r.prompt) if r.kind != "text" else normalize(r.completion) for r in records}
     return keys | {normalize(c.prompt) for c in CorrectionStore(lin.root).all()}

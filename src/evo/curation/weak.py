@@ -91,14 +91,12 @@ class WeakAnalysis:
 
 def holdout_records(lin, cfg) -> list[Record]:
     """Every generation's holdout: what its model was tested on, never trained on."""
-
     return [r for row in lin.ledger.rows() if row["data_delta_sha"]
             for r in split(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction)[1]]
 
 
 def model_of(lin, gen: str | None) -> str:
     """The sha of generation `gen`'s model, or of the champion when `gen` is None."""
-
     sha = lin.registry.by_gen(gen) if gen else lin.registry.alias("champion")
     if not sha:
         raise ConfigError(f"{lin.registry.path}: no model {'for ' + gen if gen else 'is the champion'}")

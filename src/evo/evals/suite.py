@@ -148,7 +148,6 @@ def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float
 
     Runs on the task's GPU when Ray gave it one, else on one CPU thread.
     """
-
     model, tok = load_generation(root, sha, dtype)
     if torch.cuda.is_available():
         model = model.to("cuda")

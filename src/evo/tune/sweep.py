@@ -129,7 +129,6 @@ def checkpoint_uri(checkpoint) -> str:
 def report_log(static: dict, trial_id: str) -> Path:
     """A trial's report log, in this node's view of the lineage root (a URI root: its mirror,
     fetched so a restored trial appends to what it wrote before)."""
-
     path = resolve(static["root"]) / static["reports_rel"] / f"{trial_id}.jsonl"
     refresh(path)
     return path
@@ -308,7 +307,6 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
 
 def read_reports(path: Path) -> list[dict]:
     """A trial's reports, in order (the last line may be cut short by a crash: skipped)."""
-
     refresh(path)  # a URI root: the trial wrote it on its own node
     if not path.exists():
         return []
