@@ -3,6 +3,8 @@ the gate's no-recurrence rule."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from evo.config import ConfigError, GateConfig, load_config
@@ -91,7 +93,7 @@ def test_weak_spots_rank_by_the_models_own_perplexity():
     import torch
 
     from evo.config import TinyModelConfig
-    from evo.curation.weak import Scored, area_of, score_examples, weak_report
+    from evo.curation.weak import Scored, WeakReport, area_of, score_examples, weak_report
     from evo.data.records import Record
     from evo.model.loading import build_tiny_llama
     from evo.model.tokenizer import train_bpe_tokenizer
@@ -110,11 +112,12 @@ def test_weak_spots_rank_by_the_models_own_perplexity():
         assert s.perplexity == pytest.approx(math.exp(loss / n), rel=1e-3)
     fake = [Scored(recs[0], 1.2), Scored(recs[1], 9.0), Scored(recs[2], 3.0)]
     rep = weak_report(fake, threshold=2.5, thresholds=[2, 4, 8], area="prefix:2")
-    assert rep["above_threshold"] == [[2, 2], [4, 1], [8, 1]]
-    assert [a["area"] for a in rep["weak_areas"]] == ["chat: hello", "translate: tr red"]  # by share above
-    assert rep["worst"][0]["perplexity"] == 9.0
+    assert rep.above_threshold == [(2, 2), (4, 1), (8, 1)]
+    assert rep.area_names == ["chat: hello", "translate: tr red"]  # by share above
+    assert rep.worst[0]["perplexity"] == 9.0
+    assert WeakReport.from_json(json.loads(json.dumps(rep.to_json()))) == rep  # what evo weak writes reads back
     strict = weak_report(fake, threshold=2.5, thresholds=[2], area="prefix:2", share=0.6)
-    assert [a["area"] for a in strict["weak_areas"]] == ["chat: hello"]  # 1 of 2 above is not 60%
+    assert strict.area_names == ["chat: hello"]  # 1 of 2 above is not 60%
     assert area_of(recs[2], "category") == "chat"
     with pytest.raises(ValueError, match="unknown area grouping"):
         area_of(recs[0], "words")

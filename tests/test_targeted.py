@@ -143,8 +143,9 @@ def test_gains_ratios_and_compounding():
 def test_no_weak_area_says_which_knobs_to_turn():
     from evo.config import TargetedConfig
     from evo.curation.targeted import make_targeted
+    from evo.curation.weak import WeakReport
 
-    weak = {"weak_areas": [], "area_grouping": "category", "threshold": 4.0, "weak_share": 0.5,
-            "above_threshold": [[2.0, 7], [4.0, 1]]}
+    weak = WeakReport(examples=8, threshold=4.0, area_grouping="category", weak_share=0.5,
+                      above_threshold=[(2.0, 7), (4.0, 1)], weak_areas=[], worst=[])
     with pytest.raises(TargetedError, match=r"no area has at least 50% .* >2: 7, >4: 1.*healing.weak_share"):
         make_targeted(None, None, [], weak, None, TargetedConfig(), F, set(), 48, 8)

@@ -171,15 +171,14 @@ def _weak_analysis(args, root: Path):
 
 
 def _print_weak(w) -> None:
-    report, threshold = w.report, w.report["threshold"]
-    print(f"{w.gen_id} ({w.sha[:12]}) on {report['examples']} examples from {w.source}")
-    print("examples above each perplexity threshold: "
-          + ", ".join(f">{t:g}: {n}" for t, n in report["above_threshold"]))
-    print(f"weak areas (at least {report['weak_share']:.0%} of their examples above perplexity {threshold:g}, "
-          f"grouped by {report['area_grouping']}):")
-    for a in report["weak_areas"][:15]:
-        print(f"  {a['area']}: {a['above']}/{a['examples']} above, mean perplexity {a['mean_perplexity']:.2f}")
-    if not report["weak_areas"]:
+    r = w.report
+    print(f"{w.gen_id} ({w.sha[:12]}) on {r.examples} examples from {w.source}")
+    print("examples above each perplexity threshold: " + ", ".join(f">{t:g}: {n}" for t, n in r.above_threshold))
+    print(f"weak areas (at least {r.weak_share:.0%} of their examples above perplexity {r.threshold:g}, "
+          f"grouped by {r.area_grouping}):")
+    for a in r.weak_areas[:15]:
+        print(f"  {a.area}: {a.above}/{a.examples} above, mean perplexity {a.mean_perplexity:.2f}")
+    if not r.weak_areas:
         print("  none")
 
 
@@ -189,7 +188,7 @@ def cmd_weak(args) -> int:
     root = _open_root(args.root)
     _, _, w = _weak_analysis(args, root)
     out = root / "weak" / f"{w.gen_id}.json"
-    atomic_write_json(out, w.report)
+    atomic_write_json(out, w.report.to_json())
     _print_weak(w)
     print(f"full report: {out}")
     return 0
@@ -208,14 +207,16 @@ def cmd_targeted(args) -> int:
     res = targeted_for(lin, cfg, w, seed=args.seed)
     out = Path(args.out) if args.out else root / "targeted" / f"{w.gen_id}.jsonl"
     write_jsonl(out, res.records)
-    res.report.update(gen_id=w.gen_id, sha=w.sha, source=w.source, written=str(out))
-    atomic_write_json(out.with_suffix(".json"), res.report)
     r = res.report
-    print(f"{r['candidates']} candidates ({', '.join(f'{k}: {v}' for k, v in r['candidates_by_source'].items())}); "
-          f"dropped: {', '.join(f'{k}: {v}' for k, v in r['dropped'].items()) or 'none'}")
-    print(f"kept {r['kept']} ({', '.join(f'{k}: {v}' for k, v in r['kept_by_source'].items())}) over "
-          f"{len(r['kept_by_area'])} area(s); mean quality {show(r['mean_quality'])}, difficulty "
-          f"{show(r['mean_difficulty'])}, diversity {show(r['mean_diversity'])}")
+    r.gen_id, r.sha, r.source, r.written = w.gen_id, w.sha, w.source, str(out)
+    atomic_write_json(out.with_suffix(".json"), r.to_json())
+
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in d.items())
+
+    print(f"{r.candidates} candidates ({counts(r.candidates_by_source)}); dropped: {counts(r.dropped) or 'none'}")
+    print(f"kept {r.kept} ({counts(r.kept_by_source)}) over {len(r.kept_by_area)} area(s); mean quality "
+          f"{show(r.mean_quality)}, difficulty {show(r.mean_difficulty)}, diversity {show(r.mean_diversity)}")
     print(f"wrote {out} (report: {out.with_suffix('.json')})\n"
           f"train on it as the next delta: add it to data.generations in your config, then `evo run`")
     return 0

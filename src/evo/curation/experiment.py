@@ -164,7 +164,7 @@ def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record]
         earlier = {a: [Record(**r) for d in state["rounds"] for r in d[a]["data_rows"]] for a in ARMS}
         progress(f"round {rnd}/{rounds}: weak areas of the targeted line's model {parents['targeted'][:12]}")
         weak = analyse(lin, cfg, records=eval_records, sha=parents["targeted"])
-        areas = [a["area"] for a in weak.report["weak_areas"]]
+        areas = weak.report.area_names
         if not areas:
             state["note"] = f"round {rnd}: no weak area above perplexity {cfg.healing.weak_threshold:g}; stopped"
             break
@@ -182,11 +182,11 @@ def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record]
         randoms = random_records(gen, pool, n, known, rng)
         if len(randoms) < n:
             raise TargetedError(f"round {rnd}: only {len(randoms)} unseen records for the random arm, {n} needed")
-        progress(f"round {rnd}: {n} targeted records over {len(targeted.report['kept_by_area'])} areas, "
+        progress(f"round {rnd}: {n} targeted records over {len(targeted.report.kept_by_area)} areas, "
                  f"{n} random ones; {len(areas)} weak area(s)")
         data = {"targeted": targeted.records, "random": randoms}
         before = measure([parents["targeted"], parents["random"]], area_sets)
-        row = {"round": rnd, "weak_areas": areas, "targeted_report": targeted.report}
+        row = {"round": rnd, "weak_areas": areas, "targeted_report": targeted.report.to_json()}
         for arm, b in zip(ARMS, before):
             folder = lin.root / "experiments" / NAME
             write_jsonl(folder / f"round-{rnd}-{arm}.jsonl", data[arm])

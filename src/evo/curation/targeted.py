@@ -31,13 +31,13 @@ import importlib
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from evo.atomic import atomic_write_text
 from evo.config import ConfigError
-from evo.curation.weak import Scored, area_of, score_examples
+from evo.curation.weak import Scored, WeakReport, area_of, score_examples
 from evo.data.records import Record
 from evo.evals.generate import generate, normalize
 from evo.healing.corrections import CorrectionStore
@@ -117,10 +117,10 @@ def record_json(r: Record) -> dict:
     return out
 
 
-def seeds_of(scored: list[Scored], report: dict, n: int) -> list[Scored]:
+def seeds_of(scored: list[Scored], report: WeakReport, n: int) -> list[Scored]:
     """The n highest-perplexity examples above the threshold, in the report's weak areas."""
-    areas = {a["area"] for a in report["weak_areas"]}
-    how, threshold = report["area_grouping"], report["threshold"]
+    areas = set(report.area_names)
+    how, threshold = report.area_grouping, report.threshold
     weak = [s for s in scored if s.perplexity > threshold and area_of(s.record, how) in areas]
     return sorted(weak, key=lambda s: s.perplexity, reverse=True)[:n]
 
@@ -268,22 +268,49 @@ def score_candidates(cands: list[Candidate], model, tok, max_length: int) -> Non
 
 
 @dataclass
+class TargetedReport:
+    """What `evo targeted` writes beside its JSONL (targeted/<gen>.json) and prints."""
+
+    seeds: int  # weak examples the variations were made from
+    weak_areas: list[str]
+    candidates: int
+    candidates_by_source: dict[str, int]  # "model" (sampled variations), "generator" (the domain's)
+    dropped: dict[str, int]  # why candidates were dropped: duplicate, invalid, quality, ...
+    kept: int
+    kept_by_source: dict[str, int]
+    kept_by_area: dict[str, int]
+    kept_by_label: dict[str, int]  # who wrote the completion: the generator's rule or the model
+    mean_quality: Optional[float]
+    mean_difficulty: Optional[float]
+    mean_diversity: Optional[float]
+    generator: Optional[str]
+    examples: list[dict]  # up to 10 kept records with their scores
+    gen_id: str = ""
+    sha: str = ""
+    source: str = ""
+    written: str = ""  # the JSONL written
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class TargetedResult:
     records: list[Record]
-    report: dict
+    report: TargetedReport
 
 
-def make_targeted(model, tok, scored: list[Scored], weak: dict, gen: Optional[DomainGenerator], t,
+def make_targeted(model, tok, scored: list[Scored], weak: WeakReport, gen: Optional[DomainGenerator], t,
                   f: Filter, known_prompts: set[str], max_length: int, max_new_tokens: int,
                   seed: int = 0) -> TargetedResult:
     """Variations of the weakest examples, filtered; `t` is the config's TargetedConfig."""
     seeds = seeds_of(scored, weak, t.seeds)
     if not seeds:
-        above = ", ".join(f">{a:g}: {n}" for a, n in weak["above_threshold"])
-        raise TargetedError(f"no area has at least {weak.get('weak_share', 0.5):.0%} of its examples above perplexity "
-                            f"{weak['threshold']:g}, so there is no weak area to target (examples above each "
+        above = ", ".join(f">{a:g}: {n}" for a, n in weak.above_threshold)
+        raise TargetedError(f"no area has at least {weak.weak_share:.0%} of its examples above perplexity "
+                            f"{weak.threshold:g}, so there is no weak area to target (examples above each "
                             f"threshold: {above}); lower healing.weak_threshold or healing.weak_share")
-    how = weak["area_grouping"]
+    how = weak.area_grouping
     rng = random.Random(seed)
     cands = model_variations(model, tok, seeds, how, t.model_variations, t.temperature, t.top_p,
                              t.prefix_share, seed) if t.model_variations else []
@@ -300,18 +327,17 @@ def make_targeted(model, tok, scored: list[Scored], weak: dict, gen: Optional[Do
     def by(key, items) -> dict:
         return {k: sum(1 for c in items if key(c) == k) for k in sorted({key(c) for c in items})}
 
-    report = {
-        "seeds": len(seeds), "weak_areas": [a["area"] for a in weak["weak_areas"]],
-        "candidates": len(cands), "candidates_by_source": by(lambda c: c.source, cands),
-        "dropped": dropped, "kept": len(kept), "kept_by_source": by(lambda c: c.source, kept),
-        "kept_by_area": by(lambda c: c.area, kept), "kept_by_label": by(lambda c: c.labelled_by, kept),
-        "mean_quality": _mean([c.quality for c in kept]), "mean_difficulty": _mean([c.difficulty for c in kept]),
-        "mean_diversity": _mean([c.diversity for c in kept]),
-        "generator": getattr(t, "generator", None),
-        "examples": [{"prompt": c.record.prompt, "completion": c.record.completion, "source": c.source,
-                      "area": c.area, "quality": round(c.quality, 3), "difficulty": round(c.difficulty, 3),
-                      "diversity": round(c.diversity, 3)} for c in kept[:10]],
-    }
+    report = TargetedReport(
+        seeds=len(seeds), weak_areas=weak.area_names, candidates=len(cands),
+        candidates_by_source=by(lambda c: c.source, cands), dropped=dropped, kept=len(kept),
+        kept_by_source=by(lambda c: c.source, kept), kept_by_area=by(lambda c: c.area, kept),
+        kept_by_label=by(lambda c: c.labelled_by, kept), mean_quality=_mean([c.quality for c in kept]),
+        mean_difficulty=_mean([c.difficulty for c in kept]), mean_diversity=_mean([c.diversity for c in kept]),
+        generator=getattr(t, "generator", None),
+        examples=[{"prompt": c.record.prompt, "completion": c.record.completion, "source": c.source,
+                   "area": c.area, "quality": round(c.quality, 3), "difficulty": round(c.difficulty, 3),
+                   "diversity": round(c.diversity, 3)} for c in kept[:10]],
+    )
     return TargetedResult([c.record for c in kept], report)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -56,25 +56,63 @@ def score_examples(model, tok, records: list[Record], max_length: int, batch_siz
     return out
 
 
+@dataclass(frozen=True)
+class Area:
+    """One group of examples (see `area_of`) and how the model does on it."""
+
+    area: str
+    examples: int
+    above: int  # examples above the report's perplexity threshold
+    mean_perplexity: float
+    max_perplexity: float
+
+
+@dataclass
+class WeakReport:
+    """What `evo weak` writes to weak/<gen>.json and prints; `evo targeted` and the experiment read it."""
+
+    examples: int  # examples scored
+    threshold: float  # perplexity above which an example is weak
+    area_grouping: str  # "category" or "prefix:N"
+    weak_share: float  # an area is weak when at least this share of its examples is above the threshold
+    above_threshold: list[tuple[float, int]]  # (threshold, examples above it), lowest threshold first
+    weak_areas: list[Area]  # worst share above first
+    worst: list[dict]  # the highest-perplexity examples: prompt, completion, category, perplexity
+    gen_id: str = ""
+    sha: str = ""
+    source: str = ""  # what was scored: a file, or every generation's holdout
+
+    @property
+    def area_names(self) -> list[str]:
+        return [a.area for a in self.weak_areas]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> WeakReport:
+        return cls(**{**raw, "above_threshold": [(float(t), int(n)) for t, n in raw["above_threshold"]],
+                      "weak_areas": [Area(**a) for a in raw["weak_areas"]]})
+
+
 def weak_report(scored: list[Scored], threshold: float, thresholds: list[float], area: str, top: int = 20,
-                share: float = 0.5) -> dict:
+                share: float = 0.5) -> WeakReport:
     """Areas where at least `share` of the examples are above `threshold` are weak (so a broad area
     with one bad example is not), worst share first."""
     ranked = sorted(scored, key=lambda s: s.perplexity, reverse=True)
     groups: dict[str, list[float]] = defaultdict(list)
     for s in scored:
         groups[area_of(s.record, area)].append(s.perplexity)
-    areas = [{"area": a, "examples": len(v), "above": sum(p > threshold for p in v),
-              "mean_perplexity": sum(v) / len(v), "max_perplexity": max(v)} for a, v in groups.items()]
-    weak = sorted((a for a in areas if a["above"] and a["above"] >= share * a["examples"]),
-                  key=lambda a: (-a["above"] / a["examples"], -a["mean_perplexity"]))
-    return {
-        "examples": len(scored), "threshold": threshold, "area_grouping": area, "weak_share": share,
-        "above_threshold": [[t, sum(s.perplexity > t for s in scored)] for t in sorted(thresholds)],
-        "weak_areas": weak,
-        "worst": [{"prompt": s.record.prompt, "completion": s.record.completion, "category": s.record.category,
-                   "perplexity": s.perplexity} for s in ranked[:top]],
-    }
+    areas = [Area(a, len(v), sum(p > threshold for p in v), sum(v) / len(v), max(v)) for a, v in groups.items()]
+    weak = sorted((a for a in areas if a.above and a.above >= share * a.examples),
+                  key=lambda a: (-a.above / a.examples, -a.mean_perplexity))
+    return WeakReport(
+        examples=len(scored), threshold=threshold, area_grouping=area, weak_share=share,
+        above_threshold=[(t, sum(s.perplexity > t for s in scored)) for t in sorted(thresholds)],
+        weak_areas=weak,
+        worst=[{"prompt": s.record.prompt, "completion": s.record.completion, "category": s.record.category,
+                "perplexity": s.perplexity} for s in ranked[:top]],
+    )
 
 
 @dataclass
@@ -86,7 +124,7 @@ class WeakAnalysis:
     model: object
     tok: object
     scored: list[Scored]
-    report: dict
+    report: WeakReport
 
 
 def holdout_records(lin, cfg) -> list[Record]:
@@ -124,5 +162,5 @@ def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: 
     model, tok = load_generation(str(lin.root), sha, cfg.model.dtype)
     scored = score_examples(model, tok, records, cfg.model.max_length)
     report = weak_report(scored, h.weak_threshold, h.weak_thresholds, h.weak_area, share=h.weak_share)
-    report.update(gen_id=gid, sha=sha, source=source)
+    report.gen_id, report.sha, report.source = gid, sha, source
     return WeakAnalysis(sha, gid, records, source, model, tok, scored, report)
