@@ -43,6 +43,12 @@ def write_records(path: str | Path, records: list[Record]) -> str:
     return str(path)
 
 
+def read_records(path: str | Path) -> list[Record]:
+    """A file written by `write_records`, back as records."""
+    cols = pq.read_table(path).to_pydict()
+    return [Record(**{k: cols[k][i] for k in cols}) for i in range(len(cols["kind"]))]
+
+
 class DataStore:
     """`data/<sha>.parquet` under the lineage root; a stored delta is never rewritten."""
 

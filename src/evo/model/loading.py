@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -46,7 +44,3 @@ def build_tiny_llama(cfg: TinyModelConfig, tokenizer, seed: int = 0) -> LlamaFor
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     return model
-
-
-def is_local(path: str) -> bool:
-    return Path(path).exists()

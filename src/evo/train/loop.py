@@ -14,13 +14,12 @@ import time
 import warnings
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from evo.data.records import Record
+from evo.data.store import read_records
 from evo.model.lineage_model import load_generation
 from evo.model.loading import load_causal_lm, load_tokenizer
 from evo.storage import local_file, local_tree
@@ -28,11 +27,6 @@ from evo.train.deepspeed_config import deepspeed_config
 from evo.train.examples import batches, collate, count_target_tokens, encode, token_loss_sum
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 from evo.train.worker_config import WorkerConfig
-
-
-def read_records(path: str) -> list[Record]:
-    cols = pq.read_table(path).to_pydict()
-    return [Record(**{k: cols[k][i] for k in cols}) for i in range(len(cols["kind"]))]
 
 
 def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
