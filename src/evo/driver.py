@@ -189,7 +189,8 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     return mix, holdout, qa, val
 
 
-def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
+def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: str, progress: Progress,
+                extra: dict) -> str:
     """Train (or, on resume, reuse the registered candidate of this generation) and register it."""
     cand = lin.registry.alias("candidate")
     if cand and lin.registry.model(cand)["gen_id"] == gid:
@@ -203,7 +204,8 @@ def train_child(cfg, lin, gid, parent, data_sha, progress, extra) -> str:
     return child
 
 
-def sweep_child(cfg, lin, gid, index, parent, data_sha, delta, progress):
+def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, index: int, parent: str, data_sha: str,
+                delta: list[Record], progress: Progress) -> tuple[str, int, str]:
     """A Ray Tune sweep for this generation; its winner (chosen by the gate's evals) is the child.
     Returns (child sha, replayed records, winning trial id)."""
     mixes, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k)
@@ -250,55 +252,79 @@ def restore_point(cfg: EvoConfig, lin: Lineage) -> str:
                       for g in line])
 
 
-def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress, extra=None,
-                   tune: bool = False) -> dict:
+def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress,
+                   extra: Optional[dict] = None, tune: bool = False) -> dict:
+    """One generation, step by step: corrections, data, child, evals, decision. Returns its ledger row."""
     gid, t0 = gen_id(index), time.perf_counter()
     champion = lin.registry.alias("champion")
-    if index in cfg.data.corrections:  # scripted corrections arrive now (idempotent on resume)
-        added = CorrectionStore(lin.root).add(read_corrections_file(cfg.data.corrections[index]))
-        progress(gid, f"{len(added)} correction(s) recorded from {cfg.data.corrections[index]}")
+    record_arriving_corrections(cfg, lin, index, progress)
     data_sha = ingest(lin, path, cfg, progress, gid)
     delta = lin.data.get(data_sha)
-    trial = ""
     if tune:
         child, n_replay, trial = sweep_child(cfg, lin, gid, index, champion, data_sha, delta, progress)
         _, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, champion)
     else:
         mix, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, champion)
-        n_replay = mix.n_replay
+        n_replay, trial = mix.n_replay, ""
         progress(gid, f"mix: {mix.n_delta} new + {mix.n_replay} replayed records; parent {champion[:12]}")
         child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
-    progress(gid, f"evaluating child {child[:12]} against parent {champion[:12]} (Ray tasks)")
-    t_eval = time.perf_counter()
-    res_child, res_parent = evaluate_many(lin, [child, champion], eval_spec(cfg, qa, holdout, val, lin), cfg)
-    t_eval = time.perf_counter() - t_eval
-    child_healing = res_child.to_json()["healing"]
-    healed, recurred = healed_and_recurred(child_healing, lin.healing_history(champion))
-    scores = scores_of(res_child, res_parent, tuple(recurred))
-    decision, reason = decide(cfg, lin, scores)
-    atomic_write_json(lin.eval_path(gid), {"child": res_child.to_json(), "parent": res_parent.to_json(),
-                                           "scores": scores.__dict__, "seconds": t_eval})
+    ev = evaluate(cfg, lin, gid, child, champion, eval_spec(cfg, qa, holdout, val, lin), progress)
+    decision, reason = decide(cfg, lin, ev.scores)
+    atomic_write_json(lin.eval_path(gid), ev.to_json())
     meta = lin.models.meta(child)
+    c = ev.child
     row = {
         "GEN_ID": gid, "parent_sha": champion, "child_sha": child, "data_delta_sha": data_sha,
         "steps": meta["steps"], "lr": meta["lr"], "walltime_min": (time.perf_counter() - t0) / 60,
         "loss_start": meta["loss_start"], "loss_end": meta["best"]["train_loss"],
-        "eval_recall": res_child.recall, "eval_generalization": res_child.generalization.value,
-        "eval_style_drift": res_child.style_drift.hits, "replay_k": n_replay, "decision": decision,
-        "reason": reason, "eval_perplexity": res_child.perplexity, "best_step": meta["best"]["step"],
-        "trial": trial, "patterns_healed": f"{len(healed)}/{len(child_healing)}" if child_healing else "",
-        "patterns_recurred": ";".join(recurred),
+        "eval_recall": c.recall, "eval_generalization": c.generalization.value,
+        "eval_style_drift": c.style_drift.hits, "replay_k": n_replay, "decision": decision,
+        "reason": reason, "eval_perplexity": c.perplexity, "best_step": meta["best"]["step"],
+        "trial": trial, "patterns_healed": f"{len(ev.healed)}/{len(c.healing)}" if c.healing else "",
+        "patterns_recurred": ";".join(ev.recurred),
     }
     if decision == "stopped":
         lin.decisions.stop(row, child, restore=restore_point(cfg, lin))
     else:
         lin.decisions.record(row, child, decision)
-    progress(gid, f"{decision}: recall {show(res_child.recall)}, generalization {res_child.generalization.value:.2f} "
-             f"(parent {res_parent.generalization.value:.2f}), style drift {res_child.style_drift.hits} "
-             f"(parent {res_parent.style_drift.hits}) — {reason}")
-    for line in against_parent(res_child, res_parent):
+    progress(gid, f"{decision}: recall {show(c.recall)}, generalization {c.generalization.value:.2f} "
+             f"(parent {ev.parent.generalization.value:.2f}), style drift {c.style_drift.hits} "
+             f"(parent {ev.parent.style_drift.hits}) — {reason}")
+    for line in against_parent(c, ev.parent):
         progress(gid, line)
     return row
+
+
+def record_arriving_corrections(cfg: EvoConfig, lin: Lineage, index: int, progress: Progress) -> None:
+    """Scripted corrections (`data.corrections`) that arrive with this generation (idempotent on resume)."""
+    if index in cfg.data.corrections:
+        added = CorrectionStore(lin.root).add(read_corrections_file(cfg.data.corrections[index]))
+        progress(gen_id(index), f"{len(added)} correction(s) recorded from {cfg.data.corrections[index]}")
+
+
+@dataclass
+class Evaluated:
+    """Child and parent scored on the same suite, and what that says about the corrected patterns."""
+
+    child: SuiteResult
+    parent: SuiteResult
+    scores: GenerationScores
+    healed: list[str]
+    recurred: list[str]
+    seconds: float
+
+    def to_json(self) -> dict:  # evals/<gen>.json
+        return {"child": self.child.to_json(), "parent": self.parent.to_json(), "scores": self.scores.__dict__,
+                "seconds": self.seconds}
+
+
+def evaluate(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, spec, progress: Progress) -> Evaluated:
+    progress(gid, f"evaluating child {child[:12]} against parent {parent[:12]} (Ray tasks)")
+    t0 = time.perf_counter()
+    res_child, res_parent = evaluate_many(lin, [child, parent], spec, cfg)
+    healed, recurred = healed_and_recurred(res_child.to_json()["healing"], lin.healing_history(parent))
+    return Evaluated(res_child, res_parent, scores_of(res_child, res_parent, tuple(recurred)), healed, recurred,
+                     time.perf_counter() - t0)
 
 
 def against_parent(child: SuiteResult, parent: SuiteResult) -> list[str]:
