@@ -1,4 +1,4 @@
-"""evo on real multi-process Ray clusters on this machine: a sweep spread over two nodes; a sweep
+"""evo on real multi-process Ray clusters on this machine: a PBT sweep spread over two nodes; a sweep
 submitted as a Ray job through the Jobs API to a head started with `ray start`, on an autoscaling
 cluster (Ray's fake multi-node provider) that grows for the trials and shrinks after.
 
@@ -29,13 +29,17 @@ def read_trials(root: Path, gid: str = "gen-1") -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path, _base_cache):
+def test_a_pbt_sweep_over_two_nodes_with_a_uri_root(demo_dir, tmp_path, _base_cache):
     """Two nodes of 3 CPUs each; each trial's worker needs 2 CPUs, so the two trials that run at
-    once cannot share a node. (The session's tiny generation 0 is built here if no test has
-    built it yet, and copied in.)"""
+    once cannot share a node. Population based training: after the first checkpoint the weaker
+    trial continues from the stronger one's checkpoint, made on the other node. The lineage root is
+    a file:// URI, so trials, Train runs and Tune's own state all go through the URI code path, each
+    process with its own mirror of the root. (The session's tiny generation 0 is built here if no
+    test has built it yet.)"""
     import ray
     from ray.cluster_utils import Cluster
 
+    from evo import storage
     from evo.cli import WORKER_ENV
     from evo.config import load_config
     from evo.driver import run_generation
@@ -57,19 +61,31 @@ def test_a_sweep_spreads_trials_over_two_nodes(demo_dir, tmp_path, _base_cache):
 
     cluster = start_patiently(start, "a two-node test cluster", cleanup)
     try:
-        ray.init(address=cluster.address, runtime_env={"env_vars": WORKER_ENV})
+        env = {**WORKER_ENV, "EVO_CACHE": str(tmp_path / "worker-cache")}
+        ray.init(address=cluster.address, runtime_env={"env_vars": env})
+        # 2 trials of 10 steps, a checkpoint every 5: one exploit step after the first checkpoint
         cfg = load_config(demo_dir / "demo.yaml", TINY + SWEEP + [
-            "tune.num_workers=1", "tune.cpus_per_worker=2", "tune.driver_cpus=0.1"])
-        lin = Lineage(copy_root(ensure_base(demo_dir, _base_cache), tmp_path))
+            "tune.num_workers=1", "tune.cpus_per_worker=2", "tune.driver_cpus=0.1", "tune.scheduler=pbt",
+            "tune.pbt_synch=true", "tune.perturbation_interval=1", "tune.lr=[0.0005, 0.005]"])
+        remote = copy_root(ensure_base(demo_dir, _base_cache), tmp_path / "bucket")  # as `aws s3 sync` would
+        uri = f"file://{remote}"
+        storage.resolve(uri, tmp_path / "driver-cache")
+        lin = Lineage(uri)
+        assert lin.location == uri and lin.root != remote
         row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:
         ray.shutdown()
         cluster.shutdown()
-    trials = read_trials(lin.root)
+    trials = read_trials(remote)
     assert [t["status"] for t in trials] == ["completed", "completed"]
     assert {t["node"] for t in trials} == nodes and len(nodes) == 2  # one trial on each node
     assert row["trial"] in {t["trial_id"] for t in trials}
+    assert all(int(t["iterations"]) >= 2 for t in trials)  # every report, read back from the trials' own logs
+    assert len(list((remote / "runs" / "gen-1" / "trial_reports").glob("*.jsonl"))) == 2
+    assert list((remote / "runs" / "tune").iterdir())  # Tune's experiment state, at the URI
+    cloned = [p.name for p in (remote / "runs" / "ray").iterdir() if "-from-" in p.name]
+    assert cloned  # at least one exploit: a Train run that started from another trial's checkpoint
 
 
 @pytest.fixture(scope="module")

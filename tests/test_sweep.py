@@ -107,29 +107,3 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
     assert sorted(r.trial_id for r in again) == sorted(t["trial_id"] for t in swept["trials"])
     assert sorted(p.name for p in (lin.root / "runs" / "ray").iterdir()) == runs_before  # no new Train runs
     assert time.perf_counter() - t0 < swept["seconds"] / 2
-
-
-def test_population_based_training_clones_checkpoints(ray_cluster, base_root, demo_dir, tmp_path):
-    """PBT: the weaker trial continues from the stronger one's checkpoint with perturbed settings.
-    The lineage root is a file:// URI here, so trials, Train runs and Tune's own state all go
-    through the URI code path (each process with its own mirror of the root)."""
-    from evo import storage
-
-    # 2 trials of 10 steps, a checkpoint every 5: one exploit step after the first checkpoint
-    cfg = tiny_config(demo_dir, *SWEEP, "tune.scheduler=pbt", "tune.pbt_synch=true", "tune.perturbation_interval=1",
-                      "tune.num_samples=2", "tune.steps=[10]", "tune.lr=[0.0005, 0.005]")
-    remote = copy_root(base_root, tmp_path / "bucket")  # generation 0 put there, as `aws s3 sync` would
-    uri = f"file://{remote}"
-    storage.resolve(uri, tmp_path / "driver-cache")
-    lin = Lineage(uri)
-    assert lin.location == uri and lin.root != remote
-    row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
-    with open(remote / "trials" / "gen-1.csv", newline="") as f:
-        trials = list(csv.DictReader(f))
-    assert [t["status"] for t in trials] == ["completed", "completed"]
-    assert all(int(t["iterations"]) >= 2 for t in trials)  # every report, read back from the trials' own logs
-    assert len(list((remote / "runs" / "gen-1" / "trial_reports").glob("*.jsonl"))) == 2
-    assert list((remote / "runs" / "tune").iterdir())  # Tune's experiment state, at the URI
-    cloned = [p.name for p in (remote / "runs" / "ray").iterdir() if "-from-" in p.name]
-    assert cloned  # at least one exploit: a Train run that started from another trial's checkpoint
-    assert row["trial"] in {t["trial_id"] for t in trials}
