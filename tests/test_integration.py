@@ -24,6 +24,11 @@ from tests.faults import FAIL_ONCE
 pytestmark = pytest.mark.integration
 
 
+# Tests of what does not depend on data parallelism train on one Ray Train worker (a worker process
+# less per run); DDP is covered by the two-generation run, DeepSpeed by its own tests.
+ONE_WORKER = ["train.num_workers=1"]
+
+
 def assert_lineage_consistent(root: Path) -> None:
     lin = Lineage(root)
     rows = lin.ledger.rows()
@@ -97,7 +102,7 @@ def test_a_users_hugging_face_model_by_path(base_root, demo_dir, tmp_path):
     shutil.copytree(ModelStore(base_root).path(Lineage(base_root).registry.alias("champion")), user_model)
     (user_model / "meta.json").unlink()  # a plain save_pretrained folder, nothing of evo's
     root = tmp_path / "lineage"
-    cfg = tiny_config(demo_dir, f"model.path={user_model}", "data.base=null", *LOOSE_GATE)
+    cfg = tiny_config(demo_dir, f"model.path={user_model}", "data.base=null", *ONE_WORKER, *LOOSE_GATE)
     summary = run(cfg, root, Silent(), max_generations=1)
     g0, g1 = summary.generations[:2]
     store = ModelStore(root)
@@ -162,7 +167,7 @@ def test_resume_after_the_driver_is_killed_and_then_interrupted(ray_cluster, bas
     leaves a half row, Ctrl-C says how to resume, and a third run finishes the generation from the
     latest checkpoint instead of from scratch."""
     root = copy_root(base_root, tmp_path)
-    slow = ["train.steps=150", "train.checkpoint_every=10", "data.generations=[gen1.jsonl]", *LOOSE_GATE]
+    slow = ["train.steps=150", "train.checkpoint_every=10", "data.generations=[gen1.jsonl]", *ONE_WORKER, *LOOSE_GATE]
     config = _write_config(demo_dir, tmp_path, slow)
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     cmd = [sys.executable, "-m", "evo.cli", "run", str(config), "--root", str(root)]
@@ -258,7 +263,7 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
 
     root = copy_root(base_root, tmp_path)
     cfg = tiny_config(demo_dir, "healing.weak_area=prefix:2", "healing.weak_threshold=2", "targeted.seeds=20",
-                      "train.steps=10", "train.checkpoint_every=5")
+                      "train.steps=10", "train.checkpoint_every=5", *ONE_WORKER)
     lin = Lineage(root)
     start = lin.registry.alias("champion")
     before = {f: (root / f).read_text() for f in ("ledger.csv", "registry.json")}
@@ -307,7 +312,7 @@ def test_a_lineage_root_at_a_uri(base_root, demo_dir, tmp_path):
     shutil.copytree(base_root, remote_dir)
     uri = f"file://{remote_dir}"
     cfg = tiny_config(demo_dir, "data.generations=[" + str(demo_dir / "gen1.jsonl") + "]",
-                      "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null")
+                      *ONE_WORKER, *LOOSE_GATE)
     driver_cache = tmp_path / "driver-cache"
     storage.resolve(uri, driver_cache)  # this process's mirror (the cluster's workers use their own)
     summary = run(cfg, uri, Silent())
