@@ -16,8 +16,11 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q --timeout=900 --durations=20
 
 bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_ab_calibration.py
 	$(VENV)/bin/python bench/bench_generation.py
 	$(VENV)/bin/python bench/bench_demo_replay.py
+	$(VENV)/bin/python bench/bench_serving.py
+	$(VENV)/bin/python bench/bench_sweep.py
 
 clean-lineage:
 	rm -rf $(ROOT)

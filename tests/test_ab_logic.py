@@ -10,13 +10,14 @@ from evo.serving.router import ABRouter
 from evo.serving.stats import (
     CANDIDATE_BETTER,
     CANDIDATE_WORSE,
+    NO_DIFFERENCE,
     UNDECIDED,
     TestPlan,
     binomial_two_sided_p,
+    critical_wins,
     pairwise_verdict,
+    prompt_key,
     summarize,
-    thumbs_verdict,
-    two_proportion_p,
     wilson,
 )
 
@@ -27,27 +28,53 @@ def test_known_values():
     assert wilson(0, 0) == (0.0, 1.0)
     assert binomial_two_sided_p(9, 10) == pytest.approx(0.021484375)
     assert binomial_two_sided_p(5, 10) == pytest.approx(1.0)
-    assert two_proportion_p(60, 100, 40, 100) == pytest.approx(0.004678, rel=1e-3)
 
 
-PLAN = TestPlan(alpha=0.05, min_samples=30, max_looks=5)  # 0.005 per test
+PLAN = TestPlan(alpha=0.05, look_every=10, max_looks=3)  # looks at 10, 20 and 30 decisive votes
 
 
-@pytest.mark.parametrize("cand,champ,verdict", [
-    (20, 5, UNDECIDED),          # too few votes, however lopsided
-    (25, 15, UNDECIDED),         # enough votes, not significant
-    (40, 10, CANDIDATE_BETTER),  # p ~ 2e-5
-    (10, 40, CANDIDATE_WORSE),
-    (33, 17, UNDECIDED),         # p ~ 0.03: significant at 0.05 once, not at the per-look level
+def votes(cand: int, champ: int) -> list[str]:
+    return ["candidate"] * cand + ["champion"] * champ
+
+
+def test_critical_values_spend_at_most_alpha_exactly():
+    """Under p = 0.5 the chance of crossing at any look, summed exactly over the binomial paths
+    that reach it, is at most alpha; early looks demand more than late ones."""
+    bounds = critical_wins(TestPlan())
+    alive, total, n_prev = {0: 1.0}, 0.0, 0
+    for n, b in zip(TestPlan().looks, bounds):
+        for _ in range(n - n_prev):  # one more fair vote: wins stay or go up by one
+            alive = {k: alive.get(k, 0) / 2 + alive.get(k - 1, 0) / 2 for k in range(max(alive) + 2)}
+        n_prev = n
+        if b is not None:
+            total += sum(p for k, p in alive.items() if k <= b[0] or k >= b[1])
+            alive = {k: p for k, p in alive.items() if b[0] < k < b[1]}
+    assert 0.03 < total <= 0.05
+    margins = [(n - b[1]) / n for n, b in zip(TestPlan().looks, bounds) if b]
+    assert margins == sorted(margins)  # the share of wins needed falls look by look
+
+
+@pytest.mark.parametrize("winners,verdict", [
+    (votes(10, 0), UNDECIDED),           # look 1 (10 votes) may spend too little alpha for any verdict
+    (votes(10, 0) + votes(6, 3), UNDECIDED),  # 19 votes: no look between 10 and 20
+    (votes(10, 0) + votes(6, 4), CANDIDATE_BETTER),  # look 2: 16 of 20 (it decides at <= 4 or >= 16)
+    (votes(2, 8) + votes(2, 8), CANDIDATE_WORSE),
+    (votes(8, 2) + votes(7, 3), UNDECIDED),  # 15 of 20 is not enough at look 2
+    (votes(8, 2) + votes(7, 3) + votes(3, 7), NO_DIFFERENCE),  # 18 of 30 after the last look (needs 21)
 ])
-def test_pairwise_verdict_table(cand, champ, verdict):
-    assert pairwise_verdict(cand, champ, PLAN).verdict == verdict
+def test_verdicts_are_taken_only_at_the_planned_looks(winners, verdict):
+    assert pairwise_verdict(winners, PLAN).verdict == verdict
 
 
-def test_thumbs_verdict_needs_samples_on_both_arms():
-    assert thumbs_verdict(29, 29, 0, 100, PLAN).verdict == UNDECIDED
-    assert thumbs_verdict(80, 100, 40, 100, PLAN).verdict == CANDIDATE_BETTER
-    assert thumbs_verdict(40, 100, 80, 100, PLAN).verdict == CANDIDATE_WORSE
+def test_one_prompt_asked_again_and_again_is_one_vote():
+    """What decided a round before: one prompt, 40 times side by side with the same vote each time."""
+    key = prompt_key({"messages": [{"role": "user", "content": "Hello  there"}]})
+    assert key == prompt_key({"messages": [{"role": "user", "content": "hello there"}], "temperature": 0})
+    events = [{"kind": "pairwise", "pair_id": f"p{i}", "prompt_key": key, "winner": "champion"} for i in range(40)]
+    events.append({"kind": "pairwise", "pair_id": "p0", "prompt_key": key, "winner": "champion"})  # a repeated vote
+    s = summarize(events, TestPlan())
+    assert s["verdict"]["verdict"] == UNDECIDED
+    assert s["pairwise"]["distinct_prompts"] == 1 and s["pairwise"]["votes_not_counted"] == 40
 
 
 def test_router_is_sticky_and_share_moves_users_one_way():
@@ -112,12 +139,18 @@ def test_summary_counts_per_arm_and_decides():
     events += [{"kind": "thumbs", "response_id": "r1", "value": "up"},
                {"kind": "thumbs", "response_id": "r2", "value": "down"},
                {"kind": "thumbs", "response_id": "unknown", "value": "up"}]  # no such response: ignored
-    events += [{"kind": "pairwise", "pair_id": f"p{i}", "winner": "candidate"} for i in range(45)]
-    events += [{"kind": "pairwise", "pair_id": f"q{i}", "winner": "champion"} for i in range(5)]
-    events += [{"kind": "pairwise", "pair_id": "t", "winner": "tie"}]
+    events += [{"kind": "pairwise", "pair_id": f"p{i}", "prompt_key": f"k{i}", "winner": "candidate"}
+               for i in range(18)]
+    events += [{"kind": "pairwise", "pair_id": f"q{i}", "prompt_key": f"j{i}", "winner": "champion"} for i in range(2)]
+    events += [{"kind": "pairwise", "pair_id": f"r{i}", "prompt_key": "k0", "winner": "champion"} for i in range(9)]
+    events += [{"kind": "pairwise", "pair_id": "t", "prompt_key": "t", "winner": "tie"}]
     s = summarize(events, PLAN)
     assert s["arms"]["candidate"]["requests"] == 5 and s["arms"]["champion"]["requests"] == 5
     assert s["arms"]["candidate"]["thumbs_up"] == 1 and s["arms"]["champion"]["thumbs_down"] == 1
     assert s["pairwise"]["ties"] == 1 and s["pairwise"]["candidate_win_rate"] == pytest.approx(0.9)
-    assert s["verdict"]["verdict"] == CANDIDATE_BETTER and s["verdict"]["test"] == "sign test"
+    v = s["verdict"]
+    assert v["verdict"] == CANDIDATE_BETTER and v["looks"] == 2 and v["n"] == 20  # 18 of 20 at the second look
+    assert s["pairwise"]["votes_not_counted"] == 9  # prompt k0 asked again: its first vote counts
+    assert v["interval"][0] > 0.5 and "sequential sign test" in v["test"]
+    assert s["plan"]["max_looks"] == 3 and len(s["plan"]["critical_wins"]) == 3
     json.dumps(s)  # served as JSON as it is

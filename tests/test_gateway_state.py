@@ -71,3 +71,14 @@ def test_admin_revert_names_the_generation_to_restore(root):
     assert gw.revert({"to": "gen-0"})["aliases"]["champion"] == "a" * 64
     row = Ledger(root).get("gen-1")
     assert (row["decision"], row["restored"]) == ("reverted", "gen-0")
+
+
+def test_a_second_vote_on_a_pair_is_refused_and_not_counted(root):
+    gw = replicas(root, 1)[0]
+    pair_id, _ = gw.open_pair("prompt-1")
+    gw.record_preference({"pair_id": pair_id, "preferred": "a"})
+    with pytest.raises(APIError) as e:
+        gw.record_preference({"pair_id": pair_id, "preferred": "b"})
+    assert e.value.status == 409 and "first one stands" in str(e.value)
+    assert gw.stats()["pairwise"]["distinct_prompts"] == 1
+    assert sum(ev["kind"] == "pairwise" for ev in gw.feedback.read().events) == 1  # never written

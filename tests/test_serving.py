@@ -173,6 +173,9 @@ def test_side_by_side_is_blind_and_votes_count_for_the_right_arm(served):
     code, err = call("POST", "/v1/feedback/pairwise", {"pair_id": "pair-nope", "preferred": "b"})
     assert code == 404 and "no side-by-side pair" in err["error"]["message"]
     assert call("POST", "/v1/feedback/pairwise", {"pair_id": pair["pair_id"], "preferred": "c"})[0] == 400
+    code, err = call("POST", "/v1/feedback/pairwise", {"pair_id": pair["pair_id"], "preferred": "b"})
+    assert code == 409 and "first one stands" in err["error"]["message"]  # a second vote on the pair
+    assert call("GET", "/ab/stats")[1]["pairwise"] == after
 
 
 def test_promotion_under_load_drops_nothing(served):

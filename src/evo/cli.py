@@ -131,7 +131,7 @@ def _ab(cfg, root: str, budget: int, port: int) -> None:
     from evo.serving.ab_round import run_ab_round
 
     out = run_ab_round(cfg, root, budget=budget, port=port, progress=Progress())
-    print(f"A/B {out.gen_id}: {out.verdict} after {out.votes} pairs in {out.seconds:.0f}s -> {out.action}")
+    print(f"A/B {out.gen_id}: {out.verdict} after {out.votes} distinct prompts in {out.seconds:.0f}s -> {out.action}")
     print(f"  ledger row {out.gen_id}: ab_result = {ledger_ab_result(root, out.gen_id)}")
 
 
@@ -402,7 +402,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--ab-budget", type=int, default=100, help="pairs in the closing A/B round (0: none)")
             s.add_argument("--port", type=int, default=8000, help="port of the A/B round's server on 127.0.0.1")
         if name == "ab":
-            s.add_argument("--budget", type=int, default=200, help="most side-by-side pairs before deciding")
+            s.add_argument("--budget", type=int, default=300, help="most distinct prompts asked side by side")
             s.add_argument("--port", type=int, default=8000, help="port of the round's server on 127.0.0.1")
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "serve":

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
+from evo.curation.targeted import known_prompts, load_generator
 from evo.data.records import Record
 from evo.data.store import DataStore, split
 from evo.errors import EvoError
@@ -20,6 +21,7 @@ from evo.evals.generate import normalize
 from evo.evals.suite import load_probes
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
+from evo.lineage.root import Lineage
 from evo.numbers import show
 from evo.serving.deployments import SERVE_LOGGING, build_app
 from evo.serving.stats import UNDECIDED
@@ -43,6 +45,26 @@ class ABOutcome:
     action: str  # promoted or reverted
     stats: dict
     seconds: float
+    judge: str = ""  # what the automated judge asked
+
+
+def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tuple[list[Judged], str]:
+    """Distinct prompts for the automated judge, and where they came from. With the domain's
+    generator (`targeted.generator`): new examples that are in no delta of the lineage, so no gate,
+    checkpoint or trial was chosen on them. Without one: the generation's holdout and the style
+    probes, which the gate has already scored (said so in the result: not independent evidence)."""
+    gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
+    if gen is None:
+        items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, seed)
+        return items, f"{len(items)} prompts of the holdout and the style probes (also scored by the gate)"
+    known, items = known_prompts(Lineage(root)), []
+    for r in gen.sample(4 * budget, random.Random(seed + 104729)):
+        key = normalize(r.prompt)
+        if key not in known and r.kind == "completion":
+            known.add(key)
+            items.append(Judged({"prompt": r.prompt},
+                                lambda a, want=r.completion: float(normalize(a) == normalize(want))))
+    return items[:budget], f"{len(items[:budget])} new prompts from {cfg.targeted.generator}, in no delta of the lineage"
 
 
 def traffic(holdout: list[Record], probes: list[Record], banned: list[str], seed: int) -> list[Judged]:
@@ -69,13 +91,13 @@ def _get(url: str) -> dict:
 
 
 def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_tokens: int, progress) -> dict:
-    """Side-by-side requests, judged and voted, until a verdict or `budget` pairs."""
+    """Each prompt asked once, side by side, judged and voted, until a verdict, `budget` pairs, or
+    the prompts run out (a repeated prompt would not count: see evo.serving.stats)."""
     stats = _get(f"{base_url}/ab/stats")
-    for n in range(budget):
-        item = items[n % len(items)]
+    for n, item in enumerate(items[:budget]):
         pair = _post(f"{base_url}/v1/side_by_side", {**item.prompt, "max_tokens": max_tokens, "temperature": 0})
-        sa = item.judge(pair["a"]["choices"][0].get("text", pair["a"]["choices"][0].get("message", {}).get("content", "")))
-        sb = item.judge(pair["b"]["choices"][0].get("text", pair["b"]["choices"][0].get("message", {}).get("content", "")))
+        sa = item.judge(_text(pair["a"]))
+        sb = item.judge(_text(pair["b"]))
         _post(f"{base_url}/v1/feedback/pairwise",
               {"pair_id": pair["pair_id"], "preferred": "a" if sa > sb else "b" if sb > sa else "tie"})
         if (n + 1) % look_every == 0:
@@ -84,6 +106,11 @@ def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_t
             if stats["verdict"]["verdict"] != UNDECIDED:
                 return stats
     return _get(f"{base_url}/ab/stats")
+
+
+def _text(answer: dict) -> str:
+    choice = answer["choices"][0]
+    return choice.get("text", choice.get("message", {}).get("content", ""))
 
 
 def start_round(root, gen_id: str) -> tuple[str, str]:
@@ -95,7 +122,9 @@ def finish_round(root, gen_id: str, parent: str, child: str, stats: dict) -> str
     """Promote unless the candidate is worse; the ledger row gets the A/B result either way."""
     verdict, pw = stats["verdict"], stats["pairwise"]
     result = (f"{verdict['verdict']}: candidate {pw['candidate_wins']} / champion {pw['champion_wins']} / "
-              f"ties {pw['ties']} ({verdict['test']}, p={show(verdict['p_value'], '.3g')})")
+              f"ties {pw['ties']} on {pw['distinct_prompts']} distinct prompts, look {verdict['looks']} of "
+              f"{stats['plan']['max_looks']} (sequential sign test, alpha {stats['plan']['alpha']:g}; "
+              f"nominal p={show(verdict['p_value'], '.3g')})")
     decisions = Decisions(root)
     if verdict["verdict"] == "candidate worse":
         decisions.reject(gen_id, f"A/B: {verdict['reason']}", ab_result=result)
@@ -104,7 +133,7 @@ def finish_round(root, gen_id: str, parent: str, child: str, stats: dict) -> str
     return "promoted"
 
 
-def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int = 8000, progress=print) -> ABOutcome:
+def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int = 8000, progress=print) -> ABOutcome:
     """Serve both arms on 127.0.0.1:`port`, play traffic, decide, hot-swap, record. Ray must be up."""
     from ray import serve
 
@@ -116,19 +145,19 @@ def run_ab_round(cfg, root, budget: int = 200, look_every: int = 10, port: int =
     parent, child = start_round(root, gen_id)
 
     _, holdout = split(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction)
-    items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, cfg.train.seed)
+    items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed)
     token = secrets.token_hex(16)
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=SERVE_LOGGING)
     app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=f"round-{gen_id}")
     serve.run(app, name="evo-ab", route_prefix="/")
     base = f"http://127.0.0.1:{port}"
     try:
-        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}")
+        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}; "
+                       f"the judge asks {source}")
         stats = play(base, items, budget, look_every, cfg.eval.max_new_tokens, progress)
         action = finish_round(root, gen_id, parent, child, stats)
         _post(f"{base}/admin/reload", {}, token)  # the served champion is now the decided one
     finally:
         serve.delete("evo-ab")
-    pw = stats["pairwise"]
-    return ABOutcome(gen_id, stats["verdict"]["verdict"], pw["candidate_wins"] + pw["champion_wins"] + pw["ties"],
-                     action, stats, time.perf_counter() - t0)
+    return ABOutcome(gen_id, stats["verdict"]["verdict"], stats["pairwise"]["distinct_prompts"],
+                     action, stats, time.perf_counter() - t0, source)

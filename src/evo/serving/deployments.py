@@ -33,6 +33,7 @@ from evo.serving.openai_api import (
     usage,
 )
 from evo.serving.pool import ModelPool
+from evo.serving.stats import prompt_key
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
@@ -182,7 +183,7 @@ class EvoServer:
         raw = await _json(request)
         kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
         req = parse_request(kind, {"model": "evo", **raw} if isinstance(raw, dict) else raw, self.gw.settings.limits)
-        pair_id, targets = self.gw.open_pair()
+        pair_id, targets = self.gw.open_pair(prompt_key(raw))
         a, b = await asyncio.gather(self._generate(req, targets["a"]), self._generate(req, targets["b"]))
         for ans in (a, b):  # blind: which arm answered is revealed only after the rating
             ans["model"] = "evo"

@@ -25,6 +25,10 @@ class FeedbackError(ValueError):
     """An event that cannot be recorded; the message says which field and why."""
 
 
+class DuplicateVote(FeedbackError):
+    """A second vote on a side-by-side pair: refused, the first one stands."""
+
+
 def validate(event: dict) -> dict:
     kind = event.get("kind")
     if kind not in KINDS:
@@ -65,10 +69,11 @@ class FeedbackStore:
     def __init__(self, root: str | Path, round_id: str = "live"):
         self.path = resolve(root) / "ab" / f"{round_id}.jsonl"
 
-    def append(self, event: dict, durable: bool = True) -> dict:
+    def append(self, event: dict, durable: bool = True, once_per_pair: bool = False) -> dict:
         """Append one event. `durable=False` skips the fsync (the OS still gets the line at once):
         for the per-request response log, where an fsync per request would dominate latency and a
-        crash can cost only the attribution of the last few responses, never a recorded vote."""
+        crash can cost only the attribution of the last few responses, never a recorded vote.
+        `once_per_pair`: refuse (DuplicateVote) an event of a kind the log already holds for the pair."""
         event = validate({**event, "time": event.get("time", time.time())})
         line = (json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +81,9 @@ class FeedbackStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
+            if once_per_pair and any(e.get("kind") == event["kind"] and e.get("pair_id") == event["pair_id"]
+                                     for e in _parse(os.pread(fd, size, 0)).events):
+                raise DuplicateVote(f"pair {event['pair_id']} already has a vote; the first one stands")
             if size and os.pread(fd, 1, size - 1) != b"\n":  # a writer died mid-line: fence it off
                 line = b"\n" + line
             view = memoryview(line)
@@ -89,14 +97,16 @@ class FeedbackStore:
         return event
 
     def read(self) -> EventLog:
-        log = EventLog()
-        if not self.path.exists():
-            return log
-        for raw in self.path.read_bytes().split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                log.events.append(json.loads(raw))
-            except json.JSONDecodeError:
-                log.torn_lines += 1
-        return log
+        return _parse(self.path.read_bytes()) if self.path.exists() else EventLog()
+
+
+def _parse(data: bytes) -> EventLog:
+    log = EventLog()
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            log.events.append(json.loads(raw))
+        except json.JSONDecodeError:
+            log.torn_lines += 1
+    return log

@@ -14,7 +14,7 @@ from typing import Optional
 from evo.atomic import atomic_write_json, read_json
 from evo.lineage.decisions import DecisionError, Decisions
 from evo.lineage.registry import Registry
-from evo.serving.feedback import FeedbackError, FeedbackStore
+from evo.serving.feedback import DuplicateVote, FeedbackError, FeedbackStore
 from evo.serving.openai_api import APIError, Limits, new_id
 from evo.serving.router import ABRouter
 from evo.serving.stats import TestPlan, summarize
@@ -156,21 +156,25 @@ class Gateway:
     def record_feedback(self, body: object, kind: str) -> dict:
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
+        fields = ("response_id", "value", "pair_id", "winner", "prompt_key")
         try:
-            event = self.feedback.append({**{k: body.get(k) for k in ("response_id", "value", "pair_id", "winner")
-                                            if k in body}, "kind": kind})
+            event = self.feedback.append({**{k: body.get(k) for k in fields if k in body}, "kind": kind},
+                                         once_per_pair=kind == "pairwise")
+        except DuplicateVote as e:
+            raise APIError(409, str(e), "pair_id", "conflict") from None
         except FeedbackError as e:
             raise APIError(400, str(e)) from None
         return {"recorded": event}
 
-    def open_pair(self) -> tuple[str, dict[str, Target]]:
-        """Both arms for one prompt, labelled "a" and "b" at random so a rater cannot tell which is which."""
+    def open_pair(self, key: str) -> tuple[str, dict[str, Target]]:
+        """Both arms for one prompt (`key`: its `prompt_key`), labelled "a" and "b" at random so a
+        rater cannot tell which is which."""
         if not self.aliases.get("candidate"):
             raise APIError(409, "side by side needs a candidate, and there is none now", kind="conflict")
         a = random.choice(["champion", "candidate"])
         b = "candidate" if a == "champion" else "champion"
         pair_id = new_id("pair")
-        self.feedback.append({"kind": "pair", "pair_id": pair_id, "a": a})
+        self.feedback.append({"kind": "pair", "pair_id": pair_id, "a": a, "prompt_key": key})
         return pair_id, {"a": Target(a, self.aliases[a], a), "b": Target(b, self.aliases[b], b)}
 
     def record_preference(self, body: object) -> dict:
@@ -183,7 +187,10 @@ class Gateway:
             raise APIError(404, f"no side-by-side pair {body.get('pair_id')!r}", "pair_id", "not_found_error")
         other = "candidate" if shown["a"] == "champion" else "champion"
         winner = {"a": shown["a"], "b": other, "tie": "tie"}[body["preferred"]]
-        return self.record_feedback({"pair_id": body["pair_id"], "winner": winner}, "pairwise")
+        vote = {"pair_id": body["pair_id"], "winner": winner}
+        if shown.get("prompt_key"):
+            vote["prompt_key"] = shown["prompt_key"]
+        return self.record_feedback(vote, "pairwise")
 
     def stats(self) -> dict:
         log = self.feedback.read()

@@ -1,15 +1,29 @@
-"""A/B statistics: win rates with Wilson intervals and a verdict from a stated test.
+"""A/B statistics: a sequential sign test over distinct prompts whose error rate holds.
 
-The test. Pairwise preferences (ties dropped) are a sign test of "candidate preferred" against
-p = 0.5, exact binomial, two-sided. Without enough pairwise votes, thumbs are compared with a
-two-proportion z-test. Either way the verdict needs at least `min_samples` observations. An A/B
-round looks at the data repeatedly and runs both tests at each look, so each test uses
-alpha / (2 * max_looks) (Bonferroni over every test the round may run), which keeps the chance of
-any false "better" or "worse" verdict in the round at or below alpha.
+What is counted. One vote per distinct prompt per round: the first side-by-side vote on a prompt
+counts, later votes on the same prompt are kept in the log but not counted (at temperature 0 a
+repeated prompt gets the same two answers, so its repeats are not independent evidence), and a
+second vote on the same pair is refused before it is written. Ties use up the prompt and are not
+decisive.
+
+The test. Among the counted decisive votes, "the candidate is preferred" is tested against
+p = 0.5 (a sign test) at looks fixed in advance: after every `look_every` decisive votes, at most
+`max_looks` times. The critical values come from exact binomial sums under p = 0.5 with an
+O'Brien-Fleming-type alpha-spending function (Lan-DeMets), so the chance of any false "better" or
+"worse" verdict over all the looks of a round is at most `alpha`, however often the statistics are
+read: a verdict is only ever taken at a scheduled look, and the first look that crosses decides.
+After the last look without a crossing the round ends with "no difference found".
+`bench/bench_ab_calibration.py` checks both error rates by simulation.
+
+Thumbs are reported per arm with Wilson intervals, not tested: a response's rating says nothing
+about the other arm's answer to the same prompt, and repeated prompts make ratings dependent.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -17,19 +31,39 @@ from typing import Optional
 from evo.serving.router import ARMS
 
 CANDIDATE_BETTER, CANDIDATE_WORSE, UNDECIDED = "candidate better", "candidate worse", "undecided"
+NO_DIFFERENCE = "no difference found"
+TEST_NAME = "sequential sign test over distinct prompts (O'Brien-Fleming spending, exact binomial)"
 
 
 @dataclass(frozen=True)
 class TestPlan:
+    """Fixed before a round's first vote."""
+
     __test__ = False  # a statistical test's plan, not a pytest class
     alpha: float = 0.05  # chance of a wrong "better"/"worse" verdict over the whole round
-    min_samples: int = 30  # decisive pairwise votes (or thumbs per arm) before any verdict
-    max_looks: int = 10  # how often the round may test; each test uses alpha / (2 * max_looks)
+    look_every: int = 10  # decisive votes (distinct prompts) between looks
+    max_looks: int = 12  # looks in all; the last one is at look_every * max_looks decisive votes
+
+    def __post_init__(self):
+        if not 0 < self.alpha < 1 or self.look_every < 1 or self.max_looks < 1:
+            raise ValueError(f"test plan: needs 0 < alpha < 1, look_every >= 1, max_looks >= 1, got {self}")
 
     @property
-    def alpha_per_look(self) -> float:
-        """Per test: two tests (pairwise, thumbs) at each of max_looks looks share alpha."""
-        return self.alpha / (2 * self.max_looks)
+    def looks(self) -> list[int]:
+        """Decisive votes at each look."""
+        return [self.look_every * (j + 1) for j in range(self.max_looks)]
+
+    def to_json(self) -> dict:
+        return {"alpha": self.alpha, "look_every": self.look_every, "max_looks": self.max_looks,
+                "critical_wins": [list(c) if c else None for c in critical_wins(self)]}
+
+
+def prompt_key(body: dict) -> str:
+    """What makes two side-by-side requests the same prompt: the prompt text or the messages, with
+    whitespace and case folded (sampling settings do not make a prompt new)."""
+    what = body.get("messages") if body.get("messages") is not None else body.get("prompt")
+    canon = json.dumps(what, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(" ".join(canon.lower().split()).encode()).hexdigest()[:24]
 
 
 def _z(alpha_two_sided: float) -> float:
@@ -64,91 +98,135 @@ def binomial_two_sided_p(k: int, n: int) -> float:
     return min(1.0, sum(math.exp(lp) for lp in log_pmf if lp <= bound))
 
 
-def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    """Two-sided p-value of a pooled two-proportion z-test."""
-    if not n1 or not n2:
-        return 1.0
-    pooled = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return 1.0
-    return math.erfc(abs(k1 / n1 - k2 / n2) / se / math.sqrt(2))
-
-
 @dataclass
 class Verdict:
     verdict: str
     test: str
-    p_value: Optional[float]
-    n: int
+    p_value: Optional[float]  # nominal two-sided binomial p at the deciding (or latest) look
+    n: int  # decisive votes it rests on
     reason: str
+    looks: int = 0  # looks done
+    interval: tuple[float, float] = (0.0, 1.0)  # Wilson interval of the candidate's win rate
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def pairwise_verdict(candidate_wins: int, champion_wins: int, plan: TestPlan) -> Verdict:
-    n = candidate_wins + champion_wins
-    if n < plan.min_samples:
-        return Verdict(UNDECIDED, "sign test", None, n, f"{n} decisive pairwise votes, need {plan.min_samples}")
-    p = binomial_two_sided_p(candidate_wins, n)
-    if p >= plan.alpha_per_look:
-        return Verdict(UNDECIDED, "sign test", p, n, f"p = {p:.3g} >= {plan.alpha_per_look:.3g}")
-    better = candidate_wins > champion_wins
-    return Verdict(CANDIDATE_BETTER if better else CANDIDATE_WORSE, "sign test", p, n,
-                   f"candidate preferred {candidate_wins} of {n} times, p = {p:.3g} < {plan.alpha_per_look:.3g}")
+def _spend(alpha: float, t: float) -> float:
+    """Alpha spent by information fraction t (O'Brien-Fleming type): 2 - 2 Phi(z_{alpha/2} / sqrt(t))."""
+    return math.erfc(_z(alpha) / math.sqrt(t) / math.sqrt(2))
 
 
-def thumbs_verdict(up_cand: int, n_cand: int, up_champ: int, n_champ: int, plan: TestPlan) -> Verdict:
-    n = min(n_cand, n_champ)
-    if n < plan.min_samples:
-        return Verdict(UNDECIDED, "two-proportion z-test", None, n_cand + n_champ,
-                       f"{n_cand} candidate and {n_champ} champion ratings, need {plan.min_samples} each")
-    p = two_proportion_p(up_cand, n_cand, up_champ, n_champ)
-    if p >= plan.alpha_per_look:
-        return Verdict(UNDECIDED, "two-proportion z-test", p, n_cand + n_champ,
-                       f"p = {p:.3g} >= {plan.alpha_per_look:.3g}")
-    better = up_cand / n_cand > up_champ / n_champ
-    return Verdict(CANDIDATE_BETTER if better else CANDIDATE_WORSE, "two-proportion z-test", p, n_cand + n_champ,
-                   f"thumbs up {up_cand}/{n_cand} vs {up_champ}/{n_champ}, p = {p:.3g} < {plan.alpha_per_look:.3g}")
+def _binomial_step(dist: list[float], m: int) -> list[float]:
+    """The distribution of wins after m more fair coin flips."""
+    pmf = [math.exp(math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) - m * math.log(2))
+           for i in range(m + 1)]
+    out = [0.0] * (len(dist) + m)
+    for k, pk in enumerate(dist):
+        if pk:
+            for i, pi in enumerate(pmf):
+                out[k + i] += pk * pi
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def critical_wins(plan: TestPlan) -> tuple[Optional[tuple[int, int]], ...]:
+    """Per look: (low, high) such that candidate wins <= low or >= high decides; None where the
+    alpha that may be spent by then allows no verdict. Computed exactly under p = 0.5, for the
+    walks that have not crossed at an earlier look."""
+    looks, alive, spent, out, n_prev = plan.looks, [1.0], 0.0, [], 0
+    for n in looks:
+        alive = _binomial_step(alive, n - n_prev)
+        n_prev = n
+        allowed = _spend(plan.alpha, n / looks[-1]) - spent
+        best = None
+        for d in range(n // 2 + 1):  # low = d, high = n - d: the widest pair within what may be spent
+            mass = sum(alive[: d + 1]) + sum(alive[n - d:])
+            if mass > allowed + 1e-15:
+                break
+            best = (d, n - d, mass)
+        if best is None:
+            out.append(None)
+            continue
+        low, high, mass = best
+        spent += mass
+        alive = [0.0 if (k <= low or k >= high) else p for k, p in enumerate(alive)]
+        out.append((low, high))
+    return tuple(out)
+
+
+def counted_votes(events: list[dict]) -> list[str]:
+    """The winners ("candidate", "champion", "tie") of the votes that count, in log order: the first
+    vote of each distinct prompt (a log without prompt keys: each pair is its own prompt), and never
+    a second vote on one pair."""
+    seen_pairs, seen_prompts, out = set(), set(), []
+    for e in events:
+        if e["kind"] != "pairwise" or e["pair_id"] in seen_pairs:
+            continue
+        seen_pairs.add(e["pair_id"])
+        key = e.get("prompt_key") or e["pair_id"]
+        if key in seen_prompts:
+            continue
+        seen_prompts.add(key)
+        out.append(e["winner"])
+    return out
+
+
+def pairwise_verdict(winners: list[str], plan: TestPlan) -> Verdict:
+    """The verdict of the looks reached so far: the first look whose wins cross its critical values."""
+    decisive = [w for w in winners if w != "tie"]
+    bounds = critical_wins(plan)
+    looks_done = 0
+    for j, n in enumerate(plan.looks):
+        if len(decisive) < n:
+            break
+        looks_done = j + 1
+        wins = sum(w == "candidate" for w in decisive[:n])
+        p = binomial_two_sided_p(wins, n)
+        b = bounds[j]
+        if b is not None and (wins <= b[0] or wins >= b[1]):
+            better = wins >= b[1]
+            return Verdict(CANDIDATE_BETTER if better else CANDIDATE_WORSE, TEST_NAME, p, n,
+                           f"look {j + 1} of {plan.max_looks}: candidate preferred on {wins} of {n} distinct "
+                           f"prompts (decides at <= {b[0]} or >= {b[1]}), nominal p = {p:.3g}",
+                           looks_done, wilson(wins, n, plan.alpha))
+    wins = sum(w == "candidate" for w in decisive)
+    n = len(decisive)
+    ci = wilson(wins, n, plan.alpha)
+    p = binomial_two_sided_p(wins, n) if n else None
+    if looks_done == plan.max_looks:
+        return Verdict(NO_DIFFERENCE, TEST_NAME, p, n, f"all {plan.max_looks} looks done, none crossed: "
+                       f"candidate preferred on {wins} of {n} distinct prompts", looks_done, ci)
+    nxt = plan.looks[looks_done]
+    return Verdict(UNDECIDED, TEST_NAME, p, n, f"{n} decisive votes on distinct prompts; look {looks_done + 1} "
+                   f"of {plan.max_looks} at {nxt}", looks_done, ci)
 
 
 def summarize(events: list[dict], plan: TestPlan) -> dict:
     """Per-arm counts and rates from the event log, and the round's verdict so far."""
     arm_of = {e["response_id"]: e["arm"] for e in events if e["kind"] == "response"}
     arms = {a: {"requests": 0, "thumbs_up": 0, "thumbs_down": 0, "pairwise_wins": 0} for a in ARMS}
-    ties = 0
     for e in events:
         if e["kind"] == "response":
             arms[e["arm"]]["requests"] += 1
         elif e["kind"] == "thumbs" and e["response_id"] in arm_of:
             arms[arm_of[e["response_id"]]]["thumbs_" + e["value"]] += 1
-        elif e["kind"] == "pairwise":
-            if e["winner"] == "tie":
-                ties += 1
-            else:
-                arms[e["winner"]]["pairwise_wins"] += 1
     for a in arms.values():
         rated = a["thumbs_up"] + a["thumbs_down"]
         a["thumbs_up_rate"] = a["thumbs_up"] / rated if rated else None
         a["thumbs_up_ci"] = wilson(a["thumbs_up"], rated, plan.alpha)
+    winners = counted_votes(events)
+    for w in winners:
+        if w != "tie":
+            arms[w]["pairwise_wins"] += 1
     cw, hw = arms["candidate"]["pairwise_wins"], arms["champion"]["pairwise_wins"]
-    pair = pairwise_verdict(cw, hw, plan)
-    c, h = arms["candidate"], arms["champion"]
-    thumbs = thumbs_verdict(c["thumbs_up"], c["thumbs_up"] + c["thumbs_down"],
-                            h["thumbs_up"], h["thumbs_up"] + h["thumbs_down"], plan)
-    if pair.verdict != UNDECIDED:
-        verdict = pair
-    elif thumbs.verdict != UNDECIDED:
-        verdict = thumbs
-    else:  # undecided: explain with whichever kind of feedback is coming in
-        verdict = pair if pair.n > 0 or thumbs.n == 0 else thumbs
+    all_votes = sum(1 for e in events if e["kind"] == "pairwise")
     return {
         "arms": arms,
-        "pairwise": {"candidate_wins": cw, "champion_wins": hw, "ties": ties,
+        "pairwise": {"candidate_wins": cw, "champion_wins": hw, "ties": winners.count("tie"),
+                     "distinct_prompts": len(winners), "votes_not_counted": all_votes - len(winners),
                      "candidate_win_rate": cw / (cw + hw) if cw + hw else None,
                      "candidate_win_ci": wilson(cw, cw + hw, plan.alpha)},
-        "verdict": verdict.to_json(),
-        "plan": {"alpha": plan.alpha, "min_samples": plan.min_samples, "max_looks": plan.max_looks,
-                 "alpha_per_look": plan.alpha_per_look},
+        "verdict": pairwise_verdict(winners, plan).to_json(),
+        "plan": plan.to_json(),
     }
