@@ -41,7 +41,8 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     assert sum(1 for p in parent.values() if p["violations"]) >= 3  # the parent did make the errors
     # the closing A/B round: both arms served, 20 judged pairs, the result in gen-2's ledger row
     assert "A/B gen-2:" in out.stdout
-    assert rows["gen-2"]["ab_result"].split(":")[0] in ("candidate better", "candidate worse", "undecided")
+    assert rows["gen-2"]["ab_result"].split(":")[0] in ("candidate better", "candidate worse", "no difference found",
+                                                         "undecided")
     assert (root / "ab" / "round-gen-2.jsonl").exists()
     assert "report:" in out.stdout and "planted-0-red-fox" in (root / "report.html").read_text()
     ledger = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", str(root)],
