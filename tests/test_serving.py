@@ -239,6 +239,31 @@ def test_split_reaches_every_replica(served):
         call("POST", "/admin/split", {"candidate_share": 0.5}, auth)
 
 
+def test_an_a_a_round_is_not_called_better(served):
+    """The same generation on both arms, asked 40 distinct prompts side by side the way `evo ab` asks
+    them: the verdict must not be "better" (or "worse")."""
+    import random
+
+    from evo.data.demo import DemoGenerator
+    from evo.evals.generate import normalize
+    from evo.lineage.registry import Registry
+    from evo.serving.ab_round import Judged, play
+
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    reg = Registry(served["root"])
+    reg.move("candidate", served["champion"], reason="test: an A/A round")
+    try:
+        assert call("POST", "/admin/reload", {}, auth)[0] == 200
+        items = [Judged({"prompt": r.prompt}, lambda a, want=r.completion: float(normalize(a) == normalize(want)))
+                 for r in DemoGenerator(0).sample(40, random.Random(11))]
+        stats = play(URL, items, 40, 10, 12, lambda *a: None)
+        assert stats["verdict"]["verdict"] in ("undecided", "no difference found"), stats["verdict"]
+        assert stats["pairwise"]["distinct_prompts"] >= 40
+    finally:
+        reg.move("candidate", served["candidate"], reason="test: restore")
+        call("POST", "/admin/reload", {}, auth)
+
+
 def test_serve_app_runs_the_way_its_docs_say(served, ray_cluster):
     """`EVO_ROOT=... serve run serve.app:app` (serve/app.py's docstring), on this cluster, as a second
     application beside the fixture's: it comes up and answers a chat completion over HTTP."""
