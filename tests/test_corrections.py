@@ -73,16 +73,18 @@ def test_cli_records_the_demo_corrections(tmp_path, demo_dir):
 def test_corrections_join_every_later_mix_whole(tmp_path, demo_dir, monkeypatch):
     from evo.data.ingest import ingest_jsonl
     from evo.driver import prepare_mix
-    from evo.lineage.root import Lineage
+    from evo.lineage.root import Ancestry, Lineage
     from tests.conftest import tiny_config
 
     cfg = tiny_config(demo_dir)
     lin = Lineage(tmp_path / "lineage")
-    monkeypatch.setattr(lin, "ancestor_data", lambda *a: ([], {}))  # no lineage needed for the mix itself
+    monkeypatch.setattr(lin, "ancestry", lambda *a: Ancestry([], {}, {}))  # no lineage needed for the mix itself
     store = CorrectionStore(lin.root)
     store.add(read_corrections_file(demo_dir / "corrections.jsonl"))
     delta = ingest_jsonl(demo_dir / "gen1.jsonl").records
-    mix, holdout, _, _ = prepare_mix(cfg, lin, "gen-1", 1, delta, champion="")
-    in_mix = {r.prompt + r.completion for r in mix.records}
+    prep = prepare_mix(cfg, lin, "gen-1", 1, delta, champion="")
+    in_mix = {r.prompt + r.completion for r in prep.mix.records}
     assert all(c.prompt + c.corrected in in_mix for c in store.all())
-    assert not any(r.category.startswith("correction:") for r in holdout)  # never held out
+    held = prep.test + prep.val
+    assert not any(r.category.startswith("correction:") for r in held)  # never held out
+    assert not {r.sha for r in prep.test} & ({r.sha for r in prep.val} | {r.sha for r in prep.mix.records})

@@ -4,7 +4,7 @@ import json
 
 from evo.data.demo import BANNED_PHRASES, PLANTED, write_demo_data
 from evo.data.ingest import ingest_jsonl
-from evo.data.store import split
+from evo.data.store import split3
 
 
 def load(folder, name):
@@ -29,17 +29,19 @@ def test_every_file_ingests_and_generations_bring_new_words(tmp_path):
         assert words[g] - set().union(*(words[k] for k in range(g))), f"generation {g} brings nothing new"
 
 
-def test_holdout_is_answerable_only_by_the_rule(tmp_path):
-    """Every word in a holdout phrase also appears in that generation's training part or earlier."""
+def test_held_out_parts_are_answerable_only_by_the_rule(tmp_path):
+    """Every word of a val or test phrase also appears in that generation's training part or earlier
+    (with the default fractions), and no held-out phrase is trained on."""
     write_demo_data(tmp_path)
     seen = set()
     for f in ["base.jsonl", "gen1.jsonl", "gen2.jsonl", "gen3.jsonl"]:
-        train, val = split(ingest_jsonl(tmp_path / f).records, 0.1)
-        train_prompts = {r.prompt for r in train}
-        seen |= {w for r in train for w in r.prompt.split()}
-        assert val and all(r.prompt not in train_prompts for r in val)
-        for r in val:
-            assert set(r.prompt.split()) <= seen, r.prompt
+        parts = split3(ingest_jsonl(tmp_path / f).records, 0.1, 0.1)
+        train_prompts = {r.prompt for r in parts.train}
+        seen |= {w for r in parts.train for w in r.prompt.split()}
+        for held in (parts.val, parts.test):
+            assert held and all(r.prompt not in train_prompts for r in held)
+            for r in held:
+                assert set(r.prompt.split()) <= seen, r.prompt
 
 
 def test_style_probes_banned_phrases_and_corrections(tmp_path):

@@ -100,7 +100,7 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
     runs_before = sorted(p.name for p in (lin.root / "runs" / "ray").iterdir())
     delta = lin.data.get(lin.ledger.get("gen-1")["data_delta_sha"])
     parent = lin.ledger.get("gen-1")["parent_sha"]
-    mixes, *_ = prepare_mix(cfg, lin, "gen-1", 1, delta, parent, replay_ks=cfg.tune.replay_k)
+    mixes = prepare_mix(cfg, lin, "gen-1", 1, delta, parent, replay_ks=cfg.tune.replay_k).mixes
     t0 = time.perf_counter()
     again = run_sweep(cfg, lin, "gen-1", parent, {k: (p, m.n_replay) for k, (p, m) in mixes.items()},
                       str(lin.run_dir("gen-1") / "val.parquet"), worker_config(cfg, lin, "gen-1", parent_sha=parent), Silent())

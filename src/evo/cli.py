@@ -72,11 +72,14 @@ def print_ledger(root: Path, as_json: bool) -> None:
         print(f"{root}/ledger.csv: no generations yet")
         return
     cols = ["GEN_ID", "child_sha", "steps", "walltime_min", "loss_start", "loss_end", "eval_recall",
-            "eval_generalization", "eval_style_drift", "replay_k", "patterns_healed", "decision"]
-    table = [cols] + [[(r[c][:12] if c.endswith("sha") else r[c]) for c in cols] for r in rows]
+            "eval_generalization", "eval_style_drift", "replay_k", "patterns_healed", "decision", "split"]
+    table = [cols] + [[(r[c][:12] if c.endswith("sha") else r[c] or ("v1" if c == "split" else "")) for c in cols]
+                      for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print("split: v1 = one holdout, used both to choose checkpoints and to report; v2 = train / val (choosing "
+          "only) / test (reported and gated)")
     print("\nreasons: " + "; ".join(f"{r['GEN_ID']}: {r['reason']}" for r in rows))
     ab = [f"{r['GEN_ID']}: {r['ab_result']}" for r in rows if r["ab_result"]]
     if ab:
@@ -425,7 +428,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--set", action="append", metavar="KEY=VALUE",
                            help="override a field of the root's saved run config, e.g. targeted.seeds=20")
             s.add_argument("--gen", help="generation to score (default: the champion)")
-            s.add_argument("--data", help="JSONL to score (default: every generation's holdout)")
+            s.add_argument("--data", help="JSONL to score (default: every generation's val part)")
             s.add_argument("--threshold", type=float, help="perplexity above which an example is weak "
                                                            "(default: healing.weak_threshold)")
         if name == "experiment":

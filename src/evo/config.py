@@ -60,7 +60,11 @@ class DataConfig(_Strict):
     generations: list[str] = Field(
         default_factory=list, description="One JSONL delta per generation, in arrival order."
     )
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each delta held out, by record hash.")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each delta, by record hash, used only to "
+                                "choose: checkpoints, ASHA, sweep winners. Never reported.")
+    test_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each delta, by record hash, held out for "
+                                 "what is reported and gated on (and recalled by later generations). Never "
+                                 "used to choose anything.")
     curriculum: list[str] = Field(
         default_factory=list,
         description="Category order within a delta; unlisted categories follow, in name order.",
@@ -242,6 +246,9 @@ class EvoConfig(_Strict):
             problems.append("train.checkpoint_every: larger than train.steps, so no checkpoint would be kept")
         if self.train.batch_size < self.train.num_workers:
             problems.append("train.batch_size: smaller than train.num_workers")
+        if self.data.val_fraction + self.data.test_fraction >= 0.9:
+            problems.append(f"data.val_fraction + data.test_fraction: {self.data.val_fraction + self.data.test_fraction:g} "
+                            "leaves less than 10% of each delta to train on")
         if self.tune.steps and self.train.checkpoint_every > min(self.tune.steps):
             problems.append(f"tune.steps: {min(self.tune.steps)} is fewer than train.checkpoint_every "
                             f"({self.train.checkpoint_every}), so a sweep trial of that length would keep no checkpoint")

@@ -20,16 +20,16 @@ from typing import Optional
 from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.data.ingest import ingest_jsonl
-from evo.data.mix import build_mix
+from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
-from evo.data.store import split, write_records
+from evo.data.store import SCHEME, split3, write_records
 from evo.evals.runner import eval_spec, evaluate_many, scores_of
-from evo.evals.suite import SuiteResult
+from evo.evals.suite import EvalSpec, SuiteResult
 from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop, stalled_and_drifting
 from evo.healing.corrections import CorrectionStore, read_corrections_file
 from evo.healing.validators import healed_and_recurred
 from evo.lineage.decisions import last_good
-from evo.lineage.root import GEN0, Lineage, gen_id
+from evo.lineage.root import GEN0, Ancestry, Lineage, gen_id
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
 from evo.numbers import show
@@ -88,7 +88,8 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
 
     hf_logging.disable_progress_bar()
     records = lin.data.get(data_sha)
-    train_part, val = split(records, cfg.data.val_fraction)
+    parts = split3(records, cfg.data.val_fraction, cfg.data.test_fraction)
+    train_part, val = parts.train, parts.val
     order = build_mix(train_part, [], 0, cfg.data.curriculum, cfg.train.seed).records
     random.Random(cfg.train.seed).shuffle(order)  # pretraining wants i.i.d. batches, not a curriculum
     write_records(lin.run_dir(GEN0) / "mix.parquet", order)
@@ -127,9 +128,8 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         sha = register_pretrained(cfg.model.path, lin, data_sha, progress)
     lin.registry.add(sha, GEN0, "", "base")
     meta = lin.models.meta(sha)
-    records = lin.data.get(data_sha) if data_sha else []
-    _, val = split(records, cfg.data.val_fraction)
-    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, val, val, lin), cfg)
+    test = split3(lin.data.get(data_sha), cfg.data.val_fraction, cfg.data.test_fraction).test if data_sha else []
+    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, test, test, lin), cfg)
     atomic_write_json(lin.eval_path(GEN0), {"child": res.to_json()})
     row = {
         "GEN_ID": GEN0, "parent_sha": "", "child_sha": sha, "data_delta_sha": data_sha,
@@ -138,10 +138,10 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "eval_recall": None, "eval_generalization": res.generalization.value,
         "eval_style_drift": res.style_drift.hits, "replay_k": 0, "decision": "promoted",
         "reason": "generation 0 (base model)", "eval_perplexity": res.perplexity,
-        "best_step": (meta.get("best") or {}).get("step"),
+        "best_step": (meta.get("best") or {}).get("step"), "split": SCHEME,
     }
     lin.decisions.record(row, sha, "base")
-    progress(GEN0, f"base {sha[:12]}: holdout accuracy {show(res.generalization.value)}, "
+    progress(GEN0, f"base {sha[:12]}: test accuracy {show(res.generalization.value)}, "
              f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {show(res.perplexity)}")
 
 
@@ -160,33 +160,52 @@ def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progre
 # ---------------------------------------------------------------- generation N
 
 
+@dataclass
+class Prepared:
+    """A generation's data, written for the workers: what trains, what chooses, what is reported."""
+
+    mix: ReplayMix  # the training mix (with replay_ks: the one of cfg.train.replay_k is not built)
+    mixes: dict[int, tuple[str, ReplayMix]]  # a sweep's mixes: replay size -> (path, mix)
+    test: list[Record]  # this delta's test part: generalization, reported and gated
+    own_val: list[Record]  # this delta's val part
+    ancestry: Ancestry  # the ancestors' test parts (recall) and val parts
+    val: list[Record]  # val.parquet (checkpoint choice): own_val and a sample of the ancestors' val parts
+
+    def gate_spec(self, cfg: EvoConfig, lin: Lineage) -> EvalSpec:
+        """What the child is reported and gated on: test parts only."""
+        return eval_spec(cfg, self.ancestry.test, self.test, self.test, lin)
+
+    def selection_spec(self, cfg: EvoConfig) -> EvalSpec:
+        """What a sweep's trials are compared on: val parts only."""
+        return eval_spec(cfg, self.ancestry.val, self.own_val, self.val)
+
+
 def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[Record], champion: str,
-                replay_ks: Optional[list[int]] = None):
-    """Write mix.parquet (one mix-k<k>.parquet per replay size for a sweep) and val.parquet for the
-    workers; returns (mix, holdout, qa sets, val), or with replay_ks ({k: (path, mix)}, holdout, qa, val)."""
-    train_part, holdout = split(delta, cfg.data.val_fraction)
-    if not train_part or not holdout:
-        raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train and holdout")
-    pool, qa = lin.ancestor_data(champion, cfg.data.val_fraction)
+                replay_ks: Optional[list[int]] = None) -> Prepared:
+    """Write mix.parquet (or, for a sweep, one mix-k<k>.parquet per replay size) and val.parquet."""
+    parts = split3(delta, cfg.data.val_fraction, cfg.data.test_fraction)
+    if not parts.train or not parts.val or not parts.test:
+        raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train, val and test")
+    anc = lin.ancestry(champion, cfg.data.val_fraction, cfg.data.test_fraction)
+    train_part = parts.train
     corrections = CorrectionStore(lin.root).all()  # every one so far, whole: never held out or sampled away
     if corrections:
         train_part = train_part + [c.record() for c in corrections]
         atomic_write_json(lin.run_dir(gid) / "corrections.json", sorted(c.cid for c in corrections))
     rng = random.Random(cfg.train.seed + index)
-    anc_val = [r for recs in qa.values() for r in recs]
-    val = holdout + rng.sample(anc_val, min(len(anc_val), max(len(holdout), 32)))
+    anc_val = [r for recs in anc.val.values() for r in recs]
+    val = parts.val + rng.sample(anc_val, min(len(anc_val), max(len(parts.val), 32)))
     write_records(lin.run_dir(gid) / "val.parquet", val)
-    if replay_ks is not None:
-        mixes = {}
-        for k in sorted(set(replay_ks)):
-            mix = build_mix(train_part, pool, k, cfg.data.curriculum, cfg.train.seed + index)
-            path = lin.run_dir(gid) / f"mix-k{k}.parquet"
-            write_records(path, mix.records)
-            mixes[k] = (str(path), mix)
-        return mixes, holdout, qa, val
-    mix = build_mix(train_part, pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index)
-    write_records(lin.run_dir(gid) / "mix.parquet", mix.records)
-    return mix, holdout, qa, val
+    mixes = {}
+    for k in sorted(set(replay_ks)) if replay_ks is not None else []:
+        mix = build_mix(train_part, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index)
+        path = lin.run_dir(gid) / f"mix-k{k}.parquet"
+        write_records(path, mix.records)
+        mixes[k] = (str(path), mix)
+    mix = build_mix(train_part, anc.pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index)
+    if replay_ks is None:
+        write_records(lin.run_dir(gid) / "mix.parquet", mix.records)
+    return Prepared(mix, mixes, parts.test, parts.val, anc, val)
 
 
 def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: str, progress: Progress,
@@ -204,11 +223,11 @@ def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: s
     return child
 
 
-def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, index: int, parent: str, data_sha: str,
-                delta: list[Record], progress: Progress) -> tuple[str, int, str]:
-    """A Ray Tune sweep for this generation; its winner (chosen by the gate's evals) is the child.
-    Returns (child sha, replayed records, winning trial id)."""
-    mixes, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k)
+def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: str, prep: Prepared,
+                progress: Progress) -> tuple[str, int, str]:
+    """A Ray Tune sweep for this generation; its winner (chosen by the gate's evals on the val parts,
+    never the test parts) is the child. Returns (child sha, replayed records, winning trial id)."""
+    mixes = prep.mixes
     cand = lin.registry.alias("candidate")
     if cand and lin.registry.model(cand)["gen_id"] == gid:
         meta = lin.models.meta(cand)
@@ -218,7 +237,7 @@ def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, index: int, parent: str,
     records = run_sweep(cfg, lin, gid, parent, {k: (p, m.n_replay) for k, (p, m) in mixes.items()},
                         str(lin.run_dir(gid) / "val.parquet"), worker, progress)
     try:
-        winner = choose_winner(cfg, lin, gid, parent, records, data_sha, eval_spec(cfg, qa, holdout, val), progress)
+        winner = choose_winner(cfg, lin, gid, parent, records, data_sha, prep.selection_spec(cfg), progress)
     finally:
         path = save_trials(lin, gid, records)
     progress(gid, f"winner: trial {winner.trial_id} (lr {winner.config['lr']:.3g}, {winner.config['steps']} steps, "
@@ -260,15 +279,14 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     record_arriving_corrections(cfg, lin, index, progress)
     data_sha = ingest(lin, path, cfg, progress, gid)
     delta = lin.data.get(data_sha)
+    prep = prepare_mix(cfg, lin, gid, index, delta, champion, replay_ks=cfg.tune.replay_k if tune else None)
     if tune:
-        child, n_replay, trial = sweep_child(cfg, lin, gid, index, champion, data_sha, delta, progress)
-        _, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, champion)
+        child, n_replay, trial = sweep_child(cfg, lin, gid, champion, data_sha, prep, progress)
     else:
-        mix, holdout, qa, val = prepare_mix(cfg, lin, gid, index, delta, champion)
-        n_replay, trial = mix.n_replay, ""
-        progress(gid, f"mix: {mix.n_delta} new + {mix.n_replay} replayed records; parent {champion[:12]}")
+        n_replay, trial = prep.mix.n_replay, ""
+        progress(gid, f"mix: {prep.mix.n_delta} new + {prep.mix.n_replay} replayed records; parent {champion[:12]}")
         child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
-    ev = evaluate(cfg, lin, gid, child, champion, eval_spec(cfg, qa, holdout, val, lin), progress)
+    ev = evaluate(cfg, lin, gid, child, champion, prep.gate_spec(cfg, lin), progress)
     decision, reason = decide(cfg, lin, ev.scores)
     atomic_write_json(lin.eval_path(gid), ev.to_json())
     meta = lin.models.meta(child)
@@ -281,7 +299,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         "eval_style_drift": c.style_drift.hits, "replay_k": n_replay, "decision": decision,
         "reason": reason, "eval_perplexity": c.perplexity, "best_step": meta["best"]["step"],
         "trial": trial, "patterns_healed": f"{len(ev.healed)}/{len(c.healing)}" if c.healing else "",
-        "patterns_recurred": ";".join(ev.recurred),
+        "patterns_recurred": ";".join(ev.recurred), "split": SCHEME,
     }
     if decision == "stopped":
         lin.decisions.stop(row, child, restore=restore_point(cfg, lin))

@@ -11,7 +11,7 @@ from evo.config import GateConfig
 
 @dataclass(frozen=True)
 class GenerationScores:
-    """A child's evals beside its parent's, on the same holdout and probes."""
+    """A child's evals beside its parent's, on the same test parts and probes."""
 
     recall: Optional[float]  # None when there is nothing earlier to recall
     generalization: float

@@ -149,7 +149,7 @@ def quality_table(root: Path, rows: list[dict]) -> str:
             cells.append(f'<td class="{"bad" if worse else "ok"}">{q["accuracy"]:.2f} of {q["total"]}{before}</td>')
         body.append(f"<tr><td>{html.escape(c)}</td>{''.join(cells)}</tr>")
     return (f"<table><tr><th>category: exact match (parent)</th>{head}</tr>{''.join(body)}</table>"
-            "<p>Over every QA item asked: the generation's holdout and each earlier generation's QA set.</p>")
+            "<p>Over every QA item asked: the generation's test part and each earlier generation's.</p>")
 
 
 def sweeps_section(root: Path) -> str:

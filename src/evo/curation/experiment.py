@@ -149,7 +149,7 @@ def run_experiment(cfg, lin, start: str, rounds: int, eval_records: list[Record]
         raise TargetedError(f"{path} holds an experiment with other settings; pass --fresh to replace it")
     state = state or {"settings": settings, "rounds": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     eval_task = ray.remote(num_cpus=1)(metrics)
-    replay_base = lin.ancestor_data(start, cfg.data.val_fraction)[0]
+    replay_base = lin.ancestry(start, cfg.data.val_fraction, cfg.data.test_fraction).pool
     args = (cfg.model.dtype, cfg.model.max_length, cfg.eval.max_new_tokens)
 
     def measure(shas: list[str], areas: dict[str, list[str]]) -> list[dict]:

@@ -1,6 +1,6 @@
 """Weak spots: examples ranked by the model's own perplexity on them, grouped into areas.
 
-`evo weak` scores a generation (the champion by default) on every generation's holdout, or on a
+`evo weak` scores a generation (the champion by default) on every generation's val part, or on a
 JSONL file, and reports the examples and areas above a perplexity threshold, with how many fall
 above each of several thresholds so the threshold can be chosen from the numbers.
 """
@@ -16,7 +16,7 @@ import torch
 from evo.config import ConfigError
 from evo.data.ingest import ingest_jsonl
 from evo.data.records import Record
-from evo.data.store import split
+from evo.data.store import split3
 from evo.model.lineage_model import load_generation
 from evo.train.examples import IGNORE, collate, encode
 
@@ -80,7 +80,7 @@ class WeakReport:
     worst: list[dict]  # the highest-perplexity examples: prompt, completion, category, perplexity
     gen_id: str = ""
     sha: str = ""
-    source: str = ""  # what was scored: a file, or every generation's holdout
+    source: str = ""  # what was scored: a file, or every generation's val part
 
     @property
     def area_names(self) -> list[str]:
@@ -127,10 +127,11 @@ class WeakAnalysis:
     report: WeakReport
 
 
-def holdout_records(lin, cfg) -> list[Record]:
-    """Every generation's holdout: what its model was tested on, never trained on."""
+def selection_records(lin, cfg) -> list[Record]:
+    """Every generation's val part: never trained on, and not what any reported eval is measured on
+    (so targeted data seeded from its weak spots does not leak into a test)."""
     return [r for row in lin.ledger.rows() if row["data_delta_sha"]
-            for r in split(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction)[1]]
+            for r in split3(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction, cfg.data.test_fraction).val]
 
 
 def model_of(lin, gen: str | None) -> str:
@@ -144,7 +145,7 @@ def model_of(lin, gen: str | None) -> str:
 def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: list[Record] | None = None,
             sha: str | None = None) -> WeakAnalysis:
     """Score a model (the champion, `gen`'s, or `sha`) on `records`, a JSONL file, or every
-    generation's holdout, and report its weak areas with the config's healing thresholds."""
+    generation's val part, and report its weak areas with the config's healing thresholds."""
     from transformers.utils import logging as hf_logging
 
     sha = sha or model_of(lin, gen)
@@ -154,7 +155,7 @@ def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: 
     elif data:
         records, source = ingest_jsonl(data).records, data
     else:
-        records, source = holdout_records(lin, cfg), "the holdout of every generation"
+        records, source = selection_records(lin, cfg), "the val part of every generation"
     if not records:
         raise ConfigError(f"{source}: no examples to score")
     hf_logging.disable_progress_bar()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,15 +23,47 @@ def delta_sha(records: list[Record]) -> str:
     return sha256_bytes(body.encode("utf-8"))
 
 
+# The ledger's `split` column: how a generation's delta was divided. Rows written before it have no
+# value there: they used SCHEME_V1, one holdout (the lowest `val_fraction` of record hashes) that was
+# both where checkpoints and sweep winners were chosen and what was reported and gated.
+SCHEME_V1 = "v1"
+SCHEME = "v2"  # train / val (selection only) / test (reported, gated, recalled), by record hash
+
+
+def _position(record: Record) -> float:
+    """Where a record falls in [0, 1], by its content hash: the same record always lands the same."""
+    return int(record.sha[:8], 16) / 0xFFFFFFFF
+
+
 def is_validation(record: Record, val_fraction: float) -> bool:
-    """Deterministic split by record hash: the same record always lands on the same side."""
-    return int(record.sha[:8], 16) / 0xFFFFFFFF < val_fraction
+    return _position(record) < val_fraction
 
 
 def split(records: list[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
+    """Two sides by record hash (a training set and one held-out set)."""
     train = [r for r in records if not is_validation(r, val_fraction)]
     val = [r for r in records if is_validation(r, val_fraction)]
     return train, val
+
+
+@dataclass(frozen=True)
+class Split:
+    """A delta in three parts by record hash. `test` is the lowest `test_fraction` of hashes (the
+    same records as a v1 holdout of that size), `val` the next `val_fraction`, `train` the rest."""
+
+    train: list[Record]
+    val: list[Record]  # selection only: checkpoints, ASHA, sweep winners, early stopping
+    test: list[Record]  # reported and gated on, recalled by later generations; never used to choose
+
+
+def split3(records: list[Record], val_fraction: float, test_fraction: float) -> Split:
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction {val_fraction} + test_fraction {test_fraction} leaves nothing to train on")
+    parts: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
+    for r in records:
+        x = _position(r)
+        parts[2 if x < test_fraction else 1 if x < test_fraction + val_fraction else 0].append(r)
+    return Split(*parts)
 
 
 def write_records(path: str | Path, records: list[Record]) -> str:

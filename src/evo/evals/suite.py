@@ -62,11 +62,11 @@ class SuiteResult:
 class EvalSpec:
     """What to score a model on; plain data so it ships to a Ray task."""
 
-    qa_sets: dict[str, list[Record]]  # generation id -> its QA set (recall)
-    holdout: list[Record]  # the new delta's holdout (generalization)
+    qa_sets: dict[str, list[Record]]  # generation id -> its held-out part (recall): test, or val when choosing
+    holdout: list[Record]  # the new delta's held-out part (generalization): test, or val when choosing
     probes: list[Record]  # style probes: prompts (no completion), rendered with the model's chat template
     banned_phrases: list[str]
-    val: list[Record]  # perplexity
+    val: list[Record]  # perplexity (the test part when reporting)
     max_new_tokens: int = 24
     batch_size: int = 64
     max_items: int = 200

@@ -16,6 +16,7 @@ COLUMNS = [
     "loss_start", "loss_end", "eval_recall", "eval_generalization", "eval_style_drift",
     "replay_k", "decision", "reason", "eval_perplexity", "best_step", "ab_result", "trial",
     "patterns_healed", "patterns_recurred", "restored",
+    "split",  # how the delta was divided (evo.data.store.SCHEME); empty on rows of older roots: v1
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 DECISIONS = ("promoted", "rejected", "stopped", "reverted")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evo.atomic import read_json
 from evo.data.records import Record
-from evo.data.store import DataStore, split
+from evo.data.store import DataStore, split3
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
@@ -19,6 +19,13 @@ GEN0 = "gen-0"
 
 def gen_id(index: int) -> str:
     return f"gen-{index}"
+
+
+@dataclass
+class Ancestry:
+    pool: list[Record]  # training parts of every generation on the line: what replay samples from
+    val: dict[str, list[Record]]  # generation -> its val part (selection)
+    test: dict[str, list[Record]]  # generation -> its test part (recall, reported and gated)
 
 
 @dataclass
@@ -64,16 +71,16 @@ class Lineage:
             out.append((gid, row["data_delta_sha"]))
         return out
 
-    def ancestor_data(self, champion: str, val_fraction: float) -> tuple[list[Record], dict[str, list[Record]]]:
-        """Training records of all ancestors (the replay pool), and each one's QA set (its holdout)."""
-        pool, qa = [], {}
+    def ancestry(self, champion: str, val_fraction: float, test_fraction: float) -> Ancestry:
+        """The replay pool (every ancestor's training part) and each ancestor's val and test parts."""
+        out = Ancestry([], {}, {})
         for gid, dsha in self.accepted_ancestors(champion):
             if not dsha:  # a user's base model registered without a base corpus
                 continue
-            train, val = split(self.data.get(dsha), val_fraction)
-            pool.extend(train)
-            qa[gid] = val
-        return pool, qa
+            parts = split3(self.data.get(dsha), val_fraction, test_fraction)
+            out.pool.extend(parts.train)
+            out.val[gid], out.test[gid] = parts.val, parts.test
+        return out
 
     def healing_history(self, champion: str) -> list[dict]:
         """The healing results of every generation on the champion's line, oldest first."""

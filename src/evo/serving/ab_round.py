@@ -15,7 +15,7 @@ from typing import Optional
 
 from evo.curation.targeted import known_prompts, load_generator
 from evo.data.records import Record
-from evo.data.store import DataStore, split
+from evo.data.store import DataStore, split3
 from evo.errors import EvoError
 from evo.evals.generate import normalize
 from evo.evals.suite import load_probes
@@ -144,7 +144,8 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
         raise NothingToTest(f"{ledger.path}: no promoted generation with a parent, so nothing to A/B test")
     parent, child = start_round(root, gen_id)
 
-    _, holdout = split(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction)
+    holdout = split3(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction,
+                     cfg.data.test_fraction).test
     items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed)
     token = secrets.token_hex(16)
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=SERVE_LOGGING)
