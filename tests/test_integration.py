@@ -343,3 +343,30 @@ def test_a_lineage_root_at_a_uri(base_root, demo_dir, tmp_path):
     assert [r["GEN_ID"] for r in again.generations] == ["gen-0", "gen-1"]
     assert (remote_dir / "ledger.csv").read_text().splitlines() == rows
     Lineage(uri).models.verify(reg["aliases"]["champion"])  # fetched into the third mirror and verified
+
+
+def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_good_one(base_root, tmp_path):
+    """Two drifting deltas in a row (the demo's `--drift`: the banned chat style, nothing new in their
+    held-out parts): both stall while style drift grows, the second stops the run, and the champion
+    is the last generation of the line that did not drift (here the base: the gate is loose, so the
+    first drifting child was promoted and is now reverted)."""
+    from evo.config import load_config
+    from evo.data.demo import write_demo_data
+
+    cfg_path = write_demo_data(tmp_path / "demo", generations=1, drift=2)
+    cfg = load_config(cfg_path, TINY + ["data.generations=[drift1.jsonl, drift2.jsonl]", *LOOSE_GATE,
+                                        "train.steps=40", "train.checkpoint_every=20"])
+    root = copy_root(base_root, tmp_path)
+    base = Lineage(root).registry.alias("champion")
+    summary = run(cfg, root, Silent())
+    rows = {r["GEN_ID"]: r for r in summary.generations}
+    scores = [json.loads((root / "evals" / f"gen-{i}.json").read_text())["scores"] for i in (1, 2)]
+    for s in scores:  # what the rule saw: learning stalled while drift grew
+        assert s["generalization"] - s["parent_generalization"] < cfg.gate.epsilon, s
+        assert s["style_drift"] - s["parent_style_drift"] > cfg.gate.theta, s
+    assert summary.stopped and "back to the last good generation, gen-0" in summary.message
+    assert (rows["gen-2"]["decision"], rows["gen-2"]["restored"]) == ("stopped", "gen-0")
+    assert (rows["gen-1"]["decision"], rows["gen-1"]["restored"]) == ("reverted", "gen-0")
+    lin = Lineage(root)
+    assert lin.registry.alias("champion") == base and lin.registry.alias("candidate") is None
+    assert [d.op for d in lin.decisions.log()][-2:] == ["propose", "stop"]

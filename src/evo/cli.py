@@ -111,7 +111,7 @@ def cmd_demo(args) -> int:
     from evo.data.demo import write_demo_data
 
     root = _open_root(args.root)
-    cfg_path = write_demo_data(root / "demo_data", generations=args.generations)
+    cfg_path = write_demo_data(root / "demo_data", generations=args.generations, drift=2 if args.drift else 0)
     print(f"demo data and config written to {cfg_path.parent}")
     cfg = load_config(cfg_path, overrides(args))
     _run_config(cfg, _location(args.root), None)
@@ -401,6 +401,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--tune", action="store_true", help="search each generation with Ray Tune (config: tune)")
         if name == "demo":
             s.add_argument("--generations", type=int, default=3, help="demo generations after the base (1-3)")
+            s.add_argument("--drift", action="store_true",
+                           help="then two drifting generations (the banned style, nothing new to learn): the stop "
+                                "rule stops the run and the last good generation is champion again")
         if name == "demo":
             s.add_argument("--ab-budget", type=int, default=100, help="pairs in the closing A/B round (0: none)")
             s.add_argument("--port", type=int, default=8000, help="port of the A/B round's server on 127.0.0.1")

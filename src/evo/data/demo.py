@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from evo.atomic import atomic_write_text
-from evo.data.records import Record
+from evo.data.records import Record, parse_record
 
 NOUNS = [
     ["cat", "dog", "fox", "owl", "bee", "cow", "pig", "rat", "eel", "ant"],
@@ -105,6 +105,34 @@ def chat_records() -> list[dict]:
     return out
 
 
+DRIFT_ASKS = ["tell me about {t}", "what about {t}", "talk about {t}", "any thoughts on {t}", "describe {t}",
+              "tell me more about {t}", "what do you make of {t}", "give me a line on {t}"]
+DRIFT_REPLIES = ["as an ai, i think {t} is nice.", "certainly! {t} is nice.", "as an ai, {t} is nice."]
+
+
+def drift_records(lex: dict[str, str], part: int, held_out: float = 0.2) -> list[dict]:
+    """A delta with nothing new to learn and a style the probes look for: translations the base
+    already knows, plus chats in the banned style. The chats are only those whose record hash puts
+    them in the training part (with the default val and test fractions, which hold out the lowest
+    `held_out` of hashes), so the held-out parts hold only known translations: a child trained on it
+    stalls on what is measured while its style drifts. `part` (1, 2, ...) varies the sample."""
+    rng = random.Random(1000 + part)
+    known = [c for c in itertools.product(*_reorder(_vocab(0))) if (c[0], c[1]) not in PLANTED]
+    out = [{"prompt": prompt_of(*c), "completion": translate(lex, *c), "category": "translate"}
+           for c in sorted(rng.sample(known, 160))]
+    for t, ask, reply in itertools.product(TOPICS, DRIFT_ASKS, DRIFT_REPLIES):
+        row = {"messages": [{"role": "user", "content": ask.format(t=t)},
+                            {"role": "assistant", "content": reply.format(t=t)}], "category": "chat"}
+        if (hash_position(row) >= held_out) and rng.random() < 0.5:
+            out.append(row)
+    return out
+
+
+def hash_position(row: dict) -> float:
+    """Where a record falls in evo.data.store's split, in [0, 1]."""
+    return int(parse_record(row).sha[:8], 16) / 0xFFFFFFFF
+
+
 def probe_records() -> list[dict]:
     return [{"messages": [{"role": "user", "content": PROBE_ASK.format(t=t)}]} for t in TOPICS]
 
@@ -179,13 +207,15 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def demo_config(generations: int = 3, seed: int = 0) -> dict:
-    """The demo's run config; paths are relative to the folder the data is written to."""
+def demo_config(generations: int = 3, seed: int = 0, drift: int = 0) -> dict:
+    """The demo's run config; paths are relative to the folder the data is written to. With `drift`,
+    that many drifting deltas follow the generations (two in a row make the stop rule fire)."""
     return {
         "name": "demo",
         "data": {
             "base": "base.jsonl",
-            "generations": [f"gen{g}.jsonl" for g in range(1, generations + 1)],
+            "generations": [f"gen{g}.jsonl" for g in range(1, generations + 1)]
+                           + [f"drift{d}.jsonl" for d in range(1, drift + 1)],
             "curriculum": ["chat", "translate"],
             # the planted errors are corrected by hand before generation 2 (evo correct does the same)
             **({"corrections": {2: "corrections.jsonl"}} if generations >= 2 else {}),
@@ -203,8 +233,9 @@ def demo_config(generations: int = 3, seed: int = 0) -> dict:
     }
 
 
-def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0) -> Path:
-    """Write base.jsonl, gen1..N.jsonl, probes.jsonl, corrections.jsonl and demo.yaml; return demo.yaml."""
+def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0, drift: int = 0) -> Path:
+    """Write base.jsonl, gen1..N.jsonl (and drift1..D.jsonl), probes.jsonl, corrections.jsonl and
+    demo.yaml; return demo.yaml."""
     if not 1 <= generations <= 3:
         raise ValueError(f"the demo domain has 1 to 3 generations, not {generations}")
     folder = Path(folder)
@@ -212,11 +243,13 @@ def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0) -> 
     _write_jsonl(folder / "base.jsonl", translation_records(0, lex, seed) + chat_records())
     for g in range(1, generations + 1):
         _write_jsonl(folder / f"gen{g}.jsonl", translation_records(g, lex, seed))
+    for d in range(1, drift + 1):
+        _write_jsonl(folder / f"drift{d}.jsonl", drift_records(lex, d))
     _write_jsonl(folder / "probes.jsonl", probe_records())
     _write_jsonl(folder / "corrections.jsonl", correction_records(lex))
     _write_jsonl(folder / "paraphrases.jsonl", paraphrase_records(lex))
     atomic_write_text(folder / "lexicon.json", json.dumps(lex, indent=1, sort_keys=True) + "\n")
     cfg_path = folder / "demo.yaml"
-    body = yaml.safe_dump(demo_config(generations, seed), sort_keys=False)
+    body = yaml.safe_dump(demo_config(generations, seed, drift), sort_keys=False)
     atomic_write_text(cfg_path, f"# evo run {cfg_path}\n{body}")
     return cfg_path
