@@ -63,4 +63,7 @@ def test_every_shipped_config_loads(path):
 
 
 def test_demo_config_is_valid(tmp_path):
-    from_dict({**demo_config(), "data": {**demo_config()["data"], "base": "x"}})
+    cfg = from_dict({**demo_config(drift=2), "data": {**demo_config(drift=2)["data"], "base": "x"}})
+    assert cfg.data.generations == ["gen1.jsonl", "gen2.jsonl", "gen3.jsonl", "drift1.jsonl", "drift2.jsonl"]
+    assert cfg.data.corrections == {2: "corrections.jsonl"} and cfg.targeted.generator == "evo.data.demo:DemoGenerator"
+    assert set(cfg.eval.banned_phrases) >= {"as an ai", "certainly!"}  # what the drifting deltas carry

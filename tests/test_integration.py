@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from evo.data.store import split3
 from evo.driver import run, run_generation
 from evo.lineage.ledger import COLUMNS
 from evo.lineage.root import Lineage
@@ -69,7 +70,7 @@ def test_two_generations_ddp(two_generations_root, demo_dir, tmp_path):
     assert g1["decision"] == g2["decision"] == "promoted"
     assert g2["parent_sha"] == g1["child_sha"] and g1["parent_sha"] == rows[0]["child_sha"]
     assert int(g1["steps"]) == 20 and int(g1["replay_k"]) == 20
-    assert 0 <= float(g2["eval_recall"]) <= 1 and g2["eval_style_drift"] != ""
+    assert g2["eval_style_drift"] != "" and g2["split"] == "v2"
     store = ModelStore(root)
     assert store.chain(g2["child_sha"]) == [rows[0]["child_sha"], g1["child_sha"], g2["child_sha"]]
     adapter = store.path(g2["child_sha"])
@@ -77,7 +78,14 @@ def test_two_generations_ddp(two_generations_root, demo_dir, tmp_path):
     meta = store.meta(g2["child_sha"])
     assert meta["best"]["step"] in (10, 20) and meta["data_delta_sha"] == g2["data_delta_sha"]
     report = json.loads((root / "evals" / "gen-2.json").read_text())
-    assert set(report["child"]["recall_by_gen"]) == {"gen-0", "gen-1"}
+    by_gen = report["child"]["recall_by_gen"]
+    assert set(by_gen) == {"gen-0", "gen-1"}
+    lin = Lineage(root)
+    for gid in ("gen-0", "gen-1"):  # recall is asked on each ancestor's test part (capped), nothing else
+        test = split3(lin.data.get(lin.ledger.get(gid)["data_delta_sha"]), cfg.data.val_fraction, cfg.data.test_fraction).test
+        assert by_gen[gid]["total"] == min(len(test), cfg.eval.max_items)
+    recall = sum(a["correct"] for a in by_gen.values()) / sum(a["total"] for a in by_gen.values())
+    assert float(g2["eval_recall"]) == pytest.approx(recall, abs=1e-5)
     assert_lineage_consistent(root)
     # Running again finds everything done: no new rows, nothing rewritten.
     before = (root / "ledger.csv").read_bytes()

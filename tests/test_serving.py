@@ -199,12 +199,12 @@ def test_promotion_under_load_drops_nothing(served):
     threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
-    _time.sleep(3)
+    eventually(lambda: len(results) >= 20, timeout=120)  # traffic flowing before the promotion
     t_promote = _time.perf_counter()
     code, body = call("POST", "/admin/promote", {}, auth)
     t_live = _time.perf_counter()
     assert code == 200 and body["aliases"] == {"champion": old_candidate, "candidate": None}
-    _time.sleep(3)
+    eventually(lambda: sum(t > t_live + 1 for t, _, _ in results) >= 20, timeout=120)  # and well after it
     stop.set()
     for t in threads:
         t.join(120)
