@@ -36,6 +36,13 @@ def test_violation_table(output, rule, why):
     assert violation(ITEM, output, rule) == why
 
 
+def test_a_parents_errors_are_told_apart():
+    """The corrected error itself, or another wrong answer (a word it never learned)."""
+    item = HealItem("p1", "tr red fox jumps =", expected=" ka mo pe", wrong=" ka mo ti", source="paraphrase")
+    res = score_healing([item, item, item], [" ka mo ti", " zz mo pe", " ka mo pe"], {})["p1"]
+    assert (res.violations, res.repeats_error, res.other_wrong, res.total) == (2, 1, 1, 3)
+
+
 def test_without_a_known_answer_only_the_wrong_output_counts():
     item = HealItem("p1", "tr red fox swims =", wrong=" ka mo ti", source="paraphrase")
     assert violation(item, " ka mo ti") == "repeats the wrong output"
@@ -57,9 +64,12 @@ def test_items_cover_corrections_then_paraphrases_of_corrected_patterns(tmp_path
     c = [parse_correction({"prompt": f"q{i}", "wrong": "w", "corrected": "c", "pattern": "p1"}) for i in range(3)]
     para = tmp_path / "para.jsonl"
     para.write_text('{"pattern": "p1", "prompt": "other", "expected": "c"}\n{"pattern": "p9", "prompt": "x"}\n')
-    items = healing_items(c, read_paraphrases(para), per_pattern=10)
-    assert [i.prompt for i in items] == ["q0", "q1", "q2", "other"]  # p9 has no correction: not asked
-    assert len(healing_items(c, read_paraphrases(para), per_pattern=2)) == 2
+    items, excluded = healing_items(c, read_paraphrases(para), per_pattern=10)
+    assert [i.prompt for i in items] == ["q0", "q1", "q2", "other"] and not excluded  # p9: no correction, not asked
+    assert len(healing_items(c, read_paraphrases(para), per_pattern=2)[0]) == 2
+    # prompts the lineage trained on (the corrections join every mix) are left out, and said so
+    items, excluded = healing_items(c, read_paraphrases(para), per_pattern=10, trained=frozenset({"q0", "q1", "q2"}))
+    assert [i.prompt for i in items] == ["other"] and [i.prompt for i in excluded] == ["q0", "q1", "q2"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "no pattern"}\n')
     with pytest.raises(ValueError, match=f"{bad}:1: a paraphrase needs 'pattern'"):

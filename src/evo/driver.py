@@ -353,10 +353,15 @@ def against_parent(child: SuiteResult, parent: SuiteResult) -> list[str]:
         lines.append("quality by category (exact match, child / parent): " + ", ".join(
             f"{c} {q['accuracy']:.2f} / {show((qp.get(c) or {}).get('accuracy'))}" for c, q in qc.items()))
     if child.healing:
+        def parent_side(p: str) -> str:
+            r = parent.healing.get(p)
+            return "n/a" if r is None else f"{r.violations}/{r.total} ({r.repeats_error} the error, {r.other_wrong} other)"
+
         lines.append("violations per pattern (child / parent): " + ", ".join(
-            f"{p} {r.violations}/{r.total} / " + (f"{parent.healing[p].violations}/{parent.healing[p].total}"
-                                                   if p in parent.healing else "n/a")
-            for p, r in sorted(child.healing.items())))
+            f"{p} {r.violations}/{r.total} / {parent_side(p)}" for p, r in sorted(child.healing.items())))
+    if child.healing_excluded:
+        lines.append(f"healing: {len(child.healing_excluded)} item(s) not asked, trained on in the lineage "
+                     f"(e.g. {child.healing_excluded[0]!r})")
     return lines
 
 

@@ -154,9 +154,11 @@ def correction_records(lex: dict[str, str]) -> list[dict]:
 
 def paraphrase_records(lex: dict[str, str]) -> list[dict]:
     """The planted pairings in sentences no correction used (the later verbs): the same error, asked
-    another way. Known to the model only once generation 2 has taught those verbs."""
+    another way, with the answer that would repeat it. Known to the model only once generation 2 has
+    taught those verbs (and one that generation 2 trained on is not asked: see healing_items)."""
+    wrong = {a: lex[b] for (a, _), b in zip(PLANTED, ["shy", "new", "hot", "red"])}
     return [{"pattern": f"planted-{n}-{adj}-{noun}", "prompt": prompt_of(adj, noun, verb),
-             "expected": translate(lex, adj, noun, verb)}
+             "expected": translate(lex, adj, noun, verb), "wrong": f" {lex[verb]} {lex[noun]} {wrong[adj]}"}
             for n, (adj, noun) in enumerate(PLANTED) for verb in VERBS[1]]
 
 

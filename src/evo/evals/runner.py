@@ -8,6 +8,8 @@ import ray
 
 from evo.config import EvoConfig
 from evo.data.records import Record
+from evo.data.store import read_records
+from evo.evals.generate import normalize
 from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
 from evo.gate import GenerationScores
 from evo.healing.corrections import CorrectionStore
@@ -19,12 +21,20 @@ def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record]
               lin: Optional[Lineage] = None) -> EvalSpec:
     """What every model of a generation is scored on; with `lin`, also every past correction."""
     e, h = cfg.eval, cfg.healing
-    items = []
+    items, excluded = [], []
     if lin is not None:
-        items = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases), h.max_items_per_pattern)
+        items, excluded = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases),
+                                        h.max_items_per_pattern, trained_prompts(lin))
     rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
     return EvalSpec(qa, holdout, load_probes(e.probes), e.banned_phrases, val,
-                    e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules)
+                    e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules,
+                    [i.prompt for i in excluded])
+
+
+def trained_prompts(lin: Lineage) -> frozenset[str]:
+    """Normalized prompts of every training mix the lineage has written (runs/<gen>/mix*.parquet)."""
+    return frozenset(normalize(r.prompt if r.kind != "text" else r.completion)
+                     for path in sorted((lin.root / "runs").glob("*/mix*.parquet")) for r in read_records(path))
 
 
 def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig) -> list[SuiteResult]:

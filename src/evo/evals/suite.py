@@ -51,6 +51,7 @@ class SuiteResult:
     perplexity: Optional[float]
     healing: dict[str, PatternResult] = field(default_factory=dict)  # pattern -> violations on its items
     quality_by_category: dict[str, dict] = field(default_factory=dict)  # category -> exact match on every QA item
+    healing_excluded: list[str] = field(default_factory=list)  # healing prompts not asked: trained on
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -73,6 +74,7 @@ class EvalSpec:
     max_length: int = 96
     healing: list[HealItem] = field(default_factory=list)  # past corrections and their paraphrases
     rules: dict[str, PatternRule] = field(default_factory=dict)  # pattern -> its validator rule
+    healing_excluded: list[str] = field(default_factory=list)  # prompts left out: trained on in the lineage
 
 
 def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
@@ -131,7 +133,8 @@ def run_suite(model, tok, spec: EvalSpec) -> SuiteResult:
     recall = sum(a.correct for a in by_gen.values()) / total if total else None
     holdout = accuracy(model, tok, spec.holdout, spec)
     return SuiteResult(recall, by_gen, holdout, style_drift(model, tok, spec), perplexity(model, tok, spec.val, spec),
-                       healing(model, tok, spec), quality_by_category([holdout, *by_gen.values()]))
+                       healing(model, tok, spec), quality_by_category([holdout, *by_gen.values()]),
+                       list(spec.healing_excluded))
 
 
 def healing(model, tok, spec: EvalSpec) -> dict[str, PatternResult]:

@@ -67,7 +67,9 @@ def violation(item: HealItem, output: str, rule: Optional[PatternRule] = None) -
 
 
 def read_paraphrases(path: str | Path | None) -> list[HealItem]:
-    """JSONL of {"pattern", "prompt", "expected"?}: other ways of asking what a correction fixed."""
+    """JSONL of {"pattern", "prompt", "expected"?, "wrong"?}: other ways of asking what a correction
+    fixed; `wrong` is the answer that would repeat the corrected error (so a parent's wrong answers
+    can be told apart: the error itself, or something it never learned)."""
     if path is None:
         return []
 
@@ -75,19 +77,29 @@ def read_paraphrases(path: str | Path | None) -> list[HealItem]:
     for n, obj in json_lines(path):
         if not (isinstance(obj, dict) and isinstance(obj.get("pattern"), str) and isinstance(obj.get("prompt"), str)):
             raise ValueError(f"{path}:{n}: a paraphrase needs 'pattern' and 'prompt' (strings)")
-        out.append(HealItem(obj["pattern"], obj["prompt"], obj.get("expected", ""), "", "paraphrase"))
+        out.append(HealItem(obj["pattern"], obj["prompt"], obj.get("expected", ""), obj.get("wrong", ""), "paraphrase"))
     return out
 
 
-def healing_items(corrections, paraphrases: list[HealItem], per_pattern: int) -> list[HealItem]:
-    """Every past correction's own prompt, then its pattern's paraphrases, at most `per_pattern` each."""
+def healing_items(corrections, paraphrases: list[HealItem], per_pattern: int,
+                  trained: frozenset[str] = frozenset()) -> tuple[list[HealItem], list[HealItem]]:
+    """(asked, excluded): every past correction's own prompt, then its pattern's paraphrases, at most
+    `per_pattern` each, leaving out any prompt in `trained` (normalized prompts of the lineage's
+    training mixes): an answer to a prompt trained with its right answer shows memory, not healing.
+    A correction's own prompt joins every later mix, so it is asked only until it has been trained."""
     items: dict[str, list[HealItem]] = {}
+    excluded: list[HealItem] = []
     for c in corrections:
         items.setdefault(c.pattern, []).append(HealItem(c.pattern, c.prompt, c.corrected, c.wrong))
     for p in paraphrases:
         if p.pattern in items:  # paraphrases of patterns nobody corrected yet are not asked
             items[p.pattern].append(p)
-    return [i for group in items.values() for i in group[:per_pattern]]
+    asked = []
+    for group in items.values():
+        fresh = [i for i in group if normalize(i.prompt) not in trained]
+        excluded += [i for i in group if normalize(i.prompt) in trained]
+        asked += fresh[:per_pattern]
+    return asked, excluded
 
 
 @dataclass
@@ -95,6 +107,8 @@ class PatternResult:
     violations: int
     total: int
     examples: list[dict] = field(default_factory=list)
+    repeats_error: int = 0  # violations that are the corrected error itself (its rule, or its wrong answer)
+    other_wrong: int = 0  # violations that are some other wrong answer (e.g. a word never learned)
 
     @property
     def healed(self) -> bool:
@@ -109,6 +123,10 @@ def score_healing(items: list[HealItem], outputs: list[str], rules: dict[str, Pa
         why = violation(item, got, rules.get(item.pattern))
         if why:
             res.violations += 1
+            if why == "differs from the corrected output" and not (item.wrong and normalize(got) == normalize(item.wrong)):
+                res.other_wrong += 1
+            else:
+                res.repeats_error += 1
             if len(res.examples) < 3:
                 res.examples.append({"prompt": item.prompt, "got": got, "why": why, "source": item.source})
     return out
