@@ -38,7 +38,9 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     assert gate_accepted, rows["gen-2"]["reason"]  # the A/B round may still reject it; the gate did not
     evals = json.loads((root / "evals" / "gen-2.json").read_text())
     parent = evals["parent"]["healing"]
-    assert sum(1 for p in parent.values() if p["violations"]) >= 3  # the parent did make the errors
+    assert sum(1 for p in parent.values() if p["violations"]) >= 3  # the parent did not answer them right,
+    assert all(p["violations"] == p["repeats_error"] + p["other_wrong"] for p in parent.values())  # told apart
+    assert evals["child"]["healing_excluded"]  # the corrections' own prompts were trained on: not asked
     # the closing A/B round: both arms served, 20 judged pairs, the result in gen-2's ledger row
     assert "A/B gen-2:" in out.stdout
     assert rows["gen-2"]["ab_result"].split(":")[0] in ("candidate better", "candidate worse", "no difference found",
