@@ -69,3 +69,4 @@ def test_cli_reports_bad_data_without_a_traceback(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert "base.jsonl:1: has no 'completion'" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r" / "ledger.csv").exists() and "Ray" not in out.stdout  # checked before anything ran

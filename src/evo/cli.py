@@ -87,6 +87,9 @@ def print_ledger(root: Path, as_json: bool) -> None:
 
 
 def _run_config(cfg, root: str, address: str | None, tune: bool = False, max_generations=None) -> int:
+    from evo.inputs import check_inputs
+
+    check_inputs(cfg, root)  # a bad line fails here, before Ray (or torch) is even imported
     from evo.driver import run
     from evo.progress import Progress
 
