@@ -14,7 +14,6 @@ from evo.data.ingest import json_lines
 from evo.data.records import Record, render_chat
 from evo.evals.generate import generate, normalize
 from evo.healing.validators import HealItem, PatternResult, PatternRule, score_healing
-from evo.model.lineage_model import load_generation
 from evo.train.examples import collate, encode, prompt_and_completion, token_loss_sum
 
 
@@ -151,6 +150,8 @@ def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float
 
     Runs on the task's GPU when Ray gave it one, else on one CPU thread.
     """
+    from evo.model.lineage_model import load_generation  # transformers and peft: only where a model loads
+
     model, tok = load_generation(root, sha, dtype)
     if torch.cuda.is_available():
         model = model.to("cuda")

@@ -20,8 +20,6 @@ import torch
 import torch.distributed as dist
 
 from evo.data.store import read_records
-from evo.model.lineage_model import load_generation
-from evo.model.loading import load_causal_lm, load_tokenizer
 from evo.storage import local_file, local_tree
 from evo.train.deepspeed_config import deepspeed_config
 from evo.train.examples import batches, collate, count_target_tokens, encode, token_loss_sum
@@ -31,7 +29,12 @@ from evo.train.worker_config import WorkerConfig
 
 def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     """The model to train, from the checkpoint when resuming."""
+    # Imported here, not at the top: Ray Train's controller unpickles train_loop_per_worker by
+    # reference, so it imports this module on every run; transformers and peft cost it 4-5 s of CPU.
     from peft import LoraConfig, PeftModel, get_peft_model
+
+    from evo.model.lineage_model import load_generation
+    from evo.model.loading import load_causal_lm, load_tokenizer
 
     if cfg.mode == "full":
         init = local_tree(cfg.init_dir, cfg.root)  # a URI root: fetched onto this node

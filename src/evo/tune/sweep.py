@@ -30,7 +30,6 @@ from typing import Optional
 
 from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import EvoConfig
-from evo.evals.runner import evaluate_many, scores_of
 from evo.gate import gate
 from evo.numbers import cell
 from evo.progress import Progress
@@ -354,6 +353,10 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
     """Score the best checkpoints of the `evaluate_top` trials with the lowest val loss with the gate's
     evals; the winner passes the gate if any does, then has the best generalization + recall."""
     from ray.train import Checkpoint
+
+    # Not at the top: Tune's trial actors import this module for `_trial`, and the evals bring in
+    # transformers and peft, which a trial's own process never uses.
+    from evo.evals.runner import evaluate_many, scores_of
 
     pool = sorted((r for r in records if r.best is not None), key=lambda r: r.best["val_loss"])
     top = pool[: cfg.tune.evaluate_top]
