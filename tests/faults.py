@@ -7,7 +7,8 @@ from __future__ import annotations
 import ray.train
 
 FAIL_ONCE = "tests.faults:fail_once_at_step_15"
-NAN_FOR_HIGH_LR = "tests.faults:nan_when_lr_at_least_0_01"
+NAN_FOR_HIGH_LR = "tests.faults:nan_when_lr_at_least_0_005"
+HIGH_LR = 0.005
 
 
 def fail_once_at_step_15(cfg, step: int, rank: int, resumed_from: int, loss: float) -> float:
@@ -17,6 +18,6 @@ def fail_once_at_step_15(cfg, step: int, rank: int, resumed_from: int, loss: flo
     return loss
 
 
-def nan_when_lr_at_least_0_01(cfg, step: int, rank: int, resumed_from: int, loss: float) -> float:
-    """A run whose lr is at least 0.01 diverges: its loss is NaN from its second step on."""
-    return float("nan") if cfg.lr >= 0.01 and step >= 1 else loss
+def nan_when_lr_at_least_0_005(cfg, step: int, rank: int, resumed_from: int, loss: float) -> float:
+    """A run whose lr is at least HIGH_LR diverges: its loss is NaN from its second step on."""
+    return float("nan") if cfg.lr >= HIGH_LR and step >= 1 else loss

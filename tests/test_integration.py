@@ -363,7 +363,7 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
 
     cfg_path = write_demo_data(tmp_path / "demo", generations=1, drift=2)
     cfg = load_config(cfg_path, TINY + ["data.generations=[drift1.jsonl, drift2.jsonl]", *LOOSE_GATE,
-                                        "train.steps=40", "train.checkpoint_every=20"])
+                                        "train.steps=120", "train.checkpoint_every=120", "train.lr=0.01"])
     root = copy_root(base_root, tmp_path)
     base = Lineage(root).registry.alias("champion")
     summary = run(cfg, root, Silent())

@@ -13,11 +13,11 @@ from evo.driver import run_generation
 from evo.lineage.root import Lineage
 from evo.progress import Silent
 from tests.conftest import copy_root, tiny_config
-from tests.faults import NAN_FOR_HIGH_LR
+from tests.faults import HIGH_LR, NAN_FOR_HIGH_LR
 
 pytestmark = pytest.mark.integration
 
-SWEEP = ["tune.num_samples=3", "tune.max_concurrent=2", "tune.num_workers=1", "tune.cpus_per_worker=0.5",
+SWEEP = ["tune.num_samples=2", "tune.max_concurrent=2", "tune.num_workers=1", "tune.cpus_per_worker=0.5",
          "tune.steps=[10, 20]", "tune.replay_k=[0, 20]", "tune.lr=[0.001, 0.02]", "train.checkpoint_every=5",
          "tune.evaluate_top=2", "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
 
@@ -29,7 +29,8 @@ def swept(ray_cluster, base_root, demo_dir, tmp_path_factory):
     lin = Lineage(root)
     from evo import driver
 
-    # trials whose lr is at least 0.01 diverge (tests.faults turns their loss to NaN)
+    # trials whose lr is at least 0.005 diverge (tests.faults turns their loss to NaN): with tune.seed 0
+    # the first of the two sampled trials does (lr 0.0067), the second does not (0.0011)
     original = driver.worker_config
 
     def with_nan_hook(*a, **kw):
@@ -49,7 +50,7 @@ def swept(ray_cluster, base_root, demo_dir, tmp_path_factory):
 
 def test_every_trial_is_recorded(swept):
     trials = swept["trials"]
-    assert len(trials) == 3 and len({t["trial_id"] for t in trials}) == 3
+    assert len(trials) == 2 and len({t["trial_id"] for t in trials}) == 2
     for t in trials:
         assert t["status"] in ("completed", "stopped early", "error") and t["why_stopped"]
         assert float(t["lr"]) > 0 and t["steps"] in ("10", "20") and t["replay_k"] in ("0", "20")
@@ -69,8 +70,8 @@ def test_no_trial_leaves_resources_reserved(swept):
 
 def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(swept):
     trials = swept["trials"]
-    bad = [t for t in trials if float(t["lr"]) >= 0.01]
-    good = [t for t in trials if float(t["lr"]) < 0.01]
+    bad = [t for t in trials if float(t["lr"]) >= HIGH_LR]
+    good = [t for t in trials if float(t["lr"]) < HIGH_LR]
     assert bad and good, [t["lr"] for t in trials]  # the seeded space has both (fixed by tune.seed)
     assert all(t["status"] == "error" and "diverged" in t["why_stopped"] for t in bad)
     assert all(t["status"] != "error" for t in good)
