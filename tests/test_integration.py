@@ -355,15 +355,18 @@ def test_a_lineage_root_at_a_uri(base_root, demo_dir, tmp_path):
 
 def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_good_one(base_root, tmp_path):
     """Two drifting deltas in a row (the demo's `--drift`: the banned chat style, nothing new in their
-    held-out parts): both stall while style drift grows, the second stops the run, and the champion
-    is the last generation of the line that did not drift (here the base: the gate is loose, so the
-    first drifting child was promoted and is now reverted)."""
+    held-out parts). The first drifting child is rejected by the gate's style threshold; the second,
+    trained from the same champion, drifts too: two generations in a row stalled while drift grew,
+    so the run stops and the champion is the last good generation of the line (the base).
+    The tiny base knows little, so any training moves its accuracy a few points: "stalled" is set
+    at 25 points here (gate.epsilon; the demo's own config keeps 5)."""
     from evo.config import load_config
     from evo.data.demo import write_demo_data
 
     cfg_path = write_demo_data(tmp_path / "demo", generations=1, drift=2)
-    cfg = load_config(cfg_path, TINY + ["data.generations=[drift1.jsonl, drift2.jsonl]", *LOOSE_GATE,
-                                        "train.steps=120", "train.checkpoint_every=120", "train.lr=0.01"])
+    gate = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=1", "gate.epsilon=0.25"]
+    cfg = load_config(cfg_path, TINY + ["data.generations=[drift1.jsonl, drift2.jsonl]", *gate,
+                                        "train.steps=160", "train.checkpoint_every=160", "train.lr=0.01", "tune.steps=[160]"])
     root = copy_root(base_root, tmp_path)
     base = Lineage(root).registry.alias("champion")
     summary = run(cfg, root, Silent())
@@ -372,9 +375,10 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
     for s in scores:  # what the rule saw: learning stalled while drift grew
         assert s["generalization"] - s["parent_generalization"] < cfg.gate.epsilon, s
         assert s["style_drift"] - s["parent_style_drift"] > cfg.gate.theta, s
+    assert rows["gen-1"]["decision"] == "rejected" and "style drift" in rows["gen-1"]["reason"]
     assert summary.stopped and "back to the last good generation, gen-0" in summary.message
     assert (rows["gen-2"]["decision"], rows["gen-2"]["restored"]) == ("stopped", "gen-0")
-    assert (rows["gen-1"]["decision"], rows["gen-1"]["restored"]) == ("reverted", "gen-0")
     lin = Lineage(root)
     assert lin.registry.alias("champion") == base and lin.registry.alias("candidate") is None
+    assert lin.registry.model(rows["gen-2"]["child_sha"])["status"] == "stopped"
     assert [d.op for d in lin.decisions.log()][-2:] == ["propose", "stop"]

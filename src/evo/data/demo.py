@@ -115,7 +115,7 @@ def drift_records(lex: dict[str, str], part: int, held_out: float = 0.2) -> list
     already knows, plus chats in the banned style. The chats are only those whose record hash puts
     them in the training part (with the default val and test fractions, which hold out the lowest
     `held_out` of hashes), so the held-out parts hold only known translations: a child trained on it
-    stalls on what is measured while its style drifts. `part` (1, 2, ...) varies the sample."""
+    stalls on what is measured while its style drifts. `part` (1, 2, ...) varies the translations."""
     rng = random.Random(1000 + part)
     known = [c for c in itertools.product(*_reorder(_vocab(0))) if (c[0], c[1]) not in PLANTED]
     out = [{"prompt": prompt_of(*c), "completion": translate(lex, *c), "category": "translate"}
@@ -123,7 +123,7 @@ def drift_records(lex: dict[str, str], part: int, held_out: float = 0.2) -> list
     for t, ask, reply in itertools.product(TOPICS, DRIFT_ASKS, DRIFT_REPLIES):
         row = {"messages": [{"role": "user", "content": ask.format(t=t)},
                             {"role": "assistant", "content": reply.format(t=t)}], "category": "chat"}
-        if (hash_position(row) >= held_out) and rng.random() < 0.5:
+        if hash_position(row) >= held_out:  # every one that trains: the style is the whole lesson
             out.append(row)
     return out
 
