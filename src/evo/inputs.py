@@ -10,12 +10,13 @@ from evo.config import EvoConfig
 from evo.data.ingest import ingest_jsonl
 from evo.healing.corrections import read_corrections_file
 from evo.lineage.ledger import Ledger
+from evo.storage import is_uri
 
 
 def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
     """Validate every file the generations not yet in the ledger will read: the base corpus, the
     deltas and their corrections. Raises IngestError (or CorrectionError); returns the files checked."""
-    ledger = Ledger(root) if not str(root).count("://") else None  # a URI root: check every file
+    ledger = None if is_uri(root) else Ledger(root)  # a URI root: check every file
     done = {r["GEN_ID"] for r in ledger.rows()} if ledger else set()
     files = [cfg.data.base] if cfg.data.base and "gen-0" not in done else []
     pending = [i for i in range(1, len(cfg.data.generations) + 1) if f"gen-{i}" not in done]
