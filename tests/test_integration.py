@@ -260,13 +260,12 @@ def test_targeted_writes_filtered_variations_of_weak_examples(base_root, demo_di
 
 
 def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
-    """One round from generation 0: equal-sized targeted and random data, children trained and
-    scored on the same evaluation set, nothing of the lineage's ledger or registry changed."""
-    import random
-
+    """One seed, one round from generation 0: the evaluation and probe sets disjoint, the weak areas
+    fixed on the probe set before the round and scored for both lines, equal-sized data with no
+    record within one word of an evaluation prompt, nothing of the ledger or registry changed."""
     from evo.curation.experiment import run_experiment
-    from evo.curation.targeted import TargetedError
-    from evo.data.demo import DemoGenerator
+    from evo.curation.targeted import TargetedError, WordNeighbours
+    from evo.data.ingest import ingest_jsonl
     from evo.report import build_report
 
     root = copy_root(base_root, tmp_path)
@@ -275,28 +274,37 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
     lin = Lineage(root)
     start = lin.registry.alias("champion")
     before = {f: (root / f).read_text() for f in ("ledger.csv", "registry.json")}
-    evals = DemoGenerator(0).sample(60, random.Random(5))
-    state = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: None, min_records=4)
-    (row,) = state["rounds"]
-    t, r = row["targeted"], row["random"]
-    assert t["records"] == r["records"] > 0 and len(t["data_rows"]) == len(r["data_rows"])
-    eval_prompts = {e.prompt for e in evals}
+    exp = run_experiment(cfg, lin, start, 1, 1, None, 0, lambda msg: None, eval_size=40, probe_size=120, min_records=4)
+    (rep,) = exp.replications
+    (row,) = rep.rounds
+    evals = ingest_jsonl(rep.eval_file).records
+    probes = ingest_jsonl(rep.probe_file).records
+    assert len(evals) == 40 and len(probes) == 120 and not {r.prompt for r in evals} & {r.prompt for r in probes}
+    assert rep.areas and row.targeted_areas == rep.areas  # round 1 aims at the fixed areas
+    assert 0 < rep.area_items <= 40 and rep.start["areas"].n == rep.area_items
+    near = WordNeighbours(r.prompt for r in evals)
+    t, r = row.targeted, row.random
+    assert t.records == r.records == len(t.data_rows) == len(r.data_rows) > 0
     for arm in (t, r):
-        assert not {d["prompt"] for d in arm["data_rows"]} & eval_prompts
-        assert lin.models.chain(arm["child"]) == [start, arm["child"]]
-        assert arm["after"]["overall"]["n"] == 60 and arm["before"] == t["before"]  # same start, same set
-        assert set(arm["gain"]) == {"overall", "weak", "weak_round1"}
-    assert t["child"] != r["child"] and row["weak_areas"]
+        assert not [d["prompt"] for d in arm.data_rows if d["prompt"] in near]  # nothing within one word of a test item
+        assert lin.models.chain(arm.child) == [start, arm.child]
+        assert arm.before == rep.start and arm.after["overall"].n == 40 and arm.after["areas"].n == rep.area_items
+    assert t.near_eval_dropped > 0 and r.near_eval_dropped > 0  # the filter bit on both lines
+    assert t.child != r.child
+    (s1,) = exp.summary
+    assert s1.seeds == 1 and s1.lead["areas"]["accuracy"].low is None  # one seed: a mean, no interval
+    assert s1.lead["areas"]["accuracy"].mean == pytest.approx(t.after["areas"].accuracy - r.after["areas"].accuracy)
     assert {f: (root / f).read_text() for f in before} == before  # not generations: ledger, registry untouched
-    again = run_experiment(cfg, lin, start, 1, evals, [], None, 0, lambda msg: pytest.fail(f"redid work: {msg}"),
-                           min_records=4)
-    assert again["rounds"][0]["targeted"]["child"] == t["child"]  # a rerun continues, nothing redone
+    again = run_experiment(cfg, lin, start, 1, 1, None, 0, lambda msg: pytest.fail(f"redid work: {msg}"),
+                           eval_size=40, probe_size=120, min_records=4)
+    assert again.replications[0].rounds[0].targeted.child == t.child  # a rerun continues, nothing redone
     html = build_report(root, lambda m: None).read_text()
-    assert "From " + start[:12] in html and "weak acc. gain" in html
+    assert "From " + start[:12] in html and "one seed: no interval" in html
     with pytest.raises(TargetedError, match="other settings"):  # a different experiment is not mixed into it
-        run_experiment(cfg, lin, start, 2, evals, [], None, 0, lambda msg: None)
-    stopped = run_experiment(cfg, lin, start, 2, evals, [], None, 0, lambda msg: None, fresh=True, min_records=10_000)
-    assert stopped["rounds"] == [] and "fewer than 10000" in stopped["note"]  # nothing worth a round
+        run_experiment(cfg, lin, start, 2, 1, None, 0, lambda msg: None, eval_size=40, probe_size=120)
+    stopped = run_experiment(cfg, lin, start, 2, 1, None, 0, lambda msg: None, eval_size=40, probe_size=120,
+                             fresh=True, min_records=10_000)
+    assert stopped.replications[0].rounds == [] and "fewer than 10000" in stopped.replications[0].note
 
 
 def test_experiment_without_an_evaluation_source_says_what_to_give(base_root, demo_dir, tmp_path):

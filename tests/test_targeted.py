@@ -7,11 +7,13 @@ import random
 
 import pytest
 
-from evo.curation.experiment import gain, random_records, ratio, summarize
+from evo.curation.experiment import Arm, Replication, Round, Score, interval, random_records, summarize, t975
 from evo.curation.targeted import (
+    NEAR_EVAL,
     Candidate,
     Filter,
     TargetedError,
+    WordNeighbours,
     jaccard,
     load_generator,
     record_json,
@@ -20,6 +22,7 @@ from evo.curation.targeted import (
 )
 from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
 from evo.data.records import Record, parse_record
+from evo.evals.generate import normalize
 
 
 def rec(prompt: str, completion: str = " x", kind: str = "completion") -> Record:
@@ -114,30 +117,60 @@ def test_generator_spec_errors_name_the_problem():
 def test_random_arm_draws_unseen_records_only():
     g = DemoGenerator(0)
     known = {r.prompt for r in g.sample(1000, random.Random(0))}
-    got = random_records(g, [], 50, known, random.Random(1))
-    assert len(got) == 50 and not {r.prompt for r in got} & known
+    got, near = random_records(g, [], 50, known, random.Random(1))
+    assert len(got) == 50 and not {r.prompt for r in got} & known and near == 0
     pool = [rec(f"p{i}") for i in range(10)]
-    assert {r.prompt for r in random_records(None, pool, 20, {"p3"}, random.Random(0))} == {f"p{i}" for i in range(10)} - {"p3"}
+    got, _ = random_records(None, pool, 20, {"p3"}, random.Random(0))
+    assert {r.prompt for r in got} == {f"p{i}" for i in range(10)} - {"p3"}
 
 
-def test_gains_ratios_and_compounding():
-    before = {"overall": {"n": 4, "loss": 2.0, "accuracy": 0.25}, "weak": {"n": 0, "loss": None, "accuracy": None}}
-    after = {"overall": {"n": 4, "loss": 1.5, "accuracy": 0.75}, "weak": {"n": 0, "loss": None, "accuracy": None}}
-    g = gain(before, after)
-    assert g["overall"] == {"loss": 0.5, "accuracy": 0.5} and g["weak"] == {"loss": None, "accuracy": None}
-    assert ratio(0.4, 0.2) == 2.0 and ratio(0.4, 0.0) is None and ratio(None, 1.0) is None
+def test_one_word_neighbours_of_the_evaluation_set():
+    near = WordNeighbours(["tr red fox runs =", "tr big owl eats ="])
+    assert "tr red fox runs =" in near  # itself
+    assert "tr red fox eats =" in near and "tr sad fox runs =" in near  # one word changed
+    assert "tr red fox =" in near and "tr red fox runs fast =" in near  # one word removed, one added
+    assert "tr sad fox eats =" not in near and "tr big fox sees =" not in near  # two words away from both
+    assert "tr red owl sees =" not in near  # shares words with both, two changed from each
+    assert len(near) == 2
 
-    def row(t_acc, r_acc):
-        def arm(a):
-            return {"gain_from_start": {"overall": {"loss": 0, "accuracy": a}, "weak_round1": {"loss": 0, "accuracy": a}}}
 
-        return {"targeted": arm(t_acc), "random": arm(r_acc)}
+def test_both_arms_lose_what_is_within_one_word_of_an_evaluation_prompt():
+    g = DemoGenerator(0)
+    evals = g.sample(60, random.Random(3))
+    near = WordNeighbours(normalize(r.prompt) for r in evals)
+    got, refused = random_records(g, [], 100, {r.prompt for r in evals}, random.Random(4), near)
+    assert len(got) == 100 and refused > 100  # in this domain most phrases are near one of 60
+    assert not any(r.prompt in near for r in got)
+    cands = [Candidate(r, "generator", "", "a", "generator", score=1.0) for r in g.variations(evals[0], 20, random.Random(0))]
+    kept = select(cands, set(), Filter(1.0, 100, 0.0, 1.01, 1000, too_close=near.__contains__))
+    assert kept == [] and {c.dropped for c in cands} == {NEAR_EVAL}  # variations of an eval item are all near it
 
-    s = summarize([row(0.2, 0.1), row(0.5, 0.2)])
-    assert s["lead_from_start"][1]["weak_round1"]["accuracy"] == pytest.approx(0.3)
-    assert s["lead_grows_each_round"] is True
-    assert summarize([row(0.2, 0.1), row(0.2, 0.2)])["lead_grows_each_round"] is False
-    assert summarize([row(0.2, 0.1)])["lead_grows_each_round"] is None
+
+def _arm(acc: float, area_acc: float, loss: float = 1.0, n: int = 10) -> Arm:
+    scores = {"areas": Score(n, loss, area_acc), "overall": Score(40, loss, acc)}
+    return Arm("p", "c", n, 0, 0, 0.0, 0.0, "", [], scores, scores)
+
+
+def test_the_lead_over_seeds_is_a_mean_with_a_t_interval():
+    assert t975(1) == 12.706 and t975(30) == 2.042 and abs(t975(60) - 2.000) < 0.002 and abs(t975(10_000) - 1.96) < 0.001
+    one = interval([0.1])
+    assert one.mean == 0.1 and one.low is None and one.high is None
+    i = interval([0.1, 0.2, 0.3])
+    assert i.mean == pytest.approx(0.2) and i.low == pytest.approx(0.2 - 4.303 * 0.1 / 3 ** 0.5)
+    assert i.high == pytest.approx(0.2 + 4.303 * 0.1 / 3 ** 0.5)
+
+    def rep(seed, leads):
+        start = {"areas": Score(10, 2.0, 0.0), "overall": Score(40, 2.0, 0.0)}
+        rounds = [Round(k + 1, ["a"], {}, _arm(0.5, 0.5 + d, loss=1.0 - d), _arm(0.5, 0.5)) for k, d in enumerate(leads)]
+        return Replication(seed, "", "", 40, 200, "", ["a"], 10, start, rounds)
+
+    summary = summarize([rep(0, [0.1, 0.2]), rep(1, [0.3]), rep(2, [0.2, 0.0])])
+    assert [(r.round, r.seeds) for r in summary] == [(1, 3), (2, 2)]  # a seed that stopped early counts where it got
+    first = summary[0].lead
+    assert first["areas"]["accuracy"].mean == pytest.approx(0.2) and first["areas"]["accuracy"].n == 3
+    assert first["areas"]["loss"].mean == pytest.approx(0.2)  # loss down by the same
+    assert first["overall"]["accuracy"].mean == 0.0 and first["overall"]["accuracy"].high == 0.0  # no spread, no width
+    assert summary[1].lead["areas"]["accuracy"].values == pytest.approx([0.2, 0.0])
 
 
 def test_no_weak_area_says_which_knobs_to_turn():

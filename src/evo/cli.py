@@ -229,10 +229,7 @@ def cmd_targeted(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    import random
-
-    from evo.curation.experiment import NAME, run_experiment
-    from evo.curation.targeted import TargetedError, load_generator
+    from evo.curation.experiment import NAME, run_experiment, show_interval
     from evo.curation.weak import model_of
     from evo.data.ingest import ingest_jsonl
     from evo.lineage.root import Lineage
@@ -241,35 +238,30 @@ def cmd_experiment(args) -> int:
     root = lin.root
     cfg = _saved_config(root, args.set or [])
     start = model_of(lin, args.gen)
-    if args.data:
-        eval_records = ingest_jsonl(args.data).records
-    else:
-        gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
-        if gen is None:
-            raise TargetedError("give an evaluation set (--data FILE) or a domain generator (targeted.generator)")
-        eval_records = gen.sample(args.eval_size, random.Random(args.seed + 7919))
+    for f in (args.data, args.probe):
+        if f:
+            ingest_jsonl(f)  # a bad file fails here, before Ray starts
     pool = ingest_jsonl(args.pool).records if args.pool else []
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: give at least 1 (3 or more for an interval worth reading)")
+    from evo.curation.targeted import TargetedError, load_generator
+
+    if load_generator(cfg.targeted.generator, cfg.targeted.generator_options) is None and not (args.data and args.probe):
+        raise TargetedError("give an evaluation set and a probe set (--data FILE --probe FILE) or a domain generator "
+                            "(targeted.generator)")
     start_ray(args.address)
-    print(f"targeted vs random from {start[:12]}: {args.rounds} round(s), {len(eval_records)} evaluation examples",
-          flush=True)
-    state = run_experiment(cfg, lin, start, args.rounds, eval_records, pool, args.steps, args.seed,
-                           lambda msg: print(f"experiment {msg}", flush=True), fresh=args.fresh,
-                           min_records=args.min_records)
-    for row in state["rounds"]:
-        t, r = row["targeted"], row["random"]
-        print(f"round {row['round']}: {t['records']} records each; accuracy on the weak areas "
-              f"{show(t['before']['weak']['accuracy'])} -> targeted {show(t['after']['weak']['accuracy'])}, "
-              f"random {show(r['after']['weak']['accuracy'])}; overall targeted {show(t['after']['overall']['accuracy'])}, "
-              f"random {show(r['after']['overall']['accuracy'])}; gain ratio (weak accuracy) "
-              f"{show(row['ratio']['weak']['accuracy'])}")
-    if state.get("note"):
-        print(state["note"])
-    s = state["summary"]
-    if s["lead_from_start"]:
-        leads = ", ".join(show(x["weak_round1"]["accuracy"]) for x in s["lead_from_start"])
-        print(f"targeted minus random since the start, accuracy on round 1's weak areas, by round: {leads}"
-              + ("" if s["lead_grows_each_round"] is None else
-                 f" ({'grew' if s['lead_grows_each_round'] else 'did not grow'} every round)"))
+    print(f"targeted vs random from {start[:12]}: {args.seeds} seed(s) of {args.rounds} round(s)", flush=True)
+    exp = run_experiment(cfg, lin, start, args.rounds, args.seeds, args.steps, args.seed,
+                         lambda msg: print(f"experiment {msg}", flush=True), eval_file=args.data, probe_file=args.probe,
+                         pool=pool, eval_size=args.eval_size, probe_size=args.probe_size, fresh=args.fresh,
+                         min_records=args.min_records)
+    for rep in exp.replications:
+        if rep.note:
+            print(f"seed {rep.seed}: {rep.note}")
+    for r in exp.summary:
+        print(f"round {r.round} ({r.seeds} seed(s), {r.records:.0f} records per line): targeted minus random, accuracy "
+              f"on the fixed weak areas {show_interval(r.lead['areas']['accuracy'])}; overall "
+              f"{show_interval(r.lead['overall']['accuracy'])}")
     print(f"wrote {root / 'experiments' / (NAME + '.json')}; `evo report --root {args.root}` shows it")
     return 0
 
@@ -442,8 +434,15 @@ def parser() -> argparse.ArgumentParser:
                            help="override a field of the root's saved run config, e.g. train.steps=100")
             s.add_argument("--gen", help="start model (default: the champion)")
             s.add_argument("--rounds", type=int, default=2, help="rounds; each trains one child per line")
-            s.add_argument("--eval-size", type=int, default=200, help="evaluation examples drawn from the generator")
+            s.add_argument("--seeds", type=int, default=3,
+                           help="independent replications, for a mean lead with a 95%% interval (default: 3)")
+            s.add_argument("--eval-size", type=int, default=60,
+                           help="evaluation examples drawn from the generator per seed (default: 60; no training "
+                                "record may be within one word of one, so a larger set leaves less to train on)")
+            s.add_argument("--probe-size", type=int, default=200,
+                           help="probe examples (where weak areas are found) drawn per seed (default: 200)")
             s.add_argument("--data", help="JSONL evaluation set (default: drawn from targeted.generator)")
+            s.add_argument("--probe", help="JSONL probe set, disjoint from the evaluation set (default: drawn)")
             s.add_argument("--pool", help="JSONL to draw the random arm from (default: targeted.generator)")
             s.add_argument("--steps", type=int, help="training steps per child (default: train.steps)")
             s.add_argument("--seed", type=int, default=0)

@@ -169,48 +169,47 @@ def sweeps_section(root: Path) -> str:
 
 
 def experiment_section(root: Path) -> str:
-    """`evo experiment`: accuracy by round for both lines, and a table of each round's gains."""
+    """`evo experiment`: accuracy on the fixed weak areas by round, both lines, every seed; and each
+    round's lead of targeted over random with its interval over seeds."""
+    from evo.curation.experiment import Experiment, show_interval
+
     path = root / "experiments" / "targeted_vs_random.json"
     if not path.exists():
         return "<p>Not run yet (<code>evo experiment</code>).</p>"
+    raw = read_json(path)
+    if "replications" not in raw:
+        return "<p>An experiment by an older evo (one seed, areas per arm); rerun <code>evo experiment --fresh</code>.</p>"
+    exp = Experiment.from_json(raw)
+    notes = "".join(f"<li>seed {r.seed}: {html.escape(r.note)}</li>" for r in exp.replications if r.note)
+    notes = f"<ul>{notes}</ul>" if notes else ""
+    if not exp.summary:
+        return f"<p>No finished round.</p>{notes}"
     import matplotlib.pyplot as plt
 
-    state = read_json(path)
-    rounds, start = state["rounds"], state.get("start_metrics")
-    if not rounds or not start:
-        return f"<p>No finished round. {html.escape(state.get('note', ''))}</p>"
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-    xs = [0] + [r["round"] for r in rounds]
-    for ax, subset, title in ((axes[0], "weak_round1", "accuracy on round 1's weak areas"),
+    for ax, subset, title in ((axes[0], "areas", "accuracy on the fixed weak areas"),
                               (axes[1], "overall", "accuracy on the whole evaluation set")):
-        for arm, color in (("targeted", "tab:green"), ("random", "tab:gray")):
-            ax.plot(xs, [start[subset]["accuracy"]] + [r[arm]["after"][subset]["accuracy"] for r in rounds],
-                    marker="o", color=color, label=arm)
+        for rep in exp.replications:
+            xs = [0] + [x.round for x in rep.rounds]
+            for arm, color in (("targeted", "tab:green"), ("random", "tab:gray")):
+                ax.plot(xs, [rep.start[subset].accuracy] + [getattr(x, arm).after[subset].accuracy for x in rep.rounds],
+                        marker="o", color=color, alpha=0.7, label=arm if rep is exp.replications[0] else None)
         ax.set_title(title)
         ax.set_xlabel("round")
-        ax.set_xticks(xs)
         ax.legend()
-
-    def f(x, signed=False):
-        return "" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
-
-    cols = ["round", "records per line", "weak areas", "weak acc. before (targeted line)", "targeted: weak acc. gain",
-            "random: weak acc. gain", "ratio", "targeted: overall acc.", "random: overall acc.",
-            "targeted: weak loss drop", "random: weak loss drop"]
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            r["round"], r["targeted"]["records"], len(r["weak_areas"]), f(r["targeted"]["before"]["weak"]["accuracy"]),
-            f(r["targeted"]["gain"]["weak"]["accuracy"], True), f(r["random"]["gain"]["weak"]["accuracy"], True),
-            f(r["ratio"]["weak"]["accuracy"]), f(r["targeted"]["after"]["overall"]["accuracy"]),
-            f(r["random"]["after"]["overall"]["accuracy"]), f(r["targeted"]["gain"]["weak"]["loss"], True),
-            f(r["random"]["gain"]["weak"]["loss"], True))) + "</tr>" for r in rounds)
-    st = state["settings"]
-    lead = ", ".join(f((x["weak_round1"]["accuracy"]), True) for x in state["summary"]["lead_from_start"])
-    return (f"<p>From {html.escape(st['start'][:12])}: {st['eval_size']} evaluation examples, {st['steps']} steps per "
-            f"child, {len(rounds)} round(s). Targeted minus random since the start (accuracy on round 1's weak "
-            f"areas), by round: {lead}.</p>{_png(fig)}"
-            f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>"
-            f"<p>{html.escape(state.get('note', ''))}</p>")
+    cols = ["round", "seeds", "records per line", "lead: fixed-area accuracy", "lead: overall accuracy",
+            "lead: fixed-area loss drop"]
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+        r.round, r.seeds, f"{r.records:.0f}", show_interval(r.lead["areas"]["accuracy"]),
+        show_interval(r.lead["overall"]["accuracy"]), show_interval(r.lead["areas"]["loss"]))) + "</tr>"
+        for r in exp.summary)
+    st = exp.settings
+    return (f"<p>From {html.escape(st['start'][:12])}: {len(exp.replications)} seed(s); evaluation set "
+            f"{html.escape(str(st['eval']))}, probe set {html.escape(str(st['probe']))}; {st['steps']} steps per child. "
+            f"The weak areas compared are the start model's on the probe set, fixed before round 1 and the same for "
+            f"both lines; no training record of either line is within one word of an evaluation prompt. Lead: "
+            f"targeted minus random, mean over seeds with a 95% t interval.</p>{_png(fig)}"
+            f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>{notes}")
 
 
 def ledger_table(rows: list[dict]) -> str:

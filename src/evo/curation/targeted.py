@@ -17,7 +17,8 @@ not a prompt of the domain, dropped); without one, by the model's own greedy ans
 is its mean token probability (self-training: weaker evidence, and scored as such).
 
 Then the filter: exact duplicates (of each other, of all data the lineage already has, and of
-the evaluation set) are dropped; so are invalid records (empty, too long, a banned phrase) and
+the scored set) are dropped; so are records within one word of a prompt the caller protects (the
+experiment's evaluation set: `WordNeighbours`), invalid records (empty, too long, a banned phrase) and
 those below `min_quality`. The rest are ranked by quality x difficulty (the parent's own loss on
 the candidate, relative to the hardest) and picked greedily, each pick's score discounted by its
 similarity to what was already picked (character 3-gram Jaccard of the prompts); a candidate at or
@@ -31,6 +32,7 @@ import importlib
 import json
 import math
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -190,6 +192,40 @@ def label_candidates(cands: list[Candidate], gen: Optional[DomainGenerator], mod
             c.labelled_by = "model"
 
 
+class WordNeighbours:
+    """Texts within one word of any of `texts`: equal, one word changed, one word added or removed
+    (words split on whitespace). Built once, each lookup costs a few set probes per word."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.full: set[tuple[str, ...]] = set()
+        self.changed: set[tuple] = set()
+        self.shorter: set[tuple[str, ...]] = set()
+        for t in texts:
+            w = tuple(t.split())
+            self.full.add(w)
+            self.changed |= self._changed(w)
+            self.shorter |= self._shorter(w)
+
+    @staticmethod
+    def _changed(w: tuple[str, ...]) -> set[tuple]:
+        return {(i, w[:i] + w[i + 1 :]) for i in range(len(w))}
+
+    @staticmethod
+    def _shorter(w: tuple[str, ...]) -> set[tuple[str, ...]]:
+        return {w[:i] + w[i + 1 :] for i in range(len(w))}
+
+    def __contains__(self, text: str) -> bool:
+        w = tuple(text.split())
+        return (w in self.full or w in self.shorter or not self.changed.isdisjoint(self._changed(w))
+                or not self.full.isdisjoint(self._shorter(w)))
+
+    def __len__(self) -> int:
+        return len(self.full)
+
+
+NEAR_EVAL = "within one word of an evaluation prompt"
+
+
 @dataclass
 class Filter:
     keep_share: float
@@ -198,6 +234,7 @@ class Filter:
     near_duplicate: float
     max_chars: int
     banned_phrases: list[str] = field(default_factory=list)
+    too_close: Optional[Callable[[str], bool]] = None  # a prompt that must not be trained on, nor near it
 
 
 def _invalid(r: Record, f: Filter) -> str:
@@ -224,6 +261,9 @@ def select(cands: list[Candidate], known_prompts: set[str], f: Filter) -> list[C
             c.dropped = "duplicate"
             continue
         seen.add(key)
+        if f.too_close is not None and f.too_close(key):
+            c.dropped = NEAR_EVAL
+            continue
         why = _invalid(c.record, f)
         if why:
             c.dropped = why
@@ -359,12 +399,14 @@ def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
     return keys | {normalize(c.prompt) for c in CorrectionStore(lin.root).all()}
 
 
-def targeted_for(lin, cfg, weak, seed: int = 0, exclude: list[Record] = ()) -> TargetedResult:
+def targeted_for(lin, cfg, weak, seed: int = 0, exclude: list[Record] = (),
+                 too_close: Optional[Callable[[str], bool]] = None) -> TargetedResult:
     """Targeted data for the weak areas of `weak` (an evo.curation.weak.WeakAnalysis), per `cfg`,
-    never repeating the lineage's data, the scored set or `exclude`."""
+    never repeating the lineage's data, the scored set or `exclude`, and with no prompt for which
+    `too_close` is true."""
     t = cfg.targeted
     f = Filter(t.keep_share, t.max_records, t.min_quality, t.near_duplicate, cfg.data.max_chars,
-               list(cfg.eval.banned_phrases))
+               list(cfg.eval.banned_phrases), too_close)
     gen = load_generator(t.generator, t.generator_options)
     return make_targeted(weak.model, weak.tok, weak.scored, weak.report, gen, t, f,
                          known_prompts(lin, list(weak.records) + list(exclude)),
