@@ -21,6 +21,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_demo_replay.py
 	$(VENV)/bin/python bench/bench_serving.py
 	$(VENV)/bin/python bench/bench_sweep.py
+	$(VENV)/bin/python bench/bench_sweep.py --steps 900 1200
+	$(VENV)/bin/python bench/bench_demo.py
+	$(VENV)/bin/python bench/demo_autoscaling.py
 
 clean-lineage:
 	rm -rf $(ROOT)

@@ -86,6 +86,36 @@ def test_completions_and_n(served):
     assert status == 200 and len(body["choices"]) == 2 and body["evo"]["arm"] == "candidate"
 
 
+def test_plain_transformers_and_peft_give_the_answer_evo_serves(served):
+    """A user loads a generation with plain tools from the lineage folder (the base, then each
+    adapter merged) and prompts it as the saved tokenizer says, `tokenizer(prompt)`: the greedy
+    answer is the one evo serves (the tokenizer carries its own BOS rule; nothing is prepended by hand)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evo.model.artifacts import ModelStore
+
+    store = ModelStore(served["root"])
+    base, *adapters = store.chain(served["champion"])
+    assert adapters  # a LoRA generation, not the base
+    tok = AutoTokenizer.from_pretrained(store.weights_dir(base))
+    model = AutoModelForCausalLM.from_pretrained(store.weights_dir(base), dtype=torch.float32)
+    for a in adapters:
+        model = PeftModel.from_pretrained(model, str(store.path(a))).merge_and_unload()
+    model.eval()
+    for prompt in ("tr red cat runs =", "tr big dog eats =", "tr old owl sees =", "tr hot bee hides =", "hello"):
+        ids = tok(prompt, return_tensors="pt")
+        assert ids["input_ids"][0, 0] == tok.bos_token_id  # the saved tokenizer's own rule
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        plain = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        status, body = call("POST", "/v1/completions", {"model": "champion", "prompt": prompt, "max_tokens": 8,
+                                                         "temperature": 0})
+        assert status == 200 and body["choices"][0]["text"] == plain, prompt
+        assert body["usage"]["prompt_tokens"] == ids["input_ids"].shape[1]
+
+
 def test_routing_is_sticky_per_user(served):
     arms = {u: chat(user=u)[1]["evo"]["arm"] for u in ("alice", "bob", "carol", "dave", "erin", "frank")}
     assert set(arms.values()) == {"champion", "candidate"}  # both arms get traffic at a 50% share

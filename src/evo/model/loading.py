@@ -12,6 +12,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 def load_tokenizer(path: str):
     tok = AutoTokenizer.from_pretrained(path)
+    from evo.model.tokenizer import add_bos, is_legacy_tiny
+
+    if is_legacy_tiny(tok):  # saved before the rule was in the tokenizer: give it the rule it was trained with
+        add_bos(tok.backend_tokenizer)
     if tok.pad_token_id is None:  # many causal LMs ship without one; eos is the usual stand-in
         tok.pad_token = tok.eos_token
     return tok

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -22,6 +22,21 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    add_bos(tok)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS)
     fast.padding_side = "right"
     return fast
+
+
+def add_bos(tok: Tokenizer) -> None:
+    """The tokenizer's own rule starts every text with <s>, so `tokenizer(text)` in plain transformers
+    gives the ids evo trains and serves with (nothing is prepended by hand)."""
+    bos = SPECIALS["bos_token"]
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                       special_tokens=[(bos, tok.token_to_id(bos))])
+
+
+def is_legacy_tiny(fast) -> bool:
+    """A tokenizer evo trained before it carried its BOS rule (its models were trained with <s> first)."""
+    specials = {k: getattr(fast, k, None) for k in SPECIALS}
+    return specials == SPECIALS and fast("a")["input_ids"][:1] != [fast.bos_token_id]

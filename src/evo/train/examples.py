@@ -11,19 +11,30 @@ from evo.data.records import Record
 IGNORE = -100
 
 
+class Rendered(str):
+    """Text a chat template wrote: it carries its own special tokens, so none are added to it (as
+    `apply_chat_template(..., tokenize=True)` does)."""
+
+
 def prompt_and_completion(record: Record, tokenizer) -> tuple[str, str]:
     """Use the tokenizer's own chat template for chat records when it has one."""
     chat = record.chat()
     if chat is not None and getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(chat[:-1], tokenize=False, add_generation_prompt=True)
-        return prompt, chat[-1]["content"]
+        return Rendered(prompt), chat[-1]["content"]
     return record.prompt, record.completion
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    if tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id] + ids
+    """The prompt's ids as the tokenizer itself encodes it, `tokenizer(prompt)`: its own special
+    tokens (a BOS where its rule adds one, none where it does not), none added to a chat-template
+    rendering. A rule that closes every text with EOS is cut back: the completion follows."""
+    if isinstance(prompt, Rendered):
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is not None and ids and ids[-1] == eos and not prompt.endswith(str(tokenizer.eos_token)):
+        ids = ids[:-1]
     return ids
 
 
