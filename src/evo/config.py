@@ -45,7 +45,8 @@ class PretrainConfig(_Strict):
 class ModelConfig(_Strict):
     path: Optional[str] = Field(
         None,
-        description="A Hugging Face causal LM: local folder or hub id. None builds the tiny base offline.",
+        description="The base: a Hugging Face causal LM (local folder or hub id), a .gguf file, or a GGUF file an "
+                    "installed package ships (package:NAME/FILE). None builds the tiny base offline.",
     )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)

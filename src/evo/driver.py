@@ -125,7 +125,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
     if cfg.model.path is None:
         sha = build_base(cfg, lin, data_sha, progress)
     else:
-        sha = register_pretrained(cfg.model.path, lin, data_sha, progress)
+        sha = register_pretrained(cfg.model.path, lin, data_sha, progress, cfg.model.dtype)
     lin.registry.add(sha, GEN0, "", "base")
     meta = lin.models.meta(sha)
     test = split3(lin.data.get(data_sha), cfg.data.val_fraction, cfg.data.test_fraction).test if data_sha else []
@@ -145,10 +145,21 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
              f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {show(res.perplexity)}")
 
 
-def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progress) -> str:
-    """Use a user's model as generation 0, by reference (it is not copied), verified by sha."""
+def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progress, dtype: str = "float32") -> str:
+    """Use a user's model as generation 0: a folder by reference (it is not copied), verified by sha;
+    a GGUF file (or one a package ships) converted once to a plain folder stored by sha."""
+    from evo.model import gguf
+
+    source = gguf.resolve(path)
+    if source.kind == "gguf":
+        shipped = f" from the package {source.package} {source.package_version}" if source.package else ""
+        progress(GEN0, f"converting {Path(source.path).name}{shipped} to a plain {dtype} model (a minute or two)")
+        meta = {"gen_id": GEN0, "data_delta_sha": data_sha, **gguf.origin(source)}
+        sha = lin.models.put_base(lambda folder: gguf.convert(source, folder, dtype), meta)
+        progress(GEN0, f"stored the converted base as {sha[:12]} (GGUF sha256 {meta['gguf_sha256'][:12]})")
+        return sha
     local = path
-    if not Path(path).exists():
+    if source.kind == "hub":
         from huggingface_hub import snapshot_download
 
         progress(GEN0, f"fetching {path} from the Hugging Face hub")

@@ -15,7 +15,8 @@ from evo.storage import is_uri
 
 def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
     """Validate every file the generations not yet in the ledger will read: the base corpus, the
-    deltas and their corrections. Raises IngestError (or CorrectionError); returns the files checked."""
+    deltas and their corrections, and a GGUF base's header. Raises IngestError (or CorrectionError,
+    GGUFError); returns the data files checked."""
     ledger = None if is_uri(root) else Ledger(root)  # a URI root: check every file
     done = {r["GEN_ID"] for r in ledger.rows()} if ledger else set()
     files = [cfg.data.base] if cfg.data.base and "gen-0" not in done else []
@@ -26,4 +27,10 @@ def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
     for i in pending:
         if i in cfg.data.corrections:
             read_corrections_file(cfg.data.corrections[i])
+    if cfg.model.path and "gen-0" not in done:  # a GGUF base: the file, or its package, must be there
+        from evo.model.gguf import architecture, resolve
+
+        source = resolve(cfg.model.path)
+        if source.kind == "gguf":
+            architecture(source.path)
     return len(files)
