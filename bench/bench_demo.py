@@ -6,7 +6,7 @@
    table (section `demo-healing`): per planted pattern, the untrained paraphrases asked and how the
    parent and each child answered them, the parent's wrong answers split into the planted error and
    other wrong answers.
-2. `evo experiment --gen gen-1 --rounds R --seeds S` on that lineage, timed (section `experiment`):
+2. `evo experiment --gen gen-1 --rounds R --seeds S --fresh` on that lineage, timed (section `experiment`):
    the lead of targeted over random data per round, mean over seeds with a 95% interval.
 3. `evo demo --drift` in a fresh root, timed (section `demo-drift`): every ledger row, to show
    whether the stop rule fired on the full demo and what it restored.
@@ -62,13 +62,15 @@ def healing_section(root: Path, secs: float, log: Path) -> str:
         return f"`evo demo`: {mins(secs)}. No generation was asked the healing items."
     first = asked[0]
     parent_h = ev[first]["parent"]["healing"]
-    cols = [f"{first}'s parent: planted error / other wrong / asked"] + [f"{g}: violated / asked" for g in asked]
-    lines = ["| pattern | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    cols = [f"{first}'s parent"] + asked
+    lines = ["Each cell: answers that repeat the planted error / other wrong answers / paraphrases asked.", "",
+             "| pattern | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+
+    def cell(h: dict) -> str:
+        return f"{h.get('repeats_error', '?')} / {h.get('other_wrong', '?')} / {h['total']}"
+
     for p in sorted(parent_h):
-        h = parent_h[p]
-        cells = [f"{h['repeats_error']} / {h['other_wrong']} / {h['total']}"]
-        cells += [f"{ev[g]['child']['healing'][p]['violations']} / {ev[g]['child']['healing'][p]['total']}" for g in asked]
-        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        lines.append(f"| {p} | " + " | ".join([cell(parent_h[p])] + [cell(ev[g]["child"]["healing"][p]) for g in asked]) + " |")
     excluded = len(ev[first]["child"].get("healing_excluded") or [])
     dec = "; ".join(f"{r['GEN_ID']} {r['decision']}" + (f" ({r['reason']})" if r["decision"] != "promoted" else "")
                     for r in rows)
@@ -146,6 +148,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--gen", default="gen-1", help="the experiment's start model")
     ap.add_argument("--skip-experiment", action="store_true")
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument("--work", help="folder for the lineages and logs (default: a new temp folder)")
@@ -157,7 +160,8 @@ def main() -> None:
         secs = timed(EVO + ["demo", "--root", str(root)], work / "demo.log")
         update_section("demo-healing", healing_section(root, secs, work / "demo.log"))
     if not a.skip_experiment:
-        cmd = EVO + ["experiment", "--root", str(root), "--gen", "gen-1", "--rounds", str(a.rounds), "--seeds", str(a.seeds)]
+        cmd = EVO + ["experiment", "--root", str(root), "--gen", a.gen, "--rounds", str(a.rounds), "--seeds", str(a.seeds),
+                     "--fresh"]
         secs = timed(cmd, work / "experiment.log")
         update_section("experiment", experiment_section(root, secs, cmd))
     if not a.skip_drift:

@@ -67,8 +67,9 @@ def main() -> None:
         f"- Generation 1 on its test part: **{r['g1_child']:.3f}**; generation 0 on the same part: "
         f"**{r['g1_parent']:.3f}** (goal: ≥ 0.85 and ≤ 0.3).",
         "",
-        "| replay k | recall on gen-1's test part after gen-2 | after gen-3 | recall, all earlier test parts (gen-1, gen-2, gen-3) "
-        "| generalization (gen-1, gen-2, gen-3) | style drift (gen-1, gen-2, gen-3) |",
+        "| replay k | recall on gen-1's test part after gen-2 | after gen-3 "
+        "| recall, all earlier test parts (gen-1, gen-2, gen-3) | generalization (gen-1, gen-2, gen-3) "
+        "| style drift (gen-1, gen-2, gen-3) |",
         "|---|---|---|---|---|---|",
     ]
     for k, r in results.items():

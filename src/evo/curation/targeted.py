@@ -391,6 +391,10 @@ def write_jsonl(path: str | Path, records: list[Record]) -> Path:
     return path
 
 
+def known_prompts_of(records: list[Record]) -> set[str]:
+    return {normalize(r.prompt) if r.kind != "text" else normalize(r.completion) for r in records}
+
+
 def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
     """Normalized prompts (completions, for text records) of every delta in the lineage's data
     store, every correction and `extra`: targeted data must not repeat any of them."""
@@ -400,14 +404,15 @@ def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
 
 
 def targeted_for(lin, cfg, weak, seed: int = 0, exclude: list[Record] = (),
-                 too_close: Optional[Callable[[str], bool]] = None) -> TargetedResult:
+                 too_close: Optional[Callable[[str], bool]] = None, known: Optional[set[str]] = None) -> TargetedResult:
     """Targeted data for the weak areas of `weak` (an evo.curation.weak.WeakAnalysis), per `cfg`,
-    never repeating the lineage's data, the scored set or `exclude`, and with no prompt for which
-    `too_close` is true."""
+    never repeating the scored set, `exclude` and the lineage's data (or, given, the `known` prompts
+    instead), and with no prompt for which `too_close` is true."""
     t = cfg.targeted
     f = Filter(t.keep_share, t.max_records, t.min_quality, t.near_duplicate, cfg.data.max_chars,
                list(cfg.eval.banned_phrases), too_close)
     gen = load_generator(t.generator, t.generator_options)
-    return make_targeted(weak.model, weak.tok, weak.scored, weak.report, gen, t, f,
-                         known_prompts(lin, list(weak.records) + list(exclude)),
+    extra = list(weak.records) + list(exclude)
+    keys = known_prompts(lin, extra) if known is None else set(known) | known_prompts_of(extra)
+    return make_targeted(weak.model, weak.tok, weak.scored, weak.report, gen, t, f, keys,
                          cfg.model.max_length, cfg.eval.max_new_tokens, seed)

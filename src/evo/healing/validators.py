@@ -134,8 +134,10 @@ def score_healing(items: list[HealItem], outputs: list[str], rules: dict[str, Pa
 
 def healed_and_recurred(child: dict[str, dict], history: list[dict[str, dict]]) -> tuple[list[str], list[str]]:
     """Patterns the child has healed (no violation), and those that were healed on an earlier
-    generation of its line and have come back. Results as stored in evals/<gen>.json."""
+    generation of its line and whose corrected error itself is back (`repeats_error`; another wrong
+    answer is a regression the other evals catch, not a recurrence). Results as stored in
+    evals/<gen>.json; files written before the split count every violation."""
     healed = sorted(p for p, r in child.items() if r["total"] and not r["violations"])
     before = {p for h in history for p, r in h.items() if r["total"] and not r["violations"]}
-    recurred = sorted(p for p, r in child.items() if p in before and r["violations"])
+    recurred = sorted(p for p, r in child.items() if p in before and r.get("repeats_error", r["violations"]))
     return healed, recurred

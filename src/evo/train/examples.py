@@ -44,8 +44,65 @@ class Example:
     labels: list[int]
 
 
+def chat_text(messages: list[dict[str, str]], tokenizer) -> tuple[str, list[tuple[int, int]]]:
+    """A whole conversation as one text, and the character spans of its assistant turns (what is
+    trained). With a chat template: the template's own rendering, each assistant turn's span running
+    from the end of the generation prompt before it to its end-of-turn token (a `Rendered` text).
+    Without one: `render_chat`'s plain layout ("role: content" lines). The text up to a turn's span is
+    exactly the prompt evals and serving give the model for that turn."""
+    spans: list[tuple[int, int]] = []
+    if getattr(tokenizer, "chat_template", None):
+        text = ""
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            head = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+            full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            if not head.startswith(text) or not full.startswith(head):
+                # a template that rewrites earlier turns (e.g. drops them): only the last turn is trained
+                head = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+                full = tokenizer.apply_chat_template(messages, tokenize=False)
+                return Rendered(full), [(len(head), len(full.rstrip()))]
+            spans.append((len(head), len(full.rstrip())))
+            text = full
+        return Rendered(text), spans
+    text = ""
+    for m in messages:
+        if m["role"] == "assistant":
+            text += "assistant:"
+            spans.append((len(text), len(text) + 1 + len(m["content"])))
+            text += " " + m["content"] + "\n"
+        else:
+            text += f"{m['role']}: {m['content']}\n"
+    return text[:-1], spans
+
+
+def encode_chat(messages: list[dict[str, str]], tokenizer, max_length: int) -> Example:
+    """Every assistant turn trained, system and user turns (and the template's markup around them)
+    masked; the whole conversation tokenized once, as evals and serving tokenize its prompts."""
+    text, spans = chat_text(messages, tokenizer)
+    templated = isinstance(text, Rendered)
+    enc = tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    labels = [IGNORE] * len(ids)
+    for j, (a, b) in enumerate(enc["offset_mapping"]):
+        if b > a and any(s <= a < e for s, e in spans):
+            labels[j] = ids[j]
+    eos = tokenizer.eos_token_id
+    if not templated and ids and ids[-1] == eos:  # a rule that closes texts with eos: keep it, trained
+        labels[-1] = eos
+    elif not templated:  # the template writes its own end-of-turn token; plain text gets eos
+        ids.append(eos)
+        labels.append(eos)
+    return Example(ids[:max_length], labels[:max_length])
+
+
 def encode(record: Record, tokenizer, max_length: int) -> Example:
-    """Loss on completion tokens (and eos) only; prompt tokens are labelled IGNORE."""
+    """Loss on completion tokens (and eos) only; prompt tokens are labelled IGNORE. A chat record
+    trains every assistant turn (`encode_chat`)."""
+    chat = record.chat()
+    if chat is not None:
+        return encode_chat(chat, tokenizer, max_length)
     prompt, completion = prompt_and_completion(record, tokenizer)
     p = prompt_ids(tokenizer, prompt)
     c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
