@@ -3,13 +3,16 @@ VENV ?= .venv
 ROOT ?= lineage
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean-lineage
+.PHONY: demo demo-real test bench clean-lineage
 
 $(STAMP): pyproject.toml scripts/setup-venv.sh
 	VENV=$(VENV) bash scripts/setup-venv.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/evo demo --root $(ROOT)
+
+demo-real: $(STAMP)
+	$(VENV)/bin/evo demo --base smollm2 --root $(ROOT)-smollm2
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -112,9 +112,13 @@ def overrides(args) -> list[str]:
 
 def cmd_demo(args) -> int:
     from evo.data.demo import write_demo_data
+    from evo.data.shop import write_shop_data
 
     root = _open_root(args.root)
-    cfg_path = write_demo_data(root / "demo_data", generations=args.generations, drift=2 if args.drift else 0)
+    write = {"tiny": write_demo_data, "smollm2": write_shop_data}[args.base]
+    # the real model's demo: two LoRA generations fit 2 CPU cores in minutes
+    generations = args.generations or (2 if args.base == "smollm2" else 3)
+    cfg_path = write(root / "demo_data", generations=generations, drift=2 if args.drift else 0)
     print(f"demo data and config written to {cfg_path.parent}")
     cfg = load_config(cfg_path, overrides(args))
     _run_config(cfg, _location(args.root), None)
@@ -395,7 +399,12 @@ def parser() -> argparse.ArgumentParser:
         if name == "run":
             s.add_argument("--tune", action="store_true", help="search each generation with Ray Tune (config: tune)")
         if name == "demo":
-            s.add_argument("--generations", type=int, default=3, help="demo generations after the base (1-3)")
+            s.add_argument("--generations", type=int,
+                           help="demo generations after the base, 1-3 (default: 3; --base smollm2: 2)")
+            s.add_argument("--base", choices=["tiny", "smollm2"], default="tiny",
+                           help="tiny: a 0.5M-parameter Llama pretrained here on a made-up language (minutes); "
+                                "smollm2: SmolLM2-135M-Instruct from its package's GGUF, on an invented "
+                                "tool catalogue in English (about 25 minutes on 2 CPU cores)")
             s.add_argument("--drift", action="store_true",
                            help="then two drifting generations (the banned style, nothing new to learn): the stop "
                                 "rule stops the run and the last good generation is champion again")

