@@ -360,6 +360,21 @@ def cmd_decide(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from evo.model.export import export_generation
+
+    root = _open_root(args.root)
+    out = args.out or str(root / "exports" / (args.gen + ("" if args.format == "merged" else f".{args.outtype}.gguf")))
+    print(f"exporting {args.gen} as {args.format}{'' if args.format == 'merged' else ' ' + args.outtype} to {out}", flush=True)
+    path = export_generation(root, args.gen, out, args.format, args.outtype)
+    if args.format == "merged":
+        print(f"wrote {path}: AutoModelForCausalLM.from_pretrained({str(path)!r}) loads it")
+    else:
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): llama.cpp reads it; so does "
+              f"AutoModelForCausalLM.from_pretrained({str(path.parent)!r}, gguf_file={path.name!r})")
+    return 0
+
+
 VERBS = {
     "demo": (cmd_demo, "generate the demo data, build generation 0 and run 3 generations locally"),
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
@@ -376,6 +391,7 @@ VERBS = {
     "reject": (cmd_decide, "set a generation (default: the candidate) aside; the champion stays"),
     "revert": (cmd_decide, "make an earlier generation on the champion's line the champion again"),
     "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
+    "export": (cmd_export, "write a generation as a merged Hugging Face folder or a llama.cpp GGUF file"),
 }
 
 
@@ -427,6 +443,12 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("gen", nargs="?", help="generation, e.g. gen-2 (default: the candidate)")
         if name == "revert":
             s.add_argument("--to", required=True, help="the generation to restore, e.g. gen-1")
+        if name == "export":
+            s.add_argument("gen", help="generation id (gen-2), sha or 8+ character prefix, champion or candidate")
+            s.add_argument("--format", choices=["merged", "gguf"], default="merged",
+                           help="merged: safetensors + tokenizer + meta.json; gguf: one llama.cpp file")
+            s.add_argument("--outtype", choices=["f16", "q8_0"], default="f16", help="GGUF weights (default: f16)")
+            s.add_argument("--out", help="folder (merged) or .gguf file (default: ROOT/exports/GEN...)")
         if name in ("promote", "reject", "revert"):
             s.add_argument("--reason", help="why, for the ledger and the decision log")
         if name == "ledger":

@@ -44,6 +44,18 @@ class Registry:
     def by_gen(self, gen_id: str) -> Optional[str]:
         return next((s for s, m in self.load()["models"].items() if m["gen_id"] == gen_id), None)
 
+    def find(self, name: str) -> Optional[str]:
+        """A model by alias (champion, candidate), generation id, or sha (a prefix of 8+ characters
+        that names one model)."""
+        data = self.load()
+        if name in data["aliases"]:
+            return data["aliases"][name]
+        by = self.by_gen(name)
+        if by:
+            return by
+        hits = [s for s in data["models"] if len(name) >= 8 and s.startswith(name)]
+        return hits[0] if len(hits) == 1 else None
+
     def add(self, sha: str, gen_id: str, parent_sha: str, status: str) -> None:
         """Record a model; adding the same model again is a no-op (resume), a conflict an error."""
         with locked(self.path):

@@ -89,6 +89,14 @@ def supported_architectures() -> list[str]:
     return sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
 
 
+def header_string(path: str | Path, key: str) -> str:
+    """One string field of a GGUF header ("" when absent)."""
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields.get(key)
+    return bytes(field.parts[field.data[0]]).decode() if field is not None else ""
+
+
 def architecture(path: str | Path) -> str:
     """The file's `general.architecture`, read from its header; a clear error when it is no GGUF
     file or transformers cannot load that architecture."""
@@ -114,7 +122,8 @@ def origin(source: BaseSource) -> dict:
     """What a base's meta.json records about a GGUF it came from (the header checked on the way)."""
     path = Path(source.path)
     return {"gguf_file": path.name, "gguf_sha256": sha256_file(path), "gguf_architecture": architecture(path),
-            "package": source.package, "package_version": source.package_version, "model_path": source.spec}
+            "gguf_pre": header_string(path, "tokenizer.ggml.pre"), "package": source.package,
+            "package_version": source.package_version, "model_path": source.spec}
 
 
 def convert(source: BaseSource, dest: Path, dtype: str = "float32") -> None:
