@@ -6,7 +6,7 @@
    table (section `demo-healing`): per planted pattern, the untrained paraphrases asked and how the
    parent and each child answered them, the parent's wrong answers split into the planted error and
    other wrong answers.
-2. `evo experiment --gen gen-1 --rounds R --seeds S --fresh` on that lineage, timed (section `experiment`):
+2. `evo experiment --gen gen-2 --rounds R --seeds S --fresh` on that lineage, timed (section `experiment`):
    the lead of targeted over random data per round, mean over seeds with a 95% interval.
 3. `evo demo --drift` in a fresh root, timed (section `demo-drift`): every ledger row, to show
    whether the stop rule fired on the full demo and what it restored.
@@ -148,7 +148,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--gen", default="gen-1", help="the experiment's start model")
+    ap.add_argument("--gen", default="gen-2", help="the experiment's start model")
     ap.add_argument("--skip-experiment", action="store_true")
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument("--work", help="folder for the lineages and logs (default: a new temp folder)")

@@ -225,6 +225,7 @@ def shop_config(generations: int = 2, seed: int = 0, drift: int = 0) -> dict:
             **({"corrections": {2: "corrections.jsonl"}} if generations >= 2 else {}),
         },
         "train": {"steps": 60, "batch_size": 8, "lr": 1.0e-3, "checkpoint_every": 20, "replay_k": 24, "num_workers": 1,
+                  "cpus_per_worker": 2,
                   "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}},
         "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES, "max_new_tokens": 24},
         "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "category"},
