@@ -34,7 +34,7 @@ EVO = [sys.executable, "-m", "evo.cli"]
 
 
 def timed(cmd: list[str], log: Path) -> float:
-    print("$", " ".join(cmd[2:]), f"(log: {log})", flush=True)
+    print("$ evo", " ".join(cmd[3:]), f"(log: {log})", flush=True)
     t0 = time.monotonic()
     with log.open("w") as f:
         out = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
@@ -115,8 +115,8 @@ def experiment_section(root: Path, secs: float, cmd: list[str]) -> str:
                         f"{r} | {near} | {rep.note or chr(8211)} |")
     st = exp.settings
     return "\n".join([
-        f"`{' '.join(cmd[2:])}` on the lineage `evo demo` wrote: **{mins(secs)}**. Per seed: {st['eval']} "
-        f"evaluation phrases and {st['probe']} probe phrases, disjoint from each other and from the lineage's data; "
+        f"`evo {' '.join(cmd[3:])}` on the lineage `evo demo` wrote: **{mins(secs)}**. Evaluation set: {st['eval']}; "
+        f"probe set: {st['probe']}; disjoint from each other and from the start line's data; "
         f"{st['steps']} steps per child; weak areas per adjective (`{st['weak_area']}`), found on the probe set "
         "with the start model and fixed for both lines. Lead: targeted minus random, mean over seeds with a 95% t "
         "interval.",
