@@ -226,6 +226,10 @@ def shop_config(generations: int = 2, seed: int = 0, drift: int = 0) -> dict:
         "train": {"steps": 120, "batch_size": 8, "lr": 3.0e-3, "checkpoint_every": 40, "replay_k": 24, "num_workers": 1,
                   "cpus_per_worker": 2, "lora": {"r": 16, "alpha": 32}},
         "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES, "max_new_tokens": 24},
+        # exact match on a whole sentence; the chat replies are 15-20 words, and generation 1 measured
+        # 1.00 on every fact category but 0.20 on chats (0.69 in all, 2026-11-23): 0.6 gates a real
+        # regression without demanding word-perfect chat replies
+        "gate": {"min_generalization": 0.6},
         "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "category"},
         "targeted": {"generator": "evo.data.shop:ShopGenerator", "generator_options": {"seed": seed, "generations": generations},
                      "seeds": 20, "generator_variations": 4, "model_variations": 0},
