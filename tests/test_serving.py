@@ -116,6 +116,34 @@ def test_plain_transformers_and_peft_give_the_answer_evo_serves(served):
         assert body["usage"]["prompt_tokens"] == ids["input_ids"].shape[1]
 
 
+def test_exported_generations_load_with_plain_tools_and_answer_the_same(served, tmp_path):
+    """`evo export champion` as a merged folder and as an f16 GGUF: plain AutoModelForCausalLM
+    loads each (the GGUF through its gguf_file loader), and the greedy answers are evo's."""
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for fmt, out in (("merged", tmp_path / "merged"), ("gguf", tmp_path / "gen.f16.gguf")):
+        done = subprocess.run([sys.executable, "-m", "evo.cli", "export", "champion", "--root", str(served["root"]),
+                               "--format", fmt, "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        folder, extra = (out, {}) if fmt == "merged" else (out.parent, {"gguf_file": out.name})
+        meta = json.loads((out / "meta.json" if fmt == "merged" else out.with_suffix(".json")).read_text())
+        assert meta["sha"] == served["champion"] and meta["line"][-1] == served["champion"]
+        tok = AutoTokenizer.from_pretrained(str(folder), **extra)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **extra).eval()
+        for prompt in ("tr red cat runs =", "tr big dog eats ="):
+            ids = tok(prompt, return_tensors="pt")
+            with torch.no_grad():
+                got = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+            text = tok.decode(got[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            status, body = call("POST", "/v1/completions", {"model": "champion", "prompt": prompt, "max_tokens": 8,
+                                                             "temperature": 0})
+            assert body["choices"][0]["text"] == text, (fmt, prompt)
+
+
 def test_routing_is_sticky_per_user(served):
     arms = {u: chat(user=u)[1]["evo"]["arm"] for u in ("alice", "bob", "carol", "dave", "erin", "frank")}
     assert set(arms.values()) == {"champion", "candidate"}  # both arms get traffic at a 50% share
