@@ -46,6 +46,7 @@ from evo.curation.targeted import (
     NEAR_EVAL,
     TargetedError,
     WordNeighbours,
+    key_of,
     load_generator,
     targeted_for,
     write_jsonl,
@@ -231,10 +232,6 @@ def metrics(root: str, sha: str, records: list[Record], areas: list[str], how: s
     keep = set(areas)
     return {"areas": summary([i for i, r in enumerate(records) if area_of(r, how) in keep]),
             "overall": summary(list(range(len(records))))}
-
-
-def key_of(r: Record) -> str:
-    return normalize(r.prompt) if r.kind != "text" else normalize(r.completion)
 
 
 def random_records(gen, pool: list[Record], n: int, known: set[str], rng: random.Random,

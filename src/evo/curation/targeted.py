@@ -256,7 +256,7 @@ def select(cands: list[Candidate], known_prompts: set[str], f: Filter) -> list[C
     for c in cands:
         if c.dropped:
             continue
-        key = normalize(c.record.prompt) if c.record.kind != "text" else normalize(c.record.completion)
+        key = key_of(c.record)
         if key in seen:
             c.dropped = "duplicate"
             continue
@@ -391,15 +391,20 @@ def write_jsonl(path: str | Path, records: list[Record]) -> Path:
     return path
 
 
+def key_of(r: Record) -> str:
+    """What makes two records the same example: the normalized prompt (a text record's text)."""
+    return normalize(r.prompt) if r.kind != "text" else normalize(r.completion)
+
+
 def known_prompts_of(records: list[Record]) -> set[str]:
-    return {normalize(r.prompt) if r.kind != "text" else normalize(r.completion) for r in records}
+    return {key_of(r) for r in records}
 
 
 def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
     """Normalized prompts (completions, for text records) of every delta in the lineage's data
     store, every correction and `extra`: targeted data must not repeat any of them."""
     records = [r for p in sorted(lin.data.dir.glob("*.parquet")) for r in lin.data.get(p.stem)] + list(extra)
-    keys = {normalize(r.prompt) if r.kind != "text" else normalize(r.completion) for r in records}
+    keys = known_prompts_of(records)
     return keys | {normalize(c.prompt) for c in CorrectionStore(lin.root).all()}
 
 

@@ -89,46 +89,44 @@ def supported_architectures() -> list[str]:
     return sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
 
 
-def header_string(path: str | Path, key: str) -> str:
-    """One string field of a GGUF header ("" when absent)."""
-    import gguf
-
-    field = gguf.GGUFReader(str(path)).fields.get(key)
-    return bytes(field.parts[field.data[0]]).decode() if field is not None else ""
-
-
-def architecture(path: str | Path) -> str:
-    """The file's `general.architecture`, read from its header; a clear error when it is no GGUF
-    file or transformers cannot load that architecture."""
+def header(path: str | Path, keys: tuple[str, ...] = ("general.architecture", "tokenizer.ggml.pre")) -> dict[str, str]:
+    """String fields of a GGUF header ("" when absent), the file read once; a clear error when it is no
+    GGUF file, says nothing of its architecture, or holds one transformers cannot load from GGUF."""
     try:
         import gguf
     except ImportError:
         raise GGUFError(f"{path}: reading GGUF needs the `gguf` package (pip install gguf)") from None
     try:
-        reader = gguf.GGUFReader(str(path))
-        field = reader.fields["general.architecture"]
-        arch = bytes(field.parts[field.data[0]]).decode()
-    except KeyError:
-        raise GGUFError(f"{path}: a GGUF file without general.architecture; cannot tell what model it is") from None
+        fields = gguf.GGUFReader(str(path)).fields
+        out = {k: bytes(fields[k].parts[fields[k].data[0]]).decode() if k in fields else "" for k in keys}
     except Exception as e:  # the reader raises ValueError, struct errors, IndexError... on a damaged file
         raise GGUFError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+    arch = out.get("general.architecture", "")
+    if not arch:
+        raise GGUFError(f"{path}: a GGUF file without general.architecture; cannot tell what model it is")
     if arch not in supported_architectures():
         raise GGUFError(f"{path}: architecture {arch!r} cannot be loaded from GGUF by transformers; supported: "
                         f"{', '.join(supported_architectures())}")
-    return arch
+    return out
+
+
+def architecture(path: str | Path) -> str:
+    """The file's `general.architecture`, checked (see `header`)."""
+    return header(path)["general.architecture"]
 
 
 def origin(source: BaseSource) -> dict:
     """What a base's meta.json records about a GGUF it came from (the header checked on the way)."""
     path = Path(source.path)
-    return {"gguf_file": path.name, "gguf_sha256": sha256_file(path), "gguf_architecture": architecture(path),
-            "gguf_pre": header_string(path, "tokenizer.ggml.pre"), "package": source.package,
+    fields = header(path)
+    return {"gguf_file": path.name, "gguf_sha256": sha256_file(path), "gguf_architecture": fields["general.architecture"],
+            "gguf_pre": fields["tokenizer.ggml.pre"], "package": source.package,
             "package_version": source.package_version, "model_path": source.spec}
 
 
 def convert(source: BaseSource, dest: Path, dtype: str = "float32") -> None:
     """Dequantize `source`'s GGUF into a plain Hugging Face folder at `dest`: safetensors, config,
-    generation config, tokenizer and chat template."""
+    generation config, tokenizer and chat template. (`origin` has checked the header.)"""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -137,7 +135,6 @@ def convert(source: BaseSource, dest: Path, dtype: str = "float32") -> None:
 
     hf_logging.disable_progress_bar()
     path = Path(source.path)
-    architecture(path)
     folder, name = str(path.parent), path.name
     try:
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=DTYPES[dtype])
