@@ -60,3 +60,30 @@ def test_a_null_threshold_is_not_checked():
 def test_stop_rule_patience_is_config():
     assert should_stop([STALL], GateConfig(patience=1))
     assert not should_stop([STALL, STALL], GateConfig(patience=3))
+
+
+GENERAL = GateConfig(min_general_accuracy=0.8, max_kl_to_base=0.5, max_fake_words=0.02, max_distinct2_drop=0.1,
+                     max_repetition_rise=0.1)
+
+
+def G(acc=1.0, kl=0.1, fake=0.0, d2=0.9, pd2=0.9, rep=0.02, prep=0.02):
+    return GenerationScores(0.95, 0.9, 0, 0.0, 0.0, (), acc, kl, fake, d2, pd2, rep, prep)
+
+
+@pytest.mark.parametrize("scores,why", [
+    (G(), []),
+    (G(acc=0.8), ["general questions 0.800 <= 0.8"]),
+    (G(kl=0.5), ["KL from the base 0.500 >= 0.5"]),
+    (G(fake=0.05), ["fake words 0.050 >= 0.02"]),
+    (G(d2=0.7), ["distinct-2 fell 0.200 (to 0.700) >= 0.1"]),
+    (G(d2=0.95, pd2=0.9), []),  # more varied than the parent: fine
+    (G(rep=0.5), ["repetition rose 0.480 (to 0.500) >= 0.1"]),
+    (G(acc=None), []),  # the base answered none of the questions: nothing to keep
+])
+def test_general_thresholds(scores, why):
+    assert gate(scores, GENERAL).reasons == why
+
+
+def test_general_thresholds_are_off_by_default_and_without_general_evals():
+    assert gate(G(acc=0.0, kl=9.0, fake=0.5, d2=0.0, rep=1.0), CFG).accepted
+    assert gate(S(0.95, 0.90, 0), GENERAL).accepted  # eval.general off: no scores, nothing checked

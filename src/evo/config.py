@@ -106,12 +106,24 @@ class TrainConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
+class GeneralEvalConfig(_Strict):
+    """General ability a real base brings (evo.evals.general): off unless set."""
+
+    questions: str = Field(description="JSONL of {prompt, answers}: general questions; only those the base answers "
+                                       "correctly count, and the KL from the base runs along its answers.")
+    open_prompts: str = Field(description="JSONL of {prompt}: open prompts for the fake-word share and diversity.")
+    language: str = Field("en", min_length=2, description="wordfreq language of the dictionary (fake words).")
+    max_new_tokens: int = Field(40, gt=0, description="Tokens generated per question and open prompt.")
+
+
 class EvalConfig(_Strict):
     probes: Optional[str] = Field(None, description="JSONL of style probe prompts (10 by default).")
     banned_phrases: list[str] = Field(default_factory=list, description="Phrases that count as style drift.")
     max_new_tokens: int = Field(24, gt=0)
     batch_size: int = Field(64, gt=0)
     max_items: int = Field(200, gt=0, description="Cap on items per QA set, for speed.")
+    general: Optional[GeneralEvalConfig] = Field(
+        None, description="General questions, KL from the base, fake words and diversity (for real pretrained bases).")
 
 
 class GateConfig(_Strict):
@@ -125,6 +137,17 @@ class GateConfig(_Strict):
     theta: float = Field(0.1, ge=0, description="Stop rule: drift grows when Δstyle drift > θ.")
     patience: int = Field(2, gt=0, description="Consecutive stalled-and-drifting generations before stop.")
     no_recurrence: bool = Field(False, description="Reject a child on which a healed error pattern recurs.")
+    # eval.general's thresholds: each is checked when set and eval.general is on
+    min_general_accuracy: Optional[float] = Field(
+        None, ge=0, le=1, description="General questions the base answers: the child must keep more than this share.")
+    max_kl_to_base: Optional[float] = Field(
+        None, ge=0, description="Mean per-token KL (nats) from the base along its general answers: the child's must be below.")
+    max_fake_words: Optional[float] = Field(
+        None, ge=0, le=1, description="Share of generated words neither in the dictionary nor in the lineage's data.")
+    max_distinct2_drop: Optional[float] = Field(
+        None, ge=0, le=1, description="How far the child's distinct-2 on open prompts may fall below its parent's.")
+    max_repetition_rise: Optional[float] = Field(
+        None, ge=0, le=1, description="How far the child's repetition rate on open prompts may rise above its parent's.")
 
 
 class PatternRuleConfig(_Strict):
@@ -298,6 +321,9 @@ def resolve_paths(cfg: EvoConfig, base_dir: Path) -> EvoConfig:
     cfg.data.generations = [fix(p) for p in cfg.data.generations]
     cfg.data.corrections = {g: fix(p) for g, p in cfg.data.corrections.items()}
     cfg.eval.probes = fix(cfg.eval.probes)
+    if cfg.eval.general is not None:
+        cfg.eval.general.questions = fix(cfg.eval.general.questions)
+        cfg.eval.general.open_prompts = fix(cfg.eval.general.open_prompts)
     cfg.healing.paraphrases = fix(cfg.healing.paraphrases)
     if cfg.model.path and (base_dir / cfg.model.path).exists():
         cfg.model.path = str((base_dir / cfg.model.path).resolve())

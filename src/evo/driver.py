@@ -138,11 +138,13 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "eval_recall": None, "eval_generalization": res.generalization.value,
         "eval_style_drift": res.style_drift.hits, "replay_k": 0, "decision": "promoted",
         "reason": "generation 0 (base model)", "eval_perplexity": res.perplexity,
-        "best_step": (meta.get("best") or {}).get("step"), "split": SCHEME,
+        "best_step": (meta.get("best") or {}).get("step"), "split": SCHEME, **general_columns(res),
     }
     lin.decisions.record(row, sha, "base")
     progress(GEN0, f"base {sha[:12]}: test accuracy {show(res.generalization.value)}, "
              f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {show(res.perplexity)}")
+    if g := general_line(res):
+        progress(GEN0, g)
 
 
 def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progress, dtype: str = "float32") -> str:
@@ -310,7 +312,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         "eval_style_drift": c.style_drift.hits, "replay_k": n_replay, "decision": decision,
         "reason": reason, "eval_perplexity": c.perplexity, "best_step": meta["best"]["step"],
         "trial": trial, "patterns_healed": f"{len(ev.healed)}/{len(c.healing)}" if c.healing else "",
-        "patterns_recurred": ";".join(ev.recurred), "split": SCHEME,
+        "patterns_recurred": ";".join(ev.recurred), "split": SCHEME, **general_columns(c),
     }
     if decision == "stopped":
         lin.decisions.stop(row, child, restore=restore_point(cfg, lin))
@@ -322,6 +324,30 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     for line in against_parent(c, ev.parent):
         progress(gid, line)
     return row
+
+
+def general_columns(res: SuiteResult) -> dict:
+    g = res.general
+    if g is None:
+        return {}
+    return {"eval_general": g.accuracy, "eval_kl_base": g.kl_to_base, "eval_fake_words": g.fake_word_share,
+            "eval_distinct2": g.distinct2, "eval_repetition": g.repetition}
+
+
+def general_line(child: SuiteResult, parent: Optional[SuiteResult] = None) -> Optional[str]:
+    """The general evals in one line, child (and parent)."""
+    c = child.general
+    if c is None:
+        return None
+    p = parent.general if parent is not None else None
+
+    def both(x: Optional[float], y: Optional[float], spec: str = ".2f") -> str:
+        return show(x, spec) if p is None else f"{show(x, spec)} / {show(y, spec)}"
+
+    return (f"general ({'child / parent' if p else 'this model'}): questions kept {both(c.accuracy, p and p.accuracy)} "
+            f"of {c.counted} the base answers, KL from base {both(c.kl_to_base, p and p.kl_to_base)}, "
+            f"fake words {both(c.fake_word_share, p and p.fake_word_share, '.3f')}, "
+            f"distinct-2 {both(c.distinct2, p and p.distinct2)}, repetition {both(c.repetition, p and p.repetition)}")
 
 
 def record_arriving_corrections(cfg: EvoConfig, lin: Lineage, index: int, progress: Progress) -> None:
@@ -358,7 +384,7 @@ def evaluate(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, sp
 
 def against_parent(child: SuiteResult, parent: SuiteResult) -> list[str]:
     """Quality per category and violations per pattern, child against parent, a line each."""
-    lines = []
+    lines = [g] if (g := general_line(child, parent)) else []
     qc, qp = child.quality_by_category, parent.quality_by_category
     if qc:
         lines.append("quality by category (exact match, child / parent): " + ", ".join(

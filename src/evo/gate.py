@@ -19,6 +19,14 @@ class GenerationScores:
     parent_generalization: float
     parent_style_drift: float
     recurred: tuple = ()  # corrected error patterns that were healed on this line and came back
+    # eval.general (None when it is off): the child's, and its parent's where the gate compares them
+    general_accuracy: Optional[float] = None  # on the general questions the base answers correctly
+    kl_to_base: Optional[float] = None
+    fake_words: Optional[float] = None
+    distinct2: Optional[float] = None
+    parent_distinct2: Optional[float] = None
+    repetition: Optional[float] = None
+    parent_repetition: Optional[float] = None
 
     @property
     def d_generalization(self) -> float:
@@ -50,7 +58,28 @@ def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
         reasons.append(f"style drift {s.style_drift:g} >= {cfg.max_style_drift:g}")
     if cfg.no_recurrence and s.recurred:
         reasons.append(f"corrected error(s) came back: {', '.join(s.recurred)}")
-    return GateDecision(not reasons, reasons)
+    return GateDecision(not (reasons := reasons + general_reasons(s, cfg)), reasons)
+
+
+def general_reasons(s: GenerationScores, cfg: GateConfig) -> list[str]:
+    """eval.general's thresholds, each checked where both it and the score are set."""
+    reasons = []
+    if s.general_accuracy is not None and cfg.min_general_accuracy is not None \
+            and not s.general_accuracy > cfg.min_general_accuracy:
+        reasons.append(f"general questions {s.general_accuracy:.3f} <= {cfg.min_general_accuracy}")
+    if s.kl_to_base is not None and cfg.max_kl_to_base is not None and not s.kl_to_base < cfg.max_kl_to_base:
+        reasons.append(f"KL from the base {s.kl_to_base:.3f} >= {cfg.max_kl_to_base}")
+    if s.fake_words is not None and cfg.max_fake_words is not None and not s.fake_words < cfg.max_fake_words:
+        reasons.append(f"fake words {s.fake_words:.3f} >= {cfg.max_fake_words}")
+    if None not in (s.distinct2, s.parent_distinct2, cfg.max_distinct2_drop) \
+            and not s.parent_distinct2 - s.distinct2 < cfg.max_distinct2_drop:
+        reasons.append(f"distinct-2 fell {s.parent_distinct2 - s.distinct2:.3f} (to {s.distinct2:.3f}) "
+                       f">= {cfg.max_distinct2_drop}")
+    if None not in (s.repetition, s.parent_repetition, cfg.max_repetition_rise) \
+            and not s.repetition - s.parent_repetition < cfg.max_repetition_rise:
+        reasons.append(f"repetition rose {s.repetition - s.parent_repetition:.3f} (to {s.repetition:.3f}) "
+                       f">= {cfg.max_repetition_rise}")
+    return reasons
 
 
 def stalled_and_drifting(s: GenerationScores, cfg: GateConfig) -> bool:

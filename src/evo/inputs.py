@@ -15,7 +15,7 @@ from evo.storage import is_uri
 
 def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
     """Validate every file the generations not yet in the ledger will read: the base corpus, the
-    deltas and their corrections, and a GGUF base's header. Raises IngestError (or CorrectionError,
+    deltas and their corrections, eval.general's sets, and a GGUF base's header. Raises IngestError (or CorrectionError,
     GGUFError); returns the data files checked."""
     ledger = None if is_uri(root) else Ledger(root)  # a URI root: check every file
     done = {r["GEN_ID"] for r in ledger.rows()} if ledger else set()
@@ -27,6 +27,11 @@ def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
     for i in pending:
         if i in cfg.data.corrections:
             read_corrections_file(cfg.data.corrections[i])
+    if cfg.eval.general is not None and pending:
+        from evo.evals.general import read_prompts, read_questions
+
+        read_questions(cfg.eval.general.questions)
+        read_prompts(cfg.eval.general.open_prompts)
     if cfg.model.path and "gen-0" not in done:  # a GGUF base: the file, or its package, must be there
         from evo.model.gguf import architecture, resolve
 

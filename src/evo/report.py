@@ -1,8 +1,8 @@
 """`evo report`: one self-contained HTML file (PNG plots inlined) about a lineage root.
 
 Sections: every eval across generations, validation-loss curves per generation, the lineage as a
-tree (rejected children drawn as side branches), the per-pattern healing table, sweeps, and the
-targeted-vs-random experiment where one was run.
+tree (rejected children drawn as side branches), the per-pattern healing table, general ability
+(eval.general), sweeps, and the targeted-vs-random experiment where one was run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from evo.atomic import atomic_write_text, read_json
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
 from evo.model.artifacts import ModelStore
-from evo.numbers import parse
+from evo.numbers import parse, show
 
 
 def _png(fig) -> str:
@@ -152,6 +152,41 @@ def quality_table(root: Path, rows: list[dict]) -> str:
             "<p>Over every QA item asked: the generation's test part and each earlier generation's.</p>")
 
 
+def general_table(root: Path, rows: list[dict]) -> str:
+    """eval.general per generation: child (parent), with a few lost questions and fake words."""
+    per_gen = {g: (c, p) for g, (c, p) in child_and_parent(root, rows, "general").items() if c}
+    if not per_gen:
+        return "<p>Off (<code>eval.general</code> in the config: for real pretrained bases).</p>"
+    metrics = [("accuracy", "general questions kept", ".2f", 1), ("kl_to_base", "KL from the base (nats/token)", ".3f", -1),
+               ("fake_word_share", "fake-word share", ".3f", -1), ("distinct1", "distinct-1", ".3f", 1),
+               ("distinct2", "distinct-2", ".3f", 1), ("repetition", "repetition rate", ".3f", -1)]
+    head = "".join(f"<th>{html.escape(g)}</th>" for g in per_gen)
+    body = []
+    for key, label, spec, better in metrics:
+        cells = []
+        for c, p in per_gen.values():
+            x, y = c.get(key), p.get(key) if p else None
+            worse = x is not None and y is not None and (x - y) * better < -1e-9
+            cells.append(f'<td class="{"bad" if worse else "ok"}">{show(x, spec)}'
+                         f'{f" ({show(y, spec)})" if p else ""}</td>')
+        body.append(f"<tr><td>{html.escape(label)}</td>{''.join(cells)}</tr>")
+    notes = []
+    for g, (c, _) in per_gen.items():
+        for lost in c.get("lost", [])[:2]:
+            notes.append(f"<li>{html.escape(g)} lost: {html.escape(lost['prompt'])} base: "
+                         f"<i>{html.escape(lost['base'][:80])}</i>, now: <i>{html.escape(lost['got'][:80])}</i></li>")
+        if c.get("fake_words"):
+            notes.append(f"<li>{html.escape(g)} fake words: {html.escape(', '.join(c['fake_words']))}</li>")
+    some = next(iter(per_gen.values()))[0]
+    return (f"<table><tr><th>child (parent)</th>{head}</tr>{''.join(body)}</table>"
+            f"<p>General questions: only the {some.get('counted')} of {some.get('asked')} the base answers correctly count "
+            "(so the base scores 1.00 there by construction). KL: mean per token, of the base's next-token distribution "
+            "against this model's, along the base's answers. Fake words: generated words in no dictionary (wordfreq) "
+            "and in none of the lineage's data. Distinct-n and repetition: over greedy replies to open prompts. "
+            "None of these sets is trained on or used to choose a checkpoint.</p>"
+            + (f"<ul>{''.join(notes)}</ul>" if notes else ""))
+
+
 def sweeps_section(root: Path) -> str:
     files = sorted((root / "trials").glob("*.csv")) if (root / "trials").exists() else []
     if not files:
@@ -214,7 +249,8 @@ def experiment_section(root: Path) -> str:
 
 def ledger_table(rows: list[dict]) -> str:
     cols = ["GEN_ID", "child_sha", "decision", "eval_recall", "eval_generalization", "eval_style_drift",
-            "eval_perplexity", "replay_k", "patterns_healed", "patterns_recurred", "trial", "reason"]
+            "eval_perplexity", "eval_general", "eval_kl_base", "replay_k", "patterns_healed", "patterns_recurred",
+            "trial", "reason"]
     body = "".join("<tr>" + "".join(f"<td>{html.escape((r.get(c) or '')[:12] if c == 'child_sha' else r.get(c) or '')}</td>"
                                     for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>"
@@ -237,6 +273,7 @@ def build_report(root: str | Path, progress: Callable[[str], None] = print) -> P
                 ("Validation loss per generation", lambda: loss_plot(root, rows)),
                 ("Lineage", lambda: tree_plot(root)), ("Self-healing: corrected patterns", lambda: healing_table(root, rows)),
                 ("Quality per category", lambda: quality_table(root, rows)),
+                ("General ability, degeneration, diversity", lambda: general_table(root, rows)),
                 ("Sweeps", lambda: sweeps_section(root)), ("Targeted vs random data", lambda: experiment_section(root))]
     parts = []
     for n, (title, make) in enumerate(sections, start=1):

@@ -9,6 +9,7 @@ import ray
 from evo.config import EvoConfig
 from evo.data.records import Record
 from evo.data.store import read_records
+from evo.evals.general import GeneralSpec, read_prompts, read_questions, vocabulary
 from evo.evals.generate import normalize
 from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
 from evo.gate import GenerationScores
@@ -28,7 +29,26 @@ def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record]
     rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
     return EvalSpec(qa, holdout, load_probes(e.probes), e.banned_phrases, val,
                     e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules,
-                    [i.prompt for i in excluded])
+                    [i.prompt for i in excluded], general_spec(cfg, lin) if lin is not None else None)
+
+
+def general_spec(cfg: EvoConfig, lin: Lineage) -> Optional[GeneralSpec]:
+    """eval.general's sets, the base (generation 0) to compare with, and the lineage's own words.
+    Only with a lineage: what is reported, never what chooses (a sweep's trials, a checkpoint)."""
+    g = cfg.eval.general
+    base = lin.registry.by_gen("gen-0")
+    if g is None or base is None:
+        return None
+    return GeneralSpec(base, read_questions(g.questions), read_prompts(g.open_prompts), domain_words(lin),
+                       g.language, g.max_new_tokens)
+
+
+def domain_words(lin: Lineage) -> frozenset[str]:
+    """Every word of every delta in the lineage and of its corrections: invented names are not fake words."""
+    shas = {r["data_delta_sha"] for r in lin.ledger.rows() if r["data_delta_sha"]}
+    shas |= {p.stem for p in lin.data.dir.glob("*.parquet")}
+    records = [r for sha in sorted(shas) for r in lin.data.get(sha)] + [c.record() for c in CorrectionStore(lin.root).all()]
+    return vocabulary(f"{r.prompt} {r.completion} {r.messages}" for r in records)
 
 
 def trained_prompts(lin: Lineage) -> frozenset[str]:
@@ -45,5 +65,10 @@ def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig)
 
 
 def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> GenerationScores:
+    c, p = child.general, parent.general
+    general = {} if c is None else {
+        "general_accuracy": c.accuracy, "kl_to_base": c.kl_to_base, "fake_words": c.fake_word_share,
+        "distinct2": c.distinct2, "repetition": c.repetition,
+        "parent_distinct2": p.distinct2 if p else None, "parent_repetition": p.repetition if p else None}
     return GenerationScores(child.recall, child.generalization.value, child.style_drift.hits,
-                            parent.generalization.value, parent.style_drift.hits, tuple(recurred))
+                            parent.generalization.value, parent.style_drift.hits, tuple(recurred), **general)

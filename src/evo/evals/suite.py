@@ -12,6 +12,7 @@ import torch
 
 from evo.data.ingest import json_lines
 from evo.data.records import Record, render_chat
+from evo.evals.general import GeneralResult, GeneralSpec, run_general
 from evo.evals.generate import generate, normalize
 from evo.healing.validators import HealItem, PatternResult, PatternRule, score_healing
 from evo.train.examples import collate, encode, prompt_and_completion, token_loss_sum
@@ -51,6 +52,7 @@ class SuiteResult:
     healing: dict[str, PatternResult] = field(default_factory=dict)  # pattern -> violations on its items
     quality_by_category: dict[str, dict] = field(default_factory=dict)  # category -> exact match on every QA item
     healing_excluded: list[str] = field(default_factory=list)  # healing prompts not asked: trained on
+    general: Optional[GeneralResult] = None  # eval.general: against the base, on sets no delta touches
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -74,6 +76,7 @@ class EvalSpec:
     healing: list[HealItem] = field(default_factory=list)  # past corrections and their paraphrases
     rules: dict[str, PatternRule] = field(default_factory=dict)  # pattern -> its validator rule
     healing_excluded: list[str] = field(default_factory=list)  # prompts left out: trained on in the lineage
+    general: Optional[GeneralSpec] = None  # general ability, fake words, diversity (eval.general)
 
 
 def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
@@ -126,14 +129,17 @@ def perplexity(model, tok, records: list[Record], spec: EvalSpec) -> Optional[fl
     return math.exp(total / count) if count else None
 
 
-def run_suite(model, tok, spec: EvalSpec) -> SuiteResult:
+def run_suite(model, tok, spec: EvalSpec, base=None) -> SuiteResult:
+    """Every eval of `spec`; `base` (generation 0's model, or `model` itself when it is the base) for
+    the general ones."""
     by_gen = {g: accuracy(model, tok, recs, spec) for g, recs in spec.qa_sets.items()}
     total = sum(a.total for a in by_gen.values())
     recall = sum(a.correct for a in by_gen.values()) / total if total else None
     holdout = accuracy(model, tok, spec.holdout, spec)
     return SuiteResult(recall, by_gen, holdout, style_drift(model, tok, spec), perplexity(model, tok, spec.val, spec),
                        healing(model, tok, spec), quality_by_category([holdout, *by_gen.values()]),
-                       list(spec.healing_excluded))
+                       list(spec.healing_excluded),
+                       run_general(model, base, tok, spec.general, spec.batch_size) if spec.general else None)
 
 
 def healing(model, tok, spec: EvalSpec) -> dict[str, PatternResult]:
@@ -153,11 +159,14 @@ def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float
     from evo.model.lineage_model import load_generation  # transformers and peft: only where a model loads
 
     model, tok = load_generation(root, sha, dtype)
+    base = model
+    if spec.general is not None and spec.general.base_sha != sha:
+        base = load_generation(root, spec.general.base_sha, dtype)[0]
     if torch.cuda.is_available():
-        model = model.to("cuda")
+        model, base = model.to("cuda"), base.to("cuda")
     else:
         torch.set_num_threads(1)
-    return run_suite(model, tok, spec)
+    return run_suite(model, tok, spec, base)
 
 
 def load_probes(path: str | Path | None) -> list[Record]:

@@ -17,6 +17,9 @@ COLUMNS = [
     "replay_k", "decision", "reason", "eval_perplexity", "best_step", "ab_result", "trial",
     "patterns_healed", "patterns_recurred", "restored",
     "split",  # how the delta was divided (evo.data.store.SCHEME); empty on rows of older roots: v1
+    # eval.general (empty when it is off): general questions kept, KL from the base, fake-word share,
+    # distinct-2 and repetition rate on open prompts
+    "eval_general", "eval_kl_base", "eval_fake_words", "eval_distinct2", "eval_repetition",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 DECISIONS = ("promoted", "rejected", "stopped", "reverted")
