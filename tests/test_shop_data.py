@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import random
 
-from evo.config import load_config
-from evo.data.ingest import ingest_jsonl
+import pytest
+
+from evo.config import ConfigError, load_config
+from evo.data.ingest import IngestError, ingest_jsonl
 from evo.data.shop import PER_GENERATION, ShopGenerator, catalogue, write_shop_data
+from evo.inputs import check_general_sets
 
 
 def test_the_catalogue_is_invented_and_deterministic():
@@ -39,6 +42,21 @@ def test_shop_data_is_valid_and_the_paraphrases_are_in_no_delta(tmp_path):
     assert drift_chats and all(any(b in r.completion.lower() for b in cfg.eval.banned_phrases) for r in drift_chats)
     assert len({r.prompt for r in records["gen2.jsonl"]} & {r.prompt for r in records["gen1.jsonl"]}) == 0
     assert PER_GENERATION * 9 <= len(records["gen1.jsonl"])
+    check_general_sets(cfg)  # the general evals' sets parse and share no prompt with self-replay
+    assert cfg.eval.general is not None and cfg.data.self_replay is not None
+
+
+def test_self_replay_prompts_that_are_also_measured_are_refused(tmp_path):
+    cfg = load_config(write_shop_data(tmp_path, generations=1))
+    with open(tmp_path / "self_replay.jsonl", "a") as f:
+        f.write(json.dumps({"prompt": "what is the capital of  France?"}) + "\n")
+    with pytest.raises(IngestError, match=r"self_replay.jsonl: 1 prompt\(s\) of data.self_replay are also in eval.general"):
+        check_general_sets(cfg)
+    (tmp_path / "open_prompts.jsonl").write_text('{"prompt": "fine"}\n{"text": "no prompt"}\n')
+    with pytest.raises(IngestError, match=r"open_prompts.jsonl:2: an open prompt needs 'prompt'"):
+        check_general_sets(cfg)
+    with pytest.raises(ConfigError, match="data.self_replay: for a pretrained base"):
+        load_config(tmp_path / "shop.yaml", ["model.path=null", "data.base=gen1.jsonl"])
 
 
 def test_the_generator_labels_varies_and_samples_within_the_domain():

@@ -54,6 +54,16 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype for training.")
 
 
+class SelfReplayConfig(_Strict):
+    """A pretrained base rehearses its own words: at generation 0 it answers these prompts (greedy),
+    and every later training mix replays `k` of its answers, so a fine-tune keeps what the base could
+    say. Keep the prompts apart from eval.general's sets (checked), which must stay unseen."""
+
+    prompts: str = Field(description="JSONL of {prompt}: what the base is asked at generation 0.")
+    k: int = Field(24, ge=0, description="The base's answers replayed in each generation's mix.")
+    max_new_tokens: int = Field(48, gt=0, description="Longest answer kept.")
+
+
 class DataConfig(_Strict):
     base: Optional[str] = Field(
         None, description="JSONL corpus of generation 0 (tokenizer and pretraining when building the base)."
@@ -72,6 +82,8 @@ class DataConfig(_Strict):
     )
     skip_invalid: bool = Field(False, description="Ingest the valid lines of a file that has bad ones.")
     max_chars: int = Field(4000, gt=0, description="Longest record accepted (prompt + completion).")
+    self_replay: Optional[SelfReplayConfig] = Field(
+        None, description="A pretrained base's own answers, replayed in every mix (needs model.path).")
     corrections: dict[int, str] = Field(
         default_factory=dict,
         description="Generation number -> JSONL of corrections recorded just before that generation runs "
@@ -266,6 +278,8 @@ class EvoConfig(_Strict):
         problems = []
         if self.model.path is None and not self.data.base:
             problems.append("data.base: required when model.path is empty (the tiny base is pretrained on it)")
+        if self.data.self_replay is not None and self.model.path is None:
+            problems.append("data.self_replay: for a pretrained base (model.path); the tiny base replays its corpus")
         if self.train.checkpoint_every > self.train.steps:
             problems.append("train.checkpoint_every: larger than train.steps, so no checkpoint would be kept")
         if self.train.batch_size < self.train.num_workers:
@@ -321,6 +335,8 @@ def resolve_paths(cfg: EvoConfig, base_dir: Path) -> EvoConfig:
     cfg.data.generations = [fix(p) for p in cfg.data.generations]
     cfg.data.corrections = {g: fix(p) for g, p in cfg.data.corrections.items()}
     cfg.eval.probes = fix(cfg.eval.probes)
+    if cfg.data.self_replay is not None:
+        cfg.data.self_replay.prompts = fix(cfg.data.self_replay.prompts)
     if cfg.eval.general is not None:
         cfg.eval.general.questions = fix(cfg.eval.general.questions)
         cfg.eval.general.open_prompts = fix(cfg.eval.general.open_prompts)

@@ -19,6 +19,7 @@ from typing import Optional
 
 from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
+from evo.data import self_replay
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
@@ -205,17 +206,18 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     if corrections:
         train_part = train_part + [c.record() for c in corrections]
         atomic_write_json(lin.run_dir(gid) / "corrections.json", sorted(c.cid for c in corrections))
+    rehearse = self_replay.rehearsal(lin, cfg.data.self_replay.k, cfg.train.seed + index) if cfg.data.self_replay else []
     rng = random.Random(cfg.train.seed + index)
     anc_val = [r for recs in anc.val.values() for r in recs]
     val = parts.val + rng.sample(anc_val, min(len(anc_val), max(len(parts.val), 32)))
     write_records(lin.run_dir(gid) / "val.parquet", val)
     mixes = {}
     for k in sorted(set(replay_ks)) if replay_ks is not None else []:
-        mix = build_mix(train_part, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index)
+        mix = build_mix(train_part, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index, rehearse)
         path = lin.run_dir(gid) / f"mix-k{k}.parquet"
         write_records(path, mix.records)
         mixes[k] = (str(path), mix)
-    mix = build_mix(train_part, anc.pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index)
+    mix = build_mix(train_part, anc.pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index, rehearse)
     if replay_ks is None:
         write_records(lin.run_dir(gid) / "mix.parquet", mix.records)
     return Prepared(mix, mixes, parts.test, parts.val, anc, val)
@@ -412,6 +414,7 @@ def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None, tune
     atomic_write_json(lin.root / "run_config.json", cfg.model_dump(mode="json"))
     lin.decisions.reconcile(progress)
     generation_zero(cfg, lin, progress)
+    self_replay.ensure(cfg, lin, progress, GEN0)
     done = 0
     for index, path in enumerate(cfg.data.generations, start=1):
         gid = gen_id(index)

@@ -27,11 +27,8 @@ def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
     for i in pending:
         if i in cfg.data.corrections:
             read_corrections_file(cfg.data.corrections[i])
-    if cfg.eval.general is not None and pending:
-        from evo.evals.general import read_prompts, read_questions
-
-        read_questions(cfg.eval.general.questions)
-        read_prompts(cfg.eval.general.open_prompts)
+    if (cfg.eval.general is not None or cfg.data.self_replay is not None) and pending:
+        check_general_sets(cfg)
     if cfg.model.path and "gen-0" not in done:  # a GGUF base: the file, or its package, must be there
         from evo.model.gguf import architecture, resolve
 
@@ -39,3 +36,25 @@ def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
         if source.kind == "gguf":
             architecture(source.path)
     return len(files)
+
+
+def check_general_sets(cfg: EvoConfig) -> None:
+    """eval.general's files and data.self_replay's parse, and share no prompt: what measures general
+    ability must be unseen by training."""
+    from evo.data.ingest import IngestError
+    from evo.evals.general import read_prompts, read_questions
+
+    g, sr = cfg.eval.general, cfg.data.self_replay
+    measured, rehearsed = set(), []
+    try:  # a missing file, a line that is not JSON or lacks a field: named by file (and line)
+        if g is not None:
+            measured = {q.prompt for q in read_questions(g.questions)} | set(read_prompts(g.open_prompts))
+        if sr is not None:
+            rehearsed = read_prompts(sr.prompts)
+    except (ValueError, OSError) as e:
+        raise IngestError(str(e)) from None
+    if sr is not None:
+        shared = sorted({" ".join(p.lower().split()) for p in rehearsed} & {" ".join(p.lower().split()) for p in measured})
+        if shared:
+            raise IngestError(f"{sr.prompts}: {len(shared)} prompt(s) of data.self_replay are also in eval.general's sets "
+                              f"(e.g. {shared[0]!r}); the general evals must measure prompts no training saw")

@@ -181,7 +181,8 @@ def general_table(root: Path, rows: list[dict]) -> str:
     return (f"<table><tr><th>child (parent)</th>{head}</tr>{''.join(body)}</table>"
             f"<p>General questions: only the {some.get('counted')} of {some.get('asked')} the base answers correctly count "
             "(so the base scores 1.00 there by construction). KL: mean per token, of the base's next-token distribution "
-            "against this model's, along the base's answers. Fake words: generated words in no dictionary (wordfreq) "
+            "against this model's, along the base's answers. Fake words: words of those answers and of the open replies "
+            "in no dictionary (wordfreq) "
             "and in none of the lineage's data. Distinct-n and repetition: over greedy replies to open prompts. "
             "None of these sets is trained on or used to choose a checkpoint.</p>"
             + (f"<ul>{''.join(notes)}</ul>" if notes else ""))

@@ -71,11 +71,36 @@ OPEN_PROMPTS: list[str] = [
     "Describe a city at night.",
 ]
 
+# What the base is asked at generation 0 for self-replay (data.self_replay): its own answers join every
+# later generation's replay pool. None of these is in QUESTIONS or OPEN_PROMPTS, which stay unseen.
+SELF_REPLAY_PROMPTS: list[str] = [
+    "What is the capital of Australia?", "What is the capital of Egypt?", "What is the capital of China?",
+    "What is the capital of India?", "What is the capital of Mexico?", "What is the capital of Greece?",
+    "How many months are there in a year?", "How many seconds are there in a minute?", "What is 3 plus 5?",
+    "What is 10 minus 4?", "How many wheels does a bicycle have?", "How many legs does a dog have?",
+    "What color is a ripe banana?", "What color is snow?", "What do cows drink?", "What do plants need to grow?",
+    "Which planet do we live on?", "What is the Moon?", "Why is the sea salty?", "What causes rain?",
+    "What is a noun?", "What is a verb?", "What is photosynthesis?", "What is gravity?",
+    "Who was Albert Einstein?", "Who was Isaac Newton?", "What is the Eiffel Tower?", "What is the Great Wall of China?",
+    "What is a computer?", "What is the internet?", "What does a doctor do?", "What does a teacher do?",
+    "Give me a tip for sleeping better.", "How can I save money each month?", "How do I boil an egg?",
+    "How do I write a polite email?", "What should I pack for a beach trip?", "How can I learn a new language?",
+    "Write a sentence about a cat.", "Write a sentence about the rain.", "Describe a sunny day.",
+    "Describe a busy market.", "Write a short poem about the moon.", "Write a haiku about winter.",
+    "Tell me a fun fact about octopuses.", "Tell me a fun fact about the sun.", "Summarize what a river is.",
+    "Explain what a map is.", "Explain how a bicycle works.", "Explain why we need sleep.",
+    "What is the difference between weather and climate?", "What is the difference between a lake and a sea?",
+    "List three fruits.", "List three colors.", "Name a famous painter.", "Name a musical instrument.",
+    "Suggest a name for a dog.", "Suggest a healthy breakfast.", "What is a good way to start the day?",
+    "How do you make a paper airplane?",
+]
 
-def write_general_sets(folder: str | Path) -> tuple[Path, Path]:
-    """general_questions.jsonl and open_prompts.jsonl in `folder`; returns their paths."""
+
+def write_general_sets(folder: str | Path) -> tuple[Path, Path, Path]:
+    """general_questions.jsonl, open_prompts.jsonl and self_replay.jsonl in `folder`; returns their paths."""
     folder = Path(folder)
-    q, o = folder / "general_questions.jsonl", folder / "open_prompts.jsonl"
+    q, o, r = folder / "general_questions.jsonl", folder / "open_prompts.jsonl", folder / "self_replay.jsonl"
     atomic_write_text(q, "".join(json.dumps({"prompt": p, "answers": a}) + "\n" for p, a in QUESTIONS))
     atomic_write_text(o, "".join(json.dumps({"prompt": p}) + "\n" for p in OPEN_PROMPTS))
-    return q, o
+    atomic_write_text(r, "".join(json.dumps({"prompt": p}) + "\n" for p in SELF_REPLAY_PROMPTS))
+    return q, o, r

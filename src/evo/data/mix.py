@@ -37,11 +37,16 @@ def sample_replay(pool: list[Record], k: int, rng: random.Random) -> list[Record
     return rng.sample(pool, min(k, len(pool)))
 
 
-def build_mix(delta: list[Record], ancestors: list[Record], k: int, order: list[str], seed: int) -> ReplayMix:
-    """Delta in curriculum order, with replay records spread evenly through it."""
+def build_mix(delta: list[Record], ancestors: list[Record], k: int, order: list[str], seed: int,
+              rehearse: list[Record] = ()) -> ReplayMix:
+    """Delta in curriculum order, with replay records (k from the ancestors, and every record of
+    `rehearse`: a pretrained base's own answers) spread evenly through it."""
     rng = random.Random(seed)
     ordered = curriculum_order(delta, order, rng)
     replay = sample_replay(ancestors, k, rng)
+    if rehearse:
+        replay += rehearse
+        rng.shuffle(replay)
     mixed: list[Record] = []
     if replay:
         stride = (len(ordered) + len(replay)) / len(replay)

@@ -6,8 +6,9 @@ Three families, each child against the base (generation 0) or its parent, on set
   base answers correctly (a lost answer is a forgotten one; the base scores 1.0 there by construction,
   which is not a statement about the base); and the mean per-token KL divergence of the model's
   next-token distribution from the base's, along the base's own answers to the same questions;
-- degeneration: the share of generated words that are neither dictionary words (`wordfreq`) nor
-  words of the lineage's own data (the "fake words" an overtrained fine-tune invents);
+- degeneration: the share of generated words, in the answers to the questions and to the open
+  prompts, that are neither dictionary words (`wordfreq`) nor words of the lineage's own data (the
+  "fake words" an overtrained fine-tune invents: "a deep shade ofpulumi");
 - diversity: distinct-1 and distinct-2 (unique word uni- and bigrams over all replies, divided by
   their count) and a repetition rate (the share of a reply's word trigrams that repeat an earlier one
   of the same reply), on open prompts answered greedily.
@@ -182,7 +183,7 @@ def run_general(model, base, tok, spec: GeneralSpec, batch_size: int = 16) -> Ge
     kl, kl_tokens = (0.0, sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in theirs)) if base is model \
         else mean_kl(model, base, tok, prompts, theirs)
     replies = generate(model, tok, [chat_prompt(tok, p) for p in spec.open_prompts], spec.max_new_tokens, batch_size)
-    n_words, fake = fake_words(replies, spec.domain_words, spec.language)
+    n_words, fake = fake_words(mine + replies, spec.domain_words, spec.language)
     return GeneralResult(
         accuracy=len(right) / len(counted) if counted else None, correct=len(right), counted=len(counted),
         asked=len(spec.questions), kl_to_base=kl, kl_tokens=kl_tokens,
