@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,15 @@ def test_the_generator_labels_varies_and_samples_within_the_domain():
     vs = gen.variations(sample[0], 6, rng)
     assert len(vs) == 6 and sample[0].prompt not in {v.prompt for v in vs}
     assert all(gen.label(v.prompt) == v.completion for v in vs)
+
+
+def test_configs_smollm2_is_the_demo_config_and_its_data_is_the_generators(tmp_path):
+    """configs/smollm2.yaml and configs/smollm2/ are what `evo demo --base smollm2` writes (so the
+    two never drift apart): the same files byte for byte, the same settings."""
+    here = Path(__file__).resolve().parents[1] / "configs"
+    written = write_shop_data(tmp_path, generations=2)
+    for f in sorted((here / "smollm2").iterdir()):
+        assert f.read_bytes() == (tmp_path / f.name).read_bytes(), f"{f}: rewrite with evo.data.shop.write_shop_data"
+    mine = load_config(here / "smollm2.yaml").model_dump()
+    demo = load_config(written).model_dump()
+    assert json.dumps(mine).replace(str(here / "smollm2"), "DATA") == json.dumps(demo).replace(str(tmp_path), "DATA")
