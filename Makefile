@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_sweep.py --steps 900 1200
 	$(VENV)/bin/python bench/bench_demo.py
 	$(VENV)/bin/python bench/demo_autoscaling.py
+	$(VENV)/bin/python bench/bench_real_base.py
 
 clean-lineage:
 	rm -rf $(ROOT)

@@ -375,6 +375,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_compare_bases(args) -> int:
+    from evo.compare import compare_bases, table
+
+    start_ray(args.address)
+    results = compare_bases(args.config, args.base, _open_root(args.root), overrides(args), args.generations, args.prompts)
+    print()
+    print(table(results))
+    print(f"\nwritten to {_open_root(args.root) / 'compare-bases.md'} (and .json); each base's lineage under "
+          f"{_open_root(args.root)}/<base>/")
+    return 0
+
+
 VERBS = {
     "demo": (cmd_demo, "generate the demo data, build generation 0 and run 3 generations locally"),
     "run": (cmd_run, "run every generation of CONFIG not yet in the ledger (resumes)"),
@@ -392,6 +404,8 @@ VERBS = {
     "revert": (cmd_decide, "make an earlier generation on the champion's line the champion again"),
     "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
     "export": (cmd_export, "write a generation as a merged Hugging Face folder or a llama.cpp GGUF file"),
+    "compare-bases": (cmd_compare_bases, "run CONFIG's generations on each --base and compare quality, training "
+                                         "time and answer latency"),
 }
 
 
@@ -403,9 +417,9 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
         s.add_argument("--root", default=DEFAULT_ROOT, help=f"lineage root: a folder (default: ./{DEFAULT_ROOT}) or a "
                                                            "URI every node reaches (s3://, gs://, file://)")
-        if name in ("run", "check", "sweep"):
+        if name in ("run", "check", "sweep", "compare-bases"):
             s.add_argument("config", help="YAML run config")
-        if name in ("run", "check", "demo", "sweep"):
+        if name in ("run", "check", "demo", "sweep", "compare-bases"):
             s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.steps=100")
         if name in ("run", "demo", "sweep"):
             s.add_argument("--skip-invalid", action="store_true",
@@ -424,6 +438,12 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--drift", action="store_true",
                            help="then two drifting generations (the banned style, nothing new to learn): the stop "
                                 "rule stops the run and the last good generation is champion again")
+        if name == "compare-bases":
+            s.add_argument("--base", action="append", required=True,
+                           help="a base: tiny (built from data.base), smollm2, or any model.path (give two or more)")
+            s.add_argument("--generations", type=int, help="generations after the base (default: all of CONFIG's)")
+            s.add_argument("--prompts", type=int, default=16, help="test prompts timed per champion (default: 16)")
+            s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "demo":
             s.add_argument("--ab-budget", type=int, default=100, help="pairs in the closing A/B round (0: none)")
             s.add_argument("--port", type=int, default=8000, help="port of the A/B round's server on 127.0.0.1")

@@ -279,7 +279,7 @@ class EvoConfig(_Strict):
         if self.model.path is None and not self.data.base:
             problems.append("data.base: required when model.path is empty (the tiny base is pretrained on it)")
         if self.data.self_replay is not None and self.model.path is None:
-            problems.append("data.self_replay: for a pretrained base (model.path); the tiny base replays its corpus")
+            problems.append("data.self_replay: for a pretrained base (model.path), as the tiny base replays its corpus")
         if self.train.checkpoint_every > self.train.steps:
             problems.append("train.checkpoint_every: larger than train.steps, so no checkpoint would be kept")
         if self.train.batch_size < self.train.num_workers:

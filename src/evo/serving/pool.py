@@ -15,6 +15,7 @@ from itertools import groupby
 from evo.data.records import Record, render_chat
 from evo.model.generate import Delta, Sampling, count_prompt_tokens, generate_batch, stream_one
 from evo.model.lineage_model import load_generation
+from evo.model.shared import GenerationModel, SharedBaseError, load_shared
 from evo.train.examples import prompt_and_completion
 
 
@@ -28,9 +29,14 @@ def render_prompt(tok, request: dict) -> str:
 
 
 class ModelPool:
+    """Generations by sha. Those of one lineage share its base in memory: each is the base plus its
+    chain of LoRA adapters applied unmerged (`evo.model.shared`), so a second generation costs its
+    adapters, not another base. An adapter that cannot be applied unmerged is served merged."""
+
     def __init__(self, root: str, max_models: int = 4, dtype: str = "float32"):
         self.root, self.max_models, self.dtype = root, max_models, dtype
         self.models: OrderedDict[str, tuple] = OrderedDict()
+        self.bases: dict[str, tuple] = {}  # base sha -> (SharedBase, tokenizer)
         self._lock = threading.Lock()  # batches, streams and warm-ups run on threads of one replica
 
     def get(self, sha: str):
@@ -38,11 +44,15 @@ class ModelPool:
             if sha in self.models:
                 self.models.move_to_end(sha)
                 return self.models[sha]
-
-            model = load_generation(self.root, sha, self.dtype)
+            try:
+                model = load_shared(self.root, sha, self.bases, self.dtype)
+            except SharedBaseError:
+                model = load_generation(self.root, sha, self.dtype)
             self.models[sha] = model
             if len(self.models) > self.max_models:
                 self.models.popitem(last=False)
+                used = {m.shared for m, _ in self.models.values() if isinstance(m, GenerationModel)}
+                self.bases = {b: v for b, v in self.bases.items() if v[0] in used}
             return model
 
     def stream(self, request: dict) -> tuple[int, Iterator[Delta]]:

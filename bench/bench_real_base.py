@@ -1,0 +1,188 @@
+"""The real base (SmolLM2-135M-Instruct from its package's GGUF) on this machine, in one process and
+on the same data: Ray Train against a plain PEFT loop, the FLOP/s a step achieves against a measured
+fp32 matmul peak, served tokens/s through `evo serve` against plain `generate`, and the memory of
+serving a second generation.
+
+    .venv/bin/python bench/bench_real_base.py [--steps 20] [--requests 8]
+
+Goals (issue 14): Ray Train at least 0.9x the plain loop; `evo serve` at least 0.8x plain generate;
+a second served generation costs its adapters, not another base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import psutil  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+from bench_generation import plain_peft_loop  # noqa: E402
+from ray import serve  # noqa: E402
+from report import update_section  # noqa: E402
+
+from evo.cli import WORKER_ENV  # noqa: E402
+from evo.config import load_config  # noqa: E402
+from evo.data.shop import write_shop_data  # noqa: E402
+from evo.driver import generation_zero, run_generation  # noqa: E402
+from evo.lineage.root import Lineage  # noqa: E402
+from evo.progress import Progress  # noqa: E402
+
+PORT = 18793
+QUESTIONS = ["What is the capital of France?", "Describe a walk by the sea.", "Give me a tip for cooking rice.",
+             "Write a sentence about a red kite.", "How many days are in a week?", "What is a library?",
+             "Describe a quiet morning.", "Explain what a bridge does."]
+
+
+def matmul_peak(n: int = 1024, reps: int = 20) -> float:
+    """fp32 FLOP/s of a square matmul with this process's threads (best of three)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def train_flops_per_token(model) -> float:
+    """LoRA training: forward 2N and the input gradients of the backward pass 2N per token, N the
+    matmul weights (the frozen base gets no weight gradients); LoRA's own matrices are under 1%."""
+    n = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in name)
+    return 4.0 * n
+
+
+def chat(sha_or_name: str, question: str, max_tokens: int) -> dict:
+    body = json.dumps({"model": sha_or_name, "messages": [{"role": "user", "content": question}],
+                       "max_tokens": max_tokens, "temperature": 0}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{PORT}/v1/chat/completions", body,
+                                 {"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return json.loads(r.read())
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2 ** 20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    work = Path(tempfile.mkdtemp(prefix="evo-bench-real-"))
+    cfg = load_config(write_shop_data(work / "data", generations=2),
+                      [f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}", "eval.general=null",
+                       "data.self_replay=null", "eval.max_items=16", "gate.min_recall=null",
+                       "gate.min_generalization=null", "gate.max_style_drift=null"])
+    ray.init(address="local", num_cpus=2, runtime_env={"env_vars": WORKER_ENV})
+    lin = Lineage(work / "lineage")
+    progress = Progress()
+    generation_zero(cfg, lin, progress)
+    base = lin.registry.alias("champion")
+    rows = [run_generation(cfg, lin, i, cfg.data.generations[i - 1], progress) for i in (1, 2)]
+    meta = lin.models.meta(rows[0]["child_sha"])
+    ray_tps = meta["tokens"] / meta["train_seconds"]
+
+    # serving: both generations on one replica, sequential requests
+    from evo.serving.deployments import SERVE_LOGGING, build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT}, logging_config=SERVE_LOGGING)
+    serve.run(build_app(str(lin.root), 0.5), name="evo", route_prefix="/")
+    child = rows[0]["child_sha"]
+    chat(child, QUESTIONS[0], 4)  # load and warm
+    t0, served_tokens, served = time.perf_counter(), 0, []
+    for q in QUESTIONS[: args.requests]:
+        out = chat(child, q, args.max_tokens)
+        served_tokens += out["usage"]["completion_tokens"]
+        served.append(out["choices"][0]["message"]["content"])
+    served_tps = served_tokens / (time.perf_counter() - t0)
+    serve.shutdown()
+    ray.shutdown()
+
+    # the baselines, in this process, after Ray is gone
+    from evo.evals.general import chat_prompt
+    from evo.model.generate import Sampling, generate_batch
+    from evo.model.lineage_model import load_generation
+    from evo.serving.pool import ModelPool
+
+    plain_tps = plain_peft_loop(lin.root, base, lin.run_dir("gen-1") / "mix.parquet", cfg)
+    model, tok = load_generation(lin.root, child)
+    flops_token = train_flops_per_token(model)
+    peak = matmul_peak()
+    prompts = [chat_prompt(tok, q) for q in QUESTIONS[: args.requests]]
+    generate_batch(model, tok, prompts[:1], Sampling(4, 0.0), [])
+    t0, plain_tokens, plain = time.perf_counter(), 0, []
+    for p in prompts:
+        (o,) = generate_batch(model, tok, [p], Sampling(args.max_tokens, 0.0), [])
+        plain_tokens += o[0].completion_tokens
+        plain.append(o[0].text)
+    plain_gen_tps = plain_tokens / (time.perf_counter() - t0)
+    same = sum(a == b for a, b in zip(served, plain))
+    del model
+
+    # memory: the pool evo serves from (one base, adapters per generation) against merged copies
+    import gc
+
+    gc.collect()
+    r0 = rss_mb()
+    pool = ModelPool(str(lin.root))
+    pool.get(rows[0]["child_sha"])
+    r1 = rss_mb()
+    pool.get(rows[1]["child_sha"])
+    r2 = rss_mb()
+    del pool
+    gc.collect()
+    m0 = rss_mb()
+    one = load_generation(lin.root, rows[0]["child_sha"])
+    m1 = rss_mb()
+    two = load_generation(lin.root, rows[1]["child_sha"])
+    m2 = rss_mb()
+    del one, two
+    write_report(args, cfg, ray_tps, plain_tps, flops_token, peak, served_tps, plain_gen_tps, same,
+                 (r1 - r0, r2 - r1), (m1 - m0, m2 - m1))
+
+
+def write_report(args, cfg, ray_tps, plain_tps, flops_token, peak, served_tps, plain_gen_tps, same, pool_mb, merged_mb):
+    achieved = min(ray_tps, plain_tps) * flops_token, max(ray_tps, plain_tps) * flops_token
+    body = "\n".join([
+        f"SmolLM2-135M-Instruct (converted from the package's Q4_1 GGUF to float32), the shop domain's generation-1 "
+        f"mix; {args.steps} LoRA steps (r {cfg.train.lora.r}, every projection) at batch {cfg.train.batch_size} x up "
+        f"to {cfg.model.max_length} tokens; 2 CPU cores. One process; the baselines run after Ray is shut down.",
+        "",
+        "| measure | evo | baseline | ratio | goal |",
+        "|---|---|---|---|---|",
+        f"| training tokens/s (Ray Train, 1 worker x 2 CPUs / plain PEFT loop, 2 threads) | {ray_tps:,.0f} | "
+        f"{plain_tps:,.0f} | {ray_tps / plain_tps:.2f}x | >= 0.9x |",
+        f"| served tokens/s, greedy, {args.requests} sequential chats of up to {args.max_tokens} tokens "
+        f"(`evo serve` over HTTP / plain `generate` on the merged model) | {served_tps:.1f} | {plain_gen_tps:.1f} | "
+        f"{served_tps / plain_gen_tps:.2f}x | >= 0.8x |",
+        f"| memory added by serving generation 1, then generation 2 (MB; evo's pool: one base + adapters / "
+        f"two merged models) | {pool_mb[0]:.0f}, then {pool_mb[1]:.0f} | {merged_mb[0]:.0f}, then {merged_mb[1]:.0f} | "
+        f"second: {pool_mb[1] / max(merged_mb[1], 1):.2f}x | the second costs its adapters |",
+        "",
+        f"- FLOP/s of a training step: {flops_token / 1e6:.0f} MFLOP per token (4N, N = the matmul weights; the "
+        f"frozen base needs no weight gradients) x tokens/s = {achieved[0] / 1e9:.1f}-{achieved[1] / 1e9:.1f} GFLOP/s, "
+        f"against an fp32 matmul peak of {peak / 1e9:.1f} GFLOP/s measured here (1024x1024, 2 threads): "
+        f"{achieved[0] / peak:.0%}-{achieved[1] / peak:.0%} of peak.",
+        f"- Served answers equal to plain generate's: {same} of {args.requests} (evo serves the adapters unmerged "
+        "on the shared base; the sum is the same up to float rounding).",
+    ])
+    print(body)
+    update_section("real-base", body)
+
+
+if __name__ == "__main__":
+    main()

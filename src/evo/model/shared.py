@@ -1,0 +1,136 @@
+"""One base in memory for every generation of a lineage: each generation is its chain of LoRA
+adapters, applied unmerged, chosen per thread.
+
+A generation's weights are the base's plus the sum of its chain's low-rank deltas (each adapter was
+trained on its merged parent, so merging them in order is the same sum). Serving two generations
+therefore needs one base and two small sets of (A, B) matrices, not two merged copies of the model:
+a forward hook on each adapted linear layer adds `scale * B(A(x))` for the adapters of the chain the
+calling thread has selected. Threads are independent, so a stream of one generation and a batch of
+another can run on the same base at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from evo.model.artifacts import ModelStore
+from evo.model.loading import load_causal_lm, load_tokenizer
+
+
+class SharedBaseError(ValueError):
+    pass
+
+
+def read_adapter(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """A PEFT LoRA adapter folder as {module name: (A, B, scale)}."""
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    if cfg.get("peft_type", "LORA") != "LORA" or cfg.get("use_dora") or cfg.get("fan_in_fan_out"):
+        raise SharedBaseError(f"{folder}: only plain LoRA adapters can be served unmerged")
+    r = cfg["r"]
+    scale = cfg["lora_alpha"] / (r ** 0.5 if cfg.get("use_rslora") else r)
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    out: dict[str, list] = {}
+    for key, w in weights.items():
+        name, _, part = key.removeprefix("base_model.model.").rpartition(".lora_")
+        if part not in ("A.weight", "B.weight"):
+            raise SharedBaseError(f"{folder}: unexpected adapter tensor {key}")
+        out.setdefault(name, [None, None])[part[0] == "B"] = w.float()
+    return {name: (a, b, scale) for name, (a, b) in out.items()}
+
+
+class SharedBase:
+    """A base model with hooks that add the selected chain's LoRA deltas."""
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.adapters: dict[str, dict[str, tuple]] = {}  # adapter sha -> module name -> (A, B, scale)
+        self._local = threading.local()
+        self._hooked: set[str] = set()
+        self._modules = dict(model.named_modules())
+
+    def add(self, sha: str, folder: Path) -> None:
+        if sha in self.adapters:
+            return
+        deltas = read_adapter(folder)
+        device = next(self.model.parameters()).device
+        for name in deltas:
+            if name not in self._modules or not isinstance(self._modules[name], torch.nn.Linear):
+                raise SharedBaseError(f"{folder}: adapter for {name}, which is not a linear layer of the base")
+            if name not in self._hooked:
+                self._modules[name].register_forward_hook(self._hook(name))
+                self._hooked.add(name)
+        self.adapters[sha] = {n: (a.to(device), b.to(device), s) for n, (a, b, s) in deltas.items()}
+
+    def _hook(self, name: str):
+        def add_deltas(module, inputs, output):
+            for sha in getattr(self._local, "chain", ()):
+                d = self.adapters[sha].get(name)
+                if d is not None:
+                    a, b, scale = d
+                    x = inputs[0].to(a.dtype)
+                    output = output + (scale * torch.nn.functional.linear(torch.nn.functional.linear(x, a), b)).to(output.dtype)
+            return output
+
+        return add_deltas
+
+    @contextmanager
+    def using(self, chain: tuple[str, ...]):
+        """Select the adapters of `chain` for this thread's forward passes."""
+        before = getattr(self._local, "chain", ())
+        self._local.chain = chain
+        try:
+            yield
+        finally:
+            self._local.chain = before
+
+    def adapter_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for d in self.adapters.values() for a, b, _ in d.values() for t in (a, b))
+
+
+class GenerationModel:
+    """One generation on a shared base: what generation and the evals call (`generate`, a forward
+    pass, `device`, `config`), with its chain selected for the calling thread."""
+
+    def __init__(self, shared: SharedBase, chain: tuple[str, ...]):
+        self.shared, self.chain = shared, chain
+
+    @property
+    def device(self):
+        return self.shared.model.device
+
+    @property
+    def config(self):
+        return self.shared.model.config
+
+    def eval(self):
+        return self
+
+    def generate(self, *args, **kwargs):
+        with self.shared.using(self.chain):
+            return self.shared.model.generate(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        with self.shared.using(self.chain):
+            return self.shared.model(*args, **kwargs)
+
+
+def load_shared(root: str | Path, sha: str, bases: dict, dtype: str = "float32", verify: bool = True):
+    """(GenerationModel, tokenizer) for `sha`, its base taken from (or put into) `bases`
+    ({base sha: (SharedBase, tokenizer)}) and its adapters added to that base."""
+    store = ModelStore(root)
+    links = store.chain(sha)
+    for link in links if verify else ():
+        store.verify(link)
+    if links[0] not in bases:
+        folder = str(store.weights_dir(links[0]))
+        bases[links[0]] = (SharedBase(load_causal_lm(folder, dtype)), load_tokenizer(folder))
+    shared, tok = bases[links[0]]
+    for link in links[1:]:
+        shared.add(link, store.path(link))
+    return GenerationModel(shared, tuple(links[1:])), tok

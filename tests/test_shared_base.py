@@ -1,0 +1,94 @@
+"""Generations served on one shared base (LoRA applied unmerged, per thread) give the merged model's
+outputs, and cost their adapters, not another base."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+import torch
+
+from evo.config import TinyModelConfig
+from evo.model.loading import build_tiny_llama
+from evo.model.shared import GenerationModel, SharedBase, SharedBaseError, read_adapter
+from evo.model.tokenizer import train_bpe_tokenizer
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A tiny base, two LoRA adapters trained-in-name-only (random B) each on its merged parent."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("chain")
+    tok = train_bpe_tokenizer(["tr red fox runs = zora zova bove", "user: hello there\nassistant: hi."] * 20, 300)
+    base = build_tiny_llama(TinyModelConfig(num_heads=4), tok, 0).eval()
+    merged, current = [base], build_tiny_llama(TinyModelConfig(num_heads=4), tok, 0)
+    torch.manual_seed(1)
+    for i in range(2):
+        peft = get_peft_model(copy.deepcopy(current), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.data.normal_(0, 0.05)
+        peft.save_pretrained(str(folder / f"a{i}"))
+        current = peft.merge_and_unload().eval()
+        merged.append(current)
+    return base, tok, merged, folder
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_a_chain_on_the_shared_base_is_the_merged_model(chain):
+    base, tok, merged, folder = chain
+    shared = SharedBase(build_tiny_llama(TinyModelConfig(num_heads=4), tok, 0))
+    shared.add("a0", folder / "a0")
+    shared.add("a1", folder / "a1")
+    ids = torch.tensor([tok("tr red fox runs =")["input_ids"]])
+    for links, want in (((), merged[0]), (("a0",), merged[1]), (("a0", "a1"), merged[2])):
+        got = logits(GenerationModel(shared, links), ids)
+        assert torch.allclose(got, logits(want, ids), atol=1e-5), links
+    assert not torch.allclose(logits(merged[0], ids), logits(merged[2], ids), atol=1e-3)  # the adapters matter
+    out = GenerationModel(shared, ("a0", "a1")).generate(input_ids=ids, max_new_tokens=6, do_sample=False,
+                                                         pad_token_id=tok.pad_token_id)
+    assert out.tolist() == merged[2].generate(input_ids=ids, max_new_tokens=6, do_sample=False,
+                                              pad_token_id=tok.pad_token_id).tolist()
+    base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    assert shared.adapter_bytes() < 0.2 * base_bytes
+
+
+def test_threads_use_their_own_generation_at_once(chain):
+    base, tok, merged, folder = chain
+    shared = SharedBase(build_tiny_llama(TinyModelConfig(num_heads=4), tok, 0))
+    shared.add("a0", folder / "a0")
+    shared.add("a1", folder / "a1")
+    ids = torch.tensor([tok("tr red fox runs =")["input_ids"]])
+    want = {(): logits(merged[0], ids), ("a0", "a1"): logits(merged[2], ids)}
+    wrong = []
+
+    def work(links):
+        m = GenerationModel(shared, links)
+        for _ in range(30):
+            if not torch.allclose(logits(m, ids), want[links], atol=1e-5):
+                wrong.append(links)
+
+    threads = [threading.Thread(target=work, args=(links,)) for links in want for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_an_adapter_it_cannot_apply_unmerged_is_refused(chain, tmp_path):
+    import json
+    import shutil
+
+    _, _, _, folder = chain
+    shutil.copytree(folder / "a0", tmp_path / "dora")
+    cfg = json.loads((tmp_path / "dora" / "adapter_config.json").read_text())
+    (tmp_path / "dora" / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
+    with pytest.raises(SharedBaseError, match="only plain LoRA adapters"):
+        read_adapter(tmp_path / "dora")
