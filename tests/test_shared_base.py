@@ -26,7 +26,8 @@ def chain(tmp_path_factory):
     merged, current = [base], build_tiny_llama(TinyModelConfig(num_heads=4), tok, 0)
     torch.manual_seed(1)
     for i in range(2):
-        peft = get_peft_model(copy.deepcopy(current), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+        peft = get_peft_model(copy.deepcopy(current), lora)
         for n, p in peft.named_parameters():
             if "lora_B" in n:
                 p.data.normal_(0, 0.05)
