@@ -36,8 +36,8 @@ from evo.train.examples import batches, collate, count_target_tokens, encode  # 
 WARMUP = 5
 
 
-def plain_peft_loop(root: Path, parent: str, mix_path: Path, cfg) -> float:
-    """tokens/s of a single-process PEFT LoRA loop over the same mix (after WARMUP steps)."""
+def plain_peft_loop(root: Path, parent: str, mix_path: Path, cfg, warmup: int = WARMUP) -> float:
+    """tokens/s of a single-process PEFT LoRA loop over the same mix (after `warmup` steps)."""
     from peft import LoraConfig, get_peft_model
 
     from evo.model.lineage_model import load_generation
@@ -60,7 +60,7 @@ def plain_peft_loop(root: Path, parent: str, mix_path: Path, cfg) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step >= WARMUP:
+        if step >= warmup:
             seconds += time.perf_counter() - t0
             tokens += count_target_tokens(batch)
     return tokens / seconds

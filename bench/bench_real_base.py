@@ -76,6 +76,8 @@ def rss_mb() -> float:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--memory-probe"]:
+        return run_memory_probe(sys.argv[2], sys.argv[3], sys.argv[4:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--requests", type=int, default=8)
@@ -116,9 +118,8 @@ def main() -> None:
     from evo.evals.general import chat_prompt
     from evo.model.generate import Sampling, generate_batch
     from evo.model.lineage_model import load_generation
-    from evo.serving.pool import ModelPool
 
-    plain_tps = plain_peft_loop(lin.root, base, lin.run_dir("gen-1") / "mix.parquet", cfg)
+    plain_tps = plain_peft_loop(lin.root, base, lin.run_dir("gen-1") / "mix.parquet", cfg, warmup=0)  # as Ray's count
     model, tok = load_generation(lin.root, child)
     flops_token = train_flops_per_token(model)
     peak = matmul_peak()
@@ -133,29 +134,43 @@ def main() -> None:
     same = sum(a == b for a, b in zip(served, plain))
     del model
 
-    # memory: the pool evo serves from (one base, adapters per generation) against merged copies
+    # memory, each way in a fresh process (freed memory that the allocator keeps would blur it here):
+    # the pool evo serves from (one base, adapters per generation) against two merged models
+    shas = [rows[0]["child_sha"], rows[1]["child_sha"]]
+    pool_mb, merged_mb = memory_probe("pool", lin.root, shas), memory_probe("merged", lin.root, shas)
+    write_report(args, cfg, ray_tps, plain_tps, flops_token, peak, served_tps, plain_gen_tps, same, pool_mb, merged_mb,
+                 meta.get("torch_threads"))
+
+
+def memory_probe(mode: str, root: Path, shas: list[str]) -> tuple[float, float]:
+    """(MB added by the first generation, by the second) in a fresh process."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--memory-probe", mode, str(root), *shas], check=True,
+                         capture_output=True, text=True).stdout
+    first, second = json.loads(out.strip().splitlines()[-1])
+    return first, second
+
+
+def run_memory_probe(mode: str, root: str, shas: list[str]) -> None:
     import gc
 
+    from evo.model.lineage_model import load_generation
+    from evo.serving.pool import ModelPool
+
     gc.collect()
-    r0 = rss_mb()
-    pool = ModelPool(str(lin.root))
-    pool.get(rows[0]["child_sha"])
-    r1 = rss_mb()
-    pool.get(rows[1]["child_sha"])
-    r2 = rss_mb()
-    del pool
-    gc.collect()
-    m0 = rss_mb()
-    one = load_generation(lin.root, rows[0]["child_sha"])
-    m1 = rss_mb()
-    two = load_generation(lin.root, rows[1]["child_sha"])
-    m2 = rss_mb()
-    del one, two
-    write_report(args, cfg, ray_tps, plain_tps, flops_token, peak, served_tps, plain_gen_tps, same,
-                 (r1 - r0, r2 - r1), (m1 - m0, m2 - m1))
+    held, sizes, before = [], [], rss_mb()
+    pool = ModelPool(root)
+    for sha in shas:
+        held.append(pool.get(sha) if mode == "pool" else load_generation(root, sha))
+        gc.collect()
+        sizes.append(rss_mb() - before)
+        before = rss_mb()
+    print(json.dumps(sizes))
 
 
-def write_report(args, cfg, ray_tps, plain_tps, flops_token, peak, served_tps, plain_gen_tps, same, pool_mb, merged_mb):
+def write_report(args, cfg, ray_tps, plain_tps, flops_token, peak, served_tps, plain_gen_tps, same, pool_mb, merged_mb,
+                 threads):
     achieved = min(ray_tps, plain_tps) * flops_token, max(ray_tps, plain_tps) * flops_token
     body = "\n".join([
         f"SmolLM2-135M-Instruct (converted from the package's Q4_1 GGUF to float32), the shop domain's generation-1 "
@@ -164,13 +179,15 @@ def write_report(args, cfg, ray_tps, plain_tps, flops_token, peak, served_tps, p
         "",
         "| measure | evo | baseline | ratio | goal |",
         "|---|---|---|---|---|",
-        f"| training tokens/s (Ray Train, 1 worker x 2 CPUs / plain PEFT loop, 2 threads) | {ray_tps:,.0f} | "
+        f"| training tokens/s, every step counted (Ray Train, 1 worker x 2 CPUs, {threads} torch threads / plain PEFT "
+        f"loop, 2 threads) | {ray_tps:,.0f} | "
         f"{plain_tps:,.0f} | {ray_tps / plain_tps:.2f}x | >= 0.9x |",
         f"| served tokens/s, greedy, {args.requests} sequential chats of up to {args.max_tokens} tokens "
         f"(`evo serve` over HTTP / plain `generate` on the merged model) | {served_tps:.1f} | {plain_gen_tps:.1f} | "
         f"{served_tps / plain_gen_tps:.2f}x | >= 0.8x |",
-        f"| memory added by serving generation 1, then generation 2 (MB; evo's pool: one base + adapters / "
-        f"two merged models) | {pool_mb[0]:.0f}, then {pool_mb[1]:.0f} | {merged_mb[0]:.0f}, then {merged_mb[1]:.0f} | "
+        f"| memory added by serving generation 1, then generation 2 (MB of RSS, each way in a fresh process; evo's "
+        f"pool: one base + adapters / two merged models) | {pool_mb[0]:.0f}, then {pool_mb[1]:.0f} | "
+        f"{merged_mb[0]:.0f}, then {merged_mb[1]:.0f} | "
         f"second: {pool_mb[1] / max(merged_mb[1], 1):.2f}x | the second costs its adapters |",
         "",
         f"- FLOP/s of a training step: {flops_token / 1e6:.0f} MFLOP per token (4N, N = the matmul weights; the "

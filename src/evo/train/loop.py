@@ -208,7 +208,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
                         started_at)
             state.checkpoint_seconds += time.perf_counter() - t0
             window = []
-    return {**state.__dict__, "resumed_from": resumed_from, "world_size": world,
+    return {**state.__dict__, "resumed_from": resumed_from, "world_size": world, "torch_threads": torch.get_num_threads(),
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
 
 

@@ -121,5 +121,5 @@ def training_meta(out, worker: WorkerConfig, cfg: EvoConfig, data_sha: str, gid:
         "train_wall_seconds": out.wall_seconds, "steps": worker.steps, "lr": worker.lr,
         "checkpoint_seconds": s.get("checkpoint_seconds"), "setup_seconds": s.get("setup_seconds"),
         "ray_startup_seconds": s.get("startup_seconds"), "ray_teardown_seconds": s.get("teardown_seconds"),
-        "resumed_from": s.get("resumed_from"),
+        "resumed_from": s.get("resumed_from"), "torch_threads": s.get("torch_threads"),
     }
