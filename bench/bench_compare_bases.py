@@ -24,6 +24,7 @@ from report import update_section  # noqa: E402
 from evo.cli import start_ray  # noqa: E402
 from evo.compare import compare_bases, table  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
+from evo.driver import run  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     start_ray(None)
     t0 = time.perf_counter()
     results = compare_bases(str(cfg), ["tiny", "smollm2"], work / "compare", [f"train.steps={args.steps}"],
-                            generations=args.generations)
+                            generations=args.generations, run=run)
     body = "\n".join([
         f"The demo config as `evo demo` writes it, with {args.steps} LoRA steps per generation ({args.generations} "
         "generations, lr 3e-3, "

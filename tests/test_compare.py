@@ -10,9 +10,9 @@ from evo.data.shop import write_shop_data
 def test_bases_are_checked_before_anything_runs(tmp_path):
     cfg = write_shop_data(tmp_path / "data", generations=1)
     with pytest.raises(ConfigError, match="two or more different bases"):
-        compare_bases(str(cfg), ["smollm2"], tmp_path / "cmp")
+        compare_bases(str(cfg), ["smollm2"], tmp_path / "cmp", run=None)
     with pytest.raises(ConfigError, match="data.base: required when model.path is empty"):
-        compare_bases(str(cfg), ["tiny", "smollm2"], tmp_path / "cmp")
+        compare_bases(str(cfg), ["tiny", "smollm2"], tmp_path / "cmp", run=None)
     assert not (tmp_path / "cmp").exists() or not any((tmp_path / "cmp").iterdir())
 
 

@@ -377,9 +377,11 @@ def cmd_export(args) -> int:
 
 def cmd_compare_bases(args) -> int:
     from evo.compare import compare_bases, table
+    from evo.driver import run
 
     start_ray(args.address)
-    results = compare_bases(args.config, args.base, _open_root(args.root), overrides(args), args.generations, args.prompts)
+    results = compare_bases(args.config, args.base, _open_root(args.root), overrides(args), args.generations, args.prompts,
+                            run=run)
     print()
     print(table(results))
     print(f"\nwritten to {_open_root(args.root) / 'compare-bases.md'} (and .json); each base's lineage under "

@@ -41,9 +41,9 @@ def base_path(name: str) -> Optional[str]:
 
 
 def compare_bases(config: str, bases: list[str], root: str | Path, overrides: list[str] = (),
-                  generations: Optional[int] = None, prompts: int = 16, progress=print) -> list[BaseResult]:
-    """Run the config's generations on each base (in its own root), then time the champions."""
-    from evo.driver import run
+                  generations: Optional[int] = None, prompts: int = 16, progress=print, *, run) -> list[BaseResult]:
+    """Run the config's generations on each base (in its own root) with `run` (the driver's, which
+    only the CLI imports), then time the champions."""
     from evo.inputs import check_inputs
     from evo.progress import Progress
 
