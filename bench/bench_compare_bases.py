@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import update_section  # noqa: E402
 
 from evo.cli import start_ray  # noqa: E402
-from evo.compare import compare_bases, table  # noqa: E402
+from evo.compare import compare_bases, reasons, table  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
 from evo.driver import run  # noqa: E402
 
@@ -46,6 +46,8 @@ def main() -> None:
         f"generation's test prompts, one at a time, 2 threads. {time.perf_counter() - t0:.0f} s in all.",
         "",
         table(results),
+        "",
+        reasons(results),
     ])
     print(body)
     update_section("compare-bases", body)

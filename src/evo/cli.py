@@ -376,7 +376,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare_bases(args) -> int:
-    from evo.compare import compare_bases, table
+    from evo.compare import compare_bases, reasons, table
     from evo.driver import run
 
     start_ray(args.address)
@@ -384,6 +384,7 @@ def cmd_compare_bases(args) -> int:
                             run=run)
     print()
     print(table(results))
+    print(reasons(results))
     print(f"\nwritten to {_open_root(args.root) / 'compare-bases.md'} (and .json); each base's lineage under "
           f"{_open_root(args.root)}/<base>/")
     return 0

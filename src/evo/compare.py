@@ -85,7 +85,7 @@ def summarize(name: str, cfg, root: Path, wall: float) -> BaseResult:
         out.generations.append({
             "gen": row["GEN_ID"], "decision": row["decision"], "generalization": parse(row["eval_generalization"]),
             "recall": parse(row["eval_recall"]), "train_seconds": meta.get("train_seconds"),
-            "wall_seconds": (parse(row["walltime_min"]) or 0.0) * 60, "steps": meta.get("steps"),
+            "wall_seconds": (parse(row["walltime_min"]) or 0.0) * 60, "steps": meta.get("steps"), "reason": row["reason"],
         })
     return out
 
@@ -94,7 +94,7 @@ def _count_params(lin, sha: str) -> int:
     from safetensors import safe_open
 
     total = 0
-    for f in sorted(lin.models.weights_dir(sha).glob("*.safetensors")):
+    for f in sorted(lin.models.weights_dir(sha).glob("model*.safetensors")):  # not a kept optimizer state
         with safe_open(str(f), "pt") as st:
             for k in st.keys():
                 n = 1
@@ -150,6 +150,12 @@ def table(results: list[BaseResult]) -> str:
     return "\n".join(lines)
 
 
+def reasons(results: list[BaseResult]) -> str:
+    """The gate's reason for every generation after the base, a line per base."""
+    return "\n".join(f"- {r.name}: " + "; ".join(f"{g['gen']} {g['decision']} ({g.get('reason', '')})"
+                                               for g in r.generations if g["gen"] != "gen-0") for r in results)
+
+
 def write(root: Path, results: list[BaseResult]) -> None:
     atomic_write_text(root / "compare-bases.json", json.dumps([asdict(r) for r in results], indent=1) + "\n")
-    atomic_write_text(root / "compare-bases.md", table(results) + "\n")
+    atomic_write_text(root / "compare-bases.md", table(results) + "\n\n" + reasons(results) + "\n")
