@@ -42,12 +42,18 @@ def logits(model, ids):
         return model(input_ids=ids).logits
 
 
-def test_a_chain_on_the_shared_base_is_the_merged_model(chain):
-    base, tok, merged, folder = chain
+def shared_with_both(chain) -> tuple[SharedBase, torch.Tensor]:
+    """A fresh copy of the base with both adapters added, and a prompt's ids."""
+    _, tok, _, folder = chain
     shared = SharedBase(build_tiny_llama(TinyModelConfig(num_heads=4), tok, 0))
     shared.add("a0", folder / "a0")
     shared.add("a1", folder / "a1")
-    ids = torch.tensor([tok("tr red fox runs =")["input_ids"]])
+    return shared, torch.tensor([tok("tr red fox runs =")["input_ids"]])
+
+
+def test_a_chain_on_the_shared_base_is_the_merged_model(chain):
+    base, tok, merged, _ = chain
+    shared, ids = shared_with_both(chain)
     for links, want in (((), merged[0]), (("a0",), merged[1]), (("a0", "a1"), merged[2])):
         got = logits(GenerationModel(shared, links), ids)
         assert torch.allclose(got, logits(want, ids), atol=1e-5), links
@@ -61,11 +67,8 @@ def test_a_chain_on_the_shared_base_is_the_merged_model(chain):
 
 
 def test_threads_use_their_own_generation_at_once(chain):
-    base, tok, merged, folder = chain
-    shared = SharedBase(build_tiny_llama(TinyModelConfig(num_heads=4), tok, 0))
-    shared.add("a0", folder / "a0")
-    shared.add("a1", folder / "a1")
-    ids = torch.tensor([tok("tr red fox runs =")["input_ids"]])
+    merged = chain[2]
+    shared, ids = shared_with_both(chain)
     want = {(): logits(merged[0], ids), ("a0", "a1"): logits(merged[2], ids)}
     wrong = []
 
