@@ -63,6 +63,17 @@ def chat(model="evo", user=None, **kw):
                                                   "max_tokens": 8, "temperature": 0, **({"user": user} if user else {}), **kw})
 
 
+def test_chat_content_given_as_text_parts_over_http(served):
+    """What OpenAI clients send today: a list of text parts is answered as the same text as a string;
+    an image part gets a 400 that says why."""
+    plain = chat("champion")[1]["choices"][0]["message"]["content"]
+    status, body = chat("champion", messages=[{"role": "user", "content": [{"type": "text", "text": "tell me about tea"}]}])
+    assert status == 200 and body["choices"][0]["message"]["content"] == plain
+    status, body = chat("champion", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}])
+    assert status == 400 and "type 'image_url': this server answers text only" in body["error"]["message"]
+
+
 def test_models_lists_aliases_and_every_generation(served):
     status, body = call("GET", "/v1/models")
     ids = [m["id"] for m in body["data"]]

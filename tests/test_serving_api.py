@@ -40,6 +40,27 @@ def test_bad_requests_get_a_400_that_names_the_field(body, where):
     assert e.value.body()["error"]["message"] == e.value.message
 
 
+def test_chat_content_as_text_parts_is_answered_like_a_string():
+    parts = [{"type": "text", "text": "tr red"}, {"type": "text", "text": "fox runs ="}]
+    req = parse_request(ChatRequest, {**CHAT, "messages": [{"role": "user", "content": parts}]}, LIMITS)
+    assert req.messages[0].content == "tr red\nfox runs ="
+    assert req.prompt_chars() == len("tr red\nfox runs =")
+
+
+@pytest.mark.parametrize("content,why", [
+    ([{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}],
+     "content part 1 is of type 'image_url': this server answers text only"),
+    ([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}], "of type 'input_audio'"),
+    (["just a string in a list"], "content part 0 is not a {'type': 'text'"),
+    ([{"type": "text"}], "needs a string 'text'"),
+    ([], "empty list of parts"),
+])
+def test_chat_content_parts_evo_cannot_answer_get_a_400_that_says_so(content, why):
+    with pytest.raises(APIError) as e:
+        parse_request(ChatRequest, {**CHAT, "messages": [{"role": "user", "content": content}]}, LIMITS)
+    assert e.value.status == 400 and why in e.value.message and "'messages.0.content'" in e.value.message
+
+
 def test_completion_request_and_response_shape():
     req = parse_request(CompletionRequest, {"model": "champion", "prompt": "tr red cat runs ="}, LIMITS)
     assert req.max_tokens == 32  # the server default (64), capped at the limit

@@ -30,7 +30,26 @@ class Limits(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str  # also accepted as a list of text parts, which OpenAI clients send: joined by newlines
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, v):
+        """[{"type": "text", "text": ...}, ...] -> one string; any other part (image, audio, file) is refused."""
+        if not isinstance(v, list):
+            return v
+        texts = []
+        for i, part in enumerate(v):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text":
+                what = f"of type {kind!r}" if kind else "not a {'type': 'text', 'text': ...} object"
+                raise ValueError(f"content part {i} is {what}: this server answers text only")
+            if not isinstance(part.get("text"), str):
+                raise ValueError(f"content part {i} (type 'text') needs a string 'text'")
+            texts.append(part["text"])
+        if not texts:
+            raise ValueError("content is an empty list of parts")
+        return "\n".join(texts)
 
 
 class _Common(BaseModel):
