@@ -16,7 +16,6 @@ Three families, each child against the base (generation 0) or its parent, on set
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Optional
 
 from evo.data.ingest import json_lines
-from evo.data.records import Record, render_chat
 
 # torch, the tokenizer-side helpers and generation are imported where a model is scored, so that the
 # file checks (`read_questions`, `read_prompts`) run before anything heavy loads (evo.inputs)
@@ -141,10 +139,9 @@ def repetition(replies: list[str], n: int = 3) -> float:
 
 def chat_prompt(tok, question: str) -> str:
     """A question as the user turn, through the tokenizer's chat template where it has one."""
-    from evo.train.examples import prompt_and_completion
+    from evo.train.examples import reply_prompt
 
-    msgs = [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-    return prompt_and_completion(Record("chat", render_chat(msgs)[0], "", json.dumps(msgs)), tok)[0]
+    return reply_prompt([{"role": "user", "content": question}], tok)
 
 
 def mean_kl(model, base, tok, prompts: list[str], answers: list[str]) -> tuple[float, int]:

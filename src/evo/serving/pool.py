@@ -12,20 +12,17 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from itertools import groupby
 
-from evo.data.records import Record, render_chat
 from evo.model.generate import Delta, Sampling, count_prompt_tokens, generate_batch, stream_one
 from evo.model.lineage_model import load_generation
 from evo.model.shared import GenerationModel, SharedBaseError, load_shared
-from evo.train.examples import prompt_and_completion
+from evo.train.examples import reply_prompt
 
 
 def render_prompt(tok, request: dict) -> str:
     """Chat messages through the model's chat template (evo's plain one when it has none)."""
     if "messages" not in request:
         return request["prompt"]
-    msgs = request["messages"] + [{"role": "assistant", "content": ""}]
-    record = Record("chat", render_chat(msgs)[0], "", json.dumps(msgs))
-    return prompt_and_completion(record, tok)[0]
+    return reply_prompt(request["messages"], tok)
 
 
 class ModelPool:

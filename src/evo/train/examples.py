@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
 
-from evo.data.records import Record
+from evo.data.records import Record, render_chat
 
 IGNORE = -100
 
@@ -23,6 +24,13 @@ def prompt_and_completion(record: Record, tokenizer) -> tuple[str, str]:
         prompt = tokenizer.apply_chat_template(chat[:-1], tokenize=False, add_generation_prompt=True)
         return Rendered(prompt), chat[-1]["content"]
     return record.prompt, record.completion
+
+
+def reply_prompt(messages: list[dict[str, str]], tokenizer) -> str:
+    """The prompt that asks for the next assistant turn after `messages`, rendered exactly as
+    training and evals render a chat up to that turn (serving, the general evals, self-replay)."""
+    msgs = messages + [{"role": "assistant", "content": ""}]
+    return prompt_and_completion(Record("chat", render_chat(msgs)[0], "", json.dumps(msgs)), tokenizer)[0]
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
