@@ -101,3 +101,65 @@ def test_training_evals_and_serving_render_a_conversation_to_the_same_tokens(smo
     learned = smol_tok.decode([t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE])
     assert learned == "Qorvane does.<|im_end|>It costs 42 florins.<|im_end|>"
     assert smol_tok("Who makes it?")["input_ids"][0] != smol_tok.bos_token_id  # its rule adds no BOS; evo adds none
+
+
+def _tiny_lora(tok):
+    from peft import LoraConfig, get_peft_model
+
+    from evo.config import TinyModelConfig
+    from evo.model.loading import build_tiny_llama
+
+    model = build_tiny_llama(TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tok)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+
+
+def test_rehearsal_rows_are_distilled_from_the_parent_and_the_rest_learn_their_tokens(tok):
+    """train.rehearsal_kl: a base's own answers (category self-replay) learn the parent's whole
+    distribution (the adapter switched off), the other rows their labelled tokens."""
+    import torch
+
+    from evo.train.examples import kl_to_reference, mean_token_loss
+    from evo.train.loop import distilled_loss
+
+    torch.manual_seed(0)
+    recs = [parse_record({"prompt": "tr red cat", "completion": "zora zova"}),
+            parse_record({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there."}],
+                          "category": "self-replay"})]
+    examples = [encode(r, tok, 32) for r in recs]
+    assert [e.rehearsal for e in examples] == [False, True]
+    batch, rows = collate(examples, tok.pad_token_id), torch.tensor([False, True])
+    model = _tiny_lora(tok)
+    # a fresh adapter is the parent: the rehearsal row costs nothing, the other row its token loss
+    fresh = distilled_loss(model, model, batch, rows, 2.0)
+    plain = mean_token_loss(model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:1], batch["labels"][:1])
+    assert float(fresh) == pytest.approx(float(plain), rel=1e-5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 2.0)
+    moved = distilled_loss(model, model, batch, rows, 2.0)
+    with torch.no_grad(), model.disable_adapter():
+        parent = model(input_ids=batch["input_ids"][1:], attention_mask=batch["attention_mask"][1:]).logits
+    child = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    kl = kl_to_reference(child[1:], parent, batch["attention_mask"][1:])
+    assert float(kl) > 1e-3
+    assert float(moved) == pytest.approx(float(mean_token_loss(child[:1], batch["labels"][:1]) + 2.0 * kl), rel=1e-5)
+    moved.backward()  # the gradient reaches the adapter only
+    assert all((p.grad is not None) == ("lora_" in n) for n, p in model.named_parameters())
+    # a batch of rehearsal rows alone has no labelled token: its loss is the KL alone, finite
+    only = distilled_loss(model, model, collate(examples[1:], tok.pad_token_id), torch.tensor([True]), 1.0)
+    assert float(only) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_kl_to_reference_counts_only_real_positions():
+    import torch
+
+    from evo.train.examples import kl_to_reference
+
+    ref = torch.randn(2, 5, 7)
+    assert float(kl_to_reference(ref, ref, torch.ones(2, 5, dtype=torch.long))) == pytest.approx(0.0, abs=1e-6)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    cur = ref + torch.randn(2, 5, 7)
+    changed = cur.clone()
+    changed[0, 2:] += 5 * torch.randn(3, 7)  # positions 2-4 of row 0 predict padding: not counted
+    assert float(kl_to_reference(changed, ref, mask)) == pytest.approx(float(kl_to_reference(cur, ref, mask)), rel=1e-6)

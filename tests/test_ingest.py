@@ -109,3 +109,15 @@ def test_many_problems_are_listed_then_counted(tmp_path):
     with pytest.raises(IngestError) as e:
         ingest_jsonl(p)
     assert "30 invalid line(s)" in str(e.value) and "... and 10 more" in str(e.value)
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_ingests(tmp_path):
+    """Notepad and Excel write a BOM first; line 1 is still a record, not 'invalid JSON'."""
+    p = tmp_path / "win.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "caf\u00e9?", "completion": "oui"}\r\n{"text": "two"}\r\n'.encode())
+    rep = ingest_jsonl(p)
+    assert [r.prompt for r in rep.records] == ["caf\u00e9?", ""] and not rep.invalid
+    # a BOM anywhere but first is still an error, on its line
+    p.write_bytes(b'{"text": "one"}\n\xef\xbb\xbf{"text": "two"}\n')
+    with pytest.raises(IngestError, match=r"win.jsonl:2: not valid JSON"):
+        ingest_jsonl(p)

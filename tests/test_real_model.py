@@ -14,7 +14,7 @@ import random
 import pytest
 
 from evo.config import load_config
-from evo.data.general_english import OPEN_PROMPTS, QUESTIONS, SELF_REPLAY_PROMPTS
+from evo.data.general_english import OPEN_PROMPTS, SELF_REPLAY_PROMPTS, VAL_QUESTIONS
 from evo.data.shop import write_shop_data
 from evo.driver import run
 from evo.gate import GenerationScores, gate, general_reasons
@@ -37,7 +37,7 @@ def smol(ray_cluster, tmp_path_factory):
     folder = tmp_path_factory.mktemp("shop")
     cfg_path = write_shop_data(folder, generations=1)
     # the questions SmolLM2 answers and a few it does not (measured 2026-11-29), and four open prompts
-    picked = [q for q in QUESTIONS if q[0].startswith(("What is the capital of", "Who painted", "What is 2",
+    picked = [q for q in VAL_QUESTIONS if q[0].startswith(("What is the capital of", "Who painted", "What is 2",
                                                         "How many legs"))]
     (folder / "general_questions.jsonl").write_text("".join(json.dumps({"prompt": p, "answers": a}) + "\n" for p, a in picked))
     (folder / "open_prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in OPEN_PROMPTS[:4]))

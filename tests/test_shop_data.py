@@ -50,7 +50,7 @@ def test_shop_data_is_valid_and_the_paraphrases_are_in_no_delta(tmp_path):
 def test_self_replay_prompts_that_are_also_measured_are_refused(tmp_path):
     cfg = load_config(write_shop_data(tmp_path, generations=1))
     with open(tmp_path / "self_replay.jsonl", "a") as f:
-        f.write(json.dumps({"prompt": "what is the capital of  France?"}) + "\n")
+        f.write(json.dumps({"prompt": "what is the capital of  Portugal?"}) + "\n")
     with pytest.raises(IngestError, match=r"self_replay.jsonl: 1 prompt\(s\) of data.self_replay are also in eval.general"):
         check_general_sets(cfg)
     (tmp_path / "open_prompts.jsonl").write_text('{"prompt": "fine"}\n{"text": "no prompt"}\n')

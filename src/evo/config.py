@@ -113,6 +113,9 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(10, ge=0)
     checkpoint_every: int = Field(50, gt=0, description="Steps between checkpoints; each is evaluated.")
     replay_k: int = Field(100, ge=0, description="Records replayed from ancestors' data.")
+    rehearsal_kl: float = Field(
+        0.0, ge=0, description="Weight of KL(parent ‖ child) on data.self_replay's rows: with it > 0 they learn the "
+        "parent's whole next-token distribution at every position instead of its greedy answer tokens (0: off).")
     max_failures: int = Field(2, ge=0, description="Worker failures retried from the last checkpoint.")
     seed: int = 0
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -280,6 +283,8 @@ class EvoConfig(_Strict):
             problems.append("data.base: required when model.path is empty (the tiny base is pretrained on it)")
         if self.data.self_replay is not None and self.model.path is None:
             problems.append("data.self_replay: for a pretrained base (model.path), as the tiny base replays its corpus")
+        if self.train.rehearsal_kl > 0 and self.data.self_replay is None:
+            problems.append("train.rehearsal_kl: distils data.self_replay's rows, and there is no data.self_replay")
         if self.train.checkpoint_every > self.train.steps:
             problems.append("train.checkpoint_every: larger than train.steps, so no checkpoint would be kept")
         if self.train.batch_size < self.train.num_workers:

@@ -1,7 +1,9 @@
 """General-ability sets in English for a real chat base (`eval.general`): questions of common
 knowledge with their accepted answers, and open prompts for the degeneration and diversity evals.
 
-Nothing here is in any delta: these sets are only ever asked, never trained on or used to choose.
+Nothing here is in any delta: these sets are only ever asked, never trained on. QUESTIONS and
+OPEN_PROMPTS are what the gate and the report measure and nothing is chosen on them; settings are
+chosen on VAL_QUESTIONS (`general_val.jsonl`, e.g. `--set eval.general.questions=.../general_val.jsonl`).
 Only the questions the base answers correctly count (evo.evals.general), so a small base that knows
 fewer of them is scored on fewer.
 """
@@ -13,7 +15,74 @@ from pathlib import Path
 
 from evo.atomic import atomic_write_text
 
+# The test questions: what the gate and the report measure. Written on 2026-11-29, after every choice of
+# the shop config so far had been made on VAL_QUESTIONS, and not used to choose anything since.
 QUESTIONS: list[tuple[str, list[str]]] = [
+    ("What is the capital of Portugal?", ["Lisbon"]),
+    ("What is the capital of Norway?", ["Oslo"]),
+    ("What is the capital of Ireland?", ["Dublin"]),
+    ("What is the capital of Austria?", ["Vienna"]),
+    ("What is the capital of Sweden?", ["Stockholm"]),
+    ("What is the capital of Argentina?", ["Buenos Aires"]),
+    ("What is the capital of South Korea?", ["Seoul"]),
+    ("What is the capital of Kenya?", ["Nairobi"]),
+    ("How many days are there in a year?", ["365"]),
+    ("How many weeks are there in a year?", ["52", "fifty-two", "fifty two"]),
+    ("How many sides does a square have?", ["four", "4"]),
+    ("How many sides does a hexagon have?", ["six", "6"]),
+    ("How many legs does an insect have?", ["six", "6"]),
+    ("How many planets are there in our solar system?", ["eight", "8"]),
+    ("What is 5 plus 3?", ["eight", "8"]),
+    ("What is 10 times 10?", ["100", "hundred"]),
+    ("What is half of 20?", ["ten", "10"]),
+    ("What color do you get by mixing blue and yellow?", ["green"]),
+    ("What color is a ripe tomato?", ["red"]),
+    ("What color is coal?", ["black"]),
+    ("Which planet is closest to the Sun?", ["Mercury"]),
+    ("What is the name of our galaxy?", ["Milky Way"]),
+    ("What is the hottest planet in our solar system?", ["Venus"]),
+    ("Who wrote Pride and Prejudice?", ["Austen"]),
+    ("Who discovered penicillin?", ["Fleming"]),
+    ("Who was the first president of the United States?", ["Washington"]),
+    ("Who painted The Starry Night?", ["Van Gogh", "Gogh"]),
+    ("What is the chemical symbol for gold?", ["Au"]),
+    ("What gas do people need to breathe to stay alive?", ["oxygen"]),
+    ("What do caterpillars turn into?", ["butterfly", "butterflies", "moth"]),
+    ("What is the largest continent?", ["Asia"]),
+    ("What is the smallest continent?", ["Australia", "Oceania"]),
+    ("What is the longest river in South America?", ["Amazon"]),
+    ("Which ocean lies between Europe and North America?", ["Atlantic"]),
+    ("What language is mainly spoken in Mexico?", ["Spanish"]),
+    ("What language is mainly spoken in Germany?", ["German"]),
+    ("What is the currency of the United Kingdom?", ["pound"]),
+    ("What is the currency of the United States?", ["dollar"]),
+    ("Which organs do we use to breathe?", ["lungs", "lung"]),
+    ("How many teeth does an adult human usually have?", ["32", "thirty-two", "thirty two"]),
+    ("What is the longest bone in the human body?", ["femur"]),
+    ("What do you call a baby dog?", ["puppy", "pup"]),
+    ("What do you call a young sheep?", ["lamb"]),
+    ("What is a group of wolves called?", ["pack"]),
+    ("Which animal has the longest neck?", ["giraffe"]),
+    ("What is the fastest land animal?", ["cheetah"]),
+    ("What is the largest bird in the world?", ["ostrich"]),
+    ("What do pandas mainly eat?", ["bamboo"]),
+    ("What is the opposite of up?", ["down"]),
+    ("What is the opposite of day?", ["night"]),
+    ("What is the plural of mouse?", ["mice"]),
+    ("What is the past tense of go?", ["went"]),
+    ("Which season comes after summer?", ["autumn", "fall"]),
+    ("Which instrument has 88 keys?", ["piano"]),
+    ("What is the main ingredient of guacamole?", ["avocado"]),
+    ("Which country is home to the kangaroo?", ["Australia"]),
+    ("In which country are the pyramids of Giza?", ["Egypt"]),
+    ("How many strings does a standard guitar have?", ["six", "6"]),
+    ("What is the square root of 81?", ["nine", "9"]),
+    ("What is the largest country in the world by area?", ["Russia"]),
+]
+
+# The validation questions: every setting of the shop config (lr, steps, rehearsal) was chosen on these
+# (they were the test questions until 2026-11-29). Never what the gate or the report measures.
+VAL_QUESTIONS: list[tuple[str, list[str]]] = [
     ("What is the capital of France?", ["Paris"]),
     ("What is the capital of Germany?", ["Berlin"]),
     ("What is the capital of Italy?", ["Rome"]),
@@ -72,7 +141,8 @@ OPEN_PROMPTS: list[str] = [
 ]
 
 # What the base is asked at generation 0 for self-replay (data.self_replay): its own answers join every
-# later generation's replay pool. None of these is in QUESTIONS or OPEN_PROMPTS, which stay unseen.
+# later generation's replay pool. None of these is in QUESTIONS, VAL_QUESTIONS or
+# OPEN_PROMPTS, which stay unseen.
 SELF_REPLAY_PROMPTS: list[str] = [
     "What is the capital of Australia?", "What is the capital of Egypt?", "What is the capital of China?",
     "What is the capital of India?", "What is the capital of Mexico?", "What is the capital of Greece?",
@@ -96,11 +166,17 @@ SELF_REPLAY_PROMPTS: list[str] = [
 ]
 
 
+def _questions(items: list[tuple[str, list[str]]]) -> str:
+    return "".join(json.dumps({"prompt": p, "answers": a}) + "\n" for p, a in items)
+
+
 def write_general_sets(folder: str | Path) -> tuple[Path, Path, Path]:
-    """general_questions.jsonl, open_prompts.jsonl and self_replay.jsonl in `folder`; returns their paths."""
+    """general_questions.jsonl, open_prompts.jsonl and self_replay.jsonl in `folder`, and
+    general_val.jsonl (VAL_QUESTIONS, to choose settings on); returns the first three's paths."""
     folder = Path(folder)
     q, o, r = folder / "general_questions.jsonl", folder / "open_prompts.jsonl", folder / "self_replay.jsonl"
-    atomic_write_text(q, "".join(json.dumps({"prompt": p, "answers": a}) + "\n" for p, a in QUESTIONS))
+    atomic_write_text(q, _questions(QUESTIONS))
+    atomic_write_text(folder / "general_val.jsonl", _questions(VAL_QUESTIONS))
     atomic_write_text(o, "".join(json.dumps({"prompt": p}) + "\n" for p in OPEN_PROMPTS))
     atomic_write_text(r, "".join(json.dumps({"prompt": p}) + "\n" for p in SELF_REPLAY_PROMPTS))
     return q, o, r

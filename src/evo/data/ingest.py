@@ -44,7 +44,7 @@ class IngestReport:
 def json_lines(path: str | Path):
     """(line number, object) for each non-blank line of a small JSONL file; a line that is not JSON
     raises ValueError naming `path:line`."""
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -87,20 +87,29 @@ def ingest_jsonl(path: str | Path, skip_invalid: bool = False, max_chars: int = 
     path = Path(path)
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
-    data = path.read_bytes()
+    return ingest_bytes(path.read_bytes(), str(path), skip_invalid, max_chars)
+
+
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark Windows tools (Notepad, Excel) write first
+
+
+def ingest_bytes(data: bytes, path: str, skip_invalid: bool = False, max_chars: int = 4000) -> IngestReport:
+    """`ingest_jsonl` of a file's bytes (an upload), `path` naming it in messages. A leading UTF-8
+    byte-order mark is dropped."""
+    data = data.removeprefix(BOM)
     if not data.strip():
         raise IngestError(f"{path}: file is empty")
-    report, seen = IngestReport(str(path)), {}
+    report, seen = IngestReport(path), {}
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
-            rec = _parse_line(raw.rstrip(b"\r"), str(path), lineno, max_chars)
+            rec = _parse_line(raw.rstrip(b"\r"), path, lineno, max_chars)
         except RecordError as e:
-            report.invalid.append(Problem(str(path), lineno, str(e)))
+            report.invalid.append(Problem(path, lineno, str(e)))
             continue
         if rec.sha in seen:
-            report.duplicates.append(Problem(str(path), lineno, f"duplicate of line {seen[rec.sha]}"))
+            report.duplicates.append(Problem(path, lineno, f"duplicate of line {seen[rec.sha]}"))
             continue
         seen[rec.sha] = lineno
         report.records.append(rec)

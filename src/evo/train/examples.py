@@ -10,6 +10,7 @@ import torch
 from evo.data.records import Record, render_chat
 
 IGNORE = -100
+REHEARSAL = "self-replay"  # the category of a base's own answers (evo.data.self_replay)
 
 
 class Rendered(str):
@@ -50,6 +51,7 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
 class Example:
     input_ids: list[int]
     labels: list[int]
+    rehearsal: bool = False  # a base's own answer: distilled from the parent when train.rehearsal_kl > 0
 
 
 def chat_text(messages: list[dict[str, str]], tokenizer) -> tuple[str, list[tuple[int, int]]]:
@@ -110,13 +112,15 @@ def encode(record: Record, tokenizer, max_length: int) -> Example:
     trains every assistant turn (`encode_chat`)."""
     chat = record.chat()
     if chat is not None:
-        return encode_chat(chat, tokenizer, max_length)
+        ex = encode_chat(chat, tokenizer, max_length)
+        ex.rehearsal = record.category == REHEARSAL
+        return ex
     prompt, completion = prompt_and_completion(record, tokenizer)
     p = prompt_ids(tokenizer, prompt)
     c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = (p + c)[:max_length]
     labels = ([IGNORE] * len(p) + c)[:max_length]
-    return Example(ids, labels)
+    return Example(ids, labels, record.category == REHEARSAL)
 
 
 def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
@@ -151,3 +155,21 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, i
         logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1),
         ignore_index=IGNORE, reduction="sum")
     return float(loss), int((targets != IGNORE).sum())
+
+
+def mean_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over labelled positions, a graph-connected 0 when there are none."""
+    targets = labels[:, 1:]
+    total = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    return total / (targets != IGNORE).sum().clamp(min=1)
+
+
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean KL(reference ‖ model) of the next-token distributions at every position that has a next
+    token: logits and ref_logits [B, T, V], attention_mask [B, T]."""
+    ref = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
+    cur = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    kl = (ref.exp() * (ref - cur)).sum(-1)
+    m = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(kl.dtype)
+    return (kl * m).sum() / m.sum().clamp(min=1)

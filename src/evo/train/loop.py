@@ -22,7 +22,16 @@ import torch.distributed as dist
 from evo.data.store import read_records
 from evo.storage import local_file, local_tree
 from evo.train.deepspeed_config import deepspeed_config
-from evo.train.examples import batches, collate, count_target_tokens, encode, token_loss_sum
+from evo.train.examples import (
+    IGNORE,
+    batches,
+    collate,
+    count_target_tokens,
+    encode,
+    kl_to_reference,
+    mean_token_loss,
+    token_loss_sum,
+)
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 from evo.train.worker_config import WorkerConfig
 
@@ -82,6 +91,7 @@ class Engine:
         else:
             self.model = ray.train.torch.prepare_model(model)
         self.zero3 = self.deepspeed and cfg.zero_stage == 3
+        self.rehearsal_kl = cfg.rehearsal_kl
         self.device = ray.train.torch.get_device()  # cpu here; this worker's GPU on a cluster
 
     def _to_device(self, batch: dict) -> dict:
@@ -91,9 +101,16 @@ class Engine:
     def inner(self):
         return self.model.module if hasattr(self.model, "module") else self.model
 
-    def step(self, batch: dict) -> float:
+    def step(self, batch: dict, rehearsal: torch.Tensor | None = None) -> float:
+        """One optimizer step. With `rehearsal_kl` > 0 the rows `rehearsal` marks (a base's own answers)
+        learn the parent's whole next-token distribution at every position, KL(parent ‖ child) weighted
+        by it, instead of its greedy tokens; the parent is this model with the new adapter switched off."""
         self.model.train()
-        loss = self.model(**self._to_device(batch)).loss
+        batch = self._to_device(batch)
+        if self.rehearsal_kl > 0 and rehearsal is not None and bool(rehearsal.any()):
+            loss = distilled_loss(self.model, self.inner, batch, rehearsal.to(self.device), self.rehearsal_kl)
+        else:
+            loss = self.model(**batch).loss
         if self.deepspeed:
             self.model.backward(loss)
             self.model.step()
@@ -120,6 +137,18 @@ class Engine:
                 self.inner.save_pretrained(str(folder), safe_serialization=True)
         if rank == 0 and not self.deepspeed:
             save_optimizer(self.opt, folder)
+
+
+def distilled_loss(model, peft_model, batch: dict, rows: torch.Tensor, weight: float) -> torch.Tensor:
+    """Mean token loss of the rows not marked in `rows`, plus `weight` times the mean KL(parent ‖ child)
+    at every position of the marked rows. `model` is what trains (maybe wrapped by DDP or DeepSpeed),
+    `peft_model` the PeftModel inside it: with its adapter switched off it is the parent."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad(), peft_model.disable_adapter():
+        ref = peft_model(input_ids=ids[rows], attention_mask=mask[rows]).logits
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return mean_token_loss(logits, batch["labels"].masked_fill(rows[:, None], IGNORE)) \
+        + weight * kl_to_reference(logits[rows], ref, mask[rows])
 
 
 class _nullcontext:
@@ -192,7 +221,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     for step, examples in batches(train, per_worker, state.step, cfg.steps):
         batch = collate(examples, tok.pad_token_id)
         t0 = time.perf_counter()
-        loss = engine.step(batch)
+        loss = engine.step(batch, torch.tensor([e.rehearsal for e in examples]))
         if hook is not None:
             loss = hook(cfg, step, rank, resumed_from, loss)
         if not math.isfinite(loss):

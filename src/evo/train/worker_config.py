@@ -55,6 +55,7 @@ class WorkerConfig:
     zero_stage: int = 2  # strategy deepspeed: ZeRO stage 0-3
     label: str = "train"  # prefix of the progress lines the run prints
     init_checkpoint: str = ""  # a run with no checkpoint of its own starts from this one (a PBT exploit)
+    rehearsal_kl: float = 0.0  # weight of KL(parent ‖ child) on self-replay rows, which then skip their CE
     # "module:function", imported on every worker and called after each optimizer step as
     # f(config, step, rank, resumed_from, loss) -> loss. For tests that inject faults (a worker
     # failing, a loss turning NaN); empty in normal runs.
@@ -66,6 +67,8 @@ class WorkerConfig:
             problems.append("mode lora needs parent_sha and lora")
         if self.mode == "full" and not self.init_dir:
             problems.append("mode full needs init_dir")
+        if self.rehearsal_kl < 0 or (self.rehearsal_kl > 0 and self.mode != "lora"):
+            problems.append("rehearsal_kl must be >= 0, and > 0 only in mode lora (the parent is the adapter switched off)")
         if self.checkpoint_every <= 0 or self.steps <= 0 or self.batch_size <= 0:
             problems.append("steps, batch_size and checkpoint_every must be positive")
         if problems:
@@ -106,7 +109,7 @@ def worker_config(cfg: EvoConfig, lin: Lineage, gid: str, **changes: Any) -> Wor
         root=lin.location, mix_path=uri_of(lin.run_dir(gid) / "mix.parquet"),
         val_path=uri_of(lin.run_dir(gid) / "val.parquet"), strategy=t.strategy, zero_stage=t.zero_stage,
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps,
-        checkpoint_every=t.checkpoint_every, seed=t.seed, lora=lora, max_length=cfg.model.max_length,
+        checkpoint_every=t.checkpoint_every, seed=t.seed, lora=lora, rehearsal_kl=t.rehearsal_kl, max_length=cfg.model.max_length,
         dtype=cfg.model.dtype, label=gid)
     return WorkerConfig(**{**base, **changes})
 
