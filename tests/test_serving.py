@@ -42,8 +42,8 @@ def served(ray_cluster, two_generations_root, tmp_path_factory):
     lin.registry.move("candidate", base, reason="test: serve the base as the candidate")
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     # two replicas: the split and promotions must reach both, through the lineage root
-    serve.run(build_app(str(root), 0.5, admin_token=TOKEN, num_replicas=2, ray_actor_options={"num_cpus": 0.25}),
-              name="evo", route_prefix="/")
+    serve.run(build_app(str(root), 0.5, admin_token=TOKEN, num_replicas=2, ray_actor_options={"num_cpus": 0.25},
+                        max_upload_bytes=4096), name="evo", route_prefix="/")
     yield {"root": root, "champion": champion, "candidate": base}
     serve.shutdown()
 
@@ -72,6 +72,63 @@ def test_chat_content_given_as_text_parts_over_http(served):
     status, body = chat("champion", messages=[{"role": "user", "content": [
         {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}])
     assert status == 400 and "type 'image_url': this server answers text only" in body["error"]["message"]
+
+
+def test_training_files_over_http_with_the_openai_sdk(served):
+    """/v1/files as the official SDK drives it: upload (multipart), retrieve, content, list, delete;
+    a bad line, a file over the limit and a wrong purpose get their 4xx and leave nothing behind."""
+    import openai
+
+    client = openai.OpenAI(base_url=URL + "/v1", api_key="unused", max_retries=0)
+    good = b'\xef\xbb\xbf{"prompt": "tr red cat", "completion": "zora"}\r\n{"text": "zova bove"}\r\n'
+    f = client.files.create(file=("train.jsonl", good), purpose="fine-tune")
+    assert f.bytes == len(good) and f.filename == "train.jsonl" and f.purpose == "fine-tune"
+    assert client.files.retrieve(f.id).id == f.id and client.files.content(f.id).content == good
+    assert [x.id for x in client.files.list(purpose="fine-tune")] == [f.id]
+    with pytest.raises(openai.BadRequestError, match=r"bad.jsonl:2: .*completion"):
+        client.files.create(file=("bad.jsonl", b'{"text": "a"}\n{"prompt": "no completion"}\n'), purpose="fine-tune")
+    with pytest.raises(openai.APIStatusError, match="over this server's limit") as e:
+        client.files.create(file=("big.jsonl", b'{"text": "aaaa"}\n' * 400), purpose="fine-tune")
+    assert e.value.status_code == 413
+    with pytest.raises(openai.BadRequestError, match="purpose 'assistants' is not supported"):
+        client.files.create(file=("t.jsonl", good), purpose="assistants")
+    assert [x.id for x in client.files.list()] == [f.id]  # nothing of the refused uploads
+    status, body = call("POST", "/v1/files", raw=b"not multipart")
+    assert status == 400 and "multipart/form-data" in body["error"]["message"]
+    assert client.files.delete(f.id).deleted
+    with pytest.raises(openai.NotFoundError, match="no file"):
+        client.files.retrieve(f.id)
+    assert not list((served["root"] / "service" / "blobs").iterdir())
+
+
+def test_api_keys_over_http_isolate_tenants(served):
+    """Once keys exist every endpoint but health needs one; a key sees only its own files (another's
+    answer 404), a missing scope is 403. The keys are revoked at the end: the server is open again."""
+    import openai
+
+    from evo.service.keys import KeyStore
+
+    store = KeyStore(served["root"])
+    made = {n: store.create(scope, n)[0] for n, scope in (("alice", "fine-tune"), ("bob", "fine-tune"),
+                                                          ("reader", "inference"))}
+    try:
+        alice, bob = (openai.OpenAI(base_url=URL + "/v1", api_key=made[n], max_retries=0) for n in ("alice", "bob"))
+        f = alice.files.create(file=("a.jsonl", b'{"text": "zora zova"}\n'), purpose="fine-tune")
+        assert [x.id for x in alice.files.list()] == [f.id] and list(bob.files.list()) == []
+        with pytest.raises(openai.NotFoundError):
+            bob.files.retrieve(f.id)
+        with pytest.raises(openai.NotFoundError):
+            bob.files.delete(f.id)
+        assert call("GET", "/v1/models")[0] == 401
+        assert call("GET", "/v1/models", headers={"authorization": f"Bearer {made['reader']}"})[0] == 200
+        status, body = call("GET", "/v1/files", headers={"authorization": f"Bearer {made['reader']}"})
+        assert status == 403 and "needs 'fine-tune'" in body["error"]["message"]
+        assert call("GET", "/health")[0] == 200
+        assert alice.files.delete(f.id).deleted
+    finally:
+        for n in made:
+            store.revoke(n)
+    assert call("GET", "/v1/models")[0] == 200
 
 
 def test_models_lists_aliases_and_every_generation(served):

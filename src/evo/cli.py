@@ -319,6 +319,25 @@ def cmd_ledger(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from evo.service.keys import KeyStore
+
+    store = KeyStore(_open_root(args.root))
+    if args.action == "create":
+        key, row = store.create(args.scope, args.name or "")
+        print(f"created {row['id']} ({row['name']}, scope {row['scope']}); the key, shown this once:\n{key}")
+    elif args.action == "revoke":
+        if not args.which:
+            raise SystemExit("evo keys revoke: give the key's id or name (evo keys list)")
+        row = store.revoke(args.which)
+        print(f"revoked {row['id']} ({row['name']}): its requests get 401 from now on")
+    else:
+        for r in store.rows():
+            state = "revoked" if r["revoked_at"] else "live"
+            print(f"{r['id']}  {r['name']:<20} {r['scope']:<10} {state}")
+    return 0
+
+
 def cmd_check(args) -> int:
     cfg = load_config(args.config, args.set or [])
     print(f"{args.config}: valid ({len(cfg.data.generations)} generations)")
@@ -336,8 +355,9 @@ def cmd_serve(args) -> int:
     start_ray(args.address)
     serve.start(http_options={"host": args.host, "port": args.port}, logging_config=SERVE_LOGGING)
     resources = {"num_gpus": args.num_gpus, "num_cpus": 1} if args.num_gpus else None
-    serve.run(build_app(str(root), args.candidate_share, num_replicas=args.replicas, ray_actor_options=resources),
-              name="evo", route_prefix="/")
+    serve.run(build_app(str(root), args.candidate_share, num_replicas=args.replicas, ray_actor_options=resources,
+                        max_upload_bytes=int(args.max_upload_mb * (1 << 20)), host=args.host,
+                        rate_per_minute=args.rate_limit), name="evo", route_prefix="/")
     print(f"serving {root} at http://{args.host}:{args.port}/v1 (models: evo, champion, candidate, gen-N); "
           "Ctrl-C to stop", flush=True)
     while True:
@@ -406,6 +426,7 @@ VERBS = {
     "reject": (cmd_decide, "set a generation (default: the candidate) aside; the champion stays"),
     "revert": (cmd_decide, "make an earlier generation on the champion's line the champion again"),
     "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
+    "keys": (cmd_keys, "API keys of `evo serve`: create (printed once), list, revoke"),
     "export": (cmd_export, "write a generation as a merged Hugging Face folder or a llama.cpp GGUF file"),
     "compare-bases": (cmd_compare_bases, "run CONFIG's generations on each --base and compare quality, training "
                                          "time and answer latency"),
@@ -429,6 +450,13 @@ def parser() -> argparse.ArgumentParser:
                            help="ingest the valid lines of a file with bad ones (reported), instead of none")
         if name in ("run", "sweep"):
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+        if name == "keys":
+            s.add_argument("action", choices=["create", "list", "revoke"])
+            s.add_argument("which", nargs="?", help="revoke: the key's id or name")
+            s.add_argument("--scope", choices=["inference", "fine-tune", "admin"], default="inference",
+                           help="create: inference (ask the models), fine-tune (also files and jobs), admin (also "
+                                "promote, revert, split; sees every tenant)")
+            s.add_argument("--name", help="create: a name to list and revoke it by")
         if name == "run":
             s.add_argument("--tune", action="store_true", help="search each generation with Ray Tune (config: tune)")
         if name == "demo":
@@ -459,6 +487,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--port", type=int, default=8000)
             s.add_argument("--candidate-share", type=float, default=0.5, help="share of 'evo' traffic to the candidate")
             s.add_argument("--replicas", type=int, default=1, help="server replicas; each holds both arms (default: 1)")
+            s.add_argument("--rate-limit", type=float, default=0,
+                           help="requests a minute per API key, per replica (default: 0, no limit); over it: 429")
+            s.add_argument("--max-upload-mb", type=float, default=16,
+                           help="largest training file POST /v1/files takes, in MiB (default: 16); larger gets 413")
             s.add_argument("--num-gpus", type=float, default=0,
                            help="GPUs per replica (0: CPU, half a core each); 1 on a GPU cluster")
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
@@ -540,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evo: decision refused: {e}", file=sys.stderr)
         return 2
     except EvoError as e:
+        if args.verb == "keys":
+            print(f"evo: {e}", file=sys.stderr)
+            return 2
         print(f"evo: {e}\nevo: nothing was recorded for the failed generation; fix the cause and "
               "run the same command again to resume", file=sys.stderr)
         return 1

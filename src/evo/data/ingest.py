@@ -93,9 +93,10 @@ def ingest_jsonl(path: str | Path, skip_invalid: bool = False, max_chars: int = 
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark Windows tools (Notepad, Excel) write first
 
 
-def ingest_bytes(data: bytes, path: str, skip_invalid: bool = False, max_chars: int = 4000) -> IngestReport:
-    """`ingest_jsonl` of a file's bytes (an upload), `path` naming it in messages. A leading UTF-8
-    byte-order mark is dropped."""
+def ingest_bytes(data: bytes, path: str, skip_invalid: bool = False, max_chars: int = 4000,
+                 fix: str = "fix them, or pass --skip-invalid to ingest the rest") -> IngestReport:
+    """`ingest_jsonl` of a file's bytes (an upload), `path` naming it in messages and `fix` saying
+    what to do about bad lines. A leading UTF-8 byte-order mark is dropped."""
     data = data.removeprefix(BOM)
     if not data.strip():
         raise IngestError(f"{path}: file is empty")
@@ -116,7 +117,7 @@ def ingest_bytes(data: bytes, path: str, skip_invalid: bool = False, max_chars: 
     if report.invalid and not skip_invalid:
         raise IngestError(
             f"{path}: {len(report.invalid)} invalid line(s); nothing ingested "
-            f"(fix them, or pass --skip-invalid to ingest the rest):\n{_problem_list(report.invalid)}"
+            f"({fix}):\n{_problem_list(report.invalid)}"
         )
     if not report.records:
         raise IngestError(f"{path}: no valid records" + (f":\n{_problem_list(report.invalid)}" if report.invalid else ""))

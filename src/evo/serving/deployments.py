@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from evo.model.generate import Sampling
+from evo.service.files import FileStore
+from evo.service.keys import Authenticator, Caller
 from evo.serving.gateway import Gateway, GatewaySettings
 from evo.serving.openai_api import (
     APIError,
@@ -56,6 +58,22 @@ async def _json(request: Request) -> object:
         return json.loads(await request.body() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise APIError(400, f"the request body is not valid JSON: {e}") from None
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass `limit` bytes (by its
+    Content-Length before any is read, else while it streams in), so nothing over it is kept."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"the upload is {declared} bytes, over this server's limit of {limit}", "file",
+                       "request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"the upload passed this server's limit of {limit} bytes", "file", "request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _chunk(rid: str, chat: bool, model: str, created: int, evo: dict, index: int, text: str,
@@ -96,8 +114,11 @@ class EvoServer:
     without a second hop. Scale out with num_replicas; every replica serves both arms, and they
     share the split and the aliases through the lineage root (followed every `follow_s`)."""
 
-    def __init__(self, settings: dict, max_models: int = 4, dtype: str = "float32", follow_s: float = 0.5):
+    def __init__(self, settings: dict, max_models: int = 4, dtype: str = "float32", follow_s: float = 0.5,
+                 max_upload_bytes: int = 16 << 20, loopback: bool = True, rate_per_minute: float = 0):
         self.gw = Gateway(GatewaySettings(**settings))
+        self.files = FileStore(settings["root"], max_upload_bytes)
+        self.auth = Authenticator(settings["root"], loopback, rate_per_minute)
         self.pool = ModelPool(settings["root"], max_models, dtype)
         self.follow_s = follow_s
         self._follower: Optional[asyncio.Task] = None
@@ -165,7 +186,24 @@ class EvoServer:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    def _caller(self, request: Request, need: str) -> Caller:
+        return self.auth.caller(request.headers.get("authorization"), need)
+
+    def _admin(self, request: Request) -> None:
+        """The admin token (EVO_ADMIN_TOKEN), or a key with scope admin."""
+        header = request.headers.get("authorization")
+        try:
+            self.gw.check_admin(header)
+        except APIError as token_refused:
+            if not self.auth.store.live():
+                raise
+            try:
+                self._caller(request, "admin")
+            except APIError:
+                raise token_refused from None
+
     async def _answer(self, request: Request, kind: type):
+        self._caller(request, "inference")
         self._follow()
         req = parse_request(kind, await _json(request), self.gw.settings.limits)
         target = self.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"))
@@ -179,6 +217,7 @@ class EvoServer:
     @api.post("/v1/side_by_side")
     async def side_by_side(self, request: Request):
         """Both arms answer one prompt, labelled a and b at random, for a pairwise rating."""
+        self._caller(request, "inference")
         self._follow()
         raw = await _json(request)
         kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
@@ -193,6 +232,7 @@ class EvoServer:
 
     @api.post("/v1/feedback/pairwise")
     async def pairwise(self, request: Request):
+        self._caller(request, "inference")
         return self.gw.record_preference(await _json(request))
 
     @api.post("/v1/chat/completions")
@@ -204,45 +244,93 @@ class EvoServer:
         return await self._answer(request, CompletionRequest)
 
     @api.get("/v1/models")
-    def models(self):
+    def models(self, request: Request):
+        self._caller(request, "inference")
         return self.gw.model_list()
 
     @api.post("/v1/feedback")
     async def thumbs(self, request: Request):
+        self._caller(request, "inference")
         return self.gw.record_feedback(await _json(request), "thumbs")
 
     @api.get("/ab/stats")
-    def stats(self):
+    def stats(self, request: Request):
+        self._caller(request, "inference")
         return self.gw.stats()
+
+    @api.get("/health")
+    def health(self):
+        """Open to all: whether this replica is up, and what it serves."""
+        return {"status": "ok", "aliases": self.gw.aliases}
+
+    def _owner(self, request: Request) -> Optional[str]:
+        """Whose files and jobs a request sees: the key's (an admin key or a keyless loopback server: all)."""
+        return self._caller(request, "fine-tune").owner
+
+    @api.post("/v1/files")
+    async def upload(self, request: Request):
+        """multipart/form-data with `file` and `purpose` (fine-tune), as OpenAI's SDKs send it."""
+        owner = self._caller(request, "fine-tune").key_id  # an upload belongs to the key that made it
+        data = await _bounded_body(request, self.files.max_bytes + (64 << 10))  # room for the multipart framing
+        request._body = data  # Starlette parses the form from the body read above
+        try:
+            form = await request.form()
+        except Exception as e:  # a body that is not multipart
+            raise APIError(400, f"POST /v1/files takes multipart/form-data with 'file' and 'purpose' ({e})") from None
+        upload, purpose = form.get("file"), form.get("purpose")
+        if upload is None or isinstance(upload, str):
+            raise APIError(400, "multipart field 'file' is missing (the JSONL file to upload)", "file")
+        if not isinstance(purpose, str) or not purpose:
+            raise APIError(400, "multipart field 'purpose' is missing (fine-tune)", "purpose")
+        content = await upload.read()
+        return await asyncio.to_thread(self.files.create, content, upload.filename or "upload.jsonl", purpose, owner)
+
+    @api.get("/v1/files")
+    def list_files(self, request: Request, purpose: Optional[str] = None, after: Optional[str] = None,
+                   limit: int = 10000, order: str = "desc"):
+        return self.files.list(self._owner(request), purpose, after, max(1, limit), order)
+
+    @api.get("/v1/files/{file_id}")
+    def get_file(self, request: Request, file_id: str):
+        return self.files.get(file_id, self._owner(request))
+
+    @api.get("/v1/files/{file_id}/content")
+    def file_content(self, request: Request, file_id: str):
+        return Response(self.files.content(file_id, self._owner(request)), media_type="application/jsonl")
+
+    @api.delete("/v1/files/{file_id}")
+    def delete_file(self, request: Request, file_id: str):
+        return self.files.delete(file_id, self._owner(request))
 
     @api.post("/admin/split")
     async def split(self, request: Request):
-        self.gw.check_admin(request.headers.get("authorization"))
+        self._admin(request)
         return self.gw.set_split(await _json(request))
 
     @api.post("/admin/reload")
     async def reload(self, request: Request):
-        self.gw.check_admin(request.headers.get("authorization"))
+        self._admin(request)
         return await self._go_live(self.gw.read_registry())
 
     @api.post("/admin/promote")
     async def promote(self, request: Request):
-        self.gw.check_admin(request.headers.get("authorization"))
+        self._admin(request)
         return await self._go_live(self.gw.promote())
 
     @api.post("/admin/reject")
     async def reject(self, request: Request):
-        self.gw.check_admin(request.headers.get("authorization"))
+        self._admin(request)
         return await self._go_live(self.gw.reject())
 
     @api.post("/admin/revert")
     async def revert(self, request: Request):
-        self.gw.check_admin(request.headers.get("authorization"))
+        self._admin(request)
         return await self._go_live(self.gw.revert(await _json(request)))
 
 
 def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",
-              round_id: str = "live", num_replicas: int = 1, ray_actor_options: Optional[dict] = None):
+              round_id: str = "live", num_replicas: int = 1, ray_actor_options: Optional[dict] = None,
+              max_upload_bytes: int = 16 << 20, host: str = "127.0.0.1", rate_per_minute: float = 0):
     """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
     ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU."""
     settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
@@ -250,4 +338,6 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
                 "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN")}
     server = EvoServer.options(num_replicas=num_replicas, **({"ray_actor_options": ray_actor_options}
                                                               if ray_actor_options else {}))
-    return server.bind(settings, 4, dtype)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    return server.bind(settings, 4, dtype, max_upload_bytes=max_upload_bytes, loopback=loopback,
+                       rate_per_minute=rate_per_minute)

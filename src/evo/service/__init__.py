@@ -1,0 +1,1 @@
+"""Fine-tuning as a service on `evo serve`'s application: uploaded files, jobs, API keys."""

@@ -1,0 +1,107 @@
+"""Uploaded training files (`/v1/files`), kept in the lineage root.
+
+An upload is validated with evo's ingest rules (every bad line named) before anything is kept; its
+bytes are stored once by content hash (`service/blobs/<sha256>.jsonl`) and each upload gets a file
+object (`service/files/<id>.json`) in OpenAI's shape, owned by the key that uploaded it. Deleting a
+file removes its object, and its bytes once no other file holds them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from evo.atomic import atomic_write_bytes, atomic_write_json, locked, read_json, sha256_bytes
+from evo.data.ingest import IngestError, ingest_bytes
+from evo.serving.openai_api import APIError, new_id
+
+PURPOSES = ("fine-tune",)
+DEFAULT_MAX_BYTES = 16 << 20
+
+
+class FileStore:
+    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, max_chars: int = 4000):
+        self.dir = Path(root) / "service"
+        self.max_bytes, self.max_chars = max_bytes, max_chars
+
+    def _meta(self, fid: str) -> Path:
+        return self.dir / "files" / f"{fid}.json"
+
+    def blob(self, sha: str) -> Path:
+        return self.dir / "blobs" / f"{sha}.jsonl"
+
+    def create(self, data: bytes, filename: str, purpose: str, owner: str = "") -> dict:
+        """Validate and keep one upload; a refused upload leaves nothing behind."""
+        if purpose not in PURPOSES:
+            raise APIError(400, f"purpose {purpose!r} is not supported here: evo takes {', '.join(PURPOSES)} files",
+                           "purpose")
+        if len(data) > self.max_bytes:
+            raise APIError(413, f"{filename}: {len(data)} bytes, over this server's limit of {self.max_bytes}", "file",
+                           "request_too_large")
+        try:
+            report = ingest_bytes(data, filename, max_chars=self.max_chars, fix="fix them and upload the file again")
+        except IngestError as e:
+            raise APIError(400, str(e), "file") from None
+        sha = sha256_bytes(data)
+        fid = new_id("file")
+        obj = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()), "filename": filename,
+               "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None,
+               "sha256": sha, "records": len(report.records), "duplicates_skipped": len(report.duplicates),
+               "owner": owner, "created_ns": time.time_ns()}
+        with locked(self.dir / "files"):
+            if not self.blob(sha).exists():
+                atomic_write_bytes(self.blob(sha), data)
+            atomic_write_json(self._meta(fid), obj)
+        return public(obj)
+
+    def _get(self, fid: str, owner: Optional[str]) -> dict:
+        path = self._meta(fid)
+        if "/" in fid or not fid.startswith("file-") or not path.exists():
+            raise APIError(404, f"no file {fid!r}", "file_id", "not_found_error")
+        obj = read_json(path)
+        if owner is not None and obj.get("owner", "") != owner:  # another key's file is not there for this one
+            raise APIError(404, f"no file {fid!r}", "file_id", "not_found_error")
+        return obj
+
+    def get(self, fid: str, owner: Optional[str] = None) -> dict:
+        return public(self._get(fid, owner))
+
+    def content(self, fid: str, owner: Optional[str] = None) -> bytes:
+        return self.blob(self._get(fid, owner)["sha256"]).read_bytes()
+
+    def path(self, fid: str, owner: Optional[str] = None) -> Path:
+        """Where file `fid`'s bytes are (for a job that trains on it)."""
+        return self.blob(self._get(fid, owner)["sha256"])
+
+    def list(self, owner: Optional[str] = None, purpose: Optional[str] = None, after: Optional[str] = None,
+             limit: int = 10000, order: str = "desc") -> dict:
+        """Newest first (`order` desc) or oldest first (asc), in OpenAI's list shape; `after`: the id
+        the previous page ended on."""
+        if order not in ("asc", "desc"):
+            raise APIError(400, f"order must be 'asc' or 'desc', not {order!r}", "order")
+        folder = self.dir / "files"
+        objs = [read_json(p) for p in folder.glob("file-*.json")] if folder.exists() else []
+        objs = [o for o in objs if (owner is None or o.get("owner", "") == owner)
+                and (purpose is None or o["purpose"] == purpose)]
+        objs.sort(key=lambda o: (o["created_ns"], o["id"]), reverse=order == "desc")
+        if after is not None:
+            ids = [o["id"] for o in objs]
+            objs = objs[ids.index(after) + 1:] if after in ids else []
+        page = objs[:limit]
+        return {"object": "list", "data": [public(o) for o in page], "has_more": len(objs) > len(page),
+                "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+
+    def delete(self, fid: str, owner: Optional[str] = None) -> dict:
+        obj = self._get(fid, owner)
+        with locked(self.dir / "files"):
+            self._meta(fid).unlink()
+            others = [p for p in (self.dir / "files").glob("file-*.json") if read_json(p)["sha256"] == obj["sha256"]]
+            if not others:
+                self.blob(obj["sha256"]).unlink(missing_ok=True)
+        return {"id": fid, "object": "file", "deleted": True}
+
+
+def public(obj: dict) -> dict:
+    """A file object as clients see it: without its owner and its ordering stamp."""
+    return {k: v for k, v in obj.items() if k not in ("owner", "created_ns")}

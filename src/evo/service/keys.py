@@ -1,0 +1,152 @@
+"""API keys for `evo serve` (`evo keys create|list|revoke`), kept in the lineage root.
+
+A key is shown once, when it is made; `service/keys.json` keeps its sha256, never the key. Scopes
+nest: `inference` may ask the models and give feedback, `fine-tune` also uploads files and runs jobs,
+`admin` also promotes, rejects, reverts and sets the split, and sees every tenant's files and jobs.
+Each key is a tenant: it sees only its own files, jobs and fine-tuned models.
+
+When no key exists a server bound to loopback is open (one tenant, as before keys); a server bound
+to any other address refuses every request but health until a key exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from evo.atomic import atomic_write_json, locked, read_json
+from evo.errors import EvoError
+from evo.serving.openai_api import APIError
+
+SCOPES = ("inference", "fine-tune", "admin")
+PREFIX = "evo-"
+
+
+class KeysError(EvoError, ValueError):
+    pass
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who made a request: a key's id and scope, or the one tenant of a keyless loopback server."""
+
+    key_id: str
+    scope: str
+
+    def can(self, scope: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+
+    @property
+    def owner(self) -> Optional[str]:
+        """Whose objects this caller sees: its own (None: everyone's, for admin)."""
+        return None if self.scope == "admin" else self.key_id
+
+
+OPEN = Caller("", "admin")  # a loopback server without keys: one tenant, every action
+
+
+class KeyStore:
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / "service" / "keys.json"
+
+    def _load(self) -> dict:
+        return read_json(self.path) if self.path.exists() else {"keys": {}}
+
+    def create(self, scope: str, name: str = "") -> tuple[str, dict]:
+        """A new key (returned once) and its stored row."""
+        if scope not in SCOPES:
+            raise KeysError(f"scope {scope!r}: one of {', '.join(SCOPES)}")
+        key = PREFIX + secrets.token_urlsafe(32)
+        kid = "key-" + secrets.token_hex(6)
+        row = {"id": kid, "name": name or kid, "scope": scope, "sha256": _hash(key), "created_at": int(time.time()),
+               "created_ns": time.time_ns(), "revoked_at": None}
+        with locked(self.path):
+            data = self._load()
+            if name and any(r["name"] == name and not r["revoked_at"] for r in data["keys"].values()):
+                raise KeysError(f"a live key is already named {name!r} (evo keys list)")
+            data["keys"][kid] = row
+            atomic_write_json(self.path, data)
+        return key, row
+
+    def rows(self) -> list[dict]:
+        return sorted(self._load()["keys"].values(), key=lambda r: r["created_ns"])
+
+    def live(self) -> list[dict]:
+        return [r for r in self.rows() if not r["revoked_at"]]
+
+    def revoke(self, which: str) -> dict:
+        """Revoke a key by id or name; its requests get 401 from the next one on."""
+        with locked(self.path):
+            data = self._load()
+            found = [r for r in data["keys"].values() if which in (r["id"], r["name"]) and not r["revoked_at"]]
+            if len(found) != 1:
+                raise KeysError(f"{which!r}: {'no live key' if not found else 'several live keys'} with that id or name "
+                                "(evo keys list)")
+            found[0]["revoked_at"] = int(time.time())
+            atomic_write_json(self.path, data)
+        return found[0]
+
+
+class Authenticator:
+    """Bearer keys checked against the key store (re-read when it changes), and a per-key rate limit."""
+
+    def __init__(self, root: str | Path, loopback: bool = True, rate_per_minute: float = 0):
+        self.store, self.loopback, self.rate = KeyStore(root), loopback, rate_per_minute
+        self._stamp, self._by_hash = None, {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        try:
+            st = self.store.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._by_hash = {r["sha256"]: r for r in self.store.live()} if stamp else {}
+            self._stamp = stamp
+
+    def caller(self, authorization: Optional[str], need: str) -> Caller:
+        """Who this is, or 401 / 403 / 429 with what to do about it."""
+        self._refresh()
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not self._by_hash:
+            if self.loopback:
+                return OPEN
+            raise APIError(401, "this server is reachable from other machines and has no API keys yet: create one with "
+                                "`evo keys create --scope inference` and send 'Authorization: Bearer <key>'",
+                           kind="authentication_error")
+        row = next((r for h, r in self._by_hash.items() if hmac.compare_digest(h, _hash(given))), None) if given else None
+        if row is None:
+            what = "needs 'Authorization: Bearer <key>'" if not given else "got a key that is not valid (or revoked)"
+            raise APIError(401, f"this server {what}", kind="authentication_error")
+        caller = Caller(row["id"], row["scope"])
+        if not caller.can(need):
+            raise APIError(403, f"key {row['name']!r} has scope {row['scope']!r}; this needs {need!r}", kind="permission_error")
+        self._take(row)
+        return caller
+
+    def _take(self, row: dict) -> None:
+        """A token bucket per key: `rate` requests a minute, bursts of up to that many."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(row["id"], (self.rate, now))
+            tokens = min(self.rate, tokens + (now - last) * self.rate / 60)
+            if tokens < 1:
+                wait = (1 - tokens) * 60 / self.rate
+                self._buckets[row["id"]] = (tokens, now)
+                raise APIError(429, f"key {row['name']!r} is over its limit of {self.rate:g} requests a minute; "
+                                    f"retry in {wait:.1f} s", kind="rate_limit_error")
+            self._buckets[row["id"]] = (tokens - 1, now)

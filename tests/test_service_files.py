@@ -1,0 +1,64 @@
+"""The file store behind /v1/files: validated uploads, content-addressed bytes, owners, deletes."""
+
+import json
+
+import pytest
+
+from evo.service.files import FileStore
+from evo.serving.openai_api import APIError
+
+GOOD = b'{"prompt": "a", "completion": "b"}\n{"messages": [{"role": "user", "content": "hi"}, ' \
+       b'{"role": "assistant", "content": "hello"}]}\n'
+
+
+def refused(fn, status: int, match: str):
+    with pytest.raises(APIError, match=match) as e:
+        fn()
+    assert e.value.status == status
+
+
+def test_uploads_are_validated_kept_by_hash_listed_and_deleted(tmp_path):
+    store = FileStore(tmp_path, max_bytes=1000)
+    a = store.create(GOOD, "train.jsonl", "fine-tune", owner="k1")
+    assert a["object"] == "file" and a["bytes"] == len(GOOD) and a["records"] == 2 and a["purpose"] == "fine-tune"
+    assert "owner" not in a and a["id"].startswith("file-")
+    b = store.create(b"\xef\xbb\xbf" + GOOD, "win.jsonl", "fine-tune", owner="k1")  # a BOM: Notepad's
+    c = store.create(GOOD, "again.jsonl", "fine-tune", owner="k2")
+    assert store.content(a["id"], "k1") == GOOD and store.path(c["id"]) == store.path(a["id"])  # one copy of the bytes
+    assert [f["id"] for f in store.list("k1")["data"]] == sorted([a["id"], b["id"]], key=lambda i: i != b["id"])
+    page = store.list("k1", limit=1)
+    rest = store.list("k1", after=page["last_id"])
+    assert page["has_more"] and not rest["has_more"] and [f["id"] for f in page["data"] + rest["data"]] == \
+        [f["id"] for f in store.list("k1")["data"]]
+    # another owner's file is not there for this one
+    refused(lambda: store.get(a["id"], "k2"), 404, "no file")
+    refused(lambda: store.delete(a["id"], "k2"), 404, "no file")
+    assert store.delete(a["id"], "k1") == {"id": a["id"], "object": "file", "deleted": True}
+    assert store.path(c["id"]).read_bytes() == GOOD  # still held by c
+    store.delete(c["id"], "k2")
+    assert not store.blob(a["sha256"]).exists()
+    refused(lambda: store.get(a["id"], "k1"), 404, "no file")
+
+
+@pytest.mark.parametrize("data,name,purpose,status,match", [
+    (b"prompt,completion\na,b\n", "t.csv", "fine-tune", 400,
+     r"t.csv: 2 invalid line\(s\); nothing ingested \(fix them and upload the file again\):\n  t.csv:1: not valid JSON"),
+    (GOOD + b'{"prompt": "x"}\n', "t.jsonl", "fine-tune", 400, r"t.jsonl:3: .*completion"),
+    (GOOD * 50, "big.jsonl", "fine-tune", 413, r"over this server's limit of 1000"),
+    (GOOD, "t.jsonl", "assistants", 400, r"purpose 'assistants' is not supported"),
+    (b"", "empty.jsonl", "fine-tune", 400, r"empty.jsonl: file is empty"),
+])
+def test_bad_uploads_are_refused_and_leave_nothing(tmp_path, data, name, purpose, status, match):
+    store = FileStore(tmp_path, max_bytes=1000)
+    refused(lambda: store.create(data, name, purpose), status, match)
+    left = [p for p in (tmp_path / "service").rglob("*") if p.is_file() and ".locks" not in p.parts] \
+        if (tmp_path / "service").exists() else []
+    assert left == [] and store.list()["data"] == []
+
+
+def test_a_file_object_is_what_openai_clients_parse(tmp_path):
+    from openai.types import FileObject
+
+    obj = FileStore(tmp_path).create(GOOD, "t.jsonl", "fine-tune")
+    parsed = FileObject.model_validate(json.loads(json.dumps(obj)))
+    assert parsed.id == obj["id"] and parsed.bytes == len(GOOD) and parsed.purpose == "fine-tune"

@@ -1,0 +1,52 @@
+"""API keys: shown once and stored hashed, scopes nest, tenants are separate, revocation and rate limits hold."""
+
+import pytest
+
+from evo.service.keys import OPEN, Authenticator, KeysError, KeyStore
+from evo.serving.openai_api import APIError
+
+
+def refused(auth, header, need, status, match):
+    with pytest.raises(APIError, match=match) as e:
+        auth.caller(header, need)
+    assert e.value.status == status
+
+
+def test_without_keys_loopback_is_open_and_any_other_address_is_closed(tmp_path):
+    assert Authenticator(tmp_path, loopback=True).caller(None, "admin") == OPEN
+    refused(Authenticator(tmp_path, loopback=False), None, "inference", 401, "has no API keys yet: create one with `evo keys")
+
+
+def test_keys_scopes_tenants_and_revocation(tmp_path):
+    store, auth = KeyStore(tmp_path), Authenticator(tmp_path)
+    ask, reader = store.create("inference", "reader")
+    tune, row = store.create("fine-tune", "alice")
+    boss, _ = store.create("admin")
+    assert ask not in store.path.read_text() and row["sha256"] in store.path.read_text()  # only the hash is kept
+    with pytest.raises(KeysError, match="already named 'alice'"):
+        store.create("inference", "alice")
+    with pytest.raises(KeysError, match="scope 'root'"):
+        store.create("root")
+    # once a key exists, every request needs one, even on loopback
+    refused(auth, None, "inference", 401, "needs 'Authorization: Bearer <key>'")
+    refused(auth, "Bearer evo-not-a-key", "inference", 401, "not valid")
+    refused(auth, f"Bearer {ask}", "fine-tune", 403, "scope 'inference'; this needs 'fine-tune'")
+    assert auth.caller(f"Bearer {ask}", "inference").owner == reader["id"]
+    alice = auth.caller(f"Bearer {tune}", "inference")  # fine-tune includes inference
+    assert alice.owner == row["id"] and alice.can("fine-tune") and not alice.can("admin")
+    assert auth.caller(f"Bearer {boss}", "fine-tune").owner is None  # admin sees every tenant
+    store.revoke("alice")
+    refused(auth, f"Bearer {tune}", "inference", 401, "not valid")
+    with pytest.raises(KeysError, match="no live key"):
+        store.revoke("alice")
+
+
+def test_a_key_over_its_rate_gets_429_and_others_are_not_slowed(tmp_path):
+    store = KeyStore(tmp_path)
+    a, _ = store.create("inference", "a")
+    b, _ = store.create("inference", "b")
+    auth = Authenticator(tmp_path, rate_per_minute=3)
+    for _ in range(3):
+        auth.caller(f"Bearer {a}", "inference")
+    refused(auth, f"Bearer {a}", "inference", 429, r"over its limit of 3 requests a minute; retry in \d+\.\d s")
+    auth.caller(f"Bearer {b}", "inference")
