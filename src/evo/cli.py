@@ -338,6 +338,14 @@ def cmd_keys(args) -> int:
     return 0
 
 
+def cmd_run_job(args) -> int:
+    from evo.driver import run_generation
+    from evo.service.runner import execute
+
+    start_ray(args.address)
+    return execute(_location(args.root), args.job, run_generation)
+
+
 def cmd_check(args) -> int:
     cfg = load_config(args.config, args.set or [])
     print(f"{args.config}: valid ({len(cfg.data.generations)} generations)")
@@ -426,6 +434,7 @@ VERBS = {
     "reject": (cmd_decide, "set a generation (default: the candidate) aside; the champion stays"),
     "revert": (cmd_decide, "make an earlier generation on the champion's line the champion again"),
     "serve": (cmd_serve, "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)"),
+    "run-job": (cmd_run_job, "run one fine-tuning job of `evo serve`'s API (what its Ray job runs)"),
     "keys": (cmd_keys, "API keys of `evo serve`: create (printed once), list, revoke"),
     "export": (cmd_export, "write a generation as a merged Hugging Face folder or a llama.cpp GGUF file"),
     "compare-bases": (cmd_compare_bases, "run CONFIG's generations on each --base and compare quality, training "
@@ -449,6 +458,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--skip-invalid", action="store_true",
                            help="ingest the valid lines of a file with bad ones (reported), instead of none")
         if name in ("run", "sweep"):
+            s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
+        if name == "run-job":
+            s.add_argument("job", help="the job's id (ftjob-...)")
             s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)")
         if name == "keys":
             s.add_argument("action", choices=["create", "list", "revoke"])

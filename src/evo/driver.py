@@ -23,7 +23,7 @@ from evo.data import self_replay
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
-from evo.data.store import SCHEME, split3, write_records
+from evo.data.store import SCHEME, Split, split3, write_records
 from evo.evals.runner import eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
 from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop, stalled_and_drifting
@@ -195,9 +195,13 @@ class Prepared:
 
 
 def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[Record], champion: str,
-                replay_ks: Optional[list[int]] = None) -> Prepared:
-    """Write mix.parquet (or, for a sweep, one mix-k<k>.parquet per replay size) and val.parquet."""
-    parts = split3(delta, cfg.data.val_fraction, cfg.data.test_fraction)
+                replay_ks: Optional[list[int]] = None, own_val: Optional[list[Record]] = None) -> Prepared:
+    """Write mix.parquet (or, for a sweep, one mix-k<k>.parquet per replay size) and val.parquet.
+    `own_val`: the generation's selection records given apart (a job's validation file); the delta is
+    then split into train and test only."""
+    parts = split3(delta, cfg.data.val_fraction if own_val is None else 0.0, cfg.data.test_fraction)
+    if own_val is not None:
+        parts = Split(parts.train, list(own_val), parts.test)
     if not parts.train or not parts.val or not parts.test:
         raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train, val and test")
     anc = lin.ancestry(champion, cfg.data.val_fraction, cfg.data.test_fraction)
@@ -287,14 +291,17 @@ def restore_point(cfg: EvoConfig, lin: Lineage) -> str:
 
 
 def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress,
-                   extra: Optional[dict] = None, tune: bool = False) -> dict:
-    """One generation, step by step: corrections, data, child, evals, decision. Returns its ledger row."""
+                   extra: Optional[dict] = None, tune: bool = False, parent: Optional[str] = None,
+                   own_val: Optional[list[Record]] = None) -> dict:
+    """One generation, step by step: corrections, data, child, evals, decision. Returns its ledger row.
+    `parent`: the model it grows from (default: the champion); `own_val`: see `prepare_mix`."""
     gid, t0 = gen_id(index), time.perf_counter()
-    champion = lin.registry.alias("champion")
+    champion = parent or lin.registry.alias("champion")
     record_arriving_corrections(cfg, lin, index, progress)
     data_sha = ingest(lin, path, cfg, progress, gid)
     delta = lin.data.get(data_sha)
-    prep = prepare_mix(cfg, lin, gid, index, delta, champion, replay_ks=cfg.tune.replay_k if tune else None)
+    prep = prepare_mix(cfg, lin, gid, index, delta, champion, replay_ks=cfg.tune.replay_k if tune else None,
+                       own_val=own_val)
     if tune:
         child, n_replay, trial = sweep_child(cfg, lin, gid, champion, data_sha, prep, progress)
     else:

@@ -269,6 +269,21 @@ class Decisions:
             return effects
         return self._decide("revert", to, reason, plan)
 
+    def withdraw(self, gid: str, reason: str) -> Optional[Decision]:
+        """A generation trained but never decided (its run was cancelled) is taken back: it stops
+        being the candidate and leaves the registry, and the ledger never gets its row. Nothing to do
+        (None) when the run registered nothing; refused once the generation has a verdict."""
+        if self.ledger.get(gid) is not None:
+            raise DecisionError(f"{gid} has a verdict in the ledger; withdraw is for a generation cut off before one")
+        sha = self.registry.by_gen(gid)
+        if sha is None:
+            return None
+        return self._decide("withdraw", gid, reason, lambda: self._clear_candidate(sha, f"{gid}: {reason}")
+                            + [["forget", sha, f"{gid}: {reason}"]])
+
+    def _forget(self, sha: str, reason: str) -> None:
+        self.registry.forget(sha, reason)
+
     def stage_ab(self, gid: str) -> tuple[str, str]:
         """An A/B round of a promoted generation: its parent serves as champion, its child as candidate."""
         row = self.ledger.get(gid)
@@ -301,7 +316,7 @@ class Decisions:
         return [["move", "candidate", None, why]] if self.registry.alias("candidate") == sha else []
 
 
-EFFECTS = {"set_status": Decisions._set_status, "move": Decisions._move,
+EFFECTS = {"set_status": Decisions._set_status, "move": Decisions._move, "forget": Decisions._forget,
            "append_row": Decisions._append_row, "update_row": Decisions._update_row}
 
 

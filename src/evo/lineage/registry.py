@@ -87,6 +87,20 @@ class Registry:
         data["models"][sha]["status"] = status
         self._save(data)
 
+    def forget(self, sha: str, reason: str = "") -> None:
+        """Drop a model no alias points at (a generation withdrawn before its verdict); idempotent.
+        The history keeps a line saying so; the model's files stay in the model store."""
+        with locked(self.path):
+            data = self.load()
+            if sha not in data["models"]:
+                return
+            if sha in data["aliases"].values():
+                raise RegistryError(f"model {sha[:12]} is an alias's model; move the alias first")
+            gen = data["models"].pop(sha)["gen_id"]
+            data["history"].append({"alias": None, "from": sha, "to": None, "reason": reason or f"{gen} withdrawn",
+                                    "time": time.time()})
+            self._save(data)
+
     def move(self, alias: str, sha: Optional[str], reason: str = "") -> None:
         with locked(self.path):
             self._move(alias, sha, reason)

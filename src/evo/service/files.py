@@ -21,7 +21,9 @@ DEFAULT_MAX_BYTES = 16 << 20
 
 
 class FileStore:
-    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, max_chars: int = 4000):
+    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, max_chars: int = 100_000):
+        """`max_chars`: the longest record an upload may hold; a job checks its files again against
+        its lineage's own `data.max_chars`."""
         self.dir = Path(root) / "service"
         self.max_bytes, self.max_chars = max_bytes, max_chars
 

@@ -22,7 +22,9 @@ from ray import serve
 
 from evo.model.generate import Sampling
 from evo.service.files import FileStore
+from evo.service.jobs import public
 from evo.service.keys import Authenticator, Caller
+from evo.service.submit import JobService, RayJobs
 from evo.serving.gateway import Gateway, GatewaySettings
 from evo.serving.openai_api import (
     APIError,
@@ -115,10 +117,12 @@ class EvoServer:
     share the split and the aliases through the lineage root (followed every `follow_s`)."""
 
     def __init__(self, settings: dict, max_models: int = 4, dtype: str = "float32", follow_s: float = 0.5,
-                 max_upload_bytes: int = 16 << 20, loopback: bool = True, rate_per_minute: float = 0):
+                 max_upload_bytes: int = 16 << 20, loopback: bool = True, rate_per_minute: float = 0,
+                 jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None):
         self.gw = Gateway(GatewaySettings(**settings))
         self.files = FileStore(settings["root"], max_upload_bytes)
         self.auth = Authenticator(settings["root"], loopback, rate_per_minute)
+        self.jobs = JobService(settings["root"], RayJobs(settings["root"], jobs_address, jobs_headers))
         self.pool = ModelPool(settings["root"], max_models, dtype)
         self.follow_s = follow_s
         self._follower: Optional[asyncio.Task] = None
@@ -203,10 +207,10 @@ class EvoServer:
                 raise token_refused from None
 
     async def _answer(self, request: Request, kind: type):
-        self._caller(request, "inference")
+        caller = self._caller(request, "inference")
         self._follow()
         req = parse_request(kind, await _json(request), self.gw.settings.limits)
-        target = self.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"))
+        target = self.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"), caller.owner)
         if req.stream and req.n == 1:
             return await asyncio.to_thread(self._stream_tokens, req, target)
         body = await self._generate(req, target)
@@ -245,8 +249,7 @@ class EvoServer:
 
     @api.get("/v1/models")
     def models(self, request: Request):
-        self._caller(request, "inference")
-        return self.gw.model_list()
+        return self.gw.model_list(self._caller(request, "inference").owner)
 
     @api.post("/v1/feedback")
     async def thumbs(self, request: Request):
@@ -302,6 +305,53 @@ class EvoServer:
     def delete_file(self, request: Request, file_id: str):
         return self.files.delete(file_id, self._owner(request))
 
+    def _job_model(self, name: str, owner: Optional[str]) -> tuple[str, str]:
+        """A job's `model`: a generation id, a sha (8+ characters), champion or candidate, or one of
+        this key's fine-tuned models; (the generation id it names, its sha)."""
+        if name.startswith("ft:"):
+            sha = self.gw.resolve(name, None, owner).sha
+        else:
+            sha = self.gw.registry.find(name)
+            if sha is None:
+                raise APIError(404, f"model '{name}' is not a model here: give a generation (gen-N), a sha, "
+                                    "champion, or one of your fine-tuned models (GET /v1/models)", "model", "not_found_error")
+            job = self.gw.job_models().get(sha)
+            if job is not None and owner is not None and job["owner"] != owner:  # another key's: not there
+                raise APIError(404, f"model '{name}' is not a model here", "model", "not_found_error")
+        return self.gw.registry.model(sha)["gen_id"], sha
+
+    @api.post("/v1/fine_tuning/jobs")
+    async def create_job(self, request: Request):
+        caller = self._caller(request, "fine-tune")
+        body = await _json(request)
+        job = self.jobs.store.create(body, caller.key_id, caller.owner, self.files,
+                                     lambda name: self._job_model(name, caller.owner))
+        return public(await asyncio.to_thread(self.jobs.start, job))
+
+    @api.get("/v1/fine_tuning/jobs")
+    def list_jobs(self, request: Request, after: Optional[str] = None, limit: int = 20):
+        owner = self._owner(request)
+        for job in self.jobs.store.all():
+            if owner is None or job["owner"] == owner:
+                self.jobs.settle(job)
+        return self.jobs.store.list(owner, after, limit)
+
+    @api.get("/v1/fine_tuning/jobs/{job_id}")
+    def get_job(self, request: Request, job_id: str):
+        return public(self.jobs.settle(self.jobs.store.raw(job_id, self._owner(request))))
+
+    @api.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    async def cancel_job(self, request: Request, job_id: str):
+        return public(await asyncio.to_thread(self.jobs.cancel, job_id, self._owner(request)))
+
+    @api.get("/v1/fine_tuning/jobs/{job_id}/events")
+    def job_events(self, request: Request, job_id: str, after: Optional[str] = None, limit: int = 20):
+        return self.jobs.store.events(job_id, self._owner(request), after, limit)
+
+    @api.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    def job_checkpoints(self, request: Request, job_id: str, after: Optional[str] = None, limit: int = 10):
+        return self.jobs.store.checkpoints(job_id, self._owner(request), after, limit)
+
     @api.post("/admin/split")
     async def split(self, request: Request):
         self._admin(request)
@@ -330,7 +380,8 @@ class EvoServer:
 
 def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",
               round_id: str = "live", num_replicas: int = 1, ray_actor_options: Optional[dict] = None,
-              max_upload_bytes: int = 16 << 20, host: str = "127.0.0.1", rate_per_minute: float = 0):
+              max_upload_bytes: int = 16 << 20, host: str = "127.0.0.1", rate_per_minute: float = 0,
+              jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None):
     """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
     ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU."""
     settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
@@ -340,4 +391,4 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
                                                               if ray_actor_options else {}))
     loopback = host in ("127.0.0.1", "localhost", "::1")
     return server.bind(settings, 4, dtype, max_upload_bytes=max_upload_bytes, loopback=loopback,
-                       rate_per_minute=rate_per_minute)
+                       rate_per_minute=rate_per_minute, jobs_address=jobs_address, jobs_headers=jobs_headers)

@@ -119,7 +119,31 @@ class Gateway:
             raise APIError(409, str(e), kind="conflict") from None
         return self.read_registry()
 
-    def resolve(self, name: str, user: Optional[str]) -> Target:
+    def job_models(self) -> dict[str, dict]:
+        """sha -> the fine-tuning job that made it (`evo.service.jobs`)."""
+        from evo.service.jobs import JobStore
+
+        return {j["evo"]["sha"]: j for j in JobStore(self.settings.root).all() if j["evo"].get("sha")}
+
+    def resolve(self, name: str, user: Optional[str], owner: Optional[str] = None) -> Target:
+        """The model a request names. `owner`: the caller's key (None: sees every tenant's); a model a
+        fine-tuning job of another key made is not there for it (404)."""
+        if name.startswith("ft:"):
+            job = next((j for j in self.job_models().values() if j["fine_tuned_model"] == name), None)
+            if job is None or (owner is not None and job["owner"] != owner):
+                raise APIError(404, f"model '{name}' is not a fine-tuned model of yours here; GET /v1/models lists them",
+                               "model", "not_found_error")
+            sha = job["evo"]["sha"]
+            return Target(next((a for a, s in self.aliases.items() if s == sha), "pinned"), sha, name)
+        target = self._resolve(name, user)
+        if owner is not None and target.arm == "pinned":
+            job = self.job_models().get(target.sha)
+            if job is not None and job["owner"] != owner:
+                raise APIError(404, f"model '{name}' is not a model here; GET /v1/models lists them", "model",
+                               "not_found_error")
+        return target
+
+    def _resolve(self, name: str, user: Optional[str]) -> Target:
         if name == "evo":
             arm = self.router.assign(user) if self.aliases.get("candidate") else "champion"
             return Target(arm, self.aliases[arm], "evo")
@@ -140,11 +164,20 @@ class Gateway:
             raise APIError(404, f"model '{name}' {why}; GET /v1/models lists them", "model", "not_found_error")
         return found[0]
 
-    def model_list(self) -> dict:
+    def model_list(self, owner: Optional[str] = None) -> dict:
+        """The aliases, every generation, and the caller's fine-tuned models (`owner` None: everyone's)."""
         names = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
         data = [{"id": n, "object": "model", "owned_by": "evo", "sha": self.aliases.get(n)} for n in names]
+        jobs = self.job_models()
         for sha, m in sorted(self.models.items(), key=lambda kv: kv[1].get("created", 0)):
+            job = jobs.get(sha)
+            if job is not None and owner is not None and job["owner"] != owner:
+                continue
             data.append({"id": m["gen_id"], "object": "model", "owned_by": "evo", "sha": sha, "status": m["status"]})
+        for sha, job in jobs.items():
+            if owner is None or job["owner"] == owner:
+                data.append({"id": job["fine_tuned_model"], "object": "model", "owned_by": job["owner"] or "evo",
+                             "sha": sha, "created": job["finished_at"], "fine_tuning_job": job["id"]})
         return {"object": "list", "data": data}
 
     def record_response(self, response_id: str, target: Target, user: Optional[str]) -> None:

@@ -7,6 +7,7 @@ best one. A restarted worker group resumes from the latest checkpoint.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import tempfile
@@ -249,6 +250,10 @@ def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id,
                "step_seconds": state.step_seconds, "checkpoint_seconds": state.checkpoint_seconds,
                # where a run's time goes before its first step (sweeps break a trial's fixed cost down)
                "loop_started_at": started_at, "setup_seconds": state.setup_seconds}
+    if rank == 0 and cfg.metrics_path:
+        with open(cfg.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": state.step, "steps": cfg.steps, "train_loss": train_loss, "val_loss": val_loss,
+                                "time": time.time()}) + "\n")
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
         # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
         sys.stdout.write(f"[{cfg.label}] step {state.step}/{cfg.steps}: "

@@ -55,6 +55,9 @@ class WorkerConfig:
     zero_stage: int = 2  # strategy deepspeed: ZeRO stage 0-3
     label: str = "train"  # prefix of the progress lines the run prints
     init_checkpoint: str = ""  # a run with no checkpoint of its own starts from this one (a PBT exploit)
+    # a local file rank 0 appends each checkpoint's metrics to, one JSON line each, as they happen (a
+    # fine-tuning job's live events; a folder root on one machine only); empty: none
+    metrics_path: str = ""
     rehearsal_kl: float = 0.0  # weight of KL(parent ‖ child) on self-replay rows, which then skip their CE
     # "module:function", imported on every worker and called after each optimizer step as
     # f(config, step, rank, resumed_from, loss) -> loss. For tests that inject faults (a worker

@@ -1,0 +1,215 @@
+"""Fine-tuning jobs (`/v1/fine_tuning/jobs`), kept in the lineage root.
+
+A job is one audited generation of the lineage: its training file is the generation's delta, its
+`model` the parent, and the gate, the ledger and the decision log treat it like any other
+generation. The job object, its events and its checkpoints live in `service/jobs/`
+(`<id>.json`, `<id>.events.jsonl`, `<id>.checkpoints.json`), so a server restarted mid-job shows the
+job and, once the Ray job that runs it (`evo.service.runner`) ends, its final state.
+
+Hyperparameters, in OpenAI's terms: `learning_rate_multiplier` multiplies the lineage config's
+`train.lr` (it is not an absolute rate), `n_epochs` is passes over the training file (steps are
+epochs x records / batch), `steps` (evo's) sets the steps directly, `batch_size` the global batch;
+"auto" for a multiplier or a length searches it with Ray Tune, the sweep's winner chosen on the
+validation file when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+from evo.atomic import atomic_write_json, locked, read_json
+from evo.serving.openai_api import APIError, new_id
+
+STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
+SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+INTERNAL = ("owner", "created_ns", "submission_id", "parent_sha")
+
+
+def _bad(message: str, param: str) -> APIError:
+    return APIError(400, message, param)
+
+
+def parse_hyperparameters(raw: Any) -> dict:
+    """{n_epochs | steps, batch_size, learning_rate_multiplier}: each a positive value or "auto";
+    omitted ones are the lineage config's."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _bad("hyperparameters must be an object", "hyperparameters")
+    unknown = set(raw) - {"n_epochs", "steps", "batch_size", "learning_rate_multiplier"}
+    if unknown:
+        raise _bad(f"unknown hyperparameters {sorted(unknown)}: evo takes n_epochs or steps, batch_size and "
+                   "learning_rate_multiplier", "hyperparameters")
+    if raw.get("n_epochs") is not None and raw.get("steps") is not None:
+        raise _bad("give n_epochs or steps, not both", "hyperparameters.steps")
+    out = {}
+    for name, kind in (("n_epochs", int), ("steps", int), ("batch_size", int), ("learning_rate_multiplier", float)):
+        v = raw.get(name)
+        if v is None:
+            continue
+        if v == "auto" and name != "batch_size":
+            out[name] = "auto"
+            continue
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and (kind is float or float(v).is_integer())
+        if not ok:
+            what = "a positive number" if kind is float else "a positive whole number"
+            auto = "" if name == "batch_size" else ' or "auto"'
+            raise _bad(f"hyperparameters.{name} must be {what}{auto}, not {v!r}", f"hyperparameters.{name}")
+        out[name] = kind(v)
+    return out
+
+
+def plan_training(hp: dict, base_lr: float, base_steps: int, base_batch: int, n_records: int) -> dict:
+    """What the generation trains with: {lr, steps, batch_size, tune: [searched names]}."""
+    batch = hp.get("batch_size", base_batch)
+    mult = hp.get("learning_rate_multiplier", 1.0)
+    tune = [n for n in ("learning_rate_multiplier", "n_epochs", "steps") if hp.get(n) == "auto"]
+    if isinstance(hp.get("steps"), int):
+        steps = hp["steps"]
+    elif isinstance(hp.get("n_epochs"), int):
+        steps = max(1, math.ceil(hp["n_epochs"] * n_records / batch))
+    else:
+        steps = base_steps
+    return {"lr": base_lr * (mult if mult != "auto" else 1.0), "steps": steps, "batch_size": batch, "tune": tune}
+
+
+class JobStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.dir = self.root / "service" / "jobs"
+
+    def _path(self, jid: str, ext: str = "json") -> Path:
+        if "/" in jid or not jid.startswith("ftjob-"):
+            raise APIError(404, f"no fine-tuning job {jid!r}", "fine_tuning_job_id", "not_found_error")
+        return self.dir / f"{jid}.{ext}"
+
+    def create(self, body: Any, owner: str, file_owner: Optional[str], files, resolve: Callable[[str], tuple[str, str]]) -> dict:
+        """Check a job request and keep it (status validating_files); `resolve` maps the request's
+        model to (its name, the parent's sha) or raises a 404."""
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        for name in ("model", "training_file"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise _bad(f"'{name}' is required", name)
+        model_name, parent = resolve(body["model"])
+        files.get(body["training_file"], file_owner)  # 404 when it is not this key's
+        if body.get("validation_file") is not None:
+            if not isinstance(body["validation_file"], str):
+                raise _bad("'validation_file' must be a file id", "validation_file")
+            files.get(body["validation_file"], file_owner)
+            if body["validation_file"] == body["training_file"]:
+                raise _bad("the validation file must differ from the training file: it chooses the checkpoint",
+                           "validation_file")
+        suffix = body.get("suffix")
+        if suffix is not None and (not isinstance(suffix, str) or not SUFFIX.fullmatch(suffix)):
+            raise _bad("suffix: 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit", "suffix")
+        seed = body.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise _bad("seed must be a whole number >= 0", "seed")
+        hp = parse_hyperparameters(body.get("hyperparameters"))
+        jid = new_id("ftjob")
+        job = {"id": jid, "object": "fine_tuning.job", "created_at": int(time.time()), "finished_at": None,
+               "error": None, "fine_tuned_model": None, "hyperparameters": hp, "model": model_name,
+               "organization_id": "evo", "result_files": [], "seed": seed if seed is not None else 0,
+               "status": "validating_files", "trained_tokens": None, "training_file": body["training_file"],
+               "validation_file": body.get("validation_file"), "estimated_finish": None, "integrations": [],
+               "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else None,
+               "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+               "suffix": suffix, "evo": {"gen_id": None, "sha": None, "decision": None, "reason": None},
+               "owner": owner, "created_ns": time.time_ns(), "submission_id": None, "parent_sha": parent}
+        atomic_write_json(self._path(jid), job)
+        self.event(jid, f"job created: {model_name} on {body['training_file']}")
+        return job
+
+    def raw(self, jid: str, owner: Optional[str] = None) -> dict:
+        path = self._path(jid)
+        if not path.exists():
+            raise APIError(404, f"no fine-tuning job {jid!r}", "fine_tuning_job_id", "not_found_error")
+        job = read_json(path)
+        if owner is not None and job["owner"] != owner:
+            raise APIError(404, f"no fine-tuning job {jid!r}", "fine_tuning_job_id", "not_found_error")
+        return job
+
+    def get(self, jid: str, owner: Optional[str] = None) -> dict:
+        return public(self.raw(jid, owner))
+
+    def all(self) -> list[dict]:
+        """Every job, oldest first (submission order)."""
+        paths = [p for p in self.dir.glob("ftjob-*.json") if p.name.count(".") == 1] if self.dir.exists() else []
+        jobs = [read_json(p) for p in paths]  # not <id>.checkpoints.json
+        return sorted(jobs, key=lambda j: j["created_ns"])
+
+    def list(self, owner: Optional[str] = None, after: Optional[str] = None, limit: int = 20) -> dict:
+        jobs = [j for j in reversed(self.all()) if owner is None or j["owner"] == owner]
+        return _page([public(j) for j in jobs], after, limit)
+
+    def update(self, jid: str, **fields) -> dict:
+        """Change a job's fields; a job that reached a final status keeps it."""
+        with locked(self._path(jid)):
+            job = read_json(self._path(jid))
+            if job["status"] in TERMINAL and fields.get("status", job["status"]) != job["status"]:
+                return job
+            job.update(fields)
+            if fields.get("status") in TERMINAL:
+                job["finished_at"] = int(time.time())
+            atomic_write_json(self._path(jid), job)
+        return job
+
+    def event(self, jid: str, message: str, level: str = "info", data: Optional[dict] = None) -> None:
+        ev = {"id": new_id("ftevent"), "object": "fine_tuning.job.event", "created_at": int(time.time()),
+              "level": level, "message": message, "type": "metrics" if data else "message", "data": data or {}}
+        with locked(self._path(jid, "events.jsonl")), open(self._path(jid, "events.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(ev) + "\n")
+            f.flush()
+
+    def events(self, jid: str, owner: Optional[str] = None, after: Optional[str] = None, limit: int = 20) -> dict:
+        """Newest first, as OpenAI lists them."""
+        self.raw(jid, owner)
+        path = self._path(jid, "events.jsonl")
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        evs = [json.loads(x) for x in lines if x.strip().endswith("}")]  # a torn last line is skipped
+        return _page(list(reversed(evs)), after, limit)
+
+    def add_checkpoint(self, jid: str, step: int, metrics: dict, name: str) -> None:
+        path = self._path(jid, "checkpoints.json")
+        with locked(path):
+            rows = read_json(path) if path.exists() else []
+            if any(r["step_number"] == step for r in rows):
+                return
+            rows.append({"object": "fine_tuning.job.checkpoint", "id": new_id("ftckpt"), "created_at": int(time.time()),
+                         "fine_tuned_model_checkpoint": name, "fine_tuning_job_id": jid, "metrics": metrics,
+                         "step_number": step})
+            atomic_write_json(path, rows)
+
+    def checkpoints(self, jid: str, owner: Optional[str] = None, after: Optional[str] = None, limit: int = 10) -> dict:
+        self.raw(jid, owner)
+        path = self._path(jid, "checkpoints.json")
+        rows = read_json(path) if path.exists() else []
+        return _page(sorted(rows, key=lambda r: -r["step_number"]), after, limit)
+
+    def model_sha(self, name: str, owner: Optional[str]) -> Optional[str]:
+        """The sha behind a fine-tuned model name (`ft:...`) this owner may use; None if there is none."""
+        for job in self.all():
+            if job["fine_tuned_model"] == name and (owner is None or job["owner"] == owner):
+                return job["evo"]["sha"]
+        return None
+
+
+def _page(items: list[dict], after: Optional[str], limit: int) -> dict:
+    if after is not None:
+        ids = [i["id"] for i in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    page = items[: max(1, limit)]
+    return {"object": "list", "data": page, "has_more": len(items) > len(page),
+            "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+
+
+def public(job: dict) -> dict:
+    return {k: v for k, v in job.items() if k not in INTERNAL}

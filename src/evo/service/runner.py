@@ -1,0 +1,193 @@
+"""One fine-tuning job, start to end: what the Ray job `evo run-job --root ROOT JOB_ID` runs.
+
+validating_files: both files are ingested again with evo's rules (a bad line fails the job and names
+it). queued: the job waits until every job of the lineage submitted before it has ended (one runs at a
+time, in submission order). running: one generation of the lineage is trained from the job's model on
+the training file (the validation file, when given, is its selection split), evaluated, gated and
+recorded like any other; checkpoint metrics become events as they happen. succeeded: its model is
+`ft:<model>:<suffix>:<sha8>`, served at once, champion or not.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from evo.atomic import locked, read_json
+from evo.config import EvoConfig
+from evo.data.ingest import IngestError, ingest_bytes
+from evo.progress import Progress
+from evo.service.files import FileStore
+from evo.service.jobs import TERMINAL, JobStore, plan_training
+from evo.serving.openai_api import APIError
+
+ACTIVE = ("validating_files", "queued", "running")
+
+
+class JobFailed(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.error = {"code": code, "message": message, "param": param}
+
+
+class JobProgress(Progress):
+    """evo's progress lines, printed (the Ray job's log) and kept as the job's events."""
+
+    def __init__(self, store: JobStore, jid: str):
+        super().__init__()
+        self.store, self.jid = store, jid
+
+    def __call__(self, where: str, message: str) -> None:
+        super().__call__(where, message)
+        self.store.event(self.jid, f"{where}: {message}")
+
+
+def run_lock(root: Path):
+    """Held by the job that is training; released by the process's death too (a cancelled job)."""
+    return locked(root / "service" / "lineage-run")
+
+
+def _records(files: FileStore, job: dict, field: str, max_chars: int) -> list:
+    fid = job[field]
+    try:
+        obj = files.get(fid)
+        data = files.content(fid)
+    except APIError:
+        raise JobFailed("invalid_file", f"{field} {fid}: the file is gone (deleted after the job was created)",
+                        field) from None
+    try:
+        report = ingest_bytes(data, obj["filename"], max_chars=max_chars, fix="fix them and upload the file again")
+    except IngestError as e:
+        raise JobFailed("invalid_file", f"{field} {fid}: {e}", field) from None
+    return report.records
+
+
+def _wait_turn(store: JobStore, jid: str, poll_s: float = 1.0) -> None:
+    """Until no job submitted before this one is still active (each marks its end itself; one that
+    died without doing so is marked by the server when it sees its Ray job ended)."""
+    while True:
+        ahead = [j for j in store.all() if j["created_ns"] < store.raw(jid)["created_ns"] and j["status"] in ACTIVE]
+        if not ahead:
+            return
+        time.sleep(poll_s)
+
+
+def next_index(lin) -> int:
+    gens = [r["GEN_ID"] for r in lin.ledger.rows()] + [m["gen_id"] for m in lin.registry.load()["models"].values()]
+    return 1 + max((int(m.group(1)) for g in gens if (m := re.fullmatch(r"gen-(\d+)", g))), default=0)
+
+
+def lineage_config(root: Path) -> EvoConfig:
+    """The lineage's config: the last `evo run`'s, kept in run_config.json."""
+    path = root / "run_config.json"
+    if not path.exists():
+        raise JobFailed("no_config", f"{path}: the lineage has no run config; run `evo run` or `evo demo` first")
+    return EvoConfig.model_validate(read_json(path))
+
+
+def job_config(cfg: EvoConfig, job: dict, n_records: int) -> tuple[EvoConfig, dict]:
+    """The lineage's config with the job's settings."""
+    cfg = cfg.model_copy(deep=True)
+    plan = plan_training(job["hyperparameters"], cfg.train.lr, cfg.train.steps, cfg.train.batch_size, n_records)
+    cfg.train.steps, cfg.train.lr, cfg.train.batch_size = plan["steps"], plan["lr"], plan["batch_size"]
+    cfg.train.seed = job["seed"]
+    cfg.train.checkpoint_every = min(cfg.train.checkpoint_every, cfg.train.steps)
+    if plan["tune"]:  # "auto": the sweep searches it; the rest stay as asked
+        if "learning_rate_multiplier" not in plan["tune"]:
+            cfg.tune.lr = (plan["lr"], plan["lr"])
+        if not {"n_epochs", "steps"} & set(plan["tune"]):
+            cfg.tune.steps = [plan["steps"]]
+    return cfg, plan
+
+
+class MetricsTail(threading.Thread):
+    """Turns the training worker's checkpoint metrics (one JSON line each) into events and checkpoints."""
+
+    def __init__(self, store: JobStore, jid: str, path: Path, name: str):
+        super().__init__(daemon=True)
+        self.store, self.jid, self.path, self.name = store, jid, path, name
+        self.done, self.seen = threading.Event(), 0
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            self.drain()
+        self.drain()
+
+    def drain(self) -> None:
+        import json
+
+        if not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        for line in lines[self.seen:]:
+            if not line.endswith("}"):
+                break  # being written
+            m = json.loads(line)
+            self.seen += 1
+            data = {"step": m["step"], "total_steps": m["steps"], "train_loss": m["train_loss"], "valid_loss": m["val_loss"]}
+            self.store.event(self.jid, f"Step {m['step']}/{m['steps']}: training loss={m['train_loss']:.4f}, "
+                                       f"validation loss={m['val_loss']:.4f}", data=data)
+            self.store.add_checkpoint(self.jid, m["step"], {k: data[k] for k in ("step", "train_loss", "valid_loss")},
+                                      f"{self.name}:ckpt-step-{m['step']}")
+
+
+def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
+    """Run job `jid` to its end; the exit status of the Ray job (0 also for a job cancelled meanwhile)."""
+    from evo.lineage.root import Lineage, gen_id
+
+    root = Path(root)
+    store, files = JobStore(root), FileStore(root)
+    job = store.raw(jid)
+    if job["status"] in TERMINAL:
+        return 0
+    try:
+        base_cfg = lineage_config(root)
+        train = _records(files, job, "training_file", base_cfg.data.max_chars)
+        own_val = _records(files, job, "validation_file", base_cfg.data.max_chars) if job["validation_file"] else None
+        store.update(jid, status="queued")
+        store.event(jid, f"files validated: {len(train)} training records"
+                         + (f", {len(own_val)} validation records" if own_val is not None else "") + "; queued")
+        _wait_turn(store, jid)
+        with run_lock(root):
+            if store.raw(jid)["status"] in TERMINAL:  # cancelled while it waited
+                return 0
+            lin = Lineage(root)
+            lin.decisions.reconcile()
+            cfg, plan = job_config(base_cfg, job, len(train))
+            index = next_index(lin)
+            gid = gen_id(index)
+            if store.update(jid, status="running", evo={**job["evo"], "gen_id": gid})["status"] != "running":
+                return 0  # cancelled just now
+            progress = JobProgress(store, jid)
+            progress(gid, f"training {plan['steps']} steps at lr {plan['lr']:.3g}, batch {plan['batch_size']}"
+                          + (f"; Ray Tune searches {', '.join(plan['tune'])}" if plan["tune"] else ""))
+            metrics = lin.run_dir(gid) / "metrics.jsonl"
+            metrics.unlink(missing_ok=True)
+            name = f"ft:{job['model']}:{job['suffix'] or 'evo'}"
+            tail = MetricsTail(store, jid, metrics, name)
+            tail.start()
+            try:
+                row = run_generation(cfg, lin, index, str(files.path(job["training_file"], job["owner"] or None)),
+                                     progress, extra={"metrics_path": str(metrics)}, tune=bool(plan["tune"]),
+                                     parent=job["parent_sha"], own_val=own_val)
+            finally:
+                tail.done.set()
+                tail.join(10)
+            sha = row["child_sha"]
+            meta = lin.models.meta(sha)
+            store.update(jid, status="succeeded", fine_tuned_model=f"{name}:{sha[:8]}", trained_tokens=meta.get("tokens"),
+                         evo={"gen_id": gid, "sha": sha, "decision": row["decision"], "reason": row["reason"]})
+            store.event(jid, f"succeeded: {name}:{sha[:8]} ({gid}, {row['decision']} by the gate: {row['reason']})")
+            return 0
+    except JobFailed as e:
+        store.update(jid, status="failed", error=e.error)
+        store.event(jid, f"failed: {e}", level="error")
+        return 1
+    except Exception as e:  # the run's own error, named; the lineage keeps nothing of it (see evo.driver)
+        store.update(jid, status="failed", error={"code": "training_failed", "message": f"{type(e).__name__}: {e}",
+                                                  "param": None})
+        store.event(jid, f"failed: {type(e).__name__}: {e}", level="error")
+        return 1

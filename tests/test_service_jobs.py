@@ -1,0 +1,154 @@
+"""Fine-tuning as a service, end to end, driven by the official `openai` SDK over real HTTP on
+127.0.0.1: files, a job run as a real Ray job (the Jobs API of a head started with `ray start`),
+its events and checkpoints, chatting with the fine-tuned model, a cancel that leaves the lineage as
+it was, a server restarted mid-job, and a file that breaks the lineage's rules failing the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from evo.atomic import atomic_write_json, read_json
+from evo.lineage.root import Lineage
+from tests.conftest import LOOSE_GATE, copy_root, ensure_base, tiny_config
+
+pytestmark = pytest.mark.integration
+PORT = 18791
+URL = f"http://127.0.0.1:{PORT}/v1"
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _serve(root, head):
+    from ray import serve
+
+    from evo.serving.deployments import build_app
+
+    serve.run(build_app(str(root), ray_actor_options={"num_cpus": 0.25},
+                        jobs_address=f"http://127.0.0.1:{head.dashboard_port}",
+                        jobs_headers={"Authorization": f"Bearer {head.token}"}), name="evo", route_prefix="/")
+
+
+@pytest.fixture(scope="module")
+def service(demo_dir, _base_cache, tmp_path_factory):
+    """A Ray head of its own (the Jobs API needs one), evo's server on it, and a lineage holding the
+    tiny generation 0 with the run config jobs start from (10 steps a generation, gate off)."""
+    import ray
+    from ray import serve
+
+    from evo.cli import WORKER_ENV
+    from evo.testing.local_head import LocalHead
+
+    head = LocalHead(16691, 4).start()
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.token)
+    try:
+        ray.init(address=f"127.0.0.1:{head.gcs_port}", runtime_env={"env_vars": WORKER_ENV})
+        root = copy_root(ensure_base(demo_dir, _base_cache), tmp_path_factory.mktemp("service"))
+        cfg = tiny_config(demo_dir, *LOOSE_GATE, "train.num_workers=1", "train.steps=10", "train.checkpoint_every=5")
+        atomic_write_json(root / "run_config.json", cfg.model_dump(mode="json"))
+        serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+        _serve(root, head)
+        yield {"root": root, "head": head, "demo": demo_dir}
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            head.stop()
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    import openai
+
+    return openai.OpenAI(base_url=URL, api_key="unused", max_retries=0, timeout=120)
+
+
+def lines(path, a: int, b: int) -> bytes:
+    return b"".join(path.read_bytes().splitlines(keepends=True)[a:b])
+
+
+def wait(client, jid: str, until=FINAL, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(jid)
+        if job.status in until:
+            return job
+        assert time.monotonic() < deadline, f"job {jid} still {job.status} after {timeout:.0f} s"
+        time.sleep(1)
+
+
+def test_a_job_from_upload_to_chatting_with_its_model(service, client):
+    demo = service["demo"]
+    train = client.files.create(file=("train.jsonl", lines(demo / "gen1.jsonl", 0, 120)), purpose="fine-tune")
+    val = client.files.create(file=("val.jsonl", lines(demo / "gen1.jsonl", 120, 160)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="champion", training_file=train.id, validation_file=val.id, suffix="shop",
+                                         seed=3, hyperparameters={"n_epochs": 1, "learning_rate_multiplier": 2})
+    assert job.status == "validating_files" and job.model == "gen-0"
+    done = wait(client, job.id)
+    assert done.status == "succeeded", done.error
+    sha = done.evo["sha"] if isinstance(done.evo, dict) else done.model_extra["evo"]["sha"]
+    assert done.fine_tuned_model == f"ft:gen-0:shop:{sha[:8]}" and done.trained_tokens > 0 and done.finished_at
+    lin = Lineage(service["root"])
+    row = lin.ledger.get("gen-1")
+    cfg = tiny_config(demo, "train.num_workers=1")
+    assert row["child_sha"] == sha and float(row["lr"]) == pytest.approx(2 * cfg.train.lr)
+    assert int(row["steps"]) == -(-120 // cfg.train.batch_size)  # one pass over the 120 records of the file
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e for e in events if e.type == "metrics"]
+    assert metrics and all({"step", "train_loss", "valid_loss"} <= set(e.data) for e in metrics)
+    assert any("queued" in e.message for e in events) and events[0].message.startswith("succeeded")
+    ckpts = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert sorted(c.step_number for c in ckpts) == sorted(e.data["step"] for e in metrics)
+    assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
+    answer = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=6, temperature=0,
+                                            messages=[{"role": "user", "content": "tr red yak runs ="}])
+    assert answer.model == done.fine_tuned_model and answer.choices[0].message.content is not None
+    assert done.fine_tuned_model in [m.id for m in client.models.list()]
+
+
+def test_cancel_leaves_the_lineage_as_it_was_and_a_restart_loses_nothing(service, client):
+    import openai
+
+    root, demo = service["root"], service["demo"]
+    train = client.files.create(file=("long.jsonl", lines(demo / "gen2.jsonl", 0, 200)), purpose="fine-tune")
+    registry, ledger = read_json(root / "registry.json"), (root / "ledger.csv").read_text()
+    slow = client.fine_tuning.jobs.create(model="champion", training_file=train.id, hyperparameters={"steps": 4000})
+    behind = client.fine_tuning.jobs.create(model="champion", training_file=train.id, hyperparameters={"steps": 4000})
+    wait(client, slow.id, until=("running",) + FINAL, timeout=180)
+    assert client.fine_tuning.jobs.retrieve(behind.id).status == "queued"  # one at a time, in submission order
+    # the server restarts mid-job: the job lives in the lineage root and its Ray job goes on
+    from ray import serve
+
+    serve.delete("evo")
+    _serve(root, service["head"])
+    wait(client, slow.id, until=("running",), timeout=30)
+    deadline = time.monotonic() + 120  # a checkpoint's metrics reach the events while it runs
+    while not [e for e in client.fine_tuning.jobs.list_events(slow.id, limit=100) if e.type == "metrics"]:
+        assert time.monotonic() < deadline, "no metrics event within 120 s of running"
+        time.sleep(1)
+    for jid in (behind.id, slow.id):
+        assert client.fine_tuning.jobs.cancel(jid).status == "cancelled"
+    with pytest.raises(openai.ConflictError, match="already cancelled"):
+        client.fine_tuning.jobs.cancel(slow.id)
+    after = read_json(root / "registry.json")
+    assert after["aliases"] == registry["aliases"] and after["models"] == registry["models"]
+    assert (root / "ledger.csv").read_text() == ledger
+    deadline = time.monotonic() + 60  # the Jobs API records the stop a moment after the process is gone
+    while (state := service["head"].job_state(f"evo-{slow.id}")) != "STOPPED" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert state == "STOPPED"
+    assert client.fine_tuning.jobs.retrieve(slow.id).status == "cancelled"
+
+
+def test_a_file_that_breaks_the_lineages_rules_fails_the_job_naming_the_line(service, client):
+    long = json.dumps({"prompt": "tr red yak runs =", "completion": " zora" * 1000}).encode() + b"\n"
+    f = client.files.create(file=("mixed.jsonl", lines(service["demo"] / "gen1.jsonl", 0, 4) + long), purpose="fine-tune")
+    job = wait(client, client.fine_tuning.jobs.create(model="gen-0", training_file=f.id).id)
+    assert job.status == "failed" and job.error.param == "training_file" and job.error.code == "invalid_file"
+    assert "mixed.jsonl:5: record has" in job.error.message and "data.max_chars" in job.error.message

@@ -1,0 +1,123 @@
+"""Fine-tuning job objects: request checks, hyperparameters in OpenAI's terms, statuses, events,
+pagination, and a job whose file breaks the lineage's rules failing at validating_files."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from evo.atomic import atomic_write_json
+from evo.config import EvoConfig
+from evo.serving.openai_api import APIError
+from evo.service.files import FileStore
+from evo.service.jobs import JobStore, parse_hyperparameters, plan_training, public
+from evo.service.runner import _wait_turn, execute, job_config
+
+GOOD = b'{"prompt": "a", "completion": "b"}\n{"text": "c d"}\n'
+
+
+def resolve(name):
+    if name != "gen-1":
+        raise APIError(404, f"model '{name}' is not a model here", "model", "not_found_error")
+    return "gen-1", "a" * 64
+
+
+@pytest.fixture
+def stores(tmp_path):
+    files = FileStore(tmp_path)
+    return tmp_path, files, JobStore(tmp_path), files.create(GOOD, "t.jsonl", "fine-tune", "k1")["id"]
+
+
+def refused(fn, status, match):
+    with pytest.raises(APIError, match=match) as e:
+        fn()
+    assert e.value.status == status
+
+
+@pytest.mark.parametrize("body,status,match", [
+    ({"training_file": "x"}, 400, "'model' is required"),
+    ({"model": "gen-9", "training_file": "FID"}, 404, "gen-9"),
+    ({"model": "gen-1", "training_file": "file-nope"}, 404, "no file"),
+    ({"model": "gen-1", "training_file": "FID", "validation_file": "FID"}, 400, "must differ"),
+    ({"model": "gen-1", "training_file": "FID", "suffix": "Bad Suffix"}, 400, "suffix"),
+    ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"n_epochs": 2, "steps": 5}}, 400, "not both"),
+    ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"batch_size": "auto"}}, 400, "batch_size must be"),
+    ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"learning_rate_multiplier": -1}}, 400, "positive"),
+    ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"lr": 1}}, 400, "unknown hyperparameters"),
+])
+def test_bad_job_requests_name_the_field(stores, body, status, match):
+    _, files, jobs, fid = stores
+    body = json.loads(json.dumps(body).replace("FID", fid))
+    refused(lambda: jobs.create(body, "k1", "k1", files, resolve), status, match)
+    assert jobs.all() == []
+
+
+def test_another_keys_file_cannot_be_trained_on(stores):
+    _, files, jobs, fid = stores
+    refused(lambda: jobs.create({"model": "gen-1", "training_file": fid}, "k2", "k2", files, resolve), 404, "no file")
+
+
+def test_hyperparameters_are_multipliers_epochs_and_auto():
+    hp = parse_hyperparameters({"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5})
+    assert plan_training(hp, 2e-3, 100, 8, 10) == {"lr": 1e-3, "steps": 8, "batch_size": 4, "tune": []}  # ceil(3*10/4)
+    assert plan_training(parse_hyperparameters({"steps": 7}), 2e-3, 100, 8, 10)["steps"] == 7
+    auto = plan_training(parse_hyperparameters({"learning_rate_multiplier": "auto"}), 2e-3, 100, 8, 10)
+    assert auto["tune"] == ["learning_rate_multiplier"] and auto["lr"] == 2e-3
+    cfg, plan = job_config(EvoConfig(data={"base": "b.jsonl"}), {"hyperparameters": {"learning_rate_multiplier": "auto", "steps": 12}, "seed": 5}, 10)
+    assert cfg.tune.steps == [12] and cfg.tune.lr != (plan["lr"], plan["lr"]) and cfg.train.seed == 5
+    cfg, _ = job_config(EvoConfig(data={"base": "b.jsonl"}), {"hyperparameters": {"n_epochs": "auto", "learning_rate_multiplier": 2}, "seed": 0}, 10)
+    assert cfg.tune.lr == (2 * EvoConfig(data={"base": "b.jsonl"}).train.lr,) * 2 and cfg.tune.steps == EvoConfig(data={"base": "b.jsonl"}).tune.steps
+
+
+def test_job_objects_events_and_pages(stores):
+    _, files, jobs, fid = stores
+    made = [jobs.create({"model": "gen-1", "training_file": fid, "suffix": f"s{i}"}, "k1", "k1", files, resolve)
+            for i in range(3)]
+    job = public(made[0])
+    assert job["object"] == "fine_tuning.job" and job["status"] == "validating_files" and "owner" not in job
+    from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+
+    FineTuningJob.model_validate(job)
+    page = jobs.list("k1", limit=2)
+    assert [j["id"] for j in page["data"]] == [made[2]["id"], made[1]["id"]] and page["has_more"]
+    assert [j["id"] for j in jobs.list("k1", after=page["last_id"])["data"]] == [made[0]["id"]]
+    assert jobs.list("k2")["data"] == []
+    refused(lambda: jobs.get(made[0]["id"], "k2"), 404, "no fine-tuning job")
+    jid = made[0]["id"]
+    jobs.event(jid, "Step 1/2", data={"step": 1, "train_loss": 1.0, "valid_loss": 2.0})
+    evs = jobs.events(jid, "k1")["data"]
+    assert evs[0]["type"] == "metrics" and evs[1]["message"].startswith("job created")
+    FineTuningJobEvent.model_validate(evs[0])
+    jobs.add_checkpoint(jid, 5, {"step": 5, "train_loss": 1.0, "valid_loss": 2.0}, "ft:gen-1:s0:ckpt-step-5")
+    jobs.add_checkpoint(jid, 5, {"step": 5, "train_loss": 1.0, "valid_loss": 2.0}, "ft:gen-1:s0:ckpt-step-5")  # once
+    assert [c["step_number"] for c in jobs.checkpoints(jid)["data"]] == [5] and len(jobs.all()) == 3
+    jobs.update(jid, status="cancelled")
+    assert jobs.update(jid, status="running")["status"] == "cancelled"  # a final status stays
+    assert jobs.get(jid)["finished_at"] is not None
+
+
+def test_a_record_over_the_lineages_limit_fails_the_job_at_validating_files(stores):
+    root, files, jobs, _ = stores
+    cfg = EvoConfig(data={"base": "b.jsonl"})
+    atomic_write_json(root / "run_config.json", cfg.model_dump(mode="json"))
+    long = json.dumps({"prompt": "q", "completion": "x" * (cfg.data.max_chars + 1)}).encode()
+    fid = files.create(GOOD + long + b"\n", "long.jsonl", "fine-tune", "k1")["id"]  # the upload's own limit is wider
+    job = jobs.create({"model": "gen-1", "training_file": fid}, "k1", "k1", files, resolve)
+    assert execute(root, job["id"], run_generation=None) == 1
+    job = jobs.get(job["id"])
+    assert job["status"] == "failed" and job["error"]["param"] == "training_file"
+    assert f"long.jsonl:3: record has {cfg.data.max_chars + 2} characters, over the limit" in job["error"]["message"]
+
+
+def test_jobs_wait_their_turn_in_submission_order(stores):
+    _, files, jobs, fid = stores
+    first, second = (jobs.create({"model": "gen-1", "training_file": fid}, "k1", "k1", files, resolve) for _ in range(2))
+    jobs.update(first["id"], status="running")
+    went = threading.Event()
+    t = threading.Thread(target=lambda: (_wait_turn(jobs, second["id"], 0.05), went.set()), daemon=True)
+    t.start()
+    time.sleep(0.3)
+    assert not went.is_set()  # the first is still running
+    jobs.update(first["id"], status="succeeded")
+    assert went.wait(5)
