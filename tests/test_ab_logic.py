@@ -154,3 +154,34 @@ def test_summary_counts_per_arm_and_decides():
     assert v["interval"][0] > 0.5 and "sequential sign test" in v["test"]
     assert s["plan"]["max_looks"] == 3 and len(s["plan"]["critical_wins"]) == 3
     json.dumps(s)  # served as JSON as it is
+
+
+def test_two_replicas_tallies_follow_the_log_and_match_a_full_read(tmp_path):
+    """Each store reads only what was written since it last looked: two replicas' stores, votes on
+    either, a duplicate refused across them, a torn line fenced, and stats equal to a full re-read."""
+    import random
+
+    from evo.serving.feedback import DuplicateVote
+
+    a, b = FeedbackStore(tmp_path, "r"), FeedbackStore(tmp_path, "r")
+    rng = random.Random(0)
+    for i in range(60):
+        s = a if i % 2 else b
+        s.append({"kind": "response", "response_id": f"x{i}", "arm": rng.choice(["champion", "candidate"])}, durable=False)
+        s.append({"kind": "pair", "pair_id": f"p{i}", "a": "champion", "prompt_key": f"k{i % 45}"})
+        if i == 30:
+            with open(a.path, "ab") as f:
+                f.write(b'{"kind": "pairw')  # a writer died mid-line
+        s.append({"kind": "pairwise", "pair_id": f"p{i}", "prompt_key": f"k{i % 45}",
+                  "winner": rng.choice(["champion", "candidate", "tie"])})
+        (b if s is a else a).append({"kind": "thumbs", "response_id": f"x{i}", "value": rng.choice(["up", "down"])})
+    with pytest.raises(FeedbackError, match="already has a vote"):
+        b.append({"kind": "pairwise", "pair_id": "p1", "winner": "tie"}, once_per_pair=True)  # voted through a
+    with pytest.raises(DuplicateVote):
+        a.append({"kind": "pairwise", "pair_id": "p2", "winner": "tie"}, once_per_pair=True)
+    assert a.pair("p7")["prompt_key"] == "k7" and b.pair("nope") is None
+    full = FeedbackStore(tmp_path, "r").read()
+    for store in (a, b):
+        tally, torn = store.tally()
+        assert tally.summary(PLAN) == summarize(full.events, PLAN) and torn == full.torn_lines == 1
+    assert summarize(full.events, PLAN)["pairwise"]["votes_not_counted"] == 15  # prompts k0-k14 asked twice

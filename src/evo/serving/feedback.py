@@ -3,6 +3,10 @@
 Append-only and safe with many writers (processes or replicas): each event is one line written
 with O_APPEND under an exclusive lock and fsynced. A line cut short by a crash is skipped (and
 counted) when reading, so nothing already written is ever lost or rewritten.
+
+Each store keeps a running `Tally` of its log and reads only the bytes written since it last looked
+(its own and other replicas'), so a vote, a duplicate check, a pair lookup and a stats read cost the
+same however long the log has grown.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evo.serving.router import ARMS
+from evo.serving.stats import Tally
 from evo.storage import resolve
 
 KINDS = ("response", "thumbs", "pair", "pairwise")
@@ -68,12 +73,43 @@ class FeedbackStore:
 
     def __init__(self, root: str | Path, round_id: str = "live"):
         self.path = resolve(root) / "ab" / f"{round_id}.jsonl"
+        self._tally, self._offset, self._torn = Tally(), 0, 0
+
+    def _catch_up(self, fd: int, size: int) -> None:
+        """Add the complete lines written since the last look to the tally (a line still being
+        written, with no newline yet, waits for the next look)."""
+        if size < self._offset:  # the log was replaced: start again
+            self._tally, self._offset, self._torn = Tally(), 0, 0
+        if size == self._offset:
+            return
+        data = os.pread(fd, size - self._offset, self._offset)
+        end = data.rfind(b"\n") + 1
+        log = _parse(data[:end])
+        for e in log.events:
+            self._tally.add(e)
+        self._torn += log.torn_lines
+        self._offset += end
+
+    def tally(self) -> tuple[Tally, int]:
+        """The running tally of the whole log, brought up to date, and the torn lines skipped."""
+        if not self.path.exists():
+            return self._tally, self._torn
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._catch_up(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        return self._tally, self._torn
+
+    def pair(self, pair_id: str) -> dict | None:
+        """The event that showed side-by-side pair `pair_id`, if any."""
+        return self.tally()[0].pairs.get(pair_id)
 
     def append(self, event: dict, durable: bool = True, once_per_pair: bool = False) -> dict:
         """Append one event. `durable=False` skips the fsync (the OS still gets the line at once):
         for the per-request response log, where an fsync per request would dominate latency and a
         crash can cost only the attribution of the last few responses, never a recorded vote.
-        `once_per_pair`: refuse (DuplicateVote) an event of a kind the log already holds for the pair."""
+        `once_per_pair`: refuse (DuplicateVote) a pairwise vote on a pair the log already has a vote on."""
         event = validate({**event, "time": event.get("time", time.time())})
         line = (json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,8 +117,8 @@ class FeedbackStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
-            if once_per_pair and any(e.get("kind") == event["kind"] and e.get("pair_id") == event["pair_id"]
-                                     for e in _parse(os.pread(fd, size, 0)).events):
+            self._catch_up(fd, size)
+            if once_per_pair and event["kind"] == "pairwise" and event["pair_id"] in self._tally.voted:
                 raise DuplicateVote(f"pair {event['pair_id']} already has a vote; the first one stands")
             if size and os.pread(fd, 1, size - 1) != b"\n":  # a writer died mid-line: fence it off
                 line = b"\n" + line

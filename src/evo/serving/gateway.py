@@ -17,7 +17,7 @@ from evo.lineage.registry import Registry
 from evo.serving.feedback import DuplicateVote, FeedbackError, FeedbackStore
 from evo.serving.openai_api import APIError, Limits, new_id
 from evo.serving.router import ABRouter
-from evo.serving.stats import TestPlan, summarize
+from evo.serving.stats import TestPlan
 from evo.storage import refresh
 
 
@@ -214,8 +214,7 @@ class Gateway:
         """{"pair_id", "preferred": "a" | "b" | "tie"} -> a pairwise vote for the arm behind the label."""
         if not isinstance(body, dict) or body.get("preferred") not in ("a", "b", "tie"):
             raise APIError(400, "'preferred' must be 'a', 'b' or 'tie'", "preferred")
-        shown = next((e for e in self.feedback.read().events
-                      if e.get("kind") == "pair" and e.get("pair_id") == body.get("pair_id")), None)
+        shown = self.feedback.pair(body["pair_id"]) if isinstance(body.get("pair_id"), str) else None
         if shown is None:
             raise APIError(404, f"no side-by-side pair {body.get('pair_id')!r}", "pair_id", "not_found_error")
         other = "candidate" if shown["a"] == "champion" else "champion"
@@ -226,11 +225,11 @@ class Gateway:
         return self.record_feedback(vote, "pairwise")
 
     def stats(self) -> dict:
-        log = self.feedback.read()
-        out = summarize(log.events, self.settings.plan)
+        tally, torn = self.feedback.tally()
+        out = tally.summary(self.settings.plan)
         out["candidate_share"] = self.router.candidate_share
         out["aliases"] = self.aliases
-        out["torn_lines"] = log.torn_lines
+        out["torn_lines"] = torn
         return out
 
     def check_admin(self, authorization: Optional[str]) -> None:

@@ -155,10 +155,78 @@ def critical_wins(plan: TestPlan) -> tuple[Optional[tuple[int, int]], ...]:
     return tuple(out)
 
 
+class Tally:
+    """Every number `/ab/stats` reports, kept up to date one event at a time (`add`, O(1) each), so
+    a vote and a stats read cost the same with 100 votes in the log as with 100,000.
+
+    What counts is as before: the first vote of each distinct prompt (a log without prompt keys: each
+    pair is its own prompt), never a second vote on one pair; thumbs count for the arm whose
+    response they rate, whenever in the log that response's event comes."""
+
+    def __init__(self):
+        self.arm_of: dict[str, str] = {}  # response id -> arm
+        self.unplaced: dict[str, list[str]] = {}  # thumbs on a response not seen yet: response id -> values
+        self.arms = {a: {"requests": 0, "thumbs_up": 0, "thumbs_down": 0, "pairwise_wins": 0} for a in ARMS}
+        self.pairs: dict[str, dict] = {}  # pair id -> the "pair" event that showed it
+        self.voted: set[str] = set()  # pair ids with a vote
+        self.prompts: set[str] = set()
+        self.counted = self.ties = self.all_votes = 0
+        self.cum_wins: list[int] = []  # candidate wins among the first i+1 decisive counted votes
+        self.events = 0
+
+    def add(self, e: dict) -> None:
+        self.events += 1
+        kind = e["kind"]
+        if kind == "response":
+            self.arm_of[e["response_id"]] = e["arm"]
+            self.arms[e["arm"]]["requests"] += 1
+            for value in self.unplaced.pop(e["response_id"], []):
+                self.arms[e["arm"]]["thumbs_" + value] += 1
+        elif kind == "thumbs":
+            arm = self.arm_of.get(e["response_id"])
+            if arm is None:
+                self.unplaced.setdefault(e["response_id"], []).append(e["value"])
+            else:
+                self.arms[arm]["thumbs_" + e["value"]] += 1
+        elif kind == "pair":
+            self.pairs[e["pair_id"]] = e
+        elif kind == "pairwise":
+            self.all_votes += 1
+            if e["pair_id"] in self.voted:
+                return
+            self.voted.add(e["pair_id"])
+            key = e.get("prompt_key") or e["pair_id"]
+            if key in self.prompts:
+                return
+            self.prompts.add(key)
+            self.counted += 1
+            if e["winner"] == "tie":
+                self.ties += 1
+                return
+            self.arms[e["winner"]]["pairwise_wins"] += 1
+            self.cum_wins.append((self.cum_wins[-1] if self.cum_wins else 0) + (e["winner"] == "candidate"))
+
+    def summary(self, plan: TestPlan) -> dict:
+        """Per-arm counts and rates, and the round's verdict so far: O(looks), not O(events)."""
+        arms = {a: dict(v) for a, v in self.arms.items()}
+        for a in arms.values():
+            rated = a["thumbs_up"] + a["thumbs_down"]
+            a["thumbs_up_rate"] = a["thumbs_up"] / rated if rated else None
+            a["thumbs_up_ci"] = wilson(a["thumbs_up"], rated, plan.alpha)
+        cw, hw = arms["candidate"]["pairwise_wins"], arms["champion"]["pairwise_wins"]
+        return {
+            "arms": arms,
+            "pairwise": {"candidate_wins": cw, "champion_wins": hw, "ties": self.ties,
+                         "distinct_prompts": self.counted, "votes_not_counted": self.all_votes - self.counted,
+                         "candidate_win_rate": cw / (cw + hw) if cw + hw else None,
+                         "candidate_win_ci": wilson(cw, cw + hw, plan.alpha)},
+            "verdict": verdict_of(self.cum_wins, plan).to_json(),
+            "plan": plan.to_json(),
+        }
+
+
 def counted_votes(events: list[dict]) -> list[str]:
-    """The winners ("candidate", "champion", "tie") of the votes that count, in log order: the first
-    vote of each distinct prompt (a log without prompt keys: each pair is its own prompt), and never
-    a second vote on one pair."""
+    """The winners ("candidate", "champion", "tie") of the votes that count, in log order (see `Tally`)."""
     seen_pairs, seen_prompts, out = set(), set(), []
     for e in events:
         if e["kind"] != "pairwise" or e["pair_id"] in seen_pairs:
@@ -174,14 +242,24 @@ def counted_votes(events: list[dict]) -> list[str]:
 
 def pairwise_verdict(winners: list[str], plan: TestPlan) -> Verdict:
     """The verdict of the looks reached so far: the first look whose wins cross its critical values."""
-    decisive = [w for w in winners if w != "tie"]
+    cum: list[int] = []
+    for w in winners:
+        if w != "tie":
+            cum.append((cum[-1] if cum else 0) + (w == "candidate"))
+    return verdict_of(cum, plan)
+
+
+def verdict_of(cum_wins: list[int], plan: TestPlan) -> Verdict:
+    """The verdict from the running count of candidate wins over the decisive counted votes
+    (`cum_wins[i]`: wins among the first i+1): each look reads one entry."""
+    decisive = cum_wins
     bounds = critical_wins(plan)
     looks_done = 0
     for j, n in enumerate(plan.looks):
         if len(decisive) < n:
             break
         looks_done = j + 1
-        wins = sum(w == "candidate" for w in decisive[:n])
+        wins = cum_wins[n - 1]
         p = binomial_two_sided_p(wins, n)
         b = bounds[j]
         if b is not None and (wins <= b[0] or wins >= b[1]):
@@ -190,8 +268,8 @@ def pairwise_verdict(winners: list[str], plan: TestPlan) -> Verdict:
                            f"look {j + 1} of {plan.max_looks}: candidate preferred on {wins} of {n} distinct "
                            f"prompts (decides at <= {b[0]} or >= {b[1]}), nominal p = {p:.3g}",
                            looks_done, wilson(wins, n, plan.alpha))
-    wins = sum(w == "candidate" for w in decisive)
     n = len(decisive)
+    wins = cum_wins[-1] if n else 0
     ci = wilson(wins, n, plan.alpha)
     p = binomial_two_sided_p(wins, n) if n else None
     if looks_done == plan.max_looks:
@@ -204,29 +282,7 @@ def pairwise_verdict(winners: list[str], plan: TestPlan) -> Verdict:
 
 def summarize(events: list[dict], plan: TestPlan) -> dict:
     """Per-arm counts and rates from the event log, and the round's verdict so far."""
-    arm_of = {e["response_id"]: e["arm"] for e in events if e["kind"] == "response"}
-    arms = {a: {"requests": 0, "thumbs_up": 0, "thumbs_down": 0, "pairwise_wins": 0} for a in ARMS}
+    tally = Tally()
     for e in events:
-        if e["kind"] == "response":
-            arms[e["arm"]]["requests"] += 1
-        elif e["kind"] == "thumbs" and e["response_id"] in arm_of:
-            arms[arm_of[e["response_id"]]]["thumbs_" + e["value"]] += 1
-    for a in arms.values():
-        rated = a["thumbs_up"] + a["thumbs_down"]
-        a["thumbs_up_rate"] = a["thumbs_up"] / rated if rated else None
-        a["thumbs_up_ci"] = wilson(a["thumbs_up"], rated, plan.alpha)
-    winners = counted_votes(events)
-    for w in winners:
-        if w != "tie":
-            arms[w]["pairwise_wins"] += 1
-    cw, hw = arms["candidate"]["pairwise_wins"], arms["champion"]["pairwise_wins"]
-    all_votes = sum(1 for e in events if e["kind"] == "pairwise")
-    return {
-        "arms": arms,
-        "pairwise": {"candidate_wins": cw, "champion_wins": hw, "ties": winners.count("tie"),
-                     "distinct_prompts": len(winners), "votes_not_counted": all_votes - len(winners),
-                     "candidate_win_rate": cw / (cw + hw) if cw + hw else None,
-                     "candidate_win_ci": wilson(cw, cw + hw, plan.alpha)},
-        "verdict": pairwise_verdict(winners, plan).to_json(),
-        "plan": plan.to_json(),
-    }
+        tally.add(e)
+    return tally.summary(plan)
