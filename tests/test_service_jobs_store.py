@@ -58,16 +58,20 @@ def test_another_keys_file_cannot_be_trained_on(stores):
     refused(lambda: jobs.create({"model": "gen-1", "training_file": fid}, "k2", "k2", files, resolve), 404, "no file")
 
 
+def cfg0():
+    return EvoConfig(data={"base": "b.jsonl"})
+
+
 def test_hyperparameters_are_multipliers_epochs_and_auto():
     hp = parse_hyperparameters({"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5})
     assert plan_training(hp, 2e-3, 100, 8, 10) == {"lr": 1e-3, "steps": 8, "batch_size": 4, "tune": []}  # ceil(3*10/4)
     assert plan_training(parse_hyperparameters({"steps": 7}), 2e-3, 100, 8, 10)["steps"] == 7
     auto = plan_training(parse_hyperparameters({"learning_rate_multiplier": "auto"}), 2e-3, 100, 8, 10)
     assert auto["tune"] == ["learning_rate_multiplier"] and auto["lr"] == 2e-3
-    cfg, plan = job_config(EvoConfig(data={"base": "b.jsonl"}), {"hyperparameters": {"learning_rate_multiplier": "auto", "steps": 12}, "seed": 5}, 10)
+    cfg, plan = job_config(cfg0(), {"hyperparameters": {"learning_rate_multiplier": "auto", "steps": 12}, "seed": 5}, 10)
     assert cfg.tune.steps == [12] and cfg.tune.lr != (plan["lr"], plan["lr"]) and cfg.train.seed == 5
-    cfg, _ = job_config(EvoConfig(data={"base": "b.jsonl"}), {"hyperparameters": {"n_epochs": "auto", "learning_rate_multiplier": 2}, "seed": 0}, 10)
-    assert cfg.tune.lr == (2 * EvoConfig(data={"base": "b.jsonl"}).train.lr,) * 2 and cfg.tune.steps == EvoConfig(data={"base": "b.jsonl"}).tune.steps
+    cfg, _ = job_config(cfg0(), {"hyperparameters": {"n_epochs": "auto", "learning_rate_multiplier": 2}, "seed": 0}, 10)
+    assert cfg.tune.lr == (2 * cfg0().train.lr,) * 2 and cfg.tune.steps == cfg0().tune.steps
 
 
 def test_job_objects_events_and_pages(stores):
