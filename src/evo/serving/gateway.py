@@ -44,6 +44,7 @@ class Gateway:
         self.settings = settings
         self.registry = Registry(settings.root)
         self.feedback = FeedbackStore(settings.root, settings.round_id)
+        self._rounds: dict[str, FeedbackStore] = {settings.round_id: self.feedback}
         self.router = ABRouter(settings.candidate_share)
         self.aliases: dict[str, Optional[str]] = {}
         self.state_path = self.registry.path.parent / "serving" / f"{settings.state_id}.json"
@@ -207,22 +208,66 @@ class Gateway:
         a = random.choice(["champion", "candidate"])
         b = "candidate" if a == "champion" else "champion"
         pair_id = new_id("pair")
-        self.feedback.append({"kind": "pair", "pair_id": pair_id, "a": a, "prompt_key": key})
+        self.feedback.append({"kind": "pair", "pair_id": pair_id, "a": a, "prompt_key": key,
+                              "shas": {"champion": self.aliases["champion"], "candidate": self.aliases["candidate"]}})
         return pair_id, {"a": Target(a, self.aliases[a], a), "b": Target(b, self.aliases[b], b)}
 
     def record_preference(self, body: object) -> dict:
-        """{"pair_id", "preferred": "a" | "b" | "tie"} -> a pairwise vote for the arm behind the label."""
-        if not isinstance(body, dict) or body.get("preferred") not in ("a", "b", "tie"):
-            raise APIError(400, "'preferred' must be 'a', 'b' or 'tie'", "preferred")
+        """{"pair_id", "preferred": "a" | "b" | "tie" | "both_bad"} -> a pairwise vote for the arm
+        behind the label ("both_bad" is a tie: neither arm is preferred). The reply reveals which arm
+        was which, for a rater who has voted."""
+        if not isinstance(body, dict) or body.get("preferred") not in ("a", "b", "tie", "both_bad"):
+            raise APIError(400, "'preferred' must be 'a', 'b', 'tie' or 'both_bad'", "preferred")
         shown = self.feedback.pair(body["pair_id"]) if isinstance(body.get("pair_id"), str) else None
         if shown is None:
             raise APIError(404, f"no side-by-side pair {body.get('pair_id')!r}", "pair_id", "not_found_error")
         other = "candidate" if shown["a"] == "champion" else "champion"
-        winner = {"a": shown["a"], "b": other, "tie": "tie"}[body["preferred"]]
+        winner = {"a": shown["a"], "b": other, "tie": "tie", "both_bad": "tie"}[body["preferred"]]
         vote = {"pair_id": body["pair_id"], "winner": winner}
+        if body["preferred"] == "both_bad":
+            vote["both_bad"] = True
         if shown.get("prompt_key"):
             vote["prompt_key"] = shown["prompt_key"]
-        return self.record_feedback(vote, "pairwise")
+        out = self.record_feedback(vote, "pairwise")
+        shas = shown.get("shas") or {}
+        out["revealed"] = {"a": {"arm": shown["a"], "sha": shas.get(shown["a"])}, "b": {"arm": other, "sha": shas.get(other)}}
+        return out
+
+    def lineage(self, owner: Optional[str] = None) -> dict:
+        """The lineage tree for the console: every generation with its parent, decision and evals,
+        and the aliases. A generation another key's fine-tuning job made is left out for `owner`."""
+        from evo.lineage.ledger import Ledger
+
+        keep = ("GEN_ID", "parent_sha", "child_sha", "decision", "reason", "eval_recall", "eval_generalization",
+                "eval_style_drift", "eval_general", "eval_kl_base", "eval_fake_words", "ab_result", "steps", "lr")
+        jobs = self.job_models()
+        rows = []
+        for row in Ledger(self.settings.root).rows():
+            job = jobs.get(row["child_sha"])
+            if job is not None and owner is not None and job["owner"] != owner:
+                continue
+            rows.append({**{k: row.get(k, "") for k in keep},
+                         "fine_tuned_model": job["fine_tuned_model"] if job else None})
+        return {"aliases": self.aliases, "generations": rows}
+
+    def leaderboard(self) -> dict:
+        """Every generation that has been rated side by side, in every round of this lineage, ranked by a
+        Bradley-Terry fit of the counted decisive votes, with 95% intervals."""
+        from evo.serving.feedback import FeedbackStore
+        from evo.serving.stats import bradley_terry
+
+        wins: dict[tuple[str, str], int] = {}
+        for path in sorted((self.registry.path.parent / "ab").glob("*.jsonl")):
+            store = self._rounds.setdefault(path.stem, FeedbackStore(self.settings.root, path.stem))
+            for pair, n in store.tally()[0].sha_wins.items():
+                wins[pair] = wins.get(pair, 0) + n
+        rows = bradley_terry(wins)
+        for r in rows:
+            m = self.models.get(r["sha"]) or {}
+            r["gen_id"] = m.get("gen_id")
+        return {"object": "list", "data": rows, "votes": sum(wins.values()),
+                "method": "Bradley-Terry (MM fit, strengths on the log scale relative to the mean; 95% intervals "
+                          "from the observed information), counted decisive side-by-side votes of every round"}
 
     def stats(self) -> dict:
         tally, torn = self.feedback.tally()
