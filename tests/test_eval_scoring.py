@@ -8,7 +8,12 @@ from evo.evals.suite import EvalSpec, accuracy, load_probes, style_drift
 
 
 class Tok:
+    """Words are tokens."""
+
     chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": text.split()}
 
 
 def spec(**kw):
@@ -73,3 +78,20 @@ def test_probe_file_shapes_and_errors(tmp_path):
     p.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
     with pytest.raises(ValueError, match=r"p.jsonl:2: a probe needs"):
         load_probes(p)
+
+
+def test_an_answer_is_never_cut_before_its_reference_could_match(monkeypatch):
+    """eval.max_new_tokens is a floor: an exact-match item may generate its reference's length and an
+    end token (the SmolLM2 demo's 24 cut every 25-28-token chat reply short, so chats always scored 0)."""
+    ref = " ".join(f"w{i}" for i in range(30))
+    recs = [parse_record({"prompt": "tell me", "completion": ref}), parse_record({"prompt": "short", "completion": "ok"})]
+    budgets = []
+
+    def generate(model, tok, prompts, n, b):  # a model that says the reference, cut at the budget
+        budgets.append(n)
+        return [" ".join(ref.split()[:n]), "ok"]
+
+    monkeypatch.setattr(suite, "generate", generate)
+    acc = accuracy(None, Tok(), recs, spec(max_new_tokens=24))
+    assert budgets == [32] and (acc.correct, acc.total) == (2, 2)
+    assert suite.answer_budget(Tok(), ["a b"], 24) == 24  # short references keep the configured budget

@@ -79,12 +79,22 @@ class EvalSpec:
     general: Optional[GeneralSpec] = None  # general ability, fake words, diversity (eval.general)
 
 
+def answer_budget(tok, references: list[str], floor: int) -> int:
+    """New tokens an exact-match item may generate: `floor` (eval.max_new_tokens), or enough for the
+    longest reference and its end token where that is more. An answer cut off before its reference
+    ends can never match: on the SmolLM2 demo, eval.max_new_tokens 24 cut every 25-28-token chat reply
+    short, so chats scored 0 whatever the model said (found 2026-11-29)."""
+    longest = max((len(tok(c, add_special_tokens=False)["input_ids"]) for c in references), default=0)
+    return max(floor, longest + 2)
+
+
 def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
     records = records[: spec.max_items]
     if not records:
         return Accuracy(0, 0)
     pairs = [prompt_and_completion(r, tok) for r in records]
-    got = generate(model, tok, [p for p, _ in pairs], spec.max_new_tokens, spec.batch_size)
+    budget = answer_budget(tok, [c for _, c in pairs], spec.max_new_tokens)
+    got = generate(model, tok, [p for p, _ in pairs], budget, spec.batch_size)
     hits = [normalize(g) == normalize(c) for (_, c), g in zip(pairs, got)]
     misses = [{"prompt": p, "expected": c, "got": g} for (p, c), g, h in zip(pairs, got, hits) if not h]
     cats: dict[str, list[int]] = {}
