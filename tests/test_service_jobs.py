@@ -114,15 +114,25 @@ def test_a_job_from_upload_to_chatting_with_its_model(service, client):
 
 
 def test_cancel_leaves_the_lineage_as_it_was_and_a_restart_loses_nothing(service, client):
-    import openai
-
     root, demo = service["root"], service["demo"]
     train = client.files.create(file=("long.jsonl", lines(demo / "gen2.jsonl", 0, 200)), purpose="fine-tune")
     registry, ledger = read_json(root / "registry.json"), (root / "ledger.csv").read_text()
     slow = client.fine_tuning.jobs.create(model="champion", training_file=train.id, hyperparameters={"steps": 4000})
     behind = client.fine_tuning.jobs.create(model="champion", training_file=train.id, hyperparameters={"steps": 4000})
-    wait(client, slow.id, until=("running",) + FINAL, timeout=180)
-    assert client.fine_tuning.jobs.retrieve(behind.id).status == "queued"  # one at a time, in submission order
+    try:
+        wait(client, slow.id, until=("running",) + FINAL, timeout=180)
+        # one at a time, in submission order: the second waits while the first runs
+        assert wait(client, behind.id, until=("queued", "running") + FINAL, timeout=120).status == "queued"
+        _restart_and_cancel(client, root, service, slow, behind, registry, ledger)
+    finally:
+        for jid in (slow.id, behind.id):  # never leave a 4000-step job running for the next tests
+            if client.fine_tuning.jobs.retrieve(jid).status not in FINAL:
+                client.fine_tuning.jobs.cancel(jid)
+
+
+def _restart_and_cancel(client, root, service, slow, behind, registry, ledger):
+    import openai
+
     # the server restarts mid-job: the job lives in the lineage root and its Ray job goes on
     from ray import serve
 
@@ -181,18 +191,33 @@ def browser():
 
 
 def until(browser, check, timeout: float = 60):
+    """`check` until it gives something (the pages redraw their tables every 2 s: a row found a moment
+    ago may be gone, and is looked for again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.25).until(lambda d: check(d))
+    return WebDriverWait(browser, timeout, poll_frequency=0.25,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: check(d))
+
+
+def click_succeeded_job(browser):
+    from selenium.webdriver.common.by import By
+
+    def click(d):
+        rows = [r for r in d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+                if r.find_element(By.CLASS_NAME, "status").text == "succeeded"]
+        if rows:
+            rows[-1].click()  # the oldest that ran to the end
+        return bool(rows)
+
+    until(browser, click)
 
 
 def test_the_console_shows_jobs_with_their_loss_curve_and_starts_one(service, client, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(f"http://127.0.0.1:{PORT}/")
-    rows = until(browser, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
-                                     if r.find_element(By.CLASS_NAME, "status").text == "succeeded"])
-    rows[-1].click()  # the first job, which ran to the end
+    click_succeeded_job(browser)
     points = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#curve polyline.valid").get_attribute("points"))
     assert len(points.split()) >= 2  # a curve, checkpoint by checkpoint
     assert until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#lineage li[data-gen='gen-1']"))
@@ -209,8 +234,10 @@ def test_the_console_shows_jobs_with_their_loss_curve_and_starts_one(service, cl
     browser.find_element(By.ID, "start").click()
     new = until(browser, lambda d: [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
                                     if r.get_attribute("data-id") not in before])
-    browser.save_screenshot(str(SHOTS / "console.png"))
     job = client.fine_tuning.jobs.retrieve(new[0])
+    click_succeeded_job(browser)  # what a person looks at: a finished job's curve
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#curve polyline.valid"))
+    browser.save_screenshot(str(SHOTS / "console.png"))
     assert job.suffix == "from-console" and job.training_file.startswith("file-")
     client.fine_tuning.jobs.cancel(job.id)  # not needed to finish here
 

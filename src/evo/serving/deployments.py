@@ -225,6 +225,8 @@ class EvoServer:
         """Both arms answer one prompt, labelled a and b at random, for a pairwise rating."""
         self._caller(request, "inference")
         self._follow()
+        if self.gw.registry_changed():  # a candidate staged a moment ago is rated now, not after the next follow
+            await self._go_live(self.gw.read_registry())
         raw = await _json(request)
         kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
         req = parse_request(kind, {"model": "evo", **raw} if isinstance(raw, dict) else raw, self.gw.settings.limits)
