@@ -56,6 +56,7 @@ def test_generation_zero_is_a_verified_base(base_root):
     folder = lin.models.path(row["child_sha"])
     assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt"))  # nothing pickled
+    assert not (folder / "optimizer.safetensors").exists()  # the model, not the checkpoint's training state
     assert float(row["loss_end"]) < float(row["loss_start"])
 
 

@@ -110,7 +110,8 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
 
     def save(folder: Path) -> None:
         for f in out.best_dir.iterdir():
-            if f.suffix in (".safetensors", ".json") and f.name != "trainer_state.json":
+            # the model's weights and config; not the checkpoint's training state (optimizer, counters)
+            if f.suffix in (".safetensors", ".json") and f.name not in ("trainer_state.json", "optimizer.safetensors"):
                 shutil.copy2(f, folder / f.name)
         tok.save_pretrained(str(folder))
 
