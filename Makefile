@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_ab_calibration.py
+	$(VENV)/bin/python bench/bench_feedback.py
 	$(VENV)/bin/python bench/bench_generation.py
 	$(VENV)/bin/python bench/bench_demo_replay.py
 	$(VENV)/bin/python bench/bench_serving.py

@@ -271,3 +271,31 @@ def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
     browser.find_element(By.ID, "vote-bad").click()  # both bad: a tie, not decisive
     until(browser, lambda d: d.find_element(By.ID, "reveal").text)
     browser.save_screenshot(str(SHOTS / "rating.png"))
+
+
+def test_keys_keep_one_tenants_jobs_and_models_from_another(service, client):
+    """Once keys exist, a key sees only its own jobs and fine-tuned models (another's answer 404); an
+    admin key sees every tenant's. The keys are revoked at the end: the server is open again."""
+    import openai
+
+    from evo.service.keys import KeyStore
+
+    done = [j for j in client.fine_tuning.jobs.list() if j.status == "succeeded"][0]  # made without a key
+    store = KeyStore(service["root"])
+    made = {n: store.create(scope, n)[0] for n, scope in (("alice", "fine-tune"), ("boss", "admin"))}
+    try:
+        alice, boss = (openai.OpenAI(base_url=URL, api_key=made[n], max_retries=0) for n in ("alice", "boss"))
+        assert done.id not in [j.id for j in alice.fine_tuning.jobs.list()]
+        with pytest.raises(openai.NotFoundError):
+            alice.fine_tuning.jobs.retrieve(done.id)
+        with pytest.raises(openai.NotFoundError):
+            alice.fine_tuning.jobs.list_events(done.id)
+        with pytest.raises(openai.NotFoundError, match="not a fine-tuned model of yours"):
+            alice.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+        assert done.fine_tuned_model not in [m.id for m in alice.models.list()]
+        assert boss.fine_tuning.jobs.retrieve(done.id).fine_tuned_model == done.fine_tuned_model
+        with pytest.raises(openai.AuthenticationError):
+            client.fine_tuning.jobs.list()  # the keyless client, now that keys exist
+    finally:
+        for n in made:
+            store.revoke(n)
