@@ -19,12 +19,23 @@ from evo.serving.openai_api import APIError
 RAY_ENDED = ("FAILED", "STOPPED", "SUCCEEDED")
 
 
+def _ray_token() -> Optional[str]:
+    """The cluster's auth token where Ray itself looks: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH
+    names, or ~/.ray/auth_token (what `ray start` writes with token auth on, the default since 2.59)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"]
+    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), str(Path.home() / ".ray" / "auth_token")):
+        if path and Path(path).is_file():
+            return Path(path).read_text().strip() or None
+    return None
+
+
 class RayJobs:
     def __init__(self, root: str | Path, address: Optional[str] = None, headers: Optional[dict] = None):
         self.root = Path(root)
         env = os.environ.get("RAY_ADDRESS", "")
         self.address = address or (env if env.startswith("http") else "http://127.0.0.1:8265")
-        token = os.environ.get("RAY_AUTH_TOKEN")
+        token = _ray_token()
         self.headers = headers if headers is not None else ({"Authorization": f"Bearer {token}"} if token else {})
         self._client = None
 
