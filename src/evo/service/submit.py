@@ -46,9 +46,9 @@ class RayJobs:
             self._client = JobSubmissionClient(self.address, headers=self.headers)
         return self._client
 
-    def submit(self, jid: str, attempts: int = 30) -> str:
+    def submit(self, jid: str, attempts: int = 10) -> str:
         """`evo run-job` for `jid` as a Ray job; its submission id. A head whose job agent is still
-        starting is asked again (for up to a minute)."""
+        starting is asked again (for up to 20 s)."""
         entry = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "evo.cli", "run-job", "--root", str(self.root), jid))
         for attempt in range(attempts):
             try:
@@ -97,8 +97,9 @@ class JobService:
             sid = self.ray.submit(job["id"])
         except Exception as e:
             job = self.store.update(job["id"], status="failed", error={
-                "code": "submit_failed", "message": f"the Ray job could not be submitted to {self.ray.address}: {e}",
-                "param": None})
+                "code": "submit_failed", "message": f"the Ray job could not be submitted to {self.ray.address}: {e}. "
+                "Fine-tuning jobs need a Ray cluster with its Jobs API: `ray start --head`, then "
+                "`evo serve --address auto`", "param": None})
             self.store.event(job["id"], f"failed: {job['error']['message']}", level="error")
             return job
         self.store.event(job["id"], f"submitted as Ray job {sid}")
