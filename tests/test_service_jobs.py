@@ -42,9 +42,12 @@ def service(demo_dir, _base_cache, tmp_path_factory):
     from evo.cli import WORKER_ENV
     from evo.testing.local_head import LocalHead
 
-    head = LocalHead(16691, 4).start()
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.token)
+    from evo.testing.clusters import use_private_token
+
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
+    os.environ["RAY_AUTH_MODE"] = "token"
+    # the head takes the token this process already uses: Ray reads a process's token once
+    head = LocalHead(16691, 4, token=use_private_token()).start()
     try:
         ray.init(address=f"127.0.0.1:{head.gcs_port}", runtime_env={"env_vars": WORKER_ENV})
         root = copy_root(ensure_base(demo_dir, _base_cache), tmp_path_factory.mktemp("service"))
@@ -55,7 +58,8 @@ def service(demo_dir, _base_cache, tmp_path_factory):
         yield {"root": root, "head": head, "demo": demo_dir}
     finally:
         try:
-            serve.shutdown()
+            if ray.is_initialized():
+                serve.shutdown()
         finally:
             ray.shutdown()
             head.stop()

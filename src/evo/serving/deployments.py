@@ -310,6 +310,9 @@ class EvoServer:
     async def upload(self, request: Request):
         """multipart/form-data with `file` and `purpose` (fine-tune), as OpenAI's SDKs send it."""
         owner = self._caller(request, "fine-tune").key_id  # an upload belongs to the key that made it
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise APIError(400, "POST /v1/files takes multipart/form-data with 'file' and 'purpose' (fine-tune), not "
+                                f"{request.headers.get('content-type') or 'a body without a content type'}")
         data = await _bounded_body(request, self.files.max_bytes + (64 << 10))  # room for the multipart framing
         request._body = data  # Starlette parses the form from the body read above
         try:

@@ -46,10 +46,13 @@ def fake_autoscaling_config(gcs_port: int, head_cpus: int, worker_cpus: int, max
 
 
 class LocalHead:
-    def __init__(self, base_port: int, num_cpus: int, autoscaling: Optional[dict] = None):
+    def __init__(self, base_port: int, num_cpus: int, autoscaling: Optional[dict] = None, token: Optional[str] = None):
+        """`token`: the head's auth token (default: a fresh one). A process that will itself connect
+        to the head (`ray.init(address=...)`) must pass the token it already uses: Ray reads a
+        process's token once (`evo.testing.clusters.use_private_token`)."""
         self.gcs_port, self.dashboard_port = base_port, base_port + 2000
         self.num_cpus, self.autoscaling = num_cpus, autoscaling
-        self.token = secrets.token_hex(16)
+        self.token = token or secrets.token_hex(16)
         self.proc: Optional[subprocess.Popen] = None
         self._jobs = None
         # For `ray job ...` and the state API: the Jobs API address and this head's token.
