@@ -40,9 +40,8 @@ def service(demo_dir, _base_cache, tmp_path_factory):
     from ray import serve
 
     from evo.cli import WORKER_ENV
-    from evo.testing.local_head import LocalHead
-
     from evo.testing.clusters import use_private_token
+    from evo.testing.local_head import LocalHead
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
     os.environ["RAY_AUTH_MODE"] = "token"
