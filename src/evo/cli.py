@@ -477,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--base", choices=["tiny", "smollm2"], default="tiny",
                            help="tiny: a 0.5M-parameter Llama pretrained here on a made-up language (minutes); "
                                 "smollm2: SmolLM2-135M-Instruct from its package's GGUF, on an invented "
-                                "tool catalogue in English (about 25 minutes on 2 CPU cores)")
+                                "tool catalogue in English (about 18 minutes on 2 CPU cores)")
             s.add_argument("--drift", action="store_true",
                            help="then two drifting generations (the banned style, nothing new to learn): the stop "
                                 "rule stops the run and the last good generation is champion again")
