@@ -141,7 +141,8 @@ find the pair and again to refuse a second vote, and re-summarising it for every
 
 A vote now costs the same at {sizes[-1]:,} votes as at {sizes[0]:,} ({rows[-1][2] / rows[0][2]:.1f}x); most of it is the
 vote's fsync. A stats read costs {rows[-1][4] / rows[0][4]:.1f}x as much: the counts are kept, and what grows is the
-exact p-value's tail sum over the latest votes (about the square root of their number). A replica that starts with the full log reads it once ({cold:.2f} s at {sizes[-1]:,} votes) and
+exact p-value's tail sum over the latest votes (about the square root of their number). A replica
+that starts with the full log reads it once ({cold:.2f} s at {sizes[-1]:,} votes) and
 then follows it; its stats equal a full re-read's: {agree}. Writing the {sizes[-1]:,}-vote log took {t_fill:.0f} s.
 """
     update_section("feedback", body)
