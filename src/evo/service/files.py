@@ -14,7 +14,7 @@ from typing import Optional
 
 from evo.atomic import atomic_write_bytes, atomic_write_json, locked, read_json, sha256_bytes
 from evo.data.ingest import IngestError, ingest_bytes
-from evo.serving.openai_api import APIError, new_id
+from evo.serving.openai_api import APIError, new_id, page
 
 PURPOSES = ("fine-tune",)
 DEFAULT_MAX_BYTES = 16 << 20
@@ -87,12 +87,7 @@ class FileStore:
         objs = [o for o in objs if (owner is None or o.get("owner", "") == owner)
                 and (purpose is None or o["purpose"] == purpose)]
         objs.sort(key=lambda o: (o["created_ns"], o["id"]), reverse=order == "desc")
-        if after is not None:
-            ids = [o["id"] for o in objs]
-            objs = objs[ids.index(after) + 1:] if after in ids else []
-        page = objs[:limit]
-        return {"object": "list", "data": [public(o) for o in page], "has_more": len(objs) > len(page),
-                "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+        return page([public(o) for o in objs], after, limit)
 
     def delete(self, fid: str, owner: Optional[str] = None) -> dict:
         obj = self._get(fid, owner)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
-from evo.serving.openai_api import APIError, new_id
+from evo.serving.openai_api import APIError, new_id, page
 
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -148,7 +148,7 @@ class JobStore:
 
     def list(self, owner: Optional[str] = None, after: Optional[str] = None, limit: int = 20) -> dict:
         jobs = [j for j in reversed(self.all()) if owner is None or j["owner"] == owner]
-        return _page([public(j) for j in jobs], after, limit)
+        return page([public(j) for j in jobs], after, limit)
 
     def update(self, jid: str, **fields) -> dict:
         """Change a job's fields; a job that reached a final status keeps it."""
@@ -175,7 +175,7 @@ class JobStore:
         path = self._path(jid, "events.jsonl")
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
         evs = [json.loads(x) for x in lines if x.strip().endswith("}")]  # a torn last line is skipped
-        return _page(list(reversed(evs)), after, limit)
+        return page(list(reversed(evs)), after, limit)
 
     def add_checkpoint(self, jid: str, step: int, metrics: dict, name: str) -> None:
         path = self._path(jid, "checkpoints.json")
@@ -192,7 +192,7 @@ class JobStore:
         self.raw(jid, owner)
         path = self._path(jid, "checkpoints.json")
         rows = read_json(path) if path.exists() else []
-        return _page(sorted(rows, key=lambda r: -r["step_number"]), after, limit)
+        return page(sorted(rows, key=lambda r: -r["step_number"]), after, limit)
 
     def model_sha(self, name: str, owner: Optional[str]) -> Optional[str]:
         """The sha behind a fine-tuned model name (`ft:...`) this owner may use; None if there is none."""
@@ -200,15 +200,6 @@ class JobStore:
             if job["fine_tuned_model"] == name and (owner is None or job["owner"] == owner):
                 return job["evo"]["sha"]
         return None
-
-
-def _page(items: list[dict], after: Optional[str], limit: int) -> dict:
-    if after is not None:
-        ids = [i["id"] for i in items]
-        items = items[ids.index(after) + 1:] if after in ids else []
-    page = items[: max(1, limit)]
-    return {"object": "list", "data": page, "has_more": len(items) > len(page),
-            "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
 
 
 def public(job: dict) -> dict:

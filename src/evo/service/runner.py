@@ -45,9 +45,12 @@ class JobProgress(Progress):
         self.store.event(self.jid, f"{where}: {message}")
 
 
+RUN_LOCK = ("service", "lineage-run")  # under the root; `locked` keeps its lock file in service/.locks/
+
+
 def run_lock(root: Path):
     """Held by the job that is training; released by the process's death too (a cancelled job)."""
-    return locked(root / "service" / "lineage-run")
+    return locked(Path(root).joinpath(*RUN_LOCK))
 
 
 def _records(files: FileStore, job: dict, field: str, max_chars: int) -> list:

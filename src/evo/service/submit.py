@@ -70,7 +70,10 @@ class RayJobs:
 
 def wait_for_runner(root: Path, timeout: float) -> bool:
     """True once no runner holds the lineage's run lock (a stopped one releases it as it dies)."""
-    lock = root / "service" / ".locks" / "lineage-run.lock"
+    from evo.service.runner import RUN_LOCK
+
+    folder, name = RUN_LOCK
+    lock = root / folder / ".locks" / f"{name}.lock"  # the file `locked` (evo.atomic) holds for run_lock
     lock.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)

@@ -121,6 +121,16 @@ def parse_request(kind: type[_Common], body: object, limits: Limits) -> _Common:
     return req
 
 
+def page(items: list[dict], after: Optional[str], limit: int) -> dict:
+    """One page of an OpenAI list: the items after the one with id `after`, at most `limit` of them."""
+    if after is not None:
+        ids = [i["id"] for i in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    shown = items[: max(1, limit)]
+    return {"object": "list", "data": shown, "has_more": len(items) > len(shown),
+            "first_id": shown[0]["id"] if shown else None, "last_id": shown[-1]["id"] if shown else None}
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
