@@ -20,6 +20,9 @@ pytestmark = pytest.mark.integration
 PORT = 18791
 URL = f"http://127.0.0.1:{PORT}/v1"
 FINAL = ("succeeded", "failed", "cancelled")
+# what an "auto" job searches: the lineage's own tune settings, kept small here
+SWEEP = ["tune.num_samples=2", "tune.max_concurrent=2", "tune.scheduler=none", "tune.evaluate_top=2",
+         "tune.replay_k=[20]", "tune.cpus_per_worker=0.5", "tune.lr=[0.001, 0.02]"]
 
 
 def _serve(root, head):
@@ -50,7 +53,8 @@ def service(demo_dir, _base_cache, tmp_path_factory):
     try:
         ray.init(address=f"127.0.0.1:{head.gcs_port}", runtime_env={"env_vars": WORKER_ENV})
         root = copy_root(ensure_base(demo_dir, _base_cache), tmp_path_factory.mktemp("service"))
-        cfg = tiny_config(demo_dir, *LOOSE_GATE, "train.num_workers=1", "train.steps=10", "train.checkpoint_every=5")
+        cfg = tiny_config(demo_dir, *LOOSE_GATE, "train.num_workers=1", "train.steps=10", "train.checkpoint_every=5",
+                          *SWEEP)
         atomic_write_json(root / "run_config.json", cfg.model_dump(mode="json"))
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
         _serve(root, head)
@@ -114,6 +118,31 @@ def test_a_job_from_upload_to_chatting_with_its_model(service, client):
                                             messages=[{"role": "user", "content": "tr red yak runs ="}])
     assert answer.model == done.fine_tuned_model and answer.choices[0].message.content is not None
     assert done.fine_tuned_model in [m.id for m in client.models.list()]
+
+
+def test_an_auto_learning_rate_is_a_ray_tune_sweep_whose_winner_is_the_job(service, client):
+    """`learning_rate_multiplier: "auto"` searches the lineage's lr range with Ray Tune: every trial's
+    reports are events, the winner (chosen on the validation file) is the fine-tuned model, and the
+    job's loss curve and checkpoints are the winner's alone."""
+    demo = service["demo"]
+    train = client.files.create(file=("t.jsonl", lines(demo / "gen2.jsonl", 0, 80)), purpose="fine-tune")
+    val = client.files.create(file=("v.jsonl", lines(demo / "gen2.jsonl", 80, 110)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="champion", training_file=train.id, validation_file=val.id,
+                                         hyperparameters={"learning_rate_multiplier": "auto", "steps": 10})
+    done = wait(client, job.id)
+    assert done.status == "succeeded", done.error
+    evo = done.evo if isinstance(done.evo, dict) else done.model_extra["evo"]
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=200))
+    trial_reports = [e.data for e in events if e.type == "message" and e.data]
+    assert {r["trial"] for r in trial_reports} and len({r["trial"] for r in trial_reports}) == 2, trial_reports
+    row = Lineage(service["root"]).ledger.get(evo["gen_id"])
+    assert row["child_sha"] == evo["sha"] and row["trial"] in {r["trial"] for r in trial_reports}
+    assert 0.001 <= float(row["lr"]) <= 0.02  # the searched range, not the config's lr
+    winner = sorted((r["step"], r["valid_loss"]) for r in trial_reports if r["trial"] == row["trial"])
+    curve = sorted((e.data["step"], e.data["valid_loss"]) for e in events if e.type == "metrics")
+    assert curve == winner == [(5, curve[0][1]), (10, curve[1][1])]
+    assert sorted(c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)) == [5, 10]
+    assert any("Ray Tune searches learning_rate_multiplier" in e.message for e in events)
 
 
 def test_cancel_leaves_the_lineage_as_it_was_and_a_restart_loses_nothing(service, client):
@@ -253,7 +282,8 @@ def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
 
     root = service["root"]
     reg = Registry(root)
-    reg.move("candidate", reg.by_gen("gen-0"), reason="test: rate gen-1 against the base")
+    champion = reg.model(reg.alias("champion"))["gen_id"]  # the last job the loose gate promoted
+    reg.move("candidate", reg.by_gen("gen-0"), reason="test: rate the champion against the base")
     RatingQueue(root).add({"prompts": ["tr red yak runs =", "tr blue cat sleeps ="]})
     browser.get(f"http://127.0.0.1:{PORT}/rate")
     for _ in range(2):  # the queue's prompts in order, voted by keyboard
@@ -266,7 +296,7 @@ def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
         assert reveal.startswith("A was the ") and "B was the " in reveal
     assert browser.find_element(By.ID, "prompt").get_attribute("value") == "tr blue cat sleeps ="
     board = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr"))
-    assert {r.find_elements(By.TAG_NAME, "td")[1].text for r in board} == {"gen-0", "gen-1"}
+    assert {r.find_elements(By.TAG_NAME, "td")[1].text for r in board} == {"gen-0", champion} != {"gen-0"}
     browser.find_element(By.ID, "prompt").clear()
     browser.find_element(By.ID, "prompt").send_keys("tell me about zora")
     browser.find_element(By.ID, "ask").click()

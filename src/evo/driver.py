@@ -244,7 +244,7 @@ def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: s
 
 
 def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: str, prep: Prepared,
-                progress: Progress) -> tuple[str, int, str]:
+                progress: Progress, extra: Optional[dict] = None) -> tuple[str, int, str]:
     """A Ray Tune sweep for this generation; its winner (chosen by the gate's evals on the val parts,
     never the test parts) is the child. Returns (child sha, replayed records, winning trial id)."""
     mixes = prep.mixes
@@ -253,7 +253,7 @@ def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: s
         meta = lin.models.meta(cand)
         progress(gid, f"resuming: the sweep's winner {cand[:12]} was chosen before the interruption")
         return cand, mixes[meta["replay_k"]][1].n_replay, meta.get("trial_id", "")
-    worker = worker_config(cfg, lin, gid, parent_sha=parent)
+    worker = worker_config(cfg, lin, gid, parent_sha=parent, **(extra or {}))
     records = run_sweep(cfg, lin, gid, parent, {k: (p, m.n_replay) for k, (p, m) in mixes.items()},
                         str(lin.run_dir(gid) / "val.parquet"), worker, progress)
     try:
@@ -304,7 +304,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     prep = prepare_mix(cfg, lin, gid, index, delta, champion, replay_ks=cfg.tune.replay_k if tune else None,
                        own_val=own_val)
     if tune:
-        child, n_replay, trial = sweep_child(cfg, lin, gid, champion, data_sha, prep, progress)
+        child, n_replay, trial = sweep_child(cfg, lin, gid, champion, data_sha, prep, progress, extra)
     else:
         n_replay, trial = prep.mix.n_replay, ""
         progress(gid, f"mix: {prep.mix.n_delta} new + {prep.mix.n_replay} replayed records; parent {champion[:12]}")

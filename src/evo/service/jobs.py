@@ -162,9 +162,11 @@ class JobStore:
             atomic_write_json(self._path(jid), job)
         return job
 
-    def event(self, jid: str, message: str, level: str = "info", data: Optional[dict] = None) -> None:
+    def event(self, jid: str, message: str, level: str = "info", data: Optional[dict] = None,
+              kind: Optional[str] = None) -> None:
+        """`kind`: "metrics" (the job's loss curve) where `data` is given, else "message", unless named."""
         ev = {"id": new_id("ftevent"), "object": "fine_tuning.job.event", "created_at": int(time.time()),
-              "level": level, "message": message, "type": "metrics" if data else "message", "data": data or {}}
+              "level": level, "message": message, "type": kind or ("metrics" if data else "message"), "data": data or {}}
         with locked(self._path(jid, "events.jsonl")), open(self._path(jid, "events.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(ev) + "\n")
             f.flush()

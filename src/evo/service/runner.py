@@ -107,12 +107,17 @@ def job_config(cfg: EvoConfig, job: dict, n_records: int) -> tuple[EvoConfig, di
 
 
 class MetricsTail(threading.Thread):
-    """Turns the training worker's checkpoint metrics (one JSON line each) into events and checkpoints."""
+    """Turns the training worker's checkpoint metrics (one JSON line each) into events and checkpoints.
+
+    In a sweep every trial writes there, its label naming it: each of its reports is a message event,
+    and only the winner's become the job's metrics events and checkpoints (`publish`), so the job's
+    loss curve is one run's."""
 
     def __init__(self, store: JobStore, jid: str, path: Path, name: str):
         super().__init__(daemon=True)
         self.store, self.jid, self.path, self.name = store, jid, path, name
         self.done, self.seen = threading.Event(), 0
+        self.trials: dict[str, list[dict]] = {}
 
     def run(self) -> None:
         while not self.done.wait(0.5):
@@ -130,11 +135,30 @@ class MetricsTail(threading.Thread):
                 break  # being written
             m = json.loads(line)
             self.seen += 1
-            data = {"step": m["step"], "total_steps": m["steps"], "train_loss": m["train_loss"], "valid_loss": m["val_loss"]}
-            self.store.event(self.jid, f"Step {m['step']}/{m['steps']}: training loss={m['train_loss']:.4f}, "
-                                       f"validation loss={m['val_loss']:.4f}", data=data)
-            self.store.add_checkpoint(self.jid, m["step"], {k: data[k] for k in ("step", "train_loss", "valid_loss")},
-                                      f"{self.name}:ckpt-step-{m['step']}")
+            trial = str(m.get("label", "")).partition("/")[2]
+            if not trial:
+                self._metrics(m)
+                continue
+            self.trials.setdefault(trial, []).append(m)
+            self.store.event(self.jid, f"trial {trial}: step {m['step']}/{m['steps']}: training loss={m['train_loss']:.4f}, "
+                                       f"validation loss={m['val_loss']:.4f}", data={**_point(m), "trial": trial},
+                             kind="message")
+
+    def publish(self, trial: str) -> None:
+        """The sweep's winner: its reports become the job's metrics and checkpoints."""
+        for m in self.trials.get(trial, []):
+            self._metrics(m, f" (trial {trial}, the sweep's winner)")
+
+    def _metrics(self, m: dict, note: str = "") -> None:
+        data = _point(m)
+        self.store.event(self.jid, f"Step {m['step']}/{m['steps']}: training loss={m['train_loss']:.4f}, "
+                                   f"validation loss={m['val_loss']:.4f}{note}", data=data)
+        self.store.add_checkpoint(self.jid, m["step"], {k: data[k] for k in ("step", "train_loss", "valid_loss")},
+                                  f"{self.name}:ckpt-step-{m['step']}")
+
+
+def _point(m: dict) -> dict:
+    return {"step": m["step"], "total_steps": m["steps"], "train_loss": m["train_loss"], "valid_loss": m["val_loss"]}
 
 
 def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
@@ -179,6 +203,8 @@ def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
             finally:
                 tail.done.set()
                 tail.join(10)
+            if row.get("trial"):
+                tail.publish(row["trial"])
             sha = row["child_sha"]
             meta = lin.models.meta(sha)
             store.update(jid, status="succeeded", fine_tuned_model=f"{name}:{sha[:8]}", trained_tokens=meta.get("tokens"),

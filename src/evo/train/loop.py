@@ -253,7 +253,7 @@ def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id,
     if rank == 0 and cfg.metrics_path:
         with open(cfg.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": state.step, "steps": cfg.steps, "train_loss": train_loss, "val_loss": val_loss,
-                                "time": time.time()}) + "\n")
+                                "label": cfg.label, "time": time.time()}) + "\n")
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
         # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
         sys.stdout.write(f"[{cfg.label}] step {state.step}/{cfg.steps}: "
