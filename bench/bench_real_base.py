@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from report import update_section  # noqa: E402
 from evo.cli import start_ray  # noqa: E402
 from evo.config import load_config  # noqa: E402
 from evo.data.shop import write_shop_data  # noqa: E402
-from evo.driver import generation_zero, run_generation  # noqa: E402
+from evo.driver import generation_zero, run_generation, train, worker_config  # noqa: E402
 from evo.lineage.root import Lineage  # noqa: E402
 from evo.progress import Progress  # noqa: E402
 
@@ -165,10 +166,6 @@ def main() -> None:
 
 def ray_train_round(cfg, lin: Lineage, base: str, mix_dir: Path, gid: str) -> dict:
     """One Ray Train run of the configured steps from `base` on the files in `mix_dir`; its summary."""
-    import shutil
-
-    from evo.driver import train, worker_config
-
     run = lin.run_dir(gid)
     run.mkdir(parents=True, exist_ok=True)
     for name in ("mix.parquet", "val.parquet"):

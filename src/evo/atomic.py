@@ -45,11 +45,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def lock_file(path: str | os.PathLike) -> Path:
+    """The file `locked(path)` holds its lock on: `.locks/<name>.lock` beside `path`."""
+    return Path(path).parent / ".locks" / f"{Path(path).name}.lock"
+
+
 @contextlib.contextmanager
 def locked(path: str | os.PathLike):
     """Hold an exclusive advisory lock for `path` (in `.locks/` beside it), so a read-modify-write of
     `path` by several processes (the driver and serving replicas) never loses an update."""
-    lock = Path(path).parent / ".locks" / f"{Path(path).name}.lock"
+    lock = lock_file(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:

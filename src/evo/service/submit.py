@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from evo.atomic import lock_file
 from evo.lineage.decisions import DecisionError, Decisions
 from evo.service.jobs import TERMINAL, JobStore
 from evo.serving.openai_api import APIError
@@ -72,8 +73,7 @@ def wait_for_runner(root: Path, timeout: float) -> bool:
     """True once no runner holds the lineage's run lock (a stopped one releases it as it dies)."""
     from evo.service.runner import RUN_LOCK
 
-    folder, name = RUN_LOCK
-    lock = root / folder / ".locks" / f"{name}.lock"  # the file `locked` (evo.atomic) holds for run_lock
+    lock = lock_file(Path(root).joinpath(*RUN_LOCK))  # the file run_lock holds
     lock.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
