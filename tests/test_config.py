@@ -1,5 +1,6 @@
 """Config: typed, every problem listed at once, every shipped config loads."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,19 @@ def test_demo_config_is_valid(tmp_path):
     assert cfg.data.generations == ["gen1.jsonl", "gen2.jsonl", "gen3.jsonl", "drift1.jsonl", "drift2.jsonl"]
     assert cfg.data.corrections == {2: "corrections.jsonl"} and cfg.targeted.generator == "evo.data.demo:DemoGenerator"
     assert set(cfg.eval.banned_phrases) >= {"as an ai", "certainly!"}  # what the drifting deltas carry
+
+
+def test_the_poll_interval_is_set_for_a_run_unless_the_environment_sets_it(monkeypatch):
+    """train.poll_interval_s goes to Ray Train through its environment variable for the runs fitted
+    inside, and is taken away after; an interval the user exported is left as it is."""
+    from evo.config import TrainConfig
+    from evo.train.trainer import POLL_ENV_VAR, controller_polling
+
+    monkeypatch.delenv(POLL_ENV_VAR, raising=False)
+    with controller_polling(TrainConfig(poll_interval_s=1.5)):
+        assert os.environ[POLL_ENV_VAR] == "1.5"
+    assert POLL_ENV_VAR not in os.environ
+    monkeypatch.setenv(POLL_ENV_VAR, "0.5")
+    with controller_polling(TrainConfig(poll_interval_s=1.5)):
+        assert os.environ[POLL_ENV_VAR] == "0.5"
+    assert os.environ[POLL_ENV_VAR] == "0.5"

@@ -78,6 +78,7 @@ def test_two_generations_ddp(two_generations_root, demo_dir, tmp_path):
     assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "meta.json"]
     meta = store.meta(g2["child_sha"])
     assert meta["best"]["step"] in (10, 20) and meta["data_delta_sha"] == g2["data_delta_sha"]
+    assert meta["poll_interval_s"] == cfg.train.poll_interval_s  # the setting reached the workers (Ray's own: 2 s)
     report = json.loads((root / "evals" / "gen-2.json").read_text())
     by_gen = report["child"]["recall_by_gen"]
     assert set(by_gen) == {"gen-0", "gen-1"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -35,6 +36,10 @@ from evo.train.examples import (
 )
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 from evo.train.worker_config import WorkerConfig
+
+# How often Ray Train's controller polls the workers; Ray Train hands it from the process that calls
+# fit() to its controller and on to the workers (evo.train.trainer.controller_polling sets it).
+POLL_ENV_VAR = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
@@ -239,6 +244,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             state.checkpoint_seconds += time.perf_counter() - t0
             window = []
     return {**state.__dict__, "resumed_from": resumed_from, "world_size": world, "torch_threads": torch.get_num_threads(),
+            "poll_interval_s": float(os.environ[POLL_ENV_VAR]) if os.environ.get(POLL_ENV_VAR) else None,
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
 
 

@@ -7,6 +7,8 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +17,14 @@ from ray.train.torch import TorchTrainer
 
 from evo.config import TrainConfig
 from evo.errors import EvoError
-from evo.train.loop import train_loop_per_worker
+from evo.train.loop import POLL_ENV_VAR, train_loop_per_worker
 from evo.train.worker_config import WorkerConfig
 
 # Ray Train's controller polls its workers every 2 s by default, and a checkpoint report (and the
 # end of the run) waits for that poll: 0.6 s per checkpoint and 5 s per run on a short generation.
-# Polling every 0.25 s costs little CPU and makes both near-instant (see docs/benchmarks.md).
-# Ray Train hands this variable from the driver's environment to its controller.
-POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+# Each poll also takes a little step time from workers on few cores, so the interval is a setting,
+# `train.poll_interval_s` (see docs/benchmarks.md). Ray Train reads this variable from the environment
+# of the process that calls fit() and hands it to its controller.
 
 
 class TrainingError(EvoError, RuntimeError):
@@ -62,6 +64,20 @@ def build_trainer(worker: WorkerConfig, train: TrainConfig, storage_path: str, n
     )
 
 
+@contextmanager
+def controller_polling(train: TrainConfig) -> Iterator[None]:
+    """Runs fitted inside poll their workers every `train.poll_interval_s`, unless the environment
+    already sets the interval (the user's choice wins); the environment is restored after."""
+    if POLL_ENV_VAR in os.environ:
+        yield
+        return
+    os.environ[POLL_ENV_VAR] = f"{train.poll_interval_s:g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(POLL_ENV_VAR, None)
+
+
 def _fit_interruptibly(trainer: TorchTrainer):
     """fit(), with Ctrl-C surfacing as KeyboardInterrupt.
 
@@ -82,11 +98,10 @@ def _fit_interruptibly(trainer: TorchTrainer):
 
 def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, dest: Path) -> TrainOutcome:
     """Fit, then copy the best checkpoint to `dest` (the driver registers it from there)."""
-    for k, v in POLL_ENV.items():
-        os.environ.setdefault(k, v)
     t0, started_at = time.perf_counter(), time.time()
     try:
-        result = _fit_interruptibly(build_trainer(worker, train, storage_path, name))
+        with controller_polling(train):
+            result = _fit_interruptibly(build_trainer(worker, train, storage_path, name))
     except KeyboardInterrupt:
         raise
     except Exception as e:  # Ray wraps the worker's exception; keep its message, drop Ray's frames

@@ -34,7 +34,7 @@ from evo.gate import gate
 from evo.numbers import cell
 from evo.progress import Progress
 from evo.storage import after_write, refresh, resolve, uri_of
-from evo.train.trainer import build_trainer
+from evo.train.trainer import build_trainer, controller_polling
 from evo.train.worker_config import WorkerConfig
 
 TRIAL_COLUMNS = [
@@ -209,7 +209,8 @@ def _trial(config: dict) -> None:
 
     def fit():
         try:
-            trainer.fit()
+            with controller_polling(static["train_cfg"]):  # this trial's own process
+                trainer.fit()
         except BaseException as e:  # re-raised in the trial, so Tune records the error
             failure.append(e)
 
