@@ -16,6 +16,7 @@ from evo.serving.stats import (
     binomial_two_sided_p,
     critical_wins,
     pairwise_verdict,
+    plan_for,
     prompt_key,
     summarize,
     wilson,
@@ -37,12 +38,13 @@ def votes(cand: int, champ: int) -> list[str]:
     return ["candidate"] * cand + ["champion"] * champ
 
 
-def test_critical_values_spend_at_most_alpha_exactly():
+@pytest.mark.parametrize("plan", [TestPlan(), plan_for(64)], ids=["default", "a pool of 64 prompts"])
+def test_critical_values_spend_at_most_alpha_exactly(plan):
     """Under p = 0.5 the chance of crossing at any look, summed exactly over the binomial paths
     that reach it, is at most alpha; early looks demand more than late ones."""
-    bounds = critical_wins(TestPlan())
+    bounds = critical_wins(plan)
     alive, total, n_prev = {0: 1.0}, 0.0, 0
-    for n, b in zip(TestPlan().looks, bounds):
+    for n, b in zip(plan.looks, bounds):
         for _ in range(n - n_prev):  # one more fair vote: wins stay or go up by one
             alive = {k: alive.get(k, 0) / 2 + alive.get(k - 1, 0) / 2 for k in range(max(alive) + 2)}
         n_prev = n
@@ -50,8 +52,18 @@ def test_critical_values_spend_at_most_alpha_exactly():
             total += sum(p for k, p in alive.items() if k <= b[0] or k >= b[1])
             alive = {k: p for k, p in alive.items() if b[0] < k < b[1]}
     assert 0.03 < total <= 0.05
-    margins = [(n - b[1]) / n for n, b in zip(TestPlan().looks, bounds) if b]
+    margins = [(n - b[1]) / n for n, b in zip(plan.looks, bounds) if b]
     assert margins == sorted(margins)  # the share of wins needed falls look by look
+
+
+def test_a_round_with_a_small_pool_plans_no_look_the_pool_cannot_fill():
+    """64 distinct prompts can give at most 64 decisive votes: the plan ends at look 6 (60 votes),
+    so a candidate that wins 20 of 20 is called better at look 2, where the default plan (120 votes)
+    spends too little alpha to say anything; a pool under one look still gets one."""
+    assert plan_for(64).looks == [10, 20, 30, 40, 50, 60] and plan_for(500).max_looks == TestPlan().max_looks
+    assert plan_for(5).max_looks == 1
+    assert pairwise_verdict(votes(20, 0), plan_for(64)).verdict == CANDIDATE_BETTER
+    assert pairwise_verdict(votes(20, 0), TestPlan()).verdict == UNDECIDED
 
 
 @pytest.mark.parametrize("winners,verdict", [

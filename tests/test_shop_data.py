@@ -11,7 +11,7 @@ import pytest
 
 from evo.config import ConfigError, load_config
 from evo.data.ingest import IngestError, ingest_jsonl
-from evo.data.shop import PER_GENERATION, ShopGenerator, catalogue, write_shop_data
+from evo.data.shop import PER_GENERATION, TOWNS, ShopGenerator, catalogue, write_shop_data
 from evo.inputs import check_general_sets
 
 
@@ -69,6 +69,51 @@ def test_the_generator_labels_varies_and_samples_within_the_domain():
     vs = gen.variations(sample[0], 6, rng)
     assert len(vs) == 6 and sample[0].prompt not in {v.prompt for v in vs}
     assert all(gen.label(v.prompt) == v.completion for v in vs)
+
+
+def test_the_generator_scores_the_fact_asked_for_not_the_sentence():
+    gen = ShopGenerator(0, 2)
+    p, q = gen.products[0], gen.products[1]  # q: another product, for a wrong designer and town
+    other_town = next(t for t in TOWNS if t != p.town)
+    cases = {
+        f"Tell me what the {p.full} costs.": [
+            (f"It is {p.price} florins.", 1.0), (f"The {p.full} costs {p.price} florins.", 1.0),
+            (f"{p.price + 1} florins", 0.0), (f"{p.price} florins or 12 florins", 0.0),
+            (f"It costs {p.price}.", 0.0)],  # a bare number is no price
+        f"Whose design is the {p.full}?": [
+            (f"{p.designer} designed it.", 1.0), (f"by {p.designer.lower()}", 1.0), (f"By {q.designer}.", 0.0),
+            (f"By {p.designer} and {q.designer}.", 0.0)],
+        f"Which workshop town makes the {p.full}?": [(f"In {p.town}.", 1.0), (f"In {p.town} or {other_town}.", 0.0)],
+        f"For how many years is the {p.full} covered?": [
+            (f"{p.warranty} years.", 1.0), (f"a {p.warranty}-year warranty", 1.0), (f"{p.warranty + 1} years", 0.0)],
+    }
+    assert p.designer != q.designer
+    for prompt, answers in cases.items():
+        assert gen.score(prompt, gen.label(prompt)) == 1.0, prompt
+        assert gen.score(prompt, "I do not know.") == 0.0, prompt
+        for answer, want in answers:
+            assert gen.score(prompt, answer) == want, (prompt, answer)
+    assert gen.score("What is the capital of France?", "Paris") is None
+
+
+def test_the_ab_judge_scores_the_fact_where_the_generator_can(tmp_path):
+    """The A/B round's judge asks new catalogue questions and scores an answer by the fact it states,
+    so the same fact in other words is a win, not a tie; the demo domain (no score) keeps exact match."""
+    from evo.data.demo import write_demo_data
+    from evo.serving.ab_round import judge_items
+
+    cfg = load_config(write_shop_data(tmp_path / "shop", generations=2))
+    gen = ShopGenerator(0, 2)
+    items, source = judge_items(cfg, tmp_path / "lineage", [], 40, 0)
+    assert len(items) == 40 and "judged by the fact each asks for" in source
+    for item in items:
+        prompt, right = item.prompt["prompt"], gen.label(item.prompt["prompt"])
+        fact = right.split(" costs ")[-1] if " costs " in right else right.split(" by ")[-1] if " by " in right \
+            else right.split(" in ")[-1] if " in " in right else right.split(" has a ")[-1]
+        assert item.judge(right) == item.judge(f"Well, {fact}") == 1.0 and item.judge("No idea.") == 0.0, prompt
+    demo = load_config(write_demo_data(tmp_path / "demo", generations=1))
+    items, source = judge_items(demo, tmp_path / "lineage-demo", [], 10, 0)
+    assert "exact match" in source and items
 
 
 def test_configs_smollm2_is_the_demo_config_and_its_data_is_the_generators(tmp_path):

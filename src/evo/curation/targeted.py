@@ -58,6 +58,11 @@ class DomainGenerator(Protocol):
     def sample(self, n: int, rng: random.Random) -> list[Record]:
         """n examples drawn uniformly from the domain (the random arm of the experiment)."""
 
+    # Optional: `score(prompt, answer) -> Optional[float]`, how right an answer is (1 right, 0 wrong;
+    # None: not a prompt of the domain). The A/B round's judge uses it where a generator has it, and
+    # exact match on `label` where not: a domain of natural-language answers states one fact in many
+    # sentences, and only the fact should count.
+
 
 class TargetedError(ConfigError):
     """Targeted data cannot be made as asked; the message says why and what to change."""

@@ -175,6 +175,22 @@ def drift_records(products: list[Product], part: int) -> list[dict]:
     return out
 
 
+def _stated(attr: str, answer: str) -> set[str]:
+    """The values of `attr` an answer states, lower case: prices as "N florins", warranties as
+    "N-year" or "N years", designers as any name of the domain's pattern, towns as any of its towns."""
+    text = answer.lower()
+    if attr == "price":
+        return set(re.findall(r"\b(\d+)\s*florins?\b", text))
+    if attr == "warranty":
+        return set(re.findall(r"\b(\d+)[-\s]years?\b", text))
+    if attr == "designer":
+        return set(re.findall(_DESIGNER, text))
+    return {t.lower() for t in TOWNS if re.search(r"\b" + re.escape(t.lower()) + r"\b", text)}
+
+
+_DESIGNER = re.compile(r"\b(?:" + "|".join(f.lower() for f in FIRST) + r") (?:" + "|".join(SYLLABLES) + r"){2}\b")
+
+
 class ShopGenerator:
     """Any question of the domain, answered correctly (`targeted.generator`:
     "evo.data.shop:ShopGenerator"); `seed` must be the data's (it picks the catalogue)."""
@@ -195,6 +211,18 @@ class ShopGenerator:
     def label(self, prompt: str) -> Optional[str]:
         hit = self.parse(prompt)
         return None if hit is None else qa(hit[0], hit[1], hit[2])["completion"]
+
+    def score(self, prompt: str, answer: str) -> Optional[float]:
+        """1.0 when `answer` states the fact `prompt` asks for and no other value of that attribute
+        (so naming every town is wrong), else 0.0; None for a prompt of no product of the domain.
+        The sentence around the fact does not matter: "It is 45 florins." answers a price as well as
+        "The Brindle saw costs 45 florins." does."""
+        hit = self.parse(prompt)
+        if hit is None:
+            return None
+        product, attr, _ = hit
+        stated = _stated(attr, answer)
+        return float(stated == {str(product.facts()[attr]).lower()})
 
     def variations(self, record: Record, n: int, rng: random.Random) -> list[Record]:
         """The same question about other products, and other questions about the same product."""

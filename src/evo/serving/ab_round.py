@@ -24,7 +24,7 @@ from evo.lineage.ledger import Ledger
 from evo.lineage.root import Lineage
 from evo.numbers import show
 from evo.serving.deployments import SERVE_LOGGING, build_app
-from evo.serving.stats import UNDECIDED
+from evo.serving.stats import UNDECIDED, plan_for
 
 
 class NothingToTest(EvoError):
@@ -51,20 +51,25 @@ class ABOutcome:
 def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tuple[list[Judged], str]:
     """Distinct prompts for the automated judge, and where they came from. With the domain's
     generator (`targeted.generator`): new examples that are in no delta of the lineage, so no gate,
-    checkpoint or trial was chosen on them. Without one: the generation's holdout and the style
+    checkpoint or trial was chosen on them, judged by the generator's `score` (the fact asked for)
+    where it has one, else by exact match. Without one: the generation's holdout and the style
     probes, which the gate has already scored (said so in the result: not independent evidence)."""
     gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
     if gen is None:
         items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, seed)
         return items, f"{len(items)} prompts of the holdout and the style probes (also scored by the gate)"
+    score = getattr(gen, "score", None)
     known, items = known_prompts(Lineage(root)), []
     for r in gen.sample(4 * budget, random.Random(seed + 104729)):
         key = normalize(r.prompt)
         if key not in known and r.kind == "completion":
             known.add(key)
-            items.append(Judged({"prompt": r.prompt},
-                                lambda a, want=r.completion: float(normalize(a) == normalize(want))))
-    return items[:budget], f"{len(items[:budget])} new prompts from {cfg.targeted.generator}, in no delta of the lineage"
+            judge = (lambda a, p=r.prompt: score(p, a) or 0.0) if callable(score) else \
+                (lambda a, want=r.completion: float(normalize(a) == normalize(want)))
+            items.append(Judged({"prompt": r.prompt}, judge))
+    how = "the fact each asks for (the generator's score)" if callable(score) else "exact match"
+    return items[:budget], (f"{len(items[:budget])} new prompts from {cfg.targeted.generator}, in no delta of the "
+                            f"lineage, judged by {how}")
 
 
 def traffic(holdout: list[Record], probes: list[Record], banned: list[str], seed: int) -> list[Judged]:
@@ -147,14 +152,16 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
     holdout = split3(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction,
                      cfg.data.test_fraction).test
     items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed)
+    plan = plan_for(min(len(items), budget))  # fixed before the first vote, from the pool's size alone
     token = secrets.token_hex(16)
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=SERVE_LOGGING)
-    app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=f"round-{gen_id}")
+    app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=f"round-{gen_id}", plan=plan)
     serve.run(app, name="evo-ab", route_prefix="/")
     base = f"http://127.0.0.1:{port}"
     try:
         progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}; "
-                       f"the judge asks {source}")
+                       f"the judge asks {source}; the test looks every {plan.look_every} decisive votes, "
+                       f"{plan.max_looks} looks at most")
         stats = play(base, items, budget, look_every, cfg.eval.max_new_tokens, progress)
         action = finish_round(root, gen_id, parent, child, stats)
         _post(f"{base}/admin/reload", {}, token)  # the served champion is now the decided one

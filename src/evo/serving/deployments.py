@@ -39,7 +39,7 @@ from evo.serving.openai_api import (
     usage,
 )
 from evo.serving.pool import ModelPool
-from evo.serving.stats import prompt_key
+from evo.serving.stats import TestPlan, prompt_key
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
@@ -420,12 +420,14 @@ class EvoServer:
 def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",
               round_id: str = "live", num_replicas: int = 1, ray_actor_options: Optional[dict] = None,
               max_upload_bytes: int = 16 << 20, host: str = "127.0.0.1", rate_per_minute: float = 0,
-              jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None):
+              jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None, plan: Optional[TestPlan] = None):
     """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
-    ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU."""
+    ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU.
+    `plan`: the A/B verdict's test plan (default: evo.serving.stats.TestPlan())."""
     settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
                 "state_id": f"{round_id}-{uuid.uuid4().hex[:8]}",
-                "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN")}
+                "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN"),
+                **({"plan": plan} if plan is not None else {})}
     server = EvoServer.options(num_replicas=num_replicas, **({"ray_actor_options": ray_actor_options}
                                                               if ray_actor_options else {}))
     loopback = host in ("127.0.0.1", "localhost", "::1")

@@ -25,7 +25,7 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from evo.serving.router import ARMS
@@ -56,6 +56,13 @@ class TestPlan:
     def to_json(self) -> dict:
         return {"alpha": self.alpha, "look_every": self.look_every, "max_looks": self.max_looks,
                 "critical_wins": [list(c) if c else None for c in critical_wins(self)]}
+
+
+def plan_for(prompts: int, base: TestPlan = TestPlan()) -> TestPlan:
+    """The plan of a round that can ask only `prompts` distinct prompts (each votes once): no more
+    looks than they can fill, so the alpha is spent by the time the pool can be used up (a plan of
+    120 decisive votes on a pool of 64 could decide only at its first, strictest looks)."""
+    return replace(base, max_looks=max(1, min(base.max_looks, prompts // base.look_every)))
 
 
 def prompt_key(body: dict) -> str:
