@@ -40,6 +40,10 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env)
     else:
+        # One machine: no node can be preempted apart from this one, so Ray Train's preemption watcher
+        # has nothing to watch, and it logs an error-level line about its constructor arguments in
+        # every run (ray-project/ray#53727). Off here, unless you set it; on a cluster it stays on.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env)
 
 
