@@ -371,16 +371,15 @@ def test_an_a_a_round_is_not_called_better(served):
     import random
 
     from evo.data.demo import DemoGenerator
-    from evo.evals.generate import normalize
     from evo.lineage.registry import Registry
-    from evo.serving.ab_round import Judged, play
+    from evo.serving.ab_round import Judged, exact_match, play
 
     auth = {"authorization": f"Bearer {TOKEN}"}
     reg = Registry(served["root"])
     reg.move("candidate", served["champion"], reason="test: an A/A round")
     try:
         assert call("POST", "/admin/reload", {}, auth)[0] == 200
-        items = [Judged({"prompt": r.prompt}, lambda a, want=r.completion: float(normalize(a) == normalize(want)))
+        items = [Judged({"prompt": r.prompt}, exact_match(r.completion))
                  for r in DemoGenerator(0).sample(40, random.Random(11))]
         stats = play(URL, items, 40, 10, 12, lambda *a: None)
         assert stats["verdict"]["verdict"] in ("undecided", "no difference found"), stats["verdict"]

@@ -175,6 +175,9 @@ def drift_records(products: list[Product], part: int) -> list[dict]:
     return out
 
 
+_DESIGNER = re.compile(r"\b(?:" + "|".join(f.lower() for f in FIRST) + r") (?:" + "|".join(SYLLABLES) + r"){2}\b")
+
+
 def _stated(attr: str, answer: str) -> set[str]:
     """The values of `attr` an answer states, lower case: prices as "N florins", warranties as
     "N-year" or "N years", designers as any name of the domain's pattern, towns as any of its towns."""
@@ -184,11 +187,8 @@ def _stated(attr: str, answer: str) -> set[str]:
     if attr == "warranty":
         return set(re.findall(r"\b(\d+)[-\s]years?\b", text))
     if attr == "designer":
-        return set(re.findall(_DESIGNER, text))
+        return set(_DESIGNER.findall(text))
     return {t.lower() for t in TOWNS if re.search(r"\b" + re.escape(t.lower()) + r"\b", text)}
-
-
-_DESIGNER = re.compile(r"\b(?:" + "|".join(f.lower() for f in FIRST) + r") (?:" + "|".join(SYLLABLES) + r"){2}\b")
 
 
 class ShopGenerator:
@@ -221,8 +221,7 @@ class ShopGenerator:
         if hit is None:
             return None
         product, attr, _ = hit
-        stated = _stated(attr, answer)
-        return float(stated == {str(product.facts()[attr]).lower()})
+        return float(_stated(attr, answer) == {str(product.facts()[attr]).lower()})
 
     def variations(self, record: Record, n: int, rng: random.Random) -> list[Record]:
         """The same question about other products, and other questions about the same product."""

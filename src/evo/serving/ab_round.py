@@ -48,6 +48,11 @@ class ABOutcome:
     judge: str = ""  # what the automated judge asked
 
 
+def exact_match(want: str) -> Callable[[str], float]:
+    """A judge: 1.0 for an answer equal to `want` up to case and spacing, else 0.0."""
+    return lambda answer: float(normalize(answer) == normalize(want))
+
+
 def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tuple[list[Judged], str]:
     """Distinct prompts for the automated judge, and where they came from. With the domain's
     generator (`targeted.generator`): new examples that are in no delta of the lineage, so no gate,
@@ -64,8 +69,7 @@ def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tup
         key = normalize(r.prompt)
         if key not in known and r.kind == "completion":
             known.add(key)
-            judge = (lambda a, p=r.prompt: score(p, a) or 0.0) if callable(score) else \
-                (lambda a, want=r.completion: float(normalize(a) == normalize(want)))
+            judge = (lambda a, p=r.prompt: score(p, a) or 0.0) if callable(score) else exact_match(r.completion)
             items.append(Judged({"prompt": r.prompt}, judge))
     how = "the fact each asks for (the generator's score)" if callable(score) else "exact match"
     return items[:budget], (f"{len(items[:budget])} new prompts from {cfg.targeted.generator}, in no delta of the "
@@ -75,8 +79,7 @@ def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tup
 def traffic(holdout: list[Record], probes: list[Record], banned: list[str], seed: int) -> list[Judged]:
     """Users asking the new generation's holdout (scored by exact match) and the style probes
     (scored by the absence of banned phrases), in a seeded random order."""
-    items = [Judged({"prompt": r.prompt}, lambda a, want=r.completion: float(normalize(a) == normalize(want)))
-             for r in holdout if r.kind == "completion"]
+    items = [Judged({"prompt": r.prompt}, exact_match(r.completion)) for r in holdout if r.kind == "completion"]
     items += [Judged({"messages": json.loads(p.messages)[:-1]} if p.messages else {"prompt": p.prompt},
                      lambda a: float(not any(b.lower() in a.lower() for b in banned))) for p in probes]
     random.Random(seed).shuffle(items)

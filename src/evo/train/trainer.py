@@ -20,12 +20,6 @@ from evo.errors import EvoError
 from evo.train.loop import POLL_ENV_VAR, train_loop_per_worker
 from evo.train.worker_config import WorkerConfig
 
-# Ray Train's controller polls its workers every 2 s by default, and a checkpoint report (and the
-# end of the run) waits for that poll: 0.6 s per checkpoint and 5 s per run on a short generation.
-# Each poll also takes a little step time from workers on few cores, so the interval is a setting,
-# `train.poll_interval_s` (see docs/benchmarks.md). Ray Train reads this variable from the environment
-# of the process that calls fit() and hands it to its controller.
-
 
 class TrainingError(EvoError, RuntimeError):
     """A training run that failed after its retries."""
@@ -67,7 +61,12 @@ def build_trainer(worker: WorkerConfig, train: TrainConfig, storage_path: str, n
 @contextmanager
 def controller_polling(train: TrainConfig) -> Iterator[None]:
     """Runs fitted inside poll their workers every `train.poll_interval_s`, unless the environment
-    already sets the interval (the user's choice wins); the environment is restored after."""
+    already sets the interval (the user's choice wins); the environment is restored after.
+
+    A checkpoint report and the end of a run wait for a poll (Ray's 2 s default cost a short tiny
+    generation 0.6 s per checkpoint and 5 s at the end), and each poll takes a little step time from
+    the workers on few cores (docs/benchmarks.md). Ray Train reads the variable from the environment
+    of the process that calls fit() and hands it to its controller."""
     if POLL_ENV_VAR in os.environ:
         yield
         return
