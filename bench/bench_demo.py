@@ -94,7 +94,7 @@ def healing_section(root: Path, secs: float, log: Path) -> str:
 
 
 def experiment_section(root: Path, secs: float, cmd: list[str]) -> str:
-    from evo.curation.experiment import Experiment, show_interval
+    from evo.experiment import Experiment, show_interval
 
     exp = Experiment.from_json(read_json(root / "experiments" / "targeted_vs_random.json"))
     lines = ["| round | seeds | records per line | lead: accuracy on the fixed weak areas | lead: overall accuracy | "

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from report import update_section  # noqa: E402
 
-from evo.serving.feedback import DuplicateVote, FeedbackStore, _parse  # noqa: E402
-from evo.serving.stats import TestPlan, summarize  # noqa: E402
+from evo.ab.feedback import DuplicateVote, FeedbackStore, _parse  # noqa: E402
+from evo.ab.stats import TestPlan, summarize  # noqa: E402
 
 PLAN = TestPlan()
 

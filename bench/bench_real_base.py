@@ -104,7 +104,7 @@ def main() -> None:
     rows = [run_generation(cfg, lin, i, cfg.data.generations[i - 1], progress) for i in (1, 2)]
 
     # serving: both generations on one replica, sequential requests, `rounds` passes
-    from evo.serving.deployments import SERVE_LOGGING, build_app
+    from evo.http.app import SERVE_LOGGING, build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT}, logging_config=SERVE_LOGGING)
     serve.run(build_app(str(lin.root), 0.5), name="evo", route_prefix="/")
@@ -192,7 +192,7 @@ def run_memory_probe(mode: str, root: str, shas: list[str]) -> None:
 
     from evo.model.generate import Sampling, generate_batch
     from evo.model.lineage_model import load_generation
-    from evo.serving.pool import ModelPool
+    from evo.inference.pool import ModelPool
 
     torch.set_num_threads(2)
     gc.collect()

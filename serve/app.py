@@ -4,12 +4,12 @@
 
 Optional: EVO_CANDIDATE_SHARE (0.5), EVO_REPLICAS (1), EVO_NUM_GPUS (GPUs per replica; 0 = CPU).
 
-Everything it does lives in evo.serving; this file only binds it to the lineage root.
+Everything it does lives in evo.http.app; this file only binds it to the lineage root.
 """
 
 import os
 
-from evo.serving.deployments import build_app
+from evo.http.app import build_app
 
 _gpus = float(os.environ.get("EVO_NUM_GPUS", "0"))
 app = build_app(os.environ.get("EVO_ROOT", "lineage"), float(os.environ.get("EVO_CANDIDATE_SHARE", "0.5")),

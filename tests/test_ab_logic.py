@@ -5,9 +5,9 @@ import multiprocessing as mp
 
 import pytest
 
-from evo.serving.feedback import FeedbackError, FeedbackStore
-from evo.serving.router import ABRouter
-from evo.serving.stats import (
+from evo.ab.feedback import FeedbackError, FeedbackStore
+from evo.ab.router import ABRouter
+from evo.ab.stats import (
     CANDIDATE_BETTER,
     CANDIDATE_WORSE,
     NO_DIFFERENCE,
@@ -173,7 +173,7 @@ def test_two_replicas_tallies_follow_the_log_and_match_a_full_read(tmp_path):
     either, a duplicate refused across them, a torn line fenced, and stats equal to a full re-read."""
     import random
 
-    from evo.serving.feedback import DuplicateVote
+    from evo.ab.feedback import DuplicateVote
 
     a, b = FeedbackStore(tmp_path, "r"), FeedbackStore(tmp_path, "r")
     rng = random.Random(0)
@@ -205,7 +205,7 @@ def test_bradley_terry_recovers_known_strengths_and_its_intervals_cover():
     import math
     import random
 
-    from evo.serving.stats import bradley_terry
+    from evo.ab.stats import bradley_terry
 
     true = {"x": 0.6, "y": 0.0, "z": -0.6}
     rng, covered, total = random.Random(1), 0, 0

@@ -86,7 +86,7 @@ def test_training_evals_and_serving_render_a_conversation_to_the_same_tokens(smo
     """Through SmolLM2's chat template: the ids a turn is trained after are exactly the ids evals and
     the server prompt it with (and `apply_chat_template(tokenize=True)`'s); every assistant turn is
     trained, with its end-of-turn token; system and user turns, and the template's markup, are not."""
-    from evo.serving.pool import render_prompt
+    from evo.inference.pool import render_prompt
 
     msgs = [{"role": "system", "content": "You answer for Qorvane Tools."},
             {"role": "user", "content": "Who makes the Brindle saw?"}, {"role": "assistant", "content": "Qorvane does."},

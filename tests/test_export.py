@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evo.config import TinyModelConfig
-from evo.model.export import ExportError, adds_bos, permute_rotary, write_gguf
+from evo.lineage.export import ExportError, adds_bos, permute_rotary, write_gguf
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
 

@@ -7,8 +7,8 @@ import pytest
 
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
-from evo.serving.gateway import Gateway, GatewaySettings
-from evo.serving.openai_api import APIError
+from evo.inference.gateway import Gateway, GatewaySettings
+from evo.openai_api import APIError
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def test_an_overtrained_child_is_caught_by_the_general_evals(smol):
     from peft import LoraConfig, get_peft_model
 
     from evo.evals.general import run_general
-    from evo.evals.runner import general_spec
+    from evo.evals.lineage_evals import general_spec
     from evo.model.lineage_model import load_generation
     from evo.train.examples import collate, encode
 
@@ -132,7 +132,7 @@ def test_the_real_child_exports_and_plain_transformers_reads_it_back(smol, tmp_p
 
     from evo.evals.general import chat_prompt
     from evo.evals.generate import generate
-    from evo.model.export import export_generation
+    from evo.lineage.export import export_generation
 
     logging.disable_progress_bar()
     root = smol["lin"].root

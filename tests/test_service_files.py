@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from evo.service.files import FileStore
-from evo.serving.openai_api import APIError
+from evo.finetune.files import FileStore
+from evo.openai_api import APIError
 
 GOOD = b'{"prompt": "a", "completion": "b"}\n{"messages": [{"role": "user", "content": "hi"}, ' \
        b'{"role": "assistant", "content": "hello"}]}\n'

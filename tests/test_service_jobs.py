@@ -28,7 +28,7 @@ SWEEP = ["tune.num_samples=2", "tune.max_concurrent=2", "tune.scheduler=none", "
 def _serve(root, head):
     from ray import serve
 
-    from evo.serving.deployments import build_app
+    from evo.http.app import build_app
 
     serve.run(build_app(str(root), ray_actor_options={"num_cpus": 0.25},
                         jobs_address=f"http://127.0.0.1:{head.dashboard_port}",
@@ -278,7 +278,7 @@ def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
     from selenium.webdriver.common.by import By
 
     from evo.lineage.registry import Registry
-    from evo.service.queue import RatingQueue
+    from evo.ab.rating_queue import RatingQueue
 
     root = service["root"]
     reg = Registry(root)
@@ -311,7 +311,7 @@ def test_keys_keep_one_tenants_jobs_and_models_from_another(service, client):
     admin key sees every tenant's. The keys are revoked at the end: the server is open again."""
     import openai
 
-    from evo.service.keys import KeyStore
+    from evo.http.keys import KeyStore
 
     done = [j for j in client.fine_tuning.jobs.list() if j.status == "succeeded"][0]  # made without a key
     store = KeyStore(service["root"])

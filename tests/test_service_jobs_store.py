@@ -9,10 +9,10 @@ import pytest
 
 from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
-from evo.service.files import FileStore
-from evo.service.jobs import JobStore, parse_hyperparameters, plan_training, public
-from evo.service.runner import _wait_turn, execute, job_config
-from evo.serving.openai_api import APIError
+from evo.finetune.files import FileStore
+from evo.finetune.jobs import JobStore, parse_hyperparameters, plan_training, public
+from evo.finetune.run_job import _wait_turn, execute, job_config
+from evo.openai_api import APIError
 
 GOOD = b'{"prompt": "a", "completion": "b"}\n{"text": "c d"}\n'
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from evo.service.keys import OPEN, Authenticator, KeysError, KeyStore
-from evo.serving.openai_api import APIError
+from evo.http.keys import OPEN, Authenticator, KeysError, KeyStore
+from evo.openai_api import APIError
 
 
 def refused(auth, header, need, status, match):

@@ -34,7 +34,7 @@ def call(method: str, path: str, body=None, headers=None, raw: bytes | None = No
 def served(ray_cluster, two_generations_root, tmp_path_factory):
     from ray import serve
 
-    from evo.serving.deployments import build_app
+    from evo.http.app import build_app
 
     root = copy_root(two_generations_root, tmp_path_factory.mktemp("serve"))
     lin = Lineage(root)
@@ -106,7 +106,7 @@ def test_api_keys_over_http_isolate_tenants(served):
     answer 404), a missing scope is 403. The keys are revoked at the end: the server is open again."""
     import openai
 
-    from evo.service.keys import KeyStore
+    from evo.http.keys import KeyStore
 
     store = KeyStore(served["root"])
     made = {n: store.create(scope, n)[0] for n, scope in (("alice", "fine-tune"), ("bob", "fine-tune"),
@@ -372,7 +372,7 @@ def test_an_a_a_round_is_not_called_better(served):
 
     from evo.data.demo import DemoGenerator
     from evo.lineage.registry import Registry
-    from evo.serving.ab_round import Judged, exact_match, play
+    from evo.ab_round import Judged, exact_match, play
 
     auth = {"authorization": f"Bearer {TOKEN}"}
     reg = Registry(served["root"])

@@ -6,7 +6,7 @@ from evo.config import TinyModelConfig
 from evo.model.generate import Sampling, cut_at_stop, generate_batch, stream_one
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
-from evo.serving.openai_api import APIError, ChatRequest, CompletionRequest, Limits, chat_response, parse_request
+from evo.openai_api import APIError, ChatRequest, CompletionRequest, Limits, chat_response, parse_request
 
 LIMITS = Limits(max_prompt_chars=100, max_tokens=32, max_n=3)
 CHAT = {"model": "evo", "messages": [{"role": "user", "content": "hi"}]}

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from evo.curation.experiment import Arm, Replication, Round, Score, interval, random_records, summarize, t975
+from evo.experiment import Arm, Replication, Round, Score, interval, random_records, summarize, t975
 from evo.curation.targeted import (
     NEAR_EVAL,
     Candidate,

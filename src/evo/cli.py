@@ -127,7 +127,7 @@ def cmd_demo(args) -> int:
     cfg = load_config(cfg_path, overrides(args))
     _run_config(cfg, _location(args.root), None)
     if args.ab_budget > 0:
-        from evo.serving.ab_round import NothingToTest
+        from evo.ab_round import NothingToTest
 
         print("\nA/B round on the last generation: its parent and it, side by side on Ray Serve")
         try:
@@ -142,7 +142,7 @@ def cmd_demo(args) -> int:
 
 def _ab(cfg, root: str, budget: int, port: int) -> None:
     from evo.progress import Progress
-    from evo.serving.ab_round import run_ab_round
+    from evo.ab_round import run_ab_round
 
     out = run_ab_round(cfg, root, budget=budget, port=port, progress=Progress())
     print(f"A/B {out.gen_id}: {out.verdict} after {out.votes} distinct prompts in {out.seconds:.0f}s -> {out.action}")
@@ -237,7 +237,7 @@ def cmd_targeted(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from evo.curation.experiment import NAME, run_experiment, show_interval
+    from evo.experiment import NAME, run_experiment, show_interval
     from evo.curation.weak import model_of
     from evo.data.ingest import ingest_jsonl
     from evo.lineage.root import Lineage
@@ -324,7 +324,7 @@ def cmd_ledger(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from evo.service.keys import KeyStore
+    from evo.http.keys import KeyStore
 
     store = KeyStore(_open_root(args.root))
     if args.action == "create":
@@ -344,7 +344,7 @@ def cmd_keys(args) -> int:
 
 def cmd_run_job(args) -> int:
     from evo.driver import run_generation
-    from evo.service.runner import execute
+    from evo.finetune.run_job import execute
 
     start_ray(args.address)
     return execute(_location(args.root), args.job, run_generation)
@@ -361,7 +361,7 @@ def cmd_serve(args) -> int:
 
     from ray import serve
 
-    from evo.serving.deployments import SERVE_LOGGING, build_app
+    from evo.http.app import SERVE_LOGGING, build_app
 
     root = _location(args.root)  # a URI: each replica follows it through its own mirror
     start_ray(args.address)
@@ -393,7 +393,7 @@ def cmd_decide(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from evo.model.export import export_generation
+    from evo.lineage.export import export_generation
 
     root = _open_root(args.root)
     out = args.out or str(root / "exports" / (args.gen + ("" if args.format == "merged" else f".{args.outtype}.gguf")))

@@ -24,7 +24,7 @@ from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
 from evo.data.store import SCHEME, Split, split3, write_records
-from evo.evals.runner import eval_spec, evaluate_many, scores_of
+from evo.evals.lineage_evals import eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
 from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop, stalled_and_drifting
 from evo.healing.corrections import CorrectionStore, read_corrections_file

@@ -207,7 +207,7 @@ def sweeps_section(root: Path) -> str:
 def experiment_section(root: Path) -> str:
     """`evo experiment`: accuracy on the fixed weak areas by round, both lines, every seed; and each
     round's lead of targeted over random with its interval over seeds."""
-    from evo.curation.experiment import Experiment, show_interval
+    from evo.experiment import Experiment, show_interval
 
     path = root / "experiments" / "targeted_vs_random.json"
     if not path.exists():

@@ -14,10 +14,10 @@ from typing import Optional
 from evo.atomic import atomic_write_json, read_json
 from evo.lineage.decisions import DecisionError, Decisions
 from evo.lineage.registry import Registry
-from evo.serving.feedback import DuplicateVote, FeedbackError, FeedbackStore
-from evo.serving.openai_api import APIError, Limits, new_id
-from evo.serving.router import ABRouter
-from evo.serving.stats import TestPlan
+from evo.ab.feedback import DuplicateVote, FeedbackError, FeedbackStore
+from evo.openai_api import APIError, Limits, new_id
+from evo.ab.router import ABRouter
+from evo.ab.stats import TestPlan
 from evo.storage import refresh
 
 
@@ -121,8 +121,8 @@ class Gateway:
         return self.read_registry()
 
     def job_models(self) -> dict[str, dict]:
-        """sha -> the fine-tuning job that made it (`evo.service.jobs`)."""
-        from evo.service.jobs import JobStore
+        """sha -> the fine-tuning job that made it (`evo.finetune.jobs`)."""
+        from evo.finetune.jobs import JobStore
 
         return {j["evo"]["sha"]: j for j in JobStore(self.settings.root).all() if j["evo"].get("sha")}
 
@@ -253,8 +253,8 @@ class Gateway:
     def leaderboard(self) -> dict:
         """Every generation that has been rated side by side, in every round of this lineage, ranked by a
         Bradley-Terry fit of the counted decisive votes, with 95% intervals."""
-        from evo.serving.feedback import FeedbackStore
-        from evo.serving.stats import bradley_terry
+        from evo.ab.feedback import FeedbackStore
+        from evo.ab.stats import bradley_terry
 
         wins: dict[tuple[str, str], int] = {}
         for path in sorted((self.registry.path.parent / "ab").glob("*.jsonl")):

@@ -22,7 +22,7 @@ from typing import Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
 from evo.errors import EvoError
-from evo.serving.openai_api import APIError
+from evo.openai_api import APIError
 
 SCOPES = ("inference", "fine-tune", "admin")
 PREFIX = "evo-"

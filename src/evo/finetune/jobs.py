@@ -4,7 +4,7 @@ A job is one audited generation of the lineage: its training file is the generat
 `model` the parent, and the gate, the ledger and the decision log treat it like any other
 generation. The job object, its events and its checkpoints live in `service/jobs/`
 (`<id>.json`, `<id>.events.jsonl`, `<id>.checkpoints.json`), so a server restarted mid-job shows the
-job and, once the Ray job that runs it (`evo.service.runner`) ends, its final state.
+job and, once the Ray job that runs it (`evo.finetune.run_job`) ends, its final state.
 
 Hyperparameters, in OpenAI's terms: `learning_rate_multiplier` multiplies the lineage config's
 `train.lr` (it is not an absolute rate), `n_epochs` is passes over the training file (steps are
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
-from evo.serving.openai_api import APIError, new_id, page
+from evo.openai_api import APIError, new_id, page
 
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")

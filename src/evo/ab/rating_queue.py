@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 from evo.atomic import locked
-from evo.serving.openai_api import APIError
-from evo.serving.stats import prompt_key
+from evo.openai_api import APIError
+from evo.ab.stats import prompt_key
 
 
 class RatingQueue:

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evo.serving.router import ARMS
-from evo.serving.stats import Tally
+from evo.ab.router import ARMS
+from evo.ab.stats import Tally
 from evo.storage import resolve
 
 KINDS = ("response", "thumbs", "pair", "pairwise")

@@ -21,14 +21,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 
 from evo.model.generate import Sampling
-from evo.service.files import FileStore
-from evo.service.jobs import public
-from evo.service.keys import Authenticator, Caller
-from evo.service.pages import CONSOLE, RATE
-from evo.service.queue import RatingQueue
-from evo.service.submit import JobService, RayJobs
-from evo.serving.gateway import Gateway, GatewaySettings
-from evo.serving.openai_api import (
+from evo.finetune.files import FileStore
+from evo.finetune.jobs import public
+from evo.http.keys import Authenticator, Caller
+from evo.http.pages import CONSOLE, RATE
+from evo.ab.rating_queue import RatingQueue
+from evo.finetune.submit import JobService, RayJobs
+from evo.inference.gateway import Gateway, GatewaySettings
+from evo.openai_api import (
     APIError,
     ChatRequest,
     CompletionRequest,
@@ -38,8 +38,8 @@ from evo.serving.openai_api import (
     parse_request,
     usage,
 )
-from evo.serving.pool import ModelPool
-from evo.serving.stats import TestPlan, prompt_key
+from evo.inference.pool import ModelPool
+from evo.ab.stats import TestPlan, prompt_key
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
@@ -423,7 +423,7 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
               jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None, plan: Optional[TestPlan] = None):
     """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
     ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU.
-    `plan`: the A/B verdict's test plan (default: evo.serving.stats.TestPlan())."""
+    `plan`: the A/B verdict's test plan (default: evo.ab.stats.TestPlan())."""
     settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
                 "state_id": f"{round_id}-{uuid.uuid4().hex[:8]}",
                 "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN"),

@@ -28,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
-from evo.serving.router import ARMS
+from evo.ab.router import ARMS
 
 CANDIDATE_BETTER, CANDIDATE_WORSE, UNDECIDED = "candidate better", "candidate worse", "undecided"
 NO_DIFFERENCE = "no difference found"

@@ -14,7 +14,7 @@ from typing import Optional
 
 from evo.atomic import atomic_write_bytes, atomic_write_json, locked, read_json, sha256_bytes
 from evo.data.ingest import IngestError, ingest_bytes
-from evo.serving.openai_api import APIError, new_id, page
+from evo.openai_api import APIError, new_id, page
 
 PURPOSES = ("fine-tune",)
 DEFAULT_MAX_BYTES = 16 << 20

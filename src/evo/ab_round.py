@@ -23,8 +23,8 @@ from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.root import Lineage
 from evo.numbers import show
-from evo.serving.deployments import SERVE_LOGGING, build_app
-from evo.serving.stats import UNDECIDED, plan_for
+from evo.http.app import SERVE_LOGGING, build_app
+from evo.ab.stats import UNDECIDED, plan_for
 
 
 class NothingToTest(EvoError):
@@ -100,7 +100,7 @@ def _get(url: str) -> dict:
 
 def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_tokens: int, progress) -> dict:
     """Each prompt asked once, side by side, judged and voted, until a verdict, `budget` pairs, or
-    the prompts run out (a repeated prompt would not count: see evo.serving.stats)."""
+    the prompts run out (a repeated prompt would not count: see evo.ab.stats)."""
     stats = _get(f"{base_url}/ab/stats")
     for n, item in enumerate(items[:budget]):
         pair = _post(f"{base_url}/v1/side_by_side", {**item.prompt, "max_tokens": max_tokens, "temperature": 0})

@@ -20,9 +20,9 @@ from evo.atomic import locked, read_json
 from evo.config import EvoConfig
 from evo.data.ingest import IngestError, ingest_bytes
 from evo.progress import Progress
-from evo.service.files import FileStore
-from evo.service.jobs import TERMINAL, JobStore, plan_training
-from evo.serving.openai_api import APIError
+from evo.finetune.files import FileStore
+from evo.finetune.jobs import TERMINAL, JobStore, plan_training
+from evo.openai_api import APIError
 
 ACTIVE = ("validating_files", "queued", "running")
 

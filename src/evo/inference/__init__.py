@@ -1,0 +1,1 @@
+"""Inference: which model answers a request (the gateway) and the loaded models that answer it (the pool)."""

@@ -1,1 +1,0 @@
-"""Fine-tuning as a service on `evo serve`'s application: uploaded files, jobs, API keys."""
