@@ -190,9 +190,9 @@ def memory_probe(mode: str, root: Path, shas: list[str]) -> tuple[float, float]:
 def run_memory_probe(mode: str, root: str, shas: list[str]) -> None:
     import gc
 
+    from evo.inference.pool import ModelPool
     from evo.model.generate import Sampling, generate_batch
     from evo.model.lineage_model import load_generation
-    from evo.inference.pool import ModelPool
 
     torch.set_num_threads(2)
     gc.collect()

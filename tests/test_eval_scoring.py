@@ -21,7 +21,7 @@ def spec(**kw):
 
 
 def fixed_replies(monkeypatch, replies):
-    monkeypatch.setattr(suite, "generate", lambda model, tok, prompts, n, b: replies[: len(prompts)])
+    monkeypatch.setattr(suite, "greedy", lambda model, tok, prompts, n, b: replies[: len(prompts)])
 
 
 def test_exact_match_ignores_spacing_only(monkeypatch):
@@ -56,7 +56,7 @@ def test_style_drift_counts_probes_with_a_banned_phrase(monkeypatch):
 
 
 def test_probes_use_the_models_chat_template(tmp_path):
-    from evo.train.examples import prompt_and_completion
+    from evo.model.prompts import prompt_and_completion
 
     class Templated:
         chat_template = "x"
@@ -91,7 +91,7 @@ def test_an_answer_is_never_cut_before_its_reference_could_match(monkeypatch):
         budgets.append(n)
         return [" ".join(ref.split()[:n]), "ok"]
 
-    monkeypatch.setattr(suite, "generate", generate)
+    monkeypatch.setattr(suite, "greedy", generate)
     acc = accuracy(None, Tok(), recs, spec(max_new_tokens=24))
     assert budgets == [32] and (acc.correct, acc.total) == (2, 2)
     assert suite.answer_budget(Tok(), ["a b"], 24) == 24  # short references keep the configured budget

@@ -3,8 +3,9 @@
 import pytest
 
 from evo.data.records import parse_record
+from evo.model.prompts import prompt_and_completion, prompt_ids
 from evo.model.tokenizer import train_bpe_tokenizer
-from evo.train.examples import IGNORE, batches, collate, encode, prompt_and_completion, prompt_ids
+from evo.train.examples import IGNORE, batches, collate, encode
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from evo.inference.gateway import Gateway, GatewaySettings
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
-from evo.inference.gateway import Gateway, GatewaySettings
 from evo.openai_api import APIError
 
 

@@ -265,9 +265,9 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
     """One seed, one round from generation 0: the evaluation and probe sets disjoint, the weak areas
     fixed on the probe set before the round and scored for both lines, equal-sized data with no
     record within one word of an evaluation prompt, nothing of the ledger or registry changed."""
-    from evo.experiment import run_experiment
     from evo.curation.targeted import TargetedError, WordNeighbours
     from evo.data.ingest import ingest_jsonl
+    from evo.experiment import run_experiment
     from evo.report import build_report
 
     root = copy_root(base_root, tmp_path)

@@ -131,8 +131,8 @@ def test_the_real_child_exports_and_plain_transformers_reads_it_back(smol, tmp_p
     from transformers.utils import logging
 
     from evo.evals.general import chat_prompt
-    from evo.evals.generate import generate
     from evo.lineage.export import export_generation
+    from evo.model.generate import greedy
 
     logging.disable_progress_bar()
     root = smol["lin"].root
@@ -147,7 +147,7 @@ def test_the_real_child_exports_and_plain_transformers_reads_it_back(smol, tmp_p
     prompts = [chat_prompt(tok, q) for q in ("What is the capital of France?", "Say something about the Ostira saw.")]
     with torch.no_grad():
         logits = m(input_ids=ids).logits[0]
-    answers = generate(m, tok, prompts, 16, 2)
+    answers = greedy(m, tok, prompts, 16, 2)
     for outtype in ("f16", "q8_0"):
         path = export_generation(root, "gen-1", tmp_path, "gguf", outtype)
         g = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32).eval()
@@ -157,7 +157,7 @@ def test_the_real_child_exports_and_plain_transformers_reads_it_back(smol, tmp_p
             glogits = g(input_ids=ids).logits[0]
         flipped = (logits.argmax(-1) != glogits.argmax(-1)).nonzero().flatten()
         if outtype == "f16":
-            assert len(flipped) == 0 and generate(g, tok, prompts, 16, 2) == answers
+            assert len(flipped) == 0 and greedy(g, tok, prompts, 16, 2) == answers
         else:
             # 8-bit rounding may swap near-equal candidates, never pick one the merged model did not rank
             # second: at most 5% of positions flip (measured 2 of 46 here, margins 0.005 and 0.22;

@@ -277,8 +277,8 @@ def test_the_console_shows_jobs_with_their_loss_curve_and_starts_one(service, cl
 def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
     from selenium.webdriver.common.by import By
 
-    from evo.lineage.registry import Registry
     from evo.ab.rating_queue import RatingQueue
+    from evo.lineage.registry import Registry
 
     root = service["root"]
     reg = Registry(root)

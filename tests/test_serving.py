@@ -370,9 +370,9 @@ def test_an_a_a_round_is_not_called_better(served):
     them: the verdict must not be "better" (or "worse")."""
     import random
 
+    from evo.ab_round import Judged, exact_match, play
     from evo.data.demo import DemoGenerator
     from evo.lineage.registry import Registry
-    from evo.ab_round import Judged, exact_match, play
 
     auth = {"authorization": f"Bearer {TOKEN}"}
     reg = Registry(served["root"])

@@ -99,8 +99,8 @@ def test_the_generator_scores_the_fact_asked_for_not_the_sentence():
 def test_the_ab_judge_scores_the_fact_where_the_generator_can(tmp_path):
     """The A/B round's judge asks new catalogue questions and scores an answer by the fact it states,
     so the same fact in other words is a win, not a tie; the demo domain (no score) keeps exact match."""
-    from evo.data.demo import write_demo_data
     from evo.ab_round import judge_items
+    from evo.data.demo import write_demo_data
 
     cfg = load_config(write_shop_data(tmp_path / "shop", generations=2))
     gen = ShopGenerator(0, 2)

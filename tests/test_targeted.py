@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from evo.experiment import Arm, Replication, Round, Score, interval, random_records, summarize, t975
+from evo.answers import normalize
 from evo.curation.targeted import (
     NEAR_EVAL,
     Candidate,
@@ -22,7 +22,7 @@ from evo.curation.targeted import (
 )
 from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
 from evo.data.records import Record, parse_record
-from evo.evals.generate import normalize
+from evo.experiment import Arm, Replication, Round, Score, interval, random_records, summarize, t975
 
 
 def rec(prompt: str, completion: str = " x", kind: str = "completion") -> Record:

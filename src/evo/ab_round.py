@@ -13,18 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
+from evo.ab.stats import UNDECIDED, plan_for
+from evo.answers import normalize
 from evo.curation.targeted import known_prompts, load_generator
 from evo.data.records import Record
 from evo.data.store import DataStore, split3
 from evo.errors import EvoError
-from evo.evals.generate import normalize
 from evo.evals.suite import load_probes
+from evo.http.app import SERVE_LOGGING, build_app
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.root import Lineage
 from evo.numbers import show
-from evo.http.app import SERVE_LOGGING, build_app
-from evo.ab.stats import UNDECIDED, plan_for
 
 
 class NothingToTest(EvoError):

@@ -141,8 +141,8 @@ def cmd_demo(args) -> int:
 
 
 def _ab(cfg, root: str, budget: int, port: int) -> None:
-    from evo.progress import Progress
     from evo.ab_round import run_ab_round
+    from evo.progress import Progress
 
     out = run_ab_round(cfg, root, budget=budget, port=port, progress=Progress())
     print(f"A/B {out.gen_id}: {out.verdict} after {out.votes} distinct prompts in {out.seconds:.0f}s -> {out.action}")
@@ -237,9 +237,9 @@ def cmd_targeted(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from evo.experiment import NAME, run_experiment, show_interval
     from evo.curation.weak import model_of
     from evo.data.ingest import ingest_jsonl
+    from evo.experiment import NAME, run_experiment, show_interval
     from evo.lineage.root import Lineage
 
     lin = Lineage(_location(args.root))  # a URI: the Train workers and eval tasks open it themselves

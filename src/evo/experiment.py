@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from evo.answers import normalize
 from evo.atomic import atomic_write_json, read_json
 from evo.curation.targeted import (
     NEAR_EVAL,
@@ -56,8 +57,8 @@ from evo.data.ingest import ingest_jsonl
 from evo.data.mix import build_mix
 from evo.data.records import Record
 from evo.data.store import split, write_records
-from evo.evals.generate import generate, normalize
 from evo.healing.corrections import CorrectionStore
+from evo.model.generate import greedy
 from evo.model.lineage_model import load_generation
 from evo.storage import uri_of
 from evo.train.trainer import run_training
@@ -220,7 +221,7 @@ def metrics(root: str, sha: str, records: list[Record], areas: list[str], how: s
 
     model, tok = load_generation(root, sha, dtype, verify=False)
     losses = [math.log(s.perplexity) for s in score_examples(model, tok, records, max_length)]
-    answers = generate(model, tok, [r.prompt for r in records], max_new_tokens, 64)
+    answers = greedy(model, tok, [r.prompt for r in records], max_new_tokens, 64)
     right = [normalize(a) == normalize(r.completion) for a, r in zip(answers, records)]
 
     def summary(idx: list[int]) -> dict:

@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from evo.config import EvoConfig
-from evo.data.ingest import ingest_jsonl
+from evo.data.ingest import IngestError, ingest_jsonl
+from evo.evals.general import read_prompts, read_questions
 from evo.healing.corrections import read_corrections_file
 from evo.lineage.ledger import Ledger
+from evo.model.gguf import architecture, resolve
 from evo.storage import is_uri
 
 
@@ -30,7 +32,6 @@ def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
     if (cfg.eval.general is not None or cfg.data.self_replay is not None) and pending:
         check_general_sets(cfg)
     if cfg.model.path and "gen-0" not in done:  # a GGUF base: the file, or its package, must be there
-        from evo.model.gguf import architecture, resolve
 
         source = resolve(cfg.model.path)
         if source.kind == "gguf":
@@ -41,8 +42,6 @@ def check_inputs(cfg: EvoConfig, root: str | Path) -> int:
 def check_general_sets(cfg: EvoConfig) -> None:
     """eval.general's files and data.self_replay's parse, and share no prompt: what measures general
     ability must be unseen by training."""
-    from evo.data.ingest import IngestError
-    from evo.evals.general import read_prompts, read_questions
 
     g, sr = cfg.eval.general, cfg.data.self_replay
     measured, rehearsed = set(), []

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evo.atomic import atomic_write_text, read_json
+from evo.experiment import Experiment, show_interval
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
 from evo.model.artifacts import ModelStore
@@ -207,7 +208,6 @@ def sweeps_section(root: Path) -> str:
 def experiment_section(root: Path) -> str:
     """`evo experiment`: accuracy on the fixed weak areas by round, both lines, every seed; and each
     round's lead of targeted over random with its interval over seeds."""
-    from evo.experiment import Experiment, show_interval
 
     path = root / "experiments" / "targeted_vs_random.json"
     if not path.exists():

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from evo.ab.stats import prompt_key
 from evo.atomic import locked
 from evo.openai_api import APIError
-from evo.ab.stats import prompt_key
 
 
 class RatingQueue:

@@ -37,13 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
+from evo.answers import normalize
 from evo.atomic import atomic_write_text
 from evo.config import ConfigError
 from evo.curation.weak import Scored, WeakReport, area_of, score_examples
 from evo.data.records import Record
-from evo.evals.generate import generate, normalize
 from evo.healing.corrections import CorrectionStore
-from evo.model.generate import Sampling, generate_batch
+from evo.model.generate import Sampling, generate_batch, greedy
 
 
 class DomainGenerator(Protocol):
@@ -188,7 +188,7 @@ def label_candidates(cands: list[Candidate], gen: Optional[DomainGenerator], mod
                 c.record = Record("completion", c.record.prompt, answer, "", c.record.category)
                 c.labelled_by = "generator"
         return
-    answers = generate(model, tok, [c.record.prompt for c in need], max_new_tokens, 32)
+    answers = greedy(model, tok, [c.record.prompt for c in need], max_new_tokens, 32)
     for c, a in zip(need, answers):
         if not a.strip():
             c.dropped = "the model gave an empty answer"

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from evo.data.ingest import json_lines
+from evo.model.generate import greedy
+from evo.model.prompts import prompt_ids, reply_prompt
 
 # torch, the tokenizer-side helpers and generation are imported where a model is scored, so that the
 # file checks (`read_questions`, `read_prompts`) run before anything heavy loads (evo.inputs)
@@ -139,7 +141,6 @@ def repetition(replies: list[str], n: int = 3) -> float:
 
 def chat_prompt(tok, question: str) -> str:
     """A question as the user turn, through the tokenizer's chat template where it has one."""
-    from evo.train.examples import reply_prompt
 
     return reply_prompt([{"role": "user", "content": question}], tok)
 
@@ -149,7 +150,6 @@ def mean_kl(model, base, tok, prompts: list[str], answers: list[str]) -> tuple[f
     along `answers` (the base's own). Returns (mean in nats, tokens)."""
     import torch
 
-    from evo.train.examples import prompt_ids
 
     total, count = 0.0, 0
     for prompt, answer in zip(prompts, answers):
@@ -169,17 +169,16 @@ def mean_kl(model, base, tok, prompts: list[str], answers: list[str]) -> tuple[f
 
 def run_general(model, base, tok, spec: GeneralSpec, batch_size: int = 16) -> GeneralResult:
     """Score `model` against `base` (the same object when the model is the base)."""
-    from evo.evals.generate import generate
 
     prompts = [chat_prompt(tok, q.prompt) for q in spec.questions]
-    mine = generate(model, tok, prompts, spec.max_new_tokens, batch_size)
-    theirs = mine if base is model else generate(base, tok, prompts, spec.max_new_tokens, batch_size)
+    mine = greedy(model, tok, prompts, spec.max_new_tokens, batch_size)
+    theirs = mine if base is model else greedy(base, tok, prompts, spec.max_new_tokens, batch_size)
     counted = [i for i, q in enumerate(spec.questions) if q.correct(theirs[i])]
     right = [i for i in counted if spec.questions[i].correct(mine[i])]
     lost = [{"prompt": spec.questions[i].prompt, "base": theirs[i], "got": mine[i]} for i in counted if i not in right]
     kl, kl_tokens = (0.0, sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in theirs)) if base is model \
         else mean_kl(model, base, tok, prompts, theirs)
-    replies = generate(model, tok, [chat_prompt(tok, p) for p in spec.open_prompts], spec.max_new_tokens, batch_size)
+    replies = greedy(model, tok, [chat_prompt(tok, p) for p in spec.open_prompts], spec.max_new_tokens, batch_size)
     n_words, fake = fake_words(mine + replies, spec.domain_words, spec.language)
     return GeneralResult(
         accuracy=len(right) / len(counted) if counted else None, correct=len(right), counted=len(counted),

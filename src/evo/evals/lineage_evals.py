@@ -6,11 +6,11 @@ from typing import Optional
 
 import ray
 
+from evo.answers import normalize
 from evo.config import EvoConfig
 from evo.data.records import Record
 from evo.data.store import read_records
 from evo.evals.general import GeneralSpec, read_prompts, read_questions, vocabulary
-from evo.evals.generate import normalize
 from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
 from evo.gate import GenerationScores
 from evo.healing.corrections import CorrectionStore

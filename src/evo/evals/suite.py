@@ -10,12 +10,14 @@ from typing import Optional
 
 import torch
 
+from evo.answers import normalize
 from evo.data.ingest import json_lines
 from evo.data.records import Record, render_chat
 from evo.evals.general import GeneralResult, GeneralSpec, run_general
-from evo.evals.generate import generate, normalize
 from evo.healing.validators import HealItem, PatternResult, PatternRule, score_healing
-from evo.train.examples import collate, encode, prompt_and_completion, token_loss_sum
+from evo.model.generate import greedy
+from evo.model.prompts import prompt_and_completion
+from evo.train.examples import collate, encode, token_loss_sum
 
 
 @dataclass
@@ -94,7 +96,7 @@ def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
         return Accuracy(0, 0)
     pairs = [prompt_and_completion(r, tok) for r in records]
     budget = answer_budget(tok, [c for _, c in pairs], spec.max_new_tokens)
-    got = generate(model, tok, [p for p, _ in pairs], budget, spec.batch_size)
+    got = greedy(model, tok, [p for p, _ in pairs], budget, spec.batch_size)
     hits = [normalize(g) == normalize(c) for (_, c), g in zip(pairs, got)]
     misses = [{"prompt": p, "expected": c, "got": g} for (p, c), g, h in zip(pairs, got, hits) if not h]
     cats: dict[str, list[int]] = {}
@@ -117,7 +119,7 @@ def quality_by_category(results: list[Accuracy]) -> dict[str, dict]:
 
 def style_drift(model, tok, spec: EvalSpec) -> StyleDrift:
     prompts = [prompt_and_completion(p, tok)[0] for p in spec.probes]
-    replies = generate(model, tok, prompts, spec.max_new_tokens, spec.batch_size)
+    replies = greedy(model, tok, prompts, spec.max_new_tokens, spec.batch_size)
     flagged = []
     for p, r in zip(prompts, replies):
         hit = next((b for b in spec.banned_phrases if b.lower() in r.lower()), None)
@@ -157,7 +159,7 @@ def healing(model, tok, spec: EvalSpec) -> dict[str, PatternResult]:
     if not spec.healing:
         return {}
     prompts = [prompt_and_completion(Record("completion", i.prompt, ""), tok)[0] for i in spec.healing]
-    outputs = generate(model, tok, prompts, spec.max_new_tokens, spec.batch_size)
+    outputs = greedy(model, tok, prompts, spec.max_new_tokens, spec.batch_size)
     return score_healing(spec.healing, outputs, spec.rules)
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from evo.atomic import locked, read_json
 from evo.config import EvoConfig
 from evo.data.ingest import IngestError, ingest_bytes
-from evo.progress import Progress
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import TERMINAL, JobStore, plan_training
+from evo.lineage.root import Lineage, gen_id
 from evo.openai_api import APIError
+from evo.progress import Progress
 
 ACTIVE = ("validating_files", "queued", "running")
 
@@ -163,7 +164,6 @@ def _point(m: dict) -> dict:
 
 def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
     """Run job `jid` to its end; the exit status of the Ray job (0 also for a job cancelled meanwhile)."""
-    from evo.lineage.root import Lineage, gen_id
 
     root = Path(root)
     store, files = JobStore(root), FileStore(root)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 from evo.atomic import lock_file
-from evo.lineage.decisions import DecisionError, Decisions
 from evo.finetune.jobs import TERMINAL, JobStore
+from evo.finetune.run_job import RUN_LOCK
+from evo.lineage.decisions import DecisionError, Decisions
 from evo.openai_api import APIError
 
 RAY_ENDED = ("FAILED", "STOPPED", "SUCCEEDED")
@@ -71,7 +72,6 @@ class RayJobs:
 
 def wait_for_runner(root: Path, timeout: float) -> bool:
     """True once no runner holds the lineage's run lock (a stopped one releases it as it dies)."""
-    from evo.finetune.run_job import RUN_LOCK
 
     lock = lock_file(Path(root).joinpath(*RUN_LOCK))  # the file run_lock holds
     lock.parent.mkdir(parents=True, exist_ok=True)

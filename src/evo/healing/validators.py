@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from evo.answers import normalize
 from evo.data.ingest import json_lines
-from evo.evals.generate import normalize
 
 Check = Callable[[str, str], bool]
 CHECKS: dict[str, Check] = {}

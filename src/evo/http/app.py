@@ -20,14 +20,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from evo.model.generate import Sampling
+from evo.ab.rating_queue import RatingQueue
+from evo.ab.stats import TestPlan, prompt_key
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import public
+from evo.finetune.submit import JobService, RayJobs
 from evo.http.keys import Authenticator, Caller
 from evo.http.pages import CONSOLE, RATE
-from evo.ab.rating_queue import RatingQueue
-from evo.finetune.submit import JobService, RayJobs
 from evo.inference.gateway import Gateway, GatewaySettings
+from evo.inference.pool import ModelPool
+from evo.model.generate import Sampling
 from evo.openai_api import (
     APIError,
     ChatRequest,
@@ -38,8 +40,6 @@ from evo.openai_api import (
     parse_request,
     usage,
 )
-from evo.inference.pool import ModelPool
-from evo.ab.stats import TestPlan, prompt_key
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from evo.atomic import atomic_write_json, read_json
-from evo.lineage.decisions import DecisionError, Decisions
-from evo.lineage.registry import Registry
 from evo.ab.feedback import DuplicateVote, FeedbackError, FeedbackStore
-from evo.openai_api import APIError, Limits, new_id
 from evo.ab.router import ABRouter
-from evo.ab.stats import TestPlan
+from evo.ab.stats import TestPlan, bradley_terry
+from evo.atomic import atomic_write_json, read_json
+from evo.finetune.jobs import JobStore
+from evo.lineage.decisions import DecisionError, Decisions
+from evo.lineage.ledger import Ledger
+from evo.lineage.registry import Registry
+from evo.openai_api import APIError, Limits, new_id
 from evo.storage import refresh
 
 
@@ -122,7 +124,6 @@ class Gateway:
 
     def job_models(self) -> dict[str, dict]:
         """sha -> the fine-tuning job that made it (`evo.finetune.jobs`)."""
-        from evo.finetune.jobs import JobStore
 
         return {j["evo"]["sha"]: j for j in JobStore(self.settings.root).all() if j["evo"].get("sha")}
 
@@ -236,7 +237,6 @@ class Gateway:
     def lineage(self, owner: Optional[str] = None) -> dict:
         """The lineage tree for the console: every generation with its parent, decision and evals,
         and the aliases. A generation another key's fine-tuning job made is left out for `owner`."""
-        from evo.lineage.ledger import Ledger
 
         keep = ("GEN_ID", "parent_sha", "child_sha", "decision", "reason", "eval_recall", "eval_generalization",
                 "eval_style_drift", "eval_general", "eval_kl_base", "eval_fake_words", "ab_result", "steps", "lr")
@@ -253,8 +253,6 @@ class Gateway:
     def leaderboard(self) -> dict:
         """Every generation that has been rated side by side, in every round of this lineage, ranked by a
         Bradley-Terry fit of the counted decisive votes, with 95% intervals."""
-        from evo.ab.feedback import FeedbackStore
-        from evo.ab.stats import bradley_terry
 
         wins: dict[tuple[str, str], int] = {}
         for path in sorted((self.registry.path.parent / "ab").glob("*.jsonl")):

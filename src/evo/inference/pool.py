@@ -14,8 +14,8 @@ from itertools import groupby
 
 from evo.model.generate import Delta, Sampling, count_prompt_tokens, generate_batch, stream_one
 from evo.model.lineage_model import load_generation
+from evo.model.prompts import reply_prompt
 from evo.model.shared import GenerationModel, SharedBaseError, load_shared
-from evo.train.examples import reply_prompt
 
 
 def render_prompt(tok, request: dict) -> str:

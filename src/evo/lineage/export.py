@@ -19,6 +19,9 @@ import numpy as np
 
 from evo.atomic import atomic_write_text
 from evo.config import ConfigError
+from evo.lineage.registry import Registry
+from evo.model.artifacts import ModelStore
+from evo.model.lineage_model import load_generation
 
 OUTTYPES = ("f16", "q8_0")
 
@@ -144,9 +147,6 @@ def export_generation(root: str | Path, gen: str, dest: str | Path, fmt: str = "
                       dtype: str = "float32") -> Path:
     """Write generation `gen` (a generation id, a sha or sha prefix, or 'champion') to `dest`: a
     folder (merged) or a .gguf file (gguf)."""
-    from evo.lineage.registry import Registry
-    from evo.model.artifacts import ModelStore
-    from evo.model.lineage_model import load_generation
 
     reg, store = Registry(root), ModelStore(root)
     sha = reg.find(gen)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from evo.train.examples import prompt_ids
+from evo.model.prompts import prompt_ids
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,11 @@ def count_prompt_tokens(tok, prompt: str) -> int:
 
 
 def _generate_kwargs(tok, sampling: Sampling) -> dict:
-    greedy = sampling.temperature == 0
+    is_greedy = sampling.temperature == 0
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
-    return {"max_new_tokens": sampling.max_tokens, "do_sample": not greedy,
-            "temperature": None if greedy else sampling.temperature, "top_p": None if greedy else sampling.top_p,
+    return {"max_new_tokens": sampling.max_tokens, "do_sample": not is_greedy,
+            "temperature": None if is_greedy else sampling.temperature, "top_p": None if is_greedy else sampling.top_p,
             "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
 
 
@@ -129,3 +129,13 @@ def stream_one(model, tok, prompt: str, sampling: Sampling, stops: list[str]) ->
     n = max(counted["n"], 1)
     finish = "stop" if stopped or n < sampling.max_tokens else "length"
     yield Delta("", finish, n)
+
+
+def greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy completions of `prompts`, in batches of `batch_size` (the evals' and curation's answers)."""
+    model.eval()
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        batch = generate_batch(model, tokenizer, prompts[i : i + batch_size], Sampling(max_new_tokens, 0.0), [])
+        out.extend(o[0].text for o in batch)
+    return out

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evo.config import ConfigError
+from evo.model.loading import DTYPES
 
 PACKAGE = "package:"
 
@@ -131,7 +132,6 @@ def convert(source: BaseSource, dest: Path, dtype: str = "float32") -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from evo.model.loading import DTYPES
 
     hf_logging.disable_progress_bar()
     path = Path(source.path)

@@ -6,13 +6,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from evo.config import TinyModelConfig
+from evo.model.tokenizer import add_bos, is_legacy_tiny
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def load_tokenizer(path: str):
     tok = AutoTokenizer.from_pretrained(path)
-    from evo.model.tokenizer import add_bos, is_legacy_tiny
 
     if is_legacy_tiny(tok):  # saved before the rule was in the tokenizer: give it the rule it was trained with
         add_bos(tok.backend_tokenizer)

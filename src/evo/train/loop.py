@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 
 from evo.data.store import read_records
+from evo.model.lineage_model import load_generation
+from evo.model.loading import load_causal_lm, load_tokenizer
 from evo.storage import local_file, local_tree
 from evo.train.deepspeed_config import deepspeed_config
 from evo.train.examples import (
@@ -48,8 +50,6 @@ def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     # reference, so it imports this module on every run; transformers and peft cost it 4-5 s of CPU.
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from evo.model.lineage_model import load_generation
-    from evo.model.loading import load_causal_lm, load_tokenizer
 
     if cfg.mode == "full":
         init = local_tree(cfg.init_dir, cfg.root)  # a URI root: fetched onto this node

@@ -30,6 +30,7 @@ from typing import Optional
 
 from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import EvoConfig
+from evo.evals.lineage_evals import evaluate_many, scores_of
 from evo.gate import gate
 from evo.numbers import cell
 from evo.progress import Progress
@@ -357,7 +358,6 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
 
     # Not at the top: Tune's trial actors import this module for `_trial`, and the evals bring in
     # transformers and peft, which a trial's own process never uses.
-    from evo.evals.lineage_evals import evaluate_many, scores_of
 
     pool = sorted((r for r in records if r.best is not None), key=lambda r: r.best["val_loss"])
     top = pool[: cfg.tune.evaluate_top]
