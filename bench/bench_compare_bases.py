@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from report import update_section  # noqa: E402
 
-from evo.cli import start_ray  # noqa: E402
 from evo.compare import compare_bases, reasons, table  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
 from evo.driver import run  # noqa: E402
+from evo.ray_start import start_ray  # noqa: E402
 
 
 def main() -> None:

@@ -22,12 +22,12 @@ import ray  # noqa: E402
 from report import update_section  # noqa: E402
 
 from evo.atomic import read_json  # noqa: E402
-from evo.cli import WORKER_ENV  # noqa: E402
 from evo.config import load_config  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
 from evo.driver import generation_zero, run  # noqa: E402
 from evo.lineage.root import Lineage  # noqa: E402
 from evo.progress import Progress  # noqa: E402
+from evo.ray_start import WORKER_ENV  # noqa: E402
 
 NO_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
 

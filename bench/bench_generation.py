@@ -24,13 +24,13 @@ import torch  # noqa: E402
 from report import update_section  # noqa: E402
 
 from evo.atomic import read_json  # noqa: E402
-from evo.cli import WORKER_ENV  # noqa: E402
 from evo.config import load_config  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
 from evo.data.store import read_records  # noqa: E402
 from evo.driver import generation_zero, run_generation  # noqa: E402
 from evo.lineage.root import Lineage  # noqa: E402
 from evo.progress import Progress  # noqa: E402
+from evo.ray_start import WORKER_ENV  # noqa: E402
 from evo.train.examples import batches, collate, count_target_tokens, encode  # noqa: E402
 
 WARMUP = 5

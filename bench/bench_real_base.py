@@ -36,12 +36,12 @@ from bench_generation import plain_peft_loop  # noqa: E402
 from ray import serve  # noqa: E402
 from report import update_section  # noqa: E402
 
-from evo.cli import start_ray  # noqa: E402
 from evo.config import load_config  # noqa: E402
 from evo.data.shop import write_shop_data  # noqa: E402
 from evo.driver import generation_zero, run_generation, train, worker_config  # noqa: E402
 from evo.lineage.root import Lineage  # noqa: E402
 from evo.progress import Progress  # noqa: E402
+from evo.ray_start import start_ray  # noqa: E402
 
 PORT = 18793
 QUESTIONS = ["What is the capital of France?", "Describe a walk by the sea.", "Give me a tip for cooking rice.",

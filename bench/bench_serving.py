@@ -29,7 +29,6 @@ from fastapi import FastAPI, Request  # noqa: E402
 from ray import serve  # noqa: E402
 from report import update_section  # noqa: E402
 
-from evo.cli import WORKER_ENV  # noqa: E402
 from evo.config import load_config  # noqa: E402
 from evo.data.demo import write_demo_data  # noqa: E402
 from evo.driver import generation_zero, run_generation  # noqa: E402
@@ -37,6 +36,7 @@ from evo.http.app import SERVE_LOGGING, build_app  # noqa: E402
 from evo.lineage.root import Lineage  # noqa: E402
 from evo.model.generate import Sampling  # noqa: E402
 from evo.progress import Progress  # noqa: E402
+from evo.ray_start import WORKER_ENV  # noqa: E402
 
 PORT, TOKEN = 18791, "bench-token"
 echo_api = FastAPI()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # before anything imports Ray; see evo.cli
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # before anything imports Ray; see evo.ray_start
 
 from evo.testing.clusters import generous_start_waits, start_patiently, use_private_token  # noqa: E402
 
@@ -48,7 +48,7 @@ def ray_cluster(tmp_path_factory):
     machine would."""
     import ray
 
-    from evo.cli import WORKER_ENV
+    from evo.ray_start import WORKER_ENV
 
     cache = str(tmp_path_factory.mktemp("worker-cache"))
     os.environ["EVO_WORKER_CACHE"] = cache

@@ -40,11 +40,11 @@ def test_a_pbt_sweep_over_two_nodes_with_a_uri_root(demo_dir, tmp_path, _base_ca
     from ray.cluster_utils import Cluster
 
     from evo import storage
-    from evo.cli import WORKER_ENV
     from evo.config import load_config
     from evo.driver import run_generation
     from evo.lineage.root import Lineage
     from evo.progress import Silent
+    from evo.ray_start import WORKER_ENV
     from evo.testing.clusters import start_patiently
 
     holder: list = []

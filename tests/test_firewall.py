@@ -44,9 +44,10 @@ def _imports(path: Path) -> list[str]:
 
 
 def test_only_the_cli_imports_the_driver():
-    """The driver is the top of the library: what it uses never reaches back into it."""
+    """The driver is the top of the library: what it uses never reaches back into it. The CLI's verbs
+    that run it live in evo.commands."""
     for path in SRC.rglob("*.py"):
-        if path.name in ("driver.py", "cli.py") and path.parent == SRC:
+        if path.name in ("driver.py", "cli.py", "commands.py") and path.parent == SRC:
             continue
         bad = [n for n in _imports(path) if n == "evo.driver" or n.startswith("evo.driver.")]
         assert not bad, f"{path.relative_to(SRC.parent)} imports {bad[0]}"

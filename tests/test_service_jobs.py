@@ -42,7 +42,7 @@ def service(demo_dir, _base_cache, tmp_path_factory):
     import ray
     from ray import serve
 
-    from evo.cli import WORKER_ENV
+    from evo.ray_start import WORKER_ENV
     from evo.testing.clusters import use_private_token
     from evo.testing.local_head import LocalHead
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 from evo.ab.stats import UNDECIDED, plan_for
 from evo.answers import normalize
+from evo.config import saved_config
 from evo.curation.targeted import known_prompts, load_generator
 from evo.data.records import Record
 from evo.data.store import DataStore, split3
@@ -25,6 +26,9 @@ from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.root import Lineage
 from evo.numbers import show
+from evo.progress import Progress
+from evo.ray_start import start_ray
+from evo.storage import location, open_root
 
 
 class NothingToTest(EvoError):
@@ -172,3 +176,18 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
         serve.delete("evo-ab")
     return ABOutcome(gen_id, stats["verdict"]["verdict"], stats["pairwise"]["distinct_prompts"],
                      action, stats, time.perf_counter() - t0, source)
+
+
+def ab_and_print(cfg, root: str, budget: int, port: int) -> None:
+    """An A/B round (Ray up) with progress on the terminal, then its outcome and the ledger row's result."""
+    out = run_ab_round(cfg, root, budget=budget, port=port, progress=Progress())
+    print(f"A/B {out.gen_id}: {out.verdict} after {out.votes} distinct prompts in {out.seconds:.0f}s -> {out.action}")
+    print(f"  ledger row {out.gen_id}: ab_result = {Ledger(root).get(out.gen_id)['ab_result']}")
+
+
+def cmd_ab(root: str, budget: int, port: int, address: str | None) -> int:
+    """`evo ab`: one round on the latest promoted generation, with the root's saved run config."""
+    cfg = saved_config(open_root(root))
+    start_ray(address)
+    ab_and_print(cfg, location(root), budget, port)  # a URI: the replicas follow it themselves
+    return 0

@@ -8,6 +8,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evo.atomic import read_json
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message lists every problem found, one per line."""
@@ -382,3 +384,18 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> EvoConfig
     apply_overrides(tree, overrides)
     cfg = from_dict(tree, source)
     return resolve_paths(cfg, path.parent if path is not None else Path.cwd())
+
+
+def saved_config(root: Path, overrides: list[str] = ()) -> EvoConfig:
+    """The resolved config of the latest run under a local lineage root, with `a.b=value` overrides."""
+    path = Path(root) / "run_config.json"
+    if not path.exists():
+        raise ConfigError(f"{path}: no run config here; run `evo run` or `evo demo` with this --root first")
+    return from_dict(apply_overrides(read_json(path), list(overrides)), str(path))
+
+
+def cmd_check(root: str, config: str, sets: list[str] | None) -> int:
+    """`evo check CONFIG`: load it (every problem listed in the ConfigError) and say it is valid."""
+    cfg = load_config(config, sets or [])
+    print(f"{config}: valid ({len(cfg.data.generations)} generations)")
+    return 0

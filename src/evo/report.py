@@ -14,11 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evo.atomic import atomic_write_text, read_json
+from evo.config import ConfigError
 from evo.experiment import Experiment, show_interval
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
 from evo.model.artifacts import ModelStore
 from evo.numbers import parse, show
+from evo.storage import open_root
 
 
 def _png(fig) -> str:
@@ -285,3 +287,13 @@ def build_report(root: str | Path, progress: Callable[[str], None] = print) -> P
                            f"</title><style>{STYLE}</style></head><body><h1>evo lineage report</h1>"
                            f"<p>{html.escape(str(root))}: {len(rows)} generations</p>{''.join(parts)}</body></html>")
     return out
+
+
+def cmd_report(root: str) -> int:
+    """`evo report`: write ROOT/report.html."""
+    local = open_root(root)
+    if not (local / "ledger.csv").exists():
+        raise ConfigError(f"{local / 'ledger.csv'}: no lineage here; run `evo run` or `evo demo` with this --root first")
+    out = build_report(local, lambda msg: print(f"report {msg}", flush=True))
+    print(f"wrote {out}")
+    return 0

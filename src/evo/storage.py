@@ -168,6 +168,20 @@ def uri_of(path: str | os.PathLike) -> str:
     return remote.uri_of(remote.rel(path)) if remote else str(path)
 
 
+def location(root: str | os.PathLike) -> str:
+    """A root as every process should open it: a URI as given, a folder made absolute."""
+    return str(root).rstrip("/") if is_uri(root) else str(Path(root).resolve())
+
+
+def open_root(root: str | os.PathLike) -> Path:
+    """The local folder for a root: the folder itself (made absolute, not created), or this process's
+    mirror of a URI with its mutable files fetched fresh, as a `Lineage` opens it."""
+    local = resolve(root)
+    if is_uri(root):
+        remote_for(local).pull_state()
+    return local
+
+
 def after_write(path: str | os.PathLike) -> None:
     """Called by evo.atomic after every write: upload it when it is in a mirror."""
     remote = remote_for(path)

@@ -38,12 +38,14 @@ from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from evo.answers import normalize
-from evo.atomic import atomic_write_text
+from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import ConfigError
-from evo.curation.weak import Scored, WeakReport, area_of, score_examples
+from evo.curation.weak import Scored, WeakReport, area_of, print_weak, score_examples, weak_analysis
 from evo.data.records import Record
 from evo.healing.corrections import CorrectionStore
 from evo.model.generate import Sampling, generate_batch, greedy
+from evo.numbers import show
+from evo.storage import open_root
 
 
 class DomainGenerator(Protocol):
@@ -426,3 +428,30 @@ def targeted_for(lin, cfg, weak, seed: int = 0, exclude: list[Record] = (),
     keys = known_prompts(lin, extra) if known is None else set(known) | known_prompts_of(extra)
     return make_targeted(weak.model, weak.tok, weak.scored, weak.report, gen, t, f, keys,
                          cfg.model.max_length, cfg.eval.max_new_tokens, seed)
+
+
+def cmd_targeted(root: str, sets: list[str] | None, gen: str | None, data: str | None, threshold: float | None,
+                 out: str | None, seed: int) -> int:
+    """`evo targeted`: the weak areas (as `evo weak` prints them), then targeted data for them, as a delta."""
+    local = open_root(root)
+    cfg, lin, w = weak_analysis(local, sets, gen, data, threshold)
+    print_weak(w)
+    print(f"making targeted variations of the {cfg.targeted.seeds} weakest examples "
+          f"(model: {cfg.targeted.model_variations} each, generator {cfg.targeted.generator or '(none)'}: "
+          f"{cfg.targeted.generator_variations} each)", flush=True)
+    res = targeted_for(lin, cfg, w, seed=seed)
+    path = Path(out) if out else local / "targeted" / f"{w.gen_id}.jsonl"
+    write_jsonl(path, res.records)
+    r = res.report
+    r.gen_id, r.sha, r.source, r.written = w.gen_id, w.sha, w.source, str(path)
+    atomic_write_json(path.with_suffix(".json"), r.to_json())
+
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in d.items())
+
+    print(f"{r.candidates} candidates ({counts(r.candidates_by_source)}); dropped: {counts(r.dropped) or 'none'}")
+    print(f"kept {r.kept} ({counts(r.kept_by_source)}) over {len(r.kept_by_area)} area(s); mean quality "
+          f"{show(r.mean_quality)}, difficulty {show(r.mean_difficulty)}, diversity {show(r.mean_diversity)}")
+    print(f"wrote {path} (report: {path.with_suffix('.json')})\n"
+          f"train on it as the next delta: add it to data.generations in your config, then `evo run`")
+    return 0

@@ -10,14 +10,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-from evo.config import ConfigError
+from evo.atomic import atomic_write_json
+from evo.config import ConfigError, saved_config
 from evo.data.ingest import ingest_jsonl
 from evo.data.records import Record
 from evo.data.store import split3
+from evo.lineage.root import Lineage
 from evo.model.lineage_model import load_generation
+from evo.storage import open_root
 from evo.train.examples import IGNORE, collate, encode
 
 
@@ -165,3 +169,35 @@ def analyse(lin, cfg, gen: str | None = None, data: str | None = None, records: 
     report = weak_report(scored, h.weak_threshold, h.weak_thresholds, h.weak_area, share=h.weak_share)
     report.gen_id, report.sha, report.source = gid, sha, source
     return WeakAnalysis(sha, gid, records, source, model, tok, scored, report)
+
+
+# `evo weak` (and the start of `evo targeted`): score a generation on a set and print its weak areas.
+
+def weak_analysis(root: Path, sets: list[str] | None, gen: str | None, data: str | None, threshold: float | None):
+    """The saved run config (with overrides), the lineage at a local root, and the analysis of `gen`."""
+    cfg, lin = saved_config(root, sets or []), Lineage(root)
+    if threshold is not None:
+        cfg.healing.weak_threshold = threshold
+    return cfg, lin, analyse(lin, cfg, gen, data)
+
+
+def print_weak(w: WeakAnalysis) -> None:
+    r = w.report
+    print(f"{w.gen_id} ({w.sha[:12]}) on {r.examples} examples from {w.source}")
+    print("examples above each perplexity threshold: " + ", ".join(f">{t:g}: {n}" for t, n in r.above_threshold))
+    print(f"weak areas (at least {r.weak_share:.0%} of their examples above perplexity {r.threshold:g}, "
+          f"grouped by {r.area_grouping}):")
+    for a in r.weak_areas[:15]:
+        print(f"  {a.area}: {a.above}/{a.examples} above, mean perplexity {a.mean_perplexity:.2f}")
+    if not r.weak_areas:
+        print("  none")
+
+
+def cmd_weak(root: str, sets: list[str] | None, gen: str | None, data: str | None, threshold: float | None) -> int:
+    local = open_root(root)
+    _, _, w = weak_analysis(local, sets, gen, data, threshold)
+    out = local / "weak" / f"{w.gen_id}.json"
+    atomic_write_json(out, w.report.to_json())
+    print_weak(w)
+    print(f"full report: {out}")
+    return 0

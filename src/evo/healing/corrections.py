@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from evo.atomic import locked, sha256_bytes
+from evo.config import ConfigError
 from evo.data.ingest import IngestError, Problem
 from evo.data.records import Record
-from evo.storage import after_write, resolve
+from evo.storage import after_write, open_root, resolve
 
 PATTERN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 FIELDS = ("prompt", "wrong", "corrected", "pattern", "reason")
@@ -133,3 +134,23 @@ class CorrectionStore:
         for c in self.all():
             out.setdefault(c.pattern, []).append(c)
         return out
+
+
+def cmd_correct(root: str, file: str | None, prompt: str | None, wrong: str | None, corrected: str | None,
+                pattern: str | None, reason: str | None) -> int:
+    """`evo correct`: a file of corrections (all or none), or one given by its fields."""
+    if file:
+        if any([prompt, wrong, corrected, pattern]):
+            raise ConfigError("give either --file or --prompt/--wrong/--corrected/--pattern, not both")
+        items = read_corrections_file(file)
+    else:
+        try:
+            items = [parse_correction({"prompt": prompt or "", "wrong": wrong or "", "corrected": corrected or "",
+                                       "pattern": pattern or "", "reason": reason or ""})]
+        except CorrectionError as e:
+            raise IngestError(f"correction: {e}") from None
+    store = CorrectionStore(open_root(root))
+    added = store.add(items)
+    print(f"{store.path}: {len(added)} correction(s) recorded, {len(items) - len(added)} already there; "
+          f"{len(store.all())} in all, over {len(store.patterns())} pattern(s). They join the next generation's data.")
+    return 0

@@ -37,6 +37,7 @@ from evo.atomic import atomic_write_json, locked, read_json
 from evo.errors import EvoError
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
+from evo.storage import open_root
 
 VERDICTS = ("promoted", "rejected", "base")
 
@@ -327,3 +328,31 @@ def last_good(line: list[tuple[str, bool]]) -> str:
         if not bad:
             return gid
     return line[-1][0]
+
+
+# `evo promote`, `evo reject`, `evo revert`: one decision by hand, printed as recorded.
+
+def _by_hand(reason: str | None) -> str:
+    return f"by hand: {reason}" if reason else "by hand (evo CLI)"
+
+
+def _print_decision(decisions: Decisions, d: Decision) -> int:
+    print(f"{d.op} {d.gen_id}: recorded in {d.path}")
+    print(f"  champion:  {decisions.registry.alias('champion')}")
+    print(f"  candidate: {decisions.registry.alias('candidate') or '-'}")
+    return 0
+
+
+def cmd_promote(root: str, gen: str | None, reason: str | None) -> int:
+    decisions = Decisions(open_root(root))
+    return _print_decision(decisions, decisions.promote(gen, _by_hand(reason)))
+
+
+def cmd_reject(root: str, gen: str | None, reason: str | None) -> int:
+    decisions = Decisions(open_root(root))
+    return _print_decision(decisions, decisions.reject(gen, _by_hand(reason)))
+
+
+def cmd_revert(root: str, to: str, reason: str | None) -> int:
+    decisions = Decisions(open_root(root))
+    return _print_decision(decisions, decisions.revert(to, _by_hand(reason)))

@@ -22,6 +22,7 @@ from evo.config import ConfigError
 from evo.lineage.registry import Registry
 from evo.model.artifacts import ModelStore
 from evo.model.lineage_model import load_generation
+from evo.storage import open_root
 
 OUTTYPES = ("f16", "q8_0")
 
@@ -173,3 +174,17 @@ def export_generation(root: str | Path, gen: str, dest: str | Path, fmt: str = "
         atomic_write_text(out.with_suffix(".json"), json.dumps({**meta, "outtype": outtype}, indent=1) + "\n")
         return out
     raise ExportError(f"--format {fmt!r}: use merged or gguf")
+
+
+def cmd_export(root: str, gen: str, fmt: str, outtype: str, out: str | None) -> int:
+    """`evo export GEN`: write it, then say what reads the result."""
+    local = open_root(root)
+    out = out or str(local / "exports" / (gen + ("" if fmt == "merged" else f".{outtype}.gguf")))
+    print(f"exporting {gen} as {fmt}{'' if fmt == 'merged' else ' ' + outtype} to {out}", flush=True)
+    path = export_generation(local, gen, out, fmt, outtype)
+    if fmt == "merged":
+        print(f"wrote {path}: AutoModelForCausalLM.from_pretrained({str(path)!r}) loads it")
+    else:
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): llama.cpp reads it; so does "
+              f"AutoModelForCausalLM.from_pretrained({str(path.parent)!r}, gguf_file={path.name!r})")
+    return 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 from evo.atomic import atomic_write_text, locked
 from evo.numbers import cell
-from evo.storage import resolve
+from evo.storage import open_root, resolve
 
 COLUMNS = [
     "GEN_ID", "parent_sha", "child_sha", "data_delta_sha", "steps", "lr", "walltime_min",
@@ -86,3 +87,33 @@ class Ledger:
         w.writeheader()
         w.writerows(rows)
         atomic_write_text(self.path, buf.getvalue())
+
+
+def print_ledger(root: Path, as_json: bool) -> None:
+    """The ledger of a local root as a table (the columns a reader compares), each row's reason, A/B results."""
+    rows = Ledger(root).rows()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"{root}/ledger.csv: no generations yet")
+        return
+    cols = ["GEN_ID", "child_sha", "steps", "walltime_min", "loss_start", "loss_end", "eval_recall",
+            "eval_generalization", "eval_style_drift", "replay_k", "patterns_healed", "decision", "split"]
+    table = [cols] + [[(r[c][:12] if c.endswith("sha") else r[c] or ("v1" if c == "split" else "")) for c in cols]
+                      for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print("split: v1 = one holdout, used both to choose checkpoints and to report; v2 = train / val (choosing "
+          "only) / test (reported and gated)")
+    print("\nreasons: " + "; ".join(f"{r['GEN_ID']}: {r['reason']}" for r in rows))
+    ab = [f"{r['GEN_ID']}: {r['ab_result']}" for r in rows if r["ab_result"]]
+    if ab:
+        print("A/B: " + "; ".join(ab))
+
+
+def cmd_ledger(root: str, as_json: bool) -> int:
+    """`evo ledger`."""
+    print_ledger(open_root(root), as_json)
+    return 0

@@ -12,7 +12,7 @@ from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
 from evo.model.artifacts import ModelStore
-from evo.storage import is_uri, remote_for, resolve, uri_of
+from evo.storage import location, remote_for, resolve, uri_of
 
 GEN0 = "gen-0"
 
@@ -41,7 +41,7 @@ class Lineage:
     models: ModelStore = field(init=False)
 
     def __post_init__(self):
-        self.location = str(self.root).rstrip("/") if is_uri(self.root) else str(Path(self.root).resolve())
+        self.location = location(self.root)
         self.root = resolve(self.root)  # a URI: this process's mirror of it, its mutable files fresh
         self.root.mkdir(parents=True, exist_ok=True)
         if (remote := remote_for(self.root)) is not None:
