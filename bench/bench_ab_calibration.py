@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from report import update_section  # noqa: E402
 
-from evo.ab.stats import (  # noqa: E402
+from evo.ab.tally import summarize  # noqa: E402
+from evo.ab.verdict import (  # noqa: E402
     CANDIDATE_BETTER,
     CANDIDATE_WORSE,
     NO_DIFFERENCE,
     UNDECIDED,
     TestPlan,
-    summarize,
 )
 
 BUDGET = 300  # `evo ab --budget` default: distinct prompts asked at most
@@ -91,7 +91,7 @@ def main() -> None:
         return f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |"
 
     body = f"""
-{args.rounds} simulated rounds per row through `evo.ab.stats.summarize` (the server's own code), each
+{args.rounds} simulated rounds per row through `evo.ab.tally.summarize` (the server's own code), each
 played as `evo ab` plays one: up to {BUDGET} distinct prompts, `/ab/stats` read every {LOOK_EVERY_PAIRS} pairs, stop at the
 first verdict. Plan: alpha {plan.alpha}, a look every {plan.look_every} decisive votes, {plan.max_looks} looks (the last at
 {need} decisive votes); {args.tie_rate:.0%} of prompts are ties. {seconds:.0f} s in all.

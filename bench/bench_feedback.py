@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import update_section  # noqa: E402
 
 from evo.ab.feedback import DuplicateVote, FeedbackStore, _parse  # noqa: E402
-from evo.ab.stats import TestPlan, summarize  # noqa: E402
+from evo.ab.tally import summarize  # noqa: E402
+from evo.ab.verdict import TestPlan  # noqa: E402
 
 PLAN = TestPlan()
 

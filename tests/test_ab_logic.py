@@ -7,7 +7,8 @@ import pytest
 
 from evo.ab.feedback import FeedbackError, FeedbackStore
 from evo.ab.router import ABRouter
-from evo.ab.stats import (
+from evo.ab.tally import prompt_key, summarize
+from evo.ab.verdict import (
     CANDIDATE_BETTER,
     CANDIDATE_WORSE,
     NO_DIFFERENCE,
@@ -15,10 +16,7 @@ from evo.ab.stats import (
     TestPlan,
     binomial_two_sided_p,
     critical_wins,
-    pairwise_verdict,
     plan_for,
-    prompt_key,
-    summarize,
     wilson,
 )
 
@@ -36,6 +34,12 @@ PLAN = TestPlan(alpha=0.05, look_every=10, max_looks=3)  # looks at 10, 20 and 3
 
 def votes(cand: int, champ: int) -> list[str]:
     return ["candidate"] * cand + ["champion"] * champ
+
+
+def verdict_after(winners: list[str], plan: TestPlan) -> str:
+    """The verdict `/ab/stats` reports (`summarize`) after these votes, each on a prompt of its own."""
+    events = [{"kind": "pairwise", "pair_id": f"p{i}", "prompt_key": f"k{i}", "winner": w} for i, w in enumerate(winners)]
+    return summarize(events, plan)["verdict"]["verdict"]
 
 
 @pytest.mark.parametrize("plan", [TestPlan(), plan_for(64)], ids=["default", "a pool of 64 prompts"])
@@ -62,8 +66,8 @@ def test_a_round_with_a_small_pool_plans_no_look_the_pool_cannot_fill():
     spends too little alpha to say anything; a pool under one look still gets one."""
     assert plan_for(64).looks == [10, 20, 30, 40, 50, 60] and plan_for(500).max_looks == TestPlan().max_looks
     assert plan_for(5).max_looks == 1
-    assert pairwise_verdict(votes(20, 0), plan_for(64)).verdict == CANDIDATE_BETTER
-    assert pairwise_verdict(votes(20, 0), TestPlan()).verdict == UNDECIDED
+    assert verdict_after(votes(20, 0), plan_for(64)) == CANDIDATE_BETTER
+    assert verdict_after(votes(20, 0), TestPlan()) == UNDECIDED
 
 
 @pytest.mark.parametrize("winners,verdict", [
@@ -75,7 +79,7 @@ def test_a_round_with_a_small_pool_plans_no_look_the_pool_cannot_fill():
     (votes(8, 2) + votes(7, 3) + votes(3, 7), NO_DIFFERENCE),  # 18 of 30 after the last look (needs 21)
 ])
 def test_verdicts_are_taken_only_at_the_planned_looks(winners, verdict):
-    assert pairwise_verdict(winners, PLAN).verdict == verdict
+    assert verdict_after(winners, PLAN) == verdict
 
 
 def test_one_prompt_asked_again_and_again_is_one_vote():
@@ -205,7 +209,7 @@ def test_bradley_terry_recovers_known_strengths_and_its_intervals_cover():
     import math
     import random
 
-    from evo.ab.stats import bradley_terry
+    from evo.ab.leaderboard import bradley_terry
 
     true = {"x": 0.6, "y": 0.0, "z": -0.6}
     rng, covered, total = random.Random(1), 0, 0

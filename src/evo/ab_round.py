@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-from evo.ab.stats import UNDECIDED, plan_for
+from evo.ab.verdict import UNDECIDED, plan_for
 from evo.answers import normalize
 from evo.config import saved_config
 from evo.curation.targeted import known_prompts, load_generator
@@ -104,7 +104,7 @@ def _get(url: str) -> dict:
 
 def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_tokens: int, progress) -> dict:
     """Each prompt asked once, side by side, judged and voted, until a verdict, `budget` pairs, or
-    the prompts run out (a repeated prompt would not count: see evo.ab.stats)."""
+    the prompts run out (a repeated prompt would not count: see evo.ab.tally)."""
     stats = _get(f"{base_url}/ab/stats")
     for n, item in enumerate(items[:budget]):
         pair = _post(f"{base_url}/v1/side_by_side", {**item.prompt, "max_tokens": max_tokens, "temperature": 0})

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evo.ab.router import ARMS
-from evo.ab.stats import Tally
+from evo.ab.tally import Tally
 from evo.storage import resolve
 
 KINDS = ("response", "thumbs", "pair", "pairwise")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from evo.ab.stats import prompt_key
+from evo.ab.tally import prompt_key
 from evo.atomic import locked
 from evo.openai_api import APIError
 

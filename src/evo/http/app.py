@@ -21,7 +21,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 
 from evo.ab.rating_queue import RatingQueue
-from evo.ab.stats import TestPlan, prompt_key
+from evo.ab.tally import prompt_key
+from evo.ab.verdict import TestPlan
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import public
 from evo.finetune.submit import JobService, RayJobs
@@ -423,7 +424,7 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
               jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None, plan: Optional[TestPlan] = None):
     """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
     ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU.
-    `plan`: the A/B verdict's test plan (default: evo.ab.stats.TestPlan())."""
+    `plan`: the A/B verdict's test plan (default: evo.ab.verdict.TestPlan())."""
     settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
                 "state_id": f"{round_id}-{uuid.uuid4().hex[:8]}",
                 "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN"),

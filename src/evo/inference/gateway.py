@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Optional
 
 from evo.ab.feedback import DuplicateVote, FeedbackError, FeedbackStore
+from evo.ab.leaderboard import bradley_terry
 from evo.ab.router import ABRouter
-from evo.ab.stats import TestPlan, bradley_terry
+from evo.ab.verdict import TestPlan
 from evo.atomic import atomic_write_json, read_json
 from evo.finetune.jobs import JobStore
 from evo.lineage.decisions import DecisionError, Decisions
