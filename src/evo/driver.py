@@ -43,8 +43,8 @@ from evo.model.tokenizer import train_bpe_tokenizer
 from evo.numbers import show
 from evo.progress import Progress, Silent
 from evo.storage import after_write_tree, uri_of
-from evo.train.trainer import run_training
-from evo.train.worker_config import WorkerConfig, training_meta, worker_config
+from evo.train.child import build_child, train_run
+from evo.train.worker_config import training_meta, worker_config
 from evo.tune.sweep import choose_winner, run_sweep, save_trials
 
 __all__ = ["GEN0", "Lineage", "RunSummary", "gen_id", "generation_zero", "run", "run_generation"]
@@ -67,24 +67,6 @@ def ingest(lin: Lineage, path: str, cfg: EvoConfig, progress: Progress, gid: str
     for p in report.invalid[:5]:
         progress(gid, f"  skipped {p}")
     return lin.data.put(report.records)
-
-
-# ---------------------------------------------------------------- training
-
-
-def train(cfg: EvoConfig, lin: Lineage, gid: str, worker: WorkerConfig, progress: Progress):
-    t = cfg.train
-    progress(gid, f"training on Ray Train: {t.num_workers} workers, {t.strategy}"
-             + (f" ZeRO-{t.zero_stage}" if t.strategy == "deepspeed" else "")
-             + f", {worker.steps} steps, checkpoint every {worker.checkpoint_every}")
-    out = run_training(worker, t, lin.ray_storage(), f"{cfg.name}-{gid}",
-                       lin.run_dir(gid) / "best")
-    s = out.summary
-    tps = s["tokens"] / s["step_seconds"] if s.get("step_seconds") else float("nan")
-    progress(gid, f"trained in {out.wall_seconds:.0f}s ({s.get('step_seconds', 0):.1f}s in steps, "
-             f"{tps:.0f} tokens/s); best checkpoint at step {out.best_metrics['step']} "
-             f"(val loss {out.best_metrics['val_loss']:.3f})")
-    return out
 
 
 # ---------------------------------------------------------------- generation 0
@@ -113,7 +95,7 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
     p = cfg.model.pretrain
     worker = worker_config(cfg, lin, GEN0, mode="full", init_dir=uri_of(init_dir), lora=None, steps=p.steps,
                            batch_size=p.batch_size, lr=p.lr, checkpoint_every=max(1, p.steps // 4))
-    out = train(cfg, lin, GEN0, worker, progress)
+    out = train_run(cfg, lin, GEN0, worker, progress)
 
     def save(folder: Path) -> None:
         for f in out.best_dir.iterdir():
@@ -221,29 +203,27 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     rng = random.Random(cfg.train.seed + index)
     anc_val = [r for recs in anc.val.values() for r in recs]
     val = parts.val + rng.sample(anc_val, min(len(anc_val), max(len(parts.val), 32)))
-    write_records(lin.run_dir(gid) / "val.parquet", val)
     mixes = {}
+    if replay_ks is not None:  # a sweep's files; a single child's are written by train.child.build_child
+        write_records(lin.run_dir(gid) / "val.parquet", val)
     for k in sorted(set(replay_ks)) if replay_ks is not None else []:
         mix = build_mix(train_part, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index, rehearse)
         path = lin.run_dir(gid) / f"mix-k{k}.parquet"
         write_records(path, mix.records)
         mixes[k] = (str(path), mix)
     mix = build_mix(train_part, anc.pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index, rehearse)
-    if replay_ks is None:
-        write_records(lin.run_dir(gid) / "mix.parquet", mix.records)
     return Prepared(mix, mixes, parts.test, parts.val, anc, val)
 
 
-def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: str, progress: Progress,
-                extra: dict) -> str:
-    """Train (or, on resume, reuse the registered candidate of this generation) and register it."""
+def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: str, prep: Prepared,
+                progress: Progress, extra: dict) -> str:
+    """The generation's child, built on its mix (or, on resume, the registered candidate of this
+    generation), registered as candidate and proposed."""
     cand = lin.registry.alias("candidate")
     if cand and lin.registry.model(cand)["gen_id"] == gid:
         progress(gid, f"resuming: child {cand[:12]} was trained before the interruption")
         return cand
-    worker = worker_config(cfg, lin, gid, parent_sha=parent, **extra)
-    out = train(cfg, lin, gid, worker, progress)
-    child = lin.models.put_adapter(out.best_dir, parent, training_meta(out, worker, cfg, data_sha, gid))
+    child = build_child(cfg, lin, gid, parent, prep.mix, prep.val, progress, data_sha=data_sha, **extra).sha
     lin.registry.add(child, gid, parent, "candidate")
     lin.decisions.propose(gid, child, "trained")
     return child
@@ -314,7 +294,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     else:
         n_replay, trial = prep.mix.n_replay, ""
         progress(gid, f"mix: {prep.mix.n_delta} new + {prep.mix.n_replay} replayed records; parent {champion[:12]}")
-        child = train_child(cfg, lin, gid, champion, data_sha, progress, extra or {})
+        child = train_child(cfg, lin, gid, champion, data_sha, prep, progress, extra or {})
     ev = evaluate(cfg, lin, gid, child, champion, prep.gate_spec(cfg, lin), progress)
     decision, reason = decide(cfg, lin, ev.scores)
     atomic_write_json(lin.eval_path(gid), ev.to_json())

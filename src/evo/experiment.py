@@ -14,8 +14,10 @@ One replication (a "seed") runs like this, from one start model:
    No record of either line is within one word of an evaluation prompt (one word changed, added
    or removed), nor repeats the start line's data, the probe set or an earlier round: the same
    filter for both lines, and how many candidates each lost to the evaluation filter is kept.
-   Each child is trained on Ray Train with the same settings (its data plus a replay sample of the
-   start model's line and of its own line's earlier rounds) and scored on the evaluation set.
+   Each child is built as every generation's child is (`evo.train.child.build_child`), with the same
+   settings for both lines (its data plus a replay sample of the start model's line and of its own
+   line's earlier rounds), and scored on the evaluation set. What is the experiment's own: the two
+   data arms (`_Run.draw`), the scores on the evaluation set, and the results file.
 4. The lead of a round: targeted's accuracy minus random's (and random's loss minus targeted's),
    on the fixed areas and overall. Both lines start at the same model, so this is also the
    difference of their gains since the start.
@@ -37,34 +39,41 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import ray
+
 from evo.answers import normalize
 from evo.atomic import atomic_write_json, read_json
+from evo.config import EvoConfig
 from evo.curation.targeted import (
     NEAR_EVAL,
+    DomainGenerator,
     TargetedError,
+    TargetedReport,
     WordNeighbours,
     key_of,
     load_generator,
     targeted_for,
     write_jsonl,
 )
-from evo.curation.weak import analyse, area_of, score_examples
+from evo.curation.weak import WeakAnalysis, analyse, area_of, score_examples
 from evo.data.ingest import ingest_jsonl
-from evo.data.mix import build_mix
+from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
-from evo.data.store import split, write_records
+from evo.data.store import split
 from evo.healing.corrections import CorrectionStore
+from evo.lineage.root import Lineage
 from evo.model.generate import greedy
 from evo.model.lineage_model import load_generation
-from evo.storage import uri_of
-from evo.train.trainer import run_training
-from evo.train.worker_config import training_meta, worker_config
+from evo.progress import Silent
+from evo.train.child import build_child
 
 NAME = "targeted_vs_random"
+Say = Callable[[str], None]  # the experiment's progress: one line at a time
 ARMS = ("targeted", "random")
 SUBSETS = ("areas", "overall")  # the fixed areas' evaluation items; the whole evaluation set
 METRICS = ("accuracy", "loss")
@@ -272,26 +281,28 @@ def _sha(records: list[Record]) -> str:
     return hashlib.sha256("\n".join(sorted(key_of(r) for r in records)).encode()).hexdigest()
 
 
-def _train_arm(cfg, lin, folder: Path, gid: str, seed: int, rnd: int, parent: str, data: list[Record],
-               replay_pool: list[Record], steps: int, progress) -> tuple[str, dict]:
-    """One child of `parent` on `data` + replay, on Ray Train; stored in models/, not registered."""
-
+def _arm_mix(cfg: EvoConfig, data: list[Record], replay_pool: list[Record], seed: int,
+             rnd: int) -> tuple[ReplayMix, list[Record]]:
+    """An arm's training mix (its data's train part + a replay sample of `replay_pool`) and its val records."""
     train_part, val = split(data, cfg.data.val_fraction)
     if not val:  # too few records for the hash split: hold out two
         train_part, val = data[:-2], data[-2:]
     mix = build_mix(train_part, replay_pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + 1000 * seed + rnd)
-    write_records(folder / "mix.parquet", mix.records)
-    write_records(folder / "val.parquet", val)
-    worker = worker_config(cfg, lin, gid, parent_sha=parent, steps=steps, label=gid, seed=cfg.train.seed + seed,
-                           checkpoint_every=min(cfg.train.checkpoint_every, steps),
-                           mix_path=uri_of(folder / "mix.parquet"), val_path=uri_of(folder / "val.parquet"))
+    return mix, val
+
+
+def _train_arm(cfg: EvoConfig, lin: Lineage, folder: Path, gid: str, seed: int, rnd: int, parent: str,
+               data: list[Record], replay_pool: list[Record], steps: int, progress: Say) -> tuple[str, dict]:
+    """One child of `parent` on `data` + replay, built as every child is (`evo.train.child.build_child`);
+    stored in models/, not registered."""
+    mix, val = _arm_mix(cfg, data, replay_pool, seed, rnd)
     progress(f"{gid}: training on {mix.n_delta} records + {mix.n_replay} replayed, {steps} steps")
-    out = run_training(worker, cfg.train, lin.ray_storage(), f"{cfg.name}-{gid}-{int(time.time())}", folder / "best")
-    meta = training_meta(out, worker, cfg, "", gid)
-    meta.update(experiment=NAME, seed=seed, round=rnd)
-    child = lin.models.put_adapter(out.best_dir, parent, meta)
-    return child, {"replayed": mix.n_replay, "best_val_loss": out.best_metrics["val_loss"],
-                   "train_seconds": out.wall_seconds}
+    child = build_child(cfg, lin, gid, parent, mix, val, Silent(), folder=folder,  # its one line is above
+                        meta={"experiment": NAME, "seed": seed, "round": rnd},
+                        name=f"{cfg.name}-{gid}-{int(time.time())}",  # a run of its own: never resume an older one
+                        steps=steps, seed=cfg.train.seed + seed, checkpoint_every=min(cfg.train.checkpoint_every, steps))
+    return child.sha, {"replayed": mix.n_replay, "best_val_loss": child.out.best_metrics["val_loss"],
+                       "train_seconds": child.out.wall_seconds}
 
 
 def start_prompts(lin, start: str) -> set[str]:
@@ -338,29 +349,42 @@ def _sets(gen, folder: Path, seed: int, eval_file: Optional[str], probe_file: Op
     return evals, probes
 
 
-def run_experiment(cfg, lin, start: str, rounds: int, seeds: int, steps: Optional[int], seed: int, progress,
-                   eval_file: Optional[str] = None, probe_file: Optional[str] = None, pool: list[Record] = (),
-                   eval_size: int = 40, probe_size: int = 120, fresh: bool = False,
-                   min_records: int = 16) -> Experiment:
-    """`seeds` replications of `rounds` rounds each. A replication stops early when the targeted
-    filter keeps fewer than `min_records` records (a full round of steps on a handful of records
-    overfits both lines: measured) or the targeted line has no weak area left on the probe set."""
-    import ray
+@dataclass(frozen=True)
+class Sources:
+    """Where a seed's evaluation and probe sets come from: the given files, else drawn at these sizes."""
 
-    gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
-    if gen is None and not pool:
-        raise TargetedError("the random arm needs the domain's generator (targeted.generator) or --pool FILE")
-    if gen is None and not (eval_file and probe_file):
-        raise TargetedError("without a domain generator (targeted.generator), give the evaluation set (--data FILE) "
-                            "and the probe set (--probe FILE)")
-    steps = steps or cfg.train.steps
-    how = cfg.healing.weak_area
-    path = lin.root / "experiments" / f"{NAME}.json"
-    settings = {"start": start, "rounds": rounds, "steps": steps, "seed": seed,
-                "eval": eval_file or f"{eval_size} drawn per seed", "probe": probe_file or f"{probe_size} drawn per seed",
-                "train_lr": cfg.train.lr, "replay_k": cfg.train.replay_k, "weak_threshold": cfg.healing.weak_threshold,
-                "weak_share": cfg.healing.weak_share, "weak_area": how, "generator": cfg.targeted.generator,
-                "pool": len(pool)}
+    eval_file: Optional[str] = None
+    probe_file: Optional[str] = None
+    eval_size: int = 40
+    probe_size: int = 120
+
+    def check(self, gen: Optional[DomainGenerator], pool: list[Record]) -> None:
+        """Refuse an experiment whose random arm or sets have nothing to come from."""
+        if gen is None and not pool:
+            raise TargetedError("the random arm needs the domain's generator (targeted.generator) or --pool FILE")
+        if gen is None and not (self.eval_file and self.probe_file):
+            raise TargetedError("without a domain generator (targeted.generator), give the evaluation set (--data FILE) "
+                                "and the probe set (--probe FILE)")
+
+    def sets(self, gen: Optional[DomainGenerator], folder: Path, seed: int,
+             known: set[str]) -> tuple[list[Record], list[Record]]:
+        """The seed's evaluation and probe sets (see `_sets`)."""
+        return _sets(gen, folder, seed, self.eval_file, self.probe_file, self.eval_size, self.probe_size, known)
+
+
+def _settings(cfg: EvoConfig, start: str, rounds: int, steps: int, seed: int, sources: Sources,
+              pool: list[Record]) -> dict:
+    """What makes two experiments the same one: a rerun with other settings is refused."""
+    return {"start": start, "rounds": rounds, "steps": steps, "seed": seed,
+            "eval": sources.eval_file or f"{sources.eval_size} drawn per seed",
+            "probe": sources.probe_file or f"{sources.probe_size} drawn per seed",
+            "train_lr": cfg.train.lr, "replay_k": cfg.train.replay_k, "weak_threshold": cfg.healing.weak_threshold,
+            "weak_share": cfg.healing.weak_share, "weak_area": cfg.healing.weak_area, "generator": cfg.targeted.generator,
+            "pool": len(pool)}
+
+
+def _resume(path: Path, settings: dict, fresh: bool) -> Experiment:
+    """The experiment at `path` to continue (the same settings only), or a new one."""
     exp = None
     if path.exists() and not fresh:
         raw = read_json(path)
@@ -372,94 +396,188 @@ def run_experiment(cfg, lin, start: str, rounds: int, seeds: int, steps: Optiona
             raise TargetedError(f"{path} holds an experiment with other settings; pass --fresh to replace it")
     exp = exp or Experiment(settings, [], [], time.strftime("%Y-%m-%dT%H:%M:%S"))
     exp.finished = ""
-    eval_task = ray.remote(num_cpus=1)(metrics)
-    replay_base = lin.ancestry(start, cfg.data.val_fraction, cfg.data.test_fraction).pool
-    args = (cfg.model.dtype, cfg.model.max_length, cfg.eval.max_new_tokens)
-    base = lin.root / "experiments" / NAME
-    line_known = start_prompts(lin, start)
+    return exp
 
-    def save() -> None:
-        exp.summary = summarize(exp.replications)
-        atomic_write_json(path, exp.to_json())
 
-    for s in range(seed, seed + seeds):
-        rep = next((r for r in exp.replications if r.seed == s), None)
+@dataclass
+class _Seed:
+    """One replication under way: its record, its two sets, and the targeted line's latest diagnosis."""
+
+    number: int
+    rep: Optional[Replication]
+    folder: Path
+    evals: list[Record]
+    probes: list[Record]
+    near: WordNeighbours  # the one-word neighbours of the evaluation prompts: neither arm gets one
+    weak: Optional[WeakAnalysis] = None  # of the targeted line's current model, until its data is drawn
+
+
+@dataclass
+class _Drawn:
+    """A round's two data arms, as many records each, and what the one-word filter cost each."""
+
+    report: TargetedReport  # the targeted arm's
+    data: dict[str, list[Record]]  # arm -> its records
+    dropped: dict[str, int]  # arm -> candidates lost to the one-word filter
+
+
+@dataclass
+class _Run:
+    """One `run_experiment` call: what its seeds share, and the steps a seed goes through."""
+
+    cfg: EvoConfig
+    lin: Lineage
+    start: str
+    rounds: int
+    steps: int
+    gen: Optional[DomainGenerator]  # the domain's generator; None: the pool and the given sets
+    pool: list[Record]
+    sources: Sources
+    min_records: int
+    progress: Say
+    exp: Experiment
+
+    def __post_init__(self) -> None:
+        self.path = self.lin.root / "experiments" / f"{NAME}.json"
+        self.eval_task = ray.remote(num_cpus=1)(metrics)
+        self.replay_base = self.lin.ancestry(self.start, self.cfg.data.val_fraction, self.cfg.data.test_fraction).pool
+        self.line_known = start_prompts(self.lin, self.start)
+
+    def save(self) -> None:
+        """The experiment as it stands, summary included, to experiments/targeted_vs_random.json."""
+        self.exp.summary = summarize(self.exp.replications)
+        atomic_write_json(self.path, self.exp.to_json())
+
+    def measure(self, shas: list[str], areas: list[str], evals: list[Record]) -> list[dict[str, Score]]:
+        """Each model's scores on `evals`, overall and on `areas`: a Ray task per model."""
+        args = (self.cfg.healing.weak_area, self.cfg.model.dtype, self.cfg.model.max_length, self.cfg.eval.max_new_tokens)
+        got = ray.get([self.eval_task.remote(self.lin.location, x, evals, areas, *args) for x in shas])
+        return [{k: Score(**v) for k, v in g.items()} for g in got]
+
+    def replicate(self, s: int) -> None:
+        """Seed `s` from where it stands to its last round (or the round it stops at)."""
+        rep = next((r for r in self.exp.replications if r.seed == s), None)
         if rep is not None and rep.finished:
-            continue
-        folder = base / f"seed-{s}"
-        evals, probes = _sets(gen, folder, s, eval_file, probe_file, eval_size, probe_size, line_known)
-        near = WordNeighbours(key_of(r) for r in evals)
-
-        def measure(shas: list[str], areas: list[str], evals: list[Record] = evals) -> list[dict[str, Score]]:
-            got = ray.get([eval_task.remote(lin.location, x, evals, areas, how, *args) for x in shas])
-            return [{k: Score(**v) for k, v in g.items()} for g in got]
-
-        weak = None
-        if rep is None:
-            progress(f"seed {s}: weak areas of the start model {start[:12]} on {len(probes)} probes "
-                     f"({len(evals)} evaluation examples, kept apart)")
-            weak = analyse(lin, cfg, records=probes, sha=start)
-            areas = weak.report.area_names
-            (start_scores,) = measure([start], areas)
-            rep = Replication(s, str(folder / "eval.jsonl"), str(folder / "probe.jsonl"), len(evals), len(probes),
-                              _sha(evals), areas, start_scores["areas"].n, start_scores)
-            exp.replications.append(rep)
-            exp.replications.sort(key=lambda r: r.seed)
-            if not areas:
-                rep.note = f"no weak area above perplexity {cfg.healing.weak_threshold:g} on the probe set"
-                rep.finished = True
-                save()
-                progress(f"seed {s}: {rep.note}; nothing to compare")
-                continue
-            save()
-        for rnd in range(len(rep.rounds) + 1, rounds + 1):
-            prev = rep.rounds[-1] if rep.rounds else None
-            parents = {"targeted": prev.targeted.child if prev else start, "random": prev.random.child if prev else start}
-            earlier = {a: [Record(**row) for x in rep.rounds for row in getattr(x, a).data_rows] for a in ARMS}
-            if weak is None:
-                progress(f"seed {s} round {rnd}/{rounds}: weak areas of the targeted line's model {parents['targeted'][:12]}")
-                weak = analyse(lin, cfg, records=probes, sha=parents["targeted"])
-            aimed = weak.report.area_names
-            if not aimed:
-                rep.note = f"round {rnd}: the targeted line has no weak area left on the probe set; stopped"
+            return
+        folder = self.lin.root / "experiments" / NAME / f"seed-{s}"
+        evals, probes = self.sources.sets(self.gen, folder, s, self.line_known)
+        seed = _Seed(s, rep, folder, evals, probes, WordNeighbours(key_of(r) for r in evals))
+        if rep is None and not self.begin(seed):
+            return
+        for rnd in range(len(seed.rep.rounds) + 1, self.rounds + 1):
+            if not self.play_round(seed, rnd):
                 break
-            exclude = evals + probes + earlier["targeted"] + earlier["random"]
-            known = line_known | {key_of(r) for r in exclude}
-            targeted = targeted_for(lin, cfg, weak, seed=1000 * s + rnd, too_close=near.__contains__, known=known)
-            weak = None  # frees the model before training
-            if len(targeted.records) < min_records:
-                rep.note = (f"round {rnd}: the filter kept {len(targeted.records)} targeted record(s), fewer than "
-                            f"{min_records}; stopped (the weak areas are nearly exhausted)")
-                break
-            n = len(targeted.records)
-            known |= {key_of(r) for r in targeted.records}
-            randoms, random_near = random_records(gen, list(pool), n, known, random.Random(f"random-{s}-{rnd}"), near)
-            if len(randoms) < n:
-                raise TargetedError(f"seed {s} round {rnd}: only {len(randoms)} unseen records for the random arm, {n} "
-                                    "needed (none may be within one word of an evaluation prompt); lower --eval-size")
-            progress(f"seed {s} round {rnd}: {n} targeted records over {len(targeted.report.kept_by_area)} areas, "
-                     f"{n} random ones")
-            data = {"targeted": targeted.records, "random": randoms}
-            dropped = {"targeted": targeted.report.dropped.get(NEAR_EVAL, 0), "random": random_near}
-            before = measure([parents["targeted"], parents["random"]], rep.areas)
-            arms = {}
-            for arm, b in zip(ARMS, before):
-                gid = f"exp-{NAME}-s{s}-r{rnd}-{arm}"
-                data_path = write_jsonl(folder / f"round-{rnd}-{arm}.jsonl", data[arm])
-                child, info = _train_arm(cfg, lin, folder / f"round-{rnd}-{arm}", gid, s, rnd, parents[arm], data[arm],
-                                         replay_base + earlier[arm], steps, progress)
-                arms[arm] = dict(parent=parents[arm], child=child, records=n, near_eval_dropped=dropped[arm],
-                                 data=str(data_path), data_rows=[r.to_row() for r in data[arm]], before=b, **info)
-            after = measure([arms["targeted"]["child"], arms["random"]["child"]], rep.areas)
-            row = Round(rnd, aimed, targeted.report.to_json(), Arm(**arms["targeted"], after=after[0]),
-                        Arm(**arms["random"], after=after[1]))
-            rep.rounds.append(row)
-            save()
-            progress(f"seed {s} round {rnd}: " + line(rep, row))
-        rep.finished = True
-        save()
+        seed.rep.finished = True
+        self.save()
+
+    def begin(self, seed: _Seed) -> bool:
+        """A new replication: the areas compared, fixed now (the start model's weak areas on the probe
+        set), and the start model's scores. False when it has no weak area: nothing to compare."""
+        s = seed.number
+        self.progress(f"seed {s}: weak areas of the start model {self.start[:12]} on {len(seed.probes)} probes "
+                      f"({len(seed.evals)} evaluation examples, kept apart)")
+        seed.weak = analyse(self.lin, self.cfg, records=seed.probes, sha=self.start)
+        areas = seed.weak.report.area_names
+        (start_scores,) = self.measure([self.start], areas, seed.evals)
+        seed.rep = Replication(s, str(seed.folder / "eval.jsonl"), str(seed.folder / "probe.jsonl"), len(seed.evals),
+                               len(seed.probes), _sha(seed.evals), areas, start_scores["areas"].n, start_scores)
+        self.exp.replications.append(seed.rep)
+        self.exp.replications.sort(key=lambda r: r.seed)
+        if not areas:
+            seed.rep.note = f"no weak area above perplexity {self.cfg.healing.weak_threshold:g} on the probe set"
+            seed.rep.finished = True
+            self.save()
+            self.progress(f"seed {s}: {seed.rep.note}; nothing to compare")
+            return False
+        self.save()
+        return True
+
+    def play_round(self, seed: _Seed, rnd: int) -> bool:
+        """Round `rnd`: both arms' data drawn, a child trained per line, both scored; saved. False when
+        the seed stops here (the reason in its note)."""
+        rep = seed.rep
+        prev = rep.rounds[-1] if rep.rounds else None
+        parents = {a: getattr(prev, a).child if prev else self.start for a in ARMS}
+        earlier = {a: [Record(**row) for x in rep.rounds for row in getattr(x, a).data_rows] for a in ARMS}
+        aimed = self.diagnose(seed, rnd, parents["targeted"])
+        drawn = self.draw(seed, rnd, earlier) if aimed else None
+        if drawn is None:
+            return False
+        before = self.measure([parents[a] for a in ARMS], rep.areas, seed.evals)
+        arms = {a: self.train_arm(seed, rnd, a, parents[a], drawn, earlier[a], b) for a, b in zip(ARMS, before)}
+        after = self.measure([arms[a]["child"] for a in ARMS], rep.areas, seed.evals)
+        row = Round(rnd, aimed, drawn.report.to_json(), Arm(**arms["targeted"], after=after[0]),
+                    Arm(**arms["random"], after=after[1]))
+        rep.rounds.append(row)
+        self.save()
+        self.progress(f"seed {seed.number} round {rnd}: " + line(rep, row))
+        return True
+
+    def diagnose(self, seed: _Seed, rnd: int, sha: str) -> list[str]:
+        """The targeted line's weak areas on the probe set (its model `sha`); none: the seed stops."""
+        if seed.weak is None:
+            self.progress(f"seed {seed.number} round {rnd}/{self.rounds}: weak areas of the targeted line's model "
+                          f"{sha[:12]}")
+            seed.weak = analyse(self.lin, self.cfg, records=seed.probes, sha=sha)
+        aimed = seed.weak.report.area_names
+        if not aimed:
+            seed.rep.note = f"round {rnd}: the targeted line has no weak area left on the probe set; stopped"
+        return aimed
+
+    def draw(self, seed: _Seed, rnd: int, earlier: dict[str, list[Record]]) -> Optional[_Drawn]:
+        """The round's two data arms: targeted data for the weak areas, then as many unseen random
+        records. None when the targeted filter keeps fewer than `min_records` (the seed stops)."""
+        s = seed.number
+        known = self.line_known | {key_of(r) for r in seed.evals + seed.probes + earlier["targeted"] + earlier["random"]}
+        targeted = targeted_for(self.lin, self.cfg, seed.weak, seed=1000 * s + rnd, too_close=seed.near.__contains__,
+                                known=known)
+        seed.weak = None  # frees the model before training
+        n = len(targeted.records)
+        if n < self.min_records:
+            seed.rep.note = (f"round {rnd}: the filter kept {n} targeted record(s), fewer than {self.min_records}; "
+                             "stopped (the weak areas are nearly exhausted)")
+            return None
+        known |= {key_of(r) for r in targeted.records}
+        randoms, random_near = random_records(self.gen, list(self.pool), n, known, random.Random(f"random-{s}-{rnd}"),
+                                              seed.near)
+        if len(randoms) < n:
+            raise TargetedError(f"seed {s} round {rnd}: only {len(randoms)} unseen records for the random arm, {n} "
+                                "needed (none may be within one word of an evaluation prompt); lower --eval-size")
+        self.progress(f"seed {s} round {rnd}: {n} targeted records over {len(targeted.report.kept_by_area)} areas, "
+                      f"{n} random ones")
+        return _Drawn(targeted.report, {"targeted": targeted.records, "random": randoms},
+                      {"targeted": targeted.report.dropped.get(NEAR_EVAL, 0), "random": random_near})
+
+    def train_arm(self, seed: _Seed, rnd: int, arm: str, parent: str, drawn: _Drawn, earlier: list[Record],
+                  before: dict[str, Score]) -> dict:
+        """One arm's child of the round, its data kept beside it; an `Arm` but for its scores after."""
+        s, data = seed.number, drawn.data[arm]
+        gid = f"exp-{NAME}-s{s}-r{rnd}-{arm}"
+        data_path = write_jsonl(seed.folder / f"round-{rnd}-{arm}.jsonl", data)
+        child, info = _train_arm(self.cfg, self.lin, seed.folder / f"round-{rnd}-{arm}", gid, s, rnd, parent, data,
+                                 self.replay_base + earlier, self.steps, self.progress)
+        return dict(parent=parent, child=child, records=len(data), near_eval_dropped=drawn.dropped[arm],
+                    data=str(data_path), data_rows=[r.to_row() for r in data], before=before, **info)
+
+
+def run_experiment(cfg: EvoConfig, lin: Lineage, start: str, rounds: int, seeds: int, steps: Optional[int], seed: int,
+                   progress: Say, eval_file: Optional[str] = None, probe_file: Optional[str] = None,
+                   pool: list[Record] = (), eval_size: int = 40, probe_size: int = 120, fresh: bool = False,
+                   min_records: int = 16) -> Experiment:
+    """`seeds` replications of `rounds` rounds each. A replication stops early when the targeted
+    filter keeps fewer than `min_records` records (a full round of steps on a handful of records
+    overfits both lines: measured) or the targeted line has no weak area left on the probe set."""
+    gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
+    sources = Sources(eval_file, probe_file, eval_size, probe_size)
+    sources.check(gen, list(pool))
+    steps = steps or cfg.train.steps
+    path = lin.root / "experiments" / f"{NAME}.json"
+    exp = _resume(path, _settings(cfg, start, rounds, steps, seed, sources, list(pool)), fresh)
+    run = _Run(cfg, lin, start, rounds, steps, gen, list(pool), sources, min_records, progress, exp)
+    for s in range(seed, seed + seeds):
+        run.replicate(s)
     exp.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
-    save()
+    run.save()
     return exp
 
 
