@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -141,11 +140,11 @@ def main() -> None:
     serve.run(EchoFront.bind(Echo.bind()), name="echo", route_prefix="/echo")
     echo = serve.get_deployment_handle("Echo", app_name="echo")
     pool = serve.get_deployment_handle("EvoServer", app_name="evo")
-    direct_req = {"sha": base, "sampling": asdict(Sampling(1, 0.0)), "stops": [], "messages": MESSAGES}
+    direct_req = {"sha": base, "sampling": Sampling(1, 0.0), "stops": [], "messages": MESSAGES}
 
     def direct_once() -> float:
         t0 = time.perf_counter()
-        pool.generate.remote(direct_req).result()
+        pool.answer_batch.remote(direct_req).result()
         return time.perf_counter() - t0
 
     def direct_many(n: int) -> int:
@@ -181,7 +180,7 @@ def main() -> None:
         "",
         "| path | p50 ms | p99 ms | requests/s |",
         "|---|---|---|---|",
-        f"| model deployment's handle, direct (`EvoServer.generate`) | {direct['p50']:.1f} | {direct['p99']:.1f} "
+        f"| model deployment's handle, direct (`EvoServer.answer_batch`) | {direct['p50']:.1f} | {direct['p99']:.1f} "
         f"| {direct['rps']:.0f} |",
         f"| HTTP -> proxy -> A/B router -> same replica's models | {routed['p50']:.1f} | {routed['p99']:.1f} "
         f"| {routed['rps']:.0f} |",

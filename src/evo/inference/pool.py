@@ -6,15 +6,13 @@ started with, because it stays in the pool.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from itertools import groupby
 
-from evo.model.generate import Delta, Sampling, count_prompt_tokens, generate_batch, stream_one
+from evo.model.generate import Delta, generate_ids, stream_ids
 from evo.model.lineage_model import load_generation
-from evo.model.prompts import reply_prompt
+from evo.model.prompts import prompt_ids, reply_prompt
 from evo.model.shared import GenerationModel, SharedBaseError, load_shared
 
 
@@ -55,24 +53,23 @@ class ModelPool:
     def stream(self, request: dict) -> tuple[int, Iterator[Delta]]:
         """(prompt tokens, deltas) for one request with n = 1, token by token."""
         model, tok = self.get(request["sha"])
-        prompt = render_prompt(tok, request)
-        return count_prompt_tokens(tok, prompt), stream_one(model, tok, prompt, Sampling(**request["sampling"]),
-                                                            request["stops"])
+        ids = prompt_ids(tok, render_prompt(tok, request))
+        return len(ids), stream_ids(model, tok, ids, request["sampling"], request["stops"])
 
     def run(self, requests: list[dict]) -> list[dict]:
-        """Answer a batch of requests; those for the same model and settings share a generate call."""
+        """Answer a batch of requests; those for the same model and settings share a generate call.
+
+        A request: {"sha", "sampling": a `Sampling`, "stops": [...], and "messages" or "prompt"}.
+        Each prompt is tokenized once: its ids are generated from and counted."""
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r["sha"], r["sampling"], tuple(r["stops"])), []).append(i)
         results: dict[int, dict] = {}
-
-        def key(i: int):
-            r = requests[i]
-            return r["sha"], json.dumps(r["sampling"], sort_keys=True), tuple(r["stops"])
-
-        for (sha, sampling, stops), group in groupby(sorted(range(len(requests)), key=key), key=key):
-            idx = list(group)
+        for (sha, sampling, stops), idx in groups.items():
             model, tok = self.get(sha)
-            prompts = [render_prompt(tok, requests[i]) for i in idx]
-            outs = generate_batch(model, tok, prompts, Sampling(**json.loads(sampling)), list(stops))
-            for i, p, o in zip(idx, prompts, outs):
-                results[i] = {"outputs": [(x.text, x.finish_reason, x.completion_tokens) for x in o],
-                              "prompt_tokens": count_prompt_tokens(tok, p)}
+            ids = [prompt_ids(tok, render_prompt(tok, requests[i])) for i in idx]
+            outs = generate_ids(model, tok, ids, sampling, list(stops))
+            for i, x, o in zip(idx, ids, outs):
+                results[i] = {"outputs": [(y.text, y.finish_reason, y.completion_tokens) for y in o],
+                              "prompt_tokens": len(x)}
         return [results[i] for i in range(len(requests))]

@@ -33,10 +33,15 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
-@torch.no_grad()
 def generate_batch(model, tok, prompts: list[str], sampling: Sampling, stops: list[str]) -> list[list[Output]]:
     """For each prompt, `sampling.n` completions. Greedy when temperature is 0."""
-    ids = [prompt_ids(tok, p) for p in prompts]
+    return generate_ids(model, tok, [prompt_ids(tok, p) for p in prompts], sampling, stops)
+
+
+@torch.no_grad()
+def generate_ids(model, tok, ids: list[list[int]], sampling: Sampling, stops: list[str]) -> list[list[Output]]:
+    """`generate_batch` for prompts already tokenized (`prompt_ids`): a caller that also counts the
+    prompt's tokens counts the ids it generated from."""
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -48,7 +53,7 @@ def generate_batch(model, tok, prompts: list[str], sampling: Sampling, stops: li
         input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
         num_return_sequences=copies, **_generate_kwargs(tok, sampling),
     )[:, width:].cpu().repeat_interleave(sampling.n // copies, dim=0)
-    results: list[list[Output]] = [[] for _ in prompts]
+    results: list[list[Output]] = [[] for _ in ids]
     for row, seq in enumerate(out):
         ended = (seq == tok.eos_token_id).nonzero()
         n_tokens = int(ended[0]) + 1 if len(ended) else int((seq != tok.pad_token_id).sum())
@@ -56,10 +61,6 @@ def generate_batch(model, tok, prompts: list[str], sampling: Sampling, stops: li
         finish = "stop" if stopped or len(ended) else "length"
         results[row // sampling.n].append(Output(text, finish, n_tokens))
     return results
-
-
-def count_prompt_tokens(tok, prompt: str) -> int:
-    return len(prompt_ids(tok, prompt))
 
 
 def _generate_kwargs(tok, sampling: Sampling) -> dict:
@@ -81,9 +82,14 @@ class Delta:
 def stream_one(model, tok, prompt: str, sampling: Sampling, stops: list[str]) -> Iterator[Delta]:
     """One completion, yielded as text arrives. Text that could be the start of a stop string is
     held back until it is known not to be one, so no client ever sees part of a stop string."""
+    return stream_ids(model, tok, prompt_ids(tok, prompt), sampling, stops)
+
+
+def stream_ids(model, tok, prompt: list[int], sampling: Sampling, stops: list[str]) -> Iterator[Delta]:
+    """`stream_one` for a prompt already tokenized (`prompt_ids`)."""
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-    ids = torch.tensor([prompt_ids(tok, prompt)], device=model.device)
+    ids = torch.tensor([prompt], device=model.device)
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
     halt = threading.Event()
     counted = {"n": 0}

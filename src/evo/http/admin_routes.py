@@ -1,0 +1,39 @@
+"""Admin: the live split, and promote, reject, revert and reload, each applied on this replica at
+once (the others follow through the lineage root). Every route needs the admin token or a key with
+scope admin."""
+
+from fastapi import APIRouter, Request
+
+from evo.http.state import State, read_json
+
+router = APIRouter()
+
+
+@router.post("/admin/split")
+async def split(request: Request, s: State):
+    s.admin(request)
+    return s.gw.set_split(await read_json(request))
+
+
+@router.post("/admin/reload")
+async def reload(request: Request, s: State):
+    s.admin(request)
+    return await s.go_live(s.gw.read_registry())
+
+
+@router.post("/admin/promote")
+async def promote(request: Request, s: State):
+    s.admin(request)
+    return await s.go_live(s.gw.promote())
+
+
+@router.post("/admin/reject")
+async def reject(request: Request, s: State):
+    s.admin(request)
+    return await s.go_live(s.gw.reject())
+
+
+@router.post("/admin/revert")
+async def revert(request: Request, s: State):
+    s.admin(request)
+    return await s.go_live(s.gw.revert(await read_json(request)))

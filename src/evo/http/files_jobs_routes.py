@@ -1,0 +1,126 @@
+"""Fine-tuning as a service: `/v1/files` (uploads checked by ingest) and `/v1/fine_tuning/jobs`
+(a job is a generation, run as a Ray job), each per key."""
+
+import asyncio
+from typing import Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from evo.finetune.jobs import public
+from evo.http.state import ServerState, State, read_json
+from evo.openai_api import APIError
+
+router = APIRouter()
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass `limit` bytes (by its
+    Content-Length before any is read, else while it streams in), so nothing over it is kept."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"the upload is {declared} bytes, over this server's limit of {limit}", "file",
+                       "request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"the upload passed this server's limit of {limit} bytes", "file", "request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/v1/files")
+async def upload(request: Request, s: State):
+    """multipart/form-data with `file` and `purpose` (fine-tune), as OpenAI's SDKs send it."""
+    owner = s.caller(request, "fine-tune").key_id  # an upload belongs to the key that made it
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise APIError(400, "POST /v1/files takes multipart/form-data with 'file' and 'purpose' (fine-tune), not "
+                            f"{request.headers.get('content-type') or 'a body without a content type'}")
+    data = await _bounded_body(request, s.files.max_bytes + (64 << 10))  # room for the multipart framing
+    request._body = data  # Starlette parses the form from the body read above
+    try:
+        form = await request.form()
+    except Exception as e:  # a body that is not multipart
+        raise APIError(400, f"POST /v1/files takes multipart/form-data with 'file' and 'purpose' ({e})") from None
+    upload, purpose = form.get("file"), form.get("purpose")
+    if upload is None or isinstance(upload, str):
+        raise APIError(400, "multipart field 'file' is missing (the JSONL file to upload)", "file")
+    if not isinstance(purpose, str) or not purpose:
+        raise APIError(400, "multipart field 'purpose' is missing (fine-tune)", "purpose")
+    content = await upload.read()
+    return await asyncio.to_thread(s.files.create, content, upload.filename or "upload.jsonl", purpose, owner)
+
+
+@router.get("/v1/files")
+def list_files(request: Request, s: State, purpose: Optional[str] = None, after: Optional[str] = None,
+               limit: int = 10000, order: str = "desc"):
+    return s.files.list(s.owner(request), purpose, after, max(1, limit), order)
+
+
+@router.get("/v1/files/{file_id}")
+def get_file(request: Request, s: State, file_id: str):
+    return s.files.get(file_id, s.owner(request))
+
+
+@router.get("/v1/files/{file_id}/content")
+def file_content(request: Request, s: State, file_id: str):
+    return Response(s.files.content(file_id, s.owner(request)), media_type="application/jsonl")
+
+
+@router.delete("/v1/files/{file_id}")
+def delete_file(request: Request, s: State, file_id: str):
+    return s.files.delete(file_id, s.owner(request))
+
+
+def _job_model(s: ServerState, name: str, owner: Optional[str]) -> tuple[str, str]:
+    """A job's `model`: a generation id, a sha (8+ characters), champion or candidate, or one of
+    this key's fine-tuned models; (the generation id it names, its sha)."""
+    if name.startswith("ft:"):
+        sha = s.gw.resolve(name, None, owner).sha
+    else:
+        sha = s.gw.registry.find(name)
+        if sha is None:
+            raise APIError(404, f"model '{name}' is not a model here: give a generation (gen-N), a sha, "
+                                "champion, or one of your fine-tuned models (GET /v1/models)", "model", "not_found_error")
+        job = s.gw.job_models().get(sha)
+        if job is not None and owner is not None and job["owner"] != owner:  # another key's: not there
+            raise APIError(404, f"model '{name}' is not a model here", "model", "not_found_error")
+    return s.gw.registry.model(sha)["gen_id"], sha
+
+
+@router.post("/v1/fine_tuning/jobs")
+async def create_job(request: Request, s: State):
+    caller = s.caller(request, "fine-tune")
+    body = await read_json(request)
+    job = s.jobs.store.create(body, caller.key_id, caller.owner, s.files, lambda name: _job_model(s, name, caller.owner))
+    return public(await asyncio.to_thread(s.jobs.start, job))
+
+
+@router.get("/v1/fine_tuning/jobs")
+def list_jobs(request: Request, s: State, after: Optional[str] = None, limit: int = 20):
+    owner = s.owner(request)
+    for job in s.jobs.store.all():
+        if owner is None or job["owner"] == owner:
+            s.jobs.settle(job)
+    return s.jobs.store.list(owner, after, limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}")
+def get_job(request: Request, s: State, job_id: str):
+    return public(s.jobs.settle(s.jobs.store.raw(job_id, s.owner(request))))
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+async def cancel_job(request: Request, s: State, job_id: str):
+    return public(await asyncio.to_thread(s.jobs.cancel, job_id, s.owner(request)))
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/events")
+def job_events(request: Request, s: State, job_id: str, after: Optional[str] = None, limit: int = 20):
+    return s.jobs.store.events(job_id, s.owner(request), after, limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+def job_checkpoints(request: Request, s: State, job_id: str, after: Optional[str] = None, limit: int = 10):
+    return s.jobs.store.checkpoints(job_id, s.owner(request), after, limit)

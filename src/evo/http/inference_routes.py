@@ -1,0 +1,128 @@
+"""Inference: OpenAI's chat and text completions (whole or streamed) and the model list.
+
+A request is validated once (`parse_request`), its sampling settings become one `Sampling`, and the
+replica's pool answers it: batched with others for the same model and settings (`answer_batch`), or
+token by token when it streams one choice.
+"""
+
+import asyncio
+import json
+import time
+from typing import Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from evo.http.state import ServerState, State, read_json
+from evo.inference.gateway import Target
+from evo.model.generate import Sampling
+from evo.openai_api import (
+    ChatRequest,
+    CompletionRequest,
+    chat_response,
+    completion_response,
+    new_id,
+    parse_request,
+    usage,
+)
+
+router = APIRouter()
+
+
+def sampling_of(req) -> Sampling:
+    """A chat or completion request's sampling settings, as generation takes them."""
+    return Sampling(req.max_tokens, req.temperature, req.top_p, req.n, req.seed)
+
+
+def pool_request(req, sampling: Sampling, target: Target) -> dict:
+    """What the pool answers (`ModelPool.run`, `ModelPool.stream`): the model, the settings, the
+    stop strings, and the messages or the prompt."""
+    payload = {"messages": [m.model_dump() for m in req.messages]} if isinstance(req, ChatRequest) else {"prompt": req.prompt}
+    return {"sha": target.sha, "sampling": sampling, "stops": req.stops(), **payload}
+
+
+def _chunk(rid: str, chat: bool, model: str, created: int, evo: dict, index: int, text: str,
+           finish: Optional[str], first: bool = False) -> str:
+    """One server-sent event in OpenAI's chunk shape."""
+    delta = {"delta": {"content": text, **({"role": "assistant"} if first else {})}} if chat else {"text": text}
+    chunk = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
+             "model": model, "choices": [{"index": index, "finish_reason": finish, **delta}], "evo": evo}
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def _stream_whole(body: dict) -> StreamingResponse:
+    """Server-sent events for n > 1: each choice arrives whole, in one chunk."""
+    chat = body["object"] == "chat.completion"
+
+    def events():
+        for c in body["choices"]:
+            text = c["message"]["content"] if chat else c["text"]
+            yield _chunk(body["id"], chat, body["model"], body["created"], body["evo"], c["index"], text,
+                         c["finish_reason"], first=True)
+        yield f"data: {json.dumps({'id': body['id'], 'usage': body['usage'], 'choices': []})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def answer(s: ServerState, req, sampling: Sampling, target: Target) -> dict:
+    """One OpenAI-shaped answer from `target`, logged as a response of its arm."""
+    chat = isinstance(req, ChatRequest)
+    result = await s.answer_batch(pool_request(req, sampling, target))
+    rid = new_id("chatcmpl" if chat else "cmpl")
+    s.gw.record_response(rid, target, req.user)
+    build = chat_response if chat else completion_response
+    body = build(rid, target.name, result["outputs"], result["prompt_tokens"], target.arm)
+    body["evo"]["sha"] = target.sha
+    return body
+
+
+def _stream_tokens(s: ServerState, req, sampling: Sampling, target: Target) -> StreamingResponse:
+    """Server-sent events, token by token, for one choice."""
+    chat = isinstance(req, ChatRequest)
+    rid, created = new_id("chatcmpl" if chat else "cmpl"), int(time.time())
+    evo = {"arm": target.arm, "sha": target.sha}
+    prompt_tokens, deltas = s.pool.stream(pool_request(req, sampling, target))
+    s.gw.record_response(rid, target, req.user)
+
+    def events():
+        first = True
+        for d in deltas:
+            if d.text or d.finish_reason:
+                yield _chunk(rid, chat, target.name, created, evo, 0, d.text, d.finish_reason, first)
+                first = False
+            if d.finish_reason:
+                use = usage(prompt_tokens, d.completion_tokens)
+                yield f"data: {json.dumps({'id': rid, 'usage': use, 'choices': []})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def _answer(s: ServerState, request: Request, kind: type):
+    caller = s.caller(request, "inference")
+    s.follow()
+    req = parse_request(kind, await read_json(request), s.gw.settings.limits)
+    target = s.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"), caller.owner)
+    sampling = sampling_of(req)
+    if req.stream and req.n == 1:
+        return await asyncio.to_thread(_stream_tokens, s, req, sampling, target)
+    body = await answer(s, req, sampling, target)
+    if req.stream:
+        return _stream_whole(body)
+    return Response(json.dumps(body), media_type="application/json")  # already plain JSON: skip FastAPI's encoder
+
+
+@router.post("/v1/chat/completions")
+async def chat(request: Request, s: State):
+    return await _answer(s, request, ChatRequest)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, s: State):
+    return await _answer(s, request, CompletionRequest)
+
+
+@router.get("/v1/models")
+def models(request: Request, s: State):
+    return s.gw.model_list(s.caller(request, "inference").owner)
