@@ -196,13 +196,6 @@ class JobStore:
         rows = read_json(path) if path.exists() else []
         return page(sorted(rows, key=lambda r: -r["step_number"]), after, limit)
 
-    def model_sha(self, name: str, owner: Optional[str]) -> Optional[str]:
-        """The sha behind a fine-tuned model name (`ft:...`) this owner may use; None if there is none."""
-        for job in self.all():
-            if job["fine_tuned_model"] == name and (owner is None or job["owner"] == owner):
-                return job["evo"]["sha"]
-        return None
-
 
 def public(job: dict) -> dict:
     return {k: v for k, v in job.items() if k not in INTERNAL}
