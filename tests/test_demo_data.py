@@ -4,7 +4,7 @@ import json
 
 from evo.data.demo import BANNED_PHRASES, PLANTED, write_demo_data
 from evo.data.ingest import ingest_jsonl
-from evo.data.store import split3
+from evo.data.store import delta_parts
 
 
 def load(folder, name):
@@ -35,7 +35,7 @@ def test_held_out_parts_are_answerable_only_by_the_rule(tmp_path):
     write_demo_data(tmp_path)
     seen = set()
     for f in ["base.jsonl", "gen1.jsonl", "gen2.jsonl", "gen3.jsonl"]:
-        parts = split3(ingest_jsonl(tmp_path / f).records, 0.1, 0.1)
+        parts = delta_parts(ingest_jsonl(tmp_path / f).records, 0.1, 0.1)
         train_prompts = {r.prompt for r in parts.train}
         seen |= {w for r in parts.train for w in r.prompt.split()}
         for held in (parts.val, parts.test):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evo.data.store import split3
+from evo.data.store import delta_parts
 from evo.driver import run, run_generation
 from evo.lineage.ledger import COLUMNS
 from evo.lineage.root import Lineage
@@ -84,7 +84,8 @@ def test_two_generations_ddp(two_generations_root, demo_dir, tmp_path):
     assert set(by_gen) == {"gen-0", "gen-1"}
     lin = Lineage(root)
     for gid in ("gen-0", "gen-1"):  # recall is asked on each ancestor's test part (capped), nothing else
-        test = split3(lin.data.get(lin.ledger.get(gid)["data_delta_sha"]), cfg.data.val_fraction, cfg.data.test_fraction).test
+        delta = lin.data.get(lin.ledger.get(gid)["data_delta_sha"])
+        test = delta_parts(delta, cfg.data.val_fraction, cfg.data.test_fraction).test
         assert by_gen[gid]["total"] == min(len(test), cfg.eval.max_items)
     recall = sum(a["correct"] for a in by_gen.values()) / sum(a["total"] for a in by_gen.values())
     assert float(g2["eval_recall"]) == pytest.approx(recall, abs=1e-5)

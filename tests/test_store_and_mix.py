@@ -4,7 +4,7 @@ import pytest
 
 from evo.data.mix import build_mix, curriculum_order
 from evo.data.records import Record
-from evo.data.store import DataStore, delta_sha, split, split3
+from evo.data.store import DataStore, delta_parts, delta_sha, holdout
 
 
 def recs(n, cat="a", tag="x"):
@@ -33,20 +33,20 @@ def test_store_detects_corruption(tmp_path):
 
 def test_split_is_deterministic_and_near_the_fraction():
     r = recs(1000)
-    train, val = split(r, 0.1)
-    assert split(list(reversed(r)), 0.1)[1] == list(reversed(val))  # by hash, not position
+    train, val = holdout(r, 0.1)
+    assert holdout(list(reversed(r)), 0.1)[1] == list(reversed(val))  # by hash, not position
     assert 60 < len(val) < 140 and len(train) + len(val) == 1000
 
 
 def test_three_way_split_keeps_the_v1_holdout_as_the_test_part():
     r = recs(1000)
-    parts = split3(r, 0.1, 0.1)
-    assert parts.test == split(r, 0.1)[1]  # rows of older roots reported on the same records
+    parts = delta_parts(r, 0.1, 0.1)
+    assert parts.test == holdout(r, 0.1)[1]  # rows of older roots reported on the same records
     assert 60 < len(parts.val) < 140 and len(parts.train) + len(parts.val) + len(parts.test) == 1000
     assert not {x.sha for x in parts.val} & {x.sha for x in parts.test}
-    assert split3(list(reversed(r)), 0.1, 0.1).val == list(reversed(parts.val))
+    assert delta_parts(list(reversed(r)), 0.1, 0.1).val == list(reversed(parts.val))
     with pytest.raises(ValueError, match="nothing to train on"):
-        split3(r, 0.5, 0.5)
+        delta_parts(r, 0.5, 0.5)
 
 
 def test_curriculum_orders_categories_and_shuffles_within():

@@ -18,7 +18,7 @@ from evo.answers import normalize
 from evo.config import saved_config
 from evo.curation.targeted import known_prompts, load_generator
 from evo.data.records import Record
-from evo.data.store import DataStore, split3
+from evo.data.store import DataStore, delta_parts
 from evo.errors import EvoError
 from evo.evals.suite import load_probes
 from evo.http.app import SERVE_LOGGING, build_app
@@ -156,7 +156,7 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
         raise NothingToTest(f"{ledger.path}: no promoted generation with a parent, so nothing to A/B test")
     parent, child = start_round(root, gen_id)
 
-    holdout = split3(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction,
+    holdout = delta_parts(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction,
                      cfg.data.test_fraction).test
     items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed)
     plan = plan_for(min(len(items), budget))  # fixed before the first vote, from the pool's size alone

@@ -20,7 +20,7 @@ from typing import Optional
 from evo.atomic import atomic_write_text
 from evo.config import ConfigError, load_config
 from evo.data.ingest import ingest_jsonl
-from evo.data.store import split3
+from evo.data.store import delta_parts
 from evo.inputs import check_inputs
 from evo.lineage.root import Lineage
 from evo.model.generate import Sampling, generate_batch
@@ -119,7 +119,7 @@ def latency(root: Path, sha: str, cfg, n: int) -> tuple[float, float]:
     model, tok = load_generation(root, sha, cfg.model.dtype)
     model.eval()
     records = ingest_jsonl(cfg.data.generations[-1]).records
-    test = split3(records, cfg.data.val_fraction, cfg.data.test_fraction).test[:n]
+    test = delta_parts(records, cfg.data.val_fraction, cfg.data.test_fraction).test[:n]
     prompts = [prompt_and_completion(r, tok)[0] for r in test]
     generate_batch(model, tok, prompts[:1], Sampling(cfg.eval.max_new_tokens, 0.0), [])  # warm-up
     seconds, tokens = 0.0, 0

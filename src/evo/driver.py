@@ -26,7 +26,7 @@ from evo.data import self_replay
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
-from evo.data.store import SCHEME, Split, split3, write_records
+from evo.data.store import SCHEME, DeltaParts, delta_parts, write_records
 from evo.evals.general import chat_prompt, read_prompts
 from evo.evals.lineage_evals import eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
@@ -78,7 +78,7 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
 
     hf_logging.disable_progress_bar()
     records = lin.data.get(data_sha)
-    parts = split3(records, cfg.data.val_fraction, cfg.data.test_fraction)
+    parts = delta_parts(records, cfg.data.val_fraction, cfg.data.test_fraction)
     train_part, val = parts.train, parts.val
     order = build_mix(train_part, [], 0, cfg.data.curriculum, cfg.train.seed).records
     random.Random(cfg.train.seed).shuffle(order)  # pretraining wants i.i.d. batches, not a curriculum
@@ -119,7 +119,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         sha = register_pretrained(cfg.model.path, lin, data_sha, progress, cfg.model.dtype)
     lin.registry.add(sha, GEN0, "", "base")
     meta = lin.models.meta(sha)
-    test = split3(lin.data.get(data_sha), cfg.data.val_fraction, cfg.data.test_fraction).test if data_sha else []
+    test = delta_parts(lin.data.get(data_sha), cfg.data.val_fraction, cfg.data.test_fraction).test if data_sha else []
     (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, test, test, lin), cfg)
     atomic_write_json(lin.eval_path(GEN0), {"child": res.to_json()})
     row = {
@@ -188,9 +188,9 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     """Write mix.parquet (or, for a sweep, one mix-k<k>.parquet per replay size) and val.parquet.
     `own_val`: the generation's selection records given apart (a job's validation file); the delta is
     then split into train and test only."""
-    parts = split3(delta, cfg.data.val_fraction if own_val is None else 0.0, cfg.data.test_fraction)
+    parts = delta_parts(delta, cfg.data.val_fraction if own_val is None else 0.0, cfg.data.test_fraction)
     if own_val is not None:
-        parts = Split(parts.train, list(own_val), parts.test)
+        parts = DeltaParts(parts.train, list(own_val), parts.test)
     if not parts.train or not parts.val or not parts.test:
         raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train, val and test")
     anc = lin.ancestry(champion, cfg.data.val_fraction, cfg.data.test_fraction)

@@ -64,7 +64,7 @@ from evo.curation.weak import WeakAnalysis, analyse, area_of, score_examples
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
-from evo.data.store import split
+from evo.data.store import holdout
 from evo.healing.corrections import CorrectionStore
 from evo.lineage.root import Lineage
 from evo.model.generate import greedy
@@ -284,7 +284,7 @@ def _sha(records: list[Record]) -> str:
 def _arm_mix(cfg: EvoConfig, data: list[Record], replay_pool: list[Record], seed: int,
              rnd: int) -> tuple[ReplayMix, list[Record]]:
     """An arm's training mix (its data's train part + a replay sample of `replay_pool`) and its val records."""
-    train_part, val = split(data, cfg.data.val_fraction)
+    train_part, val = holdout(data, cfg.data.val_fraction)
     if not val:  # too few records for the hash split: hold out two
         train_part, val = data[:-2], data[-2:]
     mix = build_mix(train_part, replay_pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + 1000 * seed + rnd)

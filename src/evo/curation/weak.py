@@ -18,7 +18,7 @@ from evo.atomic import atomic_write_json
 from evo.config import ConfigError, saved_config
 from evo.data.ingest import ingest_jsonl
 from evo.data.records import Record
-from evo.data.store import split3
+from evo.data.store import delta_parts
 from evo.lineage.root import Lineage
 from evo.model.lineage_model import load_generation
 from evo.storage import open_root
@@ -135,7 +135,7 @@ def selection_records(lin, cfg) -> list[Record]:
     """Every generation's val part: never trained on, and not what any reported eval is measured on
     (so targeted data seeded from its weak spots does not leak into a test)."""
     return [r for row in lin.ledger.rows() if row["data_delta_sha"]
-            for r in split3(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction, cfg.data.test_fraction).val]
+            for r in delta_parts(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction, cfg.data.test_fraction).val]
 
 
 def model_of(lin, gen: str | None) -> str:

@@ -39,15 +39,15 @@ def is_validation(record: Record, val_fraction: float) -> bool:
     return _position(record) < val_fraction
 
 
-def split(records: list[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
-    """Two sides by record hash (a training set and one held-out set)."""
+def holdout(records: list[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
+    """Two sides by record hash: the rest, and the held-out lowest `val_fraction` of hashes."""
     train = [r for r in records if not is_validation(r, val_fraction)]
     val = [r for r in records if is_validation(r, val_fraction)]
     return train, val
 
 
 @dataclass(frozen=True)
-class Split:
+class DeltaParts:
     """A delta in three parts by record hash. `test` is the lowest `test_fraction` of hashes (the
     same records as a v1 holdout of that size), `val` the next `val_fraction`, `train` the rest."""
 
@@ -56,14 +56,14 @@ class Split:
     test: list[Record]  # reported and gated on, recalled by later generations; never used to choose
 
 
-def split3(records: list[Record], val_fraction: float, test_fraction: float) -> Split:
+def delta_parts(records: list[Record], val_fraction: float, test_fraction: float) -> DeltaParts:
     if val_fraction + test_fraction >= 1:
         raise ValueError(f"val_fraction {val_fraction} + test_fraction {test_fraction} leaves nothing to train on")
     parts: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
     for r in records:
         x = _position(r)
         parts[2 if x < test_fraction else 1 if x < test_fraction + val_fraction else 0].append(r)
-    return Split(*parts)
+    return DeltaParts(*parts)
 
 
 def write_records(path: str | Path, records: list[Record]) -> str:

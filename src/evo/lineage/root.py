@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evo.atomic import read_json
 from evo.data.records import Record
-from evo.data.store import DataStore, split3
+from evo.data.store import DataStore, delta_parts
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
@@ -77,7 +77,7 @@ class Lineage:
         for gid, dsha in self.accepted_ancestors(champion):
             if not dsha:  # a user's base model registered without a base corpus
                 continue
-            parts = split3(self.data.get(dsha), val_fraction, test_fraction)
+            parts = delta_parts(self.data.get(dsha), val_fraction, test_fraction)
             out.pool.extend(parts.train)
             out.val[gid], out.test[gid] = parts.val, parts.test
         return out
