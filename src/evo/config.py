@@ -273,6 +273,29 @@ class SweepConfig(_Strict):
         return self
 
 
+class RayWaitsConfig(_Strict):
+    """How long evo lets a wait on Ray go without progress (trials, Train worker groups, eval and
+    self-replay tasks, fine-tuning jobs). Progress is a report, a checkpoint or a finished task; a wait
+    with nothing of its cluster's left pending (every task placed, computing) is not stalled."""
+
+    warn_after_s: float = Field(
+        120.0, gt=0, description="Seconds without progress, while resource demands are pending, after which evo "
+                                 "prints (and records as a job event) what it waits for: the pending demands and "
+                                 "what holds the cluster's resources.")
+    fail_after_s: float = Field(
+        900.0, gt=0, description="Seconds without progress after which evo fails the step with that message "
+                                 "(nothing of the step is recorded; the same command resumes). Larger than "
+                                 "warn_after_s.")
+    poll_s: float = Field(5.0, gt=0, description="How often the watchdog asks Ray what is pending.")
+
+    @model_validator(mode="after")
+    def _order(self) -> RayWaitsConfig:
+        if self.fail_after_s <= self.warn_after_s:
+            raise ValueError(f"fail_after_s ({self.fail_after_s:g}) must be larger than warn_after_s "
+                             f"({self.warn_after_s:g})")
+        return self
+
+
 class EvoConfig(_Strict):
     name: str = Field("evo", min_length=1, description="Run name, used in logs and Ray run names.")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -283,6 +306,7 @@ class EvoConfig(_Strict):
     tune: SweepConfig = Field(default_factory=SweepConfig)
     healing: HealingConfig = Field(default_factory=HealingConfig)
     targeted: TargetedConfig = Field(default_factory=TargetedConfig)
+    ray: RayWaitsConfig = Field(default_factory=RayWaitsConfig, description="Watching every wait on Ray.")
 
     @model_validator(mode="after")
     def _consistent(self) -> EvoConfig:

@@ -20,6 +20,7 @@ from typing import Optional
 import ray
 import torch
 
+from evo import ray_waits
 from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.data import self_replay
@@ -120,7 +121,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
     lin.registry.add(sha, GEN0, "", "base")
     meta = lin.models.meta(sha)
     test = delta_parts(lin.data.get(data_sha), cfg.data.val_fraction, cfg.data.test_fraction).test if data_sha else []
-    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, test, test, lin), cfg)
+    (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, test, test, lin), cfg, progress)
     atomic_write_json(lin.eval_path(GEN0), {"child": res.to_json()})
     row = {
         "GEN_ID": GEN0, "parent_sha": "", "child_sha": sha, "data_delta_sha": data_sha,
@@ -372,7 +373,7 @@ class Evaluated:
 def evaluate(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, spec, progress: Progress) -> Evaluated:
     progress(gid, f"evaluating child {child[:12]} against parent {parent[:12]} (Ray tasks)")
     t0 = time.perf_counter()
-    res_child, res_parent = evaluate_many(lin, [child, parent], spec, cfg)
+    res_child, res_parent = evaluate_many(lin, [child, parent], spec, cfg, progress)
     healed, recurred = healed_and_recurred(res_child.to_json()["healing"], lin.healing_history(parent))
     return Evaluated(res_child, res_parent, scores_of(res_child, res_parent, tuple(recurred)), healed, recurred,
                      time.perf_counter() - t0)
@@ -449,6 +450,8 @@ def ensure_self_replay(cfg: EvoConfig, lin: Lineage, progress: Progress, gen0: s
                    f"generation rehearses {sc.k} of its answers")
     t0 = time.perf_counter()
     task = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(base_answers)
-    rows = ray.get(task.remote(lin.location, base, prompts, sc.max_new_tokens, cfg.model.dtype))
+    rows = ray_waits.get([task.remote(lin.location, base, prompts, sc.max_new_tokens, cfg.model.dtype)],
+                         "the self-replay task (the base answers its prompts)", cfg.ray,
+                         lambda message: progress(gen0, message))[0]
     sha, n = self_replay.store(lin, rows, base, sc.prompts, prompts, sc.max_new_tokens, time.perf_counter() - t0)
     progress(gen0, f"self-replay: {n} answers stored as {sha[:12]} ({time.perf_counter() - t0:.0f} s)")

@@ -24,22 +24,51 @@ def choose_auth_mode() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
+# Run in every worker process as it starts (Ray's worker_process_setup_hook): see `name_the_cluster`.
+SETUP_HOOK = "evo.ray_start.name_the_cluster"
+
+
+def name_the_cluster() -> None:
+    """Set RAY_ADDRESS to the cluster this process is connected to (a worker: its own).
+
+    Ray's helpers that find "the" cluster on their own (the state API, which Ray Train's
+    PlacementGroupCleaner and Tune use inside their actors; `ray` CLIs run as subprocesses) read
+    RAY_ADDRESS, else /tmp/ray/ray_current_cluster, else look for GCS processes on the machine. With a
+    second Ray instance on the machine that last step finds two and raises "Found multiple active Ray
+    instances" inside Ray's own actors (whose placement groups are then never cleaned up), or the
+    file names the other cluster. Named, they always find evo's."""
+    import ray
+
+    if ray.is_initialized():
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def runtime_env(extra_env: dict | None = None) -> dict:
+    """The runtime environment evo gives a cluster's workers: WORKER_ENV (and `extra_env`), and the
+    setup hook that names the cluster in each of them."""
+    return {"env_vars": {**WORKER_ENV, **(extra_env or {})}, "worker_process_setup_hook": SETUP_HOOK}
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Attach to a cluster when given an address (or RAY_ADDRESS); otherwise start Ray in-process."""
+    """Attach to a cluster when given an address (or RAY_ADDRESS); otherwise start Ray in-process.
+    Either way the cluster is then named to everything evo starts: RAY_ADDRESS is set in this process
+    (for its subprocesses and its own state-API calls) and in every worker (`name_the_cluster`)."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
+        name_the_cluster()
         return
-    runtime_env = {"env_vars": WORKER_ENV}
+    env = runtime_env()
     os.environ.update({k: v for k, v in WORKER_ENV.items() if k != "PYTHONWARNINGS"})
     # Ray gives a new local GCS 30 s to come up; a busy laptop can need more (unless you set it).
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
     if address:
-        ray.init(address=address, runtime_env=runtime_env)
+        ray.init(address=address, runtime_env=env)
     else:
         # One machine: no node can be preempted apart from this one, so Ray Train's preemption watcher
         # has nothing to watch, and it logs an error-level line about its constructor arguments in
         # every run (ray-project/ray#53727). Off here, unless you set it; on a cluster it stays on.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env)
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=env)
+    name_the_cluster()

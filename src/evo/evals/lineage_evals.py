@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import ray
@@ -16,6 +17,8 @@ from evo.gate import GenerationScores
 from evo.healing.corrections import CorrectionStore
 from evo.healing.validators import PatternRule, healing_items, read_paraphrases
 from evo.lineage.root import Lineage
+from evo.progress import Progress
+from evo.ray_waits import cleaned_up, get
 
 
 def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record], val: list[Record],
@@ -57,11 +60,24 @@ def trained_prompts(lin: Lineage) -> frozenset[str]:
                      for path in sorted((lin.root / "runs").glob("*/mix*.parquet")) for r in read_records(path))
 
 
-def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig) -> list[SuiteResult]:
-    """Each model evaluated in its own Ray task (in parallel where there are CPUs or GPUs)."""
+def say_to(progress: Optional[Progress], where: str = "ray"):
+    """Where a watchdog's message goes: the caller's progress lines, else stderr."""
+    if progress is not None:
+        return lambda message: progress(where, message)
+    return lambda message: print(f"evo: {where}: {message}", file=sys.stderr, flush=True)
+
+
+def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig,
+                  progress: Optional[Progress] = None) -> list[SuiteResult]:
+    """Each model evaluated in its own Ray task (in parallel where there are CPUs or GPUs), under the
+    watchdog (`cfg.ray`): tasks that Ray cannot place fail the step with what they wait for."""
     gpus = 1 if cfg.train.use_gpu else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus)(evaluate_generation)
-    return ray.get([task.remote(lin.location, s, spec, cfg.model.dtype) for s in shas])
+    say = say_to(progress, "evals")
+    with cleaned_up(say):
+        return get([task.remote(lin.location, s, spec, cfg.model.dtype) for s in shas],
+                   f"the eval tasks of {len(shas)} model(s) ({1} CPU{f', {gpus} GPU' if gpus else ''} each)",
+                   cfg.ray, say)
 
 
 def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> GenerationScores:

@@ -32,7 +32,8 @@ def train_run(cfg: EvoConfig, lin: Lineage, gid: str, worker: WorkerConfig, prog
     progress(gid, f"training on Ray Train: {t.num_workers} workers, {t.strategy}"
              + (f" ZeRO-{t.zero_stage}" if t.strategy == "deepspeed" else "")
              + f", {worker.steps} steps, checkpoint every {worker.checkpoint_every}")
-    out = run_training(worker, t, lin.ray_storage(), name or f"{cfg.name}-{gid}", dest or lin.run_dir(gid) / "best")
+    out = run_training(worker, t, lin.ray_storage(), name or f"{cfg.name}-{gid}", dest or lin.run_dir(gid) / "best",
+                       cfg.ray, lambda message: progress(gid, message))
     s = out.summary
     tps = s["tokens"] / s["step_seconds"] if s.get("step_seconds") else float("nan")
     progress(gid, f"trained in {out.wall_seconds:.0f}s ({s.get('step_seconds', 0):.1f}s in steps, "

@@ -7,16 +7,18 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from evo.config import TrainConfig
+from evo.config import RayWaitsConfig, TrainConfig
 from evo.errors import EvoError
+from evo.ray_waits import Stalled, Watchdog, cleaned_up, interrupt_main
 from evo.train.loop import POLL_ENV_VAR, train_loop_per_worker
 from evo.train.worker_config import WorkerConfig
 
@@ -77,34 +79,48 @@ def controller_polling(train: TrainConfig) -> Iterator[None]:
         os.environ.pop(POLL_ENV_VAR, None)
 
 
-def _fit_interruptibly(trainer: TorchTrainer):
-    """fit(), with Ctrl-C surfacing as KeyboardInterrupt.
+def _fit_interruptibly(trainer: TorchTrainer, dog: Optional[Watchdog] = None):
+    """fit(), with Ctrl-C surfacing as KeyboardInterrupt, and a stall (`dog`) as `Stalled`.
 
     Ray Train's own SIGINT handler aborts the run gracefully (checkpoints stay), then ends the
     driver with SystemExit from inside the handler; evo turns that back into KeyboardInterrupt so
-    the caller can say how to resume, and puts the previous handler back.
+    the caller can say how to resume, and puts the previous handler back. The watchdog stops a
+    stalled run the same way (a SIGINT to the main thread), and the run then fails as stalled.
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None
     try:
         return trainer.fit()
-    except SystemExit as e:
+    except (SystemExit, KeyboardInterrupt) as e:
+        if dog is not None:
+            dog.check()
         raise KeyboardInterrupt("training run aborted by Ctrl-C") from e
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
 
 
-def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, dest: Path) -> TrainOutcome:
-    """Fit, then copy the best checkpoint to `dest` (the driver registers it from there)."""
+def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, dest: Path,
+                 waits: Optional[RayWaitsConfig] = None, say: Callable[[str], None] = lambda m: None) -> TrainOutcome:
+    """Fit, then copy the best checkpoint to `dest` (the driver registers it from there).
+
+    Under the watchdog (`waits`): a worker group that Ray cannot place is reported through `say`, then
+    the run is aborted and fails as `Stalled` (on the main thread; elsewhere it is only reported).
+    Placement groups and actors the run left are removed when it ends."""
     t0, started_at = time.perf_counter(), time.time()
+    main = threading.current_thread() is threading.main_thread()
+    dog = Watchdog(f"Ray Train run {name} ({train.num_workers} worker(s), {train.cpus_per_worker:g} CPU"
+                   + (" and 1 GPU" if train.use_gpu else "") + " each)", waits or RayWaitsConfig(), say,
+                   on_stall=interrupt_main() if main else None)
     try:
-        with controller_polling(train):
-            result = _fit_interruptibly(build_trainer(worker, train, storage_path, name))
-    except KeyboardInterrupt:
+        with cleaned_up(say), controller_polling(train), dog:
+            result = _fit_interruptibly(build_trainer(worker, train, storage_path, name), dog)
+    except (KeyboardInterrupt, Stalled):
         raise
     except Exception as e:  # Ray wraps the worker's exception; keep its message, drop Ray's frames
+        dog.check()
         raise TrainingError(f"training run {name} failed after {train.max_failures} retries: {e}") from e
+    dog.check()
     if result.error is not None:
         raise TrainingError(f"training run {name} failed: {result.error}")
     if not result.best_checkpoints:

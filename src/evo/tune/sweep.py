@@ -28,12 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ray.tune.stopper import Stopper
+
 from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import EvoConfig
 from evo.evals.lineage_evals import evaluate_many, scores_of
 from evo.gate import gate
 from evo.numbers import cell
 from evo.progress import Progress
+from evo.ray_waits import Watchdog, cleaned_up
 from evo.storage import after_write, refresh, resolve, uri_of
 from evo.train.trainer import build_trainer, controller_polling
 from evo.train.worker_config import WorkerConfig
@@ -263,6 +266,29 @@ def _abort(controller) -> None:
         pass
 
 
+_STALLED: set[str] = set()  # the experiments of this process that the watchdog stopped
+
+
+class StopWhenStalled(Stopper):
+    """A Tune Stopper (Tune pickles it with the experiment: a plain class of this module) that ends
+    the whole experiment once the watchdog names it in `_STALLED`: trials stopped, state saved, and
+    `Tuner.restore` continues it, as after Ctrl-C."""
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.experiment in _STALLED
+
+
+def _reports_size(folder: Path):
+    """The sweep's progress: the bytes of every trial's report log (a line per checkpoint)."""
+    return sum(p.stat().st_size for p in folder.glob("*.jsonl")) if folder.exists() else 0
+
+
 def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple[str, int]], val_path: str,
               worker: WorkerConfig, progress: Progress) -> list[TrialRecord]:
     """Run (or resume) the sweep; one TrialRecord per trial, best checkpoint located."""
@@ -282,9 +308,16 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
     tune_storage = uri_of(lin.root / "runs" / "tune")  # a URI root: Tune writes its state there
     exp_dir = f"{tune_storage}/{exp_name}"
     trainable = tune.with_resources(_trial, {"cpu": t.driver_cpus})
+    _STALLED.discard(exp_name)
+    dog = Watchdog(f"the sweep's trials ({t.max_concurrent} at a time, each {t.driver_cpus:g} CPU for its driver and "
+                   f"{train.num_workers} worker(s) of {train.cpus_per_worker:g} CPU)", cfg.ray,
+                   lambda message: progress(gid, message), progress=lambda: _reports_size(lin.run_dir(gid) / "trial_reports"),
+                   on_stall=lambda: _STALLED.add(exp_name))
     if tune.Tuner.can_restore(exp_dir):
         progress(gid, f"resuming the sweep in {exp_dir} (finished trials are kept)")
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=False)
+        # a restored Tuner keeps its saved RunConfig; the stopper of this process is added to it
+        tuner._local_tuner._run_config.stop = StopWhenStalled(exp_name)
     else:
         progress(gid, f"sweep: {t.num_samples} trials, {t.max_concurrent} at a time, scheduler {t.scheduler}; "
                  f"lr {t.lr[0]:g}..{t.lr[1]:g} (log), steps {t.steps}, replay k {t.replay_k}")
@@ -294,11 +327,13 @@ def run_sweep(cfg: EvoConfig, lin, gid: str, parent: str, mixes: dict[int, tuple
                                         search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
                                         scheduler=scheduler(cfg), trial_dirname_creator=lambda tr: tr.trial_id,
                                         **({} if t.scheduler != "none" else {"metric": "val_loss", "mode": "min"})),
-            run_config=tune.RunConfig(name=exp_name, storage_path=tune_storage, verbose=0,
+            run_config=tune.RunConfig(name=exp_name, storage_path=tune_storage, verbose=0, stop=StopWhenStalled(exp_name),
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     t0, started = time.perf_counter(), time.time()
-    grid = tuner.fit()
+    with cleaned_up(lambda message: progress(gid, message)), dog:
+        grid = tuner.fit()
+    dog.check()  # stopped as stalled: Tune saved its state, and the same command resumes the sweep
     records = [_record(r, lin.run_dir(gid) / "trial_reports", t.scheduler) for r in grid]
     atomic_write_json(lin.run_dir(gid) / "sweep_timing.json", {"started_at": started, "seconds": time.perf_counter() - t0})
     progress(gid, f"sweep done in {time.perf_counter() - t0:.0f}s: "
@@ -375,7 +410,7 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
                 "trial_id": r.trial_id, "train_wall_seconds": r.seconds}
         r.child_sha = lin.models.put_adapter(dest, parent, meta)
     progress(gid, f"scoring the best checkpoints of {len(top)} trial(s) with the gate's evals (Ray tasks)")
-    results = evaluate_many(lin, [r.child_sha for r in top] + [parent], spec, cfg)
+    results = evaluate_many(lin, [r.child_sha for r in top] + [parent], spec, cfg, progress)
     parent_res = results[-1]
     for r, res in zip(top, results):
         s = scores_of(res, parent_res)
