@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny demo config, and one local Ray cluster per integration module."""
+"""Fixtures: the demo data, one local Ray cluster per integration module, and the session's read-only
+lineage roots (built once). What tests share besides fixtures is in `tests/helpers`."""
 
 from __future__ import annotations
 
@@ -16,18 +17,8 @@ from evo.testing.clusters import generous_start_waits, start_patiently, use_priv
 use_private_token()
 generous_start_waits()
 
-from evo.config import load_config  # noqa: E402  (after the token: importing Ray reads it)
-from evo.data.demo import write_demo_data  # noqa: E402
-
-# A model small enough that a generation trains in about a second on 2 CPU cores.
-TINY = [
-    "model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
-    "model.tiny.intermediate_size=128", "model.tiny.vocab_size=320", "model.max_length=48",
-    "model.pretrain.steps=30", "model.pretrain.batch_size=16", "model.pretrain.lr=0.005",
-    "train.steps=20", "train.checkpoint_every=10", "train.batch_size=8", "train.replay_k=20",
-    "train.max_failures=1", "eval.max_items=24", "eval.max_new_tokens=12",
-]
-LOOSE_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
+from evo.data.demo import write_demo_data  # noqa: E402  (after the token: importing Ray reads it)
+from tests.helpers import LOOSE_GATE, copy_root, ensure_base, tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +26,6 @@ def demo_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("demo_data")
     write_demo_data(folder, generations=2)
     return folder
-
-
-def tiny_config(demo_dir: Path, *extra: str):
-    return load_config(demo_dir / "demo.yaml", TINY + list(extra))
 
 
 @pytest.fixture(scope="module")
@@ -64,20 +51,6 @@ def _base_cache(tmp_path_factory) -> dict:
     return {"folder": tmp_path_factory.mktemp("base") / "lineage"}
 
 
-def ensure_base(demo_dir: Path, cache: dict) -> Path:
-    """The session's tiny generation 0 (see `base_root`), built on the Ray cluster this process is
-    connected to if it is not built yet."""
-    from evo.driver import generation_zero
-    from evo.lineage.root import Lineage
-    from evo.progress import Silent
-
-    root = cache["folder"]
-    if not cache.get("built"):
-        generation_zero(tiny_config(demo_dir), Lineage(root), Silent())
-        cache["built"] = True
-    return root
-
-
 @pytest.fixture(scope="module")
 def base_root(ray_cluster, demo_dir, _base_cache) -> Path:
     """A lineage root holding only the tiny generation 0, built once per session (on whichever
@@ -97,13 +70,3 @@ def two_generations_root(base_root, demo_dir, _base_cache) -> Path:
         run(tiny_config(demo_dir, *LOOSE_GATE), root, Silent())
         _base_cache["two"] = root
     return _base_cache["two"]
-
-
-def copy_root(base_root: Path, dest: Path) -> Path:
-    """A lineage root of its own for a test: generation 0 copied from `base_root` to `dest`/lineage
-    (a folder; for a URI root, copy to the folder the URI names)."""
-    import shutil
-
-    dst = dest / "lineage"
-    shutil.copytree(base_root, dst)
-    return dst

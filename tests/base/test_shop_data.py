@@ -119,7 +119,7 @@ def test_the_ab_judge_scores_the_fact_where_the_generator_can(tmp_path):
 def test_configs_smollm2_is_the_demo_config_and_its_data_is_the_generators(tmp_path):
     """configs/smollm2.yaml and configs/smollm2/ are what `evo demo --base smollm2` writes (so the
     two never drift apart): the same files byte for byte, the same settings."""
-    here = Path(__file__).resolve().parents[1] / "configs"
+    here = Path(__file__).resolve().parents[2] / "configs"
     written = write_shop_data(tmp_path, generations=2)
     for f in sorted((here / "smollm2").iterdir()):
         assert f.read_bytes() == (tmp_path / f.name).read_bytes(), f"{f}: rewrite with evo.data.shop.write_shop_data"

@@ -12,8 +12,8 @@ import pytest
 from evo.driver import run_generation
 from evo.lineage.root import Lineage
 from evo.progress import Silent
-from tests.conftest import copy_root, tiny_config
-from tests.faults import HIGH_LR, NAN_FOR_HIGH_LR
+from tests.helpers import copy_root, tiny_config
+from tests.helpers.faults import HIGH_LR, NAN_FOR_HIGH_LR
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def swept(ray_cluster, base_root, demo_dir, tmp_path_factory):
     lin = Lineage(root)
     from evo import driver
 
-    # trials whose lr is at least 0.005 diverge (tests.faults turns their loss to NaN): with tune.seed 0
+    # trials whose lr is at least 0.005 diverge (tests.helpers.faults turns their loss to NaN): with tune.seed 0
     # the first of the two sampled trials does (lr 0.0067), the second does not (0.0011)
     original = driver.worker_config
 

@@ -19,8 +19,8 @@ from evo.lineage.ledger import COLUMNS
 from evo.lineage.root import Lineage
 from evo.model.artifacts import ModelStore
 from evo.progress import Silent
-from tests.conftest import LOOSE_GATE, TINY, copy_root, tiny_config
-from tests.faults import FAIL_ONCE
+from tests.helpers import LOOSE_GATE, TINY, copy_root, tiny_config
+from tests.helpers.faults import FAIL_ONCE
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +212,7 @@ def test_ledger_and_job_entrypoints(ray_cluster, base_root, demo_dir, tmp_path):
     config = _write_config(demo_dir, tmp_path, ["data.generations=[]"])
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     job = subprocess.run([sys.executable, "jobs/run_generations.py", str(config), "--root", str(root)],
-                         env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+                         env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
     assert job.returncode == 0, job.stderr[-2000:]
     assert "gen-0" in job.stdout and "already in the ledger" in job.stdout
     out = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", str(root), "--json"],

@@ -8,7 +8,7 @@ import pytest
 from evo.config import ConfigError, from_dict, load_config
 from evo.data.demo import demo_config, write_demo_data
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def test_every_problem_is_listed_at_once():

@@ -1,20 +1,20 @@
 """Faults injected into real Ray Train runs by tests, through `WorkerConfig.step_hook`
-("tests.faults:<name>"). Ray's workers import this module from the test session's working
+("tests.helpers.faults:<name>"). Ray's workers import this module from the test session's working
 directory, which Ray puts on every worker's sys.path."""
 
 from __future__ import annotations
 
 import ray.train
 
-FAIL_ONCE = "tests.faults:fail_once_at_step_15"
-NAN_FOR_HIGH_LR = "tests.faults:nan_when_lr_at_least_0_005"
+FAIL_ONCE = "tests.helpers.faults:fail_once_at_step_15"
+NAN_FOR_HIGH_LR = "tests.helpers.faults:nan_when_lr_at_least_0_005"
 HIGH_LR = 0.005
 
 
 def fail_once_at_step_15(cfg, step: int, rank: int, resumed_from: int, loss: float) -> float:
     """The last worker dies after step 15 of a run's first attempt (its last checkpoint: step 10)."""
     if step == 15 and resumed_from == 0 and rank == ray.train.get_context().get_world_size() - 1:
-        raise RuntimeError(f"injected worker failure at step {step} (tests.faults)")
+        raise RuntimeError(f"injected worker failure at step {step} (tests.helpers.faults)")
     return loss
 
 

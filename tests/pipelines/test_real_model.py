@@ -20,7 +20,7 @@ from evo.driver import run
 from evo.gate import GenerationScores, gate, general_reasons
 from evo.lineage.root import Lineage
 from evo.model.gguf import resolve, sha256_file
-from tests.conftest import LOOSE_GATE
+from tests.helpers import LOOSE_GATE
 
 pytestmark = pytest.mark.integration
 

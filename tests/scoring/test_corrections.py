@@ -74,7 +74,7 @@ def test_corrections_join_every_later_mix_whole(tmp_path, demo_dir, monkeypatch)
     from evo.data.ingest import ingest_jsonl
     from evo.driver import prepare_mix
     from evo.lineage.root import Ancestry, Lineage
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     cfg = tiny_config(demo_dir)
     lin = Lineage(tmp_path / "lineage")

@@ -11,7 +11,7 @@ import pytest
 import tomllib
 import yaml
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 CLUSTER = REPO / "cluster"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 RAY_VERSION = next(re.search(r"==([\d.]+)", d).group(1) for d in PYPROJECT["project"]["dependencies"]

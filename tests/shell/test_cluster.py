@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, copy_root, ensure_base
+from tests.helpers import TINY, copy_root, ensure_base
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 SWEEP = ["tune.num_samples=2", "tune.max_concurrent=2", "tune.steps=[10]", "tune.replay_k=[0, 20]",
          "train.checkpoint_every=5", "tune.evaluate_top=2", "tune.scheduler=none",
          "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]

@@ -14,7 +14,7 @@ import pytest
 
 from evo.atomic import atomic_write_json, read_json
 from evo.lineage.root import Lineage
-from tests.conftest import LOOSE_GATE, copy_root, ensure_base, tiny_config
+from tests.helpers import LOOSE_GATE, copy_root, ensure_base, tiny_config
 
 pytestmark = pytest.mark.integration
 PORT = 18791
@@ -199,7 +199,7 @@ def test_a_file_that_breaks_the_lineages_rules_fails_the_job_naming_the_line(ser
 
 # ---------------------------------------------------------------- the pages, in a real headless browser
 
-SHOTS = Path(__file__).parents[1] / ".screenshots"  # what a person would have seen, kept after the run
+SHOTS = Path(__file__).parents[2] / ".screenshots"  # what a person would have seen, kept after the run
 
 
 @pytest.fixture(scope="module")

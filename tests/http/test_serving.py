@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evo.lineage.root import Lineage
-from tests.conftest import copy_root
+from tests.helpers import copy_root
 
 pytestmark = pytest.mark.integration
 PORT = 18743
@@ -400,7 +400,7 @@ def test_serve_app_runs_the_way_its_docs_say(served, ray_cluster):
 
     from ray import serve
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "EVO_ROOT": str(served["root"]), "EVO_ADMIN_TOKEN": "smoke", "RAY_ADDRESS": ray_cluster}
     cmd = [str(Path(sys.executable).parent / "serve"), "run", "--name", "evo-smoke", "--route-prefix", "/smoke",
            "serve.app:app"]
