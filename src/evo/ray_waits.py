@@ -64,7 +64,7 @@ def holdings(limit: int = 12) -> list[str]:
     try:
         total, free = ray.cluster_resources(), ray.available_resources()
         lines.append("cluster: " + ", ".join(f"{k} {free.get(k, 0):g} free of {v:g}" for k, v in sorted(total.items())
-                                             if k in ("CPU", "GPU", "memory") or k.startswith("accelerator")))
+                                             if k in ("CPU", "GPU") or k.startswith("accelerator")))
     except Exception:
         pass
     try:

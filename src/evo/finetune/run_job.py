@@ -24,6 +24,7 @@ from evo.finetune.jobs import TERMINAL, JobStore, plan_training
 from evo.lineage.root import Lineage, gen_id
 from evo.openai_api import APIError
 from evo.progress import Progress
+from evo.ray_waits import Stalled
 
 ACTIVE = ("validating_files", "queued", "running")
 
@@ -219,7 +220,8 @@ def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
         store.event(jid, f"failed: {e}", level="error")
         return 1
     except Exception as e:  # the run's own error, named; the lineage keeps nothing of it (see evo.driver)
-        store.update(jid, status="failed", error={"code": "training_failed", "message": f"{type(e).__name__}: {e}",
+        code = "stalled" if isinstance(e, Stalled) else "training_failed"  # Ray could not place its work
+        store.update(jid, status="failed", error={"code": code, "message": f"{type(e).__name__}: {e}",
                                                   "param": None})
         store.event(jid, f"failed: {type(e).__name__}: {e}", level="error")
         return 1
