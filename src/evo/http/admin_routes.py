@@ -1,39 +1,34 @@
 """Admin: the live split, and promote, reject, revert and reload, each applied on this replica at
 once (the others follow through the lineage root). Every route needs the admin token or a key with
-scope admin."""
+scope admin (`AdminState` checks it before the route runs)."""
 
 from fastapi import APIRouter, Request
 
-from evo.http.state import State, read_json
+from evo.http.state import AdminState, read_json
 
 router = APIRouter()
 
 
 @router.post("/admin/split")
-async def split(request: Request, s: State):
-    s.admin(request)
+async def split(request: Request, s: AdminState):
     return s.gw.set_split(await read_json(request))
 
 
 @router.post("/admin/reload")
-async def reload(request: Request, s: State):
-    s.admin(request)
+async def reload(s: AdminState):
     return await s.go_live(s.gw.read_registry())
 
 
 @router.post("/admin/promote")
-async def promote(request: Request, s: State):
-    s.admin(request)
+async def promote(s: AdminState):
     return await s.go_live(s.gw.promote())
 
 
 @router.post("/admin/reject")
-async def reject(request: Request, s: State):
-    s.admin(request)
+async def reject(s: AdminState):
     return await s.go_live(s.gw.reject())
 
 
 @router.post("/admin/revert")
-async def revert(request: Request, s: State):
-    s.admin(request)
+async def revert(request: Request, s: AdminState):
     return await s.go_live(s.gw.revert(await read_json(request)))

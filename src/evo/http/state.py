@@ -90,6 +90,15 @@ async def server_state() -> ServerState:
 State = Annotated[ServerState, Depends(server_state)]
 
 
+async def admin_state(request: Request, s: State) -> ServerState:
+    """The replica's state, once the request has shown the admin token or an admin key."""
+    s.admin(request)
+    return s
+
+
+AdminState = Annotated[ServerState, Depends(admin_state)]
+
+
 async def read_json(request: Request) -> object:
     """The request body as JSON (an empty body is null); 400 when it is not JSON."""
     try:
