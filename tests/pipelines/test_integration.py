@@ -184,15 +184,21 @@ def test_resume_after_the_driver_is_killed_and_then_interrupted(ray_cluster, bas
     cmd = [sys.executable, "-m", "evo.cli", "run", str(config), "--root", str(root)]
     run_dir = root / "runs" / "ray" / "demo-gen-1"
 
-    def checkpoints() -> int:
-        return len(list(run_dir.glob("checkpoint_*"))) if run_dir.exists() else 0
+    def recorded() -> int:
+        """The last step whose checkpoint Ray Train's snapshot records (a checkpoint folder appears
+        before the snapshot names it, and only a named one can be resumed from)."""
+        try:
+            results = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
+        except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+            return 0
+        return max((r["metrics"]["step"] for r in results), default=0)
 
     for sig in (signal.SIGKILL, signal.SIGINT):
-        before = checkpoints()
+        before = recorded()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 240
         # Ray Train records each checkpoint in its snapshot; after a new one, a new driver can resume from it.
-        while not ((run_dir / "checkpoint_manager_snapshot.json").exists() and checkpoints() > before):
+        while recorded() <= before:
             assert proc.poll() is None, "the driver ended before it could be stopped"
             assert time.time() < deadline, "no new checkpoint within 240 s"
             time.sleep(0.1)
