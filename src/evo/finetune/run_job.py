@@ -166,8 +166,8 @@ def _point(m: dict) -> dict:
 def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
     """Run job `jid` to its end; the exit status of the Ray job (0 also for a job cancelled meanwhile).
 
-    `run_generation` is `evo.driver.run_generation`, given by `evo run-job` (only the CLI imports the
-    driver): the job is one generation, its child built as every child is (`evo.train.child.build_child`)."""
+    `run_generation` is `evo.driver.run_generation`, given by the driver's `evo run-job` (this room never
+    imports the driver): the job is one generation, its child built as every child is (`evo.train.child.build_child`)."""
 
     root = Path(root)
     store, files = JobStore(root), FileStore(root)
