@@ -43,11 +43,14 @@ def _imports(path: Path) -> list[str]:
     return out
 
 
-def test_only_the_cli_imports_the_driver():
-    """The driver is the top of the library: what it uses never reaches back into it. The CLI's verbs
-    that run it live in evo.commands."""
+def test_only_the_demo_imports_the_driver():
+    """The driver is the top of the library: what it uses never reaches back into it. Its own verbs
+    (run, sweep, run-job, compare-bases) live in it, and the CLI names them ("evo.driver:cmd_run"),
+    importing the driver only when one runs. The one module that imports it is `ab_round` (floor 9),
+    for `evo demo`: the demo runs the driver's generations and then an A/B round, which sits on a
+    floor above the driver, so the demo cannot live in the driver."""
     for path in SRC.rglob("*.py"):
-        if path.name in ("driver.py", "cli.py", "commands.py") and path.parent == SRC:
+        if path.name in ("driver.py", "ab_round.py") and path.parent == SRC:
             continue
         bad = [n for n in _imports(path) if n == "evo.driver" or n.startswith("evo.driver.")]
         assert not bad, f"{path.relative_to(SRC.parent)} imports {bad[0]}"

@@ -21,7 +21,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     6: ("curation", "inputs"),
     7: ("driver", "tune", "experiment", "compare", "report", "finetune", "ab", "inference"),
     8: ("http",),
-    9: ("cli", "ab_round", "commands"),
+    9: ("cli", "ab_round"),
 }
 FLOOR = {room: n for n, rooms in FLOORS.items() for room in rooms}
 

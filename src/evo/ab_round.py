@@ -1,6 +1,9 @@
 """One A/B round: serve parent (champion) and child (candidate) side by side, let a traffic
 generator play users and judge answers with the eval suite, stop at a verdict or the budget,
-then promote or revert and record the result in the generation's ledger row."""
+then promote or revert and record the result in the generation's ledger row.
+
+Its verbs: `evo ab`, and `evo demo`, which ends with a round (the demo's generations are the driver's,
+imported when the demo runs)."""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from typing import Optional
 
 from evo.ab.verdict import UNDECIDED, plan_for
 from evo.answers import normalize
-from evo.config import saved_config
+from evo.config import load_config, saved_config, verb_overrides
 from evo.curation.targeted import known_prompts, load_generator
+from evo.data.demo import write_demo_data
 from evo.data.records import Record
+from evo.data.shop import write_shop_data
 from evo.data.store import DataStore, delta_parts
 from evo.errors import EvoError
 from evo.evals.suite import load_probes
@@ -190,4 +195,30 @@ def cmd_ab(root: str, budget: int, port: int, address: str | None) -> int:
     cfg = saved_config(open_root(root))
     start_ray(address)
     ab_and_print(cfg, location(root), budget, port)  # a URI: the replicas follow it themselves
+    return 0
+
+
+def cmd_demo(root: str, sets: list[str] | None, skip_invalid: bool, generations: int | None, base: str, drift: bool,
+             ab_budget: int, port: int) -> int:
+    """`evo demo`: the demo data and config, its generations, an A/B round on the last one, and the report.
+
+    Here, on the top floor, because it ends with an A/B round, which the driver (below) cannot import."""
+    from evo.driver import run_config  # lazy: the generation loop (Ray Train, Tune), which `evo ab` does not need
+    from evo.report import build_report  # lazy: the report, which `evo ab` does not need
+
+    local = open_root(root)
+    write = {"tiny": write_demo_data, "smollm2": write_shop_data}[base]
+    # the real model's demo: two LoRA generations fit 2 CPU cores in minutes
+    generations = generations or (2 if base == "smollm2" else 3)
+    cfg_path = write(local / "demo_data", generations=generations, drift=2 if drift else 0)
+    print(f"demo data and config written to {cfg_path.parent}")
+    cfg = load_config(cfg_path, verb_overrides(sets, skip_invalid))
+    run_config(cfg, location(root), None)
+    if ab_budget > 0:
+        print("\nA/B round on the last generation: its parent and it, side by side on Ray Serve")
+        try:
+            ab_and_print(cfg, location(root), ab_budget, port)
+        except NothingToTest as e:
+            print(f"no A/B round: {e}")
+    print(f"\nreport: {build_report(local, lambda msg: None)} (evo report --root {root} writes it again)")
     return 0

@@ -68,7 +68,7 @@ WEAK = (saved_set("targeted.seeds=20"),
         arg("--threshold", type=float, help="perplexity above which an example is weak (default: healing.weak_threshold)"))
 
 VERBS: dict[str, Verb] = {
-    "demo": Verb("evo.commands:cmd_demo", "generate the demo data, build generation 0 and run 3 generations locally", (
+    "demo": Verb("evo.ab_round:cmd_demo", "generate the demo data, build generation 0 and run 3 generations locally", (
         SET, SKIP_INVALID,
         arg("--generations", type=int, help="demo generations after the base, 1-3 (default: 3; --base smollm2: 2)"),
         arg("--base", choices=["tiny", "smollm2"], default="tiny",
@@ -80,10 +80,10 @@ VERBS: dict[str, Verb] = {
                  "and the last good generation is champion again"),
         arg("--ab-budget", type=int, default=100, help="pairs in the closing A/B round (0: none)"),
         arg("--port", type=int, default=8000, help="port of the A/B round's server on 127.0.0.1"))),
-    "run": Verb("evo.commands:cmd_run", "run every generation of CONFIG not yet in the ledger (resumes)", (
+    "run": Verb("evo.driver:cmd_run", "run every generation of CONFIG not yet in the ledger (resumes)", (
         CONFIG, SET, SKIP_INVALID, ADDRESS,
         arg("--tune", action="store_true", help="search each generation with Ray Tune (config: tune)"))),
-    "sweep": Verb("evo.commands:cmd_sweep",
+    "sweep": Verb("evo.driver:cmd_sweep",
                   "search the next generation with Ray Tune (lr, steps, replay k); the gate's evals pick the child",
                   (CONFIG, SET, SKIP_INVALID, ADDRESS)),
     "ledger": Verb("evo.lineage.ledger:cmd_ledger", "print the lineage ledger", (
@@ -96,7 +96,7 @@ VERBS: dict[str, Verb] = {
         *WEAK,
         arg("--out", help="JSONL to write (default: ROOT/targeted/<gen>.jsonl)"),
         arg("--seed", type=int, default=0, help="sampling seed"))),
-    "experiment": Verb("evo.commands:cmd_experiment",
+    "experiment": Verb("evo.experiment:cmd_experiment",
                        "train on targeted and on random data of the same size, round after round, and compare", (
         saved_set("train.steps=100"),
         arg("--gen", help="start model (default: the champion)"),
@@ -138,7 +138,7 @@ VERBS: dict[str, Verb] = {
     "revert": Verb("evo.lineage.decisions:cmd_revert",
                    "make an earlier generation on the champion's line the champion again", (
         arg("--to", required=True, help="the generation to restore, e.g. gen-1"), DECISION_REASON)),
-    "serve": Verb("evo.commands:cmd_serve",
+    "serve": Verb("evo.http.app:cmd_serve",
                   "serve champion and candidate side by side over OpenAI-compatible HTTP (Ray Serve)", (
         arg("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"),
         arg("--port", type=int, default=8000),
@@ -150,9 +150,9 @@ VERBS: dict[str, Verb] = {
             help="largest training file POST /v1/files takes, in MiB (default: 16); larger gets 413"),
         arg("--num-gpus", type=float, default=0, help="GPUs per replica (0: CPU, half a core each); 1 on a GPU cluster"),
         ADDRESS)),
-    "run-job": Verb("evo.commands:cmd_run_job", "run one fine-tuning job of `evo serve`'s API (what its Ray job runs)", (
+    "run-job": Verb("evo.driver:cmd_run_job", "run one fine-tuning job of `evo serve`'s API (what its Ray job runs)", (
         arg("job", help="the job's id (ftjob-...)"), ADDRESS)),
-    "keys": Verb("evo.commands:cmd_keys", "API keys of `evo serve`: create (printed once), list, revoke", (
+    "keys": Verb("evo.http.keys:cmd_keys", "API keys of `evo serve`: create (printed once), list, revoke", (
         arg("action", choices=["create", "list", "revoke"]),
         arg("which", nargs="?", help="revoke: the key's id or name"),
         arg("--scope", choices=["inference", "fine-tune", "admin"], default="inference",
@@ -166,7 +166,7 @@ VERBS: dict[str, Verb] = {
             help="merged: safetensors + tokenizer + meta.json; gguf: one llama.cpp file"),
         arg("--outtype", choices=["f16", "q8_0"], default="f16", help="GGUF weights (default: f16)"),
         arg("--out", help="folder (merged) or .gguf file (default: ROOT/exports/GEN...)"))),
-    "compare-bases": Verb("evo.commands:cmd_compare_bases",
+    "compare-bases": Verb("evo.driver:cmd_compare_bases",
                           "run CONFIG's generations on each --base and compare quality, training time and answer "
                           "latency", (
         CONFIG, SET,

@@ -50,8 +50,8 @@ def base_path(name: str) -> Optional[str]:
 
 def compare_bases(config: str, bases: list[str], root: str | Path, overrides: list[str] = (),
                   generations: Optional[int] = None, prompts: int = 16, progress=print, *, run) -> list[BaseResult]:
-    """Run the config's generations on each base (in its own root) with `run` (the driver's, which
-    only the CLI imports), then time the champions."""
+    """Run the config's generations on each base (in its own root) with `run` (the driver's, handed
+    over by its `evo compare-bases`, so this room never imports the driver), then time the champions."""
 
     root = Path(root)
     if len(set(bases)) != len(bases) or len(bases) < 2:

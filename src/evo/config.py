@@ -418,6 +418,11 @@ def saved_config(root: Path, overrides: list[str] = ()) -> EvoConfig:
     return from_dict(apply_overrides(read_json(path), list(overrides)), str(path))
 
 
+def verb_overrides(sets: list[str] | None, skip_invalid: bool = False) -> list[str]:
+    """The overrides a verb's `--set KEY=VALUE` and `--skip-invalid` give, in that order."""
+    return (sets or []) + (["data.skip_invalid=true"] if skip_invalid else [])
+
+
 def cmd_check(root: str, config: str, sets: list[str] | None) -> int:
     """`evo check CONFIG`: load it (every problem listed in the ConfigError) and say it is valid."""
     cfg = load_config(config, sets or [])

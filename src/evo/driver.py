@@ -6,6 +6,10 @@ proposed as candidate -> child and parent are evaluated on Ray -> the stop rule 
 decide -> the decision is recorded through `evo.lineage.decisions`, the one place that moves an
 alias or writes a verdict (planned on disk before it is applied, so a killed driver finishes it
 when it starts again, and never applies it twice).
+
+The verbs that run the loop are here too: `evo run`, `evo sweep`, `evo run-job` (a fine-tuning
+job, `evo.finetune.run_job.execute`, handed `run_generation`) and `evo compare-bases`
+(`evo.compare.compare_bases`, handed `run`); neither room imports the driver back.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import torch
 
 from evo import ray_waits
 from evo.atomic import atomic_write_json
-from evo.config import EvoConfig
+from evo.compare import compare_bases, reasons, table
+from evo.config import EvoConfig, load_config, verb_overrides
 from evo.data import self_replay
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
@@ -31,10 +36,13 @@ from evo.data.store import SCHEME, DeltaParts, delta_parts, write_records
 from evo.evals.general import chat_prompt, read_prompts
 from evo.evals.lineage_evals import eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
+from evo.finetune.run_job import execute
 from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop, stalled_and_drifting
 from evo.healing.corrections import CorrectionStore, read_corrections_file
 from evo.healing.validators import healed_and_recurred
+from evo.inputs import check_inputs
 from evo.lineage.decisions import last_good
+from evo.lineage.ledger import print_ledger
 from evo.lineage.root import GEN0, Ancestry, Lineage, gen_id
 from evo.model import gguf
 from evo.model.generate import greedy
@@ -43,7 +51,8 @@ from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
 from evo.numbers import show
 from evo.progress import Progress, Silent
-from evo.storage import after_write_tree, uri_of
+from evo.ray_start import start_ray
+from evo.storage import after_write_tree, location, open_root, uri_of
 from evo.train.child import build_child, train_run
 from evo.train.worker_config import training_meta, worker_config
 from evo.tune.sweep import choose_winner, run_sweep, save_trials
@@ -455,3 +464,56 @@ def ensure_self_replay(cfg: EvoConfig, lin: Lineage, progress: Progress, gen0: s
                          lambda message: progress(gen0, message))[0]
     sha, n = self_replay.store(lin, rows, base, sc.prompts, prompts, sc.max_new_tokens, time.perf_counter() - t0)
     progress(gen0, f"self-replay: {n} answers stored as {sha[:12]} ({time.perf_counter() - t0:.0f} s)")
+
+
+# ---------------------------------------------------------------- the verbs that run it
+
+
+def run_config(cfg: EvoConfig, root: str, address: Optional[str], tune: bool = False,
+               max_generations: Optional[int] = None) -> int:
+    """Every generation of `cfg` not yet in the ledger at `root` (a location), then the ledger and where it all is."""
+    check_inputs(cfg, root)  # a bad line fails here, before Ray starts
+    start_ray(address)
+    summary = run(cfg, root, Progress(), tune=tune, max_generations=max_generations)
+    print()
+    print_ledger(summary.root, as_json=False)
+    mirror = f" (this machine's mirror: {summary.root})" if str(summary.root) != root else ""
+    print(f"\nlineage root: {root}{mirror}\n  ledger:   {summary.root / 'ledger.csv'}\n"
+          f"  registry: {summary.root / 'registry.json'}\n  models:   {summary.root / 'models'}\n"
+          f"  evals:    {summary.root / 'evals'}")
+    if summary.stopped:
+        print(f"\n{summary.message}")
+    return 0
+
+
+def cmd_run(root: str, config: str, sets: list[str] | None, skip_invalid: bool, address: str | None, tune: bool) -> int:
+    """`evo run CONFIG`: every generation not yet in the ledger (so it resumes)."""
+    cfg = load_config(config, verb_overrides(sets, skip_invalid))
+    return run_config(cfg, location(root), address, tune=tune)
+
+
+def cmd_sweep(root: str, config: str, sets: list[str] | None, skip_invalid: bool, address: str | None) -> int:
+    """`evo sweep CONFIG`: the next generation only, searched with Ray Tune."""
+    cfg = load_config(config, verb_overrides(sets, skip_invalid))
+    code = run_config(cfg, location(root), address, tune=True, max_generations=1)
+    print(f"  trials:   {location(root)}/trials")
+    return code
+
+
+def cmd_run_job(root: str, job: str, address: str | None) -> int:
+    """`evo run-job JOB` (what a fine-tuning job's Ray job runs): the job, its generation run by `run_generation`."""
+    start_ray(address)
+    return execute(location(root), job, run_generation)
+
+
+def cmd_compare_bases(root: str, config: str, sets: list[str] | None, base: list[str], generations: int | None,
+                      prompts: int, address: str | None) -> int:
+    """`evo compare-bases CONFIG --base A --base B ...`: each base's lineage run by `run`, then one table."""
+    start_ray(address)
+    local = open_root(root)
+    results = compare_bases(config, base, local, verb_overrides(sets), generations, prompts, run=run)
+    print()
+    print(table(results))
+    print(reasons(results))
+    print(f"\nwritten to {local / 'compare-bases.md'} (and .json); each base's lineage under {local}/<base>/")
+    return 0

@@ -48,7 +48,7 @@ import ray
 
 from evo.answers import normalize
 from evo.atomic import atomic_write_json, read_json
-from evo.config import EvoConfig
+from evo.config import ConfigError, EvoConfig, saved_config
 from evo.curation.targeted import (
     NEAR_EVAL,
     DomainGenerator,
@@ -60,7 +60,7 @@ from evo.curation.targeted import (
     targeted_for,
     write_jsonl,
 )
-from evo.curation.weak import WeakAnalysis, analyse, area_of, score_examples
+from evo.curation.weak import WeakAnalysis, analyse, area_of, model_of, score_examples
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
@@ -70,6 +70,8 @@ from evo.lineage.root import Lineage
 from evo.model.generate import greedy
 from evo.model.lineage_model import load_generation
 from evo.progress import Silent
+from evo.ray_start import start_ray
+from evo.storage import location
 from evo.train.child import build_child
 
 NAME = "targeted_vs_random"
@@ -599,3 +601,37 @@ def show_interval(i: Interval) -> str:
     if i.low is None:
         return f"{i.mean:+.3f} (one seed: no interval)"
     return f"{i.mean:+.3f} (95% CI {i.low:+.3f} to {i.high:+.3f}, {i.n} seeds)"
+
+
+def cmd_experiment(root: str, sets: list[str] | None, gen: str | None, rounds: int, seeds: int, eval_size: int,
+                   probe_size: int, data: str | None, probe: str | None, pool: str | None, steps: int | None, seed: int,
+                   fresh: bool, min_records: int, address: str | None) -> int:
+    """`evo experiment`: the inputs checked before Ray starts, then the seeds' rounds and each round's lead."""
+    lin = Lineage(location(root))  # a URI: the Train workers and eval tasks open it themselves
+    local = lin.root
+    cfg = saved_config(local, sets or [])
+    start = model_of(lin, gen)
+    for f in (data, probe):
+        if f:
+            ingest_jsonl(f)  # a bad file fails here, before Ray starts
+    pool_records = ingest_jsonl(pool).records if pool else []
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: give at least 1 (3 or more for an interval worth reading)")
+    if load_generator(cfg.targeted.generator, cfg.targeted.generator_options) is None and not (data and probe):
+        raise TargetedError("give an evaluation set and a probe set (--data FILE --probe FILE) or a domain generator "
+                            "(targeted.generator)")
+    start_ray(address)
+    print(f"targeted vs random from {start[:12]}: {seeds} seed(s) of {rounds} round(s)", flush=True)
+    exp = run_experiment(cfg, lin, start, rounds, seeds, steps, seed,
+                         lambda msg: print(f"experiment {msg}", flush=True), eval_file=data, probe_file=probe,
+                         pool=pool_records, eval_size=eval_size, probe_size=probe_size, fresh=fresh,
+                         min_records=min_records)
+    for rep in exp.replications:
+        if rep.note:
+            print(f"seed {rep.seed}: {rep.note}")
+    for r in exp.summary:
+        print(f"round {r.round} ({r.seeds} seed(s), {r.records:.0f} records per line): targeted minus random, accuracy "
+              f"on the fixed weak areas {show_interval(r.lead['areas']['accuracy'])}; overall "
+              f"{show_interval(r.lead['overall']['accuracy'])}")
+    print(f"wrote {local / 'experiments' / (NAME + '.json')}; `evo report --root {root}` shows it")
+    return 0

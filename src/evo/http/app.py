@@ -14,6 +14,7 @@ and the rating page (`ab_routes`), files and fine-tuning jobs (`files_jobs_route
 
 import asyncio
 import os
+import time
 import uuid
 from typing import Optional
 
@@ -30,6 +31,8 @@ from evo.http.state import ServerState
 from evo.inference.gateway import Gateway, GatewaySettings
 from evo.inference.pool import ModelPool
 from evo.openai_api import APIError
+from evo.ray_start import start_ray
+from evo.storage import location
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
@@ -91,3 +94,19 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
     loopback = host in ("127.0.0.1", "localhost", "::1")
     return server.bind(settings, 4, dtype, max_upload_bytes=max_upload_bytes, loopback=loopback,
                        rate_per_minute=rate_per_minute, jobs_address=jobs_address, jobs_headers=jobs_headers)
+
+
+def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas: int, rate_limit: float,
+              max_upload_mb: float, num_gpus: float, address: str | None) -> int:
+    """`evo serve`: the app on Ray Serve at host:port, until Ctrl-C."""
+    where = location(root)  # a URI: each replica follows it through its own mirror
+    start_ray(address)
+    serve.start(http_options={"host": host, "port": port}, logging_config=SERVE_LOGGING)
+    resources = {"num_gpus": num_gpus, "num_cpus": 1} if num_gpus else None
+    serve.run(build_app(str(where), candidate_share, num_replicas=replicas, ray_actor_options=resources,
+                        max_upload_bytes=int(max_upload_mb * (1 << 20)), host=host,
+                        rate_per_minute=rate_limit), name="evo", route_prefix="/")
+    print(f"serving {where} at http://{host}:{port}/v1 (models: evo, champion, candidate, gen-N); "
+          "Ctrl-C to stop", flush=True)
+    while True:
+        time.sleep(3600)

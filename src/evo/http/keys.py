@@ -23,6 +23,7 @@ from typing import Optional
 from evo.atomic import atomic_write_json, locked, read_json
 from evo.errors import EvoError
 from evo.openai_api import APIError
+from evo.storage import open_root
 
 SCOPES = ("inference", "fine-tune", "admin")
 PREFIX = "evo-"
@@ -150,3 +151,21 @@ class Authenticator:
                 raise APIError(429, f"key {row['name']!r} is over its limit of {self.rate:g} requests a minute; "
                                     f"retry in {wait:.1f} s", kind="rate_limit_error")
             self._buckets[row["id"]] = (tokens - 1, now)
+
+
+def cmd_keys(root: str, action: str, which: str | None, scope: str, name: str | None) -> int:
+    """`evo keys create|list|revoke`: the root's API keys (light: no model, no Ray)."""
+    store = KeyStore(open_root(root))
+    if action == "create":
+        key, row = store.create(scope, name or "")
+        print(f"created {row['id']} ({row['name']}, scope {row['scope']}); the key, shown this once:\n{key}")
+    elif action == "revoke":
+        if not which:
+            raise SystemExit("evo keys revoke: give the key's id or name (evo keys list)")
+        row = store.revoke(which)
+        print(f"revoked {row['id']} ({row['name']}): its requests get 401 from now on")
+    else:
+        for r in store.rows():
+            state = "revoked" if r["revoked_at"] else "live"
+            print(f"{r['id']}  {r['name']:<20} {r['scope']:<10} {state}")
+    return 0
