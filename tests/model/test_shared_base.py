@@ -52,7 +52,7 @@ def shared_with_both(chain) -> tuple[SharedBase, torch.Tensor]:
 
 
 def test_a_chain_on_the_shared_base_is_the_merged_model(chain):
-    base, tok, merged, _ = chain
+    _, tok, merged, _ = chain
     shared, ids = shared_with_both(chain)
     for links, want in (((), merged[0]), (("a0",), merged[1]), (("a0", "a1"), merged[2])):
         got = logits(GenerationModel(shared, links), ids)
@@ -62,8 +62,6 @@ def test_a_chain_on_the_shared_base_is_the_merged_model(chain):
                                                          pad_token_id=tok.pad_token_id)
     assert out.tolist() == merged[2].generate(input_ids=ids, max_new_tokens=6, do_sample=False,
                                               pad_token_id=tok.pad_token_id).tolist()
-    base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
-    assert shared.adapter_bytes() < 0.2 * base_bytes
 
 
 def test_threads_use_their_own_generation_at_once(chain):

@@ -89,9 +89,6 @@ class SharedBase:
         finally:
             self._local.chain = before
 
-    def adapter_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for d in self.adapters.values() for a, b, _ in d.values() for t in (a, b))
-
 
 class GenerationModel:
     """One generation on a shared base: what generation and the evals call (`generate`, a forward
