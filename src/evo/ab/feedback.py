@@ -1,10 +1,16 @@
-"""Feedback and served-response events, appended to `ab/<round>.jsonl` in the lineage root.
+"""Feedback and served-response events, appended to `ab/<log>.jsonl` in the lineage root, each
+tagged with the A/B round it belongs to.
+
+A round is one pair of models: its key is (champion sha, candidate sha), its id
+`<champion sha[:12]>-<candidate sha[:12]>` (`Round`). A new candidate or a new champion starts a new
+round in the same log; the votes of earlier rounds stay in it, readable, and each round is tallied
+on its own. Events written before rounds were keyed (no `round` field) are the round `legacy`.
 
 Append-only and safe with many writers (processes or replicas): each event is one line written
 with O_APPEND under an exclusive lock and fsynced. A line cut short by a crash is skipped (and
 counted) when reading, so nothing already written is ever lost or rewritten.
 
-Each store keeps a running `Tally` of its log and reads only the bytes written since it last looked
+Each store keeps a running `Tally` per round of its log and reads only the bytes written since it last looked
 (its own and other replicas'), so a vote, a duplicate check, a pair lookup and a stats read cost the
 same however long the log has grown.
 """
@@ -17,13 +23,28 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from evo.ab.router import ARMS
 from evo.ab.tally import Tally
 from evo.storage import resolve
 
-KINDS = ("response", "thumbs", "pair", "pairwise")
+KINDS = ("response", "thumbs", "pair", "pairwise", "skip")
 PAIRWISE = ("champion", "candidate", "tie")
+LEGACY = "legacy"  # the round of the events written before rounds were keyed by the two shas
+
+
+@dataclass(frozen=True)
+class Round:
+    """One A/B round: the champion and the candidate it compares (no candidate: nothing to compare,
+    but responses and thumbs still have a round to go to)."""
+
+    champion: str
+    candidate: Optional[str]
+
+    @property
+    def id(self) -> str:
+        return f"{self.champion[:12]}-{(self.candidate or 'none')[:12]}"
 
 
 class FeedbackError(ValueError):
@@ -38,6 +59,8 @@ def validate(event: dict) -> dict:
     kind = event.get("kind")
     if kind not in KINDS:
         raise FeedbackError(f"'kind' must be one of {KINDS}, got {kind!r}")
+    if "round" in event:
+        _need(event, "round", str)
     if kind == "response":
         _need(event, "response_id", str)
         if event.get("arm") not in ARMS:
@@ -46,6 +69,8 @@ def validate(event: dict) -> dict:
         _need(event, "pair_id", str)
         if event.get("a") not in ARMS:
             raise FeedbackError(f"'a' must be one of {ARMS}, got {event.get('a')!r}")
+    elif kind == "skip":  # a pair shown and passed over without a vote
+        _need(event, "pair_id", str)
     elif kind == "thumbs":
         _need(event, "response_id", str)
         if event.get("value") not in ("up", "down"):
@@ -55,6 +80,10 @@ def validate(event: dict) -> dict:
         if event.get("winner") not in PAIRWISE:
             raise FeedbackError(f"'winner' must be one of {PAIRWISE}, got {event.get('winner')!r}")
     return event
+
+
+def round_of(event: dict) -> str:
+    return event.get("round") or LEGACY
 
 
 def _need(event: dict, key: str, typ: type) -> None:
@@ -69,41 +98,68 @@ class EventLog:
 
 
 class FeedbackStore:
-    """One log per A/B round (`ab/<round>.jsonl`), so a round's verdict counts only its own votes."""
+    """One log (`ab/<log>.jsonl`) of many rounds, each tallied apart, so a round's verdict counts
+    only its own votes."""
 
-    def __init__(self, root: str | Path, round_id: str = "live"):
-        self.path = resolve(root) / "ab" / f"{round_id}.jsonl"
-        self._tally, self._offset, self._torn = Tally(), 0, 0
+    def __init__(self, root: str | Path, log: str = "live"):
+        self.path = resolve(root) / "ab" / f"{log}.jsonl"
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rounds: dict[str, Tally] = {}
+        self._where: dict[str, str] = {}  # pair or response id -> its round
+        self._offset, self._torn = 0, 0
+
+    def _add(self, e: dict) -> None:
+        rid = round_of(e)
+        self._rounds.setdefault(rid, Tally()).add(e)
+        if e["kind"] in ("pair", "response"):
+            self._where[e.get("pair_id") or e["response_id"]] = rid
 
     def _catch_up(self, fd: int, size: int) -> None:
-        """Add the complete lines written since the last look to the tally (a line still being
+        """Add the complete lines written since the last look to the tallies (a line still being
         written, with no newline yet, waits for the next look)."""
         if size < self._offset:  # the log was replaced: start again
-            self._tally, self._offset, self._torn = Tally(), 0, 0
+            self._reset()
         if size == self._offset:
             return
         data = os.pread(fd, size - self._offset, self._offset)
         end = data.rfind(b"\n") + 1
         log = _parse(data[:end])
         for e in log.events:
-            self._tally.add(e)
+            self._add(e)
         self._torn += log.torn_lines
         self._offset += end
 
-    def tally(self) -> tuple[Tally, int]:
-        """The running tally of the whole log, brought up to date, and the torn lines skipped."""
+    def _look(self) -> None:
         if not self.path.exists():
-            return self._tally, self._torn
+            return
         fd = os.open(self.path, os.O_RDONLY)
         try:
             self._catch_up(fd, os.fstat(fd).st_size)
         finally:
             os.close(fd)
-        return self._tally, self._torn
+
+    def tally(self, round_id: str = LEGACY) -> tuple[Tally, int]:
+        """The running tally of one round (an empty one for a round with no events yet), brought up
+        to date, and the torn lines of the whole log skipped."""
+        self._look()
+        return self._rounds.get(round_id) or Tally(), self._torn
+
+    def rounds(self) -> dict[str, Tally]:
+        """Every round of the log with events, in the order of its first event."""
+        self._look()
+        return dict(self._rounds)
+
+    def round_of(self, item_id: str) -> Optional[str]:
+        """The round a pair or a response was shown or served in, if the log has it."""
+        self._look()
+        return self._where.get(item_id)
 
     def pair(self, pair_id: str) -> dict | None:
-        """The event that showed side-by-side pair `pair_id`, if any."""
-        return self.tally()[0].pairs.get(pair_id)
+        """The event that showed side-by-side pair `pair_id`, in whichever round, if any."""
+        rid = self.round_of(pair_id)
+        return self._rounds[rid].pairs.get(pair_id) if rid is not None else None
 
     def append(self, event: dict, durable: bool = True, once_per_pair: bool = False) -> dict:
         """Append one event. `durable=False` skips the fsync (the OS still gets the line at once):
@@ -118,7 +174,8 @@ class FeedbackStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             self._catch_up(fd, size)
-            if once_per_pair and event["kind"] == "pairwise" and event["pair_id"] in self._tally.voted:
+            tally = self._rounds.get(round_of(event))
+            if once_per_pair and event["kind"] == "pairwise" and tally is not None and event["pair_id"] in tally.voted:
                 raise DuplicateVote(f"pair {event['pair_id']} already has a vote; the first one stands")
             if size and os.pread(fd, 1, size - 1) != b"\n":  # a writer died mid-line: fence it off
                 line = b"\n" + line

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from evo.ab.tally import prompt_key
 from evo.atomic import locked
 from evo.openai_api import APIError
 
@@ -28,12 +28,13 @@ class RatingQueue:
                 f.writelines(json.dumps({"prompt": p}) + "\n" for p in new)
         return {"queued": len(new), "already_queued": len(prompts) - len(new)}
 
-    def next(self, rated: set[str]) -> Optional[str]:
-        """The first queued prompt with no counted vote yet (`rated`: the round's prompt keys)."""
+    def next(self, done: set[str], key: Callable[[str], str]) -> Optional[str]:
+        """The first queued prompt whose key (`key(prompt)`: the `prompt_key` of the prompt asked as a
+        user's message) is not in `done` (the round's prompts with a counted vote or a skip)."""
         if not self.path.exists():
             return None
         for line in self.path.read_text(encoding="utf-8").splitlines():
             p = json.loads(line)["prompt"]
-            if prompt_key({"messages": [{"role": "user", "content": p}]}) not in rated:
+            if key(p) not in done:
                 return p
         return None

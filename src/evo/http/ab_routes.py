@@ -1,7 +1,8 @@
-"""A/B: side-by-side answers and the votes on them, thumbs, the round's statistics, the leaderboard,
-and the rating page with its queue of prompts."""
+"""A/B: side-by-side answers and the votes and skips on them, thumbs, the rounds and their
+statistics, the leaderboard, and the rating page with its queue of prompts."""
 
 import asyncio
+from typing import Optional
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -10,10 +11,23 @@ from evo.ab.rating_queue import RatingQueue
 from evo.ab.tally import prompt_key
 from evo.http.inference_routes import answer, sampling_of
 from evo.http.pages import RATE
-from evo.http.state import State, read_json
+from evo.http.state import ServerState, State, read_json
 from evo.openai_api import APIError, ChatRequest, CompletionRequest, parse_request
 
 router = APIRouter()
+
+
+def model_input(req) -> dict:
+    """The part of a parsed request the model is given: its messages (content parts already joined)
+    or its prompt."""
+    return {"messages": [m.model_dump() for m in req.messages]} if isinstance(req, ChatRequest) else {"prompt": req.prompt}
+
+
+def key_of(s: ServerState, sha: str, what: dict) -> str:
+    """The prompt key of `what` as model `sha` is given it: through its tokenizer's chat template
+    (every generation of a lineage shares its base's tokenizer, so the champion's stands for both).
+    It may load the model: call it on a thread."""
+    return prompt_key(s.pool.render(sha, what))
 
 
 @router.post("/v1/side_by_side")
@@ -26,20 +40,30 @@ async def side_by_side(request: Request, s: State):
     raw = await read_json(request)
     kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
     req = parse_request(kind, {"model": "evo", **raw} if isinstance(raw, dict) else raw, s.gw.settings.limits)
-    pair_id, targets = s.gw.open_pair(prompt_key(raw))
+    pair_round = s.gw.pair_round()  # 409 without a candidate, before any model is asked
+    key = await asyncio.to_thread(key_of, s, pair_round.champion, model_input(req))
+    pair_id, targets = s.gw.open_pair(key, pair_round)
     sampling = sampling_of(req)
     a, b = await asyncio.gather(answer(s, req, sampling, targets["a"]), answer(s, req, sampling, targets["b"]))
-    for ans in (a, b):  # blind: which arm answered is revealed only after the rating
+    for ans in (a, b):  # blind: which arm answered is shown only once the round is decided
         ans["model"] = "evo"
         ans.pop("evo")
     return {"pair_id": pair_id, "a": a, "b": b,
-            "rate_at": "/v1/feedback/pairwise with {pair_id, preferred: a | b | tie}"}
+            "rate_at": "/v1/feedback/pairwise with {pair_id, preferred: a | b | tie | both_bad}, "
+                       "or /v1/feedback/skip with {pair_id} to pass it over"}
 
 
 @router.post("/v1/feedback/pairwise")
 async def pairwise(request: Request, s: State):
     s.caller(request, "inference")
     return s.gw.record_preference(await read_json(request))
+
+
+@router.post("/v1/feedback/skip")
+async def skip(request: Request, s: State):
+    """{"pair_id"}: a pair shown and passed over without a vote."""
+    s.caller(request, "inference")
+    return s.gw.record_skip(await read_json(request))
 
 
 @router.post("/v1/feedback")
@@ -49,14 +73,22 @@ async def thumbs(request: Request, s: State):
 
 
 @router.get("/ab/stats")
-def stats(request: Request, s: State):
+def stats(request: Request, s: State, round: Optional[str] = None):
+    """The current round's statistics, or those of `?round=<id>` (`/ab/rounds` lists them)."""
     s.caller(request, "inference")
-    return s.gw.stats()
+    return s.gw.stats(round)
+
+
+@router.get("/ab/rounds")
+def rounds(request: Request, s: State):
+    s.caller(request, "inference")
+    return s.gw.rounds()
 
 
 @router.get("/rate", response_class=HTMLResponse)
 def rate_page():
-    """Blind side-by-side rating by a person, then the reveal; the leaderboard."""
+    """Blind side-by-side rating by a person (a pair passed over is recorded as skipped); the
+    leaderboard of the decided rounds."""
     return HTMLResponse(RATE)
 
 
@@ -67,9 +99,16 @@ def leaderboard(request: Request, s: State):
 
 
 @router.get("/evo/rate/next")
-def rate_next(request: Request, s: State):
+async def rate_next(request: Request, s: State):
+    """The first queued prompt the current round has neither a counted vote nor a skip on."""
     s.caller(request, "inference")
-    prompt = RatingQueue(s.gw.settings.root).next(s.gw.feedback.tally()[0].prompts)
+    now = s.gw.pair_round()
+    tally = s.gw.feedback.tally(now.id)[0]
+
+    def asked(prompt: str) -> str:  # the key the rating page's request for it will have
+        return key_of(s, now.champion, {"messages": [{"role": "user", "content": prompt}]})
+
+    prompt = await asyncio.to_thread(RatingQueue(s.gw.settings.root).next, tally.prompts | tally.skipped_prompts, asked)
     if prompt is None:
         raise APIError(404, "no queued prompt is waiting for a rating; type one", kind="not_found_error")
     return {"prompt": prompt}

@@ -84,8 +84,10 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
               jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None, plan: Optional[TestPlan] = None):
     """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
     ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU.
+    `round_id`: the name of the A/B feedback log (`ab/<round_id>.jsonl`); within it each pair of
+    champion and candidate shas is a round of its own (`evo.ab.feedback`).
     `plan`: the A/B verdict's test plan (default: evo.ab.verdict.TestPlan())."""
-    settings = {"root": root, "candidate_share": candidate_share, "round_id": round_id,
+    settings = {"root": root, "candidate_share": candidate_share, "log": round_id,
                 "state_id": f"{round_id}-{uuid.uuid4().hex[:8]}",
                 "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN"),
                 **({"plan": plan} if plan is not None else {})}

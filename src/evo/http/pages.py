@@ -61,7 +61,7 @@ CONSOLE = """<!doctype html><html><head><title>evo console</title>""" + _COMMON 
 <button id="start" onclick="startJob()">start job</button></p>
 </section>
 <section><h2>Lineage</h2><ul id="lineage"></ul></section>
-<section><h2>A/B</h2><div id="ab" class="muted"></div></section>
+<section><h2>A/B</h2><div id="ab"></div><h2>Earlier rounds</h2><ul id="ab-rounds" class="muted"></ul></section>
 </main>
 <script>""" + _KEY + """
 let selected=null;
@@ -115,11 +115,20 @@ async function lineage(){
     +((kids[g.child_sha]||[]).length?'<ul>'+kids[g.child_sha].map(item).join('')+'</ul>':'')+'</li>';
   const roots=d.generations.filter(g=>!d.generations.some(p=>p.child_sha===g.parent_sha));
   ul.innerHTML=roots.map(item).join('')}
+function gen(g,sha){return esc(g||'?')+' <span class="muted">'+esc((sha||'none').slice(0,12))+'</span>'}
+function wins(p){return 'candidate preferred on '+p.candidate_wins+', champion on '+p.champion_wins+', ties '+p.ties}
 async function ab(){
-  const s=await api('GET','/ab/stats'), v=s.verdict, p=s.pairwise;
-  document.getElementById('ab').textContent='champion '+(s.aliases.champion||'').slice(0,8)+', candidate '
-    +((s.aliases.candidate||'none').slice(0,8))+'; '+p.distinct_prompts+' rated prompts, candidate preferred on '
-    +p.candidate_wins+', champion on '+p.champion_wins+', ties '+p.ties+'; verdict: '+v.verdict+' ('+v.reason+')'}
+  const s=await api('GET','/ab/stats'), r=s.round, v=s.verdict, p=s.pairwise, k=s.skipped, at=k.by_arm_shown_as_a;
+  document.getElementById('ab').innerHTML='<span id="ab-round" data-round="'+esc(r.id)+'">round '+esc(r.id)+'</span>: champion '
+    +gen(r.champion_gen,r.champion)+' against candidate '+gen(r.candidate_gen,r.candidate)+'; '+p.distinct_prompts
+    +' rated prompts, '+k.pairs+' of '+k.pairs_shown+' pairs skipped (champion shown as A: '+at.champion.skipped+' of '
+    +at.champion.shown+', candidate shown as A: '+at.candidate.skipped+' of '+at.candidate.shown+'); '
+    +(r.decided?esc(wins(p)):'which arm won which vote is shown once the round is decided')
+    +'; verdict: '+esc(v.verdict)+' ('+esc(v.reason)+')';
+  const old=(await api('GET','/ab/rounds')).data.filter(x=>!x.current);
+  document.getElementById('ab-rounds').innerHTML=old.map(x=>'<li data-round="'+esc(x.id)+'">round '+esc(x.id)+': '
+    +gen(x.champion_gen,x.champion)+' against '+gen(x.candidate_gen,x.candidate)+'; '+x.distinct_prompts+' rated prompts, '
+    +x.skipped+' skipped; '+esc(x.verdict)+(x.pairwise?'; '+esc(wins(x.pairwise)):'')+'</li>').join('')}
 async function upload(){
   const f=document.getElementById('upload-file').files[0]; if(!f){say('choose a JSONL file first');return}
   const fd=new FormData(); fd.append('purpose','fine-tune'); fd.append('file',f,f.name);
@@ -146,39 +155,51 @@ border:1px solid #dde1e7;border-radius:6px;padding:8px;background:#fbfcfd} .vote
 <div id="status" class="err"></div>
 <section><h2>Prompt</h2><textarea id="prompt" rows="3" cols="80" placeholder="Type a prompt"></textarea><br>
 <button id="ask" onclick="ask()">ask both</button> <button id="next" onclick="nextQueued()">next queued prompt</button></section>
-<section><h2>Answers (which model wrote which is shown after you vote)</h2>
+<section><h2>Answers (which model wrote which is shown once the round is decided)</h2>
 <div class="answers"><div><b>A</b><div id="answer-a" class="answer"></div></div><div><b>B</b><div id="answer-b" class="answer"></div></div></div>
 <p class="votes"><button id="vote-a" onclick="vote('a')" disabled>A is better [1]</button>
 <button id="vote-b" onclick="vote('b')" disabled>B is better [2]</button><button id="vote-tie" onclick="vote('tie')" disabled>tie [3]</button>
-<button id="vote-bad" onclick="vote('both_bad')" disabled>both bad [4]</button></p><div id="reveal"></div></section>
-<section><h2>Leaderboard</h2><table id="leaderboard"><thead><tr><th>#</th><th>generation</th><th>strength</th>
+<button id="vote-bad" onclick="vote('both_bad')" disabled>both bad [4]</button>
+<button id="skip" onclick="skip()" disabled>skip [5]</button></p><div id="reveal"></div></section>
+<section><h2>Leaderboard (decided rounds)</h2><table id="leaderboard"><thead><tr><th>#</th><th>generation</th><th>strength</th>
 <th>95% interval</th><th>votes</th></tr></thead><tbody></tbody></table><p id="method" class="muted"></p></section>
 </main>
 <script>""" + _KEY + """
 let pair=null;
-function buttons(on){for(const id of ['vote-a','vote-b','vote-tie','vote-bad']) document.getElementById(id).disabled=!on}
+function buttons(on){for(const id of ['vote-a','vote-b','vote-tie','vote-bad','skip']) document.getElementById(id).disabled=!on}
+async function passOver(){  // a pair shown and not voted on is recorded as skipped
+  if(!pair) return; const p=pair; pair=null; buttons(false);
+  try{await api('POST','/v1/feedback/skip',{pair_id:p})}catch(e){say(e.message)}}
 async function ask(){
   const p=document.getElementById('prompt').value.trim(); if(!p){say('type a prompt first');return}
+  await passOver();
   say('asking both models...'); buttons(false); document.getElementById('reveal').textContent='';
   try{const r=await api('POST','/v1/side_by_side',{messages:[{role:'user',content:p}],max_tokens:48,temperature:0});
     pair=r.pair_id; document.getElementById('answer-a').textContent=r.a.choices[0].message.content;
     document.getElementById('answer-b').textContent=r.b.choices[0].message.content; buttons(true); say('')}
   catch(e){say(e.message)}}
 async function nextQueued(){
+  await passOver();
   try{document.getElementById('prompt').value=(await api('GET','/evo/rate/next')).prompt; await ask()}catch(e){say(e.message)}}
+async function skip(){await passOver(); document.getElementById('reveal').textContent='skipped'}
 async function vote(which){
   if(!pair) return; buttons(false);
   try{const r=await api('POST','/v1/feedback/pairwise',{pair_id:pair,preferred:which}); pair=null;
     const name=x=>x.arm+(x.sha?' ('+x.sha.slice(0,8)+')':'');
-    document.getElementById('reveal').textContent='A was the '+name(r.revealed.a)+', B was the '+name(r.revealed.b)+'.';
+    document.getElementById('reveal').textContent=r.revealed?'A was the '+name(r.revealed.a)+', B was the '+name(r.revealed.b)+'.'
+      :'Vote recorded. Which model wrote which is shown once the round is decided.';
     await board()}catch(e){say(e.message)}}
+window.addEventListener('pagehide',()=>{if(!pair) return; const h={'content-type':'application/json'};
+  if(key()) h['Authorization']='Bearer '+key();
+  fetch('/v1/feedback/skip',{method:'POST',headers:h,body:JSON.stringify({pair_id:pair}),keepalive:true}); pair=null});
 async function board(){
   try{const b=await api('GET','/evo/leaderboard'), tb=document.querySelector('#leaderboard tbody');
     tb.innerHTML=b.data.map((r,i)=>'<tr><td>'+(i+1)+'</td><td>'+esc(r.gen_id||r.sha.slice(0,8))+'</td><td>'+r.strength.toFixed(2)
       +'</td><td>'+r.interval[0].toFixed(2)+' to '+r.interval[1].toFixed(2)+'</td><td>'+r.votes+'</td></tr>').join('');
-    document.getElementById('method').textContent=b.votes+' votes; '+b.method}catch(e){say(e.message)}}
+    document.getElementById('method').textContent=b.votes+' votes of '+b.rounds.length+' decided round(s)'
+      +(b.open_round_votes?' ('+b.open_round_votes+' decisive votes of the open round wait for its verdict)':'')+'; '+b.method}catch(e){say(e.message)}}
 document.addEventListener('keydown',e=>{if(e.target.tagName==='TEXTAREA'||e.target.tagName==='INPUT') return;
-  const k={'1':'a','2':'b','3':'tie','4':'both_bad'}[e.key]; if(k&&pair) vote(k)});
+  const k={'1':'a','2':'b','3':'tie','4':'both_bad'}[e.key]; if(k&&pair) vote(k); if(e.key==='5'&&pair) skip()});
 const refresh=board; board();
 </script></body></html>
 """

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from evo.ab.feedback import DuplicateVote, FeedbackError, FeedbackStore
+from evo.ab.feedback import LEGACY, DuplicateVote, FeedbackError, FeedbackStore, Round
 from evo.ab.leaderboard import bradley_terry
 from evo.ab.router import ABRouter
-from evo.ab.verdict import TestPlan
+from evo.ab.tally import Tally
+from evo.ab.verdict import UNDECIDED, TestPlan, verdict_of
 from evo.atomic import atomic_write_json, read_json
 from evo.finetune.jobs import JobStore
 from evo.lineage.decisions import DecisionError, Decisions
@@ -29,7 +30,7 @@ class GatewaySettings:
     root: str
     candidate_share: float = 0.5
     admin_token: Optional[str] = None  # without one, admin actions are refused
-    round_id: str = "live"  # which A/B round's log the feedback goes to
+    log: str = "live"  # the feedback log (ab/<log>.jsonl); each (champion, candidate) pair is a round in it
     state_id: str = "default"  # replicas of one app share serving/<state_id>.json (the live split)
     limits: Limits = field(default_factory=Limits)
     plan: TestPlan = field(default_factory=TestPlan)
@@ -46,8 +47,8 @@ class Gateway:
     def __init__(self, settings: GatewaySettings):
         self.settings = settings
         self.registry = Registry(settings.root)
-        self.feedback = FeedbackStore(settings.root, settings.round_id)
-        self._rounds: dict[str, FeedbackStore] = {settings.round_id: self.feedback}
+        self.feedback = FeedbackStore(settings.root, settings.log)
+        self._logs: dict[str, FeedbackStore] = {settings.log: self.feedback}
         self.router = ABRouter(settings.candidate_share)
         self.aliases: dict[str, Optional[str]] = {}
         self.state_path = self.registry.path.parent / "serving" / f"{settings.state_id}.json"
@@ -183,57 +184,112 @@ class Gateway:
                              "sha": sha, "created": job["finished_at"], "fine_tuning_job": job["id"]})
         return {"object": "list", "data": data}
 
+    def current_round(self) -> Round:
+        """The round the live aliases make: the champion against the candidate."""
+        return Round(self.aliases["champion"], self.aliases.get("candidate"))
+
+    def pair_round(self) -> Round:
+        """The round a side-by-side pair is shown in now; 409 without a candidate."""
+        if not self.aliases.get("candidate"):
+            raise APIError(409, "side by side needs a candidate, and there is none now", kind="conflict")
+        return self.current_round()
+
     def record_response(self, response_id: str, target: Target, user: Optional[str]) -> None:
-        """Responses of the A/B arms are logged, so thumbs on them count for that arm."""
+        """Responses of the A/B arms are logged in the round being served, so thumbs on them count
+        for that arm of that round."""
         if target.arm != "pinned":
             self.feedback.append({"kind": "response", "response_id": response_id, "arm": target.arm,
-                                  "sha": target.sha, "user": user or ""}, durable=False)
+                                  "sha": target.sha, "user": user or "", "round": self.current_round().id},
+                                 durable=False)
 
     def record_feedback(self, body: object, kind: str) -> dict:
+        """Thumbs on a response: they go to the round the response was served in."""
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
-        fields = ("response_id", "value", "pair_id", "winner", "prompt_key")
+        fields = ("response_id", "value")
+        rid = body.get("response_id")
+        where = (self.feedback.round_of(rid) if isinstance(rid, str) else None) or self.current_round().id
         try:
-            event = self.feedback.append({**{k: body.get(k) for k in fields if k in body}, "kind": kind},
-                                         once_per_pair=kind == "pairwise")
-        except DuplicateVote as e:
-            raise APIError(409, str(e), "pair_id", "conflict") from None
+            event = self.feedback.append({**{k: body.get(k) for k in fields if k in body}, "kind": kind,
+                                          "round": where})
         except FeedbackError as e:
             raise APIError(400, str(e)) from None
         return {"recorded": event}
 
-    def open_pair(self, key: str) -> tuple[str, dict[str, Target]]:
-        """Both arms for one prompt (`key`: its `prompt_key`), labelled "a" and "b" at random so a
-        rater cannot tell which is which."""
-        if not self.aliases.get("candidate"):
-            raise APIError(409, "side by side needs a candidate, and there is none now", kind="conflict")
+    def open_pair(self, key: str, pair_round: Optional[Round] = None) -> tuple[str, dict[str, Target]]:
+        """Both arms of the round (`pair_round`, default: the current one) for one prompt (`key`: its
+        `prompt_key`), labelled "a" and "b" at random so a rater cannot tell which is which."""
+        r = pair_round or self.pair_round()
+        shas = {"champion": r.champion, "candidate": r.candidate}
         a = random.choice(["champion", "candidate"])
         b = "candidate" if a == "champion" else "champion"
         pair_id = new_id("pair")
-        self.feedback.append({"kind": "pair", "pair_id": pair_id, "a": a, "prompt_key": key,
-                              "shas": {"champion": self.aliases["champion"], "candidate": self.aliases["candidate"]}})
-        return pair_id, {"a": Target(a, self.aliases[a], a), "b": Target(b, self.aliases[b], b)}
+        self.feedback.append({"kind": "pair", "pair_id": pair_id, "a": a, "prompt_key": key, "shas": shas,
+                              "round": r.id})
+        return pair_id, {"a": Target(a, shas[a], a), "b": Target(b, shas[b], b)}
+
+    def _shown_now(self, body: object, what: str) -> dict:
+        """The pair a vote or a skip names, if it was shown in the current round: 404 for a pair never
+        shown, 409 for one of a round that has ended (its votes are that round's, never this one's)."""
+        pair_id = body.get("pair_id") if isinstance(body, dict) else None
+        shown = self.feedback.pair(pair_id) if isinstance(pair_id, str) else None
+        if shown is None:
+            raise APIError(404, f"no side-by-side pair {pair_id!r}", "pair_id", "not_found_error")
+        now = self.current_round().id
+        if (shown.get("round") or LEGACY) != now:
+            raise APIError(409, f"pair {pair_id} was shown in round {shown.get('round') or LEGACY}, which has ended "
+                                f"(the round now is {now}: the champion or the candidate changed); its {what} is not "
+                                "taken", "pair_id", "conflict")
+        return shown
 
     def record_preference(self, body: object) -> dict:
         """{"pair_id", "preferred": "a" | "b" | "tie" | "both_bad"} -> a pairwise vote for the arm
-        behind the label ("both_bad" is a tie: neither arm is preferred). The reply reveals which arm
-        was which, for a rater who has voted."""
+        behind the label ("both_bad" is a tie: neither arm is preferred). The reply does not say which
+        arm was which while the round is open (a rater who knew could tell the arms apart in the next
+        pairs); once the round is decided it does, as the console and the leaderboard do."""
         if not isinstance(body, dict) or body.get("preferred") not in ("a", "b", "tie", "both_bad"):
             raise APIError(400, "'preferred' must be 'a', 'b', 'tie' or 'both_bad'", "preferred")
-        shown = self.feedback.pair(body["pair_id"]) if isinstance(body.get("pair_id"), str) else None
-        if shown is None:
-            raise APIError(404, f"no side-by-side pair {body.get('pair_id')!r}", "pair_id", "not_found_error")
+        shown = self._shown_now(body, "vote")
         other = "candidate" if shown["a"] == "champion" else "champion"
         winner = {"a": shown["a"], "b": other, "tie": "tie", "both_bad": "tie"}[body["preferred"]]
-        vote = {"pair_id": body["pair_id"], "winner": winner}
+        vote = {"kind": "pairwise", "pair_id": body["pair_id"], "winner": winner, "round": shown["round"]}
         if body["preferred"] == "both_bad":
             vote["both_bad"] = True
         if shown.get("prompt_key"):
             vote["prompt_key"] = shown["prompt_key"]
-        out = self.record_feedback(vote, "pairwise")
-        shas = shown.get("shas") or {}
-        out["revealed"] = {"a": {"arm": shown["a"], "sha": shas.get(shown["a"])}, "b": {"arm": other, "sha": shas.get(other)}}
+        try:
+            event = self.feedback.append(vote, once_per_pair=True)
+        except DuplicateVote as e:
+            raise APIError(409, str(e), "pair_id", "conflict") from None
+        out = {"recorded": {"pair_id": event["pair_id"], "preferred": body["preferred"], "round": event["round"],
+                            "time": event["time"]}}
+        if self._decided(shown["round"]):
+            shas = shown.get("shas") or {}
+            out["revealed"] = {"a": {"arm": shown["a"], "sha": shas.get(shown["a"])},
+                               "b": {"arm": other, "sha": shas.get(other)}}
+        else:
+            out["revealed"] = None
+            out["reveal"] = "which arm answered a and b is shown on the console and the leaderboard once the round is decided"
         return out
+
+    def record_skip(self, body: object) -> dict:
+        """{"pair_id"}: a pair shown and passed over without a vote (the rating page sends it when the
+        rater asks for the next prompt). A skip on a pair with a vote is refused; a second skip is one."""
+        shown = self._shown_now(body, "skip")
+        tally = self.feedback.tally(shown["round"])[0]
+        if shown["pair_id"] in tally.voted:
+            raise APIError(409, f"pair {shown['pair_id']} already has a vote; it cannot be skipped", "pair_id", "conflict")
+        if shown["pair_id"] not in tally.skipped:
+            self.feedback.append({"kind": "skip", "pair_id": shown["pair_id"], "round": shown["round"]})
+        return {"skipped": {"pair_id": shown["pair_id"], "round": shown["round"]}}
+
+    def _decided(self, round_id: str, tally: Optional[Tally] = None) -> bool:
+        """A round is decided once its verdict is reached, or once it has ended (the champion or the
+        candidate changed); until then it is open."""
+        if round_id != self.current_round().id:
+            return True
+        tally = tally if tally is not None else self.feedback.tally(round_id)[0]
+        return verdict_of(tally.cum_wins, self.settings.plan).verdict != UNDECIDED
 
     def lineage(self, owner: Optional[str] = None) -> dict:
         """The lineage tree for the console: every generation with its parent, decision and evals,
@@ -252,29 +308,89 @@ class Gateway:
         return {"aliases": self.aliases, "generations": rows}
 
     def leaderboard(self) -> dict:
-        """Every generation that has been rated side by side, in every round of this lineage, ranked by a
-        Bradley-Terry fit of the counted decisive votes, with 95% intervals."""
+        """Every generation that has been rated side by side, ranked by a Bradley-Terry fit of the
+        counted decisive votes of every decided round of this lineage (every log), with 95%
+        intervals. The open round's votes wait until it is decided: a rater who saw the board move
+        after a vote would know which arm had been preferred."""
 
         wins: dict[tuple[str, str], int] = {}
+        counted, waiting = [], 0
         for path in sorted((self.registry.path.parent / "ab").glob("*.jsonl")):
-            store = self._rounds.setdefault(path.stem, FeedbackStore(self.settings.root, path.stem))
-            for pair, n in store.tally()[0].sha_wins.items():
-                wins[pair] = wins.get(pair, 0) + n
+            store = self._logs.setdefault(path.stem, FeedbackStore(self.settings.root, path.stem))
+            for rid, tally in store.rounds().items():
+                if not self._decided(rid, tally):
+                    waiting += sum(tally.sha_wins.values())
+                    continue
+                counted.append(f"{path.stem}/{rid}")
+                for pair, n in tally.sha_wins.items():
+                    wins[pair] = wins.get(pair, 0) + n
         rows = bradley_terry(wins)
         for r in rows:
             m = self.models.get(r["sha"]) or {}
             r["gen_id"] = m.get("gen_id")
-        return {"object": "list", "data": rows, "votes": sum(wins.values()),
+        return {"object": "list", "data": rows, "votes": sum(wins.values()), "rounds": counted,
+                "open_round_votes": waiting,
                 "method": "Bradley-Terry (MM fit, strengths on the log scale relative to the mean; 95% intervals "
-                          "from the observed information), counted decisive side-by-side votes of every round"}
+                          "from the observed information), counted decisive side-by-side votes of every decided "
+                          "round (the open round's once it is decided)"}
 
-    def stats(self) -> dict:
-        tally, torn = self.feedback.tally()
+    def _sha(self, prefix: str) -> Optional[str]:
+        hits = [s for s in self.models if s.startswith(prefix)]
+        return hits[0] if len(hits) == 1 else None
+
+    def round_info(self, round_id: str, tally: Tally, verdict: dict) -> dict:
+        """What a round is about: its two shas and generations, whether it is the current one and
+        whether it is decided."""
+        now = self.current_round()
+        if round_id == now.id:
+            shas = {"champion": now.champion, "candidate": now.candidate}
+        elif round_id == LEGACY:  # before rounds were keyed: the pairs it shows say what it compared
+            pairs = sorted(tally.model_pairs)
+            shas = dict(zip(("champion", "candidate"), pairs[0])) if len(pairs) == 1 else {}
+        else:
+            head, _, tail = round_id.partition("-")
+            shas = {"champion": tally.shas.get("champion") or self._sha(head),
+                    "candidate": tally.shas.get("candidate") or (self._sha(tail) if tail != "none" else None)}
+        info = {"id": round_id, "log": self.settings.log}
+        for arm in ("champion", "candidate"):
+            sha = shas.get(arm)
+            info[arm] = sha
+            info[f"{arm}_gen"] = (self.models.get(sha) or {}).get("gen_id") if sha else None
+        if round_id == LEGACY:
+            info["model_pairs"] = [list(p) for p in sorted(tally.model_pairs)]
+        info.update(current=round_id == now.id, decided=round_id != now.id or verdict["verdict"] != UNDECIDED,
+                    verdict=verdict["verdict"], first_event=tally.first_time, last_event=tally.last_time)
+        return info
+
+    def stats(self, round_id: Optional[str] = None) -> dict:
+        """A round's statistics (default: the current round), naming the two shas it compares."""
+        rounds = self.feedback.rounds()
+        rid = round_id or self.current_round().id
+        if rid not in rounds and rid != self.current_round().id:
+            known = ", ".join(rounds) or "none yet"
+            raise APIError(404, f"no A/B round {rid!r} in {self.feedback.path.name} (rounds: {known}); GET /ab/rounds "
+                                "lists them", "round", "not_found_error")
+        tally, torn = self.feedback.tally(rid)
         out = tally.summary(self.settings.plan)
+        out["round"] = self.round_info(rid, tally, out["verdict"])
         out["candidate_share"] = self.router.candidate_share
         out["aliases"] = self.aliases
         out["torn_lines"] = torn
         return out
+
+    def rounds(self) -> dict:
+        """Every round of this server's log, oldest first: what it compared, its verdict, and once it
+        is decided its votes per arm."""
+        data = []
+        for rid, tally in self.feedback.rounds().items():
+            s = tally.summary(self.settings.plan)
+            info = self.round_info(rid, tally, s["verdict"])
+            info["distinct_prompts"], info["skipped"] = s["pairwise"]["distinct_prompts"], s["skipped"]["pairs"]
+            if info["decided"]:
+                info["pairwise"] = s["pairwise"]
+            data.append(info)
+        data.sort(key=lambda r: r["first_event"] or 0)
+        return {"object": "list", "data": data}
 
     def check_admin(self, authorization: Optional[str]) -> None:
         token = self.settings.admin_token

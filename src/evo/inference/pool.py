@@ -50,6 +50,11 @@ class ModelPool:
                 self.bases = {b: v for b, v in self.bases.items() if v[0] in used}
             return model
 
+    def render(self, sha: str, request: dict) -> str:
+        """The text model `sha` is given for a request's "messages" or "prompt" (what makes two
+        requests one model input: `evo.ab.tally.prompt_key`)."""
+        return render_prompt(self.get(sha)[1], request)
+
     def stream(self, request: dict) -> tuple[int, Iterator[Delta]]:
         """(prompt tokens, deltas) for one request with n = 1, token by token."""
         model, tok = self.get(request["sha"])

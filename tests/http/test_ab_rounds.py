@@ -1,0 +1,233 @@
+"""A/B rounds over the app's real routes, without Ray: a round is one pair of models, one prompt is
+one model input, a pair passed over is a skip, and a vote's reply keeps the arms hidden while the
+round is open. Real tiny models (three bases of one tokenizer, carrying SmolLM2's chat template),
+real files, FastAPI's TestClient on the app (`tests/http/test_serving.py` has the same app on Ray
+Serve)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from evo.ab.feedback import FeedbackStore
+from evo.ab.rating_queue import RatingQueue
+from evo.ab.verdict import TestPlan
+from evo.config import TinyModelConfig
+from evo.finetune.files import FileStore
+from evo.finetune.submit import JobService, RayJobs
+from evo.http.app import api
+from evo.http.keys import Authenticator
+from evo.http.state import ServerState, server_state
+from evo.inference.gateway import Gateway, GatewaySettings
+from evo.inference.pool import ModelPool, render_prompt
+from evo.lineage.registry import Registry
+from evo.model.artifacts import ModelStore
+from evo.model.loading import build_tiny_llama
+from evo.model.tokenizer import train_bpe_tokenizer
+from evo.openai_api import ChatRequest, Limits, parse_request
+
+# SmolLM2-135M-Instruct's chat template, as its GGUF ships it: a system turn is written when the
+# messages have none, so a request that sends that same system message gives the model the same input.
+SMOLLM2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+ASK = "What is the price of the Zora lamp?"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Three tiny bases (different weights, one tokenizer): the champion and two candidates."""
+    root = tmp_path_factory.mktemp("ab-models")
+    tok = train_bpe_tokenizer([ASK.lower(), "user assistant system"] * 20, 300)
+    tok.chat_template = SMOLLM2_TEMPLATE
+    shas = []
+    for seed in range(3):
+        m = build_tiny_llama(TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32), tok, seed)
+        shas.append(ModelStore(root).put_base(lambda d, m=m: (m.save_pretrained(d), tok.save_pretrained(d)), {}))
+    return root, shas
+
+
+@pytest.fixture
+def served(models, tmp_path):
+    """The app's routes on a lineage root whose champion is gen-0 and candidate gen-1."""
+    import shutil
+
+    store, shas = models
+    root = tmp_path / "root"
+    shutil.copytree(store / "models", root / "models")
+    reg = Registry(root)
+    for i, sha in enumerate(shas):
+        reg.add(sha, f"gen-{i}", shas[0] if i else "", "base" if i == 0 else "candidate")
+    reg.move("champion", shas[0])
+    reg.move("candidate", shas[1])
+    pool = ModelPool(str(root), max_models=3)
+
+    async def answer_batch(request: dict) -> dict:
+        return (await asyncio.to_thread(pool.run, [request]))[0]
+
+    # five decisive votes make one look; after it the round is decided whatever the votes were
+    gw = Gateway(GatewaySettings(str(root), 0.5, "tok", plan=TestPlan(look_every=5, max_looks=1)))
+    state = ServerState(gw=gw, files=FileStore(root), auth=Authenticator(root), jobs=JobService(root, RayJobs(root)),
+                        pool=pool, answer_batch=answer_batch, follow_s=0.05)
+    api.dependency_overrides[server_state] = lambda: state
+    with TestClient(api) as http:
+        yield http, root, shas, state
+    api.dependency_overrides.clear()
+
+
+def ask(http, body: dict) -> dict:
+    r = http.post("/v1/side_by_side", json={"max_tokens": 2, "temperature": 0, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def chat(content, **extra) -> dict:
+    return {"messages": [{"role": "user", "content": content, **extra}]}
+
+
+def vote(http, pair: dict, preferred: str = "a"):
+    return http.post("/v1/feedback/pairwise", json={"pair_id": pair["pair_id"], "preferred": preferred})
+
+
+def go_live(state, **aliases) -> None:
+    """An alias move made elsewhere (the driver, another replica), taken as the follower takes it."""
+    reg = Registry(state.gw.settings.root)
+    for name, sha in aliases.items():
+        reg.move(name, sha, reason="test")
+    state.gw.reload()
+
+
+def test_a_new_candidate_starts_a_new_round_and_the_old_one_stays_readable(served):
+    http, root, (a, b, c), state = served
+    first = http.get("/ab/stats").json()["round"]
+    assert (first["champion"], first["candidate"], first["current"]) == (a, b, True)
+    assert (first["champion_gen"], first["candidate_gen"]) == ("gen-0", "gen-1")
+    assert vote(http, ask(http, chat(ASK)), "b").status_code == 200
+    stale = ask(http, chat("and the price of the bove lamp?"))  # shown in the first round, not voted yet
+    go_live(state, candidate=c)  # gen-2 becomes the candidate: a new round, from no votes
+    now = http.get("/ab/stats").json()
+    assert (now["round"]["champion"], now["round"]["candidate"]) == (a, c) and now["round"]["id"] != first["id"]
+    assert now["pairwise"]["distinct_prompts"] == 0 and now["verdict"]["verdict"] == "undecided"
+    refused = vote(http, stale)  # its round has ended: the vote is not taken, into either round
+    assert refused.status_code == 409 and first["id"] in refused.json()["error"]["message"]
+    assert vote(http, ask(http, chat(ASK)), "a").status_code == 200  # the same prompt counts again, for gen-2
+    now = http.get("/ab/stats").json()["pairwise"]
+    assert now["distinct_prompts"] == 1 and now["votes_not_counted"] == 0
+    old = http.get("/ab/stats", params={"round": first["id"]}).json()
+    assert old["round"]["candidate"] == b and not old["round"]["current"] and old["round"]["decided"]
+    assert old["pairwise"]["distinct_prompts"] == 1 and old["skipped"]["pairs_shown"] == 2
+    go_live(state, champion=c, candidate=b)  # a new champion: a new round again
+    assert http.get("/ab/stats").json()["round"]["champion"] == c
+    listed = http.get("/ab/rounds").json()["data"]
+    assert [(r["champion"], r["candidate"], r["current"]) for r in listed if r["distinct_prompts"]] == [
+        (a, b, False), (a, c, False)]
+    missing = http.get("/ab/stats", params={"round": "nope"})
+    assert missing.status_code == 404 and "/ab/rounds" in missing.json()["error"]["message"]
+
+
+def test_votes_written_before_rounds_were_keyed_are_a_round_of_their_own(served):
+    """A log from before (no `round` on its events) stays readable as the round `legacy`: its votes
+    are its own, counted by the leaderboard (that round is over), never by the current round."""
+    http, root, (a, b, _), state = served
+    old = FeedbackStore(root)
+    for i in range(3):
+        old.append({"kind": "pair", "pair_id": f"old-{i}", "a": "champion", "prompt_key": "k",
+                    "shas": {"champion": a, "candidate": b}})
+        old.append({"kind": "pairwise", "pair_id": f"old-{i}", "prompt_key": f"k{i}", "winner": "candidate"})
+    assert http.get("/ab/stats").json()["pairwise"]["distinct_prompts"] == 0
+    legacy = http.get("/ab/stats", params={"round": "legacy"}).json()
+    assert legacy["pairwise"]["candidate_wins"] == 3
+    assert (legacy["round"]["champion"], legacy["round"]["candidate"], legacy["round"]["decided"]) == (a, b, True)
+    board = http.get("/evo/leaderboard").json()
+    assert board["votes"] == 3 and board["data"][0]["sha"] == b
+    assert vote(http, {"pair_id": "old-0"}).status_code == 409  # a pair of an ended round
+
+
+def test_one_model_input_is_one_prompt_however_it_is_spelled(served):
+    """Six spellings of one question that reach the model as the same input (checked: the pool
+    renders them alike) are one prompt: the first vote counts, the other five are kept, not counted.
+    A different question, or the same words sent as a plain completion prompt, is another input."""
+    http, root, _, state = served
+    spellings = [
+        chat(ASK),
+        chat("  what is THE price of the zora   lamp?\n"),
+        chat([{"type": "text", "text": "What is the price"}, {"type": "text", "text": "of the Zora lamp?"}]),
+        {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ASK}]},
+        chat(ASK, name="alice"),  # a field the server does not give the model
+        {**chat(ASK), "temperature": 0.7, "seed": 3, "user": "bob"},  # sampling does not make a prompt new
+    ]
+    champion = state.gw.aliases["champion"]
+    parsed = [parse_request(ChatRequest, {"model": "evo", **s}, Limits()) for s in spellings]
+    given = [render_prompt(state.pool.get(champion)[1], {"messages": [m.model_dump() for m in r.messages]}) for r in parsed]
+    assert len({"".join(g.lower().split()) for g in given}) == 1  # one model input, as the template renders it
+    assert len(set(given)) == 3  # apart only in case and spacing before the folding
+    for body in spellings:
+        assert vote(http, ask(http, body), "a").status_code == 200
+    p = http.get("/ab/stats").json()["pairwise"]
+    assert p["distinct_prompts"] == 1 and p["votes_not_counted"] == 5
+    assert vote(http, ask(http, chat("What is the price of the Bove lamp?"))).status_code == 200
+    assert vote(http, ask(http, {"prompt": ASK})).status_code == 200
+    assert http.get("/ab/stats").json()["pairwise"]["distinct_prompts"] == 3
+
+
+def test_a_pair_passed_over_is_recorded_as_skipped_by_the_arm_shown_as_a(served):
+    http, root, _, state = served
+    pairs = [ask(http, chat(f"what is the price of lamp {i}?")) for i in range(4)]
+    for pair in pairs[:3]:
+        r = http.post("/v1/feedback/skip", json={"pair_id": pair["pair_id"]})
+        assert r.status_code == 200 and r.json()["skipped"]["pair_id"] == pair["pair_id"]
+    assert http.post("/v1/feedback/skip", json={"pair_id": pairs[0]["pair_id"]}).status_code == 200  # once is enough
+    assert vote(http, pairs[2]).status_code == 200  # passed over, then voted after all: a vote, not a skip
+    assert vote(http, pairs[3]).status_code == 200
+    refused = http.post("/v1/feedback/skip", json={"pair_id": pairs[3]["pair_id"]})
+    assert refused.status_code == 409 and "already has a vote" in refused.json()["error"]["message"]
+    assert http.post("/v1/feedback/skip", json={"pair_id": "pair-nope"}).status_code == 404
+    skipped = http.get("/ab/stats").json()["skipped"]
+    shown_as_a = [e["a"] for e in FeedbackStore(root).read().events if e["kind"] == "pair"]
+    assert skipped["pairs"] == 2 and skipped["pairs_shown"] == 4
+    by = skipped["by_arm_shown_as_a"]
+    assert {arm: by[arm]["shown"] for arm in by} == {arm: shown_as_a.count(arm) for arm in ("champion", "candidate")}
+    assert {arm: by[arm]["skipped"] for arm in by} == {arm: shown_as_a[:2].count(arm) for arm in ("champion", "candidate")}
+    RatingQueue(root).add({"prompts": ["what is the price of lamp 0?", "what is the price of lamp 3?",
+                                       "What is the price of lamp 9?"]})
+    assert http.get("/evo/rate/next").json()["prompt"] == "What is the price of lamp 9?"  # 0 skipped, 3 voted
+
+
+def test_a_vote_names_no_arm_until_the_round_is_decided(served):
+    """While the round is open neither the vote's reply nor the leaderboard says which arm was which
+    (the board would move with the vote); once its one look is taken (five decisive votes), both do."""
+    http, root, (a, b, _), state = served
+    replies = []
+    for i in range(5):
+        r = vote(http, ask(http, chat(f"what is the price of lamp {i}?")), "a")
+        assert r.status_code == 200
+        replies.append(r.json())
+    for reply in replies[:4]:
+        assert reply["revealed"] is None and "champion" not in json.dumps(reply) and "candidate" not in json.dumps(reply)
+        assert "once the round is decided" in reply["reveal"]
+    assert replies[4]["revealed"]["a"]["arm"] in ("champion", "candidate")  # the vote that decided it
+    assert http.get("/ab/stats").json()["round"]["decided"]
+    board = http.get("/evo/leaderboard").json()
+    assert board["votes"] == 5 and {r["sha"] for r in board["data"]} == {a, b}
+    later = vote(http, ask(http, chat("what is the price of lamp 7?")), "b").json()
+    assert later["revealed"]["b"]["sha"] in (a, b)
+
+
+def test_the_leaderboard_waits_for_the_open_round(served):
+    http, root, (a, b, c), state = served
+    for i in range(3):
+        assert vote(http, ask(http, chat(f"what is the price of lamp {i}?")), "a").status_code == 200
+    board = http.get("/evo/leaderboard").json()
+    assert board["votes"] == 0 and board["data"] == [] and board["open_round_votes"] == 3
+    go_live(state, candidate=c)  # the round ends undecided: its votes are shown now
+    board = http.get("/evo/leaderboard").json()
+    assert board["votes"] == 3 and {r["sha"] for r in board["data"]} == {a, b}
+    rounds = http.get("/ab/rounds").json()["data"]
+    ended = next(r for r in rounds if r["candidate"] == b)
+    assert ended["decided"] and ended["pairwise"]["champion_wins"] + ended["pairwise"]["candidate_wins"] == 3
