@@ -29,7 +29,8 @@ from evo.lineage.root import Lineage  # noqa: E402
 from evo.progress import Progress  # noqa: E402
 from evo.ray_start import WORKER_ENV  # noqa: E402
 
-NO_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
+NO_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null",
+           "gate.max_style_drift_rise=null"]
 
 
 def run_line(demo_yaml: Path, base: Path, dest: Path, k: int) -> dict:

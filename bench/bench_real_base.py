@@ -95,7 +95,7 @@ def main() -> None:
     cfg = load_config(write_shop_data(work / "data", generations=2),
                       [f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}", "eval.general=null",
                        "data.self_replay=null", "train.rehearsal_kl=0", "eval.max_items=16", "gate.min_recall=null",
-                       "gate.min_generalization=null", "gate.max_style_drift=null"])
+                       "gate.min_generalization=null", "gate.max_style_drift=null", "gate.max_style_drift_rise=null"])
     start_ray(None, 2)  # what `evo run` starts on a laptop
     lin = Lineage(work / "lineage")
     progress = Progress()

@@ -127,7 +127,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="evo-bench-serve-"))
     cfg = load_config(write_demo_data(work / "data", generations=1),
                       ["model.pretrain.steps=100", "train.steps=30", "train.checkpoint_every=30",
-                       "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"])
+                       "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null",
+                       "gate.max_style_drift_rise=null"])
     ray.init(address="local", runtime_env={"env_vars": WORKER_ENV})
     lin = Lineage(work / "lineage")
     generation_zero(cfg, lin, Progress())

@@ -150,27 +150,51 @@ class EvalConfig(_Strict):
 
 
 class GateConfig(_Strict):
+    """The gate's thresholds. Each says whether it is absolute (a level the child must reach on its own;
+    a base below one is flagged at generation 0) or relative to the parent (the child's change from its
+    parent on the same probes, beyond the tolerance and beyond noise: see `evo.gate`)."""
+
     min_recall: Optional[float] = Field(
-        0.90, ge=0, le=1, description="Accept only if recall is above this (null: not checked).")
+        0.90, ge=0, le=1, description="Absolute: accept only if recall of the line's earlier test parts is above "
+                                      "this (null: not checked).")
     min_generalization: Optional[float] = Field(
-        0.85, ge=0, le=1, description="...and generalization above this (null: not checked).")
+        0.85, ge=0, le=1, description="Absolute: ...and exact match on the child's own delta's test part above "
+                                      "this (null: not checked).")
     max_style_drift: Optional[float] = Field(
-        2, ge=0, description="...and style drift (probes hit) below this (null: not checked).")
+        None, ge=0, description="Absolute cap: style probes hit must be below this (null: no cap). A parent over "
+                                "the cap too makes it relative: the child is then rejected only if worse beyond noise.")
+    max_style_drift_rise: Optional[int] = Field(
+        0, ge=0, description="Relative: style probes the child may hit beyond its parent's count, beyond noise "
+                             "(0: any rise the probe count cannot explain rejects; null: not checked).")
+    drift_confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="Noise on the relative thresholds: a child is rejected when the one-sided "
+        "lower confidence bound, at this level, of its rate minus its parent's (k of n probes, words, questions) is "
+        "above the tolerance.")
     epsilon: float = Field(0.05, ge=0, description="Stop rule: learning stalls when Δgeneralization < ε.")
     theta: float = Field(0.1, ge=0, description="Stop rule: drift grows when Δstyle drift > θ.")
     patience: int = Field(2, gt=0, description="Consecutive stalled-and-drifting generations before stop.")
     no_recurrence: bool = Field(False, description="Reject a child on which a healed error pattern recurs.")
     # eval.general's thresholds: each is checked when set and eval.general is on
     min_general_accuracy: Optional[float] = Field(
-        None, ge=0, le=1, description="General questions the base answers: the child must keep more than this share.")
+        None, ge=0, le=1, description="Absolute cap: of the general questions the base answers, the child must keep "
+                                      "more than this share (a parent below it too: relative, as max_style_drift).")
+    max_general_drop: Optional[float] = Field(
+        None, ge=0, le=1, description="Relative: how far the share of general questions kept may fall below the "
+                                      "parent's, beyond noise.")
     max_kl_to_base: Optional[float] = Field(
-        None, ge=0, description="Mean per-token KL (nats) from the base along its general answers: the child's must be below.")
+        None, ge=0, description="Absolute cap: mean per-token KL (nats) from the base along its general answers "
+                                "must be below this (a parent over it too: the child's may not be larger).")
     max_fake_words: Optional[float] = Field(
-        None, ge=0, le=1, description="Share of generated words neither in the dictionary nor in the lineage's data.")
+        None, ge=0, le=1, description="Absolute cap: share of generated words neither in the dictionary nor in the "
+                                      "lineage's data (a parent over it too: relative, as max_style_drift).")
+    max_fake_words_rise: Optional[float] = Field(
+        None, ge=0, le=1, description="Relative: how far the fake-word share may rise above the parent's, beyond noise.")
     max_distinct2_drop: Optional[float] = Field(
-        None, ge=0, le=1, description="How far the child's distinct-2 on open prompts may fall below its parent's.")
+        None, ge=0, le=1, description="Relative: how far distinct-2 on open prompts may fall below the parent's, "
+                                      "beyond noise.")
     max_repetition_rise: Optional[float] = Field(
-        None, ge=0, le=1, description="How far the child's repetition rate on open prompts may rise above its parent's.")
+        None, ge=0, le=1, description="Relative: how far the repetition rate on open prompts may rise above the "
+                                      "parent's, beyond noise.")
 
 
 class PatternRuleConfig(_Strict):

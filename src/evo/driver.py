@@ -34,10 +34,10 @@ from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
 from evo.data.store import SCHEME, DeltaParts, delta_parts, write_records
 from evo.evals.general import chat_prompt, read_prompts
-from evo.evals.lineage_evals import eval_spec, evaluate_many, scores_of
+from evo.evals.lineage_evals import base_flags_of, eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
 from evo.finetune.run_job import execute
-from evo.gate import STOP_MESSAGE, GenerationScores, gate, should_stop, stalled_and_drifting
+from evo.gate import STOP_MESSAGE, GenerationScores, base_reason, gate, should_stop, stalled_and_drifting
 from evo.healing.corrections import CorrectionStore, read_corrections_file
 from evo.healing.validators import healed_and_recurred
 from evo.inputs import check_inputs
@@ -132,13 +132,14 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
     test = delta_parts(lin.data.get(data_sha), cfg.data.val_fraction, cfg.data.test_fraction).test if data_sha else []
     (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, test, test, lin), cfg, progress)
     atomic_write_json(lin.eval_path(GEN0), {"child": res.to_json()})
+    flags = base_flags_of(cfg, res)  # absolute thresholds the base itself fails: said in its row and here
     row = {
         "GEN_ID": GEN0, "parent_sha": "", "child_sha": sha, "data_delta_sha": data_sha,
         "steps": meta.get("steps", 0), "lr": meta.get("lr"), "walltime_min": (time.perf_counter() - t0) / 60,
         "loss_start": meta.get("loss_start"), "loss_end": (meta.get("best") or {}).get("train_loss"),
         "eval_recall": None, "eval_generalization": res.generalization.value,
         "eval_style_drift": res.style_drift.hits, "replay_k": 0, "decision": "promoted",
-        "reason": "generation 0 (base model)", "eval_perplexity": res.perplexity,
+        "reason": base_reason(flags), "eval_perplexity": res.perplexity,
         "best_step": (meta.get("best") or {}).get("step"), "split": SCHEME, **general_columns(res),
     }
     lin.decisions.record(row, sha, "base")
@@ -146,6 +147,8 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
              f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {show(res.perplexity)}")
     if g := general_line(res):
         progress(GEN0, g)
+    if flags:
+        progress(GEN0, f"warning: the base fails the gate's absolute thresholds: {'; '.join(flags)}")
 
 
 def register_pretrained(path: str, lin: Lineage, data_sha: str, progress: Progress, dtype: str = "float32") -> str:

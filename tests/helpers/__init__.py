@@ -16,7 +16,8 @@ TINY = [
     "train.steps=20", "train.checkpoint_every=10", "train.batch_size=8", "train.replay_k=20",
     "train.max_failures=1", "eval.max_items=24", "eval.max_new_tokens=12",
 ]
-LOOSE_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
+LOOSE_GATE = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null",
+              "gate.max_style_drift_rise=null"]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -72,6 +72,8 @@ class GeneralResult:
     repetition: float
     lost: list[dict] = field(default_factory=list)  # a few questions the base answered and this model did not
     samples: list[dict] = field(default_factory=list)  # a few open replies, for the report
+    bigrams: int = 0  # word bigrams of the open replies: distinct-2's n, for the gate's noise allowance
+    trigrams: int = 0  # word trigrams of the open replies: the repetition rate's n
 
 
 def read_questions(path: str | Path) -> list[Question]:
@@ -120,9 +122,14 @@ def fake_words(replies: list[str], domain: frozenset[str], language: str = "en")
     return len(every), [w for w in every if w not in domain and not _known(w, language)]
 
 
+def ngrams(replies: list[str], n: int) -> list[tuple[str, ...]]:
+    """Every word n-gram of every reply (none across two replies)."""
+    return [tuple(ws[i: i + n]) for r in replies for ws in [words(r)] for i in range(len(ws) - n + 1)]
+
+
 def distinct(replies: list[str], n: int) -> float:
     """Unique word n-grams over all replies, divided by their count (0 when there are none)."""
-    grams = [tuple(ws[i: i + n]) for r in replies for ws in [words(r)] for i in range(len(ws) - n + 1)]
+    grams = ngrams(replies, n)
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -186,4 +193,5 @@ def run_general(model, base, tok, spec: GeneralSpec, batch_size: int = 16) -> Ge
         fake_word_share=len(fake) / n_words if n_words else 0.0, words=n_words, fake_words=sorted(set(fake))[:10],
         distinct1=distinct(replies, 1), distinct2=distinct(replies, 2), repetition=repetition(replies),
         lost=lost[:5], samples=[{"prompt": p, "reply": r} for p, r in list(zip(spec.open_prompts, replies))[:3]],
+        bigrams=len(ngrams(replies, 2)), trigrams=len(ngrams(replies, 3)),
     )

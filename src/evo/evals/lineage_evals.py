@@ -13,7 +13,7 @@ from evo.data.records import Record
 from evo.data.store import read_records
 from evo.evals.general import GeneralSpec, read_prompts, read_questions, vocabulary
 from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
-from evo.gate import GenerationScores
+from evo.gate import GenerationScores, base_flags
 from evo.healing.corrections import CorrectionStore
 from evo.healing.validators import PatternRule, healing_items, read_paraphrases
 from evo.lineage.root import Lineage
@@ -81,10 +81,22 @@ def evaluate_many(lin: Lineage, shas: list[str], spec: EvalSpec, cfg: EvoConfig,
 
 
 def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> GenerationScores:
+    """The child's scores beside its parent's, with the n of each rate (the gate's noise allowance)."""
     c, p = child.general, parent.general
     general = {} if c is None else {
         "general_accuracy": c.accuracy, "kl_to_base": c.kl_to_base, "fake_words": c.fake_word_share,
-        "distinct2": c.distinct2, "repetition": c.repetition,
-        "parent_distinct2": p.distinct2 if p else None, "parent_repetition": p.repetition if p else None}
+        "distinct2": c.distinct2, "repetition": c.repetition, "general_counted": c.counted, "words": c.words,
+        "bigrams": c.bigrams, "trigrams": c.trigrams}
+    if c is not None and p is not None:
+        general |= {"parent_general_accuracy": p.accuracy, "parent_kl_to_base": p.kl_to_base,
+                    "parent_fake_words": p.fake_word_share, "parent_distinct2": p.distinct2,
+                    "parent_repetition": p.repetition, "parent_words": p.words, "parent_bigrams": p.bigrams,
+                    "parent_trigrams": p.trigrams}
     return GenerationScores(child.recall, child.generalization.value, child.style_drift.hits,
-                            parent.generalization.value, parent.style_drift.hits, tuple(recurred), **general)
+                            parent.generalization.value, parent.style_drift.hits, tuple(recurred),
+                            style_probes=child.style_drift.total or None, **general)
+
+
+def base_flags_of(cfg: EvoConfig, base: SuiteResult) -> list[str]:
+    """The gate's absolute thresholds that generation 0 fails on its own evals (`evo.gate.base_flags`)."""
+    return base_flags(scores_of(base, base), cfg.gate)
