@@ -53,13 +53,11 @@ def models(tmp_path_factory):
     return root, shas
 
 
-@pytest.fixture
-def served(models, tmp_path):
-    """The app's routes on a lineage root whose champion is gen-0 and candidate gen-1."""
+def lineage_state(models, root) -> ServerState:
+    """A replica's state on a lineage root whose champion is gen-0 and candidate gen-1."""
     import shutil
 
     store, shas = models
-    root = tmp_path / "root"
     shutil.copytree(store / "models", root / "models")
     reg = Registry(root)
     for i, sha in enumerate(shas):
@@ -73,11 +71,17 @@ def served(models, tmp_path):
 
     # five decisive votes make one look; after it the round is decided whatever the votes were
     gw = Gateway(GatewaySettings(str(root), 0.5, "tok", plan=TestPlan(look_every=5, max_looks=1)))
-    state = ServerState(gw=gw, files=FileStore(root), auth=Authenticator(root), jobs=JobService(root, RayJobs(root)),
-                        pool=pool, answer_batch=answer_batch, follow_s=0.05)
+    return ServerState(gw=gw, files=FileStore(root), auth=Authenticator(root), jobs=JobService(root, RayJobs(root)),
+                       pool=pool, answer_batch=answer_batch, follow_s=0.05)
+
+
+@pytest.fixture
+def served(models, tmp_path):
+    """The app's routes (TestClient) on `lineage_state`'s root."""
+    state = lineage_state(models, tmp_path / "root")
     api.dependency_overrides[server_state] = lambda: state
     with TestClient(api) as http:
-        yield http, root, shas, state
+        yield http, tmp_path / "root", models[1], state
     api.dependency_overrides.clear()
 
 
@@ -231,3 +235,77 @@ def test_the_leaderboard_waits_for_the_open_round(served):
     rounds = http.get("/ab/rounds").json()["data"]
     ended = next(r for r in rounds if r["candidate"] == b)
     assert ended["decided"] and ended["pairwise"]["champion_wins"] + ended["pairwise"]["candidate_wins"] == 3
+
+
+@pytest.fixture
+def browser_on_app(models, tmp_path):
+    """The app on a real HTTP server on 127.0.0.1 (uvicorn, in a thread; no Ray) and Debian's chromium
+    driven by selenium, as tests/http/test_service_jobs.py drives it."""
+    import shutil
+    import socket
+    import threading
+
+    import uvicorn
+    from selenium import webdriver
+
+    state = lineage_state(models, tmp_path / "root")
+    api.dependency_overrides[server_state] = lambda: state
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    chromium, driver_path = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    assert chromium and driver_path, "chromium and chromium-driver are missing: run scripts/setup-venv.sh as root"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        yield driver, f"http://127.0.0.1:{port}", state
+    finally:
+        driver.quit()
+        server.should_exit = True
+        thread.join(10)
+        api.dependency_overrides.clear()
+
+
+def page_until(driver, check, timeout: float = 30):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: check(d))
+
+
+@pytest.mark.integration  # a browser (a few seconds), though no Ray
+def test_the_pages_name_the_round_keep_it_blind_and_record_skips(browser_on_app):
+    """The rating page: a pair passed over for the next prompt is recorded as skipped, and a vote
+    names no arm while the round is open. The console: the round's two shas, the arms' wins only once
+    the round is decided, and the ended round listed with them."""
+    from selenium.webdriver.common.by import By
+
+    driver, url, state = browser_on_app
+    champion, candidate = state.gw.aliases["champion"], state.gw.aliases["candidate"]
+    driver.get(url + "/rate")
+    for prompt in ("what is the price of the zora lamp?", "and of the bove lamp?"):
+        driver.find_element(By.ID, "prompt").clear()
+        driver.find_element(By.ID, "prompt").send_keys(prompt)
+        driver.find_element(By.ID, "ask").click()
+        page_until(driver, lambda d: d.find_element(By.ID, "vote-a").is_enabled())
+    driver.find_element(By.TAG_NAME, "body").send_keys("1")  # "A is better", on the second pair
+    reveal = page_until(driver, lambda d: d.find_element(By.ID, "reveal").text)
+    assert reveal.startswith("Vote recorded") and "champion" not in reveal and "candidate" not in reveal
+    stats = state.gw.stats()
+    assert stats["skipped"]["pairs"] == 1 and stats["pairwise"]["distinct_prompts"] == 1  # the first pair: skipped
+    driver.get(url + "/")
+    ab = page_until(driver, lambda d: d.find_element(By.ID, "ab").text if "verdict" in d.find_element(By.ID, "ab").text
+                    else None)
+    assert champion[:12] in ab and candidate[:12] in ab and "1 of 2 pairs skipped" in ab
+    assert "shown once the round is decided" in ab and "candidate preferred on" not in ab
+    go_live(state, candidate=next(s for s, m in state.gw.models.items() if m["gen_id"] == "gen-2"))
+    ended = page_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"#ab-rounds li[data-round='{stats['round']['id']}']"))
+    assert "champion on" in ended[0].text and candidate[:12] in ended[0].text
+
