@@ -30,13 +30,19 @@ def key_of(s: ServerState, sha: str, what: dict) -> str:
     return prompt_key(s.pool.render(sha, what))
 
 
+async def follow_now(s: ServerState) -> None:
+    """Take an alias move made elsewhere now, not after the next follow: a candidate staged a moment
+    ago is rated at once, and a vote never lands in a round that has just ended."""
+    s.follow()
+    if s.gw.registry_changed():
+        await s.go_live(s.gw.read_registry())
+
+
 @router.post("/v1/side_by_side")
 async def side_by_side(request: Request, s: State):
     """Both arms answer one prompt, labelled a and b at random, for a pairwise rating."""
     s.caller(request, "inference")
-    s.follow()
-    if s.gw.registry_changed():  # a candidate staged a moment ago is rated now, not after the next follow
-        await s.go_live(s.gw.read_registry())
+    await follow_now(s)
     raw = await read_json(request)
     kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
     req = parse_request(kind, {"model": "evo", **raw} if isinstance(raw, dict) else raw, s.gw.settings.limits)
@@ -56,6 +62,7 @@ async def side_by_side(request: Request, s: State):
 @router.post("/v1/feedback/pairwise")
 async def pairwise(request: Request, s: State):
     s.caller(request, "inference")
+    await follow_now(s)
     return s.gw.record_preference(await read_json(request))
 
 
@@ -63,13 +70,14 @@ async def pairwise(request: Request, s: State):
 async def skip(request: Request, s: State):
     """{"pair_id"}: a pair shown and passed over without a vote."""
     s.caller(request, "inference")
+    await follow_now(s)
     return s.gw.record_skip(await read_json(request))
 
 
 @router.post("/v1/feedback")
 async def thumbs(request: Request, s: State):
     s.caller(request, "inference")
-    return s.gw.record_feedback(await read_json(request), "thumbs")
+    return s.gw.record_thumbs(await read_json(request))
 
 
 @router.get("/ab/stats")

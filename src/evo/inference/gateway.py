@@ -1,5 +1,6 @@
 """What the A/B gateway does with a request, independent of Ray Serve: resolve the model name to
-an arm and a sha, record responses and feedback, report statistics, guard admin actions."""
+an arm and a sha, record responses and feedback in the A/B round they belong to, report each round's
+statistics, guard admin actions."""
 
 from __future__ import annotations
 
@@ -202,15 +203,15 @@ class Gateway:
                                   "sha": target.sha, "user": user or "", "round": self.current_round().id},
                                  durable=False)
 
-    def record_feedback(self, body: object, kind: str) -> dict:
-        """Thumbs on a response: they go to the round the response was served in."""
+    def record_thumbs(self, body: object) -> dict:
+        """{"response_id", "value": "up" | "down"}: they go to the round the response was served in."""
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
         fields = ("response_id", "value")
         rid = body.get("response_id")
         where = (self.feedback.round_of(rid) if isinstance(rid, str) else None) or self.current_round().id
         try:
-            event = self.feedback.append({**{k: body.get(k) for k in fields if k in body}, "kind": kind,
+            event = self.feedback.append({**{k: body.get(k) for k in fields if k in body}, "kind": "thumbs",
                                           "round": where})
         except FeedbackError as e:
             raise APIError(400, str(e)) from None
