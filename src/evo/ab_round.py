@@ -1,6 +1,10 @@
 """One A/B round: serve parent (champion) and child (candidate) side by side, let a traffic
 generator play users and judge answers with the eval suite, stop at a verdict or the budget,
-then promote or revert and record the result in the generation's ledger row.
+then decide and record the result in the generation's ledger row. The candidate is promoted only on
+"candidate better" or "candidate not worse" (its share of decisive votes above `ab.min_share` with
+confidence 1 - `ab.alpha`); "undecided" keeps the champion and leaves the candidate pending; every
+other verdict rejects it (`evo.ab.verdict.ACTIONS`). A budget whose plan could never promote is
+refused before anything is served.
 
 Its verbs: `evo ab`, and `evo demo`, which ends with a round (the demo's generations are the driver's,
 imported when the demo runs)."""
@@ -16,8 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-from evo.ab.verdict import UNDECIDED, plan_for
+from evo.ab.verdict import (
+    ACTIONS,
+    HOLD,
+    PROMOTE,
+    REJECT,
+    UNDECIDED,
+    PlanTooSmall,
+    TestPlan,
+    plan_for,
+    prompts_needed,
+)
 from evo.answers import normalize
+from evo.atomic import atomic_write_json, read_json
 from evo.config import load_config, saved_config, verb_overrides
 from evo.curation.targeted import known_prompts, load_generator
 from evo.data.demo import write_demo_data
@@ -51,7 +66,7 @@ class ABOutcome:
     gen_id: str
     verdict: str
     votes: int
-    action: str  # promoted or reverted
+    action: str  # promoted, rejected or pending (undecided: the champion stays, the candidate waits)
     stats: dict
     seconds: float
     judge: str = ""  # what the automated judge asked
@@ -135,19 +150,55 @@ def start_round(root, gen_id: str) -> tuple[str, str]:
     return Decisions(root).stage_ab(gen_id)
 
 
-def finish_round(root, gen_id: str, parent: str, child: str, stats: dict) -> str:
-    """Promote unless the candidate is worse; the ledger row gets the A/B result either way."""
+def ab_plan(cfg, prompts: int) -> TestPlan:
+    """The test plan of a round of at most `prompts` distinct prompts, from the config's `ab` section;
+    `PlanTooSmall` (with the prompts it would need) when no look of it could promote."""
+    return plan_for(prompts, TestPlan(**cfg.ab.model_dump()))
+
+
+def finish_round(root, gen_id: str, parent: str, child: str, stats: dict, plan: Optional[TestPlan] = None) -> str:
+    """Promote on "better" or "not worse", hold on "undecided" (the champion stays, the candidate
+    stays pending), reject on anything else; the ledger row gets the A/B result either way."""
     verdict, pw = stats["verdict"], stats["pairwise"]
+    action = ACTIONS.get(verdict["verdict"], HOLD)  # a verdict this code does not know promotes nothing
+    margin = stats["plan"].get("min_share")
     result = (f"{verdict['verdict']}: candidate {pw['candidate_wins']} / champion {pw['champion_wins']} / "
               f"ties {pw['ties']} on {pw['distinct_prompts']} distinct prompts, look {verdict['looks']} of "
-              f"{stats['plan']['max_looks']} (sequential sign test, alpha {stats['plan']['alpha']:g}; "
-              f"nominal p={show(verdict['p_value'], '.3g')})")
+              f"{stats['plan']['max_looks']} (sequential sign test, alpha {stats['plan']['alpha']:g}"
+              + (f", not worse above {margin:g}" if margin is not None else "")
+              + f"; nominal p={show(verdict['p_value'], '.3g')})")
     decisions = Decisions(root)
-    if verdict["verdict"] == "candidate worse":
+    if action == PROMOTE:
+        decisions.promote(gen_id, f"A/B: {verdict['verdict']}", ab_result=result)
+        return "promoted"
+    if action == REJECT:
         decisions.reject(gen_id, f"A/B: {verdict['reason']}", ab_result=result)
-        return "reverted"
-    decisions.promote(gen_id, f"A/B: {verdict['verdict']}", ab_result=result)
-    return "promoted"
+        return "rejected"
+    decided = pw["candidate_wins"] + pw["champion_wins"]
+    more, tie_rate = prompts_needed(plan or TestPlan(**{k: v for k, v in stats["plan"].items() if k in _PLAN_FIELDS}),
+                                    decided, pw["distinct_prompts"])
+    why = (f"A/B undecided: the champion stays and {gen_id} waits as candidate; a decision needs about {more} more "
+           f"distinct prompts (at the {tie_rate:.0%} tie rate seen so far)")
+    decisions.hold(gen_id, why, ab_result=f"{result}; {why}")
+    return "pending"
+
+
+_PLAN_FIELDS = ("alpha", "look_every", "max_looks", "min_share", "tie_rate")
+
+
+def saved_plan(root, round_id: str) -> tuple[Optional[TestPlan], int]:
+    """The plan a round's first session fixed, and how many sessions have played it (None, 0: a new
+    round). A pending round's later session continues under that plan, not one of its own: a plan
+    changed after some of its looks would not hold its error rate."""
+    path = open_root(root) / "ab" / f"{round_id}.plan.json"
+    if not path.exists():
+        return None, 0
+    saved = read_json(path)
+    return TestPlan(**{k: saved[k] for k in _PLAN_FIELDS}), saved["sessions"]
+
+
+def save_plan(root, round_id: str, plan: TestPlan, sessions: int) -> None:
+    atomic_write_json(open_root(root) / "ab" / f"{round_id}.plan.json", {**plan.to_json(), "sessions": sessions})
 
 
 def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int = 8000, progress=print) -> ABOutcome:
@@ -155,27 +206,39 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
     from ray import serve
 
     t0 = time.perf_counter()
+    ab_plan(cfg, budget)  # a budget too small for any look that could promote: refused before anything else
     ledger = Ledger(root)
-    gen_id = next((r["GEN_ID"] for r in reversed(ledger.rows()) if r["decision"] == "promoted" and r["parent_sha"]), None)
+    gen_id = next((r["GEN_ID"] for r in reversed(ledger.rows())
+                   if r["decision"] in ("promoted", "pending") and r["parent_sha"]), None)
     if gen_id is None:
-        raise NothingToTest(f"{ledger.path}: no promoted generation with a parent, so nothing to A/B test")
-    parent, child = start_round(root, gen_id)
+        raise NothingToTest(f"{ledger.path}: no promoted or pending generation with a parent, so nothing to A/B test")
 
     holdout = delta_parts(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction,
                      cfg.data.test_fraction).test
-    items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed)
-    plan = plan_for(min(len(items), budget))  # fixed before the first vote, from the pool's size alone
+    round_id = f"round-{gen_id}"
+    plan, sessions = saved_plan(root, round_id)
+    # a later session asks other prompts (another seed); a prompt asked before would not count again
+    items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed + 7919 * sessions)
+    if plan is None:
+        try:  # fixed before the first vote: from the pool's size and the stated tie rate
+            plan = ab_plan(cfg, min(len(items), budget))
+        except PlanTooSmall as e:
+            raise PlanTooSmall(f"{gen_id}: the judge has only {len(items)} prompts ({source}). {e}") from None
+    save_plan(root, round_id, plan, sessions + 1)
+    parent, child = start_round(root, gen_id)
     token = secrets.token_hex(16)
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=SERVE_LOGGING)
-    app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=f"round-{gen_id}", plan=plan)
+    app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=round_id, plan=plan)
     serve.run(app, name="evo-ab", route_prefix="/")
     base = f"http://127.0.0.1:{port}"
     try:
-        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}; "
+        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}"
+                       + (f" (session {sessions + 1} of a pending round, under its first plan)" if sessions else "") + "; "
                        f"the judge asks {source}; the test looks every {plan.look_every} decisive votes, "
-                       f"{plan.max_looks} looks at most")
+                       f"{plan.max_looks} looks at most (sized for a {plan.tie_rate:.0%} tie rate); it promotes on "
+                       f"'better'" + (f" or a share above {plan.min_share:g}" if plan.min_share is not None else ""))
         stats = play(base, items, budget, look_every, cfg.eval.max_new_tokens, progress)
-        action = finish_round(root, gen_id, parent, child, stats)
+        action = finish_round(root, gen_id, parent, child, stats, plan)
         _post(f"{base}/admin/reload", {}, token)  # the served champion is now the decided one
     finally:
         serve.delete("evo-ab")
@@ -193,6 +256,7 @@ def ab_and_print(cfg, root: str, budget: int, port: int) -> None:
 def cmd_ab(root: str, budget: int, port: int, address: str | None) -> int:
     """`evo ab`: one round on the latest promoted generation, with the root's saved run config."""
     cfg = saved_config(open_root(root))
+    ab_plan(cfg, budget)  # refused here, before Ray starts, when the budget is too small
     start_ray(address)
     ab_and_print(cfg, location(root), budget, port)  # a URI: the replicas follow it themselves
     return 0
@@ -213,12 +277,14 @@ def cmd_demo(root: str, sets: list[str] | None, skip_invalid: bool, generations:
     cfg_path = write(local / "demo_data", generations=generations, drift=2 if drift else 0)
     print(f"demo data and config written to {cfg_path.parent}")
     cfg = load_config(cfg_path, verb_overrides(sets, skip_invalid))
+    if ab_budget > 0:
+        ab_plan(cfg, ab_budget)  # refused before the generations train, not after
     run_config(cfg, location(root), None)
     if ab_budget > 0:
         print("\nA/B round on the last generation: its parent and it, side by side on Ray Serve")
         try:
             ab_and_print(cfg, location(root), ab_budget, port)
-        except NothingToTest as e:
+        except (NothingToTest, PlanTooSmall) as e:
             print(f"no A/B round: {e}")
     print(f"\nreport: {build_report(local, lambda msg: None)} (evo report --root {root} writes it again)")
     return 0

@@ -320,6 +320,22 @@ class RayWaitsConfig(_Strict):
         return self
 
 
+class ABConfig(_Strict):
+    """The A/B round's test plan (`evo ab`, the end of `evo demo`; `evo.ab.verdict`). A round promotes
+    the candidate only on "better" or "not worse"; the chance it promotes one whose share of decisive
+    votes is `min_share` or less is at most `alpha`."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="Chance of a false 'better' or 'worse' over a round (two-sided), "
+                                                      "and of promoting a candidate at min_share (one-sided).")
+    min_share: Optional[float] = Field(
+        0.45, gt=0, lt=0.5, description="'Not worse': the candidate's share of decisive votes is above this with "
+                                        "confidence 1 - alpha, and it is promoted. null: only 'better' promotes.")
+    tie_rate: float = Field(0.5, ge=0, lt=1, description="Share of prompts expected to be ties (both arms judged "
+                                                         "equal); sizes the plan in decisive votes.")
+    look_every: int = Field(10, gt=0, description="Decisive votes between the test's looks.")
+    max_looks: int = Field(12, gt=0, description="Most looks; fewer when the budget cannot fill them.")
+
+
 class EvoConfig(_Strict):
     name: str = Field("evo", min_length=1, description="Run name, used in logs and Ray run names.")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -331,6 +347,7 @@ class EvoConfig(_Strict):
     healing: HealingConfig = Field(default_factory=HealingConfig)
     targeted: TargetedConfig = Field(default_factory=TargetedConfig)
     ray: RayWaitsConfig = Field(default_factory=RayWaitsConfig, description="Watching every wait on Ray.")
+    ab: ABConfig = Field(default_factory=ABConfig, description="The A/B round's test plan.")
 
     @model_validator(mode="after")
     def _consistent(self) -> EvoConfig:

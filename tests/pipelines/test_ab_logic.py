@@ -29,7 +29,7 @@ def test_known_values():
     assert binomial_two_sided_p(5, 10) == pytest.approx(1.0)
 
 
-PLAN = TestPlan(alpha=0.05, look_every=10, max_looks=3)  # looks at 10, 20 and 30 decisive votes
+PLAN = TestPlan(alpha=0.05, look_every=10, max_looks=3, min_share=None)  # the sign test alone: looks at 10, 20, 30
 
 
 def votes(cand: int, champ: int) -> list[str]:
@@ -60,14 +60,15 @@ def test_critical_values_spend_at_most_alpha_exactly(plan):
     assert margins == sorted(margins)  # the share of wins needed falls look by look
 
 
-def test_a_round_with_a_small_pool_plans_no_look_the_pool_cannot_fill():
-    """64 distinct prompts can give at most 64 decisive votes: the plan ends at look 6 (60 votes),
-    so a candidate that wins 20 of 20 is called better at look 2, where the default plan (120 votes)
-    spends too little alpha to say anything; a pool under one look still gets one."""
-    assert plan_for(64).looks == [10, 20, 30, 40, 50, 60] and plan_for(500).max_looks == TestPlan().max_looks
-    assert plan_for(5).max_looks == 1
+def test_a_round_is_planned_in_the_decisive_votes_its_prompts_reach():
+    """64 distinct prompts at the stated 50% tie rate reach 20 decisive votes with 90% probability,
+    not 30 (and never 60): the plan ends at look 2, so a candidate that wins 20 of 20 is called
+    better there, where the default plan (120 votes) spends too little alpha to say anything. With
+    no ties the same pool fills 6 looks; 500 prompts fill all 12."""
+    assert plan_for(64).looks == [10, 20] and plan_for(64, tie_rate=0).looks == [10, 20, 30, 40, 50, 60]
+    assert plan_for(500).max_looks == TestPlan().max_looks
     assert verdict_after(votes(20, 0), plan_for(64)) == CANDIDATE_BETTER
-    assert verdict_after(votes(20, 0), TestPlan()) == UNDECIDED
+    assert verdict_after(votes(20, 0), TestPlan(min_share=None)) == UNDECIDED
 
 
 @pytest.mark.parametrize("winners,verdict", [

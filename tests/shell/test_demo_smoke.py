@@ -17,7 +17,7 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     holdout accuracy (1.00) and heals the same 4 patterns there, and the test saves 1.5 minutes."""
     root = tmp_path / "lineage"
     cmd = [sys.executable, "-m", "evo.cli", "demo", "--root", str(root), "--generations", "2",
-           "--ab-budget", "20", "--port", "18744", "--set", "model.pretrain.steps=200"]
+           "--ab-budget", "30", "--port", "18744", "--set", "model.pretrain.steps=200"]
     # under pytest's 900 s; 387 s seen on a loaded 2-core machine
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=840)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -25,7 +25,7 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     for name in ("ledger.csv", "registry.json", "demo_data/demo.yaml", "evals/gen-0.json", "evals/gen-2.json"):
         assert (root / name).exists(), name
     reg = json.loads((root / "registry.json").read_text())
-    assert reg["aliases"]["champion"] in reg["models"] and reg["aliases"]["candidate"] is None
+    assert reg["aliases"]["champion"] in reg["models"]
     assert len(list((root / "data").glob("*.parquet"))) == 3
     assert len(list((root / "models").iterdir())) == 3
     import csv
@@ -41,11 +41,14 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     assert sum(1 for p in parent.values() if p["violations"]) >= 3  # the parent did not answer them right,
     assert all(p["violations"] == p["repeats_error"] + p["other_wrong"] for p in parent.values())  # told apart
     assert evals["child"]["healing_excluded"]  # the corrections' own prompts were trained on: not asked
-    # the closing A/B round: both arms served, 20 judged pairs, the result in gen-2's ledger row
+    # the closing A/B round: both arms served, up to 30 judged pairs (20 are refused: too few for the
+    # plan's first look at a 50% tie rate), the result in gen-2's ledger row
     assert "A/B gen-2:" in out.stdout
-    assert rows["gen-2"]["ab_result"].split(":")[0] in ("candidate better", "candidate worse", "no difference found",
-                                                         "undecided")
+    assert rows["gen-2"]["ab_result"].split(":")[0] in ("candidate better", "candidate not worse", "candidate worse",
+                                                         "not shown within the margin", "undecided")
     assert (root / "ab" / "round-gen-2.jsonl").exists()
+    # an undecided round leaves gen-2 pending as the candidate; any other verdict decides it
+    assert (reg["aliases"]["candidate"] is None) == (rows["gen-2"]["decision"] != "pending")
     assert "report:" in out.stdout and "planted-0-red-fox" in (root / "report.html").read_text()
     ledger = subprocess.run([sys.executable, "-m", "evo.cli", "ledger", "--root", str(root)],
                             capture_output=True, text=True, timeout=120)

@@ -92,7 +92,7 @@ class Decisions:
         cand = self.registry.alias("candidate")
         m = self.registry.model(cand) if cand else None
         row = self.ledger.get(m["gen_id"]) if m else None
-        if row is None:
+        if row is None or row["decision"] == "pending":  # pending: an A/B round ended undecided (`hold`)
             return
         why = f"{row['GEN_ID']}: an A/B round that did not finish; the recorded verdict ({row['decision']}) stands"
         progress(row["GEN_ID"], why)
@@ -288,13 +288,24 @@ class Decisions:
     def stage_ab(self, gid: str) -> tuple[str, str]:
         """An A/B round of a promoted generation: its parent serves as champion, its child as candidate."""
         row = self.ledger.get(gid)
-        if row is None or row["decision"] != "promoted" or not row["parent_sha"]:
-            raise DecisionError(f"{gid}: an A/B round needs a promoted generation with a parent")
+        if row is None or row["decision"] not in ("promoted", "pending") or not row["parent_sha"]:
+            raise DecisionError(f"{gid}: an A/B round needs a promoted (or pending) generation with a parent")
         why = f"A/B round of {gid}"
         self._decide("stage_ab", gid, why, lambda: [
             ["move", "champion", row["parent_sha"], f"{why}: the parent serves as champion"],
             ["move", "candidate", row["child_sha"], f"{why}: the child serves as candidate"]])
         return row["parent_sha"], row["child_sha"]
+
+    def hold(self, gid: str, reason: str, ab_result: Optional[str] = None) -> Decision:
+        """An A/B round of generation `gid` ended undecided: its parent stays champion, its child stays
+        the candidate (status `candidate`, ledger decision `pending`) until a later round or an
+        operator decides; `reconcile` leaves a pending candidate where it is."""
+        def plan():
+            sha = self._sha_of(gid)
+            if self.registry.alias("candidate") != sha:
+                raise DecisionError(f"{gid} is not the candidate: only a staged A/B round's candidate can be held")
+            return [["set_status", sha, "candidate"], *self._row_effects(gid, "pending", reason, ab_result)]
+        return self._decide("hold", gid, reason, plan)
 
     def _target(self, gid: Optional[str], verb: str) -> tuple[str, str]:
         if gid is None:

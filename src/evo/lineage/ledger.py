@@ -23,7 +23,8 @@ COLUMNS = [
     "eval_general", "eval_kl_base", "eval_fake_words", "eval_distinct2", "eval_repetition",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
-DECISIONS = ("promoted", "rejected", "stopped", "reverted")
+# `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).
+DECISIONS = ("promoted", "rejected", "stopped", "reverted", "pending")
 
 
 class LedgerError(ValueError):
