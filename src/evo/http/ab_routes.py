@@ -110,6 +110,7 @@ def leaderboard(request: Request, s: State):
 async def rate_next(request: Request, s: State):
     """The first queued prompt the current round has neither a counted vote nor a skip on."""
     s.caller(request, "inference")
+    await follow_now(s)
     now = s.gw.pair_round()
     tally = s.gw.feedback.tally(now.id)[0]
 
