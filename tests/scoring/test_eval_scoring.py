@@ -95,3 +95,43 @@ def test_an_answer_is_never_cut_before_its_reference_could_match(monkeypatch):
     acc = accuracy(None, Tok(), recs, spec(max_new_tokens=24))
     assert budgets == [32] and (acc.correct, acc.total) == (2, 2)
     assert suite.answer_budget(Tok(), ["a b"], 24) == 24  # short references keep the configured budget
+
+
+def result(hits: int, probes: int = 10, general=None):
+    from evo.evals.suite import Accuracy, StyleDrift, SuiteResult
+
+    return SuiteResult(0.95, {}, Accuracy(9, 10), StyleDrift(hits, probes), None, general=general)
+
+
+def test_the_gate_sees_the_probe_count_and_passes_an_inherited_drift():
+    """scores_of carries the n of each rate to the gate: the demo's base hits 2 of 10 probes and so
+    does its child (rejected as 'style drift 2 >= 2' before issue 26); a jump to 8 is rejected."""
+    from evo.config import GateConfig
+    from evo.evals.lineage_evals import base_flags_of, scores_of
+    from evo.gate import gate
+
+    s = scores_of(result(2), result(2))
+    assert (s.style_drift, s.parent_style_drift, s.style_probes) == (2, 2, 10)
+    assert gate(s, GateConfig()).accepted
+    assert not gate(scores_of(result(8), result(2)), GateConfig()).accepted
+    cfg = load_config_with_gate(max_style_drift=2)
+    assert base_flags_of(cfg, result(2)) == ["style drift 2 >= 2 (gate.max_style_drift)"]
+
+
+def test_the_general_counts_reach_the_gate():
+    from evo.evals.general import GeneralResult
+    from evo.evals.lineage_evals import scores_of
+
+    def general(correct, words, fake):
+        return GeneralResult(correct / 40, correct, 40, 50, 0.1, 100, fake / words, words, [], 0.5, 0.8, 0.05,
+                             bigrams=300, trigrams=280)
+
+    s = scores_of(result(0, general=general(34, 1000, 3)), result(0, general=general(36, 900, 2)))
+    assert (s.general_counted, s.words, s.parent_words, s.bigrams, s.parent_trigrams) == (40, 1000, 900, 300, 280)
+    assert (s.general_accuracy, s.parent_general_accuracy) == (34 / 40, 36 / 40)
+
+
+def load_config_with_gate(**gate):
+    from evo.config import EvoConfig
+
+    return EvoConfig(data={"base": "base.jsonl"}, gate=gate)

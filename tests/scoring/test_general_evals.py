@@ -57,3 +57,12 @@ def test_question_and_prompt_files_name_the_bad_line(tmp_path):
     open_bad.write_text(json.dumps({"text": "hi"}) + "\n")
     with pytest.raises(ValueError, match=r"o.jsonl:1: an open prompt needs 'prompt'"):
         read_prompts(open_bad)
+
+
+def test_the_counts_behind_distinct_2_and_repetition():
+    """The n the gate's noise allowance uses: every word bigram and trigram, none across two replies."""
+    from evo.evals.general import ngrams
+
+    replies = ["the sea is wide", "a cat"]
+    assert len(ngrams(replies, 2)) == 4 and len(ngrams(replies, 3)) == 2
+    assert ngrams(["one two"], 3) == []
