@@ -6,13 +6,25 @@ Ray itself is imported only inside `start_ray`: `choose_auth_mode` must run befo
 from __future__ import annotations
 
 import os
+import platform
 
-# Worker processes: no progress bars or deprecation chatter from libraries; evo reports progress.
+# The same numbers on every x86 CPU with AVX2: MKL's conditional numerical reproducibility and ATen's
+# and oneDNN's kernels held to AVX2. Without them a CPU with AVX-512 sums in another order than one
+# without, and training drifts apart: 60 steps of the demo's tiny Llama ended at loss 0.7976 with
+# AVX-512 and 0.7939 with AVX2 on the same machine (2026-12-02), so two machines made different
+# models and the demo's gate different decisions. With the threads Ray gives each worker (its CPUs)
+# and the seeds in the config, a commit trains the same weights. One set in the environment wins.
+NUMERICS_ENV = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"} \
+    if platform.machine().lower() in ("x86_64", "amd64") else {}
+
+# Worker processes: no progress bars or deprecation chatter from libraries (evo reports progress),
+# and NUMERICS_ENV.
 WORKER_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+    **{k: os.environ.get(k, v) for k, v in NUMERICS_ENV.items()},
 }
 
 
