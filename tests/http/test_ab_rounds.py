@@ -237,6 +237,21 @@ def test_the_leaderboard_waits_for_the_open_round(served):
     assert ended["decided"] and ended["pairwise"]["champion_wins"] + ended["pairwise"]["candidate_wins"] == 3
 
 
+def test_thumbs_count_in_the_round_their_answer_was_served_in(served):
+    """A thumbs-up that arrives after the candidate changed rates an answer of the round before: it
+    counts there, for the arm that gave it, not in the new round."""
+    http, root, (a, b, c), state = served
+    r = http.post("/v1/chat/completions", json={"model": "candidate", "messages": [{"role": "user", "content": ASK}],
+                                                "max_tokens": 2})
+    assert r.status_code == 200
+    first = http.get("/ab/stats").json()["round"]["id"]
+    go_live(state, candidate=c)
+    assert http.post("/v1/feedback", json={"response_id": r.json()["id"], "value": "up"}).status_code == 200
+    assert http.get("/ab/stats").json()["arms"]["candidate"]["thumbs_up"] == 0
+    old = http.get("/ab/stats", params={"round": first}).json()["arms"]["candidate"]
+    assert (old["requests"], old["thumbs_up"]) == (1, 1)
+
+
 @pytest.fixture
 def browser_on_app(models, tmp_path):
     """The app on a real HTTP server on 127.0.0.1 (uvicorn, in a thread; no Ray) and Debian's chromium
