@@ -128,7 +128,7 @@ async function ab(){
   const old=(await api('GET','/ab/rounds')).data.filter(x=>!x.current);
   document.getElementById('ab-rounds').innerHTML=old.map(x=>'<li data-round="'+esc(x.id)+'">round '+esc(x.id)+': '
     +gen(x.champion_gen,x.champion)+' against '+gen(x.candidate_gen,x.candidate)+'; '+x.distinct_prompts+' rated prompts, '
-    +x.skipped+' skipped; '+esc(x.verdict)+(x.pairwise?'; '+esc(wins(x.pairwise)):'')+'</li>').join('')}
+    +x.skipped+' skipped; ended, verdict: '+esc(x.verdict)+(x.pairwise?'; '+esc(wins(x.pairwise)):'')+'</li>').join('')}
 async function upload(){
   const f=document.getElementById('upload-file').files[0]; if(!f){say('choose a JSONL file first');return}
   const fd=new FormData(); fd.append('purpose','fine-tune'); fd.append('file',f,f.name);
