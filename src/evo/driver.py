@@ -41,7 +41,7 @@ from evo.gate import STOP_MESSAGE, GenerationScores, base_reason, gate, should_s
 from evo.healing.corrections import CorrectionStore, read_corrections_file
 from evo.healing.validators import healed_and_recurred
 from evo.inputs import check_inputs
-from evo.lineage.decisions import last_good
+from evo.lineage.decisions import ChampionMoved, last_good
 from evo.lineage.ledger import print_ledger
 from evo.lineage.root import GEN0, Ancestry, Lineage, gen_id
 from evo.model import gguf
@@ -187,9 +187,13 @@ class Prepared:
     ancestry: Ancestry  # the ancestors' test parts (recall) and val parts
     val: list[Record]  # val.parquet (checkpoint choice): own_val and a sample of the ancestors' val parts
 
-    def gate_spec(self, cfg: EvoConfig, lin: Lineage) -> EvalSpec:
-        """What the child is reported and gated on: test parts only."""
-        return eval_spec(cfg, self.ancestry.test, self.test, self.test, lin)
+    def gate_spec(self, cfg: EvoConfig, lin: Lineage, against: Optional[str] = None) -> EvalSpec:
+        """What the child is reported and gated on: test parts only. Recall is over the line of the
+        model it is compared with: its parent's, or (`against`) a champion's that is not its parent;
+        generalization is on the delta's own test part either way."""
+        recall = self.ancestry.test if against is None else \
+            lin.ancestry(against, cfg.data.val_fraction, cfg.data.test_fraction).test
+        return eval_spec(cfg, recall, self.test, self.test, lin)
 
     def selection_spec(self, cfg: EvoConfig) -> EvalSpec:
         """What a sweep's trials are compared on: val parts only."""
@@ -267,27 +271,76 @@ def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: s
     return child, mixes[int(winner.config["replay_k"])][1].n_replay, winner.trial_id
 
 
-def score_history(lin: Lineage) -> list[GenerationScores]:
-    """Scores of every generation after the base, in ledger order, from their eval reports."""
-    return [GenerationScores(**sc) for row in lin.ledger.rows()
-            if row["GEN_ID"] != GEN0 and (sc := lin.scores(row["GEN_ID"])) is not None]
+def line_gens(lin: Lineage, champion: Optional[str] = None) -> list[str]:
+    """The generations from `champion` (default: the champion now) back to the base, newest first."""
+    return [lin.registry.model(sha)["gen_id"] for sha in lin.decisions.line(champion)]
 
 
-def decide(cfg: EvoConfig, lin: Lineage, scores: GenerationScores) -> tuple[str, str]:
-    """(decision, reason): stopped by the stop rule, else promoted or rejected by the gate."""
-    if should_stop(score_history(lin) + [scores], cfg.gate):
+def score_history(lin: Lineage, champion: Optional[str] = None) -> list[GenerationScores]:
+    """Scores of the generations on the champion's line (`champion`: default the champion now), oldest
+    first, from their eval reports. Only that chain counts: rejected siblings, generations reverted
+    away, other branches and stopped generations are not on it."""
+    return [GenerationScores(**sc) for g in reversed(line_gens(lin, champion))
+            if g != GEN0 and (sc := lin.scores(g)) is not None]
+
+
+def decide(cfg: EvoConfig, lin: Lineage, scores: GenerationScores,
+           champion: Optional[str] = None) -> tuple[str, str]:
+    """(decision, reason) on a child scored against `champion` (default: the champion now): stopped
+    by the stop rule (over the champion's line and this child), else promoted or rejected by the gate."""
+    if should_stop(score_history(lin, champion) + [scores], cfg.gate):
         return "stopped", STOP_MESSAGE.format(n=cfg.gate.patience, eps=cfg.gate.epsilon, theta=cfg.gate.theta,
-                                              restored=restore_point(cfg, lin))
+                                              restored=restore_point(cfg, lin, champion))
     verdict = gate(scores, cfg.gate)
     return ("promoted" if verdict.accepted else "rejected"), verdict.reason
 
 
-def restore_point(cfg: EvoConfig, lin: Lineage) -> str:
-    """The generation the stop rule goes back to: the newest on the champion's line that did not
-    stall while drift grew (the base if every later one did)."""
-    line = [lin.registry.model(sha)["gen_id"] for sha in lin.decisions.line()]
+def restore_point(cfg: EvoConfig, lin: Lineage, champion: Optional[str] = None) -> str:
+    """The generation the stop rule goes back to: the newest on the champion's line (`champion`:
+    default the champion now) that did not stall while drift grew (the base if every later one did)."""
     return last_good([(g, (sc := lin.scores(g)) is not None and stalled_and_drifting(GenerationScores(**sc), cfg.gate))
-                      for g in line])
+                      for g in line_gens(lin, champion)])
+
+
+RESCORES = 3  # how many times a child is scored again when the champion moves before its decision is written
+
+
+def decide_and_record(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, prep: Prepared,
+                      progress: Progress, row_of) -> tuple[dict, Evaluated]:
+    """Score the child against the champion, decide, and record the decision: (its ledger row, the evals).
+
+    The champion of the moment is the one it is compared with (its parent, unless the champion moved
+    after its training began: another generation or job promoted, an operator's revert). A promotion
+    or a stop applies only if that model is still the champion when it is written (a compare-and-swap
+    in `evo.lineage.decisions`); when it moved meanwhile, the child is scored again against the new
+    champion, with the same gate. One the champion moves away from again and again is recorded
+    rejected, saying so. `row_of(evaluated, decision, reason, against)` builds the ledger row."""
+    against = lin.registry.alias("champion") or parent
+    for _ in range(RESCORES + 1):
+        moved = against != parent
+        if moved:
+            progress(gid, f"the champion is {lin.registry.model(against)['gen_id']}, not the parent "
+                          f"{lin.registry.model(parent)['gen_id']}: {gid} is scored against the champion")
+        ev = evaluate(cfg, lin, gid, child, against, prep.gate_spec(cfg, lin, against if moved else None), progress)
+        decision, reason = decide(cfg, lin, ev.scores, against)
+        if moved:
+            reason = (f"compared with the champion {lin.registry.model(against)['gen_id']}, not its parent "
+                      f"{lin.registry.model(parent)['gen_id']} (the champion moved): {reason}")
+        atomic_write_json(lin.eval_path(gid), {**ev.to_json(), "compared_with": against})
+        row = row_of(ev, decision, reason, against)
+        try:
+            if decision == "stopped":
+                lin.decisions.stop(row, child, restore=restore_point(cfg, lin, against))
+            else:
+                lin.decisions.record(row, child, decision)
+            return row, ev
+        except ChampionMoved as e:
+            progress(gid, str(e))
+            against = e.champion
+    row = {**row, "decision": "rejected", "reason": f"not promoted: the champion moved {RESCORES + 1} times before "
+           f"{gid}'s decision was written; it was last compared with {lin.registry.model(row['compared_with'])['gen_id']}"}
+    lin.decisions.record(row, child, "rejected")
+    return row, ev
 
 
 def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress,
@@ -296,40 +349,40 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     """One generation, step by step: corrections, data, child, evals, decision. Returns its ledger row.
     `parent`: the model it grows from (default: the champion); `own_val`: see `prepare_mix`."""
     gid, t0 = gen_id(index), time.perf_counter()
-    champion = parent or lin.registry.alias("champion")
+    parent = parent or lin.registry.alias("champion")
     record_arriving_corrections(cfg, lin, index, progress)
     data_sha = ingest(lin, path, cfg, progress, gid)
     delta = lin.data.get(data_sha)
-    prep = prepare_mix(cfg, lin, gid, index, delta, champion, replay_ks=cfg.tune.replay_k if tune else None,
+    prep = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k if tune else None,
                        own_val=own_val)
     if tune:
-        child, n_replay, trial = sweep_child(cfg, lin, gid, champion, data_sha, prep, progress, extra)
+        child, n_replay, trial = sweep_child(cfg, lin, gid, parent, data_sha, prep, progress, extra)
     else:
         n_replay, trial = prep.mix.n_replay, ""
-        progress(gid, f"mix: {prep.mix.n_delta} new + {prep.mix.n_replay} replayed records; parent {champion[:12]}")
-        child = train_child(cfg, lin, gid, champion, data_sha, prep, progress, extra or {})
-    ev = evaluate(cfg, lin, gid, child, champion, prep.gate_spec(cfg, lin), progress)
-    decision, reason = decide(cfg, lin, ev.scores)
-    atomic_write_json(lin.eval_path(gid), ev.to_json())
+        progress(gid, f"mix: {prep.mix.n_delta} new + {prep.mix.n_replay} replayed records; parent {parent[:12]}")
+        child = train_child(cfg, lin, gid, parent, data_sha, prep, progress, extra or {})
     meta = lin.models.meta(child)
-    c = ev.child
-    row = {
-        "GEN_ID": gid, "parent_sha": champion, "child_sha": child, "data_delta_sha": data_sha,
-        "steps": meta["steps"], "lr": meta["lr"], "walltime_min": (time.perf_counter() - t0) / 60,
-        "loss_start": meta["loss_start"], "loss_end": meta["best"]["train_loss"],
-        "eval_recall": c.recall, "eval_generalization": c.generalization.value,
-        "eval_style_drift": c.style_drift.hits, "replay_k": n_replay, "decision": decision,
-        "reason": reason, "eval_perplexity": c.perplexity, "best_step": meta["best"]["step"],
-        "trial": trial, "patterns_healed": f"{len(ev.healed)}/{len(c.healing)}" if c.healing else "",
-        "patterns_recurred": ";".join(ev.recurred), "split": SCHEME, **general_columns(c),
-    }
-    if decision == "stopped":
-        lin.decisions.stop(row, child, restore=restore_point(cfg, lin))
-    else:
-        lin.decisions.record(row, child, decision)
+
+    def row_of(ev: Evaluated, decision: str, reason: str, against: str) -> dict:
+        c = ev.child
+        return {
+            "GEN_ID": gid, "parent_sha": parent, "child_sha": child, "data_delta_sha": data_sha,
+            "steps": meta["steps"], "lr": meta["lr"], "walltime_min": (time.perf_counter() - t0) / 60,
+            "loss_start": meta["loss_start"], "loss_end": meta["best"]["train_loss"],
+            "eval_recall": c.recall, "eval_generalization": c.generalization.value,
+            "eval_style_drift": c.style_drift.hits, "replay_k": n_replay, "decision": decision,
+            "reason": reason, "eval_perplexity": c.perplexity, "best_step": meta["best"]["step"],
+            "trial": trial, "patterns_healed": f"{len(ev.healed)}/{len(c.healing)}" if c.healing else "",
+            "patterns_recurred": ";".join(ev.recurred), "split": SCHEME, **general_columns(c),
+            "compared_with": against,
+        }
+
+    row, ev = decide_and_record(cfg, lin, gid, child, parent, prep, progress, row_of)
+    c, decision, reason = ev.child, row["decision"], row["reason"]
+    other = "parent" if row["compared_with"] == parent else "champion"
     progress(gid, f"{decision}: recall {show(c.recall)}, generalization {c.generalization.value:.2f} "
-             f"(parent {ev.parent.generalization.value:.2f}), style drift {c.style_drift.hits} "
-             f"(parent {ev.parent.style_drift.hits}) — {reason}")
+             f"({other} {ev.parent.generalization.value:.2f}), style drift {c.style_drift.hits} "
+             f"({other} {ev.parent.style_drift.hits}) — {reason}")
     for line in against_parent(c, ev.parent):
         progress(gid, line)
     return row
@@ -383,7 +436,8 @@ class Evaluated:
 
 
 def evaluate(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, spec, progress: Progress) -> Evaluated:
-    progress(gid, f"evaluating child {child[:12]} against parent {parent[:12]} (Ray tasks)")
+    """The child and `parent` (the model it is compared with: its parent, or the champion) on `spec`."""
+    progress(gid, f"evaluating child {child[:12]} against {parent[:12]} (Ray tasks)")
     t0 = time.perf_counter()
     res_child, res_parent = evaluate_many(lin, [child, parent], spec, cfg, progress)
     healed, recurred = healed_and_recurred(res_child.to_json()["healing"], lin.healing_history(parent))

@@ -194,3 +194,28 @@ def test_the_cli_decides_and_refuses_with_a_reason(tmp_path, capsys):
     assert "champion:  " + sha(2) in capsys.readouterr().out
     assert evo_main(["reject", "--root", str(tmp_path)]) == 2
     assert "decision refused: there is no candidate to reject" in capsys.readouterr().err
+
+
+def decided(lin: Lineage, i: int, parent: int, verdict: str, scores: GenerationScores) -> None:
+    """Generation i, trained from the model sha(parent), decided with `verdict` on `scores`."""
+    gid = f"gen-{i}"
+    lin.registry.add(sha(i + 1), gid, sha(parent), "candidate")
+    lin.decisions.propose(gid, sha(i + 1), "trained")
+    atomic_write_json(lin.eval_path(gid), {"scores": scores.__dict__})
+    lin.decisions.record(row(gid, sha(i + 1), sha(parent), verdict), sha(i + 1), verdict)
+
+
+def test_the_stop_rule_reads_the_champions_line_only(tmp_path):
+    """A branch and a revert: rows off the champion's line neither fire the rule nor keep it from firing."""
+    lin = lineage(tmp_path)
+    decided(lin, 1, 1, "promoted", GOOD)
+    decided(lin, 2, 2, "promoted", STALL)  # a stalled, drifting generation that got through the gate
+    decided(lin, 3, 3, "rejected", GOOD)  # a sibling branch off gen-2 (a fine-tuning job), set aside
+    decision, reason = decide(CFG, lin, STALL)
+    assert decision == "stopped" and "generation, gen-1" in reason  # gen-2 and this child stalled in a row
+
+    lin.decisions.revert("gen-1", "gen-2 answers worse")  # gen-2 and its stall leave the line
+    decided(lin, 4, 2, "rejected", STALL)  # gen-1's child, stalled, rejected by the gate: not on the line
+    assert decide(CFG, lin, STALL)[0] == "rejected"  # the line (gen-1) did not stall: one stalled child
+    decided(lin, 5, 2, "promoted", STALL)
+    assert decide(CFG, lin, STALL)[0] == "stopped" and restore_point(CFG, lin) == "gen-1"

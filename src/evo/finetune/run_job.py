@@ -4,7 +4,9 @@ validating_files: both files are ingested again with evo's rules (a bad line fai
 it). queued: the job waits until every job of the lineage submitted before it has ended (one runs at a
 time, in submission order). running: one generation of the lineage is trained from the job's model on
 the training file (the validation file, when given, is its selection split), evaluated, gated and
-recorded like any other; checkpoint metrics become events as they happen. succeeded: its model is
+recorded like any other: against the champion of the moment its decision is written, which after an
+earlier job's promotion is not the model it was trained from (`evo.driver.decide_and_record`);
+checkpoint metrics become events as they happen. succeeded: its model is
 `ft:<model>:<suffix>:<sha8>`, served at once, champion or not.
 """
 

@@ -17,6 +17,13 @@ What a decision can be (each a method of `Decisions`):
   after it on that line are marked `reverted`, and their ledger rows name the one restored.
 - `stage_ab(gid)`: an A/B round: the generation's parent serves as champion, its child as candidate.
 
+A promotion and a stop are compare-and-swaps: the row names the champion the child was compared
+with (`compared_with`, by default its parent), and the decision applies only if that model is still
+the champion when the decision is written, under the root's lock. If the champion moved meanwhile
+(another generation or job promoted, an operator's revert), nothing is written and `ChampionMoved`
+names the champion now: the caller scores the child against it and decides again, or records it
+as not promoted. A child never replaces a champion it was not compared with.
+
 Each one is planned into a list of effects (statuses, ledger rows, alias moves, in that order, so
 that an alias only ever points at a model whose decision is on record), and the plan is written to
 `decisions/<seq>-<op>-<gen>.json` before any effect. Then the effects are applied, then the file is
@@ -44,6 +51,17 @@ VERDICTS = ("promoted", "rejected", "base")
 
 class DecisionError(EvoError):
     """A decision that cannot be made (no such generation, nothing to promote); the message says why."""
+
+
+class ChampionMoved(DecisionError):
+    """A promotion or a stop planned against one champion, refused because the champion is now
+    another: nothing was written. `champion` and `champion_gen` name the champion now."""
+
+    def __init__(self, gid: str, compared: str, compared_gen: str, champion: str, champion_gen: str):
+        self.champion, self.champion_gen = champion, champion_gen
+        super().__init__(f"{gid} was compared with {compared_gen} ({compared[:12]}), but the champion is now "
+                         f"{champion_gen} ({champion[:12]}): it must be scored against {champion_gen} before "
+                         f"it may replace it")
 
 
 @dataclass(frozen=True)
@@ -118,7 +136,8 @@ class Decisions:
                 d = read_json(path)
                 progress(gid, "finishing a decision made before an interruption (older layout)")
                 verdict = "base" if d["status"] == "base" else d["row"]["decision"]
-                self._commit("record", gid, d["row"].get("reason", ""), self._plan_record(d["row"], d["child"], verdict))
+                self._commit("record", gid, d["row"].get("reason", ""),
+                             self._plan_record(d["row"], d["child"], verdict, swap=False))
 
     def _commit(self, op: str, gid: str, reason: str, effects: list) -> Decision:
         """Write the plan, apply it, mark it applied. Called with the journal lock held."""
@@ -171,6 +190,13 @@ class Decisions:
             raise DecisionError(f"{self.registry.path}: no model of generation {gid!r}")
         return sha
 
+    def _check_champion(self, gid: str, compared: str) -> None:
+        """The compare of the compare-and-swap: called while planning, under the journal lock."""
+        champion = self.registry.alias("champion")
+        if champion != compared:
+            raise ChampionMoved(gid, compared or "", self._gen_of(compared) if compared else "none",
+                                champion or "", self._gen_of(champion) if champion else "none")
+
     def line(self, sha: Optional[str] = None) -> list[str]:
         """The models from `sha` (default: the champion) back to the base, newest first."""
         out, seen = [], set()
@@ -204,27 +230,35 @@ class Decisions:
         return self._decide("propose", gid, reason, plan)
 
     def record(self, row: dict[str, Any], child: str, verdict: str) -> Decision:
-        """The gate's verdict on generation row["GEN_ID"]: `promoted`, `rejected`, or `base`."""
+        """The gate's verdict on generation row["GEN_ID"]: `promoted`, `rejected`, or `base`.
+        `promoted` applies only while row["compared_with"] (default: its parent) is the champion;
+        else `ChampionMoved`, and nothing is written."""
         if verdict not in VERDICTS:
             raise DecisionError(f"a recorded verdict is one of {VERDICTS}, not {verdict!r}")
-        gid = row["GEN_ID"]
+        gid, row = row["GEN_ID"], _with_compared(row)
         return self._decide("record", gid, row.get("reason", ""), lambda: self._plan_record(row, child, verdict))
 
-    def _plan_record(self, row: dict, child: str, verdict: str) -> list:
+    def _plan_record(self, row: dict, child: str, verdict: str, swap: bool = True) -> list:
+        """`swap` False: a decision of the older layout, planned and checked before this module."""
         gid = row["GEN_ID"]
+        if verdict == "promoted" and swap:
+            self._check_champion(gid, row["compared_with"])
         effects = [["set_status", child, verdict], ["append_row", row]]
         if verdict in ("promoted", "base"):
-            effects.append(["move", "champion", child, f"{gid}: {row['decision']}"])
+            over = f" over {self._gen_of(row['compared_with'])}" if row.get("compared_with") else ""
+            effects.append(["move", "champion", child, f"{gid}: {row['decision']}{over}"])
         if self.registry.alias("candidate") == child or verdict == "base":
             effects.append(["move", "candidate", None, f"{gid} decided"])
         return effects
 
     def stop(self, row: dict[str, Any], child: str, restore: str) -> Decision:
         """The stop rule fired on generation row["GEN_ID"]: its child is set aside and the champion
-        goes back to generation `restore` (an ancestor of the champion, or the champion itself)."""
-        gid = row["GEN_ID"]
+        goes back to generation `restore` (an ancestor of the champion, or the champion itself).
+        Like a promotion, it applies only while row["compared_with"] is the champion."""
+        gid, row = row["GEN_ID"], _with_compared(row)
 
         def plan():
+            self._check_champion(gid, row["compared_with"])
             to_sha = self._sha_of(restore)
             why = f"{gid}: the stop rule fired; {restore} restored"
             effects = [["set_status", child, "stopped"], *self._revert_effects(to_sha, restore, why),
@@ -330,6 +364,11 @@ class Decisions:
 
 EFFECTS = {"set_status": Decisions._set_status, "move": Decisions._move, "forget": Decisions._forget,
            "append_row": Decisions._append_row, "update_row": Decisions._update_row}
+
+
+def _with_compared(row: dict[str, Any]) -> dict[str, Any]:
+    """A row names the champion its child was compared with; a caller that names none compared it with its parent."""
+    return row if row.get("compared_with") else {**row, "compared_with": row.get("parent_sha") or ""}
 
 
 def last_good(line: list[tuple[str, bool]]) -> str:

@@ -21,6 +21,9 @@ COLUMNS = [
     # eval.general (empty when it is off): general questions kept, KL from the base, fake-word share,
     # distinct-2 and repetition rate on open prompts
     "eval_general", "eval_kl_base", "eval_fake_words", "eval_distinct2", "eval_repetition",
+    # the champion (sha) the child was scored against and its decision applied to: the parent, unless
+    # the champion moved while the generation ran (evo.lineage.decisions); empty on rows of older roots
+    "compared_with",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).
