@@ -56,6 +56,7 @@ def test_an_undecided_round_keeps_the_champion_and_leaves_the_candidate_pending(
     plan = plan_for(64)  # looks at 10 and 20 decisive votes at the stated 50% tie rate
     stats = stats_after(["candidate", "champion"] * 6 + ["tie"] * 14, plan)  # 12 decisive votes: look 2 not reached
     assert stats["verdict"]["verdict"] == UNDECIDED
+    assert stats["verdict"]["more_prompts"] == 16  # the server's estimate: 8 decisive votes at the stated 50% ties
     assert finish_round(tmp_path, "gen-1", sha(1), sha(2), stats, plan) == "pending"
     assert lin.registry.alias("champion") == sha(1) and lin.registry.alias("candidate") == sha(2)
     row = lin.ledger.get("gen-1")

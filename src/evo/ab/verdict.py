@@ -289,9 +289,12 @@ def _rule(plan: TestPlan, j: int) -> str:
 def prompts_needed(plan: TestPlan, decisive: int, prompts: Optional[int] = None) -> tuple[int, float]:
     """About how many more distinct prompts bring a round at `decisive` votes (on `prompts` distinct
     prompts so far) to the plan's last look, where it always decides, and the tie rate that assumes:
-    the share of ties so far, shrunk toward the stated tie rate (two prompts' worth of weight)."""
-    ties = max(0, (prompts or decisive) - decisive)
-    t = (ties + 2 * plan.tie_rate) / ((prompts or decisive) + 2)
+    the share of ties so far, shrunk toward the stated tie rate (two prompts' worth of weight); the
+    stated tie rate when `prompts` is not known."""
+    if prompts is None:
+        t = plan.tie_rate
+    else:
+        t = (max(0, prompts - decisive) + 2 * plan.tie_rate) / (prompts + 2)
     return max(0, math.ceil((plan.looks[-1] - decisive) / (1 - t))), t
 
 
@@ -328,7 +331,8 @@ def verdict_of(cum_wins: list[int], plan: TestPlan, prompts: Optional[int] = Non
     nxt = plan.looks[looks_done]
     return Verdict(UNDECIDED, TEST_NAME, p, n, f"{n} decisive votes on distinct prompts; look {looks_done + 1} of "
                    f"{plan.max_looks} at {nxt}; a decision needs the last look at {plan.looks[-1]} at the latest, "
-                   f"about {more} more distinct prompts at a tie rate of {t:.0%}", looks_done, ci, HOLD, more)
+                   f"about {more} more distinct prompts at {'the stated' if prompts is None else 'the seen'} tie "
+                   f"rate of {t:.0%}", looks_done, ci, HOLD, more)
 
 
 def verdict_chances(plan: TestPlan, share: float, prompts: int, tie_rate: float) -> dict[str, float]:
