@@ -106,33 +106,39 @@ def plan_for(prompts: int, base: TestPlan = TestPlan(), tie_rate: Optional[float
     decisive votes (a multiple of look_every) the round reaches with probability REACH, so the alpha
     is spent by the time the prompts run out. Refused (`PlanTooSmall`) when no look of it could promote."""
     t = base.tie_rate if tie_rate is None else tie_rate
-    plan = replace(base, tie_rate=t)
-    looks = 0
-    while looks < base.max_looks and reach_chance(prompts, t, base.look_every * (looks + 1)) >= REACH:
-        looks += 1
-    plan = replace(plan, max_looks=max(1, looks))
-    if looks == 0 or not any(u is not None for u in promote_wins(plan)):
+    plan = _sized(prompts, base, t)
+    if plan is None:
         need = min_prompts(base, t)
+        smallest = _sized(need, base, t)
+        first = next(n for n, u in zip(smallest.looks, promote_wins(smallest)) if u is not None)
         raise PlanTooSmall(
             f"A/B budget of {prompts} distinct prompts: at a tie rate of {t:.0%} (ab.tie_rate) they give about "
             f"{prompts * (1 - t):.0f} decisive votes, and the test's first look that can promote needs "
-            f"{base.look_every} decisive votes with probability {REACH:.0%}: ask at least {need} distinct prompts "
+            f"{first} decisive votes with probability {REACH:.0%}: ask at least {need} distinct prompts "
             f"(--budget), or state a lower ab.tie_rate if fewer ties are expected")
     return plan
+
+
+def _sized(prompts: int, base: TestPlan, tie_rate: float) -> Optional[TestPlan]:
+    """`plan_for`'s plan, or None when it would have no look that could promote."""
+    looks = 0
+    while looks < base.max_looks and reach_chance(prompts, tie_rate, base.look_every * (looks + 1)) >= REACH:
+        looks += 1
+    if looks == 0:
+        return None
+    plan = replace(base, tie_rate=tie_rate, max_looks=looks)
+    return plan if any(u is not None for u in promote_wins(plan)) else None
 
 
 @functools.lru_cache(maxsize=64)
 def min_prompts(base: TestPlan, tie_rate: float) -> int:
     """The fewest distinct prompts whose plan (`plan_for`) can promote at some look."""
-    n = base.look_every
-    while True:
-        if reach_chance(n, tie_rate, base.look_every) >= REACH:
-            plan = replace(base, tie_rate=tie_rate, max_looks=1)
-            if promote_wins(plan)[0] is not None:
-                return n
-        if n > 100 * base.look_every / (1 - tie_rate):
+    n, most = base.look_every, math.ceil(2 * base.look_every * base.max_looks / (1 - tie_rate)) + 100
+    while _sized(n, base, tie_rate) is None:
+        if n > most:
             raise ValueError(f"test plan {base}: no number of prompts gives a look that can promote")
         n += 1
+    return n
 
 
 def _z(alpha_two_sided: float) -> float:
@@ -354,7 +360,6 @@ def verdict_chances(plan: TestPlan, share: float, prompts: int, tie_rate: float)
                 alive[k] = 0.0
         reached_before = reached
     out[NO_DIFFERENCE if plan.min_share is None else NOT_SHOWN] += sum(alive) * reached_before
-    out[UNDECIDED] += 0.0
     return out
 
 
