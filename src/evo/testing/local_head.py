@@ -45,18 +45,48 @@ def fake_autoscaling_config(gcs_port: int, head_cpus: int, worker_cpus: int, max
     }
 
 
+class JobsAPI:
+    """The Jobs API of a cluster's dashboard (`url`), asked with the cluster's auth token."""
+
+    def __init__(self, url: str, token: str):
+        self.url, self.token = url, token
+        self._client = None
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        if self._client is None:
+            self._client = JobSubmissionClient(self.url, headers={"Authorization": f"Bearer {self.token}"})
+        return self._client
+
+    def job_state(self, submission_id: str, attempts: int = 5) -> str:
+        """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED); a call that fails or hangs
+        on a busy machine is tried again before giving up."""
+        for attempt in range(attempts):
+            try:
+                return str(self.client().get_job_status(submission_id).value)
+            except Exception:  # a dashboard too busy to answer in time: the SDK raises its own errors
+                if attempt == attempts - 1:
+                    raise
+                self._client = None
+                time.sleep(2)
+        raise AssertionError("unreachable")
+
+
 class LocalHead:
-    def __init__(self, base_port: int, num_cpus: int, autoscaling: Optional[dict] = None, token: Optional[str] = None):
+    def __init__(self, base_port: int, num_cpus: int, autoscaling: Optional[dict] = None, token: Optional[str] = None,
+                 env: Optional[dict] = None):
         """`token`: the head's auth token (default: a fresh one). A process that will itself connect
         to the head (`ray.init(address=...)`) must pass the token it already uses: Ray reads a
-        process's token once (`evo.testing.clusters.use_private_token`)."""
+        process's token once (`evo.testing.clusters.use_private_token`). `env`: variables for every
+        process of the cluster (the head's, its jobs', the nodes the autoscaler adds)."""
         self.gcs_port, self.dashboard_port = base_port, base_port + 2000
         self.num_cpus, self.autoscaling = num_cpus, autoscaling
         self.token = token or secrets.token_hex(16)
         self.proc: Optional[subprocess.Popen] = None
-        self._jobs = None
+        self._jobs_api = JobsAPI(f"http://127.0.0.1:{self.dashboard_port}", self.token)
         # For `ray job ...` and the state API: the Jobs API address and this head's token.
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+        self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                     "RAY_ADDRESS": f"http://127.0.0.1:{self.dashboard_port}"}
 
     def start(self, timeout: float = 180) -> LocalHead:
@@ -93,13 +123,16 @@ class LocalHead:
                     raise RuntimeError(f"the Ray head did not come up within {timeout:.0f} s") from None
                 time.sleep(1)
 
-    def alive_nodes(self) -> int:
-        """Nodes alive, from the dashboard's state API."""
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes (node_id, state, is_head_node, ...), from the dashboard's state API."""
         req = urllib.request.Request(f"http://127.0.0.1:{self.dashboard_port}/api/v0/nodes?limit=100",
                                      headers={"authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(req, timeout=10) as r:
-            rows = json.loads(r.read())["data"]["result"]["result"]
-        return sum(1 for n in rows if n.get("state") == "ALIVE")
+            return json.loads(r.read())["data"]["result"]["result"]
+
+    def alive_nodes(self) -> int:
+        """Nodes alive, from the dashboard's state API."""
+        return sum(1 for n in self.nodes() if n.get("state") == "ALIVE")
 
     def job(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """`ray job ARGS` against this head, through the CLI as a user would type it."""
@@ -107,25 +140,11 @@ class LocalHead:
 
     def jobs(self):
         """A Jobs API client for this head (one HTTP call per question, no CLI process spawned)."""
-        from ray.job_submission import JobSubmissionClient
-
-        if self._jobs is None:
-            self._jobs = JobSubmissionClient(f"http://127.0.0.1:{self.dashboard_port}",
-                                             headers={"Authorization": f"Bearer {self.token}"})
-        return self._jobs
+        return self._jobs_api.client()
 
     def job_state(self, submission_id: str, attempts: int = 5) -> str:
-        """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) through the Jobs API; a
-        call that fails or hangs on a busy machine is tried again before giving up."""
-        for attempt in range(attempts):
-            try:
-                return str(self.jobs().get_job_status(submission_id).value)
-            except Exception:  # a dashboard too busy to answer in time: the SDK raises its own errors
-                if attempt == attempts - 1:
-                    raise
-                self._jobs = None
-                time.sleep(2)
-        raise AssertionError("unreachable")
+        """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) through the Jobs API."""
+        return self._jobs_api.job_state(submission_id, attempts)
 
     def stop(self) -> None:
         import psutil

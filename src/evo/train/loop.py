@@ -91,6 +91,11 @@ class Engine:
         if self.deepspeed:
             import deepspeed
 
+            # DeepSpeed's CPU backend JIT-compiles its shared-memory all-reduce kernel when it first
+            # initializes (27-80 s with g++ on a machine that never built it); only its tensor-parallel
+            # inference uses that kernel, never ZeRO training, which reduces through torch.distributed.
+            # Marked incompatible, the kernel is skipped (DeepSpeed keeps edits to this table).
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
             ds = deepspeed_config(cfg.zero_stage, per_worker_batch, cfg.dtype)
             self.model, self.opt, _, self.sched = deepspeed.initialize(
                 model=model, optimizer=self.opt, lr_scheduler=self.sched, config=ds)
