@@ -48,6 +48,7 @@ from evo.lineage.root import Lineage
 from evo.numbers import show
 from evo.progress import Progress
 from evo.ray_start import start_ray
+from evo.ray_waits import serve_up
 from evo.storage import location, open_root
 
 
@@ -229,7 +230,7 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
     token = secrets.token_hex(16)
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=SERVE_LOGGING)
     app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=round_id, plan=plan)
-    serve.run(app, name="evo-ab", route_prefix="/")
+    serve_up(app, "evo-ab", "/", cfg.ray, lambda m: progress("ab", m))  # fails, not hangs, if replicas never start
     base = f"http://127.0.0.1:{port}"
     try:
         progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}"

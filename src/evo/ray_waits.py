@@ -1,5 +1,8 @@
 """One watchdog for every wait on Ray, and the clean-up of what a step left on the cluster.
 
+Waits watched: Ray Train runs (`train.trainer`), Tune trials (`tune.sweep`), eval and self-replay
+tasks (`get`), fine-tuning jobs (through the run they start) and Serve deployments (`serve_up`).
+
 A wait is stalled when its progress (a report, a checkpoint, a finished task: whatever the caller
 counts) has not moved for a while *and* the cluster has resource demands pending (something asks for
 CPUs, GPUs or a placement group that cannot be placed). A wait whose work is all placed and computing
@@ -182,6 +185,43 @@ def get(refs: list, what: str, waits: RayWaitsConfig, say: Callable[[str], None]
                     ray.cancel(r, force=True)
                 dog.check()
     return ray.get(list(refs))
+
+
+def serve_up(app, name: str, route_prefix: str, waits: RayWaitsConfig, say: Callable[[str], None]):
+    """`serve.run(app)` under the watchdog; Serve must be started. Progress is any change in the
+    application's or its deployments' states or replica counts. A stall (replicas that Ray cannot
+    place) is reported, then the application is deleted and the wait fails as `Stalled`, so that
+    nothing half-deployed is left serving. A deployment that fails to start raises Serve's error."""
+    from ray import serve
+
+    box: dict = {}
+
+    def deploy() -> None:
+        try:
+            box["handle"] = serve.run(app, name=name, route_prefix=route_prefix)
+        except BaseException as e:  # handed to the caller's thread below
+            box["error"] = e
+
+    def progress():
+        st = serve.status().applications.get(name)
+        if st is None:
+            return None
+        return str(st.status), tuple(sorted((d, str(o.status), tuple(sorted((str(k), v) for k, v in
+                                                                           o.replica_states.items())))
+                                            for d, o in st.deployments.items()))
+
+    thread = threading.Thread(target=deploy, name="evo-serve-run", daemon=True)
+    dog = Watchdog(f"Serve application {name!r} (its replicas)", waits, say, progress=progress)
+    with dog:
+        thread.start()
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            if dog.failure is not None:
+                serve.delete(name, _blocking=False)  # its replicas stop; serve.run's wait then ends
+                dog.check()
+    if "error" in box:
+        raise box["error"]
+    return box["handle"]
 
 
 def interrupt_main() -> Callable[[], None]:

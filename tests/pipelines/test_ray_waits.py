@@ -104,3 +104,35 @@ def test_a_task_that_can_never_be_placed_is_reported_then_fails_the_step(two_clu
     assert warned and 2 <= warned[0] < 6, said
     message = str(failed.value)
     assert "eval tasks" in message and "GPU: 1" in message and "CPU" in message and "ray.fail_after_s" in message
+
+
+def test_a_serve_deployment_that_can_never_be_placed_is_reported_then_deleted(two_clusters):
+    """A replica asking for a GPU on a cluster with none: `serve.run` alone would wait forever."""
+    from ray import serve
+
+    from evo.config import RayWaitsConfig
+    from evo.ray_waits import Stalled, serve_up
+
+    @serve.deployment(ray_actor_options={"num_gpus": 1, "num_cpus": 0})
+    class NeedsAGpu:
+        def __call__(self, request) -> str:
+            return "never"
+
+    serve.start(http_options={"host": "127.0.0.1", "port": 24180})
+    try:
+        said: list[tuple[float, str]] = []
+        t0 = time.monotonic()
+        with pytest.raises(Stalled) as failed:
+            serve_up(NeedsAGpu.bind(), "evo-never", "/never", RayWaitsConfig(warn_after_s=2, fail_after_s=6, poll_s=0.5),
+                     lambda m: said.append((time.monotonic() - t0, m)))
+        assert 6 <= time.monotonic() - t0 < 30, said
+        message = str(failed.value)
+        assert "Serve application 'evo-never'" in message and "GPU: 1" in message and "ray.fail_after_s" in message
+        warned = [t for t, m in said if "no progress" in m and "giving up" not in m]
+        assert warned and 2 <= warned[0] < 6, said
+        deadline = time.monotonic() + 60  # deleting it waits out the replica's graceful shutdown
+        while "evo-never" in serve.status().applications and time.monotonic() < deadline:
+            time.sleep(1)
+        assert "evo-never" not in serve.status().applications  # nothing half-deployed is left
+    finally:
+        serve.shutdown()

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from evo.ab.verdict import TestPlan
+from evo.config import RayWaitsConfig
 from evo.finetune.files import FileStore
 from evo.finetune.submit import JobService, RayJobs
 from evo.http import ab_routes, admin_routes, files_jobs_routes, inference_routes, page_routes
@@ -32,6 +33,7 @@ from evo.inference.gateway import Gateway, GatewaySettings
 from evo.inference.pool import ModelPool
 from evo.openai_api import APIError
 from evo.ray_start import start_ray
+from evo.ray_waits import serve_up
 from evo.storage import location
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
@@ -105,9 +107,10 @@ def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas:
     start_ray(address)
     serve.start(http_options={"host": host, "port": port}, logging_config=SERVE_LOGGING)
     resources = {"num_gpus": num_gpus, "num_cpus": 1} if num_gpus else None
-    serve.run(build_app(str(where), candidate_share, num_replicas=replicas, ray_actor_options=resources,
-                        max_upload_bytes=int(max_upload_mb * (1 << 20)), host=host,
-                        rate_per_minute=rate_limit), name="evo", route_prefix="/")
+    app = build_app(str(where), candidate_share, num_replicas=replicas, ray_actor_options=resources,
+                    max_upload_bytes=int(max_upload_mb * (1 << 20)), host=host, rate_per_minute=rate_limit)
+    # Replicas Ray can never place (a GPU asked of a CPU cluster) fail the verb with what is pending.
+    serve_up(app, "evo", "/", RayWaitsConfig(), lambda m: print(m, flush=True))
     print(f"serving {where} at http://{host}:{port}/v1 (models: evo, champion, candidate, gen-N); "
           "Ctrl-C to stop", flush=True)
     while True:
