@@ -154,3 +154,15 @@ def test_the_promote_error_is_bounded_exactly_for_every_planned_pool(pool, tie_r
         assert promote_chance(plan, share, pool, tie_rate) <= plan.alpha
     assert sum(verdict_chances(plan, 0.6, pool, tie_rate).values()) == pytest.approx(1.0)
     assert plan.looks[-1] <= pool * (1 - tie_rate)  # sized in decisive votes, not in prompts
+
+
+def test_a_pending_rounds_later_session_keeps_the_plan_its_first_session_fixed(tmp_path):
+    """`evo ab` again on a pending generation, with a larger budget: the round goes on under the plan
+    written before its first vote (2 looks for 64 prompts), not the 12 looks 300 prompts would give."""
+    from evo.ab_round import save_plan, saved_plan
+
+    assert saved_plan(tmp_path, "round-gen-1") == (None, 0)
+    save_plan(tmp_path, "round-gen-1", ab_plan(CFG, 64), 1)
+    plan, sessions = saved_plan(tmp_path, "round-gen-1")
+    assert plan == ab_plan(CFG, 64) and plan.looks == [10, 20] and sessions == 1
+    assert ab_plan(CFG, 300).max_looks == 12
