@@ -235,10 +235,9 @@ def absolute_caps(s: GenerationScores, cfg: GateConfig, keys: tuple[str, ...]) -
 def relative_reasons(s: GenerationScores, cfg: GateConfig, keys: tuple[str, ...]) -> list[str]:
     """The drift-type evals in `keys` against the parent, each checked where its tolerance and both
     scores are set."""
-    n = s.style_probes
+    n, rise = s.style_probes, cfg.max_style_drift_rise
     tolerances = {
-        "style": None if cfg.max_style_drift_rise is None else cfg.max_style_drift_rise / n if n
-        else cfg.max_style_drift_rise,
+        "style": None if rise is None else rise / n if n else rise,  # probes, as a share where n is known
         "fake": cfg.max_fake_words_rise, "repetition": cfg.max_repetition_rise,
         "distinct2": cfg.max_distinct2_drop, "general": cfg.max_general_drop,
     }
