@@ -1,12 +1,11 @@
 """Fine-tuning as a service, end to end, driven by the official `openai` SDK over real HTTP on
-127.0.0.1: files, a job run as a real Ray job (the Jobs API of a head started with `ray start`),
+127.0.0.1: files, a job run as a real Ray job (through the Jobs API of the cluster's dashboard),
 its events and checkpoints, chatting with the fine-tuned model, a cancel that leaves the lineage as
 it was, a server restarted mid-job, and a file that breaks the lineage's rules failing the job."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from evo.atomic import atomic_write_json, read_json
 from evo.lineage.root import Lineage
-from tests.helpers import LOOSE_GATE, copy_root, ensure_base, tiny_config
+from tests.helpers import LOOSE_GATE, copy_root, tiny_config
 
 pytestmark = pytest.mark.integration
 PORT = 18791
@@ -25,49 +24,47 @@ SWEEP = ["tune.num_samples=2", "tune.max_concurrent=2", "tune.scheduler=none", "
          "tune.replay_k=[20]", "tune.cpus_per_worker=0.5", "tune.lr=[0.001, 0.02]"]
 
 
-def _serve(root, head):
+def _serve(root, jobs):
     from ray import serve
 
     from evo.http.app import build_app
 
-    serve.run(build_app(str(root), ray_actor_options={"num_cpus": 0.25},
-                        jobs_address=f"http://127.0.0.1:{head.dashboard_port}",
-                        jobs_headers={"Authorization": f"Bearer {head.token}"}), name="evo", route_prefix="/")
+    serve.run(build_app(str(root), ray_actor_options={"num_cpus": 0.25}, jobs_address=jobs.url,
+                        jobs_headers={"Authorization": f"Bearer {jobs.token}"}), name="evo", route_prefix="/")
 
 
 @pytest.fixture(scope="module")
-def service(demo_dir, _base_cache, tmp_path_factory):
-    """A Ray head of its own (the Jobs API needs one), evo's server on it, and a lineage holding the
-    tiny generation 0 with the run config jobs start from (10 steps a generation, gate off)."""
-    import ray
+def service(ray_cluster, ray_jobs, base_root, demo_dir, tmp_path_factory):
+    """evo's server on the session's cluster, its jobs submitted through that cluster's Jobs API (the
+    dashboard's, as `evo serve` does by default), and a lineage holding the tiny generation 0 with the
+    run config jobs start from (10 steps a generation, gate off)."""
     from ray import serve
 
-    from evo.ray_start import WORKER_ENV
-    from evo.testing.clusters import use_private_token
-    from evo.testing.local_head import LocalHead
-
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
-    os.environ["RAY_AUTH_MODE"] = "token"
-    # the head takes the token this process already uses: Ray reads a process's token once
-    head = LocalHead(16691, 4, token=use_private_token()).start()
+    root = copy_root(base_root, tmp_path_factory.mktemp("service"))
+    cfg = tiny_config(demo_dir, *LOOSE_GATE, "train.num_workers=1", "train.steps=10", "train.checkpoint_every=5",
+                      *SWEEP)
+    atomic_write_json(root / "run_config.json", cfg.model_dump(mode="json"))
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     try:
-        ray.init(address=f"127.0.0.1:{head.gcs_port}", runtime_env={"env_vars": WORKER_ENV})
-        root = copy_root(ensure_base(demo_dir, _base_cache), tmp_path_factory.mktemp("service"))
-        cfg = tiny_config(demo_dir, *LOOSE_GATE, "train.num_workers=1", "train.steps=10", "train.checkpoint_every=5",
-                          *SWEEP)
-        atomic_write_json(root / "run_config.json", cfg.model_dump(mode="json"))
-        serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-        _serve(root, head)
-        yield {"root": root, "head": head, "demo": demo_dir}
+        _serve(root, ray_jobs)
+        yield {"root": root, "jobs": ray_jobs, "demo": demo_dir}
     finally:
-        try:
-            if ray.is_initialized():
-                serve.shutdown()
-        finally:
-            ray.shutdown()
-            head.stop()
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        serve.shutdown()
+        _stop_ray_jobs(ray_jobs)
+
+
+def _stop_ray_jobs(jobs, timeout: float = 60) -> None:
+    """Leave no Ray job running on the shared cluster for the next module."""
+    client = jobs.client()
+    running = [j.submission_id for j in client.list_jobs()
+               if j.submission_id and str(j.status.value) in ("PENDING", "RUNNING")]
+    for sid in running:
+        client.stop_job(sid)
+    deadline = time.monotonic() + timeout
+    while running and time.monotonic() < deadline:
+        running = [sid for sid in running if jobs.job_state(sid) in ("PENDING", "RUNNING")]
+        time.sleep(0.5)
+    assert not running, f"Ray jobs still running {timeout:.0f} s after they were stopped: {running}"
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +85,7 @@ def wait(client, jid: str, until=FINAL, timeout: float = 300):
         if job.status in until:
             return job
         assert time.monotonic() < deadline, f"job {jid} still {job.status} after {timeout:.0f} s"
-        time.sleep(1)
+        time.sleep(0.25)
 
 
 def test_a_job_from_upload_to_chatting_with_its_model(service, client):
@@ -169,7 +166,7 @@ def _restart_and_cancel(client, root, service, slow, behind, registry, ledger):
     from ray import serve
 
     serve.delete("evo")
-    _serve(root, service["head"])
+    _serve(root, service["jobs"])
     wait(client, slow.id, until=("running",), timeout=30)
     deadline = time.monotonic() + 120  # a checkpoint's metrics reach the events while it runs
     while not [e for e in client.fine_tuning.jobs.list_events(slow.id, limit=100) if e.type == "metrics"]:
@@ -177,13 +174,16 @@ def _restart_and_cancel(client, root, service, slow, behind, registry, ledger):
         time.sleep(1)
     for jid in (behind.id, slow.id):
         assert client.fine_tuning.jobs.cancel(jid).status == "cancelled"
+    # the queued one had no runner of its own to wait for: no 60 s wait on the running job's, no warning
+    warned = [e.message for e in client.fine_tuning.jobs.list_events(behind.id, limit=100) if e.level != "info"]
+    assert not warned, warned
     with pytest.raises(openai.ConflictError, match="already cancelled"):
         client.fine_tuning.jobs.cancel(slow.id)
     after = read_json(root / "registry.json")
     assert after["aliases"] == registry["aliases"] and after["models"] == registry["models"]
     assert (root / "ledger.csv").read_text() == ledger
     deadline = time.monotonic() + 60  # the Jobs API records the stop a moment after the process is gone
-    while (state := service["head"].job_state(f"evo-{slow.id}")) != "STOPPED" and time.monotonic() < deadline:
+    while (state := service["jobs"].job_state(f"evo-{slow.id}")) != "STOPPED" and time.monotonic() < deadline:
         time.sleep(1)
     assert state == "STOPPED"
     assert client.fine_tuning.jobs.retrieve(slow.id).status == "cancelled"

@@ -139,6 +139,12 @@ class JobService:
                 self.ray.stop(job["submission_id"])
             except Exception as e:  # already gone: nothing to stop
                 self.store.event(jid, f"stopping Ray job {job['submission_id']}: {e}", level="warn")
+        if not job["evo"].get("gen_id"):
+            # Cancelled before its runner took its turn (the runner names its generation in the same
+            # update that makes it running, which a cancelled job refuses): it trains and records
+            # nothing, so there is no runner of its own to wait for (the run lock may be another job's).
+            self.store.event(jid, "cancelled")
+            return self.store.raw(jid)
         if not wait_for_runner(self.root, 60):
             self.store.event(jid, "the runner did not stop within 60 s; its generation is withdrawn when it ends",
                              level="warn")
