@@ -89,3 +89,17 @@ def test_a_ledger_of_an_older_root_reads_and_grows_the_compared_with_column(tmp_
     ledger.append(row("gen-1", sha(2), sha(1), compared_with=sha(1)))
     assert [r["compared_with"] for r in ledger.rows()] == ["", sha(1)]
     assert (tmp_path / "ledger.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_a_promotion_that_names_the_champion_it_was_compared_with_is_a_swap_too(lin):
+    """An A/B round's promote names the staged parent; a generation promoted meanwhile is not replaced."""
+    trained(lin, "gen-1", sha(2), sha(1))
+    lin.decisions.record(row("gen-1", sha(2), sha(1)), sha(2), "promoted")
+    parent, child = lin.decisions.stage_ab("gen-1")  # gen-0 serves as champion, gen-1 as candidate
+    lin.registry.add(sha(3), "gen-2", sha(1), "candidate")  # a job from gen-0, decided during the round
+    lin.decisions.record(row("gen-2", sha(3), sha(1)), sha(3), "promoted")
+    with pytest.raises(ChampionMoved, match="the champion is now gen-2"):
+        lin.decisions.promote("gen-1", "A/B: candidate better", compared_with=parent)
+    assert lin.registry.alias("champion") == sha(3)
+    lin.decisions.promote("gen-1", "by hand")  # an operator's promote names no champion: it applies
+    assert lin.registry.alias("champion") == sha(2)

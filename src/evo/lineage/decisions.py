@@ -269,10 +269,15 @@ class Decisions:
             return effects
         return self._decide("stop", gid, row.get("reason", ""), plan)
 
-    def promote(self, gid: Optional[str] = None, reason: str = "", ab_result: Optional[str] = None) -> Decision:
-        """Generation `gid` (default: the candidate's) becomes champion."""
+    def promote(self, gid: Optional[str] = None, reason: str = "", ab_result: Optional[str] = None,
+                compared_with: Optional[str] = None) -> Decision:
+        """Generation `gid` (default: the candidate's) becomes champion. `compared_with`: the champion
+        it was compared with (an A/B round's staged parent); given, the promotion applies only while
+        that model is still the champion (`ChampionMoved` otherwise). An operator's promote names none."""
         def plan():
             sha, g = self._target(gid, "promote")
+            if compared_with is not None:
+                self._check_champion(g, compared_with)
             if sha == self.registry.alias("champion"):
                 raise DecisionError(f"{g} is already the champion")
             return [["set_status", sha, "promoted"], *self._row_effects(g, "promoted", reason, ab_result),
