@@ -299,8 +299,9 @@ class SweepConfig(_Strict):
 
 class RayWaitsConfig(_Strict):
     """How long evo lets a wait on Ray go without progress (trials, Train worker groups, eval and
-    self-replay tasks, fine-tuning jobs). Progress is a report, a checkpoint or a finished task; a wait
-    with nothing of its cluster's left pending (every task placed, computing) is not stalled."""
+    self-replay tasks, fine-tuning jobs, Serve deployments). Progress is a report, a checkpoint or a
+    finished task; a wait with nothing of its cluster's left pending (every task placed, computing) is
+    not stalled."""
 
     warn_after_s: float = Field(
         120.0, gt=0, description="Seconds without progress, while resource demands are pending, after which evo "
