@@ -42,6 +42,7 @@ def weights_hashes(*extras: dict) -> list[str]:
     return outs
 
 
+@pytest.mark.integration  # two processes that import torch and train: seconds, not for the quick tier
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or not has_avx512(),
                     reason="needs an x86 CPU with AVX-512 to stand in for one without it")
 def test_a_cpu_without_avx512_trains_the_same_weights():
