@@ -337,6 +337,15 @@ class ABConfig(_Strict):
     max_looks: int = Field(12, gt=0, description="Most looks; fewer when the budget cannot fill them.")
 
 
+class JobsConfig(_Strict):
+    """Fine-tuning jobs of `evo serve` (`/v1/fine_tuning/jobs`, `evo.finetune`): what one job may ask for."""
+
+    max_steps: int = Field(
+        5000, gt=0, description="Most optimizer steps one job trains: `steps` above it is refused when the job is "
+                                "created (400), and `n_epochs` x records / batch above it fails the job at "
+                                "validating_files, naming both numbers.")
+
+
 class EvoConfig(_Strict):
     name: str = Field("evo", min_length=1, description="Run name, used in logs and Ray run names.")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -349,6 +358,7 @@ class EvoConfig(_Strict):
     targeted: TargetedConfig = Field(default_factory=TargetedConfig)
     ray: RayWaitsConfig = Field(default_factory=RayWaitsConfig, description="Watching every wait on Ray.")
     ab: ABConfig = Field(default_factory=ABConfig, description="The A/B round's test plan.")
+    jobs: JobsConfig = Field(default_factory=JobsConfig, description="Fine-tuning jobs' limits.")
 
     @model_validator(mode="after")
     def _consistent(self) -> EvoConfig:

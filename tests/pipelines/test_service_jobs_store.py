@@ -11,7 +11,7 @@ from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import JobStore, parse_hyperparameters, plan_training, public
-from evo.finetune.run_job import _wait_turn, execute, job_config
+from evo.finetune.run_job import _wait_turn, execute, job_config, runner_lock
 from evo.openai_api import APIError
 
 GOOD = b'{"prompt": "a", "completion": "b"}\n{"text": "c d"}\n'
@@ -115,13 +115,15 @@ def test_a_record_over_the_lineages_limit_fails_the_job_at_validating_files(stor
 
 
 def test_jobs_wait_their_turn_in_submission_order(stores):
-    _, files, jobs, fid = stores
+    root, files, jobs, fid = stores
     first, second = (jobs.create({"model": "gen-1", "training_file": fid}, "k1", "k1", files, resolve) for _ in range(2))
-    jobs.update(first["id"], status="running")
-    went = threading.Event()
-    t = threading.Thread(target=lambda: (_wait_turn(jobs, second["id"], 0.05), went.set()), daemon=True)
-    t.start()
-    time.sleep(0.3)
-    assert not went.is_set()  # the first is still running
-    jobs.update(first["id"], status="succeeded")
-    assert went.wait(5)
+    with runner_lock(root, first["id"]):  # its runner lives
+        jobs.update(first["id"], status="running")
+        jobs.update(second["id"], status="queued")
+        went = threading.Event()
+        t = threading.Thread(target=lambda: (_wait_turn(jobs, second["id"], 0.05), went.set()), daemon=True)
+        t.start()
+        time.sleep(0.3)
+        assert not went.is_set()  # the first is still running
+        jobs.update(first["id"], status="succeeded")
+        assert went.wait(5)

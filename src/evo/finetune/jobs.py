@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
+from evo.config import JobsConfig
 from evo.openai_api import APIError, new_id, page
 
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
-INTERNAL = ("owner", "created_ns", "submission_id", "parent_sha")
+INTERNAL = ("owner", "created_ns", "started_ns", "submission_id", "parent_sha")
+MIN_EPOCHS, MAX_EPOCHS = 1, 50  # OpenAI's bounds on n_epochs
 
 
 def _bad(message: str, param: str) -> APIError:
@@ -62,8 +64,28 @@ def parse_hyperparameters(raw: Any) -> dict:
             what = "a positive number" if kind is float else "a positive whole number"
             auto = "" if name == "batch_size" else ' or "auto"'
             raise _bad(f"hyperparameters.{name} must be {what}{auto}, not {v!r}", f"hyperparameters.{name}")
+        if name == "n_epochs" and not MIN_EPOCHS <= v <= MAX_EPOCHS:
+            raise _bad(f"hyperparameters.n_epochs must be from {MIN_EPOCHS} to {MAX_EPOCHS} (as OpenAI's) or \"auto\", "
+                       f"not {v!r}", "hyperparameters.n_epochs")
         out[name] = kind(v)
     return out
+
+
+def fair_order(jobs: list[dict]) -> list[dict]:
+    """The queue (jobs `queued`) in the order they are taken: round robin over tenants (owners), each
+    tenant's jobs in submission order, the tenant served least recently first (the one whose latest job
+    started longest ago, or never). So one tenant's long queue never delays another tenant's first job:
+    after each of its jobs, every other tenant waiting takes a turn."""
+    last: dict[Any, int] = {}
+    for j in jobs:
+        if j.get("started_ns"):
+            last[j["owner"]] = max(last.get(j["owner"], 0), j["started_ns"])
+    mine: dict[Any, list[dict]] = {}
+    for j in sorted(jobs, key=lambda j: j["created_ns"]):
+        if j["status"] == "queued":
+            mine.setdefault(j["owner"], []).append(j)
+    keyed = [((k, last.get(owner, 0), own[0]["created_ns"]), j) for owner, own in mine.items() for k, j in enumerate(own)]
+    return [j for _, j in sorted(keyed, key=lambda x: x[0])]
 
 
 def plan_training(hp: dict, base_lr: float, base_steps: int, base_batch: int, n_records: int) -> dict:
@@ -114,6 +136,10 @@ class JobStore:
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
             raise _bad("seed must be a whole number >= 0", "seed")
         hp = parse_hyperparameters(body.get("hyperparameters"))
+        cap = self.max_steps()
+        if isinstance(hp.get("steps"), int) and hp["steps"] > cap:
+            raise _bad(f"hyperparameters.steps: {hp['steps']} is over this server's limit of {cap} steps a job "
+                       "(the lineage config's jobs.max_steps)", "hyperparameters.steps")
         jid = new_id("ftjob")
         job = {"id": jid, "object": "fine_tuning.job", "created_at": int(time.time()), "finished_at": None,
                "error": None, "fine_tuned_model": None, "hyperparameters": hp, "model": model_name,
@@ -127,6 +153,12 @@ class JobStore:
         atomic_write_json(self._path(jid), job)
         self.event(jid, f"job created: {model_name} on {body['training_file']}")
         return job
+
+    def max_steps(self) -> int:
+        """The lineage config's jobs.max_steps (its default where the root has no run config yet)."""
+        path = self.root / "run_config.json"
+        cfg = read_json(path) if path.exists() else {}
+        return JobsConfig.model_validate(cfg.get("jobs") or {}).max_steps
 
     def raw(self, jid: str, owner: Optional[str] = None) -> dict:
         path = self._path(jid)
@@ -156,6 +188,8 @@ class JobStore:
             job = read_json(self._path(jid))
             if job["status"] in TERMINAL and fields.get("status", job["status"]) != job["status"]:
                 return job
+            if fields.get("status") == "running" and job["status"] != "running":
+                job["started_ns"] = time.time_ns()  # its tenant's latest turn (`fair_order`)
             job.update(fields)
             if fields.get("status") in TERMINAL:
                 job["finished_at"] = int(time.time())

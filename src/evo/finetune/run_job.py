@@ -1,8 +1,10 @@
 """One fine-tuning job, start to end: what the Ray job `evo run-job --root ROOT JOB_ID` runs.
 
 validating_files: both files are ingested again with evo's rules (a bad line fails the job and names
-it). queued: the job waits until every job of the lineage submitted before it has ended (one runs at a
-time, in submission order). running: one generation of the lineage is trained from the job's model on
+it). queued: the job waits for its turn (one runs at a time per lineage, taken round robin over tenants,
+each tenant's in submission order: `evo.finetune.jobs.fair_order`); a queued or running job whose runner
+died is marked failed by the next job that waits (`fail_dead_runners`).
+running: one generation of the lineage is trained from the job's model on
 the training file (the validation file, when given, is its selection split), evaluated, gated and
 recorded like any other: against the champion of the moment its decision is written, which after an
 earlier job's promotion is not the model it was trained from (`evo.driver.decide_and_record`);
@@ -12,17 +14,19 @@ checkpoint metrics become events as they happen. succeeded: its model is
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from evo.atomic import locked, read_json
+from evo.atomic import lock_file, locked, read_json
 from evo.config import EvoConfig
 from evo.data.ingest import IngestError, ingest_bytes
 from evo.finetune.files import FileStore
-from evo.finetune.jobs import TERMINAL, JobStore, plan_training
+from evo.finetune.jobs import TERMINAL, JobStore, fair_order, plan_training
 from evo.lineage.root import Lineage, gen_id
 from evo.openai_api import APIError
 from evo.progress import Progress
@@ -72,12 +76,59 @@ def _records(files: FileStore, job: dict, field: str, max_chars: int) -> list:
     return report.records
 
 
+def runner_lock(root: Path, jid: str):
+    """Held by job `jid`'s runner for as long as its process lives (the OS releases it at its death),
+    so a waiting job can tell a queued or running job whose runner is gone from one that is alive."""
+    return locked(JobStore(root).dir / f"{jid}.runner")
+
+
+def runner_alive(root: Path, jid: str) -> bool:
+    lock = lock_file(JobStore(root).dir / f"{jid}.runner")
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def fail_dead_runners(store: JobStore, but: str = "") -> list[str]:
+    """Marks failed every queued or running job (other than `but`) whose runner died without recording
+    its end; their ids. Each runner holds its lock from before it makes its job queued until it has
+    recorded the job's end, so a free lock on such a job means its process is gone."""
+    dead = []
+    for j in store.all():
+        if j["id"] == but or j["status"] not in ("queued", "running") or runner_alive(store.root, j["id"]):
+            continue
+        sid = j.get("submission_id") or "(none)"
+        error = {"code": "runner_gone", "message": f"the job's runner (Ray job {sid}) died while the job was "
+                 f"{j['status']}, without recording its end (a Ray restart or a killed process); `ray job logs "
+                 f"{sid}` shows why where the cluster still has it", "param": None}
+        if store.update(j["id"], status="failed", error=error)["status"] == "failed":
+            store.event(j["id"], f"failed: {error['message']}", level="error")
+            dead.append(j["id"])
+    return dead
+
+
 def _wait_turn(store: JobStore, jid: str, poll_s: float = 1.0) -> None:
-    """Until no job submitted before this one is still active (each marks its end itself; one that
-    died without doing so is marked by the server when it sees its Ray job ended)."""
+    """Until this job is first in the queue's fair order (`evo.finetune.jobs.fair_order`: round robin over
+    tenants) and no other job is running, or it has ended (a cancel). Jobs whose runner died are marked
+    failed on the way (`fail_dead_runners`), so none holds the queue; one still validating its files is
+    not in the queue yet and holds nobody."""
     while True:
-        ahead = [j for j in store.all() if j["created_ns"] < store.raw(jid)["created_ns"] and j["status"] in ACTIVE]
-        if not ahead:
+        fail_dead_runners(store, but=jid)
+        jobs = store.all()
+        me = next(j for j in jobs if j["id"] == jid)
+        if me["status"] in TERMINAL:
+            return
+        queue = fair_order(jobs)
+        running = [j for j in jobs if j["status"] == "running" and j["id"] != jid]
+        if not running and queue and queue[0]["id"] == jid:
             return
         time.sleep(poll_s)
 
@@ -99,6 +150,13 @@ def job_config(cfg: EvoConfig, job: dict, n_records: int) -> tuple[EvoConfig, di
     """The lineage's config with the job's settings."""
     cfg = cfg.model_copy(deep=True)
     plan = plan_training(job["hyperparameters"], cfg.train.lr, cfg.train.steps, cfg.train.batch_size, n_records)
+    if plan["steps"] > cfg.jobs.max_steps:
+        hp = job["hyperparameters"]
+        how = (f"n_epochs {hp['n_epochs']} x {n_records} records / batch {plan['batch_size']}"
+               if isinstance(hp.get("n_epochs"), int) else "the lineage's train.steps")
+        raise JobFailed("invalid_hyperparameters", f"{how} is {plan['steps']} steps, over this server's limit of "
+                        f"{cfg.jobs.max_steps} steps a job (jobs.max_steps): ask for fewer epochs or give steps",
+                        "hyperparameters.n_epochs" if isinstance(hp.get("n_epochs"), int) else "hyperparameters")
     cfg.train.steps, cfg.train.lr, cfg.train.batch_size = plan["steps"], plan["lr"], plan["batch_size"]
     cfg.train.seed = job["seed"]
     cfg.train.checkpoint_every = min(cfg.train.checkpoint_every, cfg.train.steps)
@@ -173,6 +231,11 @@ def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
 
     root = Path(root)
     store, files = JobStore(root), FileStore(root)
+    with runner_lock(root, jid):  # held until the job's end is recorded: others can tell this runner lives
+        return _execute(root, store, files, jid, run_generation)
+
+
+def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_generation: Callable) -> int:
     job = store.raw(jid)
     if job["status"] in TERMINAL:
         return 0
@@ -180,7 +243,9 @@ def execute(root: str | Path, jid: str, run_generation: Callable) -> int:
         base_cfg = lineage_config(root)
         train = _records(files, job, "training_file", base_cfg.data.max_chars)
         own_val = _records(files, job, "validation_file", base_cfg.data.max_chars) if job["validation_file"] else None
-        store.update(jid, status="queued")
+        job_config(base_cfg, job, len(train))  # its steps within jobs.max_steps, or it fails here
+        if store.update(jid, status="queued")["status"] != "queued":
+            return 0  # cancelled meanwhile
         store.event(jid, f"files validated: {len(train)} training records"
                          + (f", {len(own_val)} validation records" if own_val is not None else "") + "; queued")
         _wait_turn(store, jid)

@@ -1,6 +1,7 @@
 """The server's side of fine-tuning jobs: each is submitted as a Ray job (the Jobs API) running
-`evo run-job`; cancel stops that Ray job and takes back what it left; a Ray job that ended without
-its runner saying so marks the job failed."""
+`evo run-job`; cancel stops that Ray job and takes back what it left; a job whose Ray job ended
+without its runner saying so, is gone, or never was, is marked failed (at start-up, every minute, and
+whenever jobs are read)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import fcntl
 import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -62,6 +64,11 @@ class RayJobs:
                 time.sleep(2)
         raise AssertionError("unreachable")
 
+    def states(self) -> dict[str, tuple[str, str]]:
+        """Every submission the cluster knows, {submission id: (status, message)}: one call of its Jobs API."""
+        return {d.submission_id: (str(d.status.value), d.message or "")
+                for d in self.client().list_jobs() if d.submission_id}
+
     def state(self, sid: str) -> tuple[str, str]:
         info = self.client().get_job_info(sid)
         return str(info.status.value), info.message or ""
@@ -92,8 +99,19 @@ def wait_for_runner(root: Path, timeout: float) -> bool:
 
 
 class JobService:
-    def __init__(self, root: str | Path, ray_jobs: RayJobs):
+    def __init__(self, root: str | Path, ray_jobs: RayJobs, sweep_every_s: Optional[float] = 60.0,
+                 submit_grace_s: float = 120.0):
+        """`sweep_every_s`: stale jobs (`settle`) are swept at once, on a thread, then every that many
+        seconds (None: only when jobs are read). `submit_grace_s`: how long a job may go without a Ray
+        job before it counts as never submitted (`start` retries a starting head for up to 20 s)."""
         self.root, self.store, self.ray = Path(root), JobStore(root), ray_jobs
+        self.submit_grace_s = submit_grace_s
+        self._lock, self._known, self._stop = threading.Lock(), None, threading.Event()
+        if sweep_every_s is not None:
+            threading.Thread(target=self._sweeper, args=(sweep_every_s,), daemon=True, name="evo-jobs-sweep").start()
+
+    def close(self) -> None:
+        self._stop.set()
 
     def start(self, job: dict) -> dict:
         try:
@@ -108,24 +126,66 @@ class JobService:
         self.store.event(job["id"], f"submitted as Ray job {sid}")
         return self.store.update(job["id"], submission_id=sid)
 
+    def _states(self, fresh: bool = False) -> dict[str, tuple[str, str]]:
+        """The cluster's submissions, asked at most once a second (a page of jobs asks once, not per job)."""
+        with self._lock:
+            if fresh or self._known is None or time.monotonic() - self._known[0] > 1.0:
+                self._known = (time.monotonic(), self.ray.states())
+            return self._known[1]
+
     def settle(self, job: dict) -> dict:
-        """A job whose Ray job ended without the runner recording the end is marked failed."""
-        if job["status"] in TERMINAL or not job.get("submission_id"):
+        """A job still active whose Ray job ended without the runner recording the end, whose Ray job the
+        cluster does not know (gone: Ray restarted), or that never got one (the server stopped between
+        creating and submitting it) is marked failed, with an event that says why."""
+        if job["status"] in TERMINAL:
             return job
+        sid = job.get("submission_id")
+        if not sid:
+            age = (time.time_ns() - job["created_ns"]) / 1e9
+            if age < self.submit_grace_s:  # being submitted now
+                return job
+            return self._fail(job, "never_submitted", f"the job was never submitted as a Ray job ({age:.0f} s after "
+                              "it was created: the server stopped between creating and submitting it); create it again")
         try:
-            state, message = self.ray.state(job["submission_id"])
+            known = self._states()
+            if sid not in known:  # asked before this job was submitted? ask again before calling it gone
+                known = self._states(fresh=True)
         except Exception:  # the Jobs API is busy or gone: show the job as last recorded
             return job
+        if sid not in known:
+            return self._fail(job, "ray_job_gone", f"Ray job {sid} is not known to the cluster at {self.ray.address} "
+                              "(it was restarted, or is another cluster): the job's runner is gone; create it again")
+        state, message = known[sid]
         if state not in RAY_ENDED:
             return job
+        return self._fail(job, "ray_job_ended", f"Ray job {sid} ended ({state}) before the fine-tuning job did"
+                          f"{': ' + message if message else ''}; `ray job logs {sid}` shows why")
+
+    def _fail(self, job: dict, code: str, message: str) -> dict:
         job = self.store.raw(job["id"])  # the runner may have finished it meanwhile
         if job["status"] in TERMINAL:
             return job
-        error = {"code": "ray_job_ended", "message": f"Ray job {job['submission_id']} ended ({state}) before the "
-                 f"fine-tuning job did{': ' + message if message else ''}; `ray job logs {job['submission_id']}` "
-                 "shows why", "param": None}
-        self.store.event(job["id"], f"failed: {error['message']}", level="error")
-        return self.store.update(job["id"], status="failed", error=error)
+        job = self.store.update(job["id"], status="failed", error={"code": code, "message": message, "param": None})
+        if job["status"] == "failed" and (job.get("error") or {}).get("code") == code:
+            self.store.event(job["id"], f"failed: {message}", level="error")
+        return job
+
+    def sweep(self) -> list[str]:
+        """`settle` every active job (one ask of the Jobs API for all); the ids of those it failed."""
+        failed = []
+        for job in self.store.all():
+            if job["status"] not in TERMINAL and self.settle(job)["status"] == "failed":
+                failed.append(job["id"])
+        return failed
+
+    def _sweeper(self, every_s: float) -> None:
+        while True:
+            try:
+                self.sweep()
+            except Exception as e:  # a torn file, a full disk: the next sweep tries again
+                print(f"evo: the fine-tuning jobs' sweep failed: {type(e).__name__}: {e}", flush=True)
+            if self._stop.wait(every_s):
+                return
 
     def cancel(self, jid: str, owner: Optional[str]) -> dict:
         """Stop the job's Ray job; a generation it trained but did not record is withdrawn, so the

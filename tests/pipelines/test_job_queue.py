@@ -1,0 +1,195 @@
+"""The fine-tuning job queue cannot stall and no tenant can hold it: OpenAI's n_epochs bounds and the
+config's steps cap, round robin over tenants, jobs whose runner or Ray job is gone (or never was)
+marked failed with an event that says why. Real JobStore over real files; the Jobs API's answers are
+Ray's own records (`JobDetails`), of a cluster that does not know some of the jobs."""
+
+import json
+import threading
+import time
+
+import pytest
+from ray.job_submission import JobDetails, JobStatus, JobType
+
+from evo.atomic import atomic_write_json
+from evo.config import EvoConfig
+from evo.finetune.files import FileStore
+from evo.finetune.jobs import JobStore, fair_order
+from evo.finetune.run_job import _wait_turn, execute, runner_lock
+from evo.finetune.submit import JobService, RayJobs
+from evo.openai_api import APIError
+
+GOOD = b'{"prompt": "a", "completion": "b"}\n{"text": "c d"}\n'
+
+
+def resolve(name):
+    return "gen-1", "a" * 64
+
+
+@pytest.fixture
+def stores(tmp_path):
+    files = FileStore(tmp_path)
+    fids = {k: files.create(GOOD, "t.jsonl", "fine-tune", k)["id"] for k in ("k1", "k2")}
+    return tmp_path, files, JobStore(tmp_path), fids
+
+
+def create(stores, owner, **hp):
+    _, files, jobs, fids = stores
+    body = {"model": "gen-1", "training_file": fids[owner]}
+    if hp:
+        body["hyperparameters"] = hp
+    return jobs.create(body, owner, owner, files, resolve)
+
+
+@pytest.mark.parametrize("n", [51, 1_000_000_000])
+def test_n_epochs_outside_openais_1_to_50_is_a_400_naming_it(stores, n):
+    with pytest.raises(APIError) as e:
+        create(stores, "k1", n_epochs=n)
+    assert e.value.status == 400 and e.value.param == "hyperparameters.n_epochs"
+    body = e.value.body()["error"]
+    assert body["type"] == "invalid_request_error" and "n_epochs" in body["message"]
+    assert stores[2].all() == []
+    assert create(stores, "k1", n_epochs=50)["hyperparameters"] == {"n_epochs": 50}
+
+
+def test_steps_over_the_configs_cap_are_refused_at_create_and_epochs_over_it_fail_the_job(stores):
+    root, files, jobs, _ = stores
+    atomic_write_json(root / "run_config.json", EvoConfig(data={"base": "b.jsonl"}, jobs={"max_steps": 3})
+                      .model_dump(mode="json"))
+    with pytest.raises(APIError, match="over this server's limit of 3 steps") as e:
+        create(stores, "k1", steps=4)
+    assert e.value.status == 400 and e.value.param == "hyperparameters.steps"
+    assert create(stores, "k1", steps=3)["status"] == "validating_files"
+    job = create(stores, "k1", n_epochs=50, batch_size=2)  # 50 x 2 records / 2 = 50 steps
+    assert execute(root, job["id"], run_generation=None) == 1
+    job = jobs.raw(job["id"])
+    assert job["status"] == "failed" and job["error"]["param"] == "hyperparameters.n_epochs"
+    assert "is 50 steps, over this server's limit of 3" in job["error"]["message"]
+    assert not any("queued" in e["message"] for e in jobs.events(job["id"])["data"])  # failed before the queue
+
+
+def waiter(jobs, root, jid, went):
+    """A runner waiting its turn: it holds its runner lock, as `execute` does."""
+    def run():
+        with runner_lock(root, jid):
+            jobs.update(jid, status="queued")
+            _wait_turn(jobs, jid, 0.05)
+            went.append(jid)
+            while jobs.raw(jid)["status"] not in ("succeeded", "failed", "cancelled"):
+                time.sleep(0.05)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def until(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_one_tenants_long_queue_does_not_delay_another_tenants_first_job(stores):
+    root, _, jobs, _ = stores
+    a1, a2, a3 = (create(stores, "k1")["id"] for _ in range(3))
+    b1 = create(stores, "k2")["id"]  # submitted after all of k1's
+    went: list[str] = []
+    with runner_lock(root, a1):
+        jobs.update(a1, status="running")
+        for jid in (a2, a3, b1):
+            waiter(jobs, root, jid, went)
+        assert until(lambda: all(jobs.raw(j)["status"] == "queued" for j in (a2, a3, b1)))
+        assert [j["id"] for j in fair_order(jobs.all())] == [b1, a2, a3]
+        time.sleep(0.3)
+        assert went == []  # a1 still runs
+        jobs.update(a1, status="succeeded")
+    assert until(lambda: went == [b1])
+    time.sleep(0.3)
+    assert went == [b1]  # k1's second job waits for k2's first
+    jobs.update(b1, status="running")
+    jobs.update(b1, status="succeeded")
+    assert until(lambda: went == [b1, a2])
+    jobs.update(a2, status="succeeded")
+    assert until(lambda: went == [b1, a2, a3])
+
+
+def test_a_job_whose_runner_died_is_failed_and_holds_nobody(stores):
+    root, _, jobs, _ = stores
+    dead_running, dead_queued = create(stores, "k1")["id"], create(stores, "k2")["id"]
+    jobs.update(dead_running, status="running", submission_id="evo-dead1")  # no runner holds its lock
+    jobs.update(dead_queued, status="queued")
+    stuck = create(stores, "k1")["id"]  # still validating its files: not in the queue, holds nobody
+    me = create(stores, "k1")["id"]
+    went: list[str] = []
+    waiter(jobs, root, me, went)
+    assert until(lambda: went == [me])
+    for jid in (dead_running, dead_queued):
+        job = jobs.raw(jid)
+        assert job["status"] == "failed" and job["error"]["code"] == "runner_gone"
+        assert "died while the job was" in jobs.events(jid)["data"][0]["message"]
+    assert jobs.raw(stuck)["status"] == "validating_files"
+    jobs.update(me, status="succeeded")
+
+
+class KnownJobs(RayJobs):
+    """The Jobs API of a cluster that knows only `records`: Ray's own JobDetails."""
+
+    def __init__(self, root, records):
+        super().__init__(root, "http://127.0.0.1:1")
+        self.records, self.asked = records, 0
+
+    def client(self):
+        outer = self
+
+        class Client:
+            def list_jobs(self):
+                outer.asked += 1
+                return outer.records
+        return Client()
+
+
+def details(sid, status, message=""):
+    return JobDetails(type=JobType.SUBMISSION, submission_id=sid, entrypoint="evo run-job", status=status,
+                      message=message)
+
+
+def test_stale_jobs_are_failed_at_start_up_and_when_listed(stores):
+    root, _, jobs, _ = stores
+    never, gone, alive, ended, fresh = (create(stores, "k1")["id"] for _ in range(5))
+    jobs.update(never, created_ns=time.time_ns() - int(600e9))  # the server stopped before it submitted it
+    jobs.update(gone, submission_id="evo-gone", status="running")  # Ray restarted since
+    jobs.update(alive, submission_id="evo-alive", status="queued")
+    jobs.update(ended, submission_id="evo-ended")
+    ray = KnownJobs(root, [details("evo-alive", JobStatus.RUNNING), details("evo-ended", JobStatus.FAILED, "OOM"),
+                           details("evo-other", JobStatus.SUCCEEDED)])
+    service = JobService(root, ray, sweep_every_s=30, submit_grace_s=120)  # its start-up sweep, on a thread
+    try:
+        assert until(lambda: all(jobs.raw(j)["status"] == "failed" for j in (never, gone, ended)))
+        want = {never: ("never_submitted", "never submitted as a Ray job"),
+                gone: ("ray_job_gone", "Ray job evo-gone is not known to the cluster"),
+                ended: ("ray_job_ended", "Ray job evo-ended ended (FAILED) before the fine-tuning job did: OOM")}
+        for jid, (code, text) in want.items():
+            job = jobs.raw(jid)
+            assert job["error"]["code"] == code and text in job["error"]["message"], job["error"]
+            assert text in jobs.events(jid)["data"][0]["message"]
+        assert jobs.raw(alive)["status"] == "queued" and jobs.raw(fresh)["status"] == "validating_files"
+    finally:
+        service.close()
+    # when jobs are read: one ask of the Jobs API for a whole page, not one per job
+    more = [create(stores, "k2")["id"] for _ in range(3)]
+    for i, jid in enumerate(more):
+        jobs.update(jid, submission_id=f"evo-more{i}")
+        ray.records.append(details(f"evo-more{i}", JobStatus.PENDING))
+    time.sleep(1.1)
+    ray.asked = 0
+    for job in jobs.all():
+        service.settle(job)
+    assert ray.asked == 1 and all(jobs.raw(j)["status"] == "validating_files" for j in more)
+    ray.records = []  # the cluster restarted
+    time.sleep(1.1)
+    for job in jobs.all():
+        service.settle(job)
+    assert jobs.raw(alive)["status"] == "failed" and jobs.raw(alive)["error"]["code"] == "ray_job_gone"
+    assert all(jobs.raw(j)["error"]["code"] == "ray_job_gone" for j in more)
+    assert json.loads(json.dumps(jobs.get(alive)))["error"]["message"].startswith("Ray job evo-alive")
