@@ -344,6 +344,11 @@ class JobsConfig(_Strict):
         5000, gt=0, description="Most optimizer steps one job trains: `steps` above it is refused when the job is "
                                 "created (400), and `n_epochs` x records / batch above it fails the job at "
                                 "validating_files, naming both numbers.")
+    min_workers: int = Field(
+        1, gt=0, description="Fewest Ray Train workers a job fits itself to when the cluster can never give what "
+                             "train.num_workers x train.cpus_per_worker asks (its CPUs less what Serve's replicas "
+                             "hold, on a cluster without an autoscaler); below it the job fails at once, naming "
+                             "both numbers.")
 
 
 class EvoConfig(_Strict):

@@ -14,7 +14,7 @@ from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import JobStore, fair_order
-from evo.finetune.run_job import _wait_turn, execute, runner_lock
+from evo.finetune.run_job import JobFailed, _wait_turn, execute, fit_workers, runner_lock
 from evo.finetune.submit import JobService, RayJobs
 from evo.openai_api import APIError
 
@@ -193,3 +193,23 @@ def test_stale_jobs_are_failed_at_start_up_and_when_listed(stores):
     assert jobs.raw(alive)["status"] == "failed" and jobs.raw(alive)["error"]["code"] == "ray_job_gone"
     assert all(jobs.raw(j)["error"]["code"] == "ray_job_gone" for j in more)
     assert json.loads(json.dumps(jobs.get(alive)))["error"]["message"].startswith("Ray job evo-alive")
+
+
+def test_a_job_fits_its_workers_to_what_the_cluster_can_ever_give_or_fails_naming_both():
+    cfg = EvoConfig(data={"base": "b.jsonl"}, train={"num_workers": 2, "cpus_per_worker": 1.0})
+    two_cpus = {"total": 2.0, "serve": 0.5, "autoscaled": False}  # `evo serve` on 2 CPUs: its replica holds 0.5
+    said = fit_workers(cfg, two_cpus)
+    assert cfg.train.num_workers == 1
+    assert said == ("fitted to the cluster: 1 Ray Train worker(s) of 1 CPU instead of 2 (2 CPUs asked, the cluster "
+                    "can give 1.5 CPUs (2 in all, 0.5 held by Serve's replicas, no autoscaler))")
+    roomy = EvoConfig(data={"base": "b.jsonl"}, train={"num_workers": 2})
+    assert fit_workers(roomy, {"total": 4.0, "serve": 0.5, "autoscaled": False}) is None
+    assert fit_workers(roomy, {"total": 1.0, "serve": 0.5, "autoscaled": True}) is None  # it can add nodes
+    assert roomy.train.num_workers == 2
+    strict = EvoConfig(data={"base": "b.jsonl"}, train={"num_workers": 2}, jobs={"min_workers": 2})
+    with pytest.raises(JobFailed) as e:
+        fit_workers(strict, two_cpus)
+    assert e.value.error["code"] == "insufficient_resources"
+    assert "needs 2 CPUs (2 Ray Train workers x 1 CPU) and the cluster can give 1.5 CPUs" in str(e.value)
+    with pytest.raises(JobFailed, match="the cluster can give 0 CPUs .0.5 in all, 0.5 held by Serve"):
+        fit_workers(EvoConfig(data={"base": "b.jsonl"}), {"total": 0.5, "serve": 0.5, "autoscaled": False})

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 from evo.atomic import lock_file, locked, read_json
 from evo.config import EvoConfig
@@ -168,6 +169,57 @@ def job_config(cfg: EvoConfig, job: dict, n_records: int) -> tuple[EvoConfig, di
     return cfg, plan
 
 
+def cluster_cpus() -> Optional[dict]:
+    """What the connected cluster can ever give a job: {"total": its CPUs, "serve": those Serve's actors
+    hold for good, "autoscaled": an autoscaler reports to it (so it can add nodes)}; None without Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    serve = 0.0
+    try:
+        from ray.util.state import list_actors
+
+        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=2000, raise_on_missing_output=False):
+            if a.ray_namespace == "serve":
+                serve += float((a.required_resources or {}).get("CPU", 0.0))
+    except Exception:  # no dashboard (ray minimal): Serve's share unknown, counted as none
+        pass
+    autoscaled = False
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        autoscaled = bool(get_cluster_status(ray.get_runtime_context().gcs_address).stats.autoscaler_version)
+    except Exception:
+        pass
+    return {"total": total, "serve": serve, "autoscaled": autoscaled}
+
+
+def fit_workers(cfg: EvoConfig, cpus: Optional[dict]) -> Optional[str]:
+    """Fits cfg.train.num_workers to what the cluster can ever give (`cluster_cpus`), down to
+    jobs.min_workers; what it changed, said for the job's events (None: nothing). A cluster that cannot
+    give even that fails the job at once, the message naming both numbers. An autoscaled cluster, GPU
+    workers or an unknown cluster are left as asked (the Ray waits' watchdog reports what stays pending)."""
+    t = cfg.train
+    if cpus is None or cpus["autoscaled"] or t.use_gpu:
+        return None
+    need, can = t.num_workers * t.cpus_per_worker, cpus["total"] - cpus["serve"]
+    if need <= can + 1e-9:
+        return None
+    fit = int((can + 1e-9) // t.cpus_per_worker)
+    where = (f"the cluster can give {can:g} CPUs ({cpus['total']:g} in all, {cpus['serve']:g} held by Serve's "
+             "replicas, no autoscaler)")
+    if fit < cfg.jobs.min_workers:
+        raise JobFailed("insufficient_resources", f"the job needs {need:g} CPUs ({t.num_workers} Ray Train workers x "
+                        f"{t.cpus_per_worker:g} CPU) and {where}; even jobs.min_workers ({cfg.jobs.min_workers}) "
+                        f"needs {cfg.jobs.min_workers * t.cpus_per_worker:g}: start Ray with more CPUs, or lower "
+                        "train.cpus_per_worker")
+    asked, t.num_workers = t.num_workers, fit
+    return (f"fitted to the cluster: {fit} Ray Train worker(s) of {t.cpus_per_worker:g} CPU instead of {asked} "
+            f"({need:g} CPUs asked, {where})")
+
+
 class MetricsTail(threading.Thread):
     """Turns the training worker's checkpoint metrics (one JSON line each) into events and checkpoints.
 
@@ -255,11 +307,14 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
             lin = Lineage(root)
             lin.decisions.reconcile()
             cfg, plan = job_config(base_cfg, job, len(train))
+            fitted = fit_workers(cfg, cluster_cpus())  # before it is running: one that cannot fit fails at once
             index = next_index(lin)
             gid = gen_id(index)
             if store.update(jid, status="running", evo={**job["evo"], "gen_id": gid})["status"] != "running":
                 return 0  # cancelled just now
             progress = JobProgress(store, jid)
+            if fitted:
+                progress(gid, fitted)
             progress(gid, f"training {plan['steps']} steps at lr {plan['lr']:.3g}, batch {plan['batch_size']}"
                           + (f"; Ray Tune searches {', '.join(plan['tune'])}" if plan["tune"] else ""))
             metrics = lin.run_dir(gid) / "metrics.jsonl"
