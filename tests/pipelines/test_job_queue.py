@@ -14,7 +14,7 @@ from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import JobStore, fair_order
-from evo.finetune.run_job import JobFailed, _wait_turn, execute, fit_workers, runner_lock
+from evo.finetune.run_job import JobFailed, _wait_turn, execute, fit_workers, run_lock, runner_lock
 from evo.finetune.submit import JobService, RayJobs
 from evo.openai_api import APIError
 
@@ -213,3 +213,18 @@ def test_a_job_fits_its_workers_to_what_the_cluster_can_ever_give_or_fails_namin
     assert "needs 2 CPUs (2 Ray Train workers x 1 CPU) and the cluster can give 1.5 CPUs" in str(e.value)
     with pytest.raises(JobFailed, match="the cluster can give 0 CPUs .0.5 in all, 0.5 held by Serve"):
         fit_workers(EvoConfig(data={"base": "b.jsonl"}), {"total": 0.5, "serve": 0.5, "autoscaled": False})
+
+
+def test_a_job_cancelled_while_queued_ends_its_runner_without_waiting_for_the_running_job(stores):
+    root, _, jobs, _ = stores
+    atomic_write_json(root / "run_config.json", EvoConfig(data={"base": "b.jsonl"}).model_dump(mode="json"))
+    running, queued = create(stores, "k1")["id"], create(stores, "k2")["id"]
+    done: list[int] = []
+    with runner_lock(root, running), run_lock(root):  # the running job's runner lives and trains
+        jobs.update(running, status="running")
+        t = threading.Thread(target=lambda: done.append(execute(root, queued, run_generation=None)), daemon=True)
+        t.start()
+        assert until(lambda: jobs.raw(queued)["status"] == "queued")
+        jobs.update(queued, status="cancelled")
+        t.join(5)
+        assert done == [0]  # its runner ended while the other job still held the run lock

@@ -301,6 +301,8 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
         store.event(jid, f"files validated: {len(train)} training records"
                          + (f", {len(own_val)} validation records" if own_val is not None else "") + "; queued")
         _wait_turn(store, jid)
+        if store.raw(jid)["status"] in TERMINAL:  # cancelled while it waited: no lock to wait for
+            return 0
         with run_lock(root):
             if store.raw(jid)["status"] in TERMINAL:  # cancelled while it waited
                 return 0
