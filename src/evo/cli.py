@@ -149,6 +149,8 @@ VERBS: dict[str, Verb] = {
         arg("--max-upload-mb", type=float, default=16,
             help="largest training file POST /v1/files takes, in MiB (default: 16); larger gets 413"),
         arg("--num-gpus", type=float, default=0, help="GPUs per replica (0: CPU, half a core each); 1 on a GPU cluster"),
+        arg("--api-docs", action="store_true",
+            help="also serve FastAPI's /docs, /redoc and /openapi.json (off: Swagger's page loads CDN scripts)"),
         ADDRESS)),
     "run-job": Verb("evo.driver:cmd_run_job", "run one fine-tuning job of `evo serve`'s API (what its Ray job runs)", (
         arg("job", help="the job's id (ftjob-...)"), ADDRESS)),

@@ -8,16 +8,49 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# The error types OpenAI's API answers with, and the one each status gets when a caller names none
+# (or names a code instead, such as "request_too_large").
+OPENAI_TYPES = ("invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+                "rate_limit_error", "server_error")
+_TYPE_OF_STATUS = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
 
 class APIError(Exception):
-    """A request the server refuses: HTTP status and a message that says what to fix."""
+    """A request the server refuses: HTTP status and a message that says what to fix.
 
-    def __init__(self, status: int, message: str, param: Optional[str] = None, kind: str = "invalid_request_error"):
+    Its body is OpenAI's: {"error": {"message", "type", "param", "code"}}, `type` one of
+    OPENAI_TYPES, `code` a short string (or null). A `kind` that is not an OpenAI type is taken as
+    the code, and the type follows from the status."""
+
+    def __init__(self, status: int, message: str, param: Optional[str] = None, kind: Optional[str] = None,
+                 code: Optional[str] = None):
         super().__init__(message)
-        self.status, self.message, self.param, self.kind = status, message, param, kind
+        if kind is not None and kind not in OPENAI_TYPES:
+            kind, code = None, code or kind
+        if kind is None:
+            kind = "server_error" if status >= 500 else _TYPE_OF_STATUS.get(status, "invalid_request_error")
+        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}}
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def check_metadata(value: object, param: str = "metadata") -> None:
+    """OpenAI's `metadata`: null, or an object of at most 16 string pairs, keys up to 64 characters
+    and values up to 512; APIError(400) naming the pair otherwise."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise APIError(400, f"'{param}' must be an object of string keys and values, not {type(value).__name__}", param)
+    if len(value) > 16:
+        raise APIError(400, f"'{param}' has {len(value)} pairs, over the limit of 16", param)
+    for k, v in value.items():
+        if len(k) > 64:
+            raise APIError(400, f"'{param}' key {k[:64]!r}... has {len(k)} characters, over the limit of 64", param)
+        if not isinstance(v, str):
+            raise APIError(400, f"'{param}.{k}' must be a string, not {type(v).__name__}", f"{param}.{k}")
+        if len(v) > 512:
+            raise APIError(400, f"'{param}.{k}' has {len(v)} characters, over the limit of 512", f"{param}.{k}")
 
 
 class Limits(BaseModel):
@@ -62,7 +95,8 @@ class _Common(BaseModel):
     user: Optional[str] = None
     n: int = Field(1, ge=1)
     stream: bool = False
-    seed: Optional[int] = None
+    # torch.manual_seed's range: a seed outside it is refused here, before the request joins a batch
+    seed: Optional[int] = Field(None, ge=-(1 << 63), lt=1 << 64)
 
     @field_validator("stop")
     @classmethod

@@ -80,7 +80,7 @@ def served(models, tmp_path):
     """The app's routes (TestClient) on `lineage_state`'s root."""
     state = lineage_state(models, tmp_path / "root")
     api.dependency_overrides[server_state] = lambda: state
-    with TestClient(api) as http:
+    with TestClient(api, base_url="http://127.0.0.1") as http:  # an open server answers loopback names only
         yield http, tmp_path / "root", models[1], state
     api.dependency_overrides.clear()
 

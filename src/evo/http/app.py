@@ -19,8 +19,10 @@ import uuid
 from typing import Optional
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.exceptions import HTTPException
 
 from evo.ab.verdict import TestPlan
 from evo.config import RayWaitsConfig
@@ -39,15 +41,51 @@ from evo.storage import location
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 
-api = FastAPI(title="evo", description="OpenAI-compatible A/B serving of an evo lineage")
+# FastAPI's own /docs, /redoc and /openapi.json are off: page_routes serves them only where the admin
+# asked (`evo serve --api-docs`), since Swagger's page loads scripts from a CDN on the console's origin.
+api = FastAPI(title="evo", description="OpenAI-compatible A/B serving of an evo lineage",
+              docs_url=None, redoc_url=None, openapi_url=None)
 # Mounted before @serve.ingress below: it keeps a copy of the app as it is at that moment.
 for routes in (inference_routes, ab_routes, files_jobs_routes, admin_routes, page_routes):
     api.include_router(routes.router)
+
+# The pages keep their script and style inline; nothing else loads, and no other site may frame them.
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; "
+               "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+@api.middleware("http")
+async def _page_headers(request: Request, call_next):
+    """Every answer may not be framed (X-Frame-Options: DENY); an HTML page also gets PAGE_POLICY
+    (the API docs an admin turned on keep Swagger's own scripts)."""
+    response = await call_next(request)
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.headers.get("content-type", "").startswith("text/html") and request.url.path not in ("/docs", "/redoc"):
+        response.headers["Content-Security-Policy"] = PAGE_POLICY
+    return response
 
 
 @api.exception_handler(APIError)
 async def _api_error(_: Request, e: APIError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status)
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+    """Starlette's own refusals (no such route, a method the route does not take) in OpenAI's shape."""
+    what = {404: f"no route {request.method} {request.url.path} on this server (its API is under /v1)",
+            405: f"{request.url.path} does not take {request.method}"}.get(e.status_code, str(e.detail))
+    return JSONResponse(APIError(e.status_code, what).body(), e.status_code, headers=e.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _bad_parameter(_: Request, e: RequestValidationError) -> JSONResponse:
+    """A query or path parameter of the wrong type (`?limit=abc`): 400 naming it, not FastAPI's {"detail"}."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"][1:]) or str(first["loc"][0])
+    message = f"'{where}': {first['msg']}" + (f", not {first['input']!r}" if "input" in first else "")
+    return JSONResponse(APIError(400, message, param=where).body(), 400)
 
 
 @api.exception_handler(Exception)
@@ -64,13 +102,14 @@ class EvoServer:
 
     def __init__(self, settings: dict, max_models: int = 4, dtype: str = "float32", follow_s: float = 0.5,
                  max_upload_bytes: int = 16 << 20, loopback: bool = True, rate_per_minute: float = 0,
-                 jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None):
+                 jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None, api_docs: bool = False):
         gw = Gateway(GatewaySettings(**settings))
         self.state = ServerState(
             gw=gw, files=FileStore(settings["root"], max_upload_bytes),
             auth=Authenticator(settings["root"], loopback, rate_per_minute),
             jobs=JobService(settings["root"], RayJobs(settings["root"], jobs_address, jobs_headers)),
-            pool=ModelPool(settings["root"], max_models, dtype), answer_batch=self.answer_batch, follow_s=follow_s)
+            pool=ModelPool(settings["root"], max_models, dtype), answer_batch=self.answer_batch, follow_s=follow_s,
+            api_docs=api_docs)
         self.state.warm([s for s in gw.aliases.values() if s])  # the first request does not wait on a load
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
@@ -83,12 +122,14 @@ class EvoServer:
 def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str] = None, dtype: str = "float32",
               round_id: str = "live", num_replicas: int = 1, ray_actor_options: Optional[dict] = None,
               max_upload_bytes: int = 16 << 20, host: str = "127.0.0.1", rate_per_minute: float = 0,
-              jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None, plan: Optional[TestPlan] = None):
+              jobs_address: Optional[str] = None, jobs_headers: Optional[dict] = None, plan: Optional[TestPlan] = None,
+              api_docs: bool = False):
     """The bound application: `serve.run(build_app(root))`. On a GPU cluster pass
     ray_actor_options={"num_gpus": 1} (and num_replicas); here each replica takes half a CPU.
     `round_id`: the name of the A/B feedback log (`ab/<round_id>.jsonl`); within it each pair of
     champion and candidate shas is a round of its own (`evo.ab.feedback`).
-    `plan`: the A/B verdict's test plan (default: evo.ab.verdict.TestPlan())."""
+    `plan`: the A/B verdict's test plan (default: evo.ab.verdict.TestPlan()).
+    `api_docs`: serve FastAPI's /docs, /redoc and /openapi.json (off by default)."""
     settings = {"root": root, "candidate_share": candidate_share, "log": round_id,
                 "state_id": f"{round_id}-{uuid.uuid4().hex[:8]}",
                 "admin_token": admin_token if admin_token is not None else os.environ.get("EVO_ADMIN_TOKEN"),
@@ -97,18 +138,20 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
                                                               if ray_actor_options else {}))
     loopback = host in ("127.0.0.1", "localhost", "::1")
     return server.bind(settings, 4, dtype, max_upload_bytes=max_upload_bytes, loopback=loopback,
-                       rate_per_minute=rate_per_minute, jobs_address=jobs_address, jobs_headers=jobs_headers)
+                       rate_per_minute=rate_per_minute, jobs_address=jobs_address, jobs_headers=jobs_headers,
+                       api_docs=api_docs)
 
 
 def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas: int, rate_limit: float,
-              max_upload_mb: float, num_gpus: float, address: str | None) -> int:
+              max_upload_mb: float, num_gpus: float, api_docs: bool, address: str | None) -> int:
     """`evo serve`: the app on Ray Serve at host:port, until Ctrl-C."""
     where = location(root)  # a URI: each replica follows it through its own mirror
     start_ray(address)
     serve.start(http_options={"host": host, "port": port}, logging_config=SERVE_LOGGING)
     resources = {"num_gpus": num_gpus, "num_cpus": 1} if num_gpus else None
     app = build_app(str(where), candidate_share, num_replicas=replicas, ray_actor_options=resources,
-                    max_upload_bytes=int(max_upload_mb * (1 << 20)), host=host, rate_per_minute=rate_limit)
+                    max_upload_bytes=int(max_upload_mb * (1 << 20)), host=host, rate_per_minute=rate_limit,
+                    api_docs=api_docs)
     # Replicas Ray can never place (a GPU asked of a CPU cluster) fail the verb with what is pending.
     serve_up(app, "evo", "/", RayWaitsConfig(), lambda m: print(m, flush=True))
     print(f"serving {where} at http://{host}:{port}/v1 (models: evo, champion, candidate, gen-N); "

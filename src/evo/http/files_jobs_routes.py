@@ -2,6 +2,7 @@
 (a job is a generation, run as a Ray job), each per key."""
 
 import asyncio
+import re
 from typing import Optional
 
 from fastapi import APIRouter, Request
@@ -9,9 +10,19 @@ from fastapi.responses import Response
 
 from evo.finetune.jobs import public
 from evo.http.state import ServerState, State, read_json
-from evo.openai_api import APIError
+from evo.openai_api import APIError, check_metadata
 
 router = APIRouter()
+JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot, so never a job's side file
+
+
+def _job_of(request: Request, s: ServerState, job_id: str) -> tuple[str, Optional[str]]:
+    """(the job id from the path, whose jobs the caller sees), once the caller's key is checked; a
+    404 for an id that is not one: `ftjob-x.checkpoints` names a job's side file, never a job."""
+    owner = s.owner(request)
+    if not JOB_ID.fullmatch(job_id):
+        raise APIError(404, f"no fine-tuning job {job_id!r}", "fine_tuning_job_id")
+    return job_id, owner
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
@@ -93,6 +104,7 @@ def _job_model(s: ServerState, name: str, owner: Optional[str]) -> tuple[str, st
 async def create_job(request: Request, s: State):
     caller = s.caller(request, "fine-tune")
     body = await read_json(request)
+    check_metadata(body.get("metadata") if isinstance(body, dict) else None)
     job = s.jobs.store.create(body, caller.key_id, caller.owner, s.files, lambda name: _job_model(s, name, caller.owner))
     return public(await asyncio.to_thread(s.jobs.start, job))
 
@@ -108,19 +120,19 @@ def list_jobs(request: Request, s: State, after: Optional[str] = None, limit: in
 
 @router.get("/v1/fine_tuning/jobs/{job_id}")
 def get_job(request: Request, s: State, job_id: str):
-    return public(s.jobs.settle(s.jobs.store.raw(job_id, s.owner(request))))
+    return public(s.jobs.settle(s.jobs.store.raw(*_job_of(request, s, job_id))))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
 async def cancel_job(request: Request, s: State, job_id: str):
-    return public(await asyncio.to_thread(s.jobs.cancel, job_id, s.owner(request)))
+    return public(await asyncio.to_thread(s.jobs.cancel, *_job_of(request, s, job_id)))
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events")
 def job_events(request: Request, s: State, job_id: str, after: Optional[str] = None, limit: int = 20):
-    return s.jobs.store.events(job_id, s.owner(request), after, limit)
+    return s.jobs.store.events(*_job_of(request, s, job_id), after, limit)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
 def job_checkpoints(request: Request, s: State, job_id: str, after: Optional[str] = None, limit: int = 10):
-    return s.jobs.store.checkpoints(job_id, s.owner(request), after, limit)
+    return s.jobs.store.checkpoints(*_job_of(request, s, job_id), after, limit)

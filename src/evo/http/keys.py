@@ -5,8 +5,12 @@ nest: `inference` may ask the models and give feedback, `fine-tune` also uploads
 `admin` also promotes, rejects, reverts and sets the split, and sees every tenant's files and jobs.
 Each key is a tenant: it sees only its own files, jobs and fine-tuned models.
 
-When no key exists a server bound to loopback is open (one tenant, as before keys); a server bound
-to any other address refuses every request but health until a key exists.
+Open mode: a root that has never had a key, served on loopback, answers without one (one local user,
+every action). Only that: once any key has been made, revoked or not, a request without a live key
+is a 401, so revoking the last key closes the server rather than opening it; a server bound to any
+other address refuses every request but health until a key exists. An open server still takes only
+requests a web page cannot forge (`Authenticator.open_request`): a loopback Host header (no DNS
+rebinding) and, for a POST, `Content-Type: application/json` (or a multipart upload to /v1/files).
 """
 
 from __future__ import annotations
@@ -53,7 +57,16 @@ class Caller:
         return None if self.scope == "admin" else self.key_id
 
 
-OPEN = Caller("", "admin")  # a loopback server without keys: one tenant, every action
+OPEN = Caller("", "admin")  # a loopback server on a root that never had a key: one tenant, every action
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def host_name(host: Optional[str]) -> str:
+    """The name in a Host header, without its port: '127.0.0.1:8000' -> '127.0.0.1', '[::1]:80' -> '::1'."""
+    host = (host or "").strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 class KeyStore:
@@ -103,7 +116,7 @@ class Authenticator:
 
     def __init__(self, root: str | Path, loopback: bool = True, rate_per_minute: float = 0):
         self.store, self.loopback, self.rate = KeyStore(root), loopback, rate_per_minute
-        self._stamp, self._by_hash = None, {}
+        self._stamp, self._by_hash, self._ever = None, {}, False
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -114,28 +127,53 @@ class Authenticator:
         except FileNotFoundError:
             stamp = None
         if stamp != self._stamp:
-            self._by_hash = {r["sha256"]: r for r in self.store.live()} if stamp else {}
-            self._stamp = stamp
+            rows = self.store.rows() if stamp else []
+            self._by_hash = {r["sha256"]: r for r in rows if not r["revoked_at"]}
+            self._ever, self._stamp = bool(rows), stamp  # revoked rows stay: the root has had keys
+
+    @property
+    def open(self) -> bool:
+        """Open mode: served on loopback, and the root has never had a key."""
+        self._refresh()
+        return self.loopback and not self._ever
 
     def caller(self, authorization: Optional[str], need: str) -> Caller:
         """Who this is, or 401 / 403 / 429 with what to do about it."""
         self._refresh()
         given = (authorization or "").removeprefix("Bearer ").strip()
-        if not self._by_hash:
+        if not self._ever:
             if self.loopback:
                 return OPEN
             raise APIError(401, "this server is reachable from other machines and has no API keys yet: create one with "
                                 "`evo keys create --scope inference` and send 'Authorization: Bearer <key>'",
-                           kind="authentication_error")
+                           kind="authentication_error", code="invalid_api_key")
         row = next((r for h, r in self._by_hash.items() if hmac.compare_digest(h, _hash(given))), None) if given else None
         if row is None:
             what = "needs 'Authorization: Bearer <key>'" if not given else "got a key that is not valid (or revoked)"
-            raise APIError(401, f"this server {what}", kind="authentication_error")
+            if not self._by_hash:
+                what += "; every key it had is revoked: create one with `evo keys create`"
+            raise APIError(401, f"this server {what}", kind="authentication_error", code="invalid_api_key")
         caller = Caller(row["id"], row["scope"])
         if not caller.can(need):
             raise APIError(403, f"key {row['name']!r} has scope {row['scope']!r}; this needs {need!r}", kind="permission_error")
         self._take(row)
         return caller
+
+    @staticmethod
+    def open_request(host: Optional[str], method: str, path: str, content_type: Optional[str]) -> None:
+        """What an open server (no key) also asks of a request, so that no web page can make one for
+        its visitor: a loopback Host (a page on a rebinding domain sends its own name) and, for a POST,
+        a JSON content type (which a cross-site page cannot send without the preflight this server
+        never grants); a multipart upload to /v1/files is the one other POST taken."""
+        if host_name(host) not in LOOPBACK_NAMES:
+            raise APIError(403, f"this server has no API keys and answers only requests addressed to it by a loopback "
+                                f"name ({', '.join(LOOPBACK_NAMES)}), not Host {host!r}", kind="permission_error",
+                           code="host_not_allowed")
+        if method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            ctype = (content_type or "").partition(";")[0].strip().lower()
+            if ctype != "application/json" and not (path == "/v1/files" and ctype == "multipart/form-data"):
+                raise APIError(415, f"{method} {path} takes 'Content-Type: application/json', not "
+                                    f"{content_type or 'a body without a content type'}", code="unsupported_media_type")
 
     def _take(self, row: dict) -> None:
         """A token bucket per key: `rate` requests a minute, bursts of up to that many."""

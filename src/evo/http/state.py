@@ -20,7 +20,7 @@ from ray import serve
 
 from evo.finetune.files import FileStore
 from evo.finetune.submit import JobService
-from evo.http.keys import Authenticator, Caller
+from evo.http.keys import OPEN, Authenticator, Caller
 from evo.inference.gateway import Gateway
 from evo.inference.pool import ModelPool
 from evo.openai_api import APIError
@@ -35,6 +35,7 @@ class ServerState:
     pool: ModelPool
     answer_batch: Callable[[dict], Awaitable[dict]]  # the deployment's @serve.batch: one pool request -> its result
     follow_s: float = 0.5
+    api_docs: bool = False  # /docs, /redoc and /openapi.json (`evo serve --api-docs`); off, they 404
     _follower: Optional[asyncio.Task] = field(default=None, repr=False)
 
     def warm(self, shas: list[str]) -> None:
@@ -62,7 +63,13 @@ class ServerState:
         return {"aliases": self.gw.apply(data)}
 
     def caller(self, request: Request, need: str) -> Caller:
-        return self.auth.caller(request.headers.get("authorization"), need)
+        """Who made the request (`Authenticator.caller`); an open server's caller also passes
+        `Authenticator.open_request` (a loopback Host; a POST's JSON content type)."""
+        who = self.auth.caller(request.headers.get("authorization"), need)
+        if who is OPEN:
+            self.auth.open_request(request.headers.get("host"), request.method, request.url.path,
+                                   request.headers.get("content-type"))
+        return who
 
     def owner(self, request: Request) -> Optional[str]:
         """Whose files and jobs a request sees: the key's (an admin key or a keyless loopback server: all)."""
@@ -99,9 +106,51 @@ async def admin_state(request: Request, s: State) -> ServerState:
 AdminState = Annotated[ServerState, Depends(admin_state)]
 
 
-async def read_json(request: Request) -> object:
-    """The request body as JSON (an empty body is null); 400 when it is not JSON."""
+MAX_JSON_BYTES = 1 << 20  # a JSON body's cap: a chat request's limits (8000 characters) fit many times over
+MAX_JSON_DEPTH = 64  # nesting deeper than this is refused before the parser recurses into it
+
+
+def _depth(data: bytes) -> int:
+    """How deep a JSON text's arrays and objects nest (brackets inside strings are not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:  # the closing quote
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+async def read_json(request: Request, limit: int = MAX_JSON_BYTES) -> object:
+    """The request body as JSON (an empty body is null): 413 past `limit` bytes (by its Content-Length
+    before any is read, else as it streams in), 400 when it is not JSON or nests past MAX_JSON_DEPTH."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"the request body is {declared} bytes, over this server's limit of {limit} for JSON",
+                       code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"the request body passed this server's limit of {limit} bytes for JSON",
+                           code="request_too_large")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    brackets = data.count(b"[") + data.count(b"{")  # at least the depth: most bodies need no scan
+    if brackets > MAX_JSON_DEPTH and await asyncio.to_thread(_depth, data) > MAX_JSON_DEPTH:
+        raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} arrays or objects", code="invalid_json")
     try:
-        return json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"the request body is not valid JSON: {e}") from None
+        return json.loads(data or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise APIError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
