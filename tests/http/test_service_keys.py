@@ -17,6 +17,38 @@ def test_without_keys_loopback_is_open_and_any_other_address_is_closed(tmp_path)
     refused(Authenticator(tmp_path, loopback=False), None, "inference", 401, "has no API keys yet: create one with `evo keys")
 
 
+def test_revoking_every_key_closes_a_loopback_server_for_good(tmp_path):
+    """Open mode is for a root that never had a key: revoking the last one leaves a 401, not an open door."""
+    store, auth = KeyStore(tmp_path), Authenticator(tmp_path, loopback=True)
+    assert auth.open
+    store.create("admin", "boss")
+    store.revoke("boss")
+    assert not auth.open
+    refused(auth, None, "inference", 401, "every key it had is revoked: create one with `evo keys create`")
+    refused(auth, "Bearer ", "inference", 401, "needs 'Authorization: Bearer <key>'")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "LOCALHOST:1", "[::1]:8000", "::1"])
+def test_an_open_server_takes_loopback_hosts(host):
+    Authenticator.open_request(host, "GET", "/v1/models", None)
+    Authenticator.open_request(host, "POST", "/v1/chat/completions", "application/json; charset=utf-8")
+    Authenticator.open_request(host, "POST", "/v1/files", "multipart/form-data; boundary=x")
+
+
+@pytest.mark.parametrize("host, method, path, ctype, status", [
+    ("evil.example:8000", "GET", "/v1/files", None, 403),  # DNS rebinding
+    ("127.0.0.1.evil.example", "GET", "/v1/files", None, 403),
+    (None, "GET", "/v1/files", None, 403),
+    ("127.0.0.1:8000", "POST", "/v1/chat/completions", "text/plain", 415),  # a cross-site form
+    ("127.0.0.1:8000", "POST", "/v1/fine_tuning/jobs/ftjob-1/cancel", None, 415),  # a no-cors fetch
+    ("127.0.0.1:8000", "POST", "/v1/feedback", "multipart/form-data; boundary=x", 415),
+])
+def test_an_open_server_refuses_what_a_web_page_could_forge(host, method, path, ctype, status):
+    with pytest.raises(APIError) as e:
+        Authenticator.open_request(host, method, path, ctype)
+    assert e.value.status == status
+
+
 def test_keys_scopes_tenants_and_revocation(tmp_path):
     store, auth = KeyStore(tmp_path), Authenticator(tmp_path)
     ask, reader = store.create("inference", "reader")

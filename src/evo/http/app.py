@@ -54,16 +54,33 @@ PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsaf
                "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
-@api.middleware("http")
-async def _page_headers(request: Request, call_next):
-    """Every answer may not be framed (X-Frame-Options: DENY); an HTML page also gets PAGE_POLICY
-    (the API docs an admin turned on keep Swagger's own scripts)."""
-    response = await call_next(request)
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if response.headers.get("content-type", "").startswith("text/html") and request.url.path not in ("/docs", "/redoc"):
-        response.headers["Content-Security-Policy"] = PAGE_POLICY
-    return response
+class PageHeaders:
+    """Every answer may not be framed (X-Frame-Options: DENY) nor sniffed; an HTML page also gets
+    PAGE_POLICY (the API docs an admin turned on keep Swagger's CDN scripts). Plain ASGI, so a
+    streamed answer passes through untouched."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        docs = scope["path"] in ("/docs", "/redoc")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff")]
+                html = any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers)
+                if html and not docs:
+                    headers.append((b"content-security-policy", PAGE_POLICY.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+api.add_middleware(PageHeaders)
 
 
 @api.exception_handler(APIError)
