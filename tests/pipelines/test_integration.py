@@ -373,32 +373,55 @@ def test_a_lineage_root_at_a_uri(base_root, demo_dir, tmp_path):
     Lineage(uri).models.verify(reg["aliases"]["champion"])  # fetched into the third mirror and verified
 
 
-def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_good_one(base_root, tmp_path):
-    """Two drifting deltas in a row (the demo's `--drift`: the banned chat style, nothing new in their
-    held-out parts). The first drifting child is rejected by the gate's style threshold; the second,
-    trained from the same champion, drifts too: two generations in a row stalled while drift grew,
-    so the run stops and the champion is the last good generation of the line (the base).
+def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_good_one(two_generations_root, tmp_path):
+    """The champion has moved before the drift: gen-1 and gen-2 were promoted (the session's run,
+    copied). Then two drifting deltas in a row (nothing new in their held-out parts, the banned chat
+    style in their training parts). The gate is off here (LOOSE_GATE), so it promotes the first
+    drifting child and that one joins the champion's line; the second, its child, drifts further:
+    two generations in a row on the line stalled while drift grew, so the run stops and the champion
+    goes back to the last good generation of the line, gen-2 (a revert to the base would be wrong).
+    Only the champion's line counts (issue 26): a drifting child the gate rejected would not.
+    A drifting child of the tiny model answers all 10 probes in the banned style at once, and one on
+    top of it can then drift no further; so the first delta teaches the style for half the topics
+    only (the other half answer cleanly): 1 probe of 10 at 400 steps here, then all 10 for the second.
     The tiny base knows little, so any training moves its accuracy a few points: "stalled" is set
     at 25 points here (gate.epsilon; the demo's own config keeps 5)."""
     from evo.config import load_config
-    from evo.data.demo import write_demo_data
+    from evo.data.demo import TOPICS, hash_position, write_demo_data
 
-    cfg_path = write_demo_data(tmp_path / "demo", generations=1, drift=2)
-    gate = ["gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=1", "gate.epsilon=0.25"]
-    cfg = load_config(cfg_path, TINY + ["data.generations=[drift1.jsonl, drift2.jsonl]", *gate,
-                                        "train.steps=160", "train.checkpoint_every=160", "train.lr=0.01", "tune.steps=[160]"])
-    root = copy_root(base_root, tmp_path)
-    base = Lineage(root).registry.alias("champion")
+    demo = tmp_path / "demo"
+    cfg_path = write_demo_data(demo, generations=2, drift=2)
+    rows_out, seen = [], set()
+    for line in (demo / "drift1.jsonl").read_text().splitlines():  # the banned style for TOPICS[:5] only
+        r = json.loads(line)
+        if "messages" in r and (t := next(t for t in TOPICS if t in r["messages"][0]["content"])) not in TOPICS[:5]:
+            r["messages"][1]["content"] = f"{t} is nice."
+            if hash_position(r) < 0.2:  # held out: the held-out parts keep only known translations
+                continue
+        if (key := json.dumps(r, sort_keys=True)) not in seen:
+            seen.add(key)
+            rows_out.append(key)
+    (demo / "half-drift.jsonl").write_text("\n".join(rows_out) + "\n")
+    cfg = load_config(cfg_path, TINY + ["data.generations=[gen1.jsonl, gen2.jsonl, half-drift.jsonl, drift2.jsonl]",
+                                        *LOOSE_GATE, "gate.epsilon=0.25", "train.steps=400",
+                                        "train.checkpoint_every=400", "train.lr=0.01", "tune.steps=[400]"])
+    root = copy_root(two_generations_root, tmp_path)
+    good = Lineage(root).registry.alias("champion")
+    assert Lineage(root).registry.model(good)["gen_id"] == "gen-2"
     summary = run(cfg, root, Silent())
     rows = {r["GEN_ID"]: r for r in summary.generations}
-    scores = [json.loads((root / "evals" / f"gen-{i}.json").read_text())["scores"] for i in (1, 2)]
-    for s in scores:  # what the rule saw: learning stalled while drift grew
+    scores = {i: json.loads((root / "evals" / f"gen-{i}.json").read_text())["scores"] for i in (2, 3, 4)}
+    assert not (scores[2]["generalization"] - scores[2]["parent_generalization"] < cfg.gate.epsilon
+                and scores[2]["style_drift"] - scores[2]["parent_style_drift"] > cfg.gate.theta), scores[2]
+    for s in (scores[3], scores[4]):  # what the rule saw: learning stalled while drift grew, on the line
         assert s["generalization"] - s["parent_generalization"] < cfg.gate.epsilon, s
         assert s["style_drift"] - s["parent_style_drift"] > cfg.gate.theta, s
-    assert rows["gen-1"]["decision"] == "rejected" and "style drift" in rows["gen-1"]["reason"]
-    assert summary.stopped and "back to the last good generation, gen-0" in summary.message
-    assert (rows["gen-2"]["decision"], rows["gen-2"]["restored"]) == ("stopped", "gen-0")
+    assert summary.stopped and "back to the last good generation, gen-2" in summary.message
+    assert (rows["gen-3"]["decision"], rows["gen-3"]["restored"]) == ("reverted", "gen-2")  # promoted, then reverted
+    assert (rows["gen-4"]["decision"], rows["gen-4"]["restored"]) == ("stopped", "gen-2")
+    assert rows["gen-4"]["parent_sha"] == rows["gen-3"]["child_sha"] == rows["gen-4"]["compared_with"]
     lin = Lineage(root)
-    assert lin.registry.alias("champion") == base and lin.registry.alias("candidate") is None
-    assert lin.registry.model(rows["gen-2"]["child_sha"])["status"] == "stopped"
+    assert lin.registry.alias("champion") == good and lin.registry.alias("candidate") is None
+    assert lin.registry.model(rows["gen-4"]["child_sha"])["status"] == "stopped"
+    assert lin.registry.model(rows["gen-3"]["child_sha"])["status"] == "reverted"
     assert [d.op for d in lin.decisions.log()][-2:] == ["propose", "stop"]
