@@ -103,7 +103,8 @@ def test_training_files_over_http_with_the_openai_sdk(served):
 
 def test_api_keys_over_http_isolate_tenants(served):
     """Once keys exist every endpoint but health needs one; a key sees only its own files (another's
-    answer 404), a missing scope is 403. The keys are revoked at the end: the server is open again."""
+    answer 404), a missing scope is 403. Revoking every key closes the server (401), never opens it;
+    only a root without a key store (deleted here, for the next tests) is open again."""
     import openai
 
     from evo.http.keys import KeyStore
@@ -128,6 +129,9 @@ def test_api_keys_over_http_isolate_tenants(served):
     finally:
         for n in made:
             store.revoke(n)
+    status, body = call("GET", "/v1/models")
+    assert status == 401 and body["error"]["type"] == "authentication_error", body
+    store.path.unlink()
     assert call("GET", "/v1/models")[0] == 200
 
 
