@@ -42,7 +42,7 @@ from evo.data.store import DataStore, delta_parts
 from evo.errors import EvoError
 from evo.evals.suite import load_probes
 from evo.http.app import SERVE_LOGGING, build_app
-from evo.lineage.decisions import Decisions
+from evo.lineage.decisions import ChampionMoved, Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.root import Lineage
 from evo.numbers import show
@@ -170,8 +170,13 @@ def finish_round(root, gen_id: str, parent: str, child: str, stats: dict, plan: 
               + f"; nominal p={show(verdict['p_value'], '.3g')})")
     decisions = Decisions(root)
     if action == PROMOTE:
-        decisions.promote(gen_id, f"A/B: {verdict['verdict']}", ab_result=result)
-        return "promoted"
+        try:  # a swap: the round compared the candidate with `parent`, so only `parent` may give way to it
+            decisions.promote(gen_id, f"A/B: {verdict['verdict']}", ab_result=result, compared_with=parent)
+            return "promoted"
+        except ChampionMoved as e:
+            why = f"A/B: {verdict['verdict']} against {parent[:12]}, not promoted: {e}"
+            decisions.hold(gen_id, why, ab_result=f"{result}; {why}")
+            return "pending"
     if action == REJECT:
         decisions.reject(gen_id, f"A/B: {verdict['reason']}", ab_result=result)
         return "rejected"

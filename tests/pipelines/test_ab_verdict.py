@@ -91,6 +91,22 @@ def test_not_worse_within_the_margin_promotes(tmp_path):
     assert lin.registry.alias("champion") == sha(2)
 
 
+def test_a_round_won_against_a_champion_that_has_since_moved_promotes_nothing(tmp_path):
+    """The round compared the candidate with gen-0; meanwhile another generation became champion (a
+    job promoted by the gate, an operator). "Better" against gen-0 says nothing about the champion of
+    now: the candidate waits, the champion stays, and the reason names both. Before: it replaced it."""
+    lin = staged(tmp_path)
+    lin.registry.add(sha(3), "gen-2", sha(1), "candidate")
+    lin.decisions.promote("gen-2", "an operator's promote")  # champion now gen-2, the round still about gen-1
+    plan = plan_for(64)
+    stats = stats_after(["candidate"] * 20, plan)
+    assert stats["verdict"]["verdict"] == "candidate better"
+    assert finish_round(tmp_path, "gen-1", sha(1), sha(2), stats, plan) == "pending"
+    assert lin.registry.alias("champion") == sha(3)
+    row = lin.ledger.get("gen-1")
+    assert row["decision"] == "pending" and "the champion is now gen-2" in row["reason"], row["reason"]
+
+
 def test_a_budget_too_small_for_the_first_look_is_refused_before_ray_starts(tmp_path, monkeypatch, capsys):
     """15 prompts at a 50% tie rate give about 8 decisive votes, short of the first look (10): the
     round could only end undecided. `evo ab` says so, with the prompts it needs, and starts nothing."""
