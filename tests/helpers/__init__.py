@@ -45,3 +45,18 @@ def copy_root(base_root: Path, dest: Path) -> Path:
     dst = dest / "lineage"
     shutil.copytree(base_root, dst)
     return dst
+
+
+def headless_chromium():
+    """A headless Chromium under Selenium (Debian's chromium and chromedriver, installed by
+    scripts/setup-venv.sh). The caller quits it."""
+    from selenium import webdriver
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    assert chromium and driver_path, "chromium and chromium-driver are missing: run scripts/setup-venv.sh as root"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))

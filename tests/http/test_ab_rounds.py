@@ -256,12 +256,12 @@ def test_thumbs_count_in_the_round_their_answer_was_served_in(served):
 def browser_on_app(models, tmp_path):
     """The app on a real HTTP server on 127.0.0.1 (uvicorn, in a thread; no Ray) and Debian's chromium
     driven by selenium, as tests/http/test_service_jobs.py drives it."""
-    import shutil
     import socket
     import threading
 
     import uvicorn
-    from selenium import webdriver
+
+    from tests.helpers import headless_chromium
 
     state = lineage_state(models, tmp_path / "root")
     api.dependency_overrides[server_state] = lambda: state
@@ -271,13 +271,7 @@ def browser_on_app(models, tmp_path):
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    chromium, driver_path = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    assert chromium and driver_path, "chromium and chromium-driver are missing: run scripts/setup-venv.sh as root"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    driver = headless_chromium()
     try:
         yield driver, f"http://127.0.0.1:{port}", state
     finally:
