@@ -310,7 +310,8 @@ def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
 
 def test_keys_keep_one_tenants_jobs_and_models_from_another(service, client):
     """Once keys exist, a key sees only its own jobs and fine-tuned models (another's answer 404); an
-    admin key sees every tenant's. The keys are revoked at the end: the server is open again."""
+    admin key sees every tenant's. Revoking the keys at the end closes the server (401); the key store is
+    then deleted, so the next tests find a root that never had a key (open)."""
     import openai
 
     from evo.http.keys import KeyStore
@@ -334,3 +335,7 @@ def test_keys_keep_one_tenants_jobs_and_models_from_another(service, client):
     finally:
         for n in made:
             store.revoke(n)
+    with pytest.raises(openai.AuthenticationError):
+        client.fine_tuning.jobs.list()  # revoked, not open
+    store.path.unlink()
+    assert client.fine_tuning.jobs.list() is not None
