@@ -205,18 +205,9 @@ SHOTS = Path(__file__).parents[2] / ".screenshots"  # what a person would have s
 @pytest.fixture(scope="module")
 def browser():
     """Debian's chromium driven by selenium (set-up installs both); never a browser download."""
-    import shutil
+    from tests.helpers import headless_chromium
 
-    from selenium import webdriver
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    assert chromium and driver_path, "chromium and chromium-driver are missing: run scripts/setup-venv.sh as root"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    driver = headless_chromium()
     SHOTS.mkdir(exist_ok=True)
     yield driver
     driver.quit()
