@@ -119,7 +119,7 @@ def test_a_job_whose_runner_died_is_failed_and_holds_nobody(stores):
     dead_running, dead_queued = create(stores, "k1")["id"], create(stores, "k2")["id"]
     jobs.update(dead_running, status="running", submission_id="evo-dead1")  # no runner holds its lock
     jobs.update(dead_queued, status="queued")
-    stuck = create(stores, "k1")["id"]  # still validating its files: not in the queue, holds nobody
+    stuck = create(stores, "k2")["id"]  # still validating its files: not in the queue, holds no other tenant
     me = create(stores, "k1")["id"]
     went: list[str] = []
     waiter(jobs, root, me, went)
@@ -130,6 +130,27 @@ def test_a_job_whose_runner_died_is_failed_and_holds_nobody(stores):
         assert "died while the job was" in jobs.events(jid)["data"][0]["message"]
     assert jobs.raw(stuck)["status"] == "validating_files"
     jobs.update(me, status="succeeded")
+
+
+def test_a_tenants_jobs_run_in_submission_order_whichever_validates_first(stores):
+    """Two jobs of one tenant submitted a moment apart: the second's files validate first. It still
+    waits for the first (before: it ran first, and the first waited behind it); another tenant's job
+    does not wait for either's validation."""
+    root, _, jobs, _ = stores
+    first, second = create(stores, "k1")["id"], create(stores, "k1")["id"]
+    other = create(stores, "k2")["id"]
+    went: list[str] = []
+    waiter(jobs, root, second, went)  # queued while `first` is still validating_files
+    waiter(jobs, root, other, went)
+    assert until(lambda: went == [other])
+    jobs.update(other, status="succeeded")
+    time.sleep(0.3)
+    assert went == [other] and jobs.raw(first)["status"] == "validating_files"
+    waiter(jobs, root, first, went)
+    assert until(lambda: went == [other, first])
+    jobs.update(first, status="succeeded")
+    assert until(lambda: went == [other, first, second])
+    jobs.update(second, status="succeeded")
 
 
 class KnownJobs(RayJobs):

@@ -75,14 +75,19 @@ def fair_order(jobs: list[dict]) -> list[dict]:
     """The queue (jobs `queued`) in the order they are taken: round robin over tenants (owners), each
     tenant's jobs in submission order, the tenant served least recently first (the one whose latest job
     started longest ago, or never). So one tenant's long queue never delays another tenant's first job:
-    after each of its jobs, every other tenant waiting takes a turn."""
+    after each of its jobs, every other tenant waiting takes a turn. A tenant's job still validating its
+    files holds that tenant's later jobs (submission order does not depend on which file validates
+    first), never another tenant's; one that never gets a runner is failed by the service's sweep."""
     last: dict[Any, int] = {}
     for j in jobs:
         if j.get("started_ns"):
             last[j["owner"]] = max(last.get(j["owner"], 0), j["started_ns"])
     mine: dict[Any, list[dict]] = {}
+    validating: set = set()  # tenants with an earlier job still validating its files: their later jobs wait
     for j in sorted(jobs, key=lambda j: j["created_ns"]):
-        if j["status"] == "queued":
+        if j["status"] == "validating_files":
+            validating.add(j["owner"])
+        elif j["status"] == "queued" and j["owner"] not in validating:
             mine.setdefault(j["owner"], []).append(j)
     keyed = [((k, last.get(owner, 0), own[0]["created_ns"]), j) for owner, own in mine.items() for k, j in enumerate(own)]
     return [j for _, j in sorted(keyed, key=lambda x: x[0])]

@@ -119,8 +119,8 @@ def fail_dead_runners(store: JobStore, but: str = "") -> list[str]:
 def _wait_turn(store: JobStore, jid: str, poll_s: float = 1.0) -> None:
     """Until this job is first in the queue's fair order (`evo.finetune.jobs.fair_order`: round robin over
     tenants) and no other job is running, or it has ended (a cancel). Jobs whose runner died are marked
-    failed on the way (`fail_dead_runners`), so none holds the queue; one still validating its files is
-    not in the queue yet and holds nobody."""
+    failed on the way (`fail_dead_runners`), so none holds the queue; one still validating its files
+    holds only its own tenant's later jobs."""
     while True:
         fail_dead_runners(store, but=jid)
         jobs = store.all()
