@@ -249,3 +249,16 @@ def test_a_job_cancelled_while_queued_ends_its_runner_without_waiting_for_the_ru
         jobs.update(queued, status="cancelled")
         t.join(5)
         assert done == [0]  # its runner ended while the other job still held the run lock
+
+
+def test_the_store_reads_only_job_ids_never_a_side_file_or_a_path(stores):
+    """What the routes check, the store checks too: a job's side file (`<id>.checkpoints.json`) or a path
+    is never read as a job, whoever calls. Before: the side file was read as a job (and broke on it)."""
+    root, _, jobs, _ = stores
+    job = create(stores, "k1")
+    (jobs.dir / f"{job['id']}.checkpoints.json").write_text("[]")
+    for jid in (f"{job['id']}.checkpoints", "ftjob-../keys", "ftjob-a/b", "file-abc", "ftjob-"):
+        with pytest.raises(APIError) as e:
+            jobs.raw(jid)
+        assert e.value.status == 404, jid
+    assert jobs.raw(job["id"])["id"] == job["id"]

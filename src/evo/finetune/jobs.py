@@ -27,6 +27,7 @@ from evo.atomic import atomic_write_json, locked, read_json
 from evo.config import JobsConfig
 from evo.openai_api import APIError, new_id, page
 
+JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot, no slash
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
@@ -113,7 +114,7 @@ class JobStore:
         self.dir = self.root / "service" / "jobs"
 
     def _path(self, jid: str, ext: str = "json") -> Path:
-        if "/" in jid or not jid.startswith("ftjob-"):
+        if not JOB_ID.fullmatch(jid):  # never a side file (`ftjob-x.checkpoints`) nor a path
             raise APIError(404, f"no fine-tuning job {jid!r}", "fine_tuning_job_id", "not_found_error")
         return self.dir / f"{jid}.{ext}"
 

@@ -2,18 +2,16 @@
 (a job is a generation, run as a Ray job), each per key."""
 
 import asyncio
-import re
 from typing import Optional
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from evo.finetune.jobs import public
+from evo.finetune.jobs import JOB_ID, public
 from evo.http.state import ServerState, State, read_json
 from evo.openai_api import APIError, check_metadata
 
 router = APIRouter()
-JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot, so never a job's side file
 
 
 def _job_of(request: Request, s: ServerState, job_id: str) -> tuple[str, Optional[str]]:
