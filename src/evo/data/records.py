@@ -17,10 +17,12 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One example. `kind` is the shape it came in: completion, chat or text.
+    """One example. `kind` is the shape it came in: completion, chat, text or preference.
 
     For chat, `messages` holds the conversation as JSON and the last assistant turn is the
-    completion; for text, the whole text is the completion and the prompt is empty.
+    completion; for text, the whole text is the completion and the prompt is empty. For preference,
+    `messages` holds the prompt's conversation (ending in a user turn), `completion` the preferred
+    answer and `rejected` the non-preferred one; `rejected` is empty for every other kind.
     """
 
     kind: str
@@ -29,15 +31,18 @@ class Record:
     messages: str = ""
     category: str = ""
     rid: str = ""
+    rejected: str = ""
 
     @property
     def sha(self) -> str:
-        """Content hash: what the record says, not its id or category."""
-        body = json.dumps([self.kind, self.prompt, self.completion, self.messages], ensure_ascii=False)
+        """Content hash: what the record says, not its id or category (a record without `rejected`
+        hashes as it did before the field existed)."""
+        said = [self.kind, self.prompt, self.completion, self.messages] + ([self.rejected] if self.rejected else [])
+        body = json.dumps(said, ensure_ascii=False)
         return sha256_bytes(body.encode("utf-8"))
 
     def n_chars(self) -> int:
-        return len(self.prompt) + len(self.completion) + len(self.messages)
+        return len(self.prompt) + len(self.completion) + len(self.messages) + len(self.rejected)
 
     def to_row(self) -> dict[str, str]:
         return asdict(self)

@@ -15,11 +15,18 @@ from evo.data.records import Record
 from evo.storage import ensure, resolve
 
 _FIELDS = ("kind", "prompt", "completion", "messages", "category", "rid")
+_REJECTED = "rejected"  # stored (and hashed) only for a delta that has a preference record
+
+
+def _fields(records: list[Record]) -> tuple[str, ...]:
+    return _FIELDS + ((_REJECTED,) if any(r.rejected for r in records) else ())
 
 
 def delta_sha(records: list[Record]) -> str:
-    """sha256 of the canonical records, in order: the delta's identity."""
-    body = "\n".join(json.dumps([r.to_row()[f] for f in _FIELDS], ensure_ascii=False) for r in records)
+    """sha256 of the canonical records, in order: the delta's identity (unchanged for deltas without
+    preference records, which hash as before `rejected` existed)."""
+    fields = _fields(records)
+    body = "\n".join(json.dumps([r.to_row()[f] for f in fields], ensure_ascii=False) for r in records)
     return sha256_bytes(body.encode("utf-8"))
 
 
@@ -94,7 +101,7 @@ class DataStore:
     def put(self, records: list[Record]) -> str:
         sha = delta_sha(records)
         if not self.path(sha).exists():
-            table = pa.table({f: [r.to_row()[f] for r in records] for f in _FIELDS})
+            table = pa.table({f: [r.to_row()[f] for r in records] for f in _fields(records)})
             buf = io.BytesIO()
             pq.write_table(table, buf)
             atomic_write_bytes(self.path(sha), buf.getvalue())
@@ -105,7 +112,8 @@ class DataStore:
         if not ensure(path):  # a URI root: fetched into this node's mirror once
             raise FileNotFoundError(f"{path}: delta {sha[:12]} is not in the store")
         cols = pq.read_table(path).to_pydict()
-        records = [Record(**{f: cols[f][i] for f in _FIELDS}) for i in range(len(cols["kind"]))]
+        fields = _FIELDS + ((_REJECTED,) if _REJECTED in cols else ())
+        records = [Record(**{f: cols[f][i] for f in fields}) for i in range(len(cols["kind"]))]
         if delta_sha(records) != sha:
             raise ValueError(f"{path}: content does not match its sha {sha[:12]} (corrupted)")
         return records
