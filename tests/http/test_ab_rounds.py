@@ -318,3 +318,36 @@ def test_the_pages_name_the_round_keep_it_blind_and_record_skips(browser_on_app)
     ended = page_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"#ab-rounds li[data-round='{stats['round']['id']}']"))
     assert "champion on" in ended[0].text and candidate[:12] in ended[0].text
 
+
+
+def test_an_open_rounds_results_are_shown_to_an_admin_only_until_it_is_decided(served):
+    """A rater with an inference key sees how many prompts an open round has counted, not which arm
+    won them, the thumbs per arm, or the verdict's reason; an admin sees everything; once the round
+    is decided (here: five decisive votes make its one look) everyone sees its results."""
+    http, root, _, state = served
+    rater, _ = state.auth.store.create("inference", "rater")
+    lead, _ = state.auth.store.create("admin", "lead")
+    as_rater, as_lead = {"Authorization": f"Bearer {rater}"}, {"Authorization": f"Bearer {lead}"}
+
+    def rate(i: int) -> None:
+        pair = http.post("/v1/side_by_side", json={"max_tokens": 2, "temperature": 0, **chat(f"price of lamp {i}?")},
+                         headers=as_rater)
+        assert pair.status_code == 200, pair.text
+        voted = http.post("/v1/feedback/pairwise", json={"pair_id": pair.json()["pair_id"], "preferred": "a"},
+                          headers=as_rater)
+        assert voted.status_code == 200, voted.text
+
+    rate(0)
+    seen = http.get("/ab/stats", headers=as_rater).json()
+    assert seen["per_arm_hidden"] and not seen["round"]["decided"] and seen["pairwise"] == {
+        "distinct_prompts": 1, "votes_not_counted": 0}
+    assert seen["arms"]["candidate"] == {"requests": 1} and seen["verdict"]["verdict"] == "undecided"
+    assert set(seen["verdict"]) == {"verdict", "looks", "reason"}  # no wins, interval or p-value
+    full = http.get("/ab/stats", headers=as_lead).json()
+    assert "per_arm_hidden" not in full and full["pairwise"]["candidate_wins"] + full["pairwise"]["champion_wins"] == 1
+    assert http.get("/ab/stats").status_code == 401  # keys exist: no key, no stats
+    for i in range(1, 5):
+        rate(i)
+    decided = http.get("/ab/stats", headers=as_rater).json()
+    assert decided["round"]["decided"] and "per_arm_hidden" not in decided
+    assert decided["pairwise"]["candidate_wins"] + decided["pairwise"]["champion_wins"] == 5

@@ -80,11 +80,22 @@ async def thumbs(request: Request, s: State):
     return s.gw.record_thumbs(await read_json(request))
 
 
+def sees_open_results(request: Request, s: ServerState) -> bool:
+    """Whether this caller may see an open round's results per arm: an admin (the admin token, a key
+    of scope admin, or the one user of an open server). Anyone else with an inference key sees them
+    once the round is decided, so that nobody rates knowing which arm is ahead."""
+    try:
+        s.gw.check_admin(request.headers.get("authorization"))
+        return True
+    except APIError:
+        return s.caller(request, "inference").can("admin")
+
+
 @router.get("/ab/stats")
 def stats(request: Request, s: State, round: Optional[str] = None):
-    """The current round's statistics, or those of `?round=<id>` (`/ab/rounds` lists them)."""
-    s.caller(request, "inference")
-    return s.gw.stats(round)
+    """The current round's statistics, or those of `?round=<id>` (`/ab/rounds` lists them); an open
+    round's wins, thumbs and verdict reason only to an admin (`sees_open_results`)."""
+    return s.gw.stats(round, per_arm=sees_open_results(request, s))
 
 
 @router.get("/ab/rounds")

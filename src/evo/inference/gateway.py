@@ -363,8 +363,10 @@ class Gateway:
                     verdict=verdict["verdict"], first_event=tally.first_time, last_event=tally.last_time)
         return info
 
-    def stats(self, round_id: Optional[str] = None) -> dict:
-        """A round's statistics (default: the current round), naming the two shas it compares."""
+    def stats(self, round_id: Optional[str] = None, per_arm: bool = True) -> dict:
+        """A round's statistics (default: the current round), naming the two shas it compares.
+        `per_arm=False`: while the round is open, only how many prompts it has rated, skipped and
+        counted, without which arm won, the thumbs per arm, or the verdict's reason."""
         rounds = self.feedback.rounds()
         rid = round_id or self.current_round().id
         if rid not in rounds and rid != self.current_round().id:
@@ -377,6 +379,12 @@ class Gateway:
         out["candidate_share"] = self.router.candidate_share
         out["aliases"] = self.aliases
         out["torn_lines"] = torn
+        if not per_arm and not out["round"]["decided"]:
+            out["arms"] = {arm: {"requests": a["requests"]} for arm, a in out["arms"].items()}
+            out["pairwise"] = {k: out["pairwise"][k] for k in ("distinct_prompts", "votes_not_counted")}
+            out["verdict"] = {"verdict": out["verdict"]["verdict"], "looks": out["verdict"]["looks"],
+                              "reason": "which arm is ahead is shown once the round is decided (or to an admin)"}
+            out["per_arm_hidden"] = True
         return out
 
     def rounds(self) -> dict:
