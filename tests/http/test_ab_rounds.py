@@ -351,3 +351,15 @@ def test_an_open_rounds_results_are_shown_to_an_admin_only_until_it_is_decided(s
     decided = http.get("/ab/stats", headers=as_rater).json()
     assert decided["round"]["decided"] and "per_arm_hidden" not in decided
     assert decided["pairwise"]["candidate_wins"] + decided["pairwise"]["champion_wins"] == 5
+
+
+def test_evo_serve_decides_rounds_with_the_lineage_configs_plan(tmp_path):
+    """`evo serve` (cmd_serve) builds its app with `root_plan`: the `ab:` section of the root's run
+    config, as `evo ab` reads it, and evo's default plan for a root without a run config."""
+    from evo.atomic import atomic_write_json
+    from evo.http.app import root_plan
+
+    assert root_plan(str(tmp_path)) == TestPlan()
+    atomic_write_json(tmp_path / "run_config.json", {"ab": {"min_share": 0.4, "look_every": 7, "alpha": 0.1}})
+    plan = root_plan(str(tmp_path))
+    assert (plan.min_share, plan.look_every, plan.alpha) == (0.4, 7, 0.1) and plan != TestPlan()

@@ -25,7 +25,8 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from evo.ab.verdict import TestPlan
-from evo.config import RayWaitsConfig
+from evo.atomic import read_json
+from evo.config import ABConfig, RayWaitsConfig
 from evo.finetune.files import FileStore
 from evo.finetune.submit import JobService, RayJobs
 from evo.http import ab_routes, admin_routes, files_jobs_routes, inference_routes, page_routes
@@ -36,7 +37,7 @@ from evo.inference.pool import ModelPool
 from evo.openai_api import APIError
 from evo.ray_start import start_ray
 from evo.ray_waits import serve_up
-from evo.storage import location
+from evo.storage import ensure, location, open_root
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
@@ -159,6 +160,15 @@ def build_app(root: str, candidate_share: float = 0.5, admin_token: Optional[str
                        api_docs=api_docs)
 
 
+def root_plan(root: str) -> TestPlan:
+    """The A/B test plan of the root's config (the `ab:` section of the last `evo run`, kept in
+    run_config.json), so that a round on `evo serve` is decided as `evo ab` decides it; evo's
+    default plan for a root without a run config."""
+    path = open_root(root) / "run_config.json"
+    saved = read_json(path) if ensure(path) else {}
+    return TestPlan(**ABConfig.model_validate(saved.get("ab") or {}).model_dump())
+
+
 def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas: int, rate_limit: float,
               max_upload_mb: float, num_gpus: float, api_docs: bool, address: str | None) -> int:
     """`evo serve`: the app on Ray Serve at host:port, until Ctrl-C."""
@@ -168,7 +178,7 @@ def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas:
     resources = {"num_gpus": num_gpus, "num_cpus": 1} if num_gpus else None
     app = build_app(str(where), candidate_share, num_replicas=replicas, ray_actor_options=resources,
                     max_upload_bytes=int(max_upload_mb * (1 << 20)), host=host, rate_per_minute=rate_limit,
-                    api_docs=api_docs)
+                    api_docs=api_docs, plan=root_plan(str(where)))
     # Replicas Ray can never place (a GPU asked of a CPU cluster) fail the verb with what is pending.
     serve_up(app, "evo", "/", RayWaitsConfig(), lambda m: print(m, flush=True))
     print(f"serving {where} at http://{host}:{port}/v1 (models: evo, champion, candidate, gen-N); "
