@@ -76,8 +76,9 @@ VERBS: dict[str, Verb] = {
                  "SmolLM2-135M-Instruct from its package's GGUF, on an invented tool catalogue in English (about 18 "
                  "minutes on 2 CPU cores)"),
         arg("--drift", action="store_true",
-            help="then two drifting generations (the banned style, nothing new to learn): the stop rule stops the run "
-                 "and the last good generation is champion again"),
+            help="then two drifting generations (the banned style, nothing new to learn): the gate rejects each for "
+                 "its style drift over its parent, and the champion stays (the stop rule, for drift the gate lets "
+                 "through, is shown by the test suite)"),
         arg("--ab-budget", type=int, default=100, help="pairs in the closing A/B round (0: none)"),
         arg("--port", type=int, default=8000, help="port of the A/B round's server on 127.0.0.1"))),
     "run": Verb("evo.driver:cmd_run", "run every generation of CONFIG not yet in the ledger (resumes)", (

@@ -34,11 +34,9 @@ class RevertWhileEvaluating(Silent):
             Lineage(self.root).decisions.revert(self.to, "an operator, while gen-2 was being evaluated")
 
 
-def test_a_child_is_scored_again_when_the_champion_moves_before_its_decision(base_root, two_generations_root,
-                                                                            demo_dir, tmp_path):
-    """gen-2 is trained from gen-1 while gen-1 is champion, and evaluated against it; meanwhile the
-    champion goes back to gen-0. Its promotion over gen-1 must not apply: it is scored again against
-    gen-0 (recall over gen-0's line, generalization on its own test part) and decided on that."""
+def gen2_resumed(base_root, two_generations_root, tmp_path):
+    """A root where gen-1 (the session's) is champion and gen-2 (the session's, trained from gen-1)
+    is proposed, as a driver that died after training leaves it: (lineage, gen-1 row, gen-2 row, base sha)."""
     done = Lineage(two_generations_root)
     g1, g2 = done.ledger.get("gen-1"), done.ledger.get("gen-2")
     root = copy_root(base_root, tmp_path)
@@ -52,7 +50,16 @@ def test_a_child_is_scored_again_when_the_champion_moves_before_its_decision(bas
     lin.decisions.record(g1, g1["child_sha"], "promoted")  # gen-1 is the champion
     lin.registry.add(g2["child_sha"], "gen-2", g1["child_sha"], "candidate")
     lin.decisions.propose("gen-2", g2["child_sha"], "trained before the driver died")  # resumed, not retrained
+    return lin, g1, g2, base
 
+
+def test_a_child_is_scored_again_when_the_champion_moves_before_its_decision(base_root, two_generations_root,
+                                                                            demo_dir, tmp_path):
+    """gen-2 is trained from gen-1 while gen-1 is champion, and evaluated against it; meanwhile the
+    champion goes back to gen-0. Its promotion over gen-1 must not apply: it is scored again against
+    gen-0 (recall over gen-0's line, generalization on its own test part) and decided on that."""
+    lin, g1, g2, base = gen2_resumed(base_root, two_generations_root, tmp_path)
+    root = lin.root
     cfg = tiny_config(demo_dir, *LOOSE_GATE)
     progress = RevertWhileEvaluating(root, "gen-0")
     row = run_generation(cfg, lin, 2, cfg.data.generations[1], progress)
@@ -67,3 +74,38 @@ def test_a_child_is_scored_again_when_the_champion_moves_before_its_decision(bas
     assert set(report["child"]["recall_by_gen"]) == {"gen-0"}  # gen-0's line, not gen-1's
     assert [d.op for d in lin.decisions.log()][-3:] == ["propose", "revert", "record"]
     assert lin.ledger.get("gen-1")["decision"] == "reverted"
+
+
+class MoveEveryTime(Silent):
+    """The champion moves every time the driver evaluates: back to gen-0, then gen-1 again, and so on."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root, self.messages, self.moves = root, [], 0
+
+    def __call__(self, where: str, message: str) -> None:
+        self.messages.append(message)
+        if message.startswith("evaluating child"):
+            decisions = Lineage(self.root).decisions
+            decisions.revert("gen-0", "an operator") if self.moves % 2 == 0 else decisions.promote("gen-1", "an operator")
+            self.moves += 1
+
+
+def test_a_child_the_champion_keeps_moving_away_from_is_rejected_saying_so(base_root, two_generations_root,
+                                                                          demo_dir, tmp_path, monkeypatch):
+    """Scored again only so often (RESCORES, here 1: two evaluations): a child whose champion moved
+    before each of its decisions was written is recorded rejected, with the reason, and the champion
+    is the one the operator left, not the child."""
+    import evo.driver
+
+    monkeypatch.setattr(evo.driver, "RESCORES", 1)
+    lin, g1, g2, base = gen2_resumed(base_root, two_generations_root, tmp_path)
+    progress = MoveEveryTime(lin.root)
+    cfg = tiny_config(demo_dir, *LOOSE_GATE)
+    row = run_generation(cfg, lin, 2, cfg.data.generations[1], progress)
+    assert progress.moves == 2
+    assert row["decision"] == "rejected" and "the champion moved 2 times" in row["reason"], row["reason"]
+    assert "last compared with gen-0" in row["reason"]
+    assert lin.ledger.get("gen-2")["decision"] == "rejected"
+    assert lin.registry.alias("champion") == g1["child_sha"]  # the operator's promote stands
+    assert lin.registry.model(g2["child_sha"])["status"] == "rejected"

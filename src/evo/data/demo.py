@@ -211,7 +211,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def demo_config(generations: int = 3, seed: int = 0, drift: int = 0) -> dict:
     """The demo's run config; paths are relative to the folder the data is written to. With `drift`,
-    that many drifting deltas follow the generations (two in a row make the stop rule fire)."""
+    that many drifting deltas follow the generations (the gate rejects each for its style drift over
+    its parent, so none joins the champion's line; README "evo demo --drift")."""
     return {
         "name": "demo",
         "data": {
