@@ -158,8 +158,8 @@ def _prompt_messages(msgs: Any, key: str) -> list[dict[str, str]]:
             raise RecordError(f"{key}[{i}]: a system message may only come first")
         clean.append({"role": role, "content": content})
     if clean[-1]["role"] != "user":
-        raise RecordError(f"'{key}' ends in a {clean[-1]['role']} turn; a preference prompt ends in the user turn "
-                          "both answers reply to")
+        raise RecordError(f"'{key}' ends with the {clean[-1]['role']}'s turn; a preference prompt ends with the "
+                          "user turn both answers reply to")
     if not clean[-1]["content"].strip():
         raise RecordError(f"'{key}': the last user message is empty")
     return clean
