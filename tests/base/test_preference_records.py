@@ -10,7 +10,7 @@ from evo.data.ingest import IngestError, ingest_bytes, ingest_jsonl
 from evo.data.mix import build_mix
 from evo.data.records import Record, RecordError, render_chat
 from evo.data.store import DataStore
-from evo.finetune.files import FileStore, check_method
+from evo.finetune.files import FileStore
 from evo.model.prompts import prompt_and_completion
 from evo.openai_api import APIError
 from evo.train.examples import encode
@@ -109,6 +109,8 @@ def test_the_supervised_path_refuses_a_preference_record_by_name():
 
 
 def test_an_upload_says_which_kinds_it_holds_and_a_method_that_cannot_train_them_is_refused(tmp_path):
+    from evo.finetune.files import check_method  # here: the other tests of this module run without it
+
     files = FileStore(tmp_path)
     dpo = files.create(write(tmp_path, [OPENAI, TRL_STANDARD]).read_bytes(), "pairs.jsonl", "fine-tune")
     sft = files.create(json.dumps({"prompt": "p", "completion": "c"}).encode() + b"\n", "sft.jsonl", "fine-tune")
