@@ -34,7 +34,6 @@ from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import ConfigError, saved_config
 from evo.data.records import Record, render_chat, same_answer
 from evo.data.store import DataStore, delta_parts
-from evo.evals.suite import load_probes
 from evo.healing.corrections import CorrectionStore
 from evo.storage import open_root
 
@@ -137,7 +136,11 @@ def kept_apart(root: Path) -> tuple[set[str], dict]:
         n_test += len(test)
         for r in test:
             keys |= record_keys(r)
-    probes = load_probes(cfg.eval.probes) if cfg.eval.probes and Path(cfg.eval.probes).is_file() else []
+    probes = []
+    if cfg.eval.probes and Path(cfg.eval.probes).is_file():
+        from evo.evals.suite import load_probes  # lazy: the eval suite imports torch, which nothing else here needs
+
+        probes = load_probes(cfg.eval.probes)
     for r in probes:
         keys |= record_keys(r)
     return keys, {"deltas": len(deltas), "test_records": n_test, "probes": len(probes),

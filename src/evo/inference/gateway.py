@@ -232,9 +232,10 @@ class Gateway:
 
     def record_answers(self, pair_id: str, pair_round: Round, said: dict, a: str, b: str) -> None:
         """What side-by-side pair `pair_id` asked (`said["input"]`) and its two answers, by label:
-        what a vote on it prefers (`evo feedback export`)."""
+        what a vote on it prefers (`evo feedback export`). Not fsynced, as responses are not: a crash
+        can cost a pair its training use, never a vote."""
         self.feedback.append({"kind": "answers", "pair_id": pair_id, "input": said["input"], "a": a, "b": b,
-                              "round": pair_round.id})
+                              "round": pair_round.id}, durable=False)
 
     def _shown_now(self, body: object, what: str) -> dict:
         """The pair a vote or a skip names, if it was shown in the current round: 404 for a pair never
