@@ -47,6 +47,8 @@ def test_openai_and_trl_forms_ingest_as_one_preference_record(tmp_path):
     assert (chat.completion, chat.rejected) == (GOOD_ANSWER, BAD_ANSWER)
     assert (plain.prompt, plain.completion, plain.rejected, plain.messages) == ("The sky is", " blue.", " green.", "")
     assert (plain.category, plain.rid) == ("sky", "3")
+    cased = ingest_jsonl(write(tmp_path, [{**TRL_STANDARD, "rejected": " Blue."}], "c.jsonl")).records[0]
+    assert cased.rejected == " Blue."  # case can be what is preferred: not the same answer
     swapped = ingest_jsonl(write(tmp_path, [{**TRL_STANDARD, "chosen": " green.", "rejected": " blue."}], "s.jsonl"))
     assert swapped.records[0].sha != plain.sha  # which answer is preferred is part of what it says
     store = DataStore(tmp_path / "root")
@@ -56,7 +58,7 @@ def test_openai_and_trl_forms_ingest_as_one_preference_record(tmp_path):
 
 BAD = [
     ({**TRL_STANDARD, "rejected": " blue."}, "'chosen' and 'rejected' are the same answer"),
-    ({**TRL_STANDARD, "rejected": "  BLUE. "}, "are the same answer"),
+    ({**TRL_STANDARD, "rejected": "\tblue.\n"}, "are the same answer"),  # up to spacing
     ({**OPENAI, "non_preferred_output": assistant(GOOD_ANSWER)}, "'preferred_output' and 'non_preferred_output' are the same"),
     ({**TRL_STANDARD, "chosen": "  "}, "'chosen' is empty"),
     ({**TRL_CONVERSATIONAL, "rejected": assistant("")}, "'rejected[0].content' is empty"),

@@ -241,7 +241,7 @@ def collect(root: Path, round_id: str, log: str = "live", corrections: bool = Tr
         elif apart(p.prompt):
             out.skip(p.source, p.ref, "prompt kept apart (a test part or the style probes)")
         else:
-            answers = "\x00".join(sorted(" ".join(a.lower().split()) for a in (p.chosen, p.rejected)))
+            answers = "\x00".join(sorted(" ".join(a.split()) for a in (p.chosen, p.rejected)))
             by_prompt.setdefault((prompt_key(p.rendered()), answers), []).append(p)
     for group in by_prompt.values():
         first = group[0]

@@ -178,8 +178,8 @@ def _implicit_prompt(chosen: Any, rejected: Any) -> tuple[list[dict[str, str]], 
 
 
 def same_answer(a: str, b: str) -> bool:
-    """Two answers that differ only in case and spacing are one answer."""
-    return " ".join(a.lower().split()) == " ".join(b.lower().split())
+    """Two answers that differ only in spacing are one answer (case may be what is preferred)."""
+    return " ".join(a.split()) == " ".join(b.split())
 
 
 def parse_preference(obj: dict, category: str = "", rid: str = "") -> Record:
