@@ -18,6 +18,7 @@ from typing import Any
 
 from evo.config import ConfigError
 from evo.data.ingest import IngestError
+from evo.data.records import RecordError
 from evo.errors import EvoError
 from evo.lineage.decisions import DecisionError
 from evo.ray_start import choose_auth_mode
@@ -126,6 +127,15 @@ VERBS: dict[str, Verb] = {
         arg("--corrected", help="what the output should have been"),
         arg("--pattern", help="an id for the kind of error (e.g. date-format)"),
         arg("--reason", help="why it was wrong"))),
+    "feedback": Verb("evo.ab.export:cmd_feedback",
+                     "export an A/B round's votes, thumbs and the corrections as preference pairs (a JSONL delta)", (
+        arg("action", choices=["export"]),
+        arg("round_id", metavar="ROUND", help="the round's id, <champion sha[:12]>-<candidate sha[:12]> "
+                                              "(GET /ab/rounds lists them)"),
+        arg("--log", default="live", help="the feedback log, ROOT/ab/<log>.jsonl (default: live)"),
+        arg("--out", help="JSONL to write (default: ROOT/feedback/<ROUND>.preference.jsonl); its summary goes "
+                          "beside it"),
+        arg("--no-corrections", action="store_true", help="leave the recorded corrections out"))),
     "check": Verb("evo.config:cmd_check", "validate CONFIG and list every problem", (CONFIG, SET)),
     "ab": Verb("evo.ab_round:cmd_ab", "run an A/B round on the latest promoted generation, then promote or revert it", (
         arg("--budget", type=int, default=300, help="most distinct prompts asked side by side"),
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"evo: config error: {e}", file=sys.stderr)
         return 2
-    except IngestError as e:
+    except (IngestError, RecordError) as e:  # RecordError: a record where it cannot be used (a preference pair in SFT)
         print(f"evo: data error: {e}", file=sys.stderr)
         return 2
     except DecisionError as e:

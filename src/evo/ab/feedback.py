@@ -6,6 +6,11 @@ A round is one pair of models: its key is (champion sha, candidate sha), its id
 round in the same log; the votes of earlier rounds stay in it, readable, and each round is tallied
 on its own. Events written before rounds were keyed (no `round` field) are the round `legacy`.
 
+What was said is kept beside the counts, so a round's votes can become training pairs
+(`evo.ab.export`): an `answers` event holds a side-by-side pair's model input and its two answers,
+and a response event of an A/B arm its model input and its text (`input`, `text`; a streamed
+response has no text). The tallies ignore both.
+
 Append-only and safe with many writers (processes or replicas): each event is one line written
 with O_APPEND under an exclusive lock and fsynced. A line cut short by a crash is skipped (and
 counted) when reading, so nothing already written is ever lost or rewritten.
@@ -29,7 +34,7 @@ from evo.ab.router import ARMS
 from evo.ab.tally import Tally
 from evo.storage import resolve
 
-KINDS = ("response", "thumbs", "pair", "pairwise", "skip")
+KINDS = ("response", "thumbs", "pair", "pairwise", "skip", "answers")
 PAIRWISE = ("champion", "candidate", "tie")
 LEGACY = "legacy"  # the round of the events written before rounds were keyed by the two shas
 
@@ -71,6 +76,13 @@ def validate(event: dict) -> dict:
             raise FeedbackError(f"'a' must be one of {ARMS}, got {event.get('a')!r}")
     elif kind == "skip":  # a pair shown and passed over without a vote
         _need(event, "pair_id", str)
+    elif kind == "answers":  # what a side-by-side pair asked and the two answers, labelled a and b
+        _need(event, "pair_id", str)
+        if not isinstance(event.get("input"), dict):
+            raise FeedbackError("'input' must be the request's model input ({messages} or {prompt})")
+        for label in ("a", "b"):
+            if not isinstance(event.get(label), str):
+                raise FeedbackError(f"'{label}' must be the answer's text")
     elif kind == "thumbs":
         _need(event, "response_id", str)
         if event.get("value") not in ("up", "down"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from evo.data.records import Record
+from evo.data.records import Record, is_preference, refuse_preference
 
 
 @dataclass
@@ -38,9 +38,16 @@ def sample_replay(pool: list[Record], k: int, rng: random.Random) -> list[Record
 
 
 def build_mix(delta: list[Record], ancestors: list[Record], k: int, order: list[str], seed: int,
-              rehearse: list[Record] = ()) -> ReplayMix:
+              rehearse: list[Record] = (), preference: bool = False) -> ReplayMix:
     """Delta in curriculum order, with replay records (k from the ancestors, and every record of
-    `rehearse`: a pretrained base's own answers) spread evenly through it."""
+    `rehearse`: a pretrained base's own answers) spread evenly through it. A supervised mix
+    (`preference` False) refuses a preference record in the delta (RecordError naming it). Replay
+    rehearses earlier supervised data in every mix: an ancestor's preference pairs are not in its
+    pool (a later generation trains on them again only as a delta of its own)."""
+    if not preference:
+        refuse_preference(delta, "a supervised training mix (the delta)")
+    ancestors = [r for r in ancestors if not is_preference(r)]
+    refuse_preference(rehearse, "a training mix's rehearsal")
     rng = random.Random(seed)
     ordered = curriculum_order(delta, order, rng)
     replay = sample_replay(ancestors, k, rng)

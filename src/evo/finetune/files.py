@@ -4,6 +4,10 @@ An upload is validated with evo's ingest rules (every bad line named) before any
 bytes are stored once by content hash (`service/blobs/<sha256>.jsonl`) and each upload gets a file
 object (`service/files/<id>.json`) in OpenAI's shape, owned by the key that uploaded it. Deleting a
 file removes its object, and its bytes once no other file holds them.
+
+A file holds supervised records (completion, chat, text), preference pairs (OpenAI's DPO format or
+TRL's prompt/chosen/rejected), or both; its object says which (`record_kinds`), and `check_method`
+refuses a job whose method cannot train on them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from evo.data.ingest import IngestError, ingest_bytes
 from evo.openai_api import APIError, new_id, page
 
 PURPOSES = ("fine-tune",)
+METHOD_KINDS = {"supervised": ("completion", "chat", "text"), "dpo": ("preference",)}  # what each method trains on
 DEFAULT_MAX_BYTES = 16 << 20
 
 
@@ -50,6 +55,7 @@ class FileStore:
         obj = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()), "filename": filename,
                "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None,
                "sha256": sha, "records": len(report.records), "duplicates_skipped": len(report.duplicates),
+               "record_kinds": kinds_of(report.records),
                "owner": owner, "created_ns": time.time_ns()}
         with locked(self.dir / "files"):
             if not self.blob(sha).exists():
@@ -71,6 +77,15 @@ class FileStore:
 
     def content(self, fid: str, owner: Optional[str] = None) -> bytes:
         return self.blob(self._get(fid, owner)["sha256"]).read_bytes()
+
+    def kinds(self, fid: str, owner: Optional[str] = None) -> list[str]:
+        """The record kinds file `fid` holds, sorted (a file kept before its object said so: read
+        again from its bytes)."""
+        obj = self._get(fid, owner)
+        if "record_kinds" in obj:
+            return list(obj["record_kinds"])
+        data = self.blob(obj["sha256"]).read_bytes()
+        return kinds_of(ingest_bytes(data, obj["filename"], skip_invalid=True, max_chars=self.max_chars).records)
 
     def path(self, fid: str, owner: Optional[str] = None) -> Path:
         """Where file `fid`'s bytes are (for a job that trains on it)."""
@@ -97,6 +112,28 @@ class FileStore:
             if not others:
                 self.blob(obj["sha256"]).unlink(missing_ok=True)
         return {"id": fid, "object": "file", "deleted": True}
+
+
+def kinds_of(records) -> list[str]:
+    return sorted({r.kind for r in records})
+
+
+def check_method(kinds: list[str], method: str, fid: str, param: str = "training_file") -> None:
+    """Refuse (400, naming `param`) a job of `method` ("supervised" or "dpo") on a file holding
+    records it cannot train on: a supervised job would learn a preference pair's preferred answer
+    alone and drop the rejected one; DPO has nothing to compare in a supervised record."""
+    if method not in METHOD_KINDS:
+        raise APIError(400, f"method {method!r} is not one of {', '.join(METHOD_KINDS)}", "method")
+    wrong = [k for k in kinds if k not in METHOD_KINDS[method]]
+    if not wrong:
+        return
+    if method == "supervised":
+        why = (f"{fid} holds preference pairs (prompt, chosen, rejected); a supervised job trains on completion, "
+               "chat or text records. Create the job with method {\"type\": \"dpo\"}, or upload supervised records")
+    else:
+        why = (f"{fid} holds {', '.join(wrong)} records; a dpo job trains on preference pairs only (OpenAI's "
+               "input/preferred_output/non_preferred_output, or prompt/chosen/rejected)")
+    raise APIError(400, why, param)
 
 
 def public(obj: dict) -> dict:

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from evo.ab.rating_queue import RatingQueue
 from evo.ab.tally import prompt_key
-from evo.http.inference_routes import answer, sampling_of
+from evo.http.inference_routes import answer, said_of, sampling_of
 from evo.http.pages import RATE
 from evo.http.state import ServerState, State, read_json
 from evo.openai_api import APIError, ChatRequest, CompletionRequest, parse_request
@@ -51,12 +51,18 @@ async def side_by_side(request: Request, s: State):
     pair_id, targets = s.gw.open_pair(key, pair_round)
     sampling = sampling_of(req)
     a, b = await asyncio.gather(answer(s, req, sampling, targets["a"]), answer(s, req, sampling, targets["b"]))
+    s.gw.record_answers(pair_id, pair_round, said_of(req), _first_text(a), _first_text(b))  # a vote's training pair
     for ans in (a, b):  # blind: which arm answered is shown only once the round is decided
         ans["model"] = "evo"
         ans.pop("evo")
     return {"pair_id": pair_id, "a": a, "b": b,
             "rate_at": "/v1/feedback/pairwise with {pair_id, preferred: a | b | tie | both_bad}, "
                        "or /v1/feedback/skip with {pair_id} to pass it over"}
+
+
+def _first_text(body: dict) -> str:
+    choice = body["choices"][0]
+    return choice["message"]["content"] if "message" in choice else choice["text"]
 
 
 @router.post("/v1/feedback/pairwise")

@@ -41,6 +41,14 @@ def pool_request(req, sampling: Sampling, target: Target) -> dict:
     return {"sha": target.sha, "sampling": sampling, "stops": req.stops(), **payload}
 
 
+def said_of(req, text: Optional[str] = None) -> dict:
+    """What a request gave the model, role and content of each message (or its prompt), and the
+    answer's text when it is known: kept in the A/B log so feedback can become training pairs."""
+    given = ({"messages": [{"role": m.role, "content": m.content} for m in req.messages]} if isinstance(req, ChatRequest)
+             else {"prompt": req.prompt})
+    return {"input": given, **({"text": text} if text is not None else {})}
+
+
 def _chunk(rid: str, chat: bool, model: str, created: int, evo: dict, index: int, text: str,
            finish: Optional[str], first: bool = False) -> str:
     """One server-sent event in OpenAI's chunk shape."""
@@ -70,7 +78,8 @@ async def answer(s: ServerState, req, sampling: Sampling, target: Target) -> dic
     chat = isinstance(req, ChatRequest)
     result = await s.answer_batch(pool_request(req, sampling, target))
     rid = new_id("chatcmpl" if chat else "cmpl")
-    s.gw.record_response(rid, target, req.user)
+    outputs = result["outputs"]
+    s.gw.record_response(rid, target, req.user, said_of(req, outputs[0][0] if len(outputs) == 1 else None))
     build = chat_response if chat else completion_response
     body = build(rid, target.name, result["outputs"], result["prompt_tokens"], target.arm)
     body["evo"]["sha"] = target.sha
@@ -83,7 +92,7 @@ def _stream_tokens(s: ServerState, req, sampling: Sampling, target: Target) -> S
     rid, created = new_id("chatcmpl" if chat else "cmpl"), int(time.time())
     evo = {"arm": target.arm, "sha": target.sha}
     prompt_tokens, deltas = s.pool.stream(pool_request(req, sampling, target))
-    s.gw.record_response(rid, target, req.user)
+    s.gw.record_response(rid, target, req.user, said_of(req))
 
     def events():
         first = True

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from evo.data.records import Record
+from evo.data.records import Record, refuse_preference
 from evo.model.prompts import Rendered, prompt_and_completion, prompt_ids
 
 IGNORE = -100
@@ -75,7 +75,9 @@ def encode_chat(messages: list[dict[str, str]], tokenizer, max_length: int) -> E
 
 def encode(record: Record, tokenizer, max_length: int) -> Example:
     """Loss on completion tokens (and eos) only; prompt tokens are labelled IGNORE. A chat record
-    trains every assistant turn (`encode_chat`)."""
+    trains every assistant turn (`encode_chat`). A preference record is refused (RecordError): as one
+    example it would lose its rejected answer, and its prompt has no answer turn to train."""
+    refuse_preference([record], "a supervised example")
     chat = record.chat()
     if chat is not None:
         ex = encode_chat(chat, tokenizer, max_length)

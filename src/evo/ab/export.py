@@ -1,0 +1,283 @@
+"""`evo feedback export ROUND`: what people preferred in an A/B round, as a preference delta.
+
+The pairs come from three places:
+- each side-by-side vote with a winner: the winner's answer over the loser's (a tie or "both bad"
+  gives none; a vote is on the answers the server stored beside its pair, `answers` events);
+- thumbs in the round: every answer given a thumbs-up over every different answer given a
+  thumbs-down to the same rendered prompt (a prompt with thumbs one way only gives none);
+- every correction (`evo correct`) with a recorded wrong answer: the corrected one over it.
+
+The same rendered prompt with the same two answers counts once, and two pairs that prefer opposite
+answers to one prompt are both left out (the raters disagree). A pair whose prompt is in a test part
+of any delta of the lineage, or among the gate's style probes (the automated A/B judge asks those
+when it has no generator), is left out: a prompt kept apart for judging is never trained on.
+
+It writes a JSONL file in TRL's preference form (`prompt`, `chosen`, `rejected`: a conversation's
+prompt as messages and each answer as one assistant message, a plain prompt as strings), which
+`evo run` ingests as a delta like any other (name it in the config's `data.deltas`), and beside it
+`<name>.summary.json`: what was used, and every item left out with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from evo.ab.feedback import FeedbackStore, round_of
+from evo.ab.tally import prompt_key
+from evo.answers import normalize
+from evo.atomic import atomic_write_json, atomic_write_text
+from evo.config import ConfigError, saved_config
+from evo.data.records import Record, render_chat, same_answer
+from evo.data.store import DataStore, delta_parts
+from evo.healing.corrections import CorrectionStore
+from evo.storage import open_root
+
+SOURCES = ("vote", "thumbs", "correction")
+
+
+@dataclass(frozen=True)
+class Pair:
+    source: str  # vote, thumbs or correction
+    ref: str  # the pair id, the two response ids, or the correction id
+    prompt: object  # a list of messages ending in a user turn, or a plain prompt string
+    chosen: str
+    rejected: str
+    category: str = ""
+
+    def rendered(self) -> str:
+        """The prompt as a chat record's prompt is rendered (`render_chat`), or the plain prompt."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return render_chat(list(self.prompt) + [{"role": "assistant", "content": ""}])[0]
+
+    def line(self) -> dict:
+        """One line of TRL's preference form."""
+        if isinstance(self.prompt, str):
+            body = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+        else:
+            body = {"prompt": list(self.prompt), "chosen": [{"role": "assistant", "content": self.chosen}],
+                    "rejected": [{"role": "assistant", "content": self.rejected}]}
+        return {**body, "category": self.category, "id": f"{self.source}:{self.ref}"}
+
+
+@dataclass
+class Export:
+    round: str
+    pairs: list[Pair] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"source", "ref", "reason"}
+    checked: dict = field(default_factory=dict)  # what the prompts were checked against
+
+    def skip(self, source: str, ref: str, reason: str) -> None:
+        self.skipped.append({"source": source, "ref": ref, "reason": reason})
+
+    def summary(self, out: Optional[Path]) -> dict:
+        reasons: dict[str, int] = {}
+        for s in self.skipped:
+            reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
+        return {"round": self.round, "file": str(out) if out else None, "pairs": len(self.pairs),
+                "used": {src: sum(p.source == src for p in self.pairs) for src in SOURCES},
+                "skipped": dict(sorted(reasons.items())), "checked_against": self.checked,
+                "pairs_used": [{"source": p.source, "ref": p.ref} for p in self.pairs],
+                "items_skipped": self.skipped, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _prompt_of(model_input: object) -> object:
+    """What a request gave the model (`{"messages": [...]}` or `{"prompt": "..."}`) as a pair's
+    prompt; None for anything else."""
+    if not isinstance(model_input, dict):
+        return None
+    if isinstance(model_input.get("messages"), list):
+        msgs = [{"role": {"developer": "system"}.get(m.get("role"), m.get("role")), "content": m.get("content")}
+                for m in model_input["messages"] if isinstance(m, dict)]
+        if msgs and all(isinstance(m["content"], str) for m in msgs) and msgs[-1]["role"] == "user":
+            return msgs
+        return None
+    return model_input["prompt"] if isinstance(model_input.get("prompt"), str) else None
+
+
+def question_keys(prompt: object) -> set[str]:
+    """What makes a prompt the same question as a test item: its normalized text, and for a
+    conversation its last user turn's."""
+    if isinstance(prompt, str):
+        return {normalize(prompt).lower()}
+    return {normalize(prompt[-1]["content"]).lower()}
+
+
+def record_keys(r: Record) -> set[str]:
+    """`question_keys` of a stored record's prompt (a chat's: its last user turn)."""
+    keys = {normalize(r.prompt).lower()} if r.kind != "text" else set()
+    chat = r.chat()
+    if chat:
+        users = [m for m in chat if m["role"] == "user"]
+        if users:
+            keys.add(normalize(users[-1]["content"]).lower())
+    return keys - {""}
+
+
+def kept_apart(root: Path) -> tuple[set[str], dict]:
+    """The question keys no pair may train on: every delta's test part (split with the root's run
+    config) and the config's style probes; and what they were, for the summary. A root with deltas
+    but no run config is refused: its test parts cannot be told."""
+    deltas = sorted(DataStore(root).dir.glob("*.parquet"))
+    try:
+        cfg = saved_config(root)
+    except ConfigError:
+        if deltas:
+            raise
+        return set(), {"deltas": 0, "test_records": 0, "probes": 0}
+    keys, n_test = set(), 0
+    for p in deltas:
+        test = delta_parts(DataStore(root).get(p.stem), cfg.data.val_fraction, cfg.data.test_fraction).test
+        n_test += len(test)
+        for r in test:
+            keys |= record_keys(r)
+    probes = []
+    if cfg.eval.probes and Path(cfg.eval.probes).is_file():
+        from evo.evals.suite import load_probes  # lazy: the eval suite imports torch, which nothing else here needs
+
+        probes = load_probes(cfg.eval.probes)
+    for r in probes:
+        keys |= record_keys(r)
+    return keys, {"deltas": len(deltas), "test_records": n_test, "probes": len(probes),
+                  "probes_file": cfg.eval.probes}
+
+
+def vote_pairs(events: list[dict], out: Export) -> list[Pair]:
+    """One pair per side-by-side vote with a winner, on the answers stored beside its pair."""
+    shown = {e["pair_id"]: e for e in events if e["kind"] == "pair"}
+    said = {e["pair_id"]: e for e in events if e["kind"] == "answers"}
+    voted, pairs = set(), []
+    for v in (e for e in events if e["kind"] == "pairwise"):
+        pid = v["pair_id"]
+        if pid in voted:  # the server refuses a second vote on a pair; an old log may have one
+            continue
+        voted.add(pid)
+        if v["winner"] == "tie":
+            out.skip("vote", pid, "both bad" if v.get("both_bad") else "tie")
+            continue
+        if pid not in shown or pid not in said:
+            out.skip("vote", pid, "answers not recorded (shown before the server stored them)")
+            continue
+        prompt = _prompt_of(said[pid].get("input"))
+        if prompt is None:
+            out.skip("vote", pid, "prompt not usable (not ending in a user turn, or not text)")
+            continue
+        win_label = "a" if shown[pid]["a"] == v["winner"] else "b"
+        chosen, rejected = said[pid][win_label], said[pid]["b" if win_label == "a" else "a"]
+        pairs.append(Pair("vote", pid, prompt, chosen, rejected, "feedback:vote"))
+    return pairs
+
+
+def thumb_pairs(events: list[dict], out: Export) -> list[Pair]:
+    """Every thumbed-up answer over every different thumbed-down answer to the same rendered
+    prompt (a response's last thumbs count)."""
+    responses = {e["response_id"]: e for e in events if e["kind"] == "response"}
+    value: dict[str, str] = {}
+    for e in events:
+        if e["kind"] == "thumbs":
+            value[e["response_id"]] = e["value"]
+    groups: dict[str, dict] = {}
+    for rid, v in value.items():
+        resp = responses.get(rid)
+        prompt = _prompt_of(resp.get("input")) if resp else None
+        if resp is None or not isinstance(resp.get("text"), str) or prompt is None:
+            out.skip("thumbs", rid, "answer not recorded (response not in this round's log, streamed, or logged "
+                                    "before the server stored answers)")
+            continue
+        probe = Pair("thumbs", rid, prompt, resp["text"], "")
+        g = groups.setdefault(prompt_key(probe.rendered()), {"prompt": prompt, "up": [], "down": []})
+        g[v].append((rid, resp["text"]))
+    pairs = []
+    for g in groups.values():
+        if not g["up"] or not g["down"]:
+            for rid, _ in g["up"] + g["down"]:
+                out.skip("thumbs", rid, "one-sided thumbs (no answer to the same prompt was rated the other way)")
+            continue
+        for up_id, up in g["up"]:
+            for down_id, down in g["down"]:
+                pairs.append(Pair("thumbs", f"{up_id}>{down_id}", g["prompt"], up, down, "feedback:thumbs"))
+    return pairs
+
+
+def correction_pairs(root: Path, out: Export) -> list[Pair]:
+    """The corrected answer over the recorded wrong one, for every correction that has one."""
+    pairs = []
+    for c in CorrectionStore(root).all():
+        if not c.wrong.strip():
+            out.skip("correction", c.cid, "no wrong answer recorded")
+            continue
+        pairs.append(Pair("correction", c.cid, c.prompt, c.corrected, c.wrong, f"correction:{c.pattern}"))
+    return pairs
+
+
+def collect(root: Path, round_id: str, log: str = "live", corrections: bool = True,
+            apart: Optional[Callable[[object], bool]] = None) -> Export:
+    """The pairs of round `round_id` of log `ab/<log>.jsonl` (and the corrections), with everything
+    left out and why. `apart`: whether a prompt is kept apart (default: `kept_apart(root)`)."""
+    store = FeedbackStore(root, log)
+    rounds = store.rounds()
+    if round_id not in rounds:
+        known = ", ".join(rounds) or "none"
+        raise ConfigError(f"{store.path}: no round {round_id!r} (rounds with events: {known}; "
+                          "GET /ab/rounds lists them)")
+    events = [e for e in store.read().events if isinstance(e, dict) and round_of(e) == round_id and "kind" in e]
+    out = Export(round_id)
+    if apart is None:
+        keys, out.checked = kept_apart(root)
+        apart = lambda prompt: bool(question_keys(prompt) & keys)  # noqa: E731
+    found = vote_pairs(events, out) + thumb_pairs(events, out) + (correction_pairs(root, out) if corrections else [])
+    out.checked["feedback_log"] = str(store.path)
+    by_prompt: dict[tuple[str, str], list[Pair]] = {}  # (prompt, the two answers) -> pairs on them
+    for p in found:
+        if same_answer(p.chosen, p.rejected):
+            out.skip(p.source, p.ref, "the two answers are the same")
+        elif not p.chosen.strip() or not p.rejected.strip():
+            out.skip(p.source, p.ref, "an empty answer")
+        elif apart(p.prompt):
+            out.skip(p.source, p.ref, "prompt kept apart (a test part or the style probes)")
+        else:
+            answers = "\x00".join(sorted(" ".join(a.split()) for a in (p.chosen, p.rejected)))
+            by_prompt.setdefault((prompt_key(p.rendered()), answers), []).append(p)
+    for group in by_prompt.values():
+        first = group[0]
+        if any(not same_answer(p.chosen, first.chosen) for p in group):
+            for p in group:
+                out.skip(p.source, p.ref, "contradicting preferences on the same prompt and answers")
+            continue
+        out.pairs.append(first)
+        for p in group[1:]:
+            out.skip(p.source, p.ref, f"duplicate of {first.source} {first.ref}")
+    return out
+
+
+def write_export(export: Export, path: Path) -> tuple[Optional[Path], Path]:
+    """The JSONL (none when there are no pairs) and its summary beside it, atomically."""
+    summary_path = path.with_name(path.name.removesuffix(".jsonl") + ".summary.json")
+    written = None
+    if export.pairs:
+        atomic_write_text(path, "".join(json.dumps(p.line(), ensure_ascii=False) + "\n" for p in export.pairs))
+        written = path
+    atomic_write_json(summary_path, export.summary(written))
+    return written, summary_path
+
+
+def cmd_feedback(root: str, action: str, round_id: str, log: str, out: Optional[str], no_corrections: bool) -> int:
+    """`evo feedback export ROUND`: the round's pairs as a preference JSONL, with a summary beside it."""
+    local = open_root(root)
+    export = collect(local, round_id, log, corrections=not no_corrections)
+    path = Path(out) if out else local / "feedback" / f"{round_id}.preference.jsonl"
+    written, summary = write_export(export, path)
+    s = export.summary(written)
+    used = ", ".join(f"{n} from {src}s" for src, n in s["used"].items())
+    left = ", ".join(f"{n} {why}" for why, n in s["skipped"].items()) or "none"
+    if written is None:
+        print(f"round {round_id}: no preference pairs (left out: {left}); nothing written but {summary}")
+        return 1
+    print(f"{written}: {len(export.pairs)} preference pairs ({used}); left out: {left}\n"
+          f"summary: {summary}\nname it in a config's data.deltas to train on it (train.method: dpo)")
+    return 0

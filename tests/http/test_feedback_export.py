@@ -1,0 +1,143 @@
+"""`evo feedback export ROUND` on a feedback log the server's own routes wrote (FastAPI's
+TestClient on the app, no Ray; fixtures of tests/http/test_ab_rounds.py, whose tiny models render
+the prompts, while the answers are scripted: those untrained models answer every prompt alike): each
+vote with a winner is one pair on the answers the pair showed, ties and "both bad" give none, the
+same prompt with the same two answers counts once, opposite votes on them give none, thumbs up and
+down on answers to one prompt give a pair, a correction gives one, a prompt in a delta's test part or
+the style probes is left out, and the file ingests as preference records."""
+
+from __future__ import annotations
+
+import json
+
+from evo.ab.export import collect
+from evo.atomic import atomic_write_json
+from evo.cli import main
+from evo.config import EvoConfig
+from evo.data.ingest import ingest_jsonl
+from evo.data.records import Record
+from evo.data.store import DataStore, delta_parts
+from evo.healing.corrections import Correction, CorrectionStore
+from tests.http import test_ab_rounds as ab
+from tests.http.test_ab_rounds import ASK, ask, chat, vote
+
+models, served = ab.models, ab.served  # the fixtures: tiny models, the app on a lineage root
+
+
+def scripted(state) -> None:
+    """Each model answers with its generation and the question, as folded text: two spellings of a
+    question get the same answer from one model, and the two models never answer alike."""
+    gens = {sha: m["gen_id"] for sha, m in state.gw.models.items()}
+
+    async def answer_batch(request: dict) -> dict:
+        asked = request["messages"][-1]["content"] if "messages" in request else request["prompt"]
+        said = f"{gens[request['sha']]} says: {' '.join(asked.lower().split())}"
+        return {"outputs": [(said, "stop", 3)], "prompt_tokens": 5}
+
+    state.answer_batch = answer_batch
+
+
+def text(answer: dict) -> str:
+    choice = answer["choices"][0]
+    return choice["message"]["content"] if "message" in choice else choice["text"]
+
+
+def label_of(pair: dict, answer: str) -> str:
+    return "a" if text(pair["a"]) == answer else "b"
+
+
+def lineage_data(root, probe: str) -> str:
+    """A run config and one delta in the root, as `evo run` leaves them; a prompt of its test part."""
+    (root / "probes.jsonl").write_text(json.dumps({"prompt": probe}) + "\n")
+    cfg = EvoConfig(data={"base": "b.jsonl"}, eval={"probes": str(root / "probes.jsonl")})
+    atomic_write_json(root / "run_config.json", cfg.model_dump(mode="json"))
+    records = [Record("completion", f"What does lamp number {i} cost?", f" {i} euros") for i in range(40)]
+    DataStore(root).put(records)
+    return delta_parts(records, cfg.data.val_fraction, cfg.data.test_fraction).test[0].prompt
+
+
+def thumbs(http, model: str, content: str, value: str) -> str:
+    r = http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}],
+                                                "max_tokens": 3, "temperature": 0})
+    assert r.status_code == 200, r.text
+    assert http.post("/v1/feedback", json={"response_id": r.json()["id"], "value": value}).status_code == 200
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def test_a_rounds_feedback_becomes_preference_pairs_with_what_was_left_out_and_why(served, tmp_path):
+    http, root, _, state = served
+    scripted(state)
+    test_prompt = lineage_data(root, probe="Say hello to the shop.")
+    round_id = http.get("/ab/stats").json()["round"]["id"]
+
+    won = ask(http, chat(ASK))
+    assert text(won["a"]) != text(won["b"])  # the two tiny models answer this differently
+    assert vote(http, won, "a").status_code == 200
+    again = ask(http, chat("  what is the price of the ZORA lamp? "))  # one rendered prompt, the same two answers
+    assert vote(http, again, label_of(again, text(won["a"]))).status_code == 200  # the same preference: counts once
+
+    split = ask(http, chat("Is the Bove lamp in stock?"))
+    assert text(split["a"]) != text(split["b"])
+    assert vote(http, split, "a").status_code == 200
+    other = ask(http, chat("Is the Bove lamp in stock?"))  # the opposite preference on the same answers
+    assert vote(http, other, label_of(other, text(split["b"]))).status_code == 200
+
+    assert vote(http, ask(http, chat("Where is the shop?")), "tie").status_code == 200
+    assert vote(http, ask(http, chat("When do you open?")), "both_bad").status_code == 200
+    assert vote(http, ask(http, chat(test_prompt)), "a").status_code == 200  # a test part's question
+    assert vote(http, ask(http, {"messages": [{"role": "system", "content": "be kind"},
+                                              {"role": "user", "content": "Say hello to the shop."}]}), "b").status_code == 200
+    unvoted = ask(http, chat("Do you ship abroad?"))  # shown, never voted: nothing
+
+    up = thumbs(http, "champion", "How heavy is the Zora lamp?", "up")
+    down = thumbs(http, "candidate", "How heavy is the Zora lamp?", "down")
+    thumbs(http, "champion", "Which colours does it come in?", "up")  # one-sided: no pair
+    CorrectionStore(root).add([Correction("lamp 7 price =", " 9 euros", " 7 euros", "price"),
+                               Correction("lamp 8 price =", "", " 8 euros", "price")])
+
+    assert main(["feedback", "export", round_id, "--root", str(root)]) == 0
+    out = root / "feedback" / f"{round_id}.preference.jsonl"
+    summary = json.loads((root / "feedback" / f"{round_id}.preference.summary.json").read_text())
+    records = ingest_jsonl(out).records  # ingestable as it is, every line a preference pair
+    assert [r.kind for r in records] == ["preference"] * 3
+    vote_pair, thumb_pair, correction = records
+    assert json.loads(vote_pair.messages) == [{"role": "user", "content": ASK}]
+    assert (vote_pair.completion, vote_pair.rejected) == (text(won["a"]), text(won["b"]))
+    assert json.loads(thumb_pair.messages)[-1]["content"] == "How heavy is the Zora lamp?"
+    assert (thumb_pair.completion, thumb_pair.rejected) == (up, down) and up != down
+    assert (correction.prompt, correction.completion, correction.rejected) == ("lamp 7 price =", " 7 euros", " 9 euros")
+    assert correction.category == "correction:price"
+
+    assert summary["pairs"] == 3 and summary["used"] == {"vote": 1, "thumbs": 1, "correction": 1}
+    reasons = summary["skipped"]
+    assert reasons.pop(f"duplicate of vote {won['pair_id']}") == 1
+    assert reasons.pop("contradicting preferences on the same prompt and answers") == 2
+    assert reasons.pop("prompt kept apart (a test part or the style probes)") == 2
+    assert reasons.pop("tie") == 1 and reasons.pop("both bad") == 1
+    assert reasons.pop("one-sided thumbs (no answer to the same prompt was rated the other way)") == 1
+    assert reasons.pop("no wrong answer recorded") == 1
+    assert reasons == {}
+    assert summary["checked_against"]["deltas"] == 1 and summary["checked_against"]["probes"] == 1
+    assert unvoted["pair_id"] not in json.dumps(summary)
+    assert {s["ref"] for s in summary["items_skipped"] if s["reason"] == "tie"} <= {
+        e["pair_id"] for e in state.gw.feedback.read().events if e["kind"] == "pair"}
+
+    # without the corrections, the round's own pairs only; an unknown round names the known ones
+    assert len(collect(root, round_id, corrections=False).pairs) == 2
+    assert main(["feedback", "export", "nope", "--root", str(root)]) == 2
+
+
+def test_a_log_from_before_answers_were_stored_exports_nothing_and_says_why(served):
+    """Votes logged before the server kept a pair's answers (an old log) are skipped with the reason,
+    never exported as pairs of made-up answers."""
+    http, root, (a, b, _), state = served
+    round_id = state.gw.current_round().id
+    log = state.gw.feedback
+    log.append({"kind": "pair", "pair_id": "old-1", "a": "champion", "prompt_key": "k",
+                "shas": {"champion": a, "candidate": b}, "round": round_id})
+    log.append({"kind": "pairwise", "pair_id": "old-1", "prompt_key": "k", "winner": "candidate", "round": round_id})
+    assert main(["feedback", "export", round_id, "--root", str(root), "--no-corrections"]) == 1
+    summary = json.loads((root / "feedback" / f"{round_id}.preference.summary.json").read_text())
+    assert summary["pairs"] == 0 and summary["file"] is None
+    assert summary["skipped"] == {"answers not recorded (shown before the server stored them)": 1}
+    assert not (root / "feedback" / f"{round_id}.preference.jsonl").exists()
