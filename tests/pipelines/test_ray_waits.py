@@ -31,7 +31,7 @@ def test_a_task_that_can_never_be_placed_is_reported_then_fails_the_step(base_ro
     from evo.evals.lineage_evals import eval_spec, evaluate_many
     from evo.ray_waits import Stalled
 
-    cfg = tiny_config(demo_dir, "train.use_gpu=true", "ray.warn_after_s=2", "ray.fail_after_s=6", "ray.poll_s=0.5")
+    cfg = tiny_config(demo_dir, "train.use_gpu=true", "ray.warn_after_s=1", "ray.fail_after_s=3", "ray.poll_s=0.25")
     lin = Lineage(base_root)
     sha = lin.registry.by_gen("gen-0")
     lines = Lines()
@@ -39,10 +39,12 @@ def test_a_task_that_can_never_be_placed_is_reported_then_fails_the_step(base_ro
     with pytest.raises(Stalled) as failed:
         evaluate_many(lin, [sha], eval_spec(cfg, {}, [], []), cfg, lines)
     took = time.monotonic() - t0
-    assert 6 <= took < 30
+    assert 3 <= took < 30
     said = [(t - t0, m) for t, m in lines.lines]
     warned = [t for t, m in said if "no progress" in m and "GPU: 1" in m and "giving up" not in m]
-    assert warned and 2 <= warned[0] < 6, said
+    # reported first, then given up fail_after_s - warn_after_s later (2 s, less a late poll): the idle time
+    # counts from when Ray shows the demand pending, which on a busy machine can be a while after t0
+    assert warned and 1 <= warned[0] <= took - 1, said
     message = str(failed.value)
     assert "eval tasks" in message and "GPU: 1" in message and "CPU" in message and "ray.fail_after_s" in message
 
@@ -64,16 +66,17 @@ def test_a_serve_deployment_that_can_never_be_placed_is_reported_then_deleted(ra
         said: list[tuple[float, str]] = []
         t0 = time.monotonic()
         with pytest.raises(Stalled) as failed:
-            serve_up(NeedsAGpu.bind(), "evo-never", "/never", RayWaitsConfig(warn_after_s=2, fail_after_s=6, poll_s=0.5),
+            serve_up(NeedsAGpu.bind(), "evo-never", "/never", RayWaitsConfig(warn_after_s=1, fail_after_s=3, poll_s=0.25),
                      lambda m: said.append((time.monotonic() - t0, m)))
-        assert 6 <= time.monotonic() - t0 < 30, said
+        took = time.monotonic() - t0
+        assert 3 <= took < 30, said
         message = str(failed.value)
         assert "Serve application 'evo-never'" in message and "GPU: 1" in message and "ray.fail_after_s" in message
         warned = [t for t, m in said if "no progress" in m and "giving up" not in m]
-        assert warned and 2 <= warned[0] < 6, said
+        assert warned and 1 <= warned[0] <= took - 1, said  # reported, then given up (as for the eval tasks)
         deadline = time.monotonic() + 60  # deleting it waits out the replica's graceful shutdown
         while "evo-never" in serve.status().applications and time.monotonic() < deadline:
-            time.sleep(1)
+            time.sleep(0.25)
         assert "evo-never" not in serve.status().applications  # nothing half-deployed is left
     finally:
         serve.shutdown()
