@@ -56,7 +56,9 @@ def test_a_serve_deployment_that_can_never_be_placed_is_reported_then_deleted(ra
     from evo.config import RayWaitsConfig
     from evo.ray_waits import Stalled, serve_up
 
-    @serve.deployment(ray_actor_options={"num_gpus": 1, "num_cpus": 0})
+    # a replica that never starts cannot answer Serve's shutdown call: Serve kills it after the graceful
+    # timeout (20 s by default), which deleting the application then waits out; 1 s here
+    @serve.deployment(ray_actor_options={"num_gpus": 1, "num_cpus": 0}, graceful_shutdown_timeout_s=1)
     class NeedsAGpu:
         def __call__(self, request) -> str:
             return "never"
@@ -74,7 +76,7 @@ def test_a_serve_deployment_that_can_never_be_placed_is_reported_then_deleted(ra
         assert "Serve application 'evo-never'" in message and "GPU: 1" in message and "ray.fail_after_s" in message
         warned = [t for t, m in said if "no progress" in m and "giving up" not in m]
         assert warned and 1 <= warned[0] <= took - 1, said  # reported, then given up (as for the eval tasks)
-        deadline = time.monotonic() + 60  # deleting it waits out the replica's graceful shutdown
+        deadline = time.monotonic() + 60  # deleting it waits out the replica's graceful shutdown (1 s)
         while "evo-never" in serve.status().applications and time.monotonic() < deadline:
             time.sleep(0.25)
         assert "evo-never" not in serve.status().applications  # nothing half-deployed is left
