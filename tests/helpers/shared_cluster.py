@@ -20,7 +20,7 @@ SHARED = "ray_cluster"  # the fixture that names the shared cluster
 
 
 class SharedCluster:
-    """The session's shared cluster: 3 CPUs, workers with WORKER_ENV, their mirrors of URI lineage roots
+    """The session's shared cluster: 3 CPUs, workers with evo's runtime environment, their mirrors of URI lineage roots
     in `cache` ($EVO_WORKER_CACHE and the workers' $EVO_CACHE), as another machine would keep them."""
 
     def __init__(self) -> None:
@@ -31,15 +31,17 @@ class SharedCluster:
     def up(self, cache: str) -> str:
         import ray
 
-        from evo.ray_start import WORKER_ENV
+        from evo.ray_start import runtime_env
 
         if self.address is not None and ray.is_initialized() and ray.get_runtime_context().gcs_address == self.address:
             return self.address
         if ray.is_initialized():  # connected to another cluster that a module left behind
             ray.shutdown()
         os.environ["EVO_WORKER_CACHE"] = cache
+        # evo's runtime environment (evo.ray_start.runtime_env): WORKER_ENV, and the setup hook that names the
+        # cluster in every worker, so Ray's helpers inside it find this one beside another Ray instance (test_sweep)
         ctx = start_patiently(lambda: ray.init(address="local", num_cpus=3, include_dashboard=True,
-                                               runtime_env={"env_vars": {**WORKER_ENV, "EVO_CACHE": cache}}),
+                                               runtime_env=runtime_env({"EVO_CACHE": cache})),
                               "a local Ray cluster for the tests", cleanup=ray.shutdown)
         self.address = ray.get_runtime_context().gcs_address
         self.dashboard = f"http://{ctx.dashboard_url}"

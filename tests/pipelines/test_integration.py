@@ -385,7 +385,8 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
     top of it can then drift no further; so the first delta teaches the style for half the topics
     only (the other half answer cleanly): 1 probe of 10 at 400 steps here, then all 10 for the second.
     The tiny base knows little, so any training moves its accuracy a few points: "stalled" is set
-    at 25 points here (gate.epsilon; the demo's own config keeps 5)."""
+    at 25 points here (gate.epsilon; the demo's own config keeps 5). The drifting generations train on
+    one worker (the same batch of 8 a step as the DDP pair; a worker process and 800 all-reduces less)."""
     from evo.config import load_config
     from evo.data.demo import TOPICS, hash_position, write_demo_data
 
@@ -404,7 +405,7 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
     (demo / "half-drift.jsonl").write_text("\n".join(rows_out) + "\n")
     cfg = load_config(cfg_path, TINY + ["data.generations=[gen1.jsonl, gen2.jsonl, half-drift.jsonl, drift2.jsonl]",
                                         *LOOSE_GATE, "gate.epsilon=0.25", "train.steps=400",
-                                        "train.checkpoint_every=400", "train.lr=0.01", "tune.steps=[400]"])
+                                        "train.checkpoint_every=400", "train.lr=0.01", "tune.steps=[400]", *ONE_WORKER])
     root = copy_root(two_generations_root, tmp_path)
     good = Lineage(root).registry.alias("champion")
     assert Lineage(root).registry.model(good)["gen_id"] == "gen-2"

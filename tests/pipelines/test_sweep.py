@@ -1,17 +1,24 @@
 """A per-generation Ray Tune sweep on a real local Ray cluster: trials are Ray Train runs, ASHA
 watches val loss, a diverging trial is recorded and the sweep goes on, the gate's evals pick the
-winner, and a rerun restores the finished sweep instead of redoing it."""
+winner, and a rerun restores the finished sweep instead of redoing it.
+
+The sweep runs beside a second Ray instance on the machine (a `ray start` head of the test's own,
+`LocalHead`, stopped by its own process group), with the session's cluster named as evo names a cluster
+it attaches to (`evo.ray_start.start_ray`: RAY_ADDRESS here, `name_the_cluster` in every worker): Ray's
+helpers inside the sweep (Ray Train's PlacementGroupCleaner, Tune) must still find evo's cluster, and
+the watchdog must see nothing stall."""
 
 from __future__ import annotations
 
 import csv
+import os
 import time
 
 import pytest
 
 from evo.driver import run_generation
 from evo.lineage.root import Lineage
-from evo.progress import Silent
+from evo.progress import Progress, Silent
 from tests.helpers import copy_root, tiny_config
 from tests.helpers.faults import HIGH_LR, NAN_FOR_HIGH_LR
 
@@ -19,11 +26,54 @@ pytestmark = pytest.mark.integration
 
 SWEEP = ["tune.num_samples=2", "tune.max_concurrent=2", "tune.num_workers=1", "tune.cpus_per_worker=0.5",
          "tune.steps=[10, 20]", "tune.replay_k=[0, 20]", "tune.lr=[0.001, 0.02]", "train.checkpoint_every=5",
-         "tune.evaluate_top=2", "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null"]
+         "tune.evaluate_top=2", "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null",
+         "ray.warn_after_s=60", "ray.fail_after_s=150"]  # a hang fails well inside the test's time
+
+
+class Lines(Progress):
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.lines: list[str] = []
+
+    def __call__(self, where: str, message: str) -> None:
+        self.lines.append(f"{where} | {message}")
 
 
 @pytest.fixture(scope="module")
-def swept(ray_cluster, base_root, demo_dir, tmp_path_factory):
+def beside_another_ray(ray_cluster):
+    """A second Ray instance (a head on its own ports) while the module runs, and the session's cluster
+    named as `start_ray` names a cluster it attaches to; RAY_ADDRESS is put back after."""
+    import ray
+
+    from evo.ray_start import start_ray
+    from evo.testing.clusters import use_private_token
+    from evo.testing.local_head import LocalHead
+
+    before = os.environ.get("RAY_ADDRESS")
+    other = LocalHead(24100, 1, token=use_private_token()).start()  # the session's token (conftest)
+    try:
+        start_ray(None)  # connected already: names it (RAY_ADDRESS), as for `evo run --address`
+        yield {"other": other, "gcs": ray.get_runtime_context().gcs_address}
+    finally:
+        if before is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = before
+        other.stop()
+
+
+@pytest.fixture(scope="module")
+def swept(beside_another_ray, base_root, demo_dir, tmp_path_factory):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def seen():
+        from ray.util.state import list_actors
+
+        list_actors(limit=5)  # what Ray Train's PlacementGroupCleaner asks; raised with two instances
+        return os.environ.get("RAY_ADDRESS")
+
+    named = {"worker": ray.get(seen.remote()), "driver": os.environ.get("RAY_ADDRESS")}
     root = copy_root(base_root, tmp_path_factory.mktemp("sweep"))
     cfg = tiny_config(demo_dir, *SWEEP)
     lin = Lineage(root)
@@ -37,15 +87,26 @@ def swept(ray_cluster, base_root, demo_dir, tmp_path_factory):
         return original(*a, **kw).replace(step_hook=NAN_FOR_HIGH_LR)
 
     driver.worker_config = with_nan_hook
+    lines = Lines()
     try:
         t0 = time.perf_counter()
-        row = run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), tune=True)
+        row = run_generation(cfg, lin, 1, cfg.data.generations[0], lines, tune=True)
         seconds = time.perf_counter() - t0
     finally:
         driver.worker_config = original
     with open(root / "trials" / "gen-1.csv", newline="") as f:
         trials = list(csv.DictReader(f))
-    return {"cfg": cfg, "lin": lin, "row": row, "trials": trials, "seconds": seconds}
+    return {"cfg": cfg, "lin": lin, "row": row, "trials": trials, "seconds": seconds, "lines": lines.lines,
+            "named": named, "gcs": beside_another_ray["gcs"]}
+
+
+def test_the_sweep_and_its_evals_complete_beside_another_ray_instance(swept):
+    """Ray's helpers in the workers found evo's cluster (not "multiple active Ray instances"), the
+    watchdog saw nothing stall, and the sweep finished well inside ray.fail_after_s."""
+    assert swept["named"] == {"worker": swept["gcs"], "driver": swept["gcs"]}
+    assert swept["row"]["decision"] == "promoted" and swept["row"]["trial"], swept["lines"]
+    assert swept["seconds"] < 150
+    assert not [m for m in swept["lines"] if "no progress" in m]
 
 
 def test_every_trial_is_recorded(swept):
