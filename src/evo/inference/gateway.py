@@ -161,8 +161,10 @@ class Gateway:
         return Target(arm, sha, name)
 
     def _pinned(self, name: str) -> str:
-        by_gen = [s for s, m in self.models.items() if m["gen_id"] == name]
-        by_sha = [s for s in self.models if len(name) >= 8 and s.startswith(name)]
+        """A model by generation id or sha prefix; a withdrawn one (its job failed or was cancelled) is none."""
+        live = {s: m for s, m in self.models.items() if m["status"] != "withdrawn"}
+        by_gen = [s for s, m in live.items() if m["gen_id"] == name]
+        by_sha = [s for s in live if len(name) >= 8 and s.startswith(name)]
         found = by_gen or by_sha
         if len(found) != 1:
             why = "is ambiguous" if found else "is not a model here"
@@ -176,7 +178,7 @@ class Gateway:
         jobs = self.job_models()
         for sha, m in sorted(self.models.items(), key=lambda kv: kv[1].get("created", 0)):
             job = jobs.get(sha)
-            if job is not None and owner is not None and job["owner"] != owner:
+            if (job is not None and owner is not None and job["owner"] != owner) or m["status"] == "withdrawn":
                 continue
             data.append({"id": m["gen_id"], "object": "model", "owned_by": "evo", "sha": sha, "status": m["status"]})
         for sha, job in jobs.items():

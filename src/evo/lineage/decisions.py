@@ -16,6 +16,8 @@ What a decision can be (each a method of `Decisions`):
 - `revert(to)`: the champion goes back to `to`, an earlier generation on its line. The generations
   after it on that line are marked `reverted`, and their ledger rows name the one restored.
 - `stage_ab(gid)`: an A/B round: the generation's parent serves as champion, its child as candidate.
+- `withdraw(gid, reason)`: a generation whose run failed or was cancelled is set aside (forgotten
+  before its verdict, status `withdrawn` after it), and the aliases go back to what they were before it.
 
 A promotion and a stop are compare-and-swaps: the row names the champion the child was compared
 with (`compared_with`, by default its parent), and the decision applies only if that model is still
@@ -310,16 +312,58 @@ class Decisions:
         return self._decide("revert", to, reason, plan)
 
     def withdraw(self, gid: str, reason: str) -> Optional[Decision]:
-        """A generation trained but never decided (its run was cancelled) is taken back: it stops
-        being the candidate and leaves the registry, and the ledger never gets its row. Nothing to do
-        (None) when the run registered nothing; refused once the generation has a verdict."""
-        if self.ledger.get(gid) is not None:
-            raise DecisionError(f"{gid} has a verdict in the ledger; withdraw is for a generation cut off before one")
+        """A generation whose run failed or was cancelled (a fine-tuning job) is set aside, and the
+        aliases go back to what they were before it. Before its verdict it leaves the registry and the
+        ledger never gets its row; after it, its status and its row's decision are `withdrawn` (the
+        row's reason keeps the gate's). A champion it became goes back to the one it replaced, a
+        candidate it became to the one before it (if that one is still undecided). Nothing to do (None)
+        when the run registered nothing or it is withdrawn already; refused once a later generation
+        was promoted on top of it (the champion's line runs through it: revert first)."""
+        def plan():
+            sha = self.registry.by_gen(gid)
+            if sha is None:  # withdrawn by another process just now
+                return []
+            why = f"{gid}: {reason}"
+            effects = self._restore_aliases(gid, sha, why)
+            row = self.ledger.get(gid)
+            if row is None:
+                return effects + [["forget", sha, why]]
+            fields = {"decision": "withdrawn", "reason": f"withdrawn: {reason} (the gate had it {row['decision']}: "
+                                                          f"{row['reason']})"}
+            return effects + [["set_status", sha, "withdrawn"], ["update_row", gid, fields]]
         sha = self.registry.by_gen(gid)
-        if sha is None:
+        if sha is None or self.registry.model(sha)["status"] == "withdrawn":
             return None
-        return self._decide("withdraw", gid, reason, lambda: self._clear_candidate(sha, f"{gid}: {reason}")
-                            + [["forget", sha, f"{gid}: {reason}"]])
+        return self._decide("withdraw", gid, reason, plan)
+
+    def _restore_aliases(self, gid: str, sha: str, why: str) -> list:
+        """The alias moves that take `sha` out of service: each alias back to the model it pointed at
+        before `sha` (the registry's history); the champion, failing that, to the one `sha` was compared with."""
+        champion, effects = self.registry.alias("champion"), []
+        if champion == sha:
+            row = self.ledger.get(gid) or {}
+            before = self._before("champion", sha) or row.get("compared_with") or row.get("parent_sha")
+            if not before or self.registry.model(before) is None:
+                raise DecisionError(f"{gid} is the champion and the registry does not say which model it replaced")
+            effects.append(["move", "champion", before, why])
+        elif sha in self.line():
+            raise DecisionError(f"{gid} is on the champion's line ({self._gen_of(champion)} was trained from it): "
+                                f"revert to an earlier generation before withdrawing it")
+        moves = [h for h in self.registry.load()["history"] if h["alias"] == "candidate"]
+        now = self.registry.alias("candidate")
+        # the candidate is `sha`, or nothing since `sha`'s verdict cleared it: the one before `sha` comes back
+        if now == sha or (now is None and moves and moves[-1]["from"] == sha):
+            before = self._before("candidate", sha)
+            undecided = before and (self.registry.model(before) or {}).get("status") == "candidate"
+            if now == sha or undecided:
+                effects.append(["move", "candidate", before if undecided else None, why])
+        return effects
+
+    def _before(self, alias: str, sha: str) -> Optional[str]:
+        """The model `alias` pointed at before it last moved to `sha`, if that one is still registered."""
+        data = self.registry.load()
+        prev = next((h["from"] for h in reversed(data["history"]) if h["alias"] == alias and h["to"] == sha), None)
+        return prev if prev in data["models"] else None
 
     def _forget(self, sha: str, reason: str) -> None:
         self.registry.forget(sha, reason)

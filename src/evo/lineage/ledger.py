@@ -27,7 +27,8 @@ COLUMNS = [
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).
-DECISIONS = ("promoted", "rejected", "stopped", "reverted", "pending")
+# `withdrawn`: decided, then its fine-tuning job failed or was cancelled (`evo.lineage.decisions.withdraw`).
+DECISIONS = ("promoted", "rejected", "stopped", "reverted", "pending", "withdrawn")
 
 
 class LedgerError(ValueError):

@@ -14,7 +14,7 @@ from evo.atomic import atomic_write_json, locked, read_json
 from evo.storage import resolve
 
 ALIASES = ("champion", "candidate")
-STATUSES = ("base", "candidate", "promoted", "rejected", "stopped", "reverted")
+STATUSES = ("base", "candidate", "promoted", "rejected", "stopped", "reverted", "withdrawn")
 
 
 class RegistryError(ValueError):
