@@ -4,7 +4,8 @@ validating_files: both files are ingested again with evo's rules (a bad line fai
 it). queued: the job waits for its turn (one runs at a time per lineage, taken round robin over tenants,
 each tenant's in submission order: `evo.finetune.jobs.fair_order`); a queued or running job whose runner
 died is marked failed by the next job that waits (`fail_dead_runners`).
-running: one generation of the lineage is trained from the job's model on
+running: one generation of the lineage is trained from the job's model (on a tenant's job, into that
+tenant's branch: `job_branch`, `evo.lineage.registry`; it never moves a shared alias) on
 the training file (the validation file, when given, is its selection split), evaluated, gated and
 recorded like any other: against the champion of the moment its decision is written, which after an
 earlier job's promotion is not the model it was trained from (`evo.driver.decide_and_record`);
@@ -135,6 +136,13 @@ def _wait_turn(store: JobStore, jid: str, poll_s: float = 1.0) -> None:
         if not running and queue and queue[0]["id"] == jid:
             return
         time.sleep(poll_s)
+
+
+def job_branch(job: dict) -> str:
+    """Whose branch a job's generation joins (`evo.lineage.registry`): "" the shared line (an admin key's
+    job, a keyless server's), else the tenant's key id. A job written before branches were recorded is
+    its key's (never the shared line's by default)."""
+    return job["branch"] if "branch" in job else job["owner"]
 
 
 def set_aside(root: Path, store: JobStore, jid: str, gid: Optional[str], why: str) -> None:
@@ -329,7 +337,7 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
         with run_lock(root):
             if store.raw(jid)["status"] in TERMINAL:  # cancelled while it waited
                 return 0
-            lin = Lineage(root)
+            lin = Lineage(root, owner=job_branch(job))  # a tenant's job grows that tenant's branch
             lin.decisions.reconcile()
             cfg, plan = job_config(base_cfg, job, len(train))
             fitted = fit_workers(cfg, cluster_cpus())  # before it is running: one that cannot fit fails at once
@@ -365,7 +373,9 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
                 set_aside(root, store, jid, gid, f"fine-tuning job {jid} {done['status']} after the gate's verdict")
                 store.event(jid, done["status"])
                 return 0
-            store.event(jid, f"succeeded: {name}:{sha[:8]} ({gid}, {row['decision']} by the gate: {row['reason']})")
+            branch = ("; on this key's branch: served to it (and admin) only, the shared champion unchanged"
+                      if lin.owner else "")
+            store.event(jid, f"succeeded: {name}:{sha[:8]} ({gid}, {row['decision']} by the gate: {row['reason']}{branch})")
             return 0
     except JobFailed as e:
         return _failed(root, store, jid, gid, e.error)
