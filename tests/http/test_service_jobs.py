@@ -179,6 +179,9 @@ def _restart_and_cancel(client, root, service, slow, behind, registry, ledger):
     assert not warned, warned
     with pytest.raises(openai.ConflictError, match="already cancelled"):
         client.fine_tuning.jobs.cancel(slow.id)
+    for jid in (slow.id, behind.id):  # each job's events end with its real end
+        events = [e.message for e in client.fine_tuning.jobs.list_events(jid, limit=100)]
+        assert events[0] == "cancelled" and not any(m.startswith("succeeded") for m in events), events[:3]
     after = read_json(root / "registry.json")
     assert after["aliases"] == registry["aliases"] and after["models"] == registry["models"]
     assert (root / "ledger.csv").read_text() == ledger

@@ -126,3 +126,18 @@ def test_a_jobs_replay_reaches_the_shared_line_and_its_own_branch_only(root):
     assert replayed(Registry(root).alias("champion")) == {"shared"}  # alice's next job from champion
     assert replayed(ALICE) == {"shared", "alice"}  # from her own model
     assert "bob" not in replayed(ALICE) | replayed(BASE)
+
+
+def test_admin_promote_over_http_names_the_generation(root):
+    """POST /admin/promote {"gen"}: the gateway's promote takes the generation to promote (no body: the candidate)."""
+    job_generation(root, "gen-1", ALICE, BASE, "key-alice")
+    gw = Gateway(GatewaySettings(str(root)))
+    for bad in ({"gen": 3}, "gen-1"):
+        with pytest.raises(APIError) as e:
+            gw.promote(bad)
+        assert e.value.status == 400
+    with pytest.raises(APIError) as e:
+        gw.promote({})  # the candidate: there is none (a tenant's child never is one)
+    assert e.value.status == 409
+    assert gw.apply(gw.promote({"gen": "gen-1"}))["champion"] == ALICE
+    assert gw.resolve("champion", None, "key-bob").sha == ALICE and gw.resolve("gen-1", None, "key-bob").sha == ALICE

@@ -105,8 +105,8 @@ class Gateway:
         included, which joins the shared line only if the gate passed it against the champion of now
         (see `evo.lineage.decisions`)."""
         gen = body.get("gen") if isinstance(body, dict) else None
-        if body is not None and (not isinstance(gen, str) or not gen):
-            raise APIError(400, "promote takes no body (the candidate) or {\"gen\": \"gen-N\"}", "gen")
+        if (body is not None and not isinstance(body, dict)) or (gen is not None and (not isinstance(gen, str) or not gen)):
+            raise APIError(400, "promote takes no body or {} (the candidate), or {\"gen\": \"gen-N\"}", "gen")
         return self._decide(lambda d, why, note: d.promote(gen, why, ab_result=note), f"promoted {gen}" if gen else "promoted")
 
     def reject(self) -> dict:
