@@ -37,6 +37,13 @@ class GatewaySettings:
     plan: TestPlan = field(default_factory=TestPlan)
 
 
+def _matches(models: dict, name: str, owner: Optional[str]) -> list[str]:
+    """The shas of `models` that `name` names (a generation id, else a sha prefix of 8+ characters) and
+    `owner` may use: not withdrawn, and `visible` to it."""
+    live = {s: m for s, m in models.items() if m["status"] != "withdrawn" and visible(m, owner)}
+    return [s for s, m in live.items() if m["gen_id"] == name] or [s for s in live if len(name) >= 8 and s.startswith(name)]
+
+
 @dataclass(frozen=True)
 class Target:
     arm: str  # champion, candidate, or "pinned"
@@ -169,10 +176,9 @@ class Gateway:
     def _pinned(self, name: str, owner: Optional[str] = None) -> str:
         """A model `owner` may see by generation id or sha prefix; a withdrawn one (its job failed or was
         cancelled) is none, and another tenant's is not there (the same 404 as a name never made)."""
-        live = {s: m for s, m in self.models.items() if m["status"] != "withdrawn" and visible(m, owner)}
-        by_gen = [s for s, m in live.items() if m["gen_id"] == name]
-        by_sha = [s for s in live if len(name) >= 8 and s.startswith(name)]
-        found = by_gen or by_sha
+        found = _matches(self.models, name, owner)
+        if not found and self.registry_changed():  # registered since this replica last followed the root
+            found = _matches(self.registry.load()["models"], name, owner)
         if len(found) != 1:
             why = "is ambiguous" if found else "is not a model here"
             raise APIError(404, f"model '{name}' {why}; GET /v1/models lists them", "model", "not_found_error")
