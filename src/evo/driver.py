@@ -241,7 +241,7 @@ def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: s
         progress(gid, f"resuming: child {cand[:12]} was trained before the interruption")
         return cand
     child = build_child(cfg, lin, gid, parent, prep.mix, prep.val, progress, data_sha=data_sha, **extra).sha
-    lin.registry.add(child, gid, parent, "candidate")
+    lin.registry.add(child, gid, parent, "candidate", owner=lin.owner)
     lin.decisions.propose(gid, child, "trained")
     return child
 
@@ -266,7 +266,7 @@ def sweep_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: s
     progress(gid, f"winner: trial {winner.trial_id} (lr {winner.config['lr']:.3g}, {winner.config['steps']} steps, "
              f"replay k {winner.config['replay_k']}; gate {winner.gate}); every trial in {path}")
     child = winner.child_sha
-    lin.registry.add(child, gid, parent, "candidate")
+    lin.registry.add(child, gid, parent, "candidate", owner=lin.owner)
     lin.decisions.propose(gid, child, f"winner of the sweep (trial {winner.trial_id})")
     return child, mixes[int(winner.config["replay_k"])][1].n_replay, winner.trial_id
 

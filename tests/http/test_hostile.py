@@ -279,3 +279,68 @@ def test_health_shows_the_aliases_shas_only_to_a_caller_with_a_key(server):
         status, _, body = server.raw("GET", "/health", headers=headers)
         assert status == 200 and body == {"status": "ok"}, body
     assert server.raw("GET", "/health", headers={"Authorization": f"Bearer {key}"})[2]["aliases"]["champion"] == sha
+
+
+# -- 1. a tenant's fine-tune is its own: never another tenant's model, never moving a shared alias ---
+
+@pytest.fixture(scope="module")
+def second(model):
+    """A second tiny model in the module's store: the child a tenant's job makes (copied into each root)."""
+    store, _ = model
+    tok_dir = ModelStore(store).path(model[1])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    m = build_tiny_llama(TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32), tok, 1)
+    return ModelStore(store).put_base(lambda d: (m.save_pretrained(d), tok.save_pretrained(d)), {"tokens": 9})
+
+
+def test_a_tenants_fine_tuned_model_is_served_to_it_alone_and_moves_no_shared_alias(second, server):
+    """The issue's attack: alice runs a job from the champion; bob's `evo` and `champion` are still the
+    shared champion, his /v1/models does not list alice's model, and by sha, generation id or `ft:` name
+    it is a 404 for him (chat and job); alice uses it. The job is run by the real runner
+    (`run_job.execute`) on the server's root, its training stood in by the driver's steps (register the
+    child on the lineage the runner opened, propose it, record the gate's verdict: promoted)."""
+    from evo.atomic import atomic_write_json
+    from evo.config import EvoConfig
+    from evo.finetune.run_job import execute
+
+    root, keys = server.root, KeyStore(server.root)
+    alice_key, alice_row = keys.create("fine-tune", "alice")
+    bob_key, _ = keys.create("fine-tune", "bob")
+    alice, bob = server.sdk(alice_key), server.sdk(bob_key)
+    champion = Registry(root).alias("champion")
+    atomic_write_json(root / "run_config.json", EvoConfig(data={"base": "b.jsonl"}).model_dump(mode="json"))
+    f = alice.files.create(file=("train.jsonl", TRAIN), purpose="fine-tune")
+    job = server.state.jobs.store.create({"model": "champion", "training_file": f.id, "suffix": "mine"},
+                                         alice_row["id"], alice_row["id"], server.state.files,
+                                         lambda name: ("gen-0", champion))  # as POST /v1/fine_tuning/jobs keeps it
+
+    def trained(cfg, lin, index, path, progress, extra=None, tune=False, parent=None, own_val=None):
+        gid = f"gen-{index}"
+        lin.registry.add(second, gid, parent, "candidate", owner=lin.owner)  # evo.driver.train_child's steps
+        lin.decisions.propose(gid, second, "trained")
+        row = {"GEN_ID": gid, "parent_sha": parent, "child_sha": second, "decision": "promoted",
+               "reason": "passed the gate", "compared_with": parent}
+        lin.decisions.record(row, second, "promoted")
+        return row
+
+    assert execute(root, job["id"], trained) == 0
+    done = server.state.jobs.store.raw(job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    name, gid = done["fine_tuned_model"], done["evo"]["gen_id"]
+    assert Registry(root).load()["aliases"] == {"champion": champion, "candidate": None}
+    server.state.gw.reload()  # what the replica's follower does when the registry changes
+    msg = [{"role": "user", "content": "hi"}]
+    for model in ("evo", "champion"):
+        assert bob.chat.completions.create(model=model, messages=msg, max_tokens=1).model_extra["evo"]["sha"] == champion
+    listed = bob.models.list()
+    assert not {second, gid, name} & ({m.id for m in listed} | {m.model_extra.get("sha") for m in listed})
+    for model in (second[:12], gid, name):
+        with pytest.raises(openai.NotFoundError):
+            bob.chat.completions.create(model=model, messages=msg, max_tokens=1)
+        with pytest.raises(openai.NotFoundError):
+            bob.fine_tuning.jobs.create(model=model, training_file=bob.files.create(
+                file=("t.jsonl", TRAIN), purpose="fine-tune").id)
+        assert alice.chat.completions.create(model=model, messages=msg, max_tokens=1).model_extra["evo"]["sha"] == second
+    assert {name, gid} <= {m.id for m in alice.models.list()}

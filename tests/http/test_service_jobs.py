@@ -179,6 +179,9 @@ def _restart_and_cancel(client, root, service, slow, behind, registry, ledger):
     assert not warned, warned
     with pytest.raises(openai.ConflictError, match="already cancelled"):
         client.fine_tuning.jobs.cancel(slow.id)
+    for jid in (slow.id, behind.id):  # each job's events end with its real end
+        events = [e.message for e in client.fine_tuning.jobs.list_events(jid, limit=100)]
+        assert events[0] == "cancelled" and not any(m.startswith("succeeded") for m in events), events[:3]
     after = read_json(root / "registry.json")
     assert after["aliases"] == registry["aliases"] and after["models"] == registry["models"]
     assert (root / "ledger.csv").read_text() == ledger
@@ -299,30 +302,41 @@ def test_the_rating_page_is_blind_then_reveals_and_ranks(service, browser):
     browser.save_screenshot(str(SHOTS / "rating.png"))
 
 
-def test_keys_keep_one_tenants_jobs_and_models_from_another(service, client):
-    """Once keys exist, a key sees only its own jobs and fine-tuned models (another's answer 404); an
-    admin key sees every tenant's. Revoking the keys at the end closes the server (401); the key store is
-    then deleted, so the next tests find a root that never had a key (open)."""
+def _sha_of(answer) -> str:
+    return answer.model_extra["evo"]["sha"]
+
+
+def test_keys_keep_one_tenants_jobs_models_and_data_from_another(service, client):
+    """Once keys exist, a key sees only its own jobs (another's answer 404); an admin key sees every
+    tenant's. A tenant's job grows that tenant's branch (issue 27, item 1): bob's and alice's jobs from
+    the champion move no shared alias; bob's `evo` and `champion` are still the shared champion, his
+    /v1/models does not list alice's model, and by sha, generation id or `ft:` name it is a 404 for him;
+    alice's job never replays bob's upload. An admin's promotion puts alice's model on the shared line.
+    A keyless job's model is the shared line's, for every key. Revoking the keys at the end closes the
+    server (401); the key store is then deleted, so the next tests find a root that never had a key."""
+    import httpx
     import openai
 
+    from evo.data.store import read_records
     from evo.http.keys import KeyStore
 
+    root = service["root"]
     done = [j for j in client.fine_tuning.jobs.list() if j.status == "succeeded"][0]  # made without a key
-    store = KeyStore(service["root"])
-    made = {n: store.create(scope, n)[0] for n, scope in (("alice", "fine-tune"), ("boss", "admin"))}
+    store = KeyStore(root)
+    made = {n: store.create(scope, n)[0] for n, scope in (("alice", "fine-tune"), ("bob", "fine-tune"), ("boss", "admin"))}
     try:
-        alice, boss = (openai.OpenAI(base_url=URL, api_key=made[n], max_retries=0) for n in ("alice", "boss"))
+        alice, bob, boss = (openai.OpenAI(base_url=URL, api_key=made[n], max_retries=0, timeout=120)
+                            for n in ("alice", "bob", "boss"))
         assert done.id not in [j.id for j in alice.fine_tuning.jobs.list()]
         with pytest.raises(openai.NotFoundError):
             alice.fine_tuning.jobs.retrieve(done.id)
         with pytest.raises(openai.NotFoundError):
             alice.fine_tuning.jobs.list_events(done.id)
-        with pytest.raises(openai.NotFoundError, match="not a fine-tuned model of yours"):
-            alice.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
-        assert done.fine_tuned_model not in [m.id for m in alice.models.list()]
+        assert done.fine_tuned_model in [m.id for m in alice.models.list()]  # the shared line's: everyone's
         assert boss.fine_tuning.jobs.retrieve(done.id).fine_tuned_model == done.fine_tuned_model
         with pytest.raises(openai.AuthenticationError):
             client.fine_tuning.jobs.list()  # the keyless client, now that keys exist
+        _two_tenants(root, alice, bob, boss, made["boss"], read_records, httpx)
     finally:
         for n in made:
             store.revoke(n)
@@ -330,3 +344,47 @@ def test_keys_keep_one_tenants_jobs_and_models_from_another(service, client):
         client.fine_tuning.jobs.list()  # revoked, not open
     store.path.unlink()
     assert client.fine_tuning.jobs.list() is not None
+
+
+def _two_tenants(root, alice, bob, boss, boss_key, read_records, httpx):
+    import openai
+
+    aliases = read_json(root / "registry.json")["aliases"]
+    secret = b"".join(json.dumps({"prompt": f"bob note {i} =", "completion": f" kodo zora {i % 7}"}).encode() + b"\n"
+                      for i in range(48))
+    own = bob.files.create(file=("bob.jsonl", secret), purpose="fine-tune")
+    theirs = wait(bob, bob.fine_tuning.jobs.create(model="champion", training_file=own.id, suffix="bob",
+                                                   hyperparameters={"n_epochs": 1}).id)
+    assert theirs.status == "succeeded", theirs.error
+    mine = alice.files.create(file=("alice.jsonl", secret.replace(b"bob note", b"alice note")), purpose="fine-tune")
+    job = wait(alice, alice.fine_tuning.jobs.create(model="champion", training_file=mine.id, suffix="alice",
+                                                    hyperparameters={"n_epochs": 1}).id)
+    assert job.status == "succeeded", job.error
+    evo = job.model_extra["evo"]
+    assert read_json(root / "registry.json")["aliases"] == aliases  # neither job moved a shared alias
+    msg = [{"role": "user", "content": "tr red yak runs ="}]
+    for name in ("evo", "champion"):
+        assert _sha_of(bob.chat.completions.create(model=name, messages=msg, max_tokens=2)) == aliases["champion"]
+    assert not {evo["sha"], evo["gen_id"], job.fine_tuned_model} & {m.id for m in bob.models.list()}
+    assert evo["sha"] not in {m.model_extra.get("sha") for m in bob.models.list()}
+    for name in (evo["sha"][:12], evo["gen_id"], job.fine_tuned_model):
+        with pytest.raises(openai.NotFoundError):
+            bob.chat.completions.create(model=name, messages=msg, max_tokens=2)
+        assert _sha_of(alice.chat.completions.create(model=name, messages=msg, max_tokens=2)) == evo["sha"]
+    with pytest.raises(openai.NotFoundError):  # nor can bob train from it
+        bob.fine_tuning.jobs.create(model=evo["gen_id"], training_file=own.id)
+    assert job.fine_tuned_model in {m.id for m in boss.models.list()}
+    # alice's mix: her upload and the shared line's replay, never bob's upload
+    lin = Lineage(root)
+    bobs = lin.ledger.get(theirs.model_extra["evo"]["gen_id"])
+    row = lin.ledger.get(evo["gen_id"])
+    assert row["owner"] and bobs["owner"] and row["owner"] != bobs["owner"]  # each on its own key's branch
+    assert row["parent_sha"] == aliases["champion"]
+    assert bobs["data_delta_sha"] not in {d for _, d in lin.accepted_ancestors(row["parent_sha"])}
+    mix = read_records(lin.run_dir(evo["gen_id"]) / "mix.parquet")
+    assert any(r.prompt.startswith("alice note") for r in mix) and not any("bob note" in r.prompt for r in mix)
+    # alice's model joins the shared line by an admin's promotion, gated against the champion it was compared with
+    r = httpx.post(f"http://127.0.0.1:{PORT}/admin/promote", json={"gen": evo["gen_id"]},
+                   headers={"Authorization": f"Bearer {boss_key}"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert _sha_of(bob.chat.completions.create(model="champion", messages=msg, max_tokens=2)) == evo["sha"]

@@ -186,7 +186,9 @@ def test_stale_jobs_are_failed_at_start_up_and_when_listed(stores):
                            details("evo-other", JobStatus.SUCCEEDED)])
     service = JobService(root, ray, sweep_every_s=30, submit_grace_s=120)  # its start-up sweep, on a thread
     try:
-        assert until(lambda: all(jobs.raw(j)["status"] == "failed" for j in (never, gone, ended)))
+        # the sweep writes a job's status, then its event: wait for both
+        assert until(lambda: all(jobs.raw(j)["status"] == "failed" and jobs.events(j)["data"][0]["message"].startswith("failed")
+                                 for j in (never, gone, ended)))
         want = {never: ("never_submitted", "never submitted as a Ray job"),
                 gone: ("ray_job_gone", "Ray job evo-gone is not known to the cluster"),
                 ended: ("ray_job_ended", "Ray job evo-ended ended (FAILED) before the fine-tuning job did: OOM")}

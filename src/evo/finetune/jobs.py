@@ -31,7 +31,9 @@ JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
-INTERNAL = ("owner", "created_ns", "started_ns", "submission_id", "parent_sha")
+# owner: the key that made the job (its files, events, checkpoints); branch: whose branch of the lineage its
+# generation joins ("" the shared line: an admin key or a keyless server; else the key's, evo.lineage.registry)
+INTERNAL = ("owner", "branch", "created_ns", "started_ns", "submission_id", "parent_sha")
 MIN_EPOCHS, MAX_EPOCHS = 1, 50  # OpenAI's bounds on n_epochs
 
 
@@ -155,7 +157,8 @@ class JobStore:
                "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else None,
                "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
                "suffix": suffix, "evo": {"gen_id": None, "sha": None, "decision": None, "reason": None},
-               "owner": owner, "created_ns": time.time_ns(), "submission_id": None, "parent_sha": parent}
+               "owner": owner, "branch": file_owner or "", "created_ns": time.time_ns(), "submission_id": None,
+               "parent_sha": parent}
         atomic_write_json(self._path(jid), job)
         self.event(jid, f"job created: {model_name} on {body['training_file']}")
         return job

@@ -4,12 +4,15 @@ validating_files: both files are ingested again with evo's rules (a bad line fai
 it). queued: the job waits for its turn (one runs at a time per lineage, taken round robin over tenants,
 each tenant's in submission order: `evo.finetune.jobs.fair_order`); a queued or running job whose runner
 died is marked failed by the next job that waits (`fail_dead_runners`).
-running: one generation of the lineage is trained from the job's model on
+running: one generation of the lineage is trained from the job's model (on a tenant's job, into that
+tenant's branch: `job_branch`, `evo.lineage.registry`; it never moves a shared alias) on
 the training file (the validation file, when given, is its selection split), evaluated, gated and
 recorded like any other: against the champion of the moment its decision is written, which after an
 earlier job's promotion is not the model it was trained from (`evo.driver.decide_and_record`);
 checkpoint metrics become events as they happen. succeeded: its model is
 `ft:<model>:<suffix>:<sha8>`, served at once, champion or not.
+failed or cancelled: whatever the run registered is withdrawn (`set_aside`): the job leaves no model,
+and the champion and the candidate are what they were before it; the last event names the real end.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from evo.config import EvoConfig
 from evo.data.ingest import IngestError, ingest_bytes
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import TERMINAL, JobStore, fair_order, plan_training
+from evo.lineage.decisions import DecisionError, Decisions
 from evo.lineage.root import Lineage, gen_id
 from evo.openai_api import APIError
 from evo.progress import Progress
@@ -134,8 +138,34 @@ def _wait_turn(store: JobStore, jid: str, poll_s: float = 1.0) -> None:
         time.sleep(poll_s)
 
 
+def job_branch(job: dict) -> str:
+    """Whose branch a job's generation joins (`evo.lineage.registry`): "" the shared line (an admin key's
+    job, a keyless server's), else the tenant's key id. A job written before branches were recorded is
+    its key's (never the shared line's by default)."""
+    return job["branch"] if "branch" in job else job["owner"]
+
+
+def set_aside(root: Path, store: JobStore, jid: str, gid: Optional[str], why: str) -> None:
+    """The model job `jid`'s run registered for generation `gid`, if any, withdrawn through the decisions
+    module (`Decisions.withdraw`: before its verdict it leaves the registry; after, it is `withdrawn` and
+    the aliases go back to what they were before the job); an event says what was done."""
+    if not gid:
+        return
+    try:
+        done = Decisions(root).withdraw(gid, why)
+    except DecisionError as e:
+        store.event(jid, f"{gid}: its model could not be withdrawn: {e}", level="warn")
+        return
+    if done is not None:
+        store.event(jid, f"{gid}: its model was withdrawn ({why}): never served, no alias; the champion and the "
+                         "candidate are as before the job")
+
+
 def next_index(lin) -> int:
+    """The next generation's number: past every generation the ledger, the registry or the decision log
+    names (a withdrawn generation's number is not given again)."""
     gens = [r["GEN_ID"] for r in lin.ledger.rows()] + [m["gen_id"] for m in lin.registry.load()["models"].values()]
+    gens += [d.gen_id for d in lin.decisions.log()]
     return 1 + max((int(m.group(1)) for g in gens if (m := re.fullmatch(r"gen-(\d+)", g))), default=0)
 
 
@@ -291,6 +321,7 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
     job = store.raw(jid)
     if job["status"] in TERMINAL:
         return 0
+    gid = None
     try:
         base_cfg = lineage_config(root)
         train = _records(files, job, "training_file", base_cfg.data.max_chars)
@@ -306,7 +337,7 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
         with run_lock(root):
             if store.raw(jid)["status"] in TERMINAL:  # cancelled while it waited
                 return 0
-            lin = Lineage(root)
+            lin = Lineage(root, owner=job_branch(job))  # a tenant's job grows that tenant's branch
             lin.decisions.reconcile()
             cfg, plan = job_config(base_cfg, job, len(train))
             fitted = fit_workers(cfg, cluster_cpus())  # before it is running: one that cannot fit fails at once
@@ -335,17 +366,31 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
                 tail.publish(row["trial"])
             sha = row["child_sha"]
             meta = lin.models.meta(sha)
-            store.update(jid, status="succeeded", fine_tuned_model=f"{name}:{sha[:8]}", trained_tokens=meta.get("tokens"),
-                         evo={"gen_id": gid, "sha": sha, "decision": row["decision"], "reason": row["reason"]})
-            store.event(jid, f"succeeded: {name}:{sha[:8]} ({gid}, {row['decision']} by the gate: {row['reason']})")
+            done = store.update(jid, status="succeeded", fine_tuned_model=f"{name}:{sha[:8]}",
+                                trained_tokens=meta.get("tokens"),
+                                evo={"gen_id": gid, "sha": sha, "decision": row["decision"], "reason": row["reason"]})
+            if done["status"] != "succeeded":  # cancelled after the gate's verdict: its model goes too
+                set_aside(root, store, jid, gid, f"fine-tuning job {jid} {done['status']} after the gate's verdict")
+                store.event(jid, done["status"])
+                return 0
+            branch = ("; on this key's branch: served to it (and admin) only, the shared champion unchanged"
+                      if lin.owner else "")
+            store.event(jid, f"succeeded: {name}:{sha[:8]} ({gid}, {row['decision']} by the gate: {row['reason']}{branch})")
             return 0
     except JobFailed as e:
-        store.update(jid, status="failed", error=e.error)
-        store.event(jid, f"failed: {e}", level="error")
-        return 1
-    except Exception as e:  # the run's own error, named; the lineage keeps nothing of it (see evo.driver)
+        return _failed(root, store, jid, gid, e.error)
+    except Exception as e:  # the run's own error, named; what it registered is withdrawn
         code = "stalled" if isinstance(e, Stalled) else "training_failed"  # Ray could not place its work
-        store.update(jid, status="failed", error={"code": code, "message": f"{type(e).__name__}: {e}",
-                                                  "param": None})
-        store.event(jid, f"failed: {type(e).__name__}: {e}", level="error")
-        return 1
+        return _failed(root, store, jid, gid, {"code": code, "message": f"{type(e).__name__}: {e}", "param": None})
+
+
+def _failed(root: Path, store: JobStore, jid: str, gid: Optional[str], error: dict) -> int:
+    """The job failed: its generation's model, if it registered one, is withdrawn, then the job is marked
+    failed (a job cancelled meanwhile stays cancelled); the last event says which."""
+    set_aside(root, store, jid, gid, f"fine-tuning job {jid} failed: {error['message']}")
+    job = store.update(jid, status="failed", error=error)
+    if job["status"] == "failed":
+        store.event(jid, f"failed: {error['message']}", level="error")
+    else:
+        store.event(jid, job["status"])
+    return 1

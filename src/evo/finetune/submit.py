@@ -16,8 +16,7 @@ from typing import Optional
 
 from evo.atomic import lock_file
 from evo.finetune.jobs import TERMINAL, JobStore
-from evo.finetune.run_job import RUN_LOCK
-from evo.lineage.decisions import DecisionError, Decisions
+from evo.finetune.run_job import RUN_LOCK, set_aside
 from evo.openai_api import APIError
 
 RAY_ENDED = ("FAILED", "STOPPED", "SUCCEEDED")
@@ -188,8 +187,8 @@ class JobService:
                 return
 
     def cancel(self, jid: str, owner: Optional[str]) -> dict:
-        """Stop the job's Ray job; a generation it trained but did not record is withdrawn, so the
-        ledger and the registry's aliases and models are as they were before it."""
+        """Stop the job's Ray job; the generation it trained is withdrawn (`run_job.set_aside`), before its
+        verdict or after, so the registry's aliases are as they were before it and its model is never served."""
         job = self.store.raw(jid, owner)
         if job["status"] in TERMINAL:
             raise APIError(409, f"fine-tuning job {jid} has already {job['status']}", "fine_tuning_job_id", "conflict")
@@ -209,13 +208,6 @@ class JobService:
             self.store.event(jid, "the runner did not stop within 60 s; its generation is withdrawn when it ends",
                              level="warn")
             return job
-        gid = self.store.raw(jid)["evo"].get("gen_id")
-        if gid:
-            try:
-                if Decisions(self.root).withdraw(gid, f"fine-tuning job {jid} cancelled") is not None:
-                    self.store.event(jid, f"{gid}: its trained model was withdrawn (never a candidate again)")
-            except DecisionError as e:
-                self.store.event(jid, f"{gid}: the gate's verdict was recorded before the cancel took effect ({e})",
-                                 level="warn")
+        set_aside(self.root, self.store, jid, self.store.raw(jid)["evo"].get("gen_id"), f"fine-tuning job {jid} cancelled")
         self.store.event(jid, "cancelled")
         return self.store.raw(jid)

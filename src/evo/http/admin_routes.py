@@ -1,5 +1,6 @@
-"""Admin: the live split, and promote, reject, revert and reload, each applied on this replica at
-once (the others follow through the lineage root). Every route needs the admin token or a key with
+"""Admin: the live split, and promote (the candidate, or a generation named, a tenant's included),
+reject, revert and reload, each applied on this replica at once (the others follow through the
+lineage root). Every route needs the admin token or a key with
 scope admin (`AdminState` checks it before the route runs)."""
 
 from fastapi import APIRouter, Request
@@ -20,8 +21,10 @@ async def reload(s: AdminState):
 
 
 @router.post("/admin/promote")
-async def promote(s: AdminState):
-    return await s.go_live(s.gw.promote())
+async def promote(request: Request, s: AdminState):
+    """No body: the candidate. {"gen": "gen-N"}: that generation, also a tenant's (gated against the
+    champion: `evo.lineage.decisions.Decisions.promote`)."""
+    return await s.go_live(s.gw.promote(await read_json(request)))
 
 
 @router.post("/admin/reject")

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from evo.finetune.jobs import JOB_ID, public
 from evo.http.state import ServerState, State, read_json
+from evo.lineage.registry import SHARED, owner_of, visible
 from evo.openai_api import APIError, check_metadata
 
 router = APIRouter()
@@ -83,19 +84,21 @@ def delete_file(request: Request, s: State, file_id: str):
 
 
 def _job_model(s: ServerState, name: str, owner: Optional[str]) -> tuple[str, str]:
-    """A job's `model`: a generation id, a sha (8+ characters), champion or candidate, or one of
-    this key's fine-tuned models; (the generation id it names, its sha)."""
-    if name.startswith("ft:"):
-        sha = s.gw.resolve(name, None, owner).sha
-    else:
-        sha = s.gw.registry.find(name)
-        if sha is None:
-            raise APIError(404, f"model '{name}' is not a model here: give a generation (gen-N), a sha, "
-                                "champion, or one of your fine-tuned models (GET /v1/models)", "model", "not_found_error")
-        job = s.gw.job_models().get(sha)
-        if job is not None and owner is not None and job["owner"] != owner:  # another key's: not there
-            raise APIError(404, f"model '{name}' is not a model here", "model", "not_found_error")
-    return s.gw.registry.model(sha)["gen_id"], sha
+    """A job's `model`, its parent: a generation id, a sha (8+ characters), champion or candidate, or one
+    of this key's fine-tuned models; (the generation id it names, its sha). `owner`: the caller's (None:
+    an admin key or a keyless server). A tenant's job grows its own branch, from the shared line or its
+    own models; an admin's job grows the shared line, from the shared line's models only
+    (`evo.lineage.registry`)."""
+    sha = s.gw.resolve(name, None, owner).sha if name.startswith("ft:") else s.gw.registry.find(name)
+    m = s.gw.registry.model(sha) if sha else None
+    if m is None or m["status"] == "withdrawn" or not visible(m, owner):  # another key's: not there
+        raise APIError(404, f"model '{name}' is not a model here: give a generation (gen-N), a sha, "
+                            "champion, or one of your fine-tuned models (GET /v1/models)", "model", "not_found_error")
+    if not visible(m, owner or SHARED):
+        raise APIError(400, f"model '{name}' is on {owner_of(m)}'s branch, and a job of an admin key grows the shared "
+                            "line, from its models only: promote that model onto the shared line first (POST "
+                            f"/admin/promote {{\"gen\": \"{m['gen_id']}\"}})", "model")
+    return m["gen_id"], sha
 
 
 @router.post("/v1/fine_tuning/jobs")

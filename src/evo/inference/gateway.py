@@ -21,7 +21,7 @@ from evo.atomic import atomic_write_json, read_json
 from evo.finetune.jobs import JobStore
 from evo.lineage.decisions import DecisionError, Decisions
 from evo.lineage.ledger import Ledger
-from evo.lineage.registry import Registry
+from evo.lineage.registry import Registry, owner_of, visible
 from evo.openai_api import APIError, Limits, new_id
 from evo.storage import refresh
 
@@ -35,6 +35,13 @@ class GatewaySettings:
     state_id: str = "default"  # replicas of one app share serving/<state_id>.json (the live split)
     limits: Limits = field(default_factory=Limits)
     plan: TestPlan = field(default_factory=TestPlan)
+
+
+def _matches(models: dict, name: str, owner: Optional[str]) -> list[str]:
+    """The shas of `models` that `name` names (a generation id, else a sha prefix of 8+ characters) and
+    `owner` may use: not withdrawn, and `visible` to it."""
+    live = {s: m for s, m in models.items() if m["status"] != "withdrawn" and visible(m, owner)}
+    return [s for s, m in live.items() if m["gen_id"] == name] or [s for s in live if len(name) >= 8 and s.startswith(name)]
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,14 @@ class Gateway:
         """Re-read the registry's aliases: how a promotion goes live without a restart."""
         return self.apply(self.read_registry())
 
-    def promote(self) -> dict:
-        """Admin: the candidate becomes the champion (see `evo.lineage.decisions`)."""
-        return self._decide(lambda d, why, note: d.promote(None, why, ab_result=note), "promoted")
+    def promote(self, body: object = None) -> dict:
+        """Admin: the candidate becomes the champion; {"gen": "gen-N"}: that generation does, a tenant's
+        included, which joins the shared line only if the gate passed it against the champion of now
+        (see `evo.lineage.decisions`)."""
+        gen = body.get("gen") if isinstance(body, dict) else None
+        if (body is not None and not isinstance(body, dict)) or (gen is not None and (not isinstance(gen, str) or not gen)):
+            raise APIError(400, "promote takes no body or {} (the candidate), or {\"gen\": \"gen-N\"}", "gen")
+        return self._decide(lambda d, why, note: d.promote(gen, why, ab_result=note), f"promoted {gen}" if gen else "promoted")
 
     def reject(self) -> dict:
         """Admin: the candidate is withdrawn and marked rejected; the champion stays."""
@@ -130,25 +142,26 @@ class Gateway:
 
         return {j["evo"]["sha"]: j for j in JobStore(self.settings.root).all() if j["evo"].get("sha")}
 
+    def _entry(self, sha: str) -> Optional[dict]:
+        """A model's registry entry: this replica's copy, or the registry itself for one added since."""
+        return self.models.get(sha) or self.registry.model(sha)
+
     def resolve(self, name: str, user: Optional[str], owner: Optional[str] = None) -> Target:
-        """The model a request names. `owner`: the caller's key (None: sees every tenant's); a model a
-        fine-tuning job of another key made is not there for it (404)."""
+        """The model a request names, as caller `owner` sees the lineage (`evo.lineage.registry.visible`:
+        None, admin, sees every model; a tenant's key the shared line's and its own). The aliases (evo,
+        champion, candidate) are the shared line's for everyone; a model on another tenant's branch, or
+        withdrawn, is not there for it (404), by `ft:` name, generation id or sha alike."""
         if name.startswith("ft:"):
             job = next((j for j in self.job_models().values() if j["fine_tuned_model"] == name), None)
-            if job is None or (owner is not None and job["owner"] != owner):
+            entry = self._entry(job["evo"]["sha"]) if job else None
+            if entry is None or entry["status"] == "withdrawn" or not visible(entry, owner):
                 raise APIError(404, f"model '{name}' is not a fine-tuned model of yours here; GET /v1/models lists them",
                                "model", "not_found_error")
             sha = job["evo"]["sha"]
             return Target(next((a for a, s in self.aliases.items() if s == sha), "pinned"), sha, name)
-        target = self._resolve(name, user)
-        if owner is not None and target.arm == "pinned":
-            job = self.job_models().get(target.sha)
-            if job is not None and job["owner"] != owner:
-                raise APIError(404, f"model '{name}' is not a model here; GET /v1/models lists them", "model",
-                               "not_found_error")
-        return target
+        return self._resolve(name, user, owner)
 
-    def _resolve(self, name: str, user: Optional[str]) -> Target:
+    def _resolve(self, name: str, user: Optional[str], owner: Optional[str] = None) -> Target:
         if name == "evo":
             arm = self.router.assign(user) if self.aliases.get("candidate") else "champion"
             return Target(arm, self.aliases[arm], "evo")
@@ -156,32 +169,34 @@ class Gateway:
             if not self.aliases.get(name):
                 raise APIError(404, f"no model is the {name} now", "model", "not_found_error")
             return Target(name, self.aliases[name], name)
-        sha = self._pinned(name)
+        sha = self._pinned(name, owner)
         arm = next((a for a, s in self.aliases.items() if s == sha), "pinned")
         return Target(arm, sha, name)
 
-    def _pinned(self, name: str) -> str:
-        by_gen = [s for s, m in self.models.items() if m["gen_id"] == name]
-        by_sha = [s for s in self.models if len(name) >= 8 and s.startswith(name)]
-        found = by_gen or by_sha
+    def _pinned(self, name: str, owner: Optional[str] = None) -> str:
+        """A model `owner` may see by generation id or sha prefix; a withdrawn one (its job failed or was
+        cancelled) is none, and another tenant's is not there (the same 404 as a name never made)."""
+        found = _matches(self.models, name, owner)
+        if not found and self.registry_changed():  # registered since this replica last followed the root
+            found = _matches(self.registry.load()["models"], name, owner)
         if len(found) != 1:
             why = "is ambiguous" if found else "is not a model here"
             raise APIError(404, f"model '{name}' {why}; GET /v1/models lists them", "model", "not_found_error")
         return found[0]
 
     def model_list(self, owner: Optional[str] = None) -> dict:
-        """The aliases, every generation, and the caller's fine-tuned models (`owner` None: everyone's)."""
+        """The aliases (the shared line's), and the generations and fine-tuned models `owner` may use
+        (`evo.lineage.registry.visible`: None, admin, every one)."""
         names = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
         data = [{"id": n, "object": "model", "owned_by": "evo", "sha": self.aliases.get(n)} for n in names]
-        jobs = self.job_models()
-        for sha, m in sorted(self.models.items(), key=lambda kv: kv[1].get("created", 0)):
-            job = jobs.get(sha)
-            if job is not None and owner is not None and job["owner"] != owner:
-                continue
-            data.append({"id": m["gen_id"], "object": "model", "owned_by": "evo", "sha": sha, "status": m["status"]})
-        for sha, job in jobs.items():
-            if owner is None or job["owner"] == owner:
-                data.append({"id": job["fine_tuned_model"], "object": "model", "owned_by": job["owner"] or "evo",
+        shown = {s: m for s, m in self.models.items() if m["status"] != "withdrawn" and visible(m, owner)}
+        for sha, m in sorted(shown.items(), key=lambda kv: kv[1].get("created", 0)):
+            data.append({"id": m["gen_id"], "object": "model", "owned_by": owner_of(m) or "evo", "sha": sha,
+                         "status": m["status"]})
+        for sha, job in self.job_models().items():
+            m = shown.get(sha) or self.registry.model(sha)  # a job finished since this replica read the registry
+            if m is not None and m["status"] != "withdrawn" and visible(m, owner):
+                data.append({"id": job["fine_tuned_model"], "object": "model", "owned_by": owner_of(m) or "evo",
                              "sha": sha, "created": job["finished_at"], "fine_tuning_job": job["id"]})
         return {"object": "list", "data": data}
 
@@ -302,7 +317,7 @@ class Gateway:
 
     def lineage(self, owner: Optional[str] = None) -> dict:
         """The lineage tree for the console: every generation with its parent, decision and evals,
-        and the aliases. A generation another key's fine-tuning job made is left out for `owner`."""
+        and the aliases. A generation on another tenant's branch is left out for `owner`."""
 
         keep = ("GEN_ID", "parent_sha", "child_sha", "decision", "reason", "eval_recall", "eval_generalization",
                 "eval_style_drift", "eval_general", "eval_kl_base", "eval_fake_words", "ab_result", "steps", "lr")
@@ -310,7 +325,7 @@ class Gateway:
         rows = []
         for row in Ledger(self.settings.root).rows():
             job = jobs.get(row["child_sha"])
-            if job is not None and owner is not None and job["owner"] != owner:
+            if not visible(self._entry(row["child_sha"]) or {"owner": row["owner"]}, owner):
                 continue
             rows.append({**{k: row.get(k, "") for k in keep},
                          "fine_tuned_model": job["fine_tuned_model"] if job else None})

@@ -16,6 +16,15 @@ What a decision can be (each a method of `Decisions`):
 - `revert(to)`: the champion goes back to `to`, an earlier generation on its line. The generations
   after it on that line are marked `reverted`, and their ledger rows name the one restored.
 - `stage_ab(gid)`: an A/B round: the generation's parent serves as champion, its child as candidate.
+- `withdraw(gid, reason)`: a generation whose run failed or was cancelled is set aside (forgotten
+  before its verdict, status `withdrawn` after it), and the aliases go back to what they were before it.
+
+A tenant's generation (its registry owner is an API key id: `evo.lineage.registry`) is on that
+tenant's branch: its decisions never move a shared alias. Proposed, it is not the candidate;
+recorded `promoted` (it passed the gate), it is the tenant's to use but not the champion; stopped, the
+champion stays. It joins the shared line only by `promote`, an admin's decision, and only if the gate
+passed it against the champion of the moment (the compare-and-swap below, on the champion its row
+names); then it and the tenant's models it grew from become the shared line's (owner "").
 
 A promotion and a stop are compare-and-swaps: the row names the champion the child was compared
 with (`compared_with`, by default its parent), and the decision applies only if that model is still
@@ -43,7 +52,7 @@ from typing import Any, Callable, Iterator, Optional
 from evo.atomic import atomic_write_json, locked, read_json
 from evo.errors import EvoError
 from evo.lineage.ledger import Ledger
-from evo.lineage.registry import Registry
+from evo.lineage.registry import SHARED, Registry, owner_of
 from evo.storage import open_root
 
 VERDICTS = ("promoted", "rejected", "base")
@@ -226,6 +235,8 @@ class Decisions:
         """A generation's child, trained and registered, is the candidate until it is decided."""
         def plan():
             self._gen_of(sha)
+            if self._owner(sha) != SHARED:  # a tenant's child: undecided on its branch, never the shared candidate
+                return [["set_status", sha, "candidate"]]
             return [["move", "candidate", sha, f"{gid}: {reason}"]]
         return self._decide("propose", gid, reason, plan)
 
@@ -240,7 +251,10 @@ class Decisions:
 
     def _plan_record(self, row: dict, child: str, verdict: str, swap: bool = True) -> list:
         """`swap` False: a decision of the older layout, planned and checked before this module."""
-        gid = row["GEN_ID"]
+        gid, owner = row["GEN_ID"], self._owner(child)
+        row = {**row, "owner": owner}
+        if owner != SHARED:  # a tenant's branch: the verdict is the tenant's to use; no shared alias moves
+            return [["set_status", child, verdict], ["append_row", row]]
         if verdict == "promoted" and swap:
             self._check_champion(gid, row["compared_with"])
         effects = [["set_status", child, verdict], ["append_row", row]]
@@ -258,6 +272,10 @@ class Decisions:
         gid, row = row["GEN_ID"], _with_compared(row)
 
         def plan():
+            owner = self._owner(child)
+            if owner != SHARED:  # a tenant's branch: the child is set aside, the shared champion stays
+                return [["set_status", child, "stopped"], ["append_row", {**row, "decision": "stopped", "owner": owner,
+                        "reason": f"{row.get('reason', '')} (on {owner}'s branch: the shared champion stays)"}]]
             self._check_champion(gid, row["compared_with"])
             to_sha = self._sha_of(restore)
             why = f"{gid}: the stop rule fired; {restore} restored"
@@ -280,10 +298,34 @@ class Decisions:
                 self._check_champion(g, compared_with)
             if sha == self.registry.alias("champion"):
                 raise DecisionError(f"{g} is already the champion")
-            return [["set_status", sha, "promoted"], *self._row_effects(g, "promoted", reason, ab_result),
+            return [*self._adopt(sha, g), ["set_status", sha, "promoted"],
+                    *self._row_effects(g, "promoted", reason, ab_result),
                     ["move", "champion", sha, f"{g}: promoted ({reason})"],
                     *self._clear_candidate(sha, f"{g} promoted")]
         return self._decide("promote", gid or "candidate", reason, plan)
+
+    def _adopt(self, sha: str, gid: str) -> list:
+        """A tenant's model promoted onto the shared line: only one the gate passed (its row `promoted`)
+        against the model that is the champion now (its row's `compared_with`; `ChampionMoved`
+        otherwise). It and the tenant's models it grew from become the shared line's. Nothing for a
+        shared model."""
+        owner = self._owner(sha)
+        if owner == SHARED:
+            return []
+        row = self.ledger.get(gid)
+        if row is None or row["decision"] != "promoted":
+            got = row["decision"] if row else "no verdict"
+            raise DecisionError(f"{gid} is {owner}'s and the gate's verdict on it is {got}: a tenant's model joins the "
+                                "shared line only once the gate passed it against the champion")
+        self._check_champion(gid, row["compared_with"] or row["parent_sha"])
+        effects = []
+        for s in self.line(sha):
+            if self._owner(s) != SHARED:
+                g = self._gen_of(s)
+                effects.append(["set_owner", s, SHARED])
+                if self.ledger.get(g) is not None:
+                    effects.append(["update_row", g, {"owner": SHARED}])
+        return effects
 
     def reject(self, gid: Optional[str] = None, reason: str = "", ab_result: Optional[str] = None) -> Decision:
         """Generation `gid` (default: the candidate's) is set aside; the champion stays."""
@@ -310,25 +352,77 @@ class Decisions:
         return self._decide("revert", to, reason, plan)
 
     def withdraw(self, gid: str, reason: str) -> Optional[Decision]:
-        """A generation trained but never decided (its run was cancelled) is taken back: it stops
-        being the candidate and leaves the registry, and the ledger never gets its row. Nothing to do
-        (None) when the run registered nothing; refused once the generation has a verdict."""
-        if self.ledger.get(gid) is not None:
-            raise DecisionError(f"{gid} has a verdict in the ledger; withdraw is for a generation cut off before one")
+        """A generation whose run failed or was cancelled (a fine-tuning job) is set aside, and the
+        aliases go back to what they were before it. Before its verdict it leaves the registry and the
+        ledger never gets its row; after it, its status and its row's decision are `withdrawn` (the
+        row's reason keeps the gate's). A champion it became goes back to the one it replaced, a
+        candidate it became to the one before it (if that one is still undecided). Nothing to do (None)
+        when the run registered nothing or it is withdrawn already; refused once a later generation
+        was promoted on top of it (the champion's line runs through it: revert first)."""
+        def plan():
+            sha = self.registry.by_gen(gid)
+            if sha is None:  # withdrawn by another process just now
+                return []
+            why = f"{gid}: {reason}"
+            effects = self._restore_aliases(gid, sha, why)
+            row = self.ledger.get(gid)
+            if row is None:
+                return effects + [["forget", sha, why]]
+            fields = {"decision": "withdrawn", "reason": f"withdrawn: {reason} (the gate had it {row['decision']}: "
+                                                          f"{row['reason']})"}
+            return effects + [["set_status", sha, "withdrawn"], ["update_row", gid, fields]]
         sha = self.registry.by_gen(gid)
-        if sha is None:
+        if sha is None or self.registry.model(sha)["status"] == "withdrawn":
             return None
-        return self._decide("withdraw", gid, reason, lambda: self._clear_candidate(sha, f"{gid}: {reason}")
-                            + [["forget", sha, f"{gid}: {reason}"]])
+        return self._decide("withdraw", gid, reason, plan)
+
+    def _restore_aliases(self, gid: str, sha: str, why: str) -> list:
+        """The alias moves that take `sha` out of service: each alias back to the model it pointed at
+        before `sha` (the registry's history); the champion, failing that, to the one `sha` was compared with."""
+        champion, effects = self.registry.alias("champion"), []
+        if champion == sha:
+            row = self.ledger.get(gid) or {}
+            before = self._before("champion", sha) or row.get("compared_with") or row.get("parent_sha")
+            if not before or self.registry.model(before) is None:
+                raise DecisionError(f"{gid} is the champion and the registry does not say which model it replaced")
+            effects.append(["move", "champion", before, why])
+        elif sha in self.line():
+            raise DecisionError(f"{gid} is on the champion's line ({self._gen_of(champion)} was trained from it): "
+                                f"revert to an earlier generation before withdrawing it")
+        moves = [h for h in self.registry.load()["history"] if h["alias"] == "candidate"]
+        now = self.registry.alias("candidate")
+        # the candidate is `sha`, or nothing since `sha`'s verdict cleared it: the one before `sha` comes back
+        if now == sha or (now is None and moves and moves[-1]["from"] == sha):
+            before = self._before("candidate", sha)
+            undecided = before and (self.registry.model(before) or {}).get("status") == "candidate"
+            if now == sha or undecided:
+                effects.append(["move", "candidate", before if undecided else None, why])
+        return effects
+
+    def _before(self, alias: str, sha: str) -> Optional[str]:
+        """The model `alias` pointed at before it last moved to `sha`, if that one is still registered."""
+        data = self.registry.load()
+        prev = next((h["from"] for h in reversed(data["history"]) if h["alias"] == alias and h["to"] == sha), None)
+        return prev if prev in data["models"] else None
 
     def _forget(self, sha: str, reason: str) -> None:
         self.registry.forget(sha, reason)
+
+    def _set_owner(self, sha: str, owner: str) -> None:
+        self.registry.set_owner(sha, owner)
+
+    def _owner(self, sha: str) -> str:
+        m = self.registry.model(sha)
+        return owner_of(m) if m else SHARED
 
     def stage_ab(self, gid: str) -> tuple[str, str]:
         """An A/B round of a promoted generation: its parent serves as champion, its child as candidate."""
         row = self.ledger.get(gid)
         if row is None or row["decision"] not in ("promoted", "pending") or not row["parent_sha"]:
             raise DecisionError(f"{gid}: an A/B round needs a promoted (or pending) generation with a parent")
+        if row["owner"] or self._owner(row["child_sha"]) != SHARED:
+            raise DecisionError(f"{gid} is on {row['owner'] or 'a tenant'}'s branch, never shown to everyone: promote it "
+                                "onto the shared line first")
         why = f"A/B round of {gid}"
         self._decide("stage_ab", gid, why, lambda: [
             ["move", "champion", row["parent_sha"], f"{why}: the parent serves as champion"],
@@ -368,7 +462,7 @@ class Decisions:
 
 
 EFFECTS = {"set_status": Decisions._set_status, "move": Decisions._move, "forget": Decisions._forget,
-           "append_row": Decisions._append_row, "update_row": Decisions._update_row}
+           "append_row": Decisions._append_row, "update_row": Decisions._update_row, "set_owner": Decisions._set_owner}
 
 
 def _with_compared(row: dict[str, Any]) -> dict[str, Any]:

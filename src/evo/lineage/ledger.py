@@ -24,10 +24,14 @@ COLUMNS = [
     # the champion (sha) the child was scored against and its decision applied to: the parent, unless
     # the champion moved while the generation ran (evo.lineage.decisions); empty on rows of older roots
     "compared_with",
+    # whose branch the generation is on: a tenant's API key id, or empty for the shared line (and on rows
+    # of older roots); the registry holds the same owner (evo.lineage.registry)
+    "owner",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).
-DECISIONS = ("promoted", "rejected", "stopped", "reverted", "pending")
+# `withdrawn`: decided, then its fine-tuning job failed or was cancelled (`evo.lineage.decisions.withdraw`).
+DECISIONS = ("promoted", "rejected", "stopped", "reverted", "pending", "withdrawn")
 
 
 class LedgerError(ValueError):

@@ -33,6 +33,9 @@ class Lineage:
     """Everything under one lineage root."""
 
     root: Path  # a local folder, or a URI (s3://, gs://, file://) that every node reaches: see evo.storage
+    # whose branch the generations this process trains join: "" the shared line; a tenant's key id for
+    # that tenant's fine-tuning jobs (evo.finetune.run_job). The registry and the ledger record it.
+    owner: str = ""
     location: str = field(init=False)  # the root as other processes open it (the URI, or the folder)
     ledger: Ledger = field(init=False)
     registry: Registry = field(init=False)
