@@ -6,6 +6,7 @@ driver's own `prepare_mix`."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from evo.healing.corrections import CorrectionStore, corrected_answers, read_cor
 from evo.lineage.ledger import print_ledger
 from evo.lineage.root import Lineage
 from evo.progress import Silent
+from evo.report import kept_apart_section
 
 # Seeds 0..7: under the record-hash split (main before issue 28), every seed but 1 has a test item
 # that asks (in some turn) a question trained in gen-1's or gen-2's mix, seeds 1, 4, 5 and 6 score a
@@ -176,3 +178,17 @@ def test_the_ledger_says_when_generalization_measures_rewording(tmp_path, capsys
     print_ledger(lin.root, as_json=False)
     out = capsys.readouterr().out
     assert f"{n}/{m}" in out and "measures rewording" in out
+
+
+def test_the_report_lists_retired_test_items_and_what_generalization_measures(line):
+    """Items 1 and 2: the report's kept-apart section names each retired test item with its corrected
+    answer, and says that the shop's generalization measures rewording."""
+    cfg, lin, a1, delta, _ = line
+    prep = prepare_mix(cfg, lin, "gen-2", 2, delta, a1)
+    lin.ledger.append({"GEN_ID": "gen-2", "parent_sha": a1, "child_sha": "c" * 64, "decision": "rejected",
+                       "data_delta_sha": lin.ledger.get("gen-1")["data_delta_sha"], "split": "v3"})
+    html_text = kept_apart_section(lin.root, lin.ledger.rows())
+    assert "generalization measures rewording" in html_text
+    for items in prep.kept_apart["retired_scored"].values():
+        for it in items:
+            assert html.escape(it["prompt"]) in html_text and html.escape(repr(it["now"])) in html_text
