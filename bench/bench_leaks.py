@@ -31,9 +31,9 @@ from evo.data.ingest import ingest_jsonl  # noqa: E402
 from evo.data.mix import KeptApart, build_mix, trained_answers  # noqa: E402
 from evo.data.records import Record  # noqa: E402
 from evo.data.shop import write_shop_data  # noqa: E402
-from evo.data.store import SCHEME, SCHEME_V2, DataStore, Split, questions, read_records, scheme_of  # noqa: E402
+from evo.data.store import SCHEME, SCHEME_V2, Split, questions, read_records, scheme_of  # noqa: E402
 from evo.healing.corrections import CorrectionStore, corrected_answers, read_corrections_file, retire_scored  # noqa: E402,E501
-from evo.lineage.ledger import Ledger  # noqa: E402
+from evo.lineage.root import Lineage  # noqa: E402
 
 # Issue 28 item 3 ("nearcopy"): f(training records, test records) -> test items with a near-copy in
 # training, above the stated threshold. None until that measure exists.
@@ -75,39 +75,54 @@ def near(mix: list[Record], test: list[Record]) -> str:
 
 
 def check_root(root: Path) -> dict:
-    """Every stored mix (runs/<gen>/mix*.parquet) against every generation's test part."""
+    """Every stored mix (runs/<gen>/mix*.parquet) against every generation's test part; the
+    corrections a generation had (runs/<gen>/corrections.json) against its mix and against the test
+    items it retired (kept_apart.json)."""
     cfg = read_json(root / "run_config.json")
     val_f, test_f = cfg["data"]["val_fraction"], cfg["data"]["test_fraction"]
-    store = DataStore(root)
+    lin = Lineage(root)
+    store = lin.data
     corrections = CorrectionStore(root).all()
-    corrected = corrected_answers(corrections)
-    whole = {c.record().sha for c in corrections}
+    rows = {row["GEN_ID"]: row for row in lin.ledger.rows()}
     tests = {}
-    for row in Ledger(root).rows():
+    for gid, row in rows.items():
         if row["data_delta_sha"]:
             split = store.split_of(row["data_delta_sha"]) or Split(scheme_of(row.get("split", "")), val_f, test_f)
-            tests[row["GEN_ID"]] = (split, retire_scored(split.parts(store.get(row["data_delta_sha"])).test, corrected)[0])
-    out = {"leaks": 0, "by_correction": 0, "stale": 0, "wrong_scored": 0, "lines": []}
+            tests[gid] = (split, split.parts(store.get(row["data_delta_sha"])).test)
+
+    def had(gen: str) -> list:  # the corrections recorded before this generation's mix was built
+        path = root / "runs" / gen / "corrections.json"
+        ids = set(read_json(path)) if path.exists() else set()
+        return [c for c in corrections if c.cid in ids]
+
+    out = {"leaks": 0, "by_correction": 0, "stale": 0, "retired": 0, "to_retire": 0, "lines": []}
     for mix_path in sorted((root / "runs").glob("*/mix*.parquet")):
         mix = read_records(mix_path)
         gen = mix_path.parent.name
+        mine = had(gen)
+        corrected, whole = corrected_answers(mine), {c.record().sha for c in mine}
         out["stale"] += (s := stale(mix, corrected, whole))
         for tgen, (split, test) in tests.items():
-            leak, _, corr = overlaps(mix, test, whole)
+            leak, _, corr = overlaps(mix, retire_scored(test, corrected)[0], whole)
             out["leaks"] += leak
             out["by_correction"] += corr
             if leak or corr or tgen == gen:
                 n, m = trained_answers(test, mix)
                 out["lines"].append(f"  {gen}/{mix_path.name} x {tgen} test ({split.scheme}, {m} items): "
-                                    f"{leak} question overlaps, {corr} asked by a correction, "
+                                    f"{leak} question overlaps, {corr} asked only by a correction, "
                                     f"{n}/{m} answers trained, near-copies {near(mix, test)}; "
-                                    f"{s} corrected records in the mix")
-    for _, test in tests.values():
-        out["wrong_scored"] += wrong_scored(test, corrected)
-    for gen_dir in sorted((root / "runs").glob("*/kept_apart.json")):
-        k = read_json(gen_dir)
-        out["lines"].append(f"  {gen_dir.parent.name}: left out {k['left_out']}, retired test items "
-                            f"{sum(len(v) for v in k['retired_scored'].values())}")
+                                    f"{s} records beside the {len(mine)} corrections that ask a corrected question")
+    for path in sorted((root / "runs").glob("*/kept_apart.json")):
+        gen, k = path.parent.name, read_json(path)
+        corrected = corrected_answers(had(gen))
+        line = [g for g, _ in lin.accepted_ancestors(rows[gen]["parent_sha"])] + [gen]
+        expected = sum(wrong_scored(tests[g][1], corrected) for g in line if g in tests)
+        reported = sum(len(k["retired_scored"].get(g, [])) for g in line)
+        out["to_retire"] += expected
+        out["retired"] += reported
+        out["lines"].append(f"  {gen}: left out {k['left_out']}; test items retired {reported} of {expected} that "
+                            f"ask a corrected question with another answer; test answers trained "
+                            f"{k['test_answers_trained'][0]}/{k['test_answers_trained'][1]}")
     return out
 
 
@@ -178,8 +193,9 @@ def main() -> int:
         out = check_root(Path(a.root))
         print(f"{a.root}: {out['leaks']} question overlaps between training mixes and test parts (0 expected), "
               f"{out['by_correction']} test items asked only by a correction (scored against it), "
-              f"{out['stale']} corrected records still in a mix (0 expected), "
-              f"{out['wrong_scored']} test items scored against a corrected-away answer (0 expected)")
+              f"{out['stale']} records that ask a corrected question still in a mix built after the correction "
+              f"(0 expected), {out['retired']} of {out['to_retire']} test items that ask a corrected question "
+              f"with another answer retired to the corrected one (all expected)")
         print("\n".join(out["lines"]))
     return 0
 
