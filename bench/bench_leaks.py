@@ -165,12 +165,13 @@ def shop_line(seed: int, now: bool, generations: int = 2, replay_k: int = 24, fr
             "answers_trained": [trained_answers(tests[g], mixes[g - 1]) for g in tests]}
 
 
-def shop_seeds(n: int) -> None:
+def shop_seeds(n: int) -> list[str]:
+    lines = []
     for now in (False, True):
         runs = [shop_line(s, now) for s in range(n)]
         label = "now (v3: by question, kept apart, retired)" if now else "before (v2: by record hash)"
         trained = [sum(x) for x in zip(*(a for r in runs for a in r["answers_trained"]))]
-        print(f"{label}: of {n} catalogue seeds, {sum(r['leaks'] > 0 for r in runs)} have a test question asked "
+        lines.append(f"{label}: of {n} catalogue seeds, {sum(r['leaks'] > 0 for r in runs)} have a test question asked "
               f"in some turn by a training record ({sum(r['leaks'] for r in runs)} item-mix pairs; "
               f"{sum(r['last'] > 0 for r in runs)} seeds, {sum(r['last'] for r in runs)} pairs by the test item's "
               f"own question), "
@@ -178,25 +179,39 @@ def shop_seeds(n: int) -> None:
               f"{sum(r['stale'] > 0 for r in runs)} keep a corrected record in a later mix or pool "
               f"({sum(r['stale'] for r in runs)} records); test answers that are training completions: "
               f"{trained[0]}/{trained[1]}; near-copies {'n/a' if NEAR_COPY is None else 'see NEAR_COPY'}")
+    return lines
+
+
+def root_lines(root: str) -> list[str]:
+    out = check_root(Path(root))
+    return [f"{root}: {out['leaks']} question overlaps between training mixes and test parts (0 expected), "
+            f"{out['by_correction']} test items asked only by a correction (scored against it), "
+            f"{out['stale']} records that ask a corrected question still in a mix built after the correction "
+            f"(0 expected), {out['retired']} of {out['to_retire']} test items that ask a corrected question "
+            f"with another answer retired to the corrected one (all expected)", *out["lines"]]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", help="a lineage root (local folder)")
+    ap.add_argument("--root", action="append", default=[], help="a lineage root (local folder); repeatable")
     ap.add_argument("--shop-seeds", type=int, default=0, help="catalogue seeds 0..N-1 of the shop domain")
+    ap.add_argument("--write", action="store_true", help="write the figures into docs/benchmarks.md (section leaks)")
     a = ap.parse_args()
     if not a.root and not a.shop_seeds:
         ap.error("give --root and/or --shop-seeds")
+    blocks = []
     if a.shop_seeds:
-        shop_seeds(a.shop_seeds)
-    if a.root:
-        out = check_root(Path(a.root))
-        print(f"{a.root}: {out['leaks']} question overlaps between training mixes and test parts (0 expected), "
-              f"{out['by_correction']} test items asked only by a correction (scored against it), "
-              f"{out['stale']} records that ask a corrected question still in a mix built after the correction "
-              f"(0 expected), {out['retired']} of {out['to_retire']} test items that ask a corrected question "
-              f"with another answer retired to the corrected one (all expected)")
-        print("\n".join(out["lines"]))
+        blocks.append(["The shop domain's data (2 generations, corrections before gen-2, replay k 24), split and "
+                       f"mixed without Ray (`--shop-seeds {a.shop_seeds}`):", *shop_seeds(a.shop_seeds)])
+    for root in a.root:
+        blocks.append(root_lines(root))
+    for b in blocks:
+        print("\n".join(b))
+    if a.write:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from report import update_section  # bench/report.py: the sections of docs/benchmarks.md
+
+        update_section("leaks", "\n\n".join("```\n" + "\n".join(b) + "\n```" for b in blocks))
     return 0
 
 
