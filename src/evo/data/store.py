@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evo.atomic import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes
+from evo.atomic import atomic_write_bytes, atomic_write_json, locked, read_json, sha256_bytes
 from evo.data.records import Record
 from evo.storage import ensure, resolve
 
@@ -172,12 +172,14 @@ class DataStore:
             raise ValueError(f"{path}: not a split record ({e})") from None
 
     def record_split(self, sha: str, split: Split) -> Split:
-        """Record `split` for delta `sha` unless one is recorded already; returns the one in force."""
-        known = self.split_of(sha)
-        if known is not None:
-            return known
-        atomic_write_json(self.split_path(sha), {"scheme": split.scheme, "val_fraction": split.val_fraction,
-                                                 "test_fraction": split.test_fraction})
+        """Record `split` for delta `sha` unless one is recorded already (the first one stays: two
+        processes ingesting the same delta agree on it); returns the one in force."""
+        with locked(self.split_path(sha)):
+            known = self.split_of(sha)
+            if known is not None:
+                return known
+            atomic_write_json(self.split_path(sha), {"scheme": split.scheme, "val_fraction": split.val_fraction,
+                                                     "test_fraction": split.test_fraction})
         return split
 
     def parts(self, sha: str, unrecorded: Split) -> DeltaParts:
