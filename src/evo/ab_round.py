@@ -38,7 +38,7 @@ from evo.curation.targeted import known_prompts, load_generator
 from evo.data.demo import write_demo_data
 from evo.data.records import Record
 from evo.data.shop import write_shop_data
-from evo.data.store import DataStore, delta_parts
+from evo.data.store import DataStore, Split, scheme_of
 from evo.errors import EvoError
 from evo.evals.suite import load_probes
 from evo.http.app import SERVE_LOGGING, build_app
@@ -219,8 +219,9 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
     if gen_id is None:
         raise NothingToTest(f"{ledger.path}: no promoted or pending generation with a parent, so nothing to A/B test")
 
-    holdout = delta_parts(DataStore(root).get(ledger.get(gen_id)["data_delta_sha"]), cfg.data.val_fraction,
-                     cfg.data.test_fraction).test
+    row = ledger.get(gen_id)  # its delta divided as recorded when it was ingested
+    holdout = DataStore(root).parts(row["data_delta_sha"], Split(scheme_of(row.get("split", "")), cfg.data.val_fraction,
+                                                                 cfg.data.test_fraction)).test
     round_id = f"round-{gen_id}"
     plan, sessions = saved_plan(root, round_id)
     # a later session asks other prompts (another seed); a prompt asked before would not count again

@@ -30,15 +30,15 @@ from evo.compare import compare_bases, reasons, table
 from evo.config import EvoConfig, load_config, verb_overrides
 from evo.data import self_replay
 from evo.data.ingest import ingest_jsonl
-from evo.data.mix import ReplayMix, build_mix
+from evo.data.mix import KeptApart, ReplayMix, build_mix, trained_answers
 from evo.data.records import Record
-from evo.data.store import SCHEME, DeltaParts, delta_parts, write_records
+from evo.data.store import SCHEME, DeltaParts, Split, delta_sha, write_records
 from evo.evals.general import chat_prompt, read_prompts
 from evo.evals.lineage_evals import base_flags_of, eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
 from evo.finetune.run_job import execute
 from evo.gate import STOP_MESSAGE, GenerationScores, base_reason, gate, should_stop, stalled_and_drifting
-from evo.healing.corrections import CorrectionStore, read_corrections_file
+from evo.healing.corrections import CorrectionStore, corrected_answers, read_corrections_file, retire_scored
 from evo.healing.validators import healed_and_recurred
 from evo.inputs import check_inputs
 from evo.lineage.decisions import ChampionMoved, last_good
@@ -71,12 +71,25 @@ class RunSummary:
 # ---------------------------------------------------------------- data
 
 
-def ingest(lin: Lineage, path: str, cfg: EvoConfig, progress: Progress, gid: str) -> str:
+def split_for(cfg: EvoConfig, own_val: bool = False) -> Split:
+    """How a delta ingested now is divided: the current scheme and the config's fractions (no val part
+    when the generation's selection records are given apart: a job's validation file)."""
+    return Split(SCHEME, 0.0 if own_val else cfg.data.val_fraction, cfg.data.test_fraction)
+
+
+def ingest(lin: Lineage, path: str, cfg: EvoConfig, progress: Progress, gid: str, own_val: bool = False) -> str:
+    """Store the delta at `path` and record its split (the first time it is stored: used for it from
+    then on, so a later config's fractions never move its trained records into a test part)."""
     report = ingest_jsonl(path, skip_invalid=cfg.data.skip_invalid, max_chars=cfg.data.max_chars)
     progress(gid, report.summary())
     for p in report.invalid[:5]:
         progress(gid, f"  skipped {p}")
-    return lin.data.put(report.records)
+    sha = lin.data.put(report.records)
+    split = lin.data.record_split(sha, split_for(cfg, own_val))
+    if split != split_for(cfg, own_val):
+        progress(gid, f"delta {sha[:12]} was stored before: divided as then ({split.scheme}, val {split.val_fraction}, "
+                      f"test {split.test_fraction})")
+    return sha
 
 
 # ---------------------------------------------------------------- generation 0
@@ -88,7 +101,7 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
 
     hf_logging.disable_progress_bar()
     records = lin.data.get(data_sha)
-    parts = delta_parts(records, cfg.data.val_fraction, cfg.data.test_fraction)
+    parts = lin.data.parts(data_sha, split_for(cfg))
     train_part, val = parts.train, parts.val
     order = build_mix(train_part, [], 0, cfg.data.curriculum, cfg.train.seed).records
     random.Random(cfg.train.seed).shuffle(order)  # pretraining wants i.i.d. batches, not a curriculum
@@ -129,7 +142,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         sha = register_pretrained(cfg.model.path, lin, data_sha, progress, cfg.model.dtype)
     lin.registry.add(sha, GEN0, "", "base")
     meta = lin.models.meta(sha)
-    test = delta_parts(lin.data.get(data_sha), cfg.data.val_fraction, cfg.data.test_fraction).test if data_sha else []
+    test = lin.data.parts(data_sha, split_for(cfg)).test if data_sha else []
     (res,) = evaluate_many(lin, [sha], eval_spec(cfg, {}, test, test, lin), cfg, progress)
     atomic_write_json(lin.eval_path(GEN0), {"child": res.to_json()})
     flags = base_flags_of(cfg, res)  # absolute thresholds the base itself fails: said in its row and here
@@ -140,7 +153,8 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "eval_recall": None, "eval_generalization": res.generalization.value,
         "eval_style_drift": res.style_drift.hits, "replay_k": 0, "decision": "promoted",
         "reason": base_reason(flags), "eval_perplexity": res.perplexity,
-        "best_step": (meta.get("best") or {}).get("step"), "split": SCHEME, **general_columns(res),
+        "best_step": (meta.get("best") or {}).get("step"),
+        "split": (lin.data.split_of(data_sha) or split_for(cfg)).scheme if data_sha else SCHEME, **general_columns(res),
     }
     lin.decisions.record(row, sha, "base")
     progress(GEN0, f"base {sha[:12]}: test accuracy {show(res.generalization.value)}, "
@@ -186,13 +200,20 @@ class Prepared:
     own_val: list[Record]  # this delta's val part
     ancestry: Ancestry  # the ancestors' test parts (recall) and val parts
     val: list[Record]  # val.parquet (checkpoint choice): own_val and a sample of the ancestors' val parts
+    split: Optional[Split] = None  # how the delta is divided (as recorded for it)
+    corrected: Optional[dict] = None  # normalized question -> the correction in force (evo.healing.corrections)
+    kept_apart: Optional[dict] = None  # runs/<gen>/kept_apart.json: what was left out, retired, and trained answers
 
     def gate_spec(self, cfg: EvoConfig, lin: Lineage, against: Optional[str] = None) -> EvalSpec:
         """What the child is reported and gated on: test parts only. Recall is over the line of the
         model it is compared with: its parent's, or (`against`) a champion's that is not its parent;
-        generalization is on the delta's own test part either way."""
-        recall = self.ancestry.test if against is None else \
-            lin.ancestry(against, cfg.data.val_fraction, cfg.data.test_fraction).test
+        generalization is on the delta's own test part either way. Corrected questions are asked
+        with the corrected answer (`retire_scored`)."""
+        if against is None:
+            recall = self.ancestry.test
+        else:
+            recall = {g: retire_scored(recs, self.corrected or {})[0] for g, recs in
+                      lin.ancestry(against, cfg.data.val_fraction, cfg.data.test_fraction).test.items()}
         return eval_spec(cfg, recall, self.test, self.test, lin)
 
     def selection_spec(self, cfg: EvoConfig) -> EvalSpec:
@@ -202,34 +223,53 @@ class Prepared:
 
 def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[Record], champion: str,
                 replay_ks: Optional[list[int]] = None, own_val: Optional[list[Record]] = None) -> Prepared:
-    """Write mix.parquet (or, for a sweep, one mix-k<k>.parquet per replay size) and val.parquet.
-    `own_val`: the generation's selection records given apart (a job's validation file); the delta is
-    then split into train and test only."""
-    parts = delta_parts(delta, cfg.data.val_fraction if own_val is None else 0.0, cfg.data.test_fraction)
+    """Write mix.parquet (or, for a sweep, one mix-k<k>.parquet per replay size), val.parquet and
+    kept_apart.json. The delta is divided as recorded when it was ingested. `own_val`: the
+    generation's selection records given apart (a job's validation file); the delta is then split
+    into train and test only.
+
+    No record of the mix asks a question of a test part it is scored on, or a corrected question
+    (corrections join whole); in the parts that are scored, a corrected question is asked with the
+    corrected answer."""
+    split = lin.data.split_of(delta_sha(delta)) or split_for(cfg, own_val is not None)
+    parts = split.parts(delta)
     if own_val is not None:
-        parts = DeltaParts(parts.train, list(own_val), parts.test)
+        parts = DeltaParts(parts.train + parts.val, list(own_val), parts.test)
     if not parts.train or not parts.val or not parts.test:
         raise ValueError(f"{gid}: the delta has {len(delta)} records, too few to split into train, val and test")
     anc = lin.ancestry(champion, cfg.data.val_fraction, cfg.data.test_fraction)
-    train_part = parts.train
     corrections = CorrectionStore(lin.root).all()  # every one so far, whole: never held out or sampled away
+    corrected = corrected_answers(corrections)
     if corrections:
-        train_part = train_part + [c.record() for c in corrections]
         atomic_write_json(lin.run_dir(gid) / "corrections.json", sorted(c.cid for c in corrections))
+    apart = KeptApart.of([parts.test, *anc.test.values()], corrected)
+    retired: dict[str, list[dict]] = {}
+    test, retired[gid] = retire_scored(parts.test, corrected)
+    for g in list(anc.test):
+        anc.test[g], retired[g] = retire_scored(anc.test[g], corrected)
+    own = retire_scored(parts.val, corrected)[0]
+    anc.val = {g: retire_scored(recs, corrected)[0] for g, recs in anc.val.items()}
+    whole = [c.record() for c in corrections]
     rehearse = self_replay.rehearsal(lin, cfg.data.self_replay.k, cfg.train.seed + index) if cfg.data.self_replay else []
     rng = random.Random(cfg.train.seed + index)
     anc_val = [r for recs in anc.val.values() for r in recs]
-    val = parts.val + rng.sample(anc_val, min(len(anc_val), max(len(parts.val), 32)))
+    val = own + rng.sample(anc_val, min(len(anc_val), max(len(own), 32)))
     mixes = {}
     if replay_ks is not None:  # a sweep's files; a single child's are written by train.child.build_child
         write_records(lin.run_dir(gid) / "val.parquet", val)
     for k in sorted(set(replay_ks)) if replay_ks is not None else []:
-        mix = build_mix(train_part, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index, rehearse)
+        mix = build_mix(parts.train, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index, rehearse, apart, whole)
         path = lin.run_dir(gid) / f"mix-k{k}.parquet"
         write_records(path, mix.records)
         mixes[k] = (str(path), mix)
-    mix = build_mix(train_part, anc.pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index, rehearse)
-    return Prepared(mix, mixes, parts.test, parts.val, anc, val)
+    mix = build_mix(parts.train, anc.pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index, rehearse,
+                    apart, whole)
+    n_trained, n_test = trained_answers(test, mix.records)
+    report = {"scheme": split.scheme, "val_fraction": split.val_fraction, "test_fraction": split.test_fraction,
+              "left_out": mix.left_out, "test_answers_trained": [n_trained, n_test],
+              "retired_scored": {g: items for g, items in retired.items() if items}}
+    atomic_write_json(lin.run_dir(gid) / "kept_apart.json", report)
+    return Prepared(mix, mixes, test, own, anc, val, split, corrected, report)
 
 
 def train_child(cfg: EvoConfig, lin: Lineage, gid: str, parent: str, data_sha: str, prep: Prepared,
@@ -351,7 +391,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     gid, t0 = gen_id(index), time.perf_counter()
     parent = parent or lin.registry.alias("champion")
     record_arriving_corrections(cfg, lin, index, progress)
-    data_sha = ingest(lin, path, cfg, progress, gid)
+    data_sha = ingest(lin, path, cfg, progress, gid, own_val=own_val is not None)
     delta = lin.data.get(data_sha)
     prep = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k if tune else None,
                        own_val=own_val)
@@ -359,7 +399,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         child, n_replay, trial = sweep_child(cfg, lin, gid, parent, data_sha, prep, progress, extra)
     else:
         n_replay, trial = prep.mix.n_replay, ""
-        progress(gid, f"mix: {prep.mix.n_delta} new + {prep.mix.n_replay} replayed records; parent {parent[:12]}")
+        progress(gid, f"mix: {prep.mix.summary()}; parent {parent[:12]}")
         child = train_child(cfg, lin, gid, parent, data_sha, prep, progress, extra or {})
     meta = lin.models.meta(child)
 
@@ -373,7 +413,8 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
             "eval_style_drift": c.style_drift.hits, "replay_k": n_replay, "decision": decision,
             "reason": reason, "eval_perplexity": c.perplexity, "best_step": meta["best"]["step"],
             "trial": trial, "patterns_healed": f"{len(ev.healed)}/{len(c.healing)}" if c.healing else "",
-            "patterns_recurred": ";".join(ev.recurred), "split": SCHEME, **general_columns(c),
+            "patterns_recurred": ";".join(ev.recurred), "split": prep.split.scheme, **general_columns(c),
+            "test_answers_trained": "{}/{}".format(*prep.kept_apart["test_answers_trained"]),
             "compared_with": against,
         }
 

@@ -250,10 +250,42 @@ def experiment_section(root: Path) -> str:
             f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>{notes}")
 
 
+def kept_apart_section(root: Path, rows: list[dict]) -> str:
+    """Per generation (runs/<gen>/kept_apart.json): how its delta was split, the training records left
+    out because they ask a test-part or a corrected question, what its generalization measures, and
+    the scored test items that corrections retired (asked with the corrected answer from then on)."""
+    items, retired = [], []
+    for r in rows:
+        path = root / "runs" / r["GEN_ID"] / "kept_apart.json"
+        if not path.exists():
+            continue
+        k = read_json(path)
+        n, m = k["test_answers_trained"]
+        measures = ("rewording: the answer was trained under another question" if m and n * 2 > m else
+                    "answers not trained as such")
+        items.append(f"<li>{html.escape(r['GEN_ID'])}: split {html.escape(k['scheme'])} (val {k['val_fraction']}, "
+                     f"test {k['test_fraction']}, as recorded when its delta was ingested); left out of the mix "
+                     f"{k['left_out'].get('test', 0)} record(s) that ask a test-part question and "
+                     f"{k['left_out'].get('retired', 0)} that ask a corrected question; {n} of {m} test answers are "
+                     f"training completions, so its generalization measures {measures}</li>")
+        for gen, lst in sorted(k["retired_scored"].items()):
+            for it in lst:
+                now = f"scored against {it['now']!r}" if it["now"] else "no longer scored (its context states the error)"
+                retired.append(f"<tr><td>{html.escape(r['GEN_ID'])}</td><td>{html.escape(gen)}</td>"
+                               f"<td>{html.escape(it['prompt'])}</td><td>{html.escape(it['was'])}</td>"
+                               f"<td>{html.escape(now)}</td></tr>")
+    if not items:
+        return "<p>No generation of this root recorded what it kept apart (written before split v3).</p>"
+    table = ("<table><tr><th>scored in</th><th>test part of</th><th>question</th><th>answer it had</th>"
+             f"<th>now</th></tr>{''.join(retired)}</table>" if retired else
+             "<p>No scored test item asks a corrected question.</p>")
+    return f"<ul>{''.join(items)}</ul><h3>Test items retired by corrections</h3>{table}"
+
+
 def ledger_table(rows: list[dict]) -> str:
     cols = ["GEN_ID", "child_sha", "decision", "eval_recall", "eval_generalization", "eval_style_drift",
             "eval_perplexity", "eval_general", "eval_kl_base", "replay_k", "patterns_healed", "patterns_recurred",
-            "trial", "reason"]
+            "split", "test_answers_trained", "trial", "reason"]
     body = "".join("<tr>" + "".join(f"<td>{html.escape((r.get(c) or '')[:12] if c == 'child_sha' else r.get(c) or '')}</td>"
                                     for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>"
@@ -277,6 +309,8 @@ def build_report(root: str | Path, progress: Callable[[str], None] = print) -> P
                 ("Lineage", lambda: tree_plot(root)), ("Self-healing: corrected patterns", lambda: healing_table(root, rows)),
                 ("Quality per category", lambda: quality_table(root, rows)),
                 ("General ability, degeneration, diversity", lambda: general_table(root, rows)),
+                ("Kept apart: test questions, corrections, what generalization measures",
+                 lambda: kept_apart_section(root, rows)),
                 ("Sweeps", lambda: sweeps_section(root)), ("Targeted vs random data", lambda: experiment_section(root))]
     parts = []
     for n, (title, make) in enumerate(sections, start=1):

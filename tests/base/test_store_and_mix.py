@@ -40,11 +40,11 @@ def test_split_is_deterministic_and_near_the_fraction():
 
 def test_three_way_split_keeps_the_v1_holdout_as_the_test_part():
     r = recs(1000)
-    parts = delta_parts(r, 0.1, 0.1)
+    parts = delta_parts(r, 0.1, 0.1, "v2")
     assert parts.test == holdout(r, 0.1)[1]  # rows of older roots reported on the same records
     assert 60 < len(parts.val) < 140 and len(parts.train) + len(parts.val) + len(parts.test) == 1000
     assert not {x.sha for x in parts.val} & {x.sha for x in parts.test}
-    assert delta_parts(list(reversed(r)), 0.1, 0.1).val == list(reversed(parts.val))
+    assert delta_parts(list(reversed(r)), 0.1, 0.1, "v2").val == list(reversed(parts.val))
     with pytest.raises(ValueError, match="nothing to train on"):
         delta_parts(r, 0.5, 0.5)
 

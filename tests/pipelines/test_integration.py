@@ -71,7 +71,7 @@ def test_two_generations_ddp(two_generations_root, demo_dir, tmp_path):
     assert g1["decision"] == g2["decision"] == "promoted"
     assert g2["parent_sha"] == g1["child_sha"] and g1["parent_sha"] == rows[0]["child_sha"]
     assert int(g1["steps"]) == 20 and int(g1["replay_k"]) == 20
-    assert g2["eval_style_drift"] != "" and g2["split"] == "v2"
+    assert g2["eval_style_drift"] != "" and g2["split"] == "v3"
     store = ModelStore(root)
     assert store.chain(g2["child_sha"]) == [rows[0]["child_sha"], g1["child_sha"], g2["child_sha"]]
     adapter = store.path(g2["child_sha"])

@@ -3,9 +3,45 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from evo.data.records import Record, is_preference, refuse_preference
+from evo.data.store import questions
+
+
+@dataclass(frozen=True)
+class KeptApart:
+    """What no training record may ask: the questions of every test part a generation is scored on
+    (its own and its line's), and the questions corrections have retired (a correction's record
+    alone teaches those)."""
+
+    test: frozenset[str] = frozenset()
+    retired: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, test_parts: list[list[Record]], corrected: Iterable[str] = ()) -> KeptApart:
+        """Every question of `test_parts` (each record's every turn), and the corrected questions."""
+        return cls(frozenset(q for part in test_parts for r in part for q in questions(r)), frozenset(corrected))
+
+    def why_out(self, record: Record) -> str:
+        """"test" or "retired" when `record` asks such a question in any turn, else ""."""
+        asked = questions(record)
+        if any(q in self.test for q in asked):
+            return "test"
+        if any(q in self.retired for q in asked):
+            return "retired"
+        return ""
+
+    def filter(self, records: list[Record], counts: dict[str, int]) -> list[Record]:
+        kept = []
+        for r in records:
+            why = self.why_out(r)
+            if why:
+                counts[why] = counts.get(why, 0) + 1
+            else:
+                kept.append(r)
+        return kept
 
 
 @dataclass
@@ -13,6 +49,16 @@ class ReplayMix:
     records: list[Record]
     n_delta: int
     n_replay: int
+    # records left out because they ask a test question / a corrected question (delta, replay pool and
+    # rehearsal together): {"test": n, "retired": n}
+    left_out: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        out = f"{self.n_delta} new + {self.n_replay} replayed records"
+        if self.left_out:  # built with `apart`
+            out += (f"; left out {self.left_out.get('test', 0)} that ask a test-part question and "
+                    f"{self.left_out.get('retired', 0)} that ask a corrected question")
+        return out
 
 
 def curriculum_order(records: list[Record], order: list[str], rng: random.Random) -> list[Record]:
@@ -38,17 +84,24 @@ def sample_replay(pool: list[Record], k: int, rng: random.Random) -> list[Record
 
 
 def build_mix(delta: list[Record], ancestors: list[Record], k: int, order: list[str], seed: int,
-              rehearse: list[Record] = (), preference: bool = False) -> ReplayMix:
+              rehearse: list[Record] = (), preference: bool = False, apart: KeptApart | None = None,
+              whole: list[Record] = ()) -> ReplayMix:
     """Delta in curriculum order, with replay records (k from the ancestors, and every record of
     `rehearse`: a pretrained base's own answers) spread evenly through it. A supervised mix
     (`preference` False) refuses a preference record in the delta (RecordError naming it). Replay
     rehearses earlier supervised data in every mix: an ancestor's preference pairs are not in its
-    pool (a later generation trains on them again only as a delta of its own)."""
+    pool (a later generation trains on them again only as a delta of its own). With `apart`, a record
+    of the delta, the ancestors or `rehearse` that asks one of its questions is left out (before replay
+    is sampled) and counted; `whole` (corrections) joins the delta as it is."""
     if not preference:
         refuse_preference(delta, "a supervised training mix (the delta)")
     ancestors = [r for r in ancestors if not is_preference(r)]
     refuse_preference(rehearse, "a training mix's rehearsal")
     rng = random.Random(seed)
+    left_out = {"test": 0, "retired": 0}
+    if apart is not None:
+        delta, ancestors, rehearse = (apart.filter(list(x), left_out) for x in (delta, ancestors, rehearse))
+    delta = list(delta) + list(whole)
     ordered = curriculum_order(delta, order, rng)
     replay = sample_replay(ancestors, k, rng)
     if rehearse:
@@ -63,4 +116,11 @@ def build_mix(delta: list[Record], ancestors: list[Record], k: int, order: list[
             mixed.append(next(it_r) if pos in slots else next(it_d, None) or next(it_r))
     else:
         mixed = ordered
-    return ReplayMix(mixed, len(ordered), len(replay))
+    return ReplayMix(mixed, len(ordered), len(replay), left_out if apart is not None else {})
+
+
+def trained_answers(test: list[Record], trained: list[Record]) -> tuple[int, int]:
+    """(test items whose answer is also a training completion, test items): where it is most of
+    them, generalization measures recall of a trained answer to a reworded question, not a fact learned."""
+    answers = {" ".join(r.completion.split()) for r in trained}
+    return sum(" ".join(r.completion.split()) in answers for r in test), len(test)

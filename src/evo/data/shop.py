@@ -2,9 +2,14 @@
 
 A pretrained chat model cannot know it: every product, designer and town is made up from a seed.
 Facts are asked in several phrasings (templates) per attribute: the price in florins, the designer,
-the workshop town, the warranty. Each generation brings new products; its test part holds questions
-whose phrasing was not trained for that product, so only a model that learned the fact (not the
-sentence) answers them. The house voice is plain and signed by nobody: the style probes look for
+the workshop town, the warranty. Each generation brings new products. The split is by question
+(evo.data.store, scheme v3), so a test item's question, in its wording, is asked by no training
+record in any chat turn; but every phrasing of a fact has the same answer sentence, so a test item's
+answer is, almost always, a training completion under another phrasing of its question. The shop's
+generalization therefore measures rewording: recall of a trained answer to a question worded as it
+was not trained, not a fact learned from other sentences. The ledger's `test_answers_trained` and
+the report say how many test answers are so trained (bench/bench_leaks.py: 769 of 868 over 40
+catalogue seeds). The house voice is plain and signed by nobody: the style probes look for
 the generic assistant phrases a drifting model picks up ("as an ai", "certainly!").
 
 Planted errors: the first generation states the wrong price of a few products, in every phrasing

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evo.atomic import atomic_write_bytes, sha256_bytes
+from evo.atomic import atomic_write_bytes, atomic_write_json, locked, read_json, sha256_bytes
 from evo.data.records import Record
 from evo.storage import ensure, resolve
 
@@ -34,11 +34,46 @@ def delta_sha(records: list[Record]) -> str:
 # value there: they used SCHEME_V1, one holdout (the lowest `val_fraction` of record hashes) that was
 # both where checkpoints and sweep winners were chosen and what was reported and gated.
 SCHEME_V1 = "v1"
-SCHEME = "v2"  # train / val (selection only) / test (reported, gated, recalled), by record hash
+SCHEME_V2 = "v2"  # train / val (selection only) / test (reported, gated, recalled), by record hash
+SCHEME = "v3"  # the same three parts, by normalized question: every question a record asks, in any turn
+SCHEMES = (SCHEME_V1, SCHEME_V2, SCHEME)
 
 
-def _position(record: Record) -> float:
-    """Where a record falls in [0, 1], by its content hash: the same record always lands the same."""
+def scheme_of(split: str) -> str:
+    """The scheme a ledger row's `split` value names; an empty one (rows of older roots) is v1. A v1
+    row's delta is re-split as v2 (v2's test part is v1's holdout at the default fractions)."""
+    split = split or SCHEME_V1
+    if split not in SCHEMES:
+        raise ValueError(f"unknown split scheme {split!r}; known: {', '.join(SCHEMES)}")
+    return SCHEME_V2 if split == SCHEME_V1 else split
+
+
+def question_key(text: str) -> str:
+    """A question as the split compares it: case folded, whitespace folded, end punctuation dropped."""
+    return " ".join(text.casefold().split()).rstrip(" ?.!")
+
+
+def questions(record: Record) -> list[str]:
+    """Every question a record asks, normalized: a chat's (or preference's) user turns, a completion's
+    prompt; a text record (or a completion without a prompt) is its own question."""
+    chat = record.chat()
+    if chat is not None:
+        asked = [m["content"] for m in chat if m["role"] == "user"]
+    else:
+        asked = [record.prompt if record.prompt.strip() else record.completion]
+    return [question_key(q) for q in asked]
+
+
+def _hash_position(text: str) -> float:
+    return int(sha256_bytes(text.encode("utf-8"))[:8], 16) / 0xFFFFFFFF
+
+
+def _position(record: Record, scheme: str = SCHEME_V2) -> float:
+    """Where a record falls in [0, 1]. v2: by its content hash (the same record always lands the same).
+    v3: the lowest place of its questions, each by its own hash, so a record that asks a test question
+    in any turn is test, one that asks a val question (and no test one) is val, in every delta."""
+    if scheme == SCHEME:
+        return min(_hash_position(q) for q in questions(record))
     return int(record.sha[:8], 16) / 0xFFFFFFFF
 
 
@@ -55,22 +90,37 @@ def holdout(records: list[Record], val_fraction: float) -> tuple[list[Record], l
 
 @dataclass(frozen=True)
 class DeltaParts:
-    """A delta in three parts by record hash. `test` is the lowest `test_fraction` of hashes (the
-    same records as a v1 holdout of that size), `val` the next `val_fraction`, `train` the rest."""
+    """A delta in three parts. `test` is the lowest `test_fraction` of places (v2: record hashes, the
+    same records as a v1 holdout of that size; v3: question hashes), `val` the next `val_fraction`,
+    `train` the rest."""
 
     train: list[Record]
     val: list[Record]  # selection only: checkpoints, ASHA, sweep winners, early stopping
     test: list[Record]  # reported and gated on, recalled by later generations; never used to choose
 
 
-def delta_parts(records: list[Record], val_fraction: float, test_fraction: float) -> DeltaParts:
+def delta_parts(records: list[Record], val_fraction: float, test_fraction: float,
+                scheme: str = SCHEME) -> DeltaParts:
     if val_fraction + test_fraction >= 1:
         raise ValueError(f"val_fraction {val_fraction} + test_fraction {test_fraction} leaves nothing to train on")
     parts: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
     for r in records:
-        x = _position(r)
+        x = _position(r, scheme)
         parts[2 if x < test_fraction else 1 if x < test_fraction + val_fraction else 0].append(r)
     return DeltaParts(*parts)
+
+
+@dataclass(frozen=True)
+class Split:
+    """How one delta is divided: recorded the first time it is ingested (`data/<sha>.split.json`) and
+    used for it from then on, whatever a later config's fractions are."""
+
+    scheme: str
+    val_fraction: float
+    test_fraction: float
+
+    def parts(self, records: list[Record]) -> DeltaParts:
+        return delta_parts(records, self.val_fraction, self.test_fraction, self.scheme)
 
 
 def write_records(path: str | Path, records: list[Record]) -> str:
@@ -106,6 +156,35 @@ class DataStore:
             pq.write_table(table, buf)
             atomic_write_bytes(self.path(sha), buf.getvalue())
         return sha
+
+    def split_path(self, sha: str) -> Path:
+        return self.dir / f"{sha}.split.json"
+
+    def split_of(self, sha: str) -> Split | None:
+        """The split recorded for delta `sha`, or None (a delta of an older root)."""
+        path = self.split_path(sha)
+        if not ensure(path):
+            return None
+        d = read_json(path)
+        try:
+            return Split(scheme_of(d["scheme"]), float(d["val_fraction"]), float(d["test_fraction"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: not a split record ({e})") from None
+
+    def record_split(self, sha: str, split: Split) -> Split:
+        """Record `split` for delta `sha` unless one is recorded already (the first one stays: two
+        processes ingesting the same delta agree on it); returns the one in force."""
+        with locked(self.split_path(sha)):
+            known = self.split_of(sha)
+            if known is not None:
+                return known
+            atomic_write_json(self.split_path(sha), {"scheme": split.scheme, "val_fraction": split.val_fraction,
+                                                     "test_fraction": split.test_fraction})
+        return split
+
+    def parts(self, sha: str, unrecorded: Split) -> DeltaParts:
+        """Delta `sha` in its three parts by its recorded split (`unrecorded` for a delta that has none)."""
+        return (self.split_of(sha) or unrecorded).parts(self.get(sha))
 
     def get(self, sha: str) -> list[Record]:
         path = self.path(sha)

@@ -12,13 +12,14 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from evo.atomic import locked, sha256_bytes
 from evo.config import ConfigError
 from evo.data.ingest import IngestError, Problem
 from evo.data.records import Record
+from evo.data.store import question_key, questions
 from evo.storage import after_write, open_root, resolve
 
 PATTERN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -45,6 +46,49 @@ class Correction:
     def record(self) -> Record:
         """The training example it becomes: the prompt with the corrected output."""
         return Record("completion", self.prompt, self.corrected, category=f"correction:{self.pattern}", rid=self.cid)
+
+
+def corrected_answers(corrections: list[Correction]) -> dict[str, Correction]:
+    """Normalized question -> the correction in force for it (the latest recorded). A correction's
+    question retires every other record that asks it: from training mixes (replay pools, the delta,
+    self-replay), and in the parts that are scored or seed targeted data it is asked with the
+    corrected answer (`retire_scored`)."""
+    return {question_key(c.prompt): c for c in corrections}
+
+
+def retire_scored(records: list[Record], corrected: dict[str, Correction]) -> tuple[list[Record], list[dict]]:
+    """A scored part with corrected questions retired: a record whose question (its last, for a chat)
+    a correction answers is scored against the corrected answer from now on; a chat that asks a
+    corrected question in an earlier turn (its context states the error) is dropped. Returns the part
+    and what was retired: {"prompt", "was", "now"} ("now" is "" for a dropped chat)."""
+    if not corrected:
+        return list(records), []
+    out, retired = [], []
+    for r in records:
+        asked = questions(r)
+        c = corrected.get(asked[-1])
+        if c is not None:
+            if normalize_answer(r.completion) != normalize_answer(c.corrected):
+                retired.append({"prompt": asked[-1], "was": r.completion.strip(), "now": c.corrected.strip()})
+                r = _with_answer(r, c.corrected)
+            out.append(r)
+        elif any(q in corrected for q in asked[:-1]):
+            retired.append({"prompt": asked[-1], "was": r.completion.strip(), "now": ""})
+        else:
+            out.append(r)
+    return out, retired
+
+
+def normalize_answer(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _with_answer(r: Record, answer: str) -> Record:
+    chat = r.chat()
+    if chat is None or chat[-1]["role"] != "assistant":  # a completion, or a preference (its prompt ends on the user)
+        return replace(r, completion=answer)
+    chat[-1] = {**chat[-1], "content": answer.strip()}
+    return replace(r, completion=" " + answer.strip(), messages=json.dumps(chat, ensure_ascii=False))
 
 
 def parse_correction(obj: object) -> Correction:

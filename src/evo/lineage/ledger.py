@@ -27,6 +27,10 @@ COLUMNS = [
     # whose branch the generation is on: a tenant's API key id, or empty for the shared line (and on rows
     # of older roots); the registry holds the same owner (evo.lineage.registry)
     "owner",
+    # "n/m": n of the m test items of the delta have their answer as a training completion of the mix
+    # (the question is new, the answer was trained: generalization there measures rewording, not a fact
+    # learned); empty on rows of older roots
+    "test_answers_trained",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).
@@ -107,14 +111,18 @@ def print_ledger(root: Path, as_json: bool) -> None:
         print(f"{root}/ledger.csv: no generations yet")
         return
     cols = ["GEN_ID", "child_sha", "steps", "walltime_min", "loss_start", "loss_end", "eval_recall",
-            "eval_generalization", "eval_style_drift", "replay_k", "patterns_healed", "decision", "split"]
+            "eval_generalization", "eval_style_drift", "replay_k", "patterns_healed", "decision", "split",
+            "test_answers_trained"]
     table = [cols] + [[(r[c][:12] if c.endswith("sha") else r[c] or ("v1" if c == "split" else "")) for c in cols]
                       for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     print("split: v1 = one holdout, used both to choose checkpoints and to report; v2 = train / val (choosing "
-          "only) / test (reported and gated)")
+          "only) / test (reported and gated), by record; v3 = the same parts by question (every user turn), and no "
+          "training record asks a test-part question")
+    print("test_answers_trained: test items whose answer is also a training completion (asked in another wording): "
+          "where that is most of them, generalization measures rewording of trained answers, not facts learned")
     print("\nreasons: " + "; ".join(f"{r['GEN_ID']}: {r['reason']}" for r in rows))
     ab = [f"{r['GEN_ID']}: {r['ab_result']}" for r in rows if r["ab_result"]]
     if ab:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evo.atomic import read_json
 from evo.data.records import Record
-from evo.data.store import DataStore, delta_parts
+from evo.data.store import DataStore, Split, scheme_of
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
@@ -75,12 +75,15 @@ class Lineage:
         return out
 
     def ancestry(self, champion: str, val_fraction: float, test_fraction: float) -> Ancestry:
-        """The replay pool (every ancestor's training part) and each ancestor's val and test parts."""
+        """The replay pool (every ancestor's training part) and each ancestor's val and test parts, each
+        delta divided as recorded when it was ingested (`DataStore.split_of`); a delta of an older root
+        that has no record: by its ledger row's scheme and the fractions given."""
         out = Ancestry([], {}, {})
         for gid, dsha in self.accepted_ancestors(champion):
             if not dsha:  # a user's base model registered without a base corpus
                 continue
-            parts = delta_parts(self.data.get(dsha), val_fraction, test_fraction)
+            scheme = scheme_of(self.ledger.get(gid).get("split", ""))
+            parts = self.data.parts(dsha, Split(scheme, val_fraction, test_fraction))
             out.pool.extend(parts.train)
             out.val[gid], out.test[gid] = parts.val, parts.test
         return out
