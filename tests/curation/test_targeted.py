@@ -13,7 +13,6 @@ from evo.curation.targeted import (
     Candidate,
     Filter,
     TargetedError,
-    WordNeighbours,
     jaccard,
     load_generator,
     record_json,
@@ -23,6 +22,7 @@ from evo.curation.targeted import (
 from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
 from evo.data.records import Record, parse_record
 from evo.experiment import Arm, Replication, Round, Score, interval, random_records, summarize, t975
+from evo.nearcopy import NearIndex
 
 
 def rec(prompt: str, completion: str = " x", kind: str = "completion") -> Record:
@@ -124,20 +124,20 @@ def test_random_arm_draws_unseen_records_only():
     assert {r.prompt for r in got} == {f"p{i}" for i in range(10)} - {"p3"}
 
 
-def test_one_word_neighbours_of_the_evaluation_set():
-    near = WordNeighbours(["tr red fox runs =", "tr big owl eats ="])
+def test_near_copies_of_the_evaluation_set():
+    near = NearIndex(["tr red fox runs =", "tr big owl eats ="])
     assert "tr red fox runs =" in near  # itself
     assert "tr red fox eats =" in near and "tr sad fox runs =" in near  # one word changed
-    assert "tr red fox =" in near and "tr red fox runs fast =" in near  # one word removed, one added
+    assert "tr red fox runs fast =" in near and "tr fox red runs =" in near  # one word added; the order
     assert "tr sad fox eats =" not in near and "tr big fox sees =" not in near  # two words away from both
     assert "tr red owl sees =" not in near  # shares words with both, two changed from each
     assert len(near) == 2
 
 
-def test_both_arms_lose_what_is_within_one_word_of_an_evaluation_prompt():
+def test_both_arms_lose_what_is_a_near_copy_of_an_evaluation_prompt():
     g = DemoGenerator(0)
     evals = g.sample(60, random.Random(3))
-    near = WordNeighbours(normalize(r.prompt) for r in evals)
+    near = NearIndex(normalize(r.prompt) for r in evals)
     got, refused = random_records(g, [], 100, {r.prompt for r in evals}, random.Random(4), near)
     assert len(got) == 100 and refused > 100  # in this domain most phrases are near one of 60
     assert not any(r.prompt in near for r in got)
