@@ -67,6 +67,7 @@ from evo.curation.weak import WeakAnalysis, analyse, area_of, model_of, score_ex
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
+from evo.evals.suite import answer_budget
 from evo.healing.corrections import CorrectionStore
 from evo.lineage.root import Lineage
 from evo.model.generate import greedy
@@ -235,8 +236,16 @@ def metrics(root: str, sha: str, records: list[Record], areas: list[str], how: s
     """Mean loss and exact-match accuracy on `records`, overall and on those in `areas`. A Ray task."""
 
     model, tok = load_generation(root, sha, dtype, verify=False)
+    return score_records(model, tok, records, areas, how, max_length, max_new_tokens)
+
+
+def score_records(model, tok, records: list[Record], areas: list[str], how: str, max_length: int,
+                  max_new_tokens: int) -> dict[str, dict]:
+    """`metrics` on a model in hand. Each answer may run to its reference's length (at least
+    `max_new_tokens`), as the gate's exact match does: one cut short could never match."""
     losses = [math.log(s.perplexity) for s in score_examples(model, tok, records, max_length)]
-    answers = greedy(model, tok, [r.prompt for r in records], max_new_tokens, 64)
+    budget = answer_budget(tok, [r.completion for r in records], max_new_tokens)
+    answers = greedy(model, tok, [r.prompt for r in records], budget, 64)
     right = [normalize(a) == normalize(r.completion) for a, r in zip(answers, records)]
 
     def summary(idx: list[int]) -> dict:
@@ -247,7 +256,7 @@ def metrics(root: str, sha: str, records: list[Record], areas: list[str], how: s
 
     keep = set(areas)
     return {"areas": summary([i for i, r in enumerate(records) if area_of(r, how) in keep]),
-            "overall": summary(list(range(len(records))))}
+            "overall": summary(list(range(len(records)))), "budget": budget}
 
 
 def random_records(gen, pool: list[Record], n: int, known: set[str], rng: random.Random,
@@ -475,7 +484,7 @@ class _Run:
         """Each model's scores on `evals`, overall and on `areas`: a Ray task per model."""
         args = (self.cfg.healing.weak_area, self.cfg.model.dtype, self.cfg.model.max_length, self.cfg.eval.max_new_tokens)
         got = ray.get([self.eval_task.remote(self.lin.location, x, evals, areas, *args) for x in shas])
-        return [{k: Score(**v) for k, v in g.items()} for g in got]
+        return [{k: Score(**g[k]) for k in SUBSETS} for g in got]
 
     def replicate(self, s: int) -> None:
         """Seed `s` from where it stands to its last round (or the round it stops at)."""
