@@ -292,7 +292,8 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
     serve_up(app, "evo-ab", "/", cfg.ray, lambda m: progress("ab", m))  # fails, not hangs, if replicas never start
     base = f"http://127.0.0.1:{port}"
     try:
-        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}"
+        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}, round "
+                       f"{Round(parent, child).id} of ab/{round_id}.jsonl"
                        + (f" (session {sessions + 1} of a pending round, under its first plan)" if sessions else "") + "; "
                        f"the judge asks {source}; the test looks every {plan.look_every} decisive votes, "
                        f"{plan.max_looks} looks at most (sized for a {plan.tie_rate:.0%} tie rate); it promotes on "
