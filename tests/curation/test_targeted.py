@@ -182,3 +182,32 @@ def test_no_weak_area_says_which_knobs_to_turn():
                       above_threshold=[(2.0, 7), (4.0, 1)], weak_areas=[], worst=[])
     with pytest.raises(TargetedError, match=r"no area has at least 50% .* >2: 7, >4: 1.*healing.weak_share"):
         make_targeted(None, None, [], weak, None, TargetedConfig(), F, set(), 48, 8)
+
+
+def test_targeted_data_keeps_apart_from_every_scored_prompt(tmp_path):
+    """`evo targeted` (no caller's set given): a candidate that is a near-copy of a prompt some score is
+    measured on (a test part's question, a healing paraphrase, eval.general's) is dropped; before, only
+    the same string was."""
+    from evo.config import load_config
+    from evo.curation.targeted import scored_prompts
+    from evo.data.ingest import ingest_jsonl
+    from evo.data.shop import write_shop_data
+    from evo.data.store import DataStore, delta_parts
+    from evo.lineage.ledger import Ledger
+    from evo.lineage.root import Lineage
+
+    cfg = load_config(write_shop_data(tmp_path / "shop", generations=1))
+    delta = ingest_jsonl(tmp_path / "shop" / "gen1.jsonl").records
+    root = tmp_path / "lineage"
+    Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "promoted"})
+    scored = scored_prompts(Lineage(root), cfg)
+    test = [r for r in delta_parts(delta, cfg.data.val_fraction, cfg.data.test_fraction).test if r.kind == "completion"]
+    paraphrase = json.loads((tmp_path / "shop" / "paraphrases.jsonl").read_text().splitlines()[0])["prompt"]
+    assert test and {r.prompt for r in test} <= set(scored) and paraphrase in scored
+    assert "What is 5 plus 3?" in scored  # eval.general's
+    asked = test[0].prompt
+    cands = [cand(asked.replace("?", " exactly?"), 1.0), cand(paraphrase.replace(".", " today."), 0.9),
+             cand("what is five plus three", 0.8), cand("How much does a Qorvane catalogue cost?", 0.7)]
+    kept = select(cands, set(), Filter(1.0, 100, 0.0, 1.01, 1000, too_close=NearIndex(scored).__contains__))
+    assert [c.record.prompt for c in kept] == ["How much does a Qorvane catalogue cost?"]
+    assert [c.dropped for c in cands[:3]] == [NEAR_EVAL] * 3
