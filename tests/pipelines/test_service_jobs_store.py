@@ -136,7 +136,7 @@ def test_a_validation_file_is_checked_by_what_it_says_not_by_its_id(stores):
     job reads it, and a job event says how many."""
     from evo.data.records import Record
     from evo.data.store import DataStore, delta_parts
-    from evo.finetune.files import job_validation
+    from evo.finetune.validation import file_records, job_validation
     from evo.lineage.ledger import Ledger
 
     root, files, jobs, fid = stores
@@ -153,7 +153,7 @@ def test_a_validation_file_is_checked_by_what_it_says_not_by_its_id(stores):
     delta = [Record("completion", f"question {i}?", f" answer {i}") for i in range(40)]
     Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "rejected"})
     tested = delta_parts(delta, cfg.data.val_fraction, cfg.data.test_fraction).test[0]
-    train = files.records(fid)
+    train = file_records(files, fid)
     val = [Record("completion", "a", " b"), Record("completion", tested.prompt, " other"),
            Record("completion", "a fresh question?", " yes")]
     said = []

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
 from evo.config import JobsConfig
-from evo.finetune.files import check_validation_file
+from evo.finetune.validation import check_validation_file
 from evo.openai_api import APIError, new_id, page
 
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot, no slash
