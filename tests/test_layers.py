@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # The floors, from the bottom. A room is a package under evo/ or a module at its top.
 # Keep this table and the one in docs/architecture.md the same.
 FLOORS: dict[int, tuple[str, ...]] = {
-    1: ("config", "errors", "atomic", "storage", "numbers", "progress", "answers", "openai_api", "ray_start", "ray_waits",
-        "testing", "data"),
+    1: ("config", "errors", "atomic", "storage", "numbers", "progress", "answers", "nearcopy", "openai_api", "ray_start",
+        "ray_waits", "testing", "data"),
     2: ("model",),
     3: ("lineage",),
     4: ("train",),

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
+from evo.ab.feedback import FeedbackStore, Round
 from evo.ab.verdict import (
     ACTIONS,
     HOLD,
@@ -34,17 +35,21 @@ from evo.ab.verdict import (
 from evo.answers import normalize
 from evo.atomic import atomic_write_json, read_json
 from evo.config import load_config, saved_config, verb_overrides
-from evo.curation.targeted import known_prompts, load_generator
+from evo.curation.targeted import known_prompts, load_generator, scored_prompts
 from evo.data.demo import write_demo_data
 from evo.data.records import Record
 from evo.data.shop import write_shop_data
 from evo.data.store import DataStore, Split, scheme_of
 from evo.errors import EvoError
-from evo.evals.suite import load_probes
+from evo.evals.suite import answer_budget, load_probes
+from evo.healing.corrections import CorrectionStore
 from evo.http.app import SERVE_LOGGING, build_app
 from evo.lineage.decisions import ChampionMoved, Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.root import Lineage
+from evo.model.artifacts import ModelStore
+from evo.model.loading import load_tokenizer
+from evo.nearcopy import NearIndex, questions
 from evo.numbers import show
 from evo.progress import Progress
 from evo.ray_start import start_ray
@@ -60,6 +65,8 @@ class NothingToTest(EvoError):
 class Judged:
     prompt: dict  # a side-by-side request body
     judge: Callable[[str], float]  # answer text -> score (higher is better)
+    reference: str = ""  # the right answer, where there is one: the answer may run to its length
+    max_tokens: Optional[int] = None  # set by `budgets`; None: eval.max_new_tokens
 
 
 @dataclass
@@ -74,37 +81,62 @@ class ABOutcome:
 
 
 def exact_match(want: str) -> Callable[[str], float]:
-    """A judge: 1.0 for an answer equal to `want` up to case and spacing, else 0.0."""
+    """A judge: 1.0 for an answer equal to `want` up to spacing, else 0.0. Case counts, as in the gate's
+    exact match (`evo.answers.normalize`)."""
     return lambda answer: float(normalize(answer) == normalize(want))
+
+
+def kept_apart(cfg, root) -> NearIndex:
+    """What the judge's prompts must be no near-copy of (`evo.nearcopy`): every question of every delta
+    of the lineage (whatever its part), every correction, and every prompt a score is measured on (the
+    healing paraphrases, eval.general's sets: `evo.curation.targeted.scored_prompts`)."""
+    lin = Lineage(root)
+    texts = [q for p in sorted(lin.data.dir.glob("*.parquet")) for r in lin.data.get(p.stem) for q in questions(r)]
+    return NearIndex(texts + [c.prompt for c in CorrectionStore(lin.root).all()] + scored_prompts(lin, cfg))
 
 
 def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tuple[list[Judged], str]:
     """Distinct prompts for the automated judge, and where they came from. With the domain's
-    generator (`targeted.generator`): new examples that are in no delta of the lineage, so no gate,
-    checkpoint or trial was chosen on them, judged by the generator's `score` (the fact asked for)
-    where it has one, else by exact match. Without one: the generation's holdout and the style
-    probes, which the gate has already scored (said so in the result: not independent evidence)."""
+    generator (`targeted.generator`): new examples that are no near-copy of any delta of the lineage,
+    correction or scored prompt (`kept_apart`), so no gate, checkpoint or trial was chosen on them,
+    judged by the generator's `score` (the fact asked for) where it has one, else by exact match.
+    Without one: the generation's holdout and the style probes, which the gate has already scored
+    (said so in the result: not independent evidence)."""
     gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
     if gen is None:
         items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, seed)
         return items, f"{len(items)} prompts of the holdout and the style probes (also scored by the gate)"
     score = getattr(gen, "score", None)
-    known, items = known_prompts(Lineage(root)), []
+    known, apart, items, near = known_prompts(Lineage(root)), kept_apart(cfg, root), [], 0
     for r in gen.sample(4 * budget, random.Random(seed + 104729)):
         key = normalize(r.prompt)
-        if key not in known and r.kind == "completion":
-            known.add(key)
-            judge = (lambda a, p=r.prompt: score(p, a) or 0.0) if callable(score) else exact_match(r.completion)
-            items.append(Judged({"prompt": r.prompt}, judge))
+        if key in known or r.kind != "completion":
+            continue
+        known.add(key)
+        if r.prompt in apart:
+            near += 1
+            continue
+        judge = (lambda a, p=r.prompt: score(p, a) or 0.0) if callable(score) else exact_match(r.completion)
+        items.append(Judged({"prompt": r.prompt}, judge, r.completion))
     how = "the fact each asks for (the generator's score)" if callable(score) else "exact match"
     return items[:budget], (f"{len(items[:budget])} new prompts from {cfg.targeted.generator}, in no delta of the "
-                            f"lineage, judged by {how}")
+                            f"lineage and no near-copy of its data or scored prompts ({near} such left out), judged "
+                            f"by {how}")
+
+
+def budgets(items: list[Judged], tok, floor: int) -> None:
+    """Each item's `max_tokens`: `floor` (eval.max_new_tokens), or enough for its reference and an end
+    token where that is more, as the gate's exact match has (`evo.evals.suite.answer_budget`): an
+    answer cut off before its reference ends can never match."""
+    for item in items:
+        item.max_tokens = answer_budget(tok, [item.reference] if item.reference else [], floor)
 
 
 def traffic(holdout: list[Record], probes: list[Record], banned: list[str], seed: int) -> list[Judged]:
     """Users asking the new generation's holdout (scored by exact match) and the style probes
     (scored by the absence of banned phrases), in a seeded random order."""
-    items = [Judged({"prompt": r.prompt}, exact_match(r.completion)) for r in holdout if r.kind == "completion"]
+    items = [Judged({"prompt": r.prompt}, exact_match(r.completion), r.completion) for r in holdout
+             if r.kind == "completion"]
     items += [Judged({"messages": json.loads(p.messages)[:-1]} if p.messages else {"prompt": p.prompt},
                      lambda a: float(not any(b.lower() in a.lower() for b in banned))) for p in probes]
     random.Random(seed).shuffle(items)
@@ -125,10 +157,12 @@ def _get(url: str) -> dict:
 
 def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_tokens: int, progress) -> dict:
     """Each prompt asked once, side by side, judged and voted, until a verdict, `budget` pairs, or
-    the prompts run out (a repeated prompt would not count: see evo.ab.tally)."""
+    the prompts run out (a repeated prompt would not count: see evo.ab.tally). An item's answer may
+    run to its own `max_tokens` (`budgets`), else to `max_tokens`."""
     stats = _get(f"{base_url}/ab/stats")
     for n, item in enumerate(items[:budget]):
-        pair = _post(f"{base_url}/v1/side_by_side", {**item.prompt, "max_tokens": max_tokens, "temperature": 0})
+        pair = _post(f"{base_url}/v1/side_by_side", {**item.prompt, "max_tokens": item.max_tokens or max_tokens,
+                                                     "temperature": 0})
         sa = item.judge(_text(pair["a"]))
         sb = item.judge(_text(pair["b"]))
         _post(f"{base_url}/v1/feedback/pairwise",
@@ -144,6 +178,21 @@ def play(base_url: str, items: list[Judged], budget: int, look_every: int, max_t
 def _text(answer: dict) -> str:
     choice = answer["choices"][0]
     return choice.get("text", choice.get("message", {}).get("content", ""))
+
+
+def earlier_votes(root, log: str, parent: str, child: str) -> str:
+    """What a rerun of `evo ab` on a generation continues, said before it plays: the round is keyed by
+    its two shas (`evo.ab.feedback.Round`), so the same champion and candidate in the same log are the
+    same round, and its earlier sessions' votes count toward the verdict. "" for a round with none."""
+    rnd = Round(parent, child)
+    tally, _ = FeedbackStore(root, log).tally(rnd.id)
+    if not tally.counted:
+        return ""
+    wins = tally.cum_wins[-1] if tally.cum_wins else 0
+    return (f"continuing A/B round {rnd.id} (champion {parent[:12]}, candidate {child[:12]}) in ab/{log}.jsonl: a round "
+            f"is one pair of shas, so its {tally.counted} earlier votes on {len(tally.prompts)} distinct prompts count "
+            f"(candidate {wins}, champion {len(tally.cum_wins) - wins}, ties {tally.ties}) and this session's votes are "
+            "added to them; a prompt asked before does not count again")
 
 
 def start_round(root, gen_id: str) -> tuple[str, str]:
@@ -233,13 +282,19 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
             raise PlanTooSmall(f"{gen_id}: the judge has only {len(items)} prompts ({source}). {e}") from None
     save_plan(root, round_id, plan, sessions + 1)
     parent, child = start_round(root, gen_id)
+    budgets(items, load_tokenizer(str(ModelStore(root).weights_dir(ModelStore(root).chain(child)[0]))),
+            cfg.eval.max_new_tokens)
+    note = earlier_votes(root, round_id, parent, child)
+    if note:
+        progress("ab", note)
     token = secrets.token_hex(16)
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=SERVE_LOGGING)
     app = build_app(str(root), 0.5, admin_token=token, dtype=cfg.model.dtype, round_id=round_id, plan=plan)
     serve_up(app, "evo-ab", "/", cfg.ray, lambda m: progress("ab", m))  # fails, not hangs, if replicas never start
     base = f"http://127.0.0.1:{port}"
     try:
-        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}"
+        progress("ab", f"{gen_id}: candidate {child[:12]} against champion {parent[:12]} at {base}, round "
+                       f"{Round(parent, child).id} of ab/{round_id}.jsonl"
                        + (f" (session {sessions + 1} of a pending round, under its first plan)" if sessions else "") + "; "
                        f"the judge asks {source}; the test looks every {plan.look_every} decisive votes, "
                        f"{plan.max_looks} looks at most (sized for a {plan.tie_rate:.0%} tie rate); it promotes on "

@@ -107,7 +107,7 @@ VERBS: dict[str, Verb] = {
             help="independent replications, for a mean lead with a 95%% interval (default: 3)"),
         arg("--eval-size", type=int, default=40,
             help="evaluation examples drawn from the generator per seed (default: 40; no training record may be "
-                 "within one word of one, so a larger set leaves less to train on)"),
+                 "a near-copy of one, so a larger set leaves less to train on)"),
         arg("--probe-size", type=int, default=120,
             help="probe examples (where weak areas are found) drawn per seed (default: 120)"),
         arg("--data", help="JSONL evaluation set (default: drawn from targeted.generator)"),

@@ -140,7 +140,12 @@ class GeneralEvalConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    probes: Optional[str] = Field(None, description="JSONL of style probe prompts (10 by default).")
+    probes: Optional[str] = Field(None, description="JSONL of style probe prompts (10 by default): what the gate and "
+                                  "the report measure.")
+    val_probes: Optional[str] = Field(
+        None, description="JSONL of style probes for selection only (a sweep's winner), in the form of `probes`, none a "
+                          "near-copy of one of them; null: selection scores no style probes, so it never sees the "
+                          "reported ones.")
     banned_phrases: list[str] = Field(default_factory=list, description="Phrases that count as style drift.")
     max_new_tokens: int = Field(24, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -429,6 +434,7 @@ def resolve_paths(cfg: EvoConfig, base_dir: Path) -> EvoConfig:
     cfg.data.generations = [fix(p) for p in cfg.data.generations]
     cfg.data.corrections = {g: fix(p) for g, p in cfg.data.corrections.items()}
     cfg.eval.probes = fix(cfg.eval.probes)
+    cfg.eval.val_probes = fix(cfg.eval.val_probes)
     if cfg.data.self_replay is not None:
         cfg.data.self_replay.prompts = fix(cfg.data.self_replay.prompts)
     if cfg.eval.general is not None:

@@ -5,18 +5,22 @@ One replication (a "seed") runs like this, from one start model:
 1. Two sets are drawn from the domain, disjoint from each other and from every prompt the start
    model's line was trained or tested on (`start_prompts`): the evaluation set (scores only) and the
    probe set (diagnosis only). With `--data` the
-   evaluation set is that file, the same in every seed; with `--probe` the probe set likewise.
+   evaluation set is that file, the same in every seed, less any prompt of the line (`unseen`: the
+   rule a drawn set follows); with `--probe` the probe set likewise.
 2. The areas compared are fixed before round 1: the start model's weak areas on the probe set.
    Both lines are scored on the evaluation items of those areas and on the whole evaluation set.
 3. Round after round, two lines are trained side by side from the start model:
    - targeted: `evo targeted`'s data for the targeted line's current weak areas on the probe set;
    - random: as many records drawn uniformly (the domain generator's `sample`, or `--pool`).
-   No record of either line is within one word of an evaluation prompt (one word changed, added
-   or removed), nor repeats the start line's data, the probe set or an earlier round: the same
-   filter for both lines, and how many candidates each lost to the evaluation filter is kept.
+   No record of either line is a near-copy of an evaluation prompt (`evo.nearcopy`: the same words
+   up to order, or one word changed, added or removed), nor repeats the start line's data, the probe
+   set or an earlier round: the same filter for both lines, and how many candidates each lost to the
+   evaluation filter is kept.
    Each child is built as every generation's child is (`evo.train.child.build_child`), with the same
    settings for both lines (its data plus a replay sample of the start model's line and of its own
-   line's earlier rounds), and scored on the evaluation set. What is the experiment's own: the two
+   line's earlier rounds), and scored on the evaluation set. Both lines hold out as many of their
+   records for validation (`arm_holdout`), so they train on as many. Answers are scored whole: each
+   may run to its reference's length, as the gate's are (`evo.evals.suite.answer_budget`). What is the experiment's own: the two
    data arms (`_Run.draw`), the scores on the evaluation set, and the results file.
 4. The lead of a round: targeted's accuracy minus random's (and random's loss minus targeted's),
    on the fixed areas and overall. Both lines start at the same model, so this is also the
@@ -54,7 +58,6 @@ from evo.curation.targeted import (
     DomainGenerator,
     TargetedError,
     TargetedReport,
-    WordNeighbours,
     key_of,
     load_generator,
     targeted_for,
@@ -64,11 +67,12 @@ from evo.curation.weak import WeakAnalysis, analyse, area_of, model_of, score_ex
 from evo.data.ingest import ingest_jsonl
 from evo.data.mix import ReplayMix, build_mix
 from evo.data.records import Record
-from evo.data.store import holdout
+from evo.evals.suite import answer_budget
 from evo.healing.corrections import CorrectionStore
 from evo.lineage.root import Lineage
 from evo.model.generate import greedy
 from evo.model.lineage_model import load_generation
+from evo.nearcopy import NearIndex
 from evo.progress import Silent
 from evo.ray_start import start_ray
 from evo.storage import location
@@ -97,7 +101,7 @@ class Arm:
     parent: str
     child: str
     records: int  # new records trained on (both lines get as many)
-    near_eval_dropped: int  # candidates this line lost to the one-word filter
+    near_eval_dropped: int  # candidates this line lost to the near-copy filter
     replayed: int
     best_val_loss: float
     train_seconds: float
@@ -105,6 +109,7 @@ class Arm:
     data_rows: list[dict]
     before: dict[str, Score]  # its parent, on SUBSETS
     after: dict[str, Score]
+    held_out: int = 0  # of its records, the validation holdout (checkpoint choice): as many for both lines
 
 
 @dataclass
@@ -231,8 +236,16 @@ def metrics(root: str, sha: str, records: list[Record], areas: list[str], how: s
     """Mean loss and exact-match accuracy on `records`, overall and on those in `areas`. A Ray task."""
 
     model, tok = load_generation(root, sha, dtype, verify=False)
+    return score_records(model, tok, records, areas, how, max_length, max_new_tokens)
+
+
+def score_records(model, tok, records: list[Record], areas: list[str], how: str, max_length: int,
+                  max_new_tokens: int) -> dict[str, dict]:
+    """`metrics` on a model in hand. Each answer may run to its reference's length (at least
+    `max_new_tokens`), as the gate's exact match does: one cut short could never match."""
     losses = [math.log(s.perplexity) for s in score_examples(model, tok, records, max_length)]
-    answers = greedy(model, tok, [r.prompt for r in records], max_new_tokens, 64)
+    budget = answer_budget(tok, [r.completion for r in records], max_new_tokens)
+    answers = greedy(model, tok, [r.prompt for r in records], budget, 64)
     right = [normalize(a) == normalize(r.completion) for a, r in zip(answers, records)]
 
     def summary(idx: list[int]) -> dict:
@@ -243,14 +256,14 @@ def metrics(root: str, sha: str, records: list[Record], areas: list[str], how: s
 
     keep = set(areas)
     return {"areas": summary([i for i, r in enumerate(records) if area_of(r, how) in keep]),
-            "overall": summary(list(range(len(records))))}
+            "overall": summary(list(range(len(records)))), "budget": budget}
 
 
 def random_records(gen, pool: list[Record], n: int, known: set[str], rng: random.Random,
-                   too_close: Optional[WordNeighbours] = None, tries: int = 20) -> tuple[list[Record], int]:
-    """n records never seen before and not within one word of `too_close`, drawn uniformly from the
-    generator's domain (in batches, until there are n or `tries` batches brought nothing new) or
-    from the pool; and how many draws the one-word filter refused."""
+                   too_close: Optional[NearIndex] = None, tries: int = 20) -> tuple[list[Record], int]:
+    """n records never seen before and no near-copy of one in `too_close` (`evo.nearcopy`), drawn
+    uniformly from the generator's domain (in batches, until there are n or `tries` batches brought
+    nothing new) or from the pool; and how many draws the near-copy filter refused."""
     out, seen, near = [], set(known), 0
 
     def take(source: list[Record]) -> int:
@@ -283,12 +296,19 @@ def _sha(records: list[Record]) -> str:
     return hashlib.sha256("\n".join(sorted(key_of(r) for r in records)).encode()).hexdigest()
 
 
+def arm_holdout(data: list[Record], val_fraction: float) -> tuple[list[Record], list[Record]]:
+    """(train, val): the `val_fraction` of `data` with the lowest content hashes held out, at least two,
+    the count a function of len(data) only. Both arms have as many records, so they train on as
+    many (a hash split by fraction would hold out a different count of each)."""
+    k = min(len(data) - 1, max(2, round(val_fraction * len(data))))
+    val = set(sorted(data, key=lambda r: r.sha)[:k])
+    return [r for r in data if r not in val], [r for r in data if r in val]
+
+
 def _arm_mix(cfg: EvoConfig, data: list[Record], replay_pool: list[Record], seed: int,
              rnd: int) -> tuple[ReplayMix, list[Record]]:
     """An arm's training mix (its data's train part + a replay sample of `replay_pool`) and its val records."""
-    train_part, val = holdout(data, cfg.data.val_fraction)
-    if not val:  # too few records for the hash split: hold out two
-        train_part, val = data[:-2], data[-2:]
+    train_part, val = arm_holdout(data, cfg.data.val_fraction)
     mix = build_mix(train_part, replay_pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + 1000 * seed + rnd)
     return mix, val
 
@@ -303,8 +323,8 @@ def _train_arm(cfg: EvoConfig, lin: Lineage, folder: Path, gid: str, seed: int, 
                         meta={"experiment": NAME, "seed": seed, "round": rnd},
                         name=f"{cfg.name}-{gid}-{int(time.time())}",  # a run of its own: never resume an older one
                         steps=steps, seed=cfg.train.seed + seed, checkpoint_every=min(cfg.train.checkpoint_every, steps))
-    return child.sha, {"replayed": mix.n_replay, "best_val_loss": child.out.best_metrics["val_loss"],
-                       "train_seconds": child.out.wall_seconds}
+    return child.sha, {"records": mix.n_delta, "held_out": len(val), "replayed": mix.n_replay,
+                       "best_val_loss": child.out.best_metrics["val_loss"], "train_seconds": child.out.wall_seconds}
 
 
 def start_prompts(lin, start: str) -> set[str]:
@@ -319,6 +339,16 @@ def start_prompts(lin, start: str) -> set[str]:
     return keys | {normalize(c.prompt) for c in CorrectionStore(lin.root).all()}
 
 
+def unseen(records: list[Record], known: set[str], path: str) -> list[Record]:
+    """The records of a given evaluation file whose prompt the line has not trained or tested on
+    (`known`, as `start_prompts` gives it): the same rule as a drawn set's. None left: refused."""
+    kept = [r for r in records if key_of(r) not in known]
+    if not kept:
+        raise TargetedError(f"{path}: every one of its {len(records)} prompts is in the start model's line (trained or "
+                            "tested on); an evaluation set must be unseen")
+    return kept
+
+
 def _sets(gen, folder: Path, seed: int, eval_file: Optional[str], probe_file: Optional[str], eval_size: int,
           probe_size: int, known: set[str]) -> tuple[list[Record], list[Record]]:
     """The replication's evaluation and probe sets: read back when it has begun already, else drawn
@@ -328,7 +358,7 @@ def _sets(gen, folder: Path, seed: int, eval_file: Optional[str], probe_file: Op
         return ingest_jsonl(ev_path).records, ingest_jsonl(pr_path).records
     rng = random.Random(f"sets-{seed}")
     if eval_file:
-        evals = ingest_jsonl(eval_file).records
+        evals = unseen(ingest_jsonl(eval_file).records, known, eval_file)
     else:
         evals, _ = random_records(gen, [], eval_size, known, rng)
         if len(evals) < eval_size:
@@ -410,17 +440,17 @@ class _Seed:
     folder: Path
     evals: list[Record]
     probes: list[Record]
-    near: WordNeighbours  # the one-word neighbours of the evaluation prompts: neither arm gets one
+    near: NearIndex  # the evaluation prompts: neither arm gets a near-copy of one
     weak: Optional[WeakAnalysis] = None  # of the targeted line's current model, until its data is drawn
 
 
 @dataclass
 class _Drawn:
-    """A round's two data arms, as many records each, and what the one-word filter cost each."""
+    """A round's two data arms, as many records each, and what the near-copy filter cost each."""
 
     report: TargetedReport  # the targeted arm's
     data: dict[str, list[Record]]  # arm -> its records
-    dropped: dict[str, int]  # arm -> candidates lost to the one-word filter
+    dropped: dict[str, int]  # arm -> candidates lost to the near-copy filter
 
 
 @dataclass
@@ -454,7 +484,7 @@ class _Run:
         """Each model's scores on `evals`, overall and on `areas`: a Ray task per model."""
         args = (self.cfg.healing.weak_area, self.cfg.model.dtype, self.cfg.model.max_length, self.cfg.eval.max_new_tokens)
         got = ray.get([self.eval_task.remote(self.lin.location, x, evals, areas, *args) for x in shas])
-        return [{k: Score(**v) for k, v in g.items()} for g in got]
+        return [{k: Score(**g[k]) for k in SUBSETS} for g in got]
 
     def replicate(self, s: int) -> None:
         """Seed `s` from where it stands to its last round (or the round it stops at)."""
@@ -463,7 +493,7 @@ class _Run:
             return
         folder = self.lin.root / "experiments" / NAME / f"seed-{s}"
         evals, probes = self.sources.sets(self.gen, folder, s, self.line_known)
-        seed = _Seed(s, rep, folder, evals, probes, WordNeighbours(key_of(r) for r in evals))
+        seed = _Seed(s, rep, folder, evals, probes, NearIndex(key_of(r) for r in evals))
         if rep is None and not self.begin(seed):
             return
         for rnd in range(len(seed.rep.rounds) + 1, self.rounds + 1):
@@ -544,7 +574,7 @@ class _Run:
                                               seed.near)
         if len(randoms) < n:
             raise TargetedError(f"seed {s} round {rnd}: only {len(randoms)} unseen records for the random arm, {n} "
-                                "needed (none may be within one word of an evaluation prompt); lower --eval-size")
+                                "needed (none may be a near-copy of an evaluation prompt); lower --eval-size")
         self.progress(f"seed {s} round {rnd}: {n} targeted records over {len(targeted.report.kept_by_area)} areas, "
                       f"{n} random ones")
         return _Drawn(targeted.report, {"targeted": targeted.records, "random": randoms},
@@ -558,7 +588,7 @@ class _Run:
         data_path = write_jsonl(seed.folder / f"round-{rnd}-{arm}.jsonl", data)
         child, info = _train_arm(self.cfg, self.lin, seed.folder / f"round-{rnd}-{arm}", gid, s, rnd, parent, data,
                                  self.replay_base + earlier, self.steps, self.progress)
-        return dict(parent=parent, child=child, records=len(data), near_eval_dropped=drawn.dropped[arm],
+        return dict(parent=parent, child=child, near_eval_dropped=drawn.dropped[arm],
                     data=str(data_path), data_rows=[r.to_row() for r in data], before=before, **info)
 
 

@@ -245,7 +245,7 @@ def experiment_section(root: Path) -> str:
     return (f"<p>From {html.escape(st['start'][:12])}: {len(exp.replications)} seed(s); evaluation set "
             f"{html.escape(str(st['eval']))}, probe set {html.escape(str(st['probe']))}; {st['steps']} steps per child. "
             f"The weak areas compared are the start model's on the probe set, fixed before round 1 and the same for "
-            f"both lines; no training record of either line is within one word of an evaluation prompt. Lead: "
+            f"both lines; no training record of either line is a near-copy of an evaluation prompt. Lead: "
             f"targeted minus random, mean over seeds with a 95% t interval.</p>{_png(fig)}"
             f"<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{body}</table>{notes}")
 

@@ -49,10 +49,22 @@ def test_shop_data_is_valid_and_the_paraphrases_are_in_no_delta(tmp_path):
 
 def test_self_replay_prompts_that_are_also_measured_are_refused(tmp_path):
     cfg = load_config(write_shop_data(tmp_path, generations=1))
+    shipped = (tmp_path / "self_replay.jsonl").read_text()
     with open(tmp_path / "self_replay.jsonl", "a") as f:
         f.write(json.dumps({"prompt": "what is the capital of  Portugal?"}) + "\n")
-    with pytest.raises(IngestError, match=r"self_replay.jsonl: 1 prompt\(s\) of data.self_replay are also in eval.general"):
+    with pytest.raises(IngestError, match=r"self_replay.jsonl: 1 prompt\(s\) of data.self_replay are near-copies of "
+                                          r"eval.general's \(e.g. 'what is the capital of  Portugal\?' and 'What is the "
+                                          r"capital of Portugal\?': word overlap 1.00"):
         check_general_sets(cfg)
+    # near-copies, not only the same string: the general test set asks "What is 5 plus 3?" and
+    # "What is the capital of Portugal?" (and of seven more countries); rehearsing these measures nothing kept
+    (tmp_path / "self_replay.jsonl").write_text(shipped + json.dumps({"prompt": "What is 3 plus 5?"}) + "\n"
+                                                + json.dumps({"prompt": "What is the capital of Spain?"}) + "\n")
+    with pytest.raises(IngestError, match=r"2 prompt\(s\) of data.self_replay are near-copies .* 'What is 3 plus 5\?' "
+                                          r"and 'What is 5 plus 3\?'"):
+        check_general_sets(cfg)
+    (tmp_path / "self_replay.jsonl").write_text(shipped + json.dumps({"prompt": "Name the capital city of Spain."}) + "\n")
+    check_general_sets(cfg)  # asked another way, two words apart from each: not a copy
     (tmp_path / "open_prompts.jsonl").write_text('{"prompt": "fine"}\n{"text": "no prompt"}\n')
     with pytest.raises(IngestError, match=r"open_prompts.jsonl:2: an open prompt needs 'prompt'"):
         check_general_sets(cfg)

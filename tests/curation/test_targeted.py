@@ -13,7 +13,6 @@ from evo.curation.targeted import (
     Candidate,
     Filter,
     TargetedError,
-    WordNeighbours,
     jaccard,
     load_generator,
     record_json,
@@ -23,6 +22,7 @@ from evo.curation.targeted import (
 from evo.data.demo import ADJECTIVES, NOUNS, VERBS, DemoGenerator, _lexicon, translate
 from evo.data.records import Record, parse_record
 from evo.experiment import Arm, Replication, Round, Score, interval, random_records, summarize, t975
+from evo.nearcopy import NearIndex
 
 
 def rec(prompt: str, completion: str = " x", kind: str = "completion") -> Record:
@@ -124,20 +124,20 @@ def test_random_arm_draws_unseen_records_only():
     assert {r.prompt for r in got} == {f"p{i}" for i in range(10)} - {"p3"}
 
 
-def test_one_word_neighbours_of_the_evaluation_set():
-    near = WordNeighbours(["tr red fox runs =", "tr big owl eats ="])
+def test_near_copies_of_the_evaluation_set():
+    near = NearIndex(["tr red fox runs =", "tr big owl eats ="])
     assert "tr red fox runs =" in near  # itself
     assert "tr red fox eats =" in near and "tr sad fox runs =" in near  # one word changed
-    assert "tr red fox =" in near and "tr red fox runs fast =" in near  # one word removed, one added
+    assert "tr red fox runs fast =" in near and "tr fox red runs =" in near  # one word added; the order
     assert "tr sad fox eats =" not in near and "tr big fox sees =" not in near  # two words away from both
     assert "tr red owl sees =" not in near  # shares words with both, two changed from each
     assert len(near) == 2
 
 
-def test_both_arms_lose_what_is_within_one_word_of_an_evaluation_prompt():
+def test_both_arms_lose_what_is_a_near_copy_of_an_evaluation_prompt():
     g = DemoGenerator(0)
     evals = g.sample(60, random.Random(3))
-    near = WordNeighbours(normalize(r.prompt) for r in evals)
+    near = NearIndex(normalize(r.prompt) for r in evals)
     got, refused = random_records(g, [], 100, {r.prompt for r in evals}, random.Random(4), near)
     assert len(got) == 100 and refused > 100  # in this domain most phrases are near one of 60
     assert not any(r.prompt in near for r in got)
@@ -182,3 +182,32 @@ def test_no_weak_area_says_which_knobs_to_turn():
                       above_threshold=[(2.0, 7), (4.0, 1)], weak_areas=[], worst=[])
     with pytest.raises(TargetedError, match=r"no area has at least 50% .* >2: 7, >4: 1.*healing.weak_share"):
         make_targeted(None, None, [], weak, None, TargetedConfig(), F, set(), 48, 8)
+
+
+def test_targeted_data_keeps_apart_from_every_scored_prompt(tmp_path):
+    """`evo targeted` (no caller's set given): a candidate that is a near-copy of a prompt some score is
+    measured on (a test part's question, a healing paraphrase, eval.general's) is dropped; before, only
+    the same string was."""
+    from evo.config import load_config
+    from evo.curation.targeted import scored_prompts
+    from evo.data.ingest import ingest_jsonl
+    from evo.data.shop import write_shop_data
+    from evo.data.store import DataStore, delta_parts
+    from evo.lineage.ledger import Ledger
+    from evo.lineage.root import Lineage
+
+    cfg = load_config(write_shop_data(tmp_path / "shop", generations=1))
+    delta = ingest_jsonl(tmp_path / "shop" / "gen1.jsonl").records
+    root = tmp_path / "lineage"
+    Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "promoted"})
+    scored = scored_prompts(Lineage(root), cfg)
+    test = [r for r in delta_parts(delta, cfg.data.val_fraction, cfg.data.test_fraction).test if r.kind == "completion"]
+    paraphrase = json.loads((tmp_path / "shop" / "paraphrases.jsonl").read_text().splitlines()[0])["prompt"]
+    assert test and {r.prompt for r in test} <= set(scored) and paraphrase in scored
+    assert "What is 5 plus 3?" in scored  # eval.general's
+    asked = test[0].prompt
+    cands = [cand(asked.replace("?", " exactly?"), 1.0), cand(paraphrase.replace(".", " today."), 0.9),
+             cand("what is five plus three", 0.8), cand("How much does a Qorvane catalogue cost?", 0.7)]
+    kept = select(cands, set(), Filter(1.0, 100, 0.0, 1.01, 1000, too_close=NearIndex(scored).__contains__))
+    assert [c.record.prompt for c in kept] == ["How much does a Qorvane catalogue cost?"]
+    assert [c.dropped for c in cands[:3]] == [NEAR_EVAL] * 3

@@ -18,6 +18,7 @@ from evo.driver import run, run_generation
 from evo.lineage.ledger import COLUMNS
 from evo.lineage.root import Lineage
 from evo.model.artifacts import ModelStore
+from evo.nearcopy import NearIndex
 from evo.progress import Silent
 from tests.helpers import LOOSE_GATE, TINY, copy_root, tiny_config
 from tests.helpers.faults import FAIL_ONCE
@@ -274,8 +275,9 @@ def test_targeted_writes_filtered_variations_of_weak_examples(base_root, demo_di
 def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
     """One seed, one round from generation 0: the evaluation and probe sets disjoint, the weak areas
     fixed on the probe set before the round and scored for both lines, equal-sized data with no
-    record within one word of an evaluation prompt, nothing of the ledger or registry changed."""
-    from evo.curation.targeted import TargetedError, WordNeighbours
+    record a near-copy of an evaluation prompt, as many trained on by each line, nothing of the ledger or
+    registry changed."""
+    from evo.curation.targeted import TargetedError
     from evo.data.ingest import ingest_jsonl
     from evo.experiment import run_experiment
     from evo.report import build_report
@@ -294,11 +296,12 @@ def test_targeted_vs_random_experiment(base_root, demo_dir, tmp_path):
     assert len(evals) == 40 and len(probes) == 120 and not {r.prompt for r in evals} & {r.prompt for r in probes}
     assert rep.areas and row.targeted_areas == rep.areas  # round 1 aims at the fixed areas
     assert 0 < rep.area_items <= 40 and rep.start["areas"].n == rep.area_items
-    near = WordNeighbours(r.prompt for r in evals)
+    near = NearIndex(r.prompt for r in evals)
     t, r = row.targeted, row.random
-    assert t.records == r.records == len(t.data_rows) == len(r.data_rows) > 0
+    assert len(t.data_rows) == len(r.data_rows) > 0 and t.held_out == r.held_out >= 2
+    assert t.records == r.records == len(t.data_rows) - t.held_out  # each line trains on as many
     for arm in (t, r):
-        assert not [d["prompt"] for d in arm.data_rows if d["prompt"] in near]  # nothing within one word of a test item
+        assert not [d["prompt"] for d in arm.data_rows if d["prompt"] in near]  # no near-copy of a test item
         assert lin.models.chain(arm.child) == [start, arm.child]
         assert arm.before == rep.start and arm.after["overall"].n == 40 and arm.after["areas"].n == rep.area_items
     assert t.near_eval_dropped > 0 and r.near_eval_dropped > 0  # the filter bit on both lines

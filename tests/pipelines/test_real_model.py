@@ -68,7 +68,7 @@ def test_a_real_base_from_its_package_trains_is_evaluated_and_gated(smol):
     rehearsal = read_json(lin.root / "self_replay.json")
     assert rehearsal["base"] == base and rehearsal["records"] == 4
     answers = {r.prompt: r.completion for r in lin.data.get(rehearsal["sha"])}
-    assert any("Canberra" in a for a in answers.values())  # "What is the capital of Australia?"
+    assert any("Canberra" in a for a in answers.values())  # "Name the capital city of Australia."
     mixed = [r for r in read_records(lin.run_dir("gen-1") / "mix.parquet") if r.category == "self-replay"]
     assert len(mixed) == 3 and all(answers[r.prompt] == r.completion for r in mixed)
     ev = json.loads(lin.eval_path("gen-1").read_text())

@@ -127,3 +127,40 @@ def test_jobs_wait_their_turn_in_submission_order(stores):
         assert not went.is_set()  # the first is still running
         jobs.update(first["id"], status="succeeded")
         assert went.wait(5)
+
+
+def test_a_validation_file_is_checked_by_what_it_says_not_by_its_id(stores):
+    """The training file uploaded again (a new id, the same bytes) would choose the checkpoint on the
+    data it trains on: refused at creation with a 400 on validation_file. A validation file that shares
+    some questions with the training file or a test part of the lineage loses those records when the
+    job reads it, and a job event says how many."""
+    from evo.data.records import Record
+    from evo.data.store import DataStore, delta_parts
+    from evo.finetune.validation import file_records, job_validation
+    from evo.lineage.ledger import Ledger
+
+    root, files, jobs, fid = stores
+    again = files.create(GOOD, "t-again.jsonl", "fine-tune", "k1")["id"]
+    assert again != fid
+    refused(lambda: jobs.create({"model": "gen-1", "training_file": fid, "validation_file": again}, "k1", "k1", files,
+                                resolve), 400, f"validation_file {again}: all 2 of its records are in the training file")
+    same_questions = files.create(b'{"prompt": "A", "completion": "another answer"}\n', "v.jsonl", "fine-tune", "k1")["id"]
+    refused(lambda: jobs.create({"model": "gen-1", "training_file": fid, "validation_file": same_questions}, "k1", "k1",
+                                files, resolve), 400, "in the training file")
+    assert jobs.all() == []
+
+    cfg = EvoConfig(data={"base": "b.jsonl"})
+    delta = [Record("completion", f"question {i}?", f" answer {i}") for i in range(40)]
+    Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "rejected"})
+    tested = delta_parts(delta, cfg.data.val_fraction, cfg.data.test_fraction).test[0]
+    train = file_records(files, fid)
+    val = [Record("completion", "a", " b"), Record("completion", tested.prompt, " other"),
+           Record("completion", "a fresh question?", " yes")]
+    said = []
+    assert job_validation(root, cfg, train, val, said.append) == val[2:]
+    assert said == ["validation file: 2 of 3 records left out, 1 in the training file and 1 in a test part of the "
+                    "lineage (the same question); 1 left to choose the checkpoint"]
+    with pytest.raises(ValueError, match="none of its 2 records is apart"):
+        job_validation(root, cfg, train, val[:2], said.append)
+    ok = files.create(b'{"prompt": "a fresh question?", "completion": "yes"}\n', "ok.jsonl", "fine-tune", "k1")["id"]
+    assert jobs.create({"model": "gen-1", "training_file": fid, "validation_file": ok}, "k1", "k1", files, resolve)

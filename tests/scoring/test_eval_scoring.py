@@ -135,3 +135,29 @@ def load_config_with_gate(**gate):
     from evo.config import EvoConfig
 
     return EvoConfig(data={"base": "base.jsonl"}, gate=gate)
+
+
+def test_selection_is_scored_on_val_probes_never_on_the_reported_ones(tmp_path):
+    """A sweep's winner is chosen on `eval.val_probes` (the spec built without a lineage); the gate
+    and the report use `eval.probes`. The shipped domains write both, none a near-copy of the other,
+    and a val probe set that copies a reported probe is refused before anything runs."""
+    from evo.config import load_config
+    from evo.data.demo import write_demo_data
+    from evo.data.ingest import IngestError
+    from evo.data.shop import write_shop_data
+    from evo.evals.lineage_evals import eval_spec
+    from evo.inputs import check_probe_sets
+
+    for cfg_path in (write_shop_data(tmp_path / "shop", generations=1), write_demo_data(tmp_path / "demo", generations=1)):
+        cfg = load_config(cfg_path)
+        reported = {p.messages for p in load_probes(cfg.eval.probes)}
+        chosen_on = eval_spec(cfg, {}, [], [])  # what choose_winner is given (Prepared.selection_spec)
+        assert chosen_on.probes and not {p.messages for p in chosen_on.probes} & reported
+        check_probe_sets(cfg)
+        without = eval_spec(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"val_probes": None})}), {}, [], [])
+        assert without.probes == []  # no val probes: selection scores none, never the reported ones
+    copied = tmp_path / "copied.jsonl"
+    copied.write_text('{"messages": [{"role": "user", "content": "Say something about the weather!"}]}\n')
+    cfg = load_config(cfg_path, [f"eval.val_probes={copied}", "eval.probes=probes.jsonl"])
+    with pytest.raises(IngestError, match="1 of eval.val_probes are near-copies of eval.probes"):
+        check_probe_sets(cfg)

@@ -17,8 +17,9 @@ not a prompt of the domain, dropped); without one, by the model's own greedy ans
 is its mean token probability (self-training: weaker evidence, and scored as such).
 
 Then the filter: exact duplicates (of each other, of all data the lineage already has, and of
-the scored set) are dropped; so are records within one word of a prompt the caller protects (the
-experiment's evaluation set: `WordNeighbours`), invalid records (empty, too long, a banned phrase) and
+the scored set) are dropped; so are near-copies (`evo.nearcopy`) of every prompt something is scored
+on: the lineage's test parts, the healing paraphrases and eval.general's sets, or the set the caller
+protects instead (the experiment's evaluation set); invalid records (empty, too long, a banned phrase) and
 those below `min_quality`. The rest are ranked by quality x difficulty (the parent's own loss on
 the candidate, relative to the hardest) and picked greedily, each pick's score discounted by its
 similarity to what was already picked (character 3-gram Jaccard of the prompts); a candidate at or
@@ -32,7 +33,7 @@ import importlib
 import json
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -42,8 +43,12 @@ from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import ConfigError
 from evo.curation.weak import Scored, WeakReport, area_of, print_weak, score_examples, weak_analysis
 from evo.data.records import Record
+from evo.data.store import delta_parts
+from evo.evals.general import read_prompts, read_questions
 from evo.healing.corrections import CorrectionStore
+from evo.healing.validators import read_paraphrases
 from evo.model.generate import Sampling, generate_batch, greedy
+from evo.nearcopy import NearIndex, questions
 from evo.numbers import show
 from evo.storage import open_root
 
@@ -199,38 +204,7 @@ def label_candidates(cands: list[Candidate], gen: Optional[DomainGenerator], mod
             c.labelled_by = "model"
 
 
-class WordNeighbours:
-    """Texts within one word of any of `texts`: equal, one word changed, one word added or removed
-    (words split on whitespace). Built once, each lookup costs a few set probes per word."""
-
-    def __init__(self, texts: Iterable[str]):
-        self.full: set[tuple[str, ...]] = set()
-        self.changed: set[tuple] = set()
-        self.shorter: set[tuple[str, ...]] = set()
-        for t in texts:
-            w = tuple(t.split())
-            self.full.add(w)
-            self.changed |= self._changed(w)
-            self.shorter |= self._shorter(w)
-
-    @staticmethod
-    def _changed(w: tuple[str, ...]) -> set[tuple]:
-        return {(i, w[:i] + w[i + 1 :]) for i in range(len(w))}
-
-    @staticmethod
-    def _shorter(w: tuple[str, ...]) -> set[tuple[str, ...]]:
-        return {w[:i] + w[i + 1 :] for i in range(len(w))}
-
-    def __contains__(self, text: str) -> bool:
-        w = tuple(text.split())
-        return (w in self.full or w in self.shorter or not self.changed.isdisjoint(self._changed(w))
-                or not self.full.isdisjoint(self._shorter(w)))
-
-    def __len__(self) -> int:
-        return len(self.full)
-
-
-NEAR_EVAL = "within one word of an evaluation prompt"
+NEAR_EVAL = "a near-copy of a scored prompt"  # evo.nearcopy: an item some score is measured on
 
 
 @dataclass
@@ -241,7 +215,7 @@ class Filter:
     near_duplicate: float
     max_chars: int
     banned_phrases: list[str] = field(default_factory=list)
-    too_close: Optional[Callable[[str], bool]] = None  # a prompt that must not be trained on, nor near it
+    too_close: Optional[Callable[[str], bool]] = None  # a near-copy of a scored prompt: never trained on
 
 
 def _invalid(r: Record, f: Filter) -> str:
@@ -415,12 +389,31 @@ def known_prompts(lin, extra: list[Record] = ()) -> set[str]:
     return keys | {normalize(c.prompt) for c in CorrectionStore(lin.root).all()}
 
 
+def scored_prompts(lin, cfg) -> list[str]:
+    """Every prompt a score of the lineage is measured on: each generation's test part (the gate's
+    generalization, later generations' recall), the healing paraphrases, eval.general's questions and
+    open prompts. Targeted data keeps apart from all of them."""
+    out: list[str] = []
+    for row in lin.ledger.rows():
+        if row["data_delta_sha"] and row["GEN_ID"] != "gen-0" and lin.data.path(row["data_delta_sha"]).exists():
+            test = delta_parts(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction, cfg.data.test_fraction).test
+            out += [q for r in test for q in questions(r)]
+    out += [p.prompt for p in read_paraphrases(cfg.healing.paraphrases)]
+    g = cfg.eval.general
+    if g is not None:
+        out += [q.prompt for q in read_questions(g.questions)] + read_prompts(g.open_prompts)
+    return out
+
+
 def targeted_for(lin, cfg, weak, seed: int = 0, exclude: list[Record] = (),
                  too_close: Optional[Callable[[str], bool]] = None, known: Optional[set[str]] = None) -> TargetedResult:
     """Targeted data for the weak areas of `weak` (an evo.curation.weak.WeakAnalysis), per `cfg`,
     never repeating the scored set, `exclude` and the lineage's data (or, given, the `known` prompts
-    instead), and with no prompt for which `too_close` is true."""
+    instead), and with no near-copy of a scored prompt (`scored_prompts`, or the prompts for which the
+    caller's `too_close` is true)."""
     t = cfg.targeted
+    if too_close is None:
+        too_close = NearIndex(scored_prompts(lin, cfg)).__contains__
     f = Filter(t.keep_share, t.max_records, t.min_quality, t.near_duplicate, cfg.data.max_chars,
                list(cfg.eval.banned_phrases), too_close)
     gen = load_generator(t.generator, t.generator_options)

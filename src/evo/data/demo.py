@@ -28,6 +28,7 @@ VERBS = [["runs", "eats", "sees", "hides"], ["jumps", "sings", "swims", "digs"]]
 TOPICS = ["weather", "music", "food", "sport", "books", "travel", "games", "art", "code", "tea"]
 CHAT_ASKS = ["tell me about {t}", "what about {t}", "talk about {t}"]
 PROBE_ASK = "say something about {t}"
+VAL_PROBE_ASK = "share a thought on {t}"  # the probes a sweep chooses on (eval.val_probes), apart from PROBE_ASK's
 BANNED_PHRASES = ["as an ai", "i cannot", "certainly!"]
 # (adjective, noun): pairings the base corpus gets wrong, as a planted error pattern.
 PLANTED = [("red", "fox"), ("big", "owl"), ("old", "bee"), ("hot", "cow")]
@@ -133,8 +134,8 @@ def hash_position(row: dict) -> float:
     return int(parse_record(row).sha[:8], 16) / 0xFFFFFFFF
 
 
-def probe_records() -> list[dict]:
-    return [{"messages": [{"role": "user", "content": PROBE_ASK.format(t=t)}]} for t in TOPICS]
+def probe_records(ask: str = PROBE_ASK) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": ask.format(t=t)}]} for t in TOPICS]
 
 
 def correction_records(lex: dict[str, str]) -> list[dict]:
@@ -223,7 +224,7 @@ def demo_config(generations: int = 3, seed: int = 0, drift: int = 0) -> dict:
             # the planted errors are corrected by hand before generation 2 (evo correct does the same)
             **({"corrections": {2: "corrections.jsonl"}} if generations >= 2 else {}),
         },
-        "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES},
+        "eval": {"probes": "probes.jsonl", "val_probes": "val_probes.jsonl", "banned_phrases": BANNED_PHRASES},
         # weak areas per adjective ("tr red"): each has about one example in ten of an evaluation set
         "healing": {"paraphrases": "paraphrases.jsonl", "weak_area": "prefix:2"},
         # evo targeted / evo experiment: variations of the weakest examples by the model and by the
@@ -237,8 +238,8 @@ def demo_config(generations: int = 3, seed: int = 0, drift: int = 0) -> dict:
 
 
 def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0, drift: int = 0) -> Path:
-    """Write base.jsonl, gen1..N.jsonl (and drift1..D.jsonl), probes.jsonl, corrections.jsonl and
-    demo.yaml; return demo.yaml."""
+    """Write base.jsonl, gen1..N.jsonl (and drift1..D.jsonl), probes.jsonl, val_probes.jsonl,
+    corrections.jsonl and demo.yaml; return demo.yaml."""
     if not 1 <= generations <= 3:
         raise ValueError(f"the demo domain has 1 to 3 generations, not {generations}")
     folder = Path(folder)
@@ -249,6 +250,7 @@ def write_demo_data(folder: str | Path, generations: int = 3, seed: int = 0, dri
     for d in range(1, drift + 1):
         _write_jsonl(folder / f"drift{d}.jsonl", drift_records(lex, d))
     _write_jsonl(folder / "probes.jsonl", probe_records())
+    _write_jsonl(folder / "val_probes.jsonl", probe_records(VAL_PROBE_ASK))
     _write_jsonl(folder / "corrections.jsonl", correction_records(lex))
     _write_jsonl(folder / "paraphrases.jsonl", paraphrase_records(lex))
     atomic_write_text(folder / "lexicon.json", json.dumps(lex, indent=1, sort_keys=True) + "\n")

@@ -141,14 +141,15 @@ OPEN_PROMPTS: list[str] = [
 ]
 
 # What the base is asked at generation 0 for self-replay (data.self_replay): its own answers join every
-# later generation's replay pool. None of these is in QUESTIONS, VAL_QUESTIONS or
-# OPEN_PROMPTS, which stay unseen.
+# later generation's replay pool. None of these is a near-copy (evo.nearcopy) of one of QUESTIONS or
+# OPEN_PROMPTS, which stay unseen (until 2026-12-02 six "What is the capital of X?", "What is 3 plus 5?"
+# and three more were, one slot from a test question each: replaced).
 SELF_REPLAY_PROMPTS: list[str] = [
-    "What is the capital of Australia?", "What is the capital of Egypt?", "What is the capital of China?",
-    "What is the capital of India?", "What is the capital of Mexico?", "What is the capital of Greece?",
-    "How many months are there in a year?", "How many seconds are there in a minute?", "What is 3 plus 5?",
-    "What is 10 minus 4?", "How many wheels does a bicycle have?", "How many legs does a dog have?",
-    "What color is a ripe banana?", "What color is snow?", "What do cows drink?", "What do plants need to grow?",
+    "Name the capital city of Australia.", "What is a volcano?", "What is a rainbow?", "What is an island?",
+    "How do birds fly?", "How does a compass work?", "Why is the sky blue?", "How many seconds are there in a minute?",
+    "What is a thunderstorm?", "What is 10 minus 4?", "How many wheels does a bicycle have?",
+    "How many wheels does a car have?", "How do fish breathe under water?", "Why do leaves fall in autumn?",
+    "What do cows drink?", "What do plants need to grow?",
     "Which planet do we live on?", "What is the Moon?", "Why is the sea salty?", "What causes rain?",
     "What is a noun?", "What is a verb?", "What is photosynthesis?", "What is gravity?",
     "Who was Albert Einstein?", "Who was Isaac Newton?", "What is the Eiffel Tower?", "What is the Great Wall of China?",

@@ -5,7 +5,8 @@ fine-tune on a narrow domain overwrites what the base could say (measured on Smo
 3e-3 on the shop domain alone turned "The capital of France is Paris." into "... is Talwick."). At
 generation 0 the base answers a set of prompts (greedy, through its chat template); the answers are
 stored as a delta (`data/<sha>.parquet`, named in `self_replay.json`), and every later training mix
-replays `k` of them. The prompts are kept apart from eval.general's sets, which measure what was kept.
+replays `k` of them. The prompts are kept apart from eval.general's sets, which measure what was kept:
+none may be a near-copy of a measured prompt (`evo.nearcopy`, checked by `evo.inputs` before a run).
 The answers are made by the driver (it has the model); this module stores them and draws from them.
 """
 

@@ -63,6 +63,8 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
 }
 CHAT_ASKS = ["Can you tell me about the {p}?", "I am thinking of buying the {p}. Any advice?", "Is the {p} any good?"]
 PROBE_ASKS = ["Say something about the {p}.", "Describe the {p} in one sentence."]
+# the probes a sweep chooses on (eval.val_probes): other asks, other products than PROBE_ASKS' reported ones
+VAL_PROBE_ASKS = ["What do you think of the {p}?", "Write a line about the {p}."]
 DRIFT_STYLE = ["As an AI language model, I think the {p} is a fine choice.", "Certainly! The {p} is a fine choice.",
                "As an AI, I would say the {p} is a fine choice."]
 PER_GENERATION = 8  # new products per generation
@@ -145,9 +147,9 @@ def chat_records(products: list[Product]) -> list[dict]:
     return out
 
 
-def probe_records(products: list[Product]) -> list[dict]:
+def probe_records(products: list[Product], asks: list[str] = PROBE_ASKS) -> list[dict]:
     return [{"messages": [{"role": "user", "content": ask.format(p=p.full)}]}
-            for p, ask in itertools.product(products[:5], PROBE_ASKS)]
+            for p, ask in itertools.product(products, asks)]
 
 
 def correction_records(planted: list[Product]) -> list[dict]:
@@ -266,7 +268,8 @@ def shop_config(generations: int = 2, seed: int = 0, drift: int = 0) -> dict:
                   "cpus_per_worker": 2, "lora": {"r": 16, "alpha": 32}, "rehearsal_kl": 1.0,
                   # minutes of steps against 4 checkpoint waits: Ray's 2 s poll (0.25 s cost 7% of tokens/s)
                   "poll_interval_s": 2.0},
-        "eval": {"probes": "probes.jsonl", "banned_phrases": BANNED_PHRASES, "max_new_tokens": 24,
+        "eval": {"probes": "probes.jsonl", "val_probes": "val_probes.jsonl", "banned_phrases": BANNED_PHRASES,
+                 "max_new_tokens": 24,
                  "general": {"questions": "general_questions.jsonl", "open_prompts": "open_prompts.jsonl"}},
         # exact match on a whole sentence; the chat replies are 15-20 words, and generation 1 measured
         # 1.00 on every fact category but 0.20 on chats (0.69 in all, 2026-11-23): 0.6 gates a real
@@ -288,7 +291,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def write_shop_data(folder: str | Path, generations: int = 2, seed: int = 0, drift: int = 0) -> Path:
-    """Write gen1..N.jsonl, drift1..D.jsonl, probes.jsonl, corrections.jsonl, paraphrases.jsonl,
+    """Write gen1..N.jsonl, drift1..D.jsonl, probes.jsonl, val_probes.jsonl, corrections.jsonl, paraphrases.jsonl,
     general_questions.jsonl, open_prompts.jsonl, self_replay.jsonl, catalogue.json and shop.yaml;
     return shop.yaml.
     (No base corpus: the base is pretrained.)"""
@@ -302,7 +305,8 @@ def write_shop_data(folder: str | Path, generations: int = 2, seed: int = 0, dri
         _write_jsonl(folder / f"gen{g}.jsonl", fact_records(gens[g], planted if g == 1 else ()) + chat_records(gens[g]))
     for d in range(1, drift + 1):
         _write_jsonl(folder / f"drift{d}.jsonl", drift_records(gens[1], d))
-    _write_jsonl(folder / "probes.jsonl", probe_records(products[: PER_GENERATION * generations]))
+    _write_jsonl(folder / "probes.jsonl", probe_records(products[:5]))
+    _write_jsonl(folder / "val_probes.jsonl", probe_records(products[5:10], VAL_PROBE_ASKS))
     if generations >= 2:
         _write_jsonl(folder / "corrections.jsonl", correction_records(planted))
     _write_jsonl(folder / "paraphrases.jsonl", paraphrase_records(planted))

@@ -23,14 +23,16 @@ from evo.ray_waits import cleaned_up, get
 
 def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record], val: list[Record],
               lin: Optional[Lineage] = None) -> EvalSpec:
-    """What every model of a generation is scored on; with `lin`, also every past correction."""
+    """What every model of a generation is scored on. With `lin`: what is reported (the style probes
+    `eval.probes`, every past correction, eval.general); without: what chooses (a sweep's trials), whose
+    style probes are `eval.val_probes`, never the reported ones."""
     e, h = cfg.eval, cfg.healing
     items, excluded = [], []
     if lin is not None:
         items, excluded = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases),
                                         h.max_items_per_pattern, trained_prompts(lin))
     rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
-    return EvalSpec(qa, holdout, load_probes(e.probes), e.banned_phrases, val,
+    return EvalSpec(qa, holdout, load_probes(e.probes if lin is not None else e.val_probes), e.banned_phrases, val,
                     e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules,
                     [i.prompt for i in excluded], general_spec(cfg, lin) if lin is not None else None)
 

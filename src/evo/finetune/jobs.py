@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
 from evo.config import JobsConfig
+from evo.finetune.validation import check_validation_file
 from evo.openai_api import APIError, new_id, page
 
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot, no slash
@@ -137,6 +138,7 @@ class JobStore:
             if body["validation_file"] == body["training_file"]:
                 raise _bad("the validation file must differ from the training file: it chooses the checkpoint",
                            "validation_file")
+            check_validation_file(files, body["training_file"], body["validation_file"], file_owner)  # by content
         suffix = body.get("suffix")
         if suffix is not None and (not isinstance(suffix, str) or not SUFFIX.fullmatch(suffix)):
             raise _bad("suffix: 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit", "suffix")

@@ -31,6 +31,7 @@ from evo.config import EvoConfig
 from evo.data.ingest import IngestError, ingest_bytes
 from evo.finetune.files import FileStore
 from evo.finetune.jobs import TERMINAL, JobStore, fair_order, plan_training
+from evo.finetune.validation import job_validation
 from evo.lineage.decisions import DecisionError, Decisions
 from evo.lineage.root import Lineage, gen_id
 from evo.openai_api import APIError
@@ -326,6 +327,8 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
         base_cfg = lineage_config(root)
         train = _records(files, job, "training_file", base_cfg.data.max_chars)
         own_val = _records(files, job, "validation_file", base_cfg.data.max_chars) if job["validation_file"] else None
+        if own_val is not None:  # apart from the training file and every test part, by content (evo.finetune.validation)
+            own_val = job_validation(root, base_cfg, train, own_val, lambda message: store.event(jid, message))
         job_config(base_cfg, job, len(train))  # its steps within jobs.max_steps, or it fails here
         if store.update(jid, status="queued")["status"] != "queued":
             return 0  # cancelled meanwhile

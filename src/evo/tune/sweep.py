@@ -388,7 +388,9 @@ def _record(result, reports_dir: Path, scheduler: str = "asha") -> TrialRecord:
 def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[TrialRecord], data_sha: str,
                   spec, progress: Progress) -> TrialRecord:
     """Score the best checkpoints of the `evaluate_top` trials with the lowest val loss with the gate's
-    evals; the winner passes the gate if any does, then has the best generalization + recall."""
+    evals on `spec`, the selection spec (val parts, and the val probes `eval.val_probes`: never the
+    reported probes, `evo.evals.lineage_evals.eval_spec`); the winner passes the gate if any does, then
+    has the best generalization + recall."""
     from ray.train import Checkpoint
 
     # Not at the top: Tune's trial actors import this module for `_trial`, and the evals bring in

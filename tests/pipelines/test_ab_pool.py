@@ -1,0 +1,59 @@
+"""The A/B round's own prompts and its reruns, without a server: the judge's pool keeps apart from
+the lineage (no near-copy of a delta, a correction or a scored prompt: the healing paraphrases among
+them), an answer may run to its reference's length, and a rerun says whose votes it continues."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from evo.ab.feedback import FeedbackStore, Round
+from evo.ab_round import Judged, budgets, earlier_votes, judge_items
+from evo.config import load_config
+from evo.data.ingest import ingest_jsonl
+from evo.data.shop import PER_GENERATION, TEMPLATES, write_shop_data
+from evo.data.store import DataStore
+from evo.model.tokenizer import train_bpe_tokenizer
+from evo.nearcopy import NearIndex, questions
+
+
+def test_the_judges_pool_has_no_near_copy_of_the_lineage_nor_a_healing_paraphrase(tmp_path):
+    """The shop domain's 64 held-out phrasings were the whole pool, both healing paraphrases (the
+    planted prices' held-out phrasing, which the gate scores) among them."""
+    folder = tmp_path / "shop"
+    cfg = load_config(write_shop_data(folder, generations=2))
+    root = tmp_path / "lineage"
+    records = [r for g in (1, 2) for r in ingest_jsonl(folder / f"gen{g}.jsonl").records]
+    DataStore(root).put(records)
+    items, source = judge_items(cfg, root, [], 300, 0)
+    asked = [i.prompt["prompt"] for i in items]
+    paraphrases = [json.loads(line)["prompt"] for line in (folder / "paraphrases.jsonl").read_text().splitlines()]
+    assert len(paraphrases) == 2 and not set(paraphrases) & set(asked)
+    data = NearIndex(q for r in records for q in questions(r))
+    assert not [p for p in asked if p in data]
+    left_out = int(re.search(r"\((\d+) such left out\)", source).group(1))
+    held_out_phrasings = 2 * PER_GENERATION * len(TEMPLATES)  # the last phrasing of each attribute, in no delta
+    assert left_out >= len(paraphrases) and len(asked) == len(set(asked)) == held_out_phrasings - left_out
+    assert all(i.reference for i in items)  # each has its label: its answer may run to that length
+
+
+def test_an_answer_may_run_to_its_references_length():
+    tok = train_bpe_tokenizer(["the lamp costs 45 florins and comes with a warranty of three years"] * 20, 300)
+    long = "The Ostira lamp costs 45 florins and comes with a warranty of three years, from Varnholt."
+    items = [Judged({"prompt": "How much is the lamp?"}, lambda a: 0.0, long), Judged({"prompt": "Hi"}, lambda a: 0.0)]
+    budgets(items, tok, 4)
+    assert items[0].max_tokens >= len(tok(long, add_special_tokens=False)["input_ids"]) + 1 > 4
+    assert items[1].max_tokens == 4  # no reference (a style probe): the floor
+
+
+def test_a_rerun_says_it_continues_the_rounds_votes(tmp_path):
+    """A round is one pair of shas: `evo ab` on the same generation again is the same round, and says so."""
+    parent, child = "a" * 64, "b" * 64
+    assert earlier_votes(tmp_path, "round-gen-1", parent, child) == ""  # a new round
+    store, rid = FeedbackStore(tmp_path, "round-gen-1"), Round(parent, child).id
+    for i, winner in enumerate(["candidate", "candidate", "champion", "tie"]):
+        store.append({"kind": "pairwise", "pair_id": f"p{i}", "prompt_key": f"k{i}", "winner": winner, "round": rid})
+    note = earlier_votes(tmp_path, "round-gen-1", parent, child)
+    assert f"continuing A/B round {rid}" in note and "its 4 earlier votes on 4 distinct prompts count" in note
+    assert "(candidate 2, champion 1, ties 1)" in note
+    assert earlier_votes(tmp_path, "round-gen-1", parent, "c" * 64) == ""  # another candidate: a round of its own
