@@ -24,6 +24,10 @@ COLUMNS = [
     # the champion (sha) the child was scored against and its decision applied to: the parent, unless
     # the champion moved while the generation ran (evo.lineage.decisions); empty on rows of older roots
     "compared_with",
+    # train.method (supervised or dpo; empty on rows of older roots) and, for dpo, its beta, the
+    # preference pairs trained on, and on the delta's test pairs the share the child ranks right (its
+    # implicit reward higher on the chosen answer) and the mean reward margin
+    "method", "dpo_beta", "pairs", "pref_accuracy", "reward_margin",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).

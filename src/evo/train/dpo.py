@@ -125,3 +125,4 @@ def child_pair_scores(root: str, child: str, records: list, beta: float, max_len
         return {"pairs": 0, "accuracy": None, "reward_margin": None, "chosen_logratio": None}
     return {"pairs": s.pairs, "accuracy": s.correct / s.pairs, "reward_margin": s.margin / s.pairs,
             "chosen_logratio": s.chosen_logratio / s.pairs}
+
