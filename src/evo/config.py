@@ -103,7 +103,22 @@ class LoraSettings(_Strict):
     )
 
 
+class DPOSettings(_Strict):
+    """Direct preference optimization (`train.method: dpo`, evo.train.dpo): the child learns to rank each
+    preference record's chosen answer above its rejected one, relative to its parent (the reference:
+    the child with its new adapter switched off)."""
+
+    beta: float = Field(0.1, gt=0, description="DPO's beta: how far the child may move from its parent "
+                                                "(larger keeps it closer).")
+    sft_weight: float = Field(0.0, ge=0, description="Weight of an SFT term (mean token loss) on the chosen answers, "
+                                                    "added to the DPO loss (0: off).")
+
+
 class TrainConfig(_Strict):
+    method: Literal["supervised", "dpo"] = Field(
+        "supervised", description="supervised: token loss on completions; dpo: direct preference optimization on the "
+        "delta's preference records (train.dpo), the replayed non-preference records keeping their token loss.")
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
     strategy: Literal["ddp", "deepspeed"] = Field("ddp", description="Data parallelism under Ray Train.")
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy=deepspeed).")
     num_workers: int = Field(2, gt=0, description="Ray Train workers.")
@@ -273,6 +288,9 @@ class SweepConfig(_Strict):
     lr: tuple[float, float] = Field((3e-4, 1e-2), description="Learning rate bounds, sampled log-uniform.")
     steps: list[int] = Field(default_factory=lambda: [150, 300], description="Step counts to choose from.")
     replay_k: list[int] = Field(default_factory=lambda: [0, 100], description="Replay sizes to choose from.")
+    beta: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.3],
+                              description="train.method dpo: DPO betas to choose from (trials are then chosen on val "
+                                          "preference accuracy).")
     grace_period: int = Field(1, gt=0, description="ASHA: checkpoints a trial runs before it may be stopped.")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor at each rung.")
     perturbation_interval: int = Field(1, gt=0, description="PBT: checkpoints between exploit/explore steps.")
@@ -297,6 +315,8 @@ class SweepConfig(_Strict):
             problems.append("steps: needs at least one positive step count")
         if not self.replay_k or min(self.replay_k) < 0:
             problems.append("replay_k: needs at least one count >= 0")
+        if not self.beta or min(self.beta) <= 0:
+            problems.append("beta: needs at least one positive beta")
         if problems:
             raise ValueError("; ".join(problems))
         return self

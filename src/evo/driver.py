@@ -54,6 +54,8 @@ from evo.progress import Progress, Silent
 from evo.ray_start import start_ray
 from evo.storage import after_write_tree, location, open_root, uri_of
 from evo.train.child import build_child, train_run
+from evo.train.dpo import child_pair_scores
+from evo.train.method import method_problem
 from evo.train.worker_config import training_meta, worker_config
 from evo.tune.sweep import choose_winner, run_sweep, save_trials
 
@@ -116,7 +118,7 @@ def build_base(cfg: EvoConfig, lin: Lineage, data_sha: str, progress: Progress) 
     after_write_tree(init_dir)  # a URI root: the workers fetch it from there
     progress(GEN0, f"built tokenizer ({len(tok)} tokens) and a tiny Llama from config; pretraining")
     p = cfg.model.pretrain
-    worker = worker_config(cfg, lin, GEN0, mode="full", init_dir=uri_of(init_dir), lora=None, steps=p.steps,
+    worker = worker_config(cfg, lin, GEN0, mode="full", method="supervised", init_dir=uri_of(init_dir), lora=None, steps=p.steps,
                            batch_size=p.batch_size, lr=p.lr, checkpoint_every=max(1, p.steps // 4))
     out = train_run(cfg, lin, GEN0, worker, progress)
 
@@ -258,12 +260,13 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     if replay_ks is not None:  # a sweep's files; a single child's are written by train.child.build_child
         write_records(lin.run_dir(gid) / "val.parquet", val)
     for k in sorted(set(replay_ks)) if replay_ks is not None else []:
-        mix = build_mix(parts.train, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index, rehearse, apart, whole)
+        mix = build_mix(parts.train, anc.pool, k, cfg.data.curriculum, cfg.train.seed + index, rehearse,
+                        preference=cfg.train.method == "dpo", apart=apart, whole=whole)
         path = lin.run_dir(gid) / f"mix-k{k}.parquet"
         write_records(path, mix.records)
         mixes[k] = (str(path), mix)
     mix = build_mix(parts.train, anc.pool, cfg.train.replay_k, cfg.data.curriculum, cfg.train.seed + index, rehearse,
-                    apart, whole)
+                    preference=cfg.train.method == "dpo", apart=apart, whole=whole)
     n_trained, n_test = trained_answers(test, mix.records)
     report = {"scheme": split.scheme, "val_fraction": split.val_fraction, "test_fraction": split.test_fraction,
               "left_out": mix.left_out, "test_answers_trained": [n_trained, n_test],
@@ -383,16 +386,40 @@ def decide_and_record(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent
     return row, ev
 
 
+def preference_columns(cfg: EvoConfig, lin: Lineage, gid: str, child: str, meta: dict, prep: Prepared,
+                       progress: Progress) -> dict:
+    """The ledger's method columns; for dpo also the pairs trained on and, on the delta's test pairs, the
+    child's preference accuracy and mean reward margin against its parent (a Ray task)."""
+    method = meta.get("method", "supervised")
+    if method != "dpo":
+        return {"method": method}
+    beta = float(meta.get("beta", cfg.train.dpo.beta))
+    pairs = sum(r.kind == "preference" for r in prep.mix.records)
+    test = [r for r in prep.test if r.kind == "preference"]
+    task = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(child_pair_scores)
+    s = ray_waits.get([task.remote(lin.location, child, test, beta, cfg.model.max_length, cfg.model.dtype)],
+                      "the preference scores of the child on the test pairs (a Ray task)", cfg.ray,
+                      lambda message: progress(gid, message))[0]
+    progress(gid, f"dpo (beta {beta:g}, {pairs} pairs trained): on {s['pairs']} test pairs the child ranks the chosen "
+                  f"answer first {show(s['accuracy'])} of the time, reward margin {show(s['reward_margin'], '.3f')}")
+    return {"method": method, "dpo_beta": beta, "pairs": pairs, "pref_accuracy": s["accuracy"],
+            "reward_margin": s["reward_margin"]}
+
+
 def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress: Progress,
                    extra: Optional[dict] = None, tune: bool = False, parent: Optional[str] = None,
-                   own_val: Optional[list[Record]] = None) -> dict:
+                   own_val: Optional[list[Record]] = None, data_sha: Optional[str] = None) -> dict:
     """One generation, step by step: corrections, data, child, evals, decision. Returns its ledger row.
-    `parent`: the model it grows from (default: the champion); `own_val`: see `prepare_mix`."""
+    `parent`: the model it grows from (default: the champion); `own_val`: see `prepare_mix`; `data_sha`:
+    a delta already stored (then `path` is only named), else the delta is ingested from `path`. With
+    `train.method: dpo` its preference records train as pairs, the replayed records as ever."""
     gid, t0 = gen_id(index), time.perf_counter()
     parent = parent or lin.registry.alias("champion")
     record_arriving_corrections(cfg, lin, index, progress)
-    data_sha = ingest(lin, path, cfg, progress, gid, own_val=own_val is not None)
+    data_sha = data_sha or ingest(lin, path, cfg, progress, gid, own_val=own_val is not None)
     delta = lin.data.get(data_sha)
+    if problem := method_problem(cfg.train.method, delta, f"{gid}'s delta {path or data_sha[:12]}"):
+        raise ValueError(problem)
     prep = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k if tune else None,
                        own_val=own_val)
     if tune:
@@ -402,6 +429,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         progress(gid, f"mix: {prep.mix.summary()}; parent {parent[:12]}")
         child = train_child(cfg, lin, gid, parent, data_sha, prep, progress, extra or {})
     meta = lin.models.meta(child)
+    method_columns = preference_columns(cfg, lin, gid, child, meta, prep, progress)
 
     def row_of(ev: Evaluated, decision: str, reason: str, against: str) -> dict:
         c = ev.child
@@ -415,7 +443,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
             "trial": trial, "patterns_healed": f"{len(ev.healed)}/{len(c.healing)}" if c.healing else "",
             "patterns_recurred": ";".join(ev.recurred), "split": prep.split.scheme, **general_columns(c),
             "test_answers_trained": "{}/{}".format(*prep.kept_apart["test_answers_trained"]),
-            "compared_with": against,
+            "compared_with": against, **method_columns,
         }
 
     row, ev = decide_and_record(cfg, lin, gid, child, parent, prep, progress, row_of)

@@ -429,3 +429,48 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
     assert lin.registry.model(rows["gen-4"]["child_sha"])["status"] == "stopped"
     assert lin.registry.model(rows["gen-3"]["child_sha"])["status"] == "reverted"
     assert [d.op for d in lin.decisions.log()][-2:] == ["propose", "stop"]
+
+
+def _preference_pairs(demo_dir: Path) -> list:
+    """Preference records from the demo's gen-1 translations, in TRL's flat form (a prompt, no messages):
+    the right translation chosen, another phrase's translation rejected."""
+    from evo.data.records import Record
+
+    rows = [json.loads(x) for x in (demo_dir / "gen1.jsonl").read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if r.get("category") == "translate"]
+    return [Record("preference", r["prompt"], r["completion"], category="translate",
+                   rejected=rows[(i + 7) % len(rows)]["completion"])
+            for i, r in enumerate(rows) if rows[(i + 7) % len(rows)]["completion"] != r["completion"]]
+
+
+def test_a_preference_generation_trains_dpo_against_its_parent(base_root, demo_dir, tmp_path):
+    """One generation with train.method dpo on a preference delta, under Ray Train: the child ranks the
+    trained pairs' chosen answers above the rejected ones against its parent (the reference: its new
+    adapter switched off), the chosen answers' log-probability ratio to the parent rises, the replayed
+    records are in its mix, and the ledger row has the method's columns."""
+    from evo.train.dpo import child_pair_scores
+
+    root = copy_root(base_root, tmp_path)
+    lin = Lineage(root)
+    pairs = _preference_pairs(demo_dir)
+    sha = lin.data.put(pairs)
+    cfg = tiny_config(demo_dir, *ONE_WORKER, *LOOSE_GATE, "train.method=dpo", "train.dpo.beta=0.1",
+                      "train.dpo.sft_weight=0.2", "train.lr=0.005")
+    row = run_generation(cfg, lin, 1, "", Silent(), data_sha=sha)
+    mix = lin.data  # the trained pairs: the mix's preference records
+    from evo.data.store import read_records
+
+    trained = [r for r in read_records(lin.run_dir("gen-1") / "mix.parquet") if r.kind == "preference"]
+    replayed = [r for r in read_records(lin.run_dir("gen-1") / "mix.parquet") if r.kind != "preference"]
+    assert trained and len(replayed) == cfg.train.replay_k and mix is not None
+    s = child_pair_scores(str(root), row["child_sha"], trained, 0.1, cfg.model.max_length)
+    assert s["chosen_logratio"] > 0 and s["reward_margin"] > 0 and s["accuracy"] > 0.5, s
+    got = Lineage(root).ledger.get("gen-1")
+    assert got["method"] == "dpo" and float(got["dpo_beta"]) == 0.1 and int(got["pairs"]) == len(trained)
+    test = delta_parts(pairs, cfg.data.val_fraction, cfg.data.test_fraction).test
+    expect = child_pair_scores(str(root), row["child_sha"], test, 0.1, cfg.model.max_length)
+    assert float(got["pref_accuracy"]) == pytest.approx(expect["accuracy"], abs=1e-5)
+    assert float(got["reward_margin"]) == pytest.approx(expect["reward_margin"], abs=1e-4)
+    assert Lineage(root).ledger.get("gen-0")["method"] == ""  # older rows read as empty
+    meta = lin.models.meta(row["child_sha"])
+    assert meta["method"] == "dpo" and meta["beta"] == 0.1 and "val_pref_accuracy" in meta["best"]

@@ -10,7 +10,7 @@ import pytest
 from evo.atomic import atomic_write_json
 from evo.config import EvoConfig
 from evo.finetune.files import FileStore
-from evo.finetune.jobs import JobStore, parse_hyperparameters, plan_training, public
+from evo.finetune.jobs import JobStore, parse_hyperparameters, parse_method, plan_training, public
 from evo.finetune.run_job import _wait_turn, execute, job_config, runner_lock
 from evo.openai_api import APIError
 
@@ -164,3 +164,63 @@ def test_a_validation_file_is_checked_by_what_it_says_not_by_its_id(stores):
         job_validation(root, cfg, train, val[:2], said.append)
     ok = files.create(b'{"prompt": "a fresh question?", "completion": "yes"}\n', "ok.jsonl", "fine-tune", "k1")["id"]
     assert jobs.create({"model": "gen-1", "training_file": fid, "validation_file": ok}, "k1", "k1", files, resolve)
+
+
+@pytest.mark.parametrize("method,param,match", [
+    ({"type": "reinforcement"}, "method.type", "method.type must be one of 'supervised', 'dpo'"),
+    ({"type": None}, "method.type", "method.type must be"),
+    ("dpo", "method", "method must be an object"),
+    ({"type": "dpo", "supervised": {}}, "method.supervised", "only its own settings"),
+    ({"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}, "method.dpo.hyperparameters.beta", "positive number"),
+    ({"type": "dpo", "dpo": {"beta": 0.1}}, "method.dpo", "only 'hyperparameters'"),
+    ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}, "method.supervised.hyperparameters",
+     "beta only with method dpo"),
+])
+def test_a_bad_method_is_a_400_naming_its_field(stores, method, param, match):
+    _, files, jobs, fid = stores
+    with pytest.raises(APIError, match=match) as e:
+        jobs.create({"model": "gen-1", "training_file": fid, "method": method}, "k1", "k1", files, resolve)
+    assert (e.value.status, e.value.param) == (400, param)
+    assert jobs.all() == []
+
+
+def test_a_dpo_job_on_a_file_without_preference_records_is_a_400_naming_the_file(stores):
+    _, files, jobs, fid = stores
+    with pytest.raises(APIError, match=f"training_file {fid} holds no preference records") as e:
+        jobs.create({"model": "gen-1", "training_file": fid, "method": {"type": "dpo"}}, "k1", "k1", files, resolve)
+    assert (e.value.status, e.value.param) == (400, "training_file") and jobs.all() == []
+
+
+def test_methods_in_openais_shape_and_what_the_job_trains_with(stores):
+    """supervised stays the default; OpenAI's method shape is taken for both types (the top-level
+    hyperparameters as before); a dpo job's beta reaches train.dpo.beta, and "auto" searches it."""
+    _, files, jobs, fid = stores
+    plain = jobs.create({"model": "gen-1", "training_file": fid, "hyperparameters": {"steps": 3}}, "k1", "k1", files,
+                        resolve)
+    shaped = jobs.create({"model": "gen-1", "training_file": fid, "method": {
+        "type": "supervised", "supervised": {"hyperparameters": {"steps": 3}}}}, "k1", "k1", files, resolve)
+    for job in (plain, shaped):
+        assert job["method"] == {"type": "supervised", "supervised": {"hyperparameters": {"steps": 3}}}
+        assert job["hyperparameters"] == {"steps": 3}
+        assert job_config(cfg0(), job, 10)[0].train.method == "supervised"
+    assert parse_method({"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "n_epochs": 2}}}, None) == \
+        ("dpo", {"beta": 0.25, "n_epochs": 2})
+    assert parse_method({"type": "dpo"}, {"steps": 4}) == ("dpo", {"steps": 4})
+    with pytest.raises(APIError, match="not also at the top level"):
+        parse_method({"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}}, {"steps": 4})
+    dpo = {"method": {"type": "dpo"}, "hyperparameters": {"beta": 0.25, "steps": "auto"}, "seed": 0}
+    cfg, plan = job_config(cfg0(), dpo, 10)
+    assert (cfg.train.method, cfg.train.dpo.beta, plan["tune"], cfg.tune.beta) == ("dpo", 0.25, ["steps"], [0.25])
+    cfg, plan = job_config(cfg0(), {**dpo, "hyperparameters": {"beta": "auto"}}, 10)
+    assert plan["tune"] == ["beta"] and cfg.tune.beta == cfg0().tune.beta and cfg.train.method == "dpo"
+
+
+def test_which_records_each_method_takes():
+    from evo.data.records import Record
+    from evo.train.method import method_problem
+
+    pref = Record("preference", "user: hi\nassistant:", "hello", '[{"role": "user", "content": "hi"}]', rejected="go")
+    plain = Record("completion", "a", "b")
+    assert method_problem("dpo", [plain, pref], "f") is None and method_problem("supervised", [plain], "f") is None
+    assert "f holds no preference records" in method_problem("dpo", [plain], "f")
+    assert "f holds 1 preference record(s)" in method_problem("supervised", [plain, pref], "f")

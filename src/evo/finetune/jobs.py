@@ -25,8 +25,10 @@ from typing import Any, Optional
 
 from evo.atomic import atomic_write_json, locked, read_json
 from evo.config import JobsConfig
+from evo.data.ingest import IngestError, ingest_bytes
 from evo.finetune.validation import check_validation_file
 from evo.openai_api import APIError, new_id, page
+from evo.train.method import METHODS, method_problem
 
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot, no slash
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
@@ -42,21 +44,24 @@ def _bad(message: str, param: str) -> APIError:
     return APIError(400, message, param)
 
 
-def parse_hyperparameters(raw: Any) -> dict:
-    """{n_epochs | steps, batch_size, learning_rate_multiplier}: each a positive value or "auto";
-    omitted ones are the lineage config's."""
+def parse_hyperparameters(raw: Any, where: str = "hyperparameters", beta: bool = False) -> dict:
+    """{n_epochs | steps, batch_size, learning_rate_multiplier, and with `beta` (method dpo) beta}: each a
+    positive value or "auto"; omitted ones are the lineage config's. `where`: the field they came in
+    (the errors' param)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise _bad("hyperparameters must be an object", "hyperparameters")
-    unknown = set(raw) - {"n_epochs", "steps", "batch_size", "learning_rate_multiplier"}
+        raise _bad(f"{where} must be an object", where)
+    known = {"n_epochs", "steps", "batch_size", "learning_rate_multiplier"} | ({"beta"} if beta else set())
+    unknown = set(raw) - known
     if unknown:
         raise _bad(f"unknown hyperparameters {sorted(unknown)}: evo takes n_epochs or steps, batch_size and "
-                   "learning_rate_multiplier", "hyperparameters")
+                   "learning_rate_multiplier" + (", and beta" if beta else " (beta only with method dpo)"), where)
     if raw.get("n_epochs") is not None and raw.get("steps") is not None:
-        raise _bad("give n_epochs or steps, not both", "hyperparameters.steps")
+        raise _bad("give n_epochs or steps, not both", f"{where}.steps")
     out = {}
-    for name, kind in (("n_epochs", int), ("steps", int), ("batch_size", int), ("learning_rate_multiplier", float)):
+    for name, kind in (("n_epochs", int), ("steps", int), ("batch_size", int), ("learning_rate_multiplier", float),
+                       ("beta", float)):
         v = raw.get(name)
         if v is None:
             continue
@@ -67,12 +72,48 @@ def parse_hyperparameters(raw: Any) -> dict:
         if not ok:
             what = "a positive number" if kind is float else "a positive whole number"
             auto = "" if name == "batch_size" else ' or "auto"'
-            raise _bad(f"hyperparameters.{name} must be {what}{auto}, not {v!r}", f"hyperparameters.{name}")
+            raise _bad(f"{where}.{name} must be {what}{auto}, not {v!r}", f"{where}.{name}")
         if name == "n_epochs" and not MIN_EPOCHS <= v <= MAX_EPOCHS:
-            raise _bad(f"hyperparameters.n_epochs must be from {MIN_EPOCHS} to {MAX_EPOCHS} (as OpenAI's) or \"auto\", "
-                       f"not {v!r}", "hyperparameters.n_epochs")
+            raise _bad(f"{where}.n_epochs must be from {MIN_EPOCHS} to {MAX_EPOCHS} (as OpenAI's) or \"auto\", "
+                       f"not {v!r}", f"{where}.n_epochs")
         out[name] = kind(v)
     return out
+
+
+def parse_method(raw: Any, top: Any) -> tuple[str, dict]:
+    """(method type, its hyperparameters) from OpenAI's `method` ({"type": "supervised" | "dpo", and under
+    the type's name {"hyperparameters": {...}}; dpo's may hold beta}) and the older top-level
+    `hyperparameters` (`top`), which a job may give instead. No `method`: supervised."""
+    if raw is None:
+        return "supervised", parse_hyperparameters(top)
+    if not isinstance(raw, dict):
+        raise _bad("method must be an object: {\"type\": \"supervised\" or \"dpo\", ...}", "method")
+    kind = raw.get("type")
+    if kind not in METHODS:
+        raise _bad(f"method.type must be one of {', '.join(repr(m) for m in METHODS)}, not {kind!r}", "method.type")
+    other = set(raw) - {"type", kind}
+    if other:
+        raise _bad(f"method {kind!r} takes only its own settings (method.{kind}), not {sorted(other)}",
+                   f"method.{sorted(other)[0]}")
+    section = raw.get(kind)
+    if section is not None and (not isinstance(section, dict) or set(section) - {"hyperparameters"}):
+        raise _bad(f"method.{kind} must be an object with only 'hyperparameters'", f"method.{kind}")
+    hp = parse_hyperparameters((section or {}).get("hyperparameters"), f"method.{kind}.hyperparameters", kind == "dpo")
+    if hp and top:
+        raise _bad(f"give the hyperparameters in method.{kind}.hyperparameters only, not also at the top level",
+                   "hyperparameters")
+    return kind, hp or parse_hyperparameters(top)
+
+
+def check_file_method(files, fid: str, field: str, method: str, max_chars: int = 100_000) -> None:
+    """A 400 naming the file when its records do not fit the method: a dpo job needs preference
+    records, a supervised job takes none (`evo.train.method.method_problem`)."""
+    try:
+        records = ingest_bytes(files.content(fid), fid, max_chars=max_chars).records
+    except IngestError as e:
+        raise _bad(f"{field} {fid}: {e}", field) from None
+    if problem := method_problem(method, records, f"{field} {fid}"):
+        raise _bad(problem, field)
 
 
 def fair_order(jobs: list[dict]) -> list[dict]:
@@ -98,17 +139,21 @@ def fair_order(jobs: list[dict]) -> list[dict]:
 
 
 def plan_training(hp: dict, base_lr: float, base_steps: int, base_batch: int, n_records: int) -> dict:
-    """What the generation trains with: {lr, steps, batch_size, tune: [searched names]}."""
+    """What the generation trains with: {lr, steps, batch_size, tune: [searched names]} (and beta, for
+    method dpo, where the job gives one)."""
     batch = hp.get("batch_size", base_batch)
     mult = hp.get("learning_rate_multiplier", 1.0)
-    tune = [n for n in ("learning_rate_multiplier", "n_epochs", "steps") if hp.get(n) == "auto"]
+    tune = [n for n in ("learning_rate_multiplier", "n_epochs", "steps", "beta") if hp.get(n) == "auto"]
     if isinstance(hp.get("steps"), int):
         steps = hp["steps"]
     elif isinstance(hp.get("n_epochs"), int):
         steps = max(1, math.ceil(hp["n_epochs"] * n_records / batch))
     else:
         steps = base_steps
-    return {"lr": base_lr * (mult if mult != "auto" else 1.0), "steps": steps, "batch_size": batch, "tune": tune}
+    plan = {"lr": base_lr * (mult if mult != "auto" else 1.0), "steps": steps, "batch_size": batch, "tune": tune}
+    if isinstance(hp.get("beta"), float):
+        plan["beta"] = hp["beta"]
+    return plan
 
 
 class JobStore:
@@ -145,7 +190,10 @@ class JobStore:
         seed = body.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
             raise _bad("seed must be a whole number >= 0", "seed")
-        hp = parse_hyperparameters(body.get("hyperparameters"))
+        method, hp = parse_method(body.get("method"), body.get("hyperparameters"))
+        for field in ("training_file", "validation_file"):
+            if body.get(field) is not None:
+                check_file_method(files, body[field], field, method)
         cap = self.max_steps()
         if isinstance(hp.get("steps"), int) and hp["steps"] > cap:
             raise _bad(f"hyperparameters.steps: {hp['steps']} is over this server's limit of {cap} steps a job "
@@ -157,7 +205,7 @@ class JobStore:
                "status": "validating_files", "trained_tokens": None, "training_file": body["training_file"],
                "validation_file": body.get("validation_file"), "estimated_finish": None, "integrations": [],
                "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else None,
-               "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+               "method": {"type": method, method: {"hyperparameters": hp}},
                "suffix": suffix, "evo": {"gen_id": None, "sha": None, "decision": None, "reason": None},
                "owner": owner, "branch": file_owner or "", "created_ns": time.time_ns(), "submission_id": None,
                "parent_sha": parent}

@@ -190,6 +190,9 @@ def job_config(cfg: EvoConfig, job: dict, n_records: int) -> tuple[EvoConfig, di
                         f"{cfg.jobs.max_steps} steps a job (jobs.max_steps): ask for fewer epochs or give steps",
                         "hyperparameters.n_epochs" if isinstance(hp.get("n_epochs"), int) else "hyperparameters")
     cfg.train.steps, cfg.train.lr, cfg.train.batch_size = plan["steps"], plan["lr"], plan["batch_size"]
+    cfg.train.method = (job.get("method") or {}).get("type", "supervised")  # OpenAI's method.type
+    if "beta" in plan:  # method dpo's beta, as the job gives it
+        cfg.train.dpo.beta = plan["beta"]
     cfg.train.seed = job["seed"]
     cfg.train.checkpoint_every = min(cfg.train.checkpoint_every, cfg.train.steps)
     if plan["tune"]:  # "auto": the sweep searches it; the rest stay as asked
@@ -197,6 +200,8 @@ def job_config(cfg: EvoConfig, job: dict, n_records: int) -> tuple[EvoConfig, di
             cfg.tune.lr = (plan["lr"], plan["lr"])
         if not {"n_epochs", "steps"} & set(plan["tune"]):
             cfg.tune.steps = [plan["steps"]]
+        if "beta" not in plan["tune"]:
+            cfg.tune.beta = [cfg.train.dpo.beta]
     return cfg, plan
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from evo.data.records import Record, refuse_preference, render_chat
+from evo.data.records import Record, render_chat
 
 
 class Rendered(str):
@@ -14,10 +14,14 @@ class Rendered(str):
 
 
 def prompt_and_completion(record: Record, tokenizer) -> tuple[str, str]:
-    """Use the tokenizer's own chat template for chat records when it has one. A preference record
-    is refused (RecordError): its prompt and preferred answer alone would drop what it says."""
-    refuse_preference([record], "a prompt with one completion (supervised training, evals)")
+    """Use the tokenizer's own chat template for chat records when it has one. A preference record's
+    messages are its prompt (they end in the user's turn); its completion is the preferred answer."""
     chat = record.chat()
+    if record.kind == "preference":
+        if chat is not None and getattr(tokenizer, "chat_template", None):
+            return Rendered(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)), \
+                record.completion
+        return record.prompt, record.completion
     if chat is not None and getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(chat[:-1], tokenize=False, add_generation_prompt=True)
         return Rendered(prompt), chat[-1]["content"]

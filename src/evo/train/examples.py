@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from evo.data.records import Record, refuse_preference
+from evo.data.records import Record
 from evo.model.prompts import Rendered, prompt_and_completion, prompt_ids
 
 IGNORE = -100
@@ -73,11 +73,58 @@ def encode_chat(messages: list[dict[str, str]], tokenizer, max_length: int) -> E
     return Example(ids[:max_length], labels[:max_length])
 
 
+@dataclass
+class Pair:
+    """A preference record tokenized twice, its prompt followed by the chosen answer and by the rejected
+    one; each labels its answer's tokens only (and the end of turn), the prompt masked."""
+
+    chosen: Example
+    rejected: Example
+    rehearsal: bool = False  # never: a pair learns DPO, not a base's distribution
+
+
+def answer_example(record: Record, answer: str, tokenizer, max_length: int) -> Example:
+    """A preference record's prompt followed by `answer`, tokenized as a chat (its messages and the
+    answer as the assistant's turn, `encode_chat`) or, without messages, as a completion; only the
+    answer is labelled, so an assistant turn inside the prompt's conversation is not learned."""
+    chat = record.chat()
+    if chat is not None:
+        ex = encode_chat(chat + [{"role": "assistant", "content": answer}], tokenizer, 1 << 30)
+    else:
+        p = prompt_ids(tokenizer, record.prompt)
+        c = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ex = Example(p + c, [IGNORE] * len(p) + c)
+    start = len(ex.labels)  # the answer: the last run of labelled tokens
+    while start > 0 and ex.labels[start - 1] == IGNORE:
+        start -= 1
+    while start > 0 and ex.labels[start - 1] != IGNORE:
+        start -= 1
+    labels = [IGNORE] * start + ex.labels[start:]
+    return Example(ex.input_ids[:max_length], labels[:max_length])
+
+
+def encode_pair(record: Record, tokenizer, max_length: int) -> Pair:
+    """A preference record as DPO learns it: the chosen answer (`completion`) and the rejected one."""
+    if record.kind != "preference" or not record.rejected:
+        raise ValueError(f"record {record.rid or record.sha[:12]} is a {record.kind} record, not a preference pair")
+    return Pair(answer_example(record, record.completion, tokenizer, max_length),
+                answer_example(record, record.rejected, tokenizer, max_length))
+
+
+def collate_pairs(items: list, pad_id: int) -> tuple[dict[str, torch.Tensor], int]:
+    """One batch of pairs and plain examples (replay), and the number of pairs: its rows are every
+    pair's chosen sequence, then every pair's rejected one (TRL's layout), then the examples."""
+    pairs = [x for x in items if isinstance(x, Pair)]
+    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs] + [x for x in items if not isinstance(x, Pair)]
+    return collate(rows, pad_id), len(pairs)
+
+
 def encode(record: Record, tokenizer, max_length: int) -> Example:
     """Loss on completion tokens (and eos) only; prompt tokens are labelled IGNORE. A chat record
-    trains every assistant turn (`encode_chat`). A preference record is refused (RecordError): as one
-    example it would lose its rejected answer, and its prompt has no answer turn to train."""
-    refuse_preference([record], "a supervised example")
+    trains every assistant turn (`encode_chat`); a preference record, replayed by a supervised
+    generation, its chosen answer."""
+    if record.kind == "preference":
+        return answer_example(record, record.completion, tokenizer, max_length)
     chat = record.chat()
     if chat is not None:
         ex = encode_chat(chat, tokenizer, max_length)

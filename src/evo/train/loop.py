@@ -26,12 +26,15 @@ from evo.model.lineage_model import load_generation
 from evo.model.loading import load_causal_lm, load_tokenizer
 from evo.storage import local_file, local_tree
 from evo.train.deepspeed_config import deepspeed_config
+from evo.train.dpo import PairStats, dpo_loss, pair_terms, reference_logps, sequence_logps, stats_of
 from evo.train.examples import (
     IGNORE,
     batches,
     collate,
+    collate_pairs,
     count_target_tokens,
     encode,
+    encode_pair,
     kl_to_reference,
     mean_token_loss,
     token_loss_sum,
@@ -103,6 +106,7 @@ class Engine:
             self.model = ray.train.torch.prepare_model(model)
         self.zero3 = self.deepspeed and cfg.zero_stage == 3
         self.rehearsal_kl = cfg.rehearsal_kl
+        self.beta, self.sft_weight = cfg.beta, cfg.sft_weight
         self.device = ray.train.torch.get_device()  # cpu here; this worker's GPU on a cluster
 
     def _to_device(self, batch: dict) -> dict:
@@ -122,6 +126,30 @@ class Engine:
             loss = distilled_loss(self.model, self.inner, batch, rehearsal.to(self.device), self.rehearsal_kl)
         else:
             loss = self.model(**batch).loss
+        return self._apply(loss)
+
+    def dpo_step(self, batch: dict, n_pairs: int) -> float:
+        """One optimizer step of method dpo: the batch's pairs (its first 2 x n_pairs rows) learn DPO
+        against the parent (this model with the new adapter switched off), its other rows (replay) their
+        token loss (`evo.train.dpo.dpo_loss`)."""
+        self.model.train()
+        loss, _ = dpo_loss(self.model, self.inner, self._to_device(batch), n_pairs, self.beta, self.sft_weight)
+        return self._apply(loss)
+
+    @torch.no_grad()
+    def dpo_sums(self, batch: dict, n_pairs: int) -> tuple[PairStats, float, int]:
+        """(the pairs' DPO sums, the other rows' summed token loss, their labelled tokens), no step taken."""
+        self.model.eval()
+        batch = self._to_device(batch)
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels, rows = batch["labels"], 2 * n_pairs
+        stats = stats_of(*pair_terms(sequence_logps(logits[:rows], labels[:rows]),
+                                     reference_logps(self.inner, batch, n_pairs), n_pairs, self.beta)) \
+            if n_pairs else PairStats()
+        rest = token_loss_sum(logits[rows:], labels[rows:]) if len(labels) > rows else (0.0, 0)
+        return stats, rest[0], rest[1]
+
+    def _apply(self, loss: torch.Tensor) -> float:
         if self.deepspeed:
             self.model.backward(loss)
             self.model.step()
@@ -189,6 +217,32 @@ def _val_loss(engine: Engine, val, per_worker_batch: int, pad_id: int) -> float:
     return float(t[0] / max(1.0, t[1]))
 
 
+def _val_dpo(engine: Engine, val, per_worker_batch: int, pad_id: int) -> tuple[float, dict]:
+    """Method dpo's validation, summed across workers: (val loss, {val_pref_accuracy, val_reward_margin,
+    val_pairs}). The val loss (what chooses the checkpoint) is the pairs' mean DPO loss plus the other
+    records' mean token loss (each 0 where there are none)."""
+    total, rest, rest_n = PairStats(), 0.0, 0
+    for i in range(0, len(val), per_worker_batch):
+        stats, s, n = engine.dpo_sums(*collate_pairs(val[i : i + per_worker_batch], pad_id))
+        total.add(stats)
+        rest, rest_n = rest + s, rest_n + n
+    t = torch.tensor([total.loss, total.correct, total.margin, total.pairs, rest, rest_n], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    pairs = float(t[3])
+    loss = float(t[0] / pairs) if pairs else 0.0
+    loss += float(t[4] / t[5]) if t[5] else 0.0
+    return loss, {"val_pref_accuracy": float(t[1] / pairs) if pairs else float("nan"),
+                  "val_reward_margin": float(t[2] / pairs) if pairs else float("nan"), "val_pairs": int(pairs)}
+
+
+def _encode(record, tok, cfg: WorkerConfig):
+    """Method dpo: a preference record is a pair; every other record (and every record otherwise) an example."""
+    if cfg.method == "dpo" and record.kind == "preference":
+        return encode_pair(record, tok, cfg.max_length)
+    return encode(record, tok, cfg.max_length)
+
+
 def _equal_shards(items: list, rank: int, world: int) -> list:
     """rank's share, padded by repetition so every rank runs the same number of batches."""
     need = math.ceil(len(items) / world)
@@ -224,15 +278,20 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
 
     mix, held = local_file(cfg.mix_path, cfg.root), local_file(cfg.val_path, cfg.root)
-    train = _equal_shards([encode(r, tok, cfg.max_length) for r in read_records(mix)], rank, world)
-    val = _equal_shards([encode(r, tok, cfg.max_length) for r in read_records(held)], rank, world)
+    train = _equal_shards([_encode(r, tok, cfg) for r in read_records(mix)], rank, world)
+    val = _equal_shards([_encode(r, tok, cfg) for r in read_records(held)], rank, world)
+    dpo = cfg.method == "dpo"
     resumed_from = state.step
     state.setup_seconds = time.perf_counter() - t_start
     window: list[float] = []
     for step, examples in batches(train, per_worker, state.step, cfg.steps):
-        batch = collate(examples, tok.pad_token_id)
         t0 = time.perf_counter()
-        loss = engine.step(batch, torch.tensor([e.rehearsal for e in examples]))
+        if dpo:
+            batch, n_pairs = collate_pairs(examples, tok.pad_token_id)
+            loss = engine.dpo_step(batch, n_pairs)
+        else:
+            batch = collate(examples, tok.pad_token_id)
+            loss = engine.step(batch, torch.tensor([e.rehearsal for e in examples]))
         if hook is not None:
             loss = hook(cfg, step, rank, resumed_from, loss)
         if not math.isfinite(loss):
@@ -254,21 +313,26 @@ def train_loop_per_worker(loop_config: dict) -> dict:
 
 
 def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id, train_loss, started_at: float) -> None:
-    val_loss = _val_loss(engine, val, per_worker, pad_id)
+    extra: dict = {}
+    if cfg.method == "dpo":
+        val_loss, extra = _val_dpo(engine, val, per_worker, pad_id)
+    else:
+        val_loss = _val_loss(engine, val, per_worker, pad_id)
     state.val.append((state.step, val_loss))
     metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss,
                "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran (sweeps list it)
                "step_seconds": state.step_seconds, "checkpoint_seconds": state.checkpoint_seconds,
                # where a run's time goes before its first step (sweeps break a trial's fixed cost down)
-               "loop_started_at": started_at, "setup_seconds": state.setup_seconds}
+               "loop_started_at": started_at, "setup_seconds": state.setup_seconds, **extra}
     if rank == 0 and cfg.metrics_path:
         with open(cfg.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": state.step, "steps": cfg.steps, "train_loss": train_loss, "val_loss": val_loss,
-                                "label": cfg.label, "time": time.time()}) + "\n")
+                                "label": cfg.label, "time": time.time(), **extra}) + "\n")
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
         # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
+        pref = f", val preference accuracy {extra['val_pref_accuracy']:.2f}" if extra else ""
         sys.stdout.write(f"[{cfg.label}] step {state.step}/{cfg.steps}: "
-                         f"train loss {train_loss:.3f}, val loss {val_loss:.3f}\n")
+                         f"train loss {train_loss:.3f}, val loss {val_loss:.3f}{pref}\n")
         sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="evo-ckpt-") as tmp:
         folder = Path(tmp)

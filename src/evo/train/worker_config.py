@@ -59,6 +59,12 @@ class WorkerConfig:
     # fine-tuning job's live events; a folder root on one machine only); empty: none
     metrics_path: str = ""
     rehearsal_kl: float = 0.0  # weight of KL(parent ‖ child) on self-replay rows, which then skip their CE
+    # supervised: token loss on every record; dpo: preference records learn DPO against the parent (the
+    # new adapter switched off), with weight sft_weight on their chosen answers' token loss; the other
+    # records (replay) keep their token loss
+    method: Literal["supervised", "dpo"] = "supervised"
+    beta: float = 0.1  # method dpo: DPO's beta
+    sft_weight: float = 0.0  # method dpo: weight of the chosen answers' token loss
     # "module:function", imported on every worker and called after each optimizer step as
     # f(config, step, rank, resumed_from, loss) -> loss. For tests that inject faults (a worker
     # failing, a loss turning NaN); empty in normal runs.
@@ -72,6 +78,9 @@ class WorkerConfig:
             problems.append("mode full needs init_dir")
         if self.rehearsal_kl < 0 or (self.rehearsal_kl > 0 and self.mode != "lora"):
             problems.append("rehearsal_kl must be >= 0, and > 0 only in mode lora (the parent is the adapter switched off)")
+        if self.method == "dpo" and (self.mode != "lora" or self.beta <= 0 or self.sft_weight < 0):
+            problems.append("method dpo needs mode lora (the parent is the adapter switched off), beta > 0 and "
+                            "sft_weight >= 0")
         if self.checkpoint_every <= 0 or self.steps <= 0 or self.batch_size <= 0:
             problems.append("steps, batch_size and checkpoint_every must be positive")
         if problems:
@@ -113,7 +122,7 @@ def worker_config(cfg: EvoConfig, lin: Lineage, gid: str, **changes: Any) -> Wor
         val_path=uri_of(lin.run_dir(gid) / "val.parquet"), strategy=t.strategy, zero_stage=t.zero_stage,
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps,
         checkpoint_every=t.checkpoint_every, seed=t.seed, lora=lora, rehearsal_kl=t.rehearsal_kl, max_length=cfg.model.max_length,
-        dtype=cfg.model.dtype, label=gid)
+        dtype=cfg.model.dtype, label=gid, method=t.method, beta=t.dpo.beta, sft_weight=t.dpo.sft_weight)
     return WorkerConfig(**{**base, **changes})
 
 
@@ -129,4 +138,5 @@ def training_meta(out, worker: WorkerConfig, cfg: EvoConfig, data_sha: str, gid:
         "ray_startup_seconds": s.get("startup_seconds"), "ray_teardown_seconds": s.get("teardown_seconds"),
         "resumed_from": s.get("resumed_from"), "torch_threads": s.get("torch_threads"),
         "poll_interval_s": s.get("poll_interval_s"),  # as the workers saw it (train.poll_interval_s)
+        "method": worker.method, **({"beta": worker.beta, "sft_weight": worker.sft_weight} if worker.method == "dpo" else {}),
     }

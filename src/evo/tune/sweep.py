@@ -45,6 +45,7 @@ TRIAL_COLUMNS = [
     "trial_id", "lr", "steps", "replay_k", "node", "status", "why_stopped", "iterations", "best_step", "best_val_loss",
     "last_train_loss", "checkpoint", "child_sha", "eval_generalization", "eval_recall", "eval_style_drift",
     "gate", "chosen", "seconds", "train_seconds", "started",
+    "beta", "best_val_pref_accuracy",  # train.method dpo: the trial's beta, its best checkpoint's val preference accuracy
 ]
 
 
@@ -79,6 +80,7 @@ class TrialRecord:
             "eval_style_drift": "" if s.get("style_drift") is None else s["style_drift"], "gate": self.gate,
             "chosen": "yes" if self.chosen else "", "seconds": f"{self.seconds:.1f}",
             "train_seconds": f"{self.train_seconds:.1f}", "started": f"{self.started_at:.1f}",
+            "beta": cell(self.config.get("beta")), "best_val_pref_accuracy": cell(b.get("val_pref_accuracy")),
         }
 
 
@@ -94,8 +96,11 @@ def param_space(cfg: EvoConfig) -> dict:
     from ray import tune
 
     t = cfg.tune
-    return {"lr": tune.loguniform(*t.lr), "steps": tune.choice(list(t.steps)),
-            "replay_k": tune.choice(list(t.replay_k))}
+    space = {"lr": tune.loguniform(*t.lr), "steps": tune.choice(list(t.steps)),
+             "replay_k": tune.choice(list(t.replay_k))}
+    if cfg.train.method == "dpo":  # DPO's beta, searched beside them
+        space["beta"] = tune.choice(list(t.beta))
+    return space
 
 
 def scheduler(cfg: EvoConfig):
@@ -112,7 +117,8 @@ def scheduler(cfg: EvoConfig):
         return PopulationBasedTraining(
             time_attr="training_iteration", metric="val_loss", mode="min",
             perturbation_interval=t.perturbation_interval,
-            hyperparam_mutations={"lr": tune.loguniform(*t.lr), "replay_k": list(t.replay_k)},
+            hyperparam_mutations={"lr": tune.loguniform(*t.lr), "replay_k": list(t.replay_k),
+                                  **({"beta": list(t.beta)} if cfg.train.method == "dpo" else {})},
             synch=t.pbt_synch, log_config=False)
     return None
 
@@ -194,7 +200,8 @@ def _trial(config: dict) -> None:
     static = config["evo"]
     trial_id = tune.get_context().get_trial_id()
     worker = static["worker"].replace(lr=config["lr"], steps=config["steps"], label=f"{static['gid']}/{trial_id}",
-                                      mix_path=static["mix_paths"][str(config["replay_k"])])
+                                      mix_path=static["mix_paths"][str(config["replay_k"])],
+                                      **({"beta": float(config["beta"])} if "beta" in config else {}))
     start = tune.get_checkpoint()
     run_name = f"{static['run_name']}-{trial_id}"
     if start is not None:  # a fresh Train run that starts from that checkpoint (Train would otherwise
@@ -363,7 +370,7 @@ def _record(result, reports_dir: Path, scheduler: str = "asha") -> TrialRecord:
     rows = read_reports(reports_dir / f"{trial_id}.jsonl")
     curve = [(int(r["step"]), float(r["val_loss"]), float(r.get("train_loss", float("nan")))) for r in rows]
     finite = [r for r in rows if r.get("checkpoint_path") and math.isfinite(r["val_loss"])]
-    best = min(finite, key=lambda r: r["val_loss"]) if finite else None
+    best = min(finite, key=_checkpoint_rank) if finite else None
     seconds = rows[-1]["reported_at"] - rows[0]["trial_started"] if rows else 0.0
     extra = {"node": str(rows[-1].get("node_id", "")) if rows else ""}
     if rows:
@@ -385,6 +392,13 @@ def _record(result, reports_dir: Path, scheduler: str = "asha") -> TrialRecord:
     return TrialRecord(trial_id, config, "completed", "ran all its steps", len(rows), best, curve, seconds, **extra)
 
 
+def _checkpoint_rank(report: dict) -> tuple:
+    """A trial's checkpoints, best first: by val preference accuracy where it has one (train.method dpo:
+    the share of val pairs whose chosen answer the child's implicit reward ranks first), then val loss."""
+    acc = report.get("val_pref_accuracy")
+    return (-acc if isinstance(acc, (int, float)) and math.isfinite(acc) else 0.0, report["val_loss"])
+
+
 def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[TrialRecord], data_sha: str,
                   spec, progress: Progress) -> TrialRecord:
     """Score the best checkpoints of the `evaluate_top` trials with the lowest val loss with the gate's
@@ -396,7 +410,7 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
     # Not at the top: Tune's trial actors import this module for `_trial`, and the evals bring in
     # transformers and peft, which a trial's own process never uses.
 
-    pool = sorted((r for r in records if r.best is not None), key=lambda r: r.best["val_loss"])
+    pool = sorted((r for r in records if r.best is not None), key=lambda r: _checkpoint_rank(r.best))
     top = pool[: cfg.tune.evaluate_top]
     if not top:
         raise SweepFailed(f"{gid}: no trial of the sweep left a checkpoint; see {trials_path(lin, gid)}")
@@ -409,7 +423,9 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
                 "best": {k: r.best[k] for k in ("step", "val_loss", "train_loss")},
                 "loss_start": r.curve[0][2] if r.curve else None, "val_curve": [c[:2] for c in r.curve],
                 "steps": int(r.config["steps"]), "lr": float(r.config["lr"]), "replay_k": int(r.config["replay_k"]),
-                "trial_id": r.trial_id, "train_wall_seconds": r.seconds}
+                "trial_id": r.trial_id, "train_wall_seconds": r.seconds, "method": cfg.train.method,
+                **({"beta": float(r.config.get("beta", cfg.train.dpo.beta)), "sft_weight": cfg.train.dpo.sft_weight,
+                    "val_pref_accuracy": r.best.get("val_pref_accuracy")} if cfg.train.method == "dpo" else {})}
         r.child_sha = lin.models.put_adapter(dest, parent, meta)
     progress(gid, f"scoring the best checkpoints of {len(top)} trial(s) with the gate's evals (Ray tasks)")
     results = evaluate_many(lin, [r.child_sha for r in top] + [parent], spec, cfg, progress)
@@ -423,7 +439,8 @@ def choose_winner(cfg: EvoConfig, lin, gid: str, parent: str, records: list[Tria
 
     def key(r: TrialRecord):
         s = r.scores
-        return (r.gate == "pass", s["generalization"] + (s["recall"] or 0.0), -s["style_drift"], -r.best["val_loss"])
+        pref = -_checkpoint_rank(r.best)[0]  # dpo: val preference accuracy first (0 for every supervised trial)
+        return (r.gate == "pass", pref, s["generalization"] + (s["recall"] or 0.0), -s["style_drift"], -r.best["val_loss"])
 
     winner = max(top, key=key)
     winner.chosen = True
