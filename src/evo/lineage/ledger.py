@@ -24,7 +24,6 @@ COLUMNS = [
     # the champion (sha) the child was scored against and its decision applied to: the parent, unless
     # the champion moved while the generation ran (evo.lineage.decisions); empty on rows of older roots
     "compared_with",
-<<<<<<< HEAD
     # whose branch the generation is on: a tenant's API key id, or empty for the shared line (and on rows
     # of older roots); the registry holds the same owner (evo.lineage.registry)
     "owner",
@@ -32,12 +31,10 @@ COLUMNS = [
     # (the question is new, the answer was trained: generalization there measures rewording, not a fact
     # learned); empty on rows of older roots
     "test_answers_trained",
-=======
     # train.method (supervised or dpo; empty on rows of older roots) and, for dpo, its beta, the
     # preference pairs trained on, and on the delta's test pairs the share the child ranks right (its
     # implicit reward higher on the chosen answer) and the mean reward margin
     "method", "dpo_beta", "pairs", "pref_accuracy", "reward_margin",
->>>>>>> h/dpo
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).
