@@ -11,9 +11,7 @@ from evo.data.mix import build_mix
 from evo.data.records import Record, RecordError, render_chat
 from evo.data.store import DataStore
 from evo.finetune.files import FileStore
-from evo.model.prompts import prompt_and_completion
 from evo.openai_api import APIError
-from evo.train.examples import encode
 
 ASK = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "How cold is it today?"}]
 GOOD_ANSWER, BAD_ANSWER = "About 12 degrees.", "I cannot know that."
@@ -96,15 +94,11 @@ SUPERVISED = Record("completion", "tr red cat =", " a b")
 
 
 def test_the_supervised_path_refuses_a_preference_record_by_name():
-    """Today a preference record would be encoded as a chat with no answer turn, and its prompt
-    rendered without its last user turn: each SFT entry point refuses it instead, naming it."""
+    """A supervised mix refuses a preference delta, naming the record, instead of training it as a
+    chat with no answer turn; a preference mix takes it, and replay rehearses supervised records only.
+    (Evals read a preference record as its prompt and chosen answer: `prompt_and_completion`.)"""
     with pytest.raises(RecordError, match=r"record 1 \(id 'pair-1', category 'votes'\) is a preference pair"):
         build_mix([SUPERVISED, PREFERENCE], [], 0, [], seed=0)
-    with pytest.raises(RecordError, match="a supervised example: record 0 .* is a preference pair"):
-        encode(PREFERENCE, tokenizer=None, max_length=64)
-    with pytest.raises(RecordError, match="supervised training, evals"):
-        prompt_and_completion(PREFERENCE, tokenizer=None)
-    # a preference mix takes the delta; replay rehearses supervised records only
     mix = build_mix([PREFERENCE], [SUPERVISED, PREFERENCE], 5, [], seed=0, preference=True)
     assert sorted(r.kind for r in mix.records) == ["completion", "preference"] and mix.n_replay == 1
     assert build_mix([SUPERVISED], [PREFERENCE], 5, [], seed=0).n_replay == 0
