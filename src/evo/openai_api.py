@@ -107,7 +107,7 @@ REFUSED_UNLESS = {
     "logit_bias": ((None, {}), "evo does not support logit_bias"),
     "tools": ((None, []), "evo does not support tools (function calling)"),
     "tool_choice": ((None, "none"), "evo does not support tools (function calling)"),
-    "parallel_tool_calls": ((None,), "evo does not support tools (function calling)"),
+    "parallel_tool_calls": ((None, False), "evo does not support tools (function calling)"),
     "functions": ((None, []), "evo does not support functions (function calling)"),
     "function_call": ((None, "none"), "evo does not support functions (function calling)"),
     "audio": ((None,), "evo does not support audio output"),
@@ -146,12 +146,6 @@ class _Common(BaseModel):
     frequency_penalty: Optional[float] = None
     presence_penalty: Optional[float] = None
     logit_bias: Optional[dict] = None
-    metadata: Optional[dict] = None
-    service_tier: Optional[str] = None
-    store: Optional[bool] = None
-    prompt_cache_key: Optional[str] = None
-    prompt_cache_retention: Optional[str] = None
-    safety_identifier: Optional[str] = None
 
     @field_validator("stop")
     @classmethod
@@ -190,6 +184,12 @@ class ChatRequest(_Common):
     web_search_options: Optional[dict] = None
     reasoning_effort: Optional[str] = None
     verbosity: Optional[str] = None
+    store: Optional[bool] = None
+    metadata: Optional[dict] = None
+    service_tier: Optional[str] = None
+    prompt_cache_key: Optional[str] = None
+    prompt_cache_retention: Optional[str] = None
+    safety_identifier: Optional[str] = None
 
     @field_validator("messages")
     @classmethod

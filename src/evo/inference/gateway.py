@@ -172,7 +172,8 @@ class Gateway:
     def model_list(self, owner: Optional[str] = None) -> dict:
         """The aliases, every generation, and the caller's fine-tuned models (`owner` None: everyone's)."""
         names = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
-        data = [{"id": n, "object": "model", "created": self._created(self.aliases.get(n)), "owned_by": "evo",
+        data = [{"id": n, "object": "model", "created": self._created(self.aliases.get(n if n != "evo" else "champion")),
+                 "owned_by": "evo",
                  "sha": self.aliases.get(n)} for n in names]
         jobs = self.job_models()
         for sha, m in sorted(self.models.items(), key=lambda kv: kv[1].get("created", 0)):
