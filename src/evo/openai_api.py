@@ -54,16 +54,19 @@ def check_metadata(value: object, param: str = "metadata") -> None:
 
 
 class Limits(BaseModel):
-    max_prompt_chars: int = 8000
+    max_prompt_chars: int = 8000  # a list of prompts: all of them together; token ids count one each
     max_tokens: int = 256
     default_max_tokens: int = 64
     max_n: int = 4
+    max_prompts: int = 32  # prompts in one completions request
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
     content: str  # also accepted as a list of text parts, which OpenAI clients send: joined by newlines
+    name: Optional[str] = None  # accepted and not rendered: the chat templates have no place for it
+    refusal: Optional[str] = None  # an earlier assistant turn's refusal: evo's answers never refuse, so null
 
     @field_validator("content", mode="before")
     @classmethod
@@ -84,19 +87,65 @@ class ChatMessage(BaseModel):
             raise ValueError("content is an empty list of parts")
         return "\n".join(texts)
 
+    def as_model_sees_it(self) -> dict:
+        """{"role", "content"}: a developer message is the system message it replaces (OpenAI's
+        newer name for the same turn)."""
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.content}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: Optional[bool] = None
+    include_obfuscation: Optional[bool] = None  # accepted: evo's chunks carry no obfuscation padding either way
+
+
+# Request fields evo refuses unless given as their "off" value (null, or the one value listed): the
+# reason is the message of the 400, which names the field. docs/service.md lists them.
+REFUSED_UNLESS = {
+    "frequency_penalty": ((None, 0, 0.0), "evo does not support frequency penalties"),
+    "presence_penalty": ((None, 0, 0.0), "evo does not support presence penalties"),
+    "logit_bias": ((None, {}), "evo does not support logit_bias"),
+    "tools": ((None, []), "evo does not support tools (function calling)"),
+    "tool_choice": ((None, "none"), "evo does not support tools (function calling)"),
+    "parallel_tool_calls": ((None, False), "evo does not support tools (function calling)"),
+    "functions": ((None, []), "evo does not support functions (function calling)"),
+    "function_call": ((None, "none"), "evo does not support functions (function calling)"),
+    "audio": ((None,), "evo does not support audio output"),
+    "modalities": ((None, ["text"]), "evo answers text only"),
+    "prediction": ((None,), "evo does not support predicted outputs"),
+    "web_search_options": ((None,), "evo does not support web search"),
+    "reasoning_effort": ((None,), "evo's models do no reasoning"),
+    "verbosity": ((None,), "evo does not support verbosity"),
+    "store": ((None, False), "evo does not store chat completions"),
+    "suffix": ((None, ""), "evo does not support insertion (suffix)"),
+    "best_of": ((None, 1), "evo does not support best_of above 1"),
+}
+# Accepted and ignored, with the reason (docs/service.md lists them too).
+IGNORED = {
+    "metadata": "kept only with store, which evo does not do",
+    "service_tier": "evo has one tier",
+    "prompt_cache_key": "evo keeps no prompt cache",
+    "prompt_cache_retention": "evo keeps no prompt cache",
+    "safety_identifier": "evo applies no usage policy per end user",
+}
+
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # clients send fields evo does not use (logprobs, ...)
+    model_config = ConfigDict(extra="forbid")  # as OpenAI: an unknown field is a 400 naming it
     model: str = Field(min_length=1)
-    max_tokens: Optional[int] = Field(None, ge=1, description="None: the server's default, within its limit")
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: Optional[int] = Field(None, ge=0, description="None: the server's default, within its limit")
+    temperature: Optional[float] = Field(1.0, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(1.0, gt=0.0, le=1.0)
     stop: Optional[Union[str, list[str]]] = None
     user: Optional[str] = None
-    n: int = Field(1, ge=1)
-    stream: bool = False
+    n: Optional[int] = Field(1, ge=1)
+    stream: Optional[bool] = False
+    stream_options: Optional[StreamOptions] = None
     # torch.manual_seed's range: a seed outside it is refused here, before the request joins a batch
     seed: Optional[int] = Field(None, ge=-(1 << 63), lt=1 << 64)
+    frequency_penalty: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    logit_bias: Optional[dict] = None
 
     @field_validator("stop")
     @classmethod
@@ -106,12 +155,41 @@ class _Common(BaseModel):
             raise ValueError("'stop' takes up to 4 non-empty strings")
         return stops
 
+    @field_validator("temperature", "top_p", "n", "stream", mode="after")
+    @classmethod
+    def _null_is_default(cls, v, info):
+        return {"temperature": 1.0, "top_p": 1.0, "n": 1, "stream": False}[info.field_name] if v is None else v
+
     def stops(self) -> list[str]:
         return list(self.stop or [])
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
 
 
 class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    response_format: Optional[dict] = None
+    tools: Optional[list] = None
+    tool_choice: Optional[Union[str, dict]] = None
+    parallel_tool_calls: Optional[bool] = None
+    functions: Optional[list] = None
+    function_call: Optional[Union[str, dict]] = None
+    audio: Optional[dict] = None
+    modalities: Optional[list[str]] = None
+    prediction: Optional[dict] = None
+    web_search_options: Optional[dict] = None
+    reasoning_effort: Optional[str] = None
+    verbosity: Optional[str] = None
+    store: Optional[bool] = None
+    metadata: Optional[dict] = None
+    service_tier: Optional[str] = None
+    prompt_cache_key: Optional[str] = None
+    prompt_cache_retention: Optional[str] = None
+    safety_identifier: Optional[str] = None
 
     @field_validator("messages")
     @classmethod
@@ -123,12 +201,68 @@ class ChatRequest(_Common):
     def prompt_chars(self) -> int:
         return sum(len(m.content) for m in self.messages)
 
+    def model_messages(self) -> list[dict]:
+        return [m.as_model_sees_it() for m in self.messages]
+
+    def logprobs_wanted(self) -> Optional[dict]:
+        """What the pool reports per token: None, or {"top": k alternatives, "echo": False}."""
+        return {"top": self.top_logprobs or 0, "echo": False} if self.logprobs else None
+
 
 class CompletionRequest(_Common):
-    prompt: str
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    echo: Optional[bool] = False
+    logprobs: Optional[int] = Field(None, ge=0, le=5)
+    suffix: Optional[str] = None
+    best_of: Optional[int] = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _some_prompt(cls, v):
+        if isinstance(v, list) and (not v or any(isinstance(p, list) and not p for p in v)):
+            raise ValueError("an empty list is no prompt")
+        return v
+
+    def prompts(self) -> list:
+        """The prompts, each text or a list of token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        return [p] if isinstance(p[0], int) else list(p)
 
     def prompt_chars(self) -> int:
-        return len(self.prompt)
+        return sum(len(p) for p in self.prompts())
+
+    def logprobs_wanted(self) -> Optional[dict]:
+        if self.logprobs is None and not self.echo:
+            return None
+        return {"top": self.logprobs, "echo": bool(self.echo)}
+
+
+def _validation_error(e: ValidationError) -> APIError:
+    first = e.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    if first["type"] == "extra_forbidden":  # OpenAI's words for it
+        where = ".".join(loc)
+        return APIError(400, f"Unrecognized request argument supplied: {where} (evo does not support it)", where)
+    if first["type"].startswith("union") or (len(loc) > 1 and loc[0] == "prompt"):
+        loc = loc[:1]
+    where = ".".join(loc) or "body"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
+    return APIError(400, f"'{where}': {msg}{more}", param=where)
+
+
+def _refuse_unsupported(body: dict) -> None:
+    """A 400 for the first field evo does not honour given a value it would have to honour."""
+    for name, (off, why) in REFUSED_UNLESS.items():
+        if name in body and body[name] not in off:
+            raise APIError(400, f"'{name}' is {body[name]!r}: {why}", name, "unsupported_parameter")
+    fmt = body.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:
+        kind = fmt.get("type") if isinstance(fmt, dict) else fmt
+        raise APIError(400, f"'response_format' of type {kind!r}: evo does not support structured output (it "
+                            "answers text only)", "response_format", "unsupported_parameter")
 
 
 def parse_request(kind: type[_Common], body: object, limits: Limits) -> _Common:
@@ -138,20 +272,36 @@ def parse_request(kind: type[_Common], body: object, limits: Limits) -> _Common:
     try:
         req = kind.model_validate(body)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        msg = first["msg"].removeprefix("Value error, ")
-        more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
-        raise APIError(400, f"'{where}': {msg}{more}", param=where) from None
+        raise _validation_error(e) from None
+    _refuse_unsupported(body)
+    chat = isinstance(req, ChatRequest)
     if req.prompt_chars() > limits.max_prompt_chars:
         raise APIError(400, f"prompt has {req.prompt_chars()} characters, over the limit of {limits.max_prompt_chars}",
-                       "messages" if isinstance(req, ChatRequest) else "prompt")
+                       "messages" if chat else "prompt")
+    if chat and req.max_completion_tokens is not None:  # it takes precedence, as OpenAI's reference says
+        req.max_tokens, name = req.max_completion_tokens, "max_completion_tokens"
+    else:
+        name = "max_tokens"
     if req.max_tokens is None:
         req.max_tokens = min(limits.default_max_tokens, limits.max_tokens)
     if req.max_tokens > limits.max_tokens:
-        raise APIError(400, f"'max_tokens' is {req.max_tokens}, over the limit of {limits.max_tokens}", "max_tokens")
+        raise APIError(400, f"'{name}' is {req.max_tokens}, over the limit of {limits.max_tokens}", name)
+    if req.max_tokens == 0 and (chat or not req.echo):
+        raise APIError(400, f"'{name}' is 0: at least 1 (0 only with echo, on completions)", name)
     if req.n > limits.max_n:
         raise APIError(400, f"'n' is {req.n}, over the limit of {limits.max_n}", "n")
+    if req.stream_options is not None and not req.stream:
+        raise APIError(400, "'stream_options' is only allowed when 'stream' is true", "stream_options")
+    if chat and req.top_logprobs is not None and not req.logprobs:
+        raise APIError(400, "'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    if not chat:
+        if len(req.prompts()) > limits.max_prompts:
+            raise APIError(400, f"'prompt' is a list of {len(req.prompts())} prompts, over the limit of "
+                                f"{limits.max_prompts}", "prompt")
+    if req.stream and req.logprobs_wanted() is not None:
+        what = "logprobs" if req.logprobs is not None and req.logprobs is not False else "echo"
+        raise APIError(400, f"'{what}' with 'stream': evo reports logprobs and echoes prompts only in whole "
+                            "answers (send stream: false)", what, "unsupported_parameter")
     return req
 
 
@@ -174,22 +324,57 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def _chat_logprobs(lp: Optional[dict]) -> Optional[dict]:
+    """The pool's per-token report as a chat choice's `logprobs` (null when not asked)."""
+    if lp is None:
+        return None
+
+    def entry(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**entry(t, v), "top_logprobs": [entry(a, w) for a, w in alts or []]}
+                        for t, v, alts in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"])],
+            "refusal": None}
+
+
+def _completion_logprobs(lp: Optional[dict]) -> Optional[dict]:
+    """... as a completion choice's legacy `logprobs`: tokens, token_logprobs, top_logprobs (a
+    token -> log-probability object per position; null where the first echoed token follows
+    nothing), text_offset."""
+    if lp is None:
+        return None
+    return {"tokens": lp["tokens"], "token_logprobs": lp["token_logprobs"],
+            "top_logprobs": [None if alts is None else dict(alts) for alts in lp["top_logprobs"]],
+            "text_offset": lp["text_offset"]}
+
+
+def _output(o) -> dict:
+    """A pool output as a dict (also from the older (text, finish_reason, completion_tokens))."""
+    if isinstance(o, dict):
+        return o
+    text, finish, tokens = o
+    return {"text": text, "finish_reason": finish, "completion_tokens": tokens, "logprobs": None}
+
+
 def chat_response(rid: str, model: str, outputs: list, prompt_tokens: int, arm: str) -> dict:
-    """outputs: [(text, finish_reason, completion_tokens)]."""
+    """outputs: the pool's (`ModelPool.run`): {"text", "finish_reason", "completion_tokens", "logprobs"}."""
+    outs = [_output(o) for o in outputs]
     return {
         "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                    for i, (t, f, _) in enumerate(outputs)],
-        "usage": usage(prompt_tokens, sum(c for _, _, c in outputs)),
+        "choices": [{"index": i, "message": {"role": "assistant", "content": o["text"], "refusal": None},
+                     "logprobs": _chat_logprobs(o["logprobs"]), "finish_reason": o["finish_reason"]}
+                    for i, o in enumerate(outs)],
+        "usage": usage(prompt_tokens, sum(o["completion_tokens"] for o in outs)),
         "evo": {"arm": arm},
     }
 
 
 def completion_response(rid: str, model: str, outputs: list, prompt_tokens: int, arm: str) -> dict:
+    outs = [_output(o) for o in outputs]
     return {
         "id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "text": t, "finish_reason": f, "logprobs": None}
-                    for i, (t, f, _) in enumerate(outputs)],
-        "usage": usage(prompt_tokens, sum(c for _, _, c in outputs)),
+        "choices": [{"index": i, "text": o["text"], "finish_reason": o["finish_reason"],
+                     "logprobs": _completion_logprobs(o["logprobs"])} for i, o in enumerate(outs)],
+        "usage": usage(prompt_tokens, sum(o["completion_tokens"] for o in outs)),
         "evo": {"arm": arm},
     }

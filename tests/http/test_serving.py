@@ -230,7 +230,7 @@ def events(text: str) -> list[dict]:
 def test_streaming_sends_tokens_as_server_sent_events(served):
     body = {"model": "champion", "prompt": "tr red cat runs =", "max_tokens": 12, "temperature": 0}
     status, whole = call("POST", "/v1/completions", body)
-    status_s, text = call("POST", "/v1/completions", {**body, "stream": True})
+    status_s, text = call("POST", "/v1/completions", {**body, "stream": True, "stream_options": {"include_usage": True}})
     assert status == status_s == 200 and whole["choices"][0]["text"]
     evs = events(text)
     chunks, tail = evs[:-1], evs[-1]
@@ -244,8 +244,8 @@ def test_streaming_sends_tokens_as_server_sent_events(served):
     first = events(text)[0]
     assert status == 200 and first["object"] == "chat.completion.chunk"
     assert first["choices"][0]["delta"]["role"] == "assistant"
-    status, text = call("POST", "/v1/completions", {**body, "n": 2, "stream": True})
-    assert status == 200 and sorted(e["choices"][0]["index"] for e in events(text)[:-1]) == [0, 1]
+    status, text = call("POST", "/v1/completions", {**body, "n": 2, "stream": True})  # no usage chunk: not asked
+    assert status == 200 and sorted(e["choices"][0]["index"] for e in events(text)) == [0, 1]
 
 
 @pytest.mark.parametrize("body,status,fragment", [

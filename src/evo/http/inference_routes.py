@@ -1,8 +1,8 @@
-"""Inference: OpenAI's chat and text completions (whole or streamed) and the model list.
+"""Inference: OpenAI's chat and text completions (whole or streamed) and the models.
 
 A request is validated once (`parse_request`), its sampling settings become one `Sampling`, and the
 replica's pool answers it: batched with others for the same model and settings (`answer_batch`), or
-token by token when it streams one choice.
+token by token when it streams one choice of one prompt.
 """
 
 import asyncio
@@ -36,9 +36,11 @@ def sampling_of(req) -> Sampling:
 
 def pool_request(req, sampling: Sampling, target: Target) -> dict:
     """What the pool answers (`ModelPool.run`, `ModelPool.stream`): the model, the settings, the
-    stop strings, and the messages or the prompt."""
-    payload = {"messages": [m.model_dump() for m in req.messages]} if isinstance(req, ChatRequest) else {"prompt": req.prompt}
-    return {"sha": target.sha, "sampling": sampling, "stops": req.stops(), **payload}
+    stop strings, the messages or the prompts, and the logprobs asked for."""
+    chat = isinstance(req, ChatRequest)
+    payload = {"messages": req.model_messages()} if chat else {"prompts": req.prompts()}
+    return {"sha": target.sha, "sampling": sampling, "stops": req.stops(), "logprobs": req.logprobs_wanted(),
+            **payload}
 
 
 def said_of(req, text: Optional[str] = None) -> dict:
@@ -49,25 +51,39 @@ def said_of(req, text: Optional[str] = None) -> dict:
     return {"input": given, **({"text": text} if text is not None else {})}
 
 
-def _chunk(rid: str, chat: bool, model: str, created: int, evo: dict, index: int, text: str,
-           finish: Optional[str], first: bool = False) -> str:
-    """One server-sent event in OpenAI's chunk shape."""
-    delta = {"delta": {"content": text, **({"role": "assistant"} if first else {})}} if chat else {"text": text}
-    chunk = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
-             "model": model, "choices": [{"index": index, "finish_reason": finish, **delta}], "evo": evo}
-    return f"data: {json.dumps(chunk)}\n\n"
+def _chunk(head: dict, chat: bool, index: int, text: str, finish: Optional[str], first: bool = False) -> str:
+    """One server-sent event in OpenAI's chunk shape (`head`: id, object, created, model, evo, and
+    usage: null when the request asked for a usage chunk)."""
+    if chat:
+        choice = {"index": index, "delta": {**({"role": "assistant"} if first else {}), "content": text},
+                  "logprobs": None, "finish_reason": finish}
+    else:
+        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+    return f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
 
 
-def _stream_whole(body: dict) -> StreamingResponse:
-    """Server-sent events for n > 1: each choice arrives whole, in one chunk."""
+def _usage_chunk(head: dict, use: dict) -> str:
+    """The chunk `stream_options.include_usage` asks for, before [DONE]: empty choices, the usage."""
+    return f"data: {json.dumps({**head, 'choices': [], 'usage': use})}\n\n"
+
+
+def _head(rid: str, chat: bool, model: str, created: int, evo: dict, with_usage: bool) -> dict:
+    head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
+            "model": model, "evo": evo}
+    return {**head, "usage": None} if with_usage else head
+
+
+def _stream_whole(body: dict, with_usage: bool) -> StreamingResponse:
+    """Server-sent events for n > 1 or several prompts: each choice arrives whole, in one chunk."""
     chat = body["object"] == "chat.completion"
+    head = _head(body["id"], chat, body["model"], body["created"], body["evo"], with_usage)
 
     def events():
         for c in body["choices"]:
             text = c["message"]["content"] if chat else c["text"]
-            yield _chunk(body["id"], chat, body["model"], body["created"], body["evo"], c["index"], text,
-                         c["finish_reason"], first=True)
-        yield f"data: {json.dumps({'id': body['id'], 'usage': body['usage'], 'choices': []})}\n\n"
+            yield _chunk(head, chat, c["index"], text, c["finish_reason"], first=True)
+        if with_usage:
+            yield _usage_chunk(head, body["usage"])
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
@@ -90,7 +106,7 @@ def _stream_tokens(s: ServerState, req, sampling: Sampling, target: Target) -> S
     """Server-sent events, token by token, for one choice."""
     chat = isinstance(req, ChatRequest)
     rid, created = new_id("chatcmpl" if chat else "cmpl"), int(time.time())
-    evo = {"arm": target.arm, "sha": target.sha}
+    head = _head(rid, chat, target.name, created, {"arm": target.arm, "sha": target.sha}, req.include_usage())
     prompt_tokens, deltas = s.pool.stream(pool_request(req, sampling, target))
     s.gw.record_response(rid, target, req.user, said_of(req))
 
@@ -98,11 +114,10 @@ def _stream_tokens(s: ServerState, req, sampling: Sampling, target: Target) -> S
         first = True
         for d in deltas:
             if d.text or d.finish_reason:
-                yield _chunk(rid, chat, target.name, created, evo, 0, d.text, d.finish_reason, first)
+                yield _chunk(head, chat, 0, d.text, d.finish_reason, first)
                 first = False
-            if d.finish_reason:
-                use = usage(prompt_tokens, d.completion_tokens)
-                yield f"data: {json.dumps({'id': rid, 'usage': use, 'choices': []})}\n\n"
+            if d.finish_reason and req.include_usage():
+                yield _usage_chunk(head, usage(prompt_tokens, d.completion_tokens))
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
@@ -114,11 +129,13 @@ async def _answer(s: ServerState, request: Request, kind: type):
     req = parse_request(kind, await read_json(request), s.gw.settings.limits)
     target = s.gw.resolve(req.model, req.user or request.headers.get("x-evo-user"), caller.owner)
     sampling = sampling_of(req)
-    if req.stream and req.n == 1:
+    await asyncio.to_thread(s.pool.check, pool_request(req, sampling, target))  # bad token ids: 400 before the batch
+    one_prompt = isinstance(req, ChatRequest) or len(req.prompts()) == 1
+    if req.stream and req.n == 1 and one_prompt:
         return await asyncio.to_thread(_stream_tokens, s, req, sampling, target)
     body = await answer(s, req, sampling, target)
     if req.stream:
-        return _stream_whole(body)
+        return _stream_whole(body, req.include_usage())
     return Response(json.dumps(body), media_type="application/json")  # already plain JSON: skip FastAPI's encoder
 
 
@@ -135,3 +152,9 @@ async def completions(request: Request, s: State):
 @router.get("/v1/models")
 def models(request: Request, s: State):
     return s.gw.model_list(s.caller(request, "inference").owner)
+
+
+@router.get("/v1/models/{model_id:path}")
+def model(model_id: str, request: Request, s: State):
+    """One model of the list, as the caller's list shows it (404 for one it does not show)."""
+    return s.gw.model(model_id, s.caller(request, "inference").owner)

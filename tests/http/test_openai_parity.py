@@ -1,0 +1,342 @@
+"""OpenAI parity of the inference endpoints, through the official `openai` SDK against evo's real
+HTTP app on 127.0.0.1 (uvicorn, no Ray: test_hostile's server and tiny model), every response shape
+validated against the vendored subset of OpenAI's published OpenAPI schema (tests/http/openapi), and
+docs/service.md's field table checked against what the server does."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import openai
+import pytest
+import torch
+
+from evo.inference.pool import ModelPool
+from evo.model.generate import Sampling
+from evo.openai_api import IGNORED, ChatRequest, CompletionRequest
+from tests.http import test_hostile as hostile
+
+# test_hostile's server (uvicorn on 127.0.0.1, a real ServerState over a fresh root per test) and model
+model, served_app, server, openai_shaped = hostile.model, hostile.served_app, hostile.server, hostile.openai_shaped
+
+HERE = Path(__file__).parent
+SUBSET = json.loads((HERE / "openapi" / "openai-subset.json").read_text())
+CHAT = {"model": "champion", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _openapi(node):
+    """OpenAPI's `nullable: true` as JSON Schema: the schema, or null."""
+    if isinstance(node, list):
+        return [_openapi(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _openapi(v) for k, v in node.items()}
+    if node.pop("nullable", False):
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+def _schemas() -> dict:
+    schemas = _openapi(copy.deepcopy(SUBSET["components"]["schemas"]))
+    # OpenAI's API sends null for an echoed prompt's first token (it follows nothing); the schema
+    # types these as numbers and objects (tests/http/openapi/README.md).
+    legacy = schemas["CreateCompletionResponse"]["properties"]["choices"]["items"]["properties"]["logprobs"]
+    fields = legacy["anyOf"][0]["properties"]
+    fields["token_logprobs"]["items"] = {"type": ["number", "null"]}
+    fields["top_logprobs"]["items"] = {"anyOf": [fields["top_logprobs"]["items"], {"type": "null"}]}
+    return schemas
+
+
+SCHEMAS = _schemas()
+
+
+def conforms(body: dict, name: str) -> dict:
+    """`body` validated against OpenAI's schema `name` (the vendored subset); returns it."""
+    schema = {"$ref": f"#/components/schemas/{name}", "components": {"schemas": SCHEMAS}}
+    jsonschema.Draft202012Validator(schema).validate(body)
+    return body
+
+
+def raw_json(server, path: str, body: dict, key: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    status, _, answer = server.raw("POST", path, json.dumps(body).encode(), headers)
+    return status, answer
+
+
+def events(server, path: str, body: dict) -> list:
+    """The JSON of each server-sent event of a streamed answer, up to [DONE] (asserted to come last)."""
+    status, _, text = server.raw("POST", path, json.dumps({**body, "stream": True}).encode(),
+                                 {"Content-Type": "application/json"})
+    assert status == 200, text
+    data = [line.removeprefix("data: ") for line in text.split("\n") if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    return [json.loads(d) for d in data[:-1]]
+
+
+# -- response shapes -------------------------------------------------------------------------------
+
+def test_chat_answers_have_openais_shape(server):
+    status, body = raw_json(server, "/v1/chat/completions", {**CHAT, "max_tokens": 3})
+    assert status == 200
+    conforms(body, "CreateChatCompletionResponse")
+    choice = body["choices"][0]
+    assert choice["logprobs"] is None and choice["message"]["refusal"] is None  # present, and null
+    answer = server.sdk().chat.completions.create(**CHAT, max_tokens=3)
+    assert answer.choices[0].message.role == "assistant" and answer.usage.total_tokens > 0
+
+
+def test_errors_have_openais_shape_on_every_inference_route(server):
+    with pytest.raises(jsonschema.ValidationError):  # the schema catches what the issue measured on main
+        conforms({"error": {"message": "x", "type": "invalid_request_error", "param": None, "code": 400}}, "ErrorResponse")
+    cases = [("POST", "/v1/chat/completions", {**CHAT, "temperature": 9}, 400),
+             ("POST", "/v1/chat/completions", {**CHAT, "model": "gen-99"}, 404),
+             ("POST", "/v1/completions", {"model": "champion", "prompt": "hi", "logprobs": 6}, 400),
+             ("POST", "/v1/chat/completions", {**CHAT, "tools": [{"type": "function"}]}, 400),
+             ("GET", "/v1/models/gen-99", None, 404)]
+    for method, path, body, expected in cases:
+        status, _, answer = server.raw(method, path, json.dumps(body).encode() if body else None,
+                                       {"Content-Type": "application/json"})
+        assert status == expected, (path, answer)
+        conforms(answer, "ErrorResponse")
+        assert openai_shaped(answer)["param"] in (None, "temperature", "model", "logprobs", "tools")
+
+
+def test_models_have_created_and_owned_by_and_can_be_retrieved(server):
+    """Validated against the vendored schema, whose source commit is named beside it."""
+    commit = SUBSET["x-evo-source"]["commit"]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit) and commit in (HERE / "openapi" / "README.md").read_text()
+    with pytest.raises(jsonschema.ValidationError):
+        conforms({"id": "evo", "object": "model", "owned_by": "evo"}, "Model")  # no created: refused
+    listed = server.raw("GET", "/v1/models")[2]
+    conforms(listed, "ListModelsResponse")
+    client = server.sdk()
+    for m in client.models.list().data:
+        assert isinstance(m.created, int) and m.created > 1_600_000_000 and m.owned_by
+        one = client.models.retrieve(m.id)
+        assert (one.id, one.created, one.owned_by) == (m.id, m.created, m.owned_by)
+        conforms(server.raw("GET", f"/v1/models/{m.id}")[2], "Model")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gen-99")
+
+
+# -- chat fields -----------------------------------------------------------------------------------
+
+def test_max_completion_tokens_takes_precedence_over_max_tokens(server):
+    client = server.sdk()
+    answer = client.chat.completions.create(**CHAT, max_tokens=12, max_completion_tokens=2, temperature=0)
+    assert answer.usage.completion_tokens <= 2
+    with pytest.raises(openai.BadRequestError) as refused:  # its own limit, named as itself
+        client.chat.completions.create(**CHAT, max_tokens=4, max_completion_tokens=100_000)
+    assert refused.value.body["param"] == "max_completion_tokens"
+
+
+def test_a_developer_message_is_the_system_message(server):
+    client = server.sdk()
+    ask = [{"role": "user", "content": "hello"}]
+    as_system = client.chat.completions.create(model="champion", messages=[{"role": "system", "content": "hi"}] + ask,
+                                               max_tokens=6, temperature=0)
+    as_developer = client.chat.completions.create(
+        model="champion", messages=[{"role": "developer", "content": "hi"}] + ask, max_tokens=6, temperature=0)
+    assert as_developer.choices[0].message.content == as_system.choices[0].message.content
+    assert as_developer.usage.prompt_tokens == as_system.usage.prompt_tokens
+
+
+def test_stream_options_include_usage_exactly_as_specified(server):
+    for body in (CHAT, {**CHAT, "n": 2}):  # token by token, and n > 1 (each choice whole)
+        plain = events(server, "/v1/chat/completions", {**body, "max_tokens": 3})
+        assert all(e["choices"] for e in plain) and not any("usage" in e for e in plain)
+        counted = events(server, "/v1/chat/completions", {**body, "max_tokens": 3,
+                                                          "stream_options": {"include_usage": True}})
+        *chunks, last = counted
+        assert last["choices"] == [] and last["usage"]["total_tokens"] > 0
+        assert all(e["choices"] and e["usage"] is None for e in chunks)
+        for e in counted:
+            conforms(e, "CreateChatCompletionStreamResponse")
+            assert e["model"] == "champion" and isinstance(e["created"], int)
+    stream = server.sdk().chat.completions.create(**CHAT, max_tokens=3, stream=True,
+                                                  stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[-1].usage.completion_tokens == sum(1 for c in chunks if c.choices and c.choices[0].delta.content) or \
+        chunks[-1].usage.completion_tokens >= 1
+    with pytest.raises(openai.BadRequestError) as refused:
+        server.sdk().chat.completions.create(**CHAT, stream_options={"include_usage": True})
+    assert refused.value.body["param"] == "stream_options"
+
+
+def _model_logprobs(server, ids: list[int]) -> torch.Tensor:
+    """log p(ids[p] | ids[:p]) for p >= 1, straight from the served model's forward pass."""
+    sha = server.state.gw.aliases["champion"]
+    m, _ = server.state.pool.get(sha)
+    with torch.no_grad():
+        logits = m(input_ids=torch.tensor([ids])).logits[0]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+
+
+def test_chat_logprobs_and_top_logprobs(server):
+    client = server.sdk()
+    answer = client.chat.completions.create(**CHAT, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3)
+    choice = answer.choices[0]
+    content = choice.logprobs.content
+    assert content and "".join(t.token for t in content) == choice.message.content
+    for t in content:
+        assert len(t.top_logprobs) == 3 and t.logprob <= 0 and t.bytes == list(t.token.encode())
+        assert t.logprob == pytest.approx(t.top_logprobs[0].logprob, abs=1e-5)  # greedy: the likeliest token
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+    conforms(server.raw("POST", "/v1/chat/completions", json.dumps(
+        {**CHAT, "max_tokens": 5, "logprobs": True, "top_logprobs": 2}).encode(),
+        {"Content-Type": "application/json"})[2], "CreateChatCompletionResponse")
+    for bad, param in (({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"top_logprobs": 2}, "top_logprobs"),
+                       ({"logprobs": True, "stream": True}, "logprobs")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(**CHAT, **bad)
+        assert refused.value.body["param"] == param
+
+
+# -- completions: logprobs, echo, lists and token ids (log-likelihood scoring) -------------------------
+
+def test_completions_score_token_id_prompts_as_lm_eval_asks(server):
+    """lm-eval's local-completions: echo, logprobs 1, max_tokens 1, a batch of token-id prompts; it reads
+    token_logprobs[ctxlen:-1] and top_logprobs, which must be the model's own."""
+    tok = server.state.pool.get(server.state.gw.aliases["champion"])[1]
+    prompts = [tok("hello hi")["input_ids"], tok("assistant hello user")["input_ids"]]
+    answer = server.sdk().completions.create(model="champion", prompt=prompts, echo=True, logprobs=1, max_tokens=1,
+                                             temperature=0, seed=1234)
+    assert [c.index for c in answer.choices] == [0, 1]
+    for ids, choice in zip(prompts, answer.choices):
+        lp = choice.logprobs
+        assert len(lp.tokens) == len(ids) + 1 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        expected = _model_logprobs(server, ids)
+        assert lp.token_logprobs[1:len(ids)] == pytest.approx(expected.tolist(), abs=1e-4)
+        assert all(len(t) == 1 and max(t.values()) >= v - 1e-6 for t, v in zip(lp.top_logprobs[1:], lp.token_logprobs[1:]))
+        assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+        assert choice.text.startswith(tok.decode(ids))
+    body = raw_json(server, "/v1/completions", {"model": "champion", "prompt": prompts, "echo": True, "logprobs": 1,
+                                                "max_tokens": 1})[1]
+    conforms(body, "CreateCompletionResponse")
+    scored = raw_json(server, "/v1/completions", {"model": "champion", "prompt": prompts[0], "echo": True,
+                                                  "logprobs": 0, "max_tokens": 0})[1]["choices"][0]
+    assert len(scored["logprobs"]["tokens"]) == len(prompts[0]) and scored["text"] == tok.decode(prompts[0])
+
+
+def test_completions_take_a_list_of_text_prompts_with_n_each(server):
+    answer = server.sdk().completions.create(model="champion", prompt=["hello", "hi user"], n=2, max_tokens=3,
+                                             temperature=0, logprobs=2)
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]
+    assert answer.choices[0].text == answer.choices[1].text  # greedy: n equal answers per prompt
+    alone = server.sdk().completions.create(model="champion", prompt="hi user", max_tokens=3, temperature=0)
+    assert answer.choices[2].text == alone.choices[0].text
+    for c in answer.choices:
+        assert len(c.logprobs.tokens) == len(c.logprobs.token_logprobs) and all(len(t) == 2 for t in c.logprobs.top_logprobs)
+    with pytest.raises(openai.BadRequestError) as refused:
+        server.sdk().completions.create(model="champion", prompt=[[1, 10**6]], max_tokens=1)
+    assert refused.value.body["param"] == "prompt" and "vocabulary" in refused.value.body["message"]
+
+
+# -- n and seed ------------------------------------------------------------------------------------------
+
+def test_n_samples_are_distinct_draws_and_a_seed_repeats_them(server):
+    client = server.sdk()
+    first = client.chat.completions.create(**CHAT, n=4, temperature=1.5, max_tokens=8, seed=7)
+    texts = [c.message.content for c in first.choices]
+    assert len(set(texts)) > 1
+    again = client.chat.completions.create(**CHAT, n=4, temperature=1.5, max_tokens=8, seed=7)
+    assert [c.message.content for c in again.choices] == texts
+    streamed = events(server, "/v1/chat/completions", {**CHAT, "temperature": 1.5, "max_tokens": 8, "seed": 7})
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in streamed) == texts[0]  # a stream: choice 0
+
+
+def test_batched_requests_keep_each_ones_seed(server):
+    """What @serve.batch hands the pool: several requests at once. A seeded request answers the same
+    alone, beside a copy of itself and beside unseeded requests for the same model and settings."""
+    sha = server.state.gw.aliases["champion"]
+    pool = ModelPool(str(server.root), max_models=1)
+
+    def req(seed):
+        return {"sha": sha, "sampling": Sampling(8, 1.5, 1.0, 2, seed), "stops": [], "prompts": ["hello hi"]}
+
+    def texts(result):
+        return [o["text"] for o in result["outputs"]]
+
+    alone = texts(pool.run([req(11)])[0])
+    together = pool.run([req(11), req(None), req(11), req(5)])
+    assert texts(together[0]) == alone and texts(together[2]) == alone
+    assert texts(together[3]) == texts(pool.run([req(5)])[0])
+
+
+# -- refused fields ----------------------------------------------------------------------------------------
+
+def test_response_format_and_tools_are_refused_naming_the_param(server):
+    client = server.sdk()
+    for kw, param in (({"response_format": {"type": "json_object"}}, "response_format"),
+                      ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+                      ({"tool_choice": "auto"}, "tool_choice")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(**CHAT, **kw)
+        assert refused.value.body["param"] == param and "evo does not support" in refused.value.body["message"]
+    assert client.chat.completions.create(**CHAT, max_tokens=1, response_format={"type": "text"}).choices
+
+
+def test_an_unknown_field_is_refused_naming_it(server):
+    with pytest.raises(openai.BadRequestError) as refused:
+        server.sdk().chat.completions.create(**CHAT, extra_body={"mirostat": 2})
+    assert refused.value.body["param"] == "mirostat" and "Unrecognized request argument" in refused.value.body["message"]
+
+
+# -- the field table in docs/service.md ---------------------------------------------------------------------
+
+def _field_tables() -> dict[str, list[dict]]:
+    """docs/service.md's "API fields: inference" tables, by endpoint: one row per field."""
+    text = (Path(__file__).parents[2] / "docs" / "service.md").read_text()
+    section = text.split("## API fields: inference", 1)[1].split("\n## ", 1)[0]
+    tables, endpoint = {}, None
+    for line in section.splitlines():
+        heading = re.match(r"`POST (/v1/\S+)`:", line)
+        if heading:
+            endpoint = heading.group(1)
+            tables[endpoint] = []
+        elif line.startswith("| `") and endpoint:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables[endpoint].append({"field": cells[0].strip("`"), "state": cells[1],
+                                     "value": cells[2].strip("`"), "notes": cells[3]})
+    return tables
+
+
+TABLES = _field_tables()
+REFUSED_ROWS = [(path, row) for path, rows in TABLES.items() for row in rows if row["state"] == "refused"]
+
+
+def test_the_field_table_lists_every_field_with_one_of_three_states(server):
+    """Every field of evo's request models is in the table, in one of the three states; each ignored
+    one is taken (a 200)."""
+    for path, kind in (("/v1/chat/completions", ChatRequest), ("/v1/completions", CompletionRequest)):
+        rows = TABLES[path]
+        assert sorted(r["field"] for r in rows) == sorted(kind.model_fields), path
+        assert {r["state"] for r in rows} <= {"honoured", "refused", "ignored"}
+        base = CHAT if path == "/v1/chat/completions" else {"model": "champion", "prompt": "hi"}
+        for r in rows:
+            assert r["state"] != "refused" or r["value"], r
+            if r["state"] == "ignored":
+                assert r["notes"] and r["field"] in IGNORED, r
+                status, body = raw_json(server, path, {**base, "max_tokens": 1,
+                                                       r["field"]: {"metadata": {"k": "v"}}.get(r["field"], "x")})
+                assert status == 200, body
+
+
+def _row_id(case) -> str:
+    path, row = case
+    return ("chat-" if "chat" in path else "completions-") + row["field"]
+
+
+@pytest.mark.parametrize("path,row", REFUSED_ROWS, ids=[_row_id(c) for c in REFUSED_ROWS])
+def test_each_refused_field_of_the_table_is_a_400_naming_it(server, path, row):
+    base = CHAT if path == "/v1/chat/completions" else {"model": "champion", "prompt": "hi"}
+    status, body = raw_json(server, path, {**base, "max_tokens": 1, row["field"]: json.loads(row["value"])})
+    assert status == 400, body
+    error = openai_shaped(body)
+    assert error["param"] == row["field"] and "evo" in error["message"], error
+    assert server.batched == []
