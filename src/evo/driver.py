@@ -53,6 +53,7 @@ from evo.numbers import show
 from evo.progress import Progress, Silent
 from evo.ray_start import start_ray
 from evo.storage import after_write_tree, location, open_root, uri_of
+from evo.tracking import live as tracking
 from evo.train.child import build_child, train_run
 from evo.train.worker_config import training_meta, worker_config
 from evo.tune.sweep import choose_winner, run_sweep, save_trials
@@ -122,6 +123,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         progress(GEN0, "already in the ledger")
         return
     t0 = time.perf_counter()
+    track = tracking.start(cfg, lin.root, GEN0, lambda message: progress(GEN0, message))  # the MLflow view
     data_sha = ingest(lin, cfg.data.base, cfg, progress, GEN0) if cfg.data.base else ""
     if cfg.model.path is None:
         sha = build_base(cfg, lin, data_sha, progress)
@@ -143,6 +145,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "best_step": (meta.get("best") or {}).get("step"), "split": SCHEME, **general_columns(res),
     }
     lin.decisions.record(row, sha, "base")
+    track.finish(lin.ledger.get(GEN0))
     progress(GEN0, f"base {sha[:12]}: test accuracy {show(res.generalization.value)}, "
              f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {show(res.perplexity)}")
     if g := general_line(res):
@@ -350,6 +353,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     `parent`: the model it grows from (default: the champion); `own_val`: see `prepare_mix`."""
     gid, t0 = gen_id(index), time.perf_counter()
     parent = parent or lin.registry.alias("champion")
+    track = tracking.start(cfg, lin.root, gid, lambda message: progress(gid, message))  # the MLflow view
     record_arriving_corrections(cfg, lin, index, progress)
     data_sha = ingest(lin, path, cfg, progress, gid)
     delta = lin.data.get(data_sha)
@@ -378,6 +382,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         }
 
     row, ev = decide_and_record(cfg, lin, gid, child, parent, prep, progress, row_of)
+    track.finish(lin.ledger.get(gid))
     c, decision, reason = ev.child, row["decision"], row["reason"]
     other = "parent" if row["compared_with"] == parent else "champion"
     progress(gid, f"{decision}: recall {show(c.recall)}, generalization {c.generalization.value:.2f} "
@@ -538,6 +543,8 @@ def run_config(cfg: EvoConfig, root: str, address: Optional[str], tune: bool = F
     print(f"\nlineage root: {root}{mirror}\n  ledger:   {summary.root / 'ledger.csv'}\n"
           f"  registry: {summary.root / 'registry.json'}\n  models:   {summary.root / 'models'}\n"
           f"  evals:    {summary.root / 'evals'}")
+    if (seen := tracking.where(summary.root)) is not None:
+        print(f"  MLflow:   {seen}")
     if summary.stopped:
         print(f"\n{summary.message}")
     return 0
