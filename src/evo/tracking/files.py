@@ -49,19 +49,25 @@ def target_of(cfg_tracking: TrackingConfig, name: str, root: str | Path) -> dict
             "artifacts": (folder(root) / "artifacts").as_uri() if t.backend == "embedded" else None}
 
 
-def write_target(root: str | Path, target: dict) -> None:
+def write_target(root: str | Path, target: dict) -> bool:
+    """Write the root's target; True when it is new or changed (the view is then synced whole)."""
     path = folder(root) / "target.json"
-    if not path.exists() or read_json(path) != target:
-        atomic_write_json(path, target)
+    if path.exists() and read_target(root, off_too=True) == target:
+        return False
+    atomic_write_json(path, {**target, **({"uri": None, "artifacts": None} if target["backend"] == "embedded" else {})})
+    return True
 
 
-def read_target(root: str | Path) -> Optional[dict]:
-    """This root's view, or None when tracking is off or was never on."""
+def read_target(root: str | Path, off_too: bool = False) -> Optional[dict]:
+    """This root's view, or None when tracking is off or was never on. The embedded store's URI is
+    this machine's folder for the root (kept out of the file, so a copied root has its own)."""
     path = folder(root) / "target.json"
     if not path.exists():
         return None
     t = read_json(path)
-    return t if t.get("backend") != "off" else None
+    if t.get("backend") == "embedded":
+        t.update(uri=embedded_uri(root), artifacts=(folder(root) / "artifacts").as_uri())
+    return t if off_too or t.get("backend") != "off" else None
 
 
 def ui_command(target: dict) -> str:

@@ -29,12 +29,12 @@ def view_of(root: Path, target: dict, say: Optional[Callable[[str], None]] = Non
     return _VIEWS[key]
 
 
-def configure(cfg: EvoConfig, root: Path) -> Optional[dict]:
-    """Write the root's target from the config (so the workers, the decisions module and sync find
-    it); None when tracking is off."""
+def configure(cfg: EvoConfig, root: Path) -> tuple[Optional[dict], bool]:
+    """Write the root's target from the config (so the decisions module and sync find it): the
+    target (None when tracking is off) and whether it is new or changed."""
     target = files.target_of(cfg.tracking, cfg.name, root)
-    files.write_target(root, target)
-    return None if target["backend"] == "off" else target
+    changed = files.write_target(root, target)
+    return (None if target["backend"] == "off" else target), changed
 
 
 class Live:
@@ -90,12 +90,13 @@ class Live:
 
 def start(cfg: EvoConfig, root: Path, gid: str, say: Optional[Callable[[str], None]] = None) -> Live:
     """A generation starts: its run is made (and a root left pending by an unreachable server is
-    synced first, if the server answers now)."""
-    target = configure(cfg, root)
+    synced first, if the server answers now; so is a root whose earlier generations were made
+    before tracking was on, or sent elsewhere)."""
+    target, changed = configure(cfg, root)
     if target is None:
         return Live(None, gid)
     v = view_of(root, target, say)
-    if files.pending(root) is not None and not v.offline:
+    if (changed or files.pending(root) is not None) and not v.offline:
         v.guard("the sync of what an earlier run could not send", v.sync)
     v.guard(f"{gid}'s run", lambda: v.run_id(gid))
     return Live(v, gid)
@@ -146,7 +147,7 @@ def where(root: Path) -> Optional[str]:
     return files.ui_command(target) + note
 
 
-def cmd_sync(root: str, uri: Optional[str]) -> int:
+def cmd_sync(root: str, action: str, uri: Optional[str]) -> int:
     """`evo tracking sync`: the root's whole MLflow view rebuilt from its files (idempotent)."""
     local = open_root(root)
     if not (local / "ledger.csv").exists():

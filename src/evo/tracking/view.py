@@ -121,9 +121,10 @@ class View:
             self._runs[key] = run.info.run_id
         return self._runs[key]
 
-    def _log(self, run: str, params: dict | None = None, metrics: dict[str, list[tuple[int, float]]] | None = None,
+    def _log(self, run: str, params: dict | None = None, metrics: dict[str, list[tuple]] | None = None,
              tags: dict | None = None) -> None:
-        """Send what the run lacks: params not set, metric steps not logged, tags that differ."""
+        """Send what the run lacks: params not set, metric steps not logged, tags that differ. A metric
+        point is (step, value) or (step, value, epoch seconds)."""
         from mlflow.entities import Metric, Param, RunTag
 
         data = self.client.get_run(run).data
@@ -131,11 +132,12 @@ class View:
         ts = [RunTag(k, _tag(v)) for k, v in (tags or {}).items() if data.tags.get(k) != _tag(v)]
         ms = []
         for key, points in (metrics or {}).items():
-            points = [(s, v) for s, v in points if v is not None and v == v]
+            points = [p for p in points if p[1] is not None and p[1] == p[1]]
             if not points:
                 continue
             have = {m.step for m in self.client.get_metric_history(run, key)} if key in data.metrics else set()
-            ms += [Metric(key, float(v), 0, int(s)) for s, v in points if int(s) not in have]
+            ms += [Metric(key, float(p[1]), int(1000 * p[2]) if len(p) > 2 else 0, int(p[0]))
+                   for p in points if int(p[0]) not in have]
         for i in range(0, max(len(ms), 1), 900):  # MLflow takes at most 1000 metrics a batch
             chunk = ms[i:i + 900]
             if chunk or (i == 0 and (ps or ts)):
@@ -164,8 +166,8 @@ class View:
             sha = _sha_of(self.root, gid)
             meta = _meta(self.root, sha) if sha else {}
             rows = [{"step": s, "val_loss": v} for s, v in meta.get("val_curve") or []]
-        self._log(run, metrics={"train_loss": [(r["step"], r.get("train_loss")) for r in rows],
-                                "val_loss": [(r["step"], r.get("val_loss")) for r in rows]})
+        self._log(run, metrics={"train_loss": [(r["step"], r.get("train_loss"), r.get("time", 0)) for r in rows],
+                                "val_loss": [(r["step"], r.get("val_loss"), r.get("time", 0)) for r in rows]})
 
     def generation(self, row: dict) -> str:
         """Generation `row["GEN_ID"]`'s run, made to match its ledger row, eval report, model meta,
