@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evo.atomic import read_json
 
@@ -365,6 +365,11 @@ class TrackingConfig(_Strict):
                                                         "digits of the root's location).")
     timeout_s: float = Field(5.0, gt=0, description="Each request to a server; one that fails is not retried: evo "
                                                     "warns once and the next sync sends what is missing.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
 
     @model_validator(mode="after")
     def _uri(self) -> TrackingConfig:

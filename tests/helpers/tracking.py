@@ -44,8 +44,7 @@ def dump(target: dict) -> dict:
     for v in c.search_model_versions(f"name = '{name}'"):
         out["versions"][int(v.version)] = (v.tags.get("evo.sha"), v.tags.get("evo.gen_id"), key_of[v.run_id],
                                            v.tags.get("evo.status"), v.tags.get("evo.decision"))
-        for a in v.aliases:
-            out["aliases"][a] = int(v.version)
+    out["aliases"] = {a: int(v) for a, v in c.get_registered_model(name).aliases.items()}
     return out
 
 

@@ -43,6 +43,7 @@ def _client(target: dict):
     # MLflow retries a failed request for minutes by default; evo tries once and syncs later.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{int(max(1, target.get('timeout_s', 5)))}")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # evo prints where the view is
     from mlflow import MlflowClient
 
     if target["backend"] == "embedded":
