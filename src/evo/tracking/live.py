@@ -15,7 +15,7 @@ from typing import Optional
 
 from evo.config import EvoConfig, TrackingConfig, saved_config
 from evo.errors import EvoError
-from evo.storage import open_root
+from evo.storage import open_root, refresh
 from evo.tracking import files
 from evo.tracking.view import View
 
@@ -59,6 +59,7 @@ class Live:
         if v is None or v.offline:
             return
         folder = files.folder(v.root) / "steps"
+        refresh(folder / f"{self.gid}.jsonl")  # a URI root (its trials' files are read when the generation ends)
         paths = [folder / f"{self.gid}.jsonl", *sorted((folder / self.gid).glob("*.jsonl"))]
         for path in paths:
             if not path.exists():

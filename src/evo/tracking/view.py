@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from evo.atomic import read_json
 from evo.errors import EvoError
-from evo.storage import location
+from evo.storage import location, refresh
 from evo.tracking import files
 
 GEN_KIND, TRIAL_KIND = "generation", "trial"
@@ -160,7 +160,9 @@ class View:
         """The step curve of a generation's (or trial's) Ray Train run: the reports its rank 0 wrote
         (older roots: the val curve in the model's meta, or a trial's report log)."""
         run = self.run_id(gid, trial, parent_run)
-        rows = files.read_steps(files.steps_path(self.root, f"{gid}/{trial}" if trial else gid))
+        path = files.steps_path(self.root, f"{gid}/{trial}" if trial else gid)
+        refresh(path)  # a URI root: the workers wrote it on their nodes
+        rows = files.read_steps(path)
         if not rows and trial:
             rows = files.read_steps(self.root / "runs" / gid / "trial_reports" / f"{trial}.jsonl")
         if not rows and not trial:
