@@ -136,6 +136,8 @@ class View:
             points = [p for p in points if p[1] is not None and p[1] == p[1]]
             if not points:
                 continue
+            if key in data.metrics and all(int(p[0]) == 0 for p in points):
+                continue  # a final metric (one point, step 0) that is there already
             have = {m.step for m in self.client.get_metric_history(run, key)} if key in data.metrics else set()
             ms += [Metric(key, float(p[1]), int(1000 * p[2]) if len(p) > 2 else 0, int(p[0]))
                    for p in points if int(p[0]) not in have]
