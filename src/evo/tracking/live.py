@@ -97,10 +97,16 @@ def start(cfg: EvoConfig, root: Path, gid: str, say: Optional[Callable[[str], No
     if target is None:
         return Live(None, gid)
     v = view_of(root, target, say)
+    if (earlier := _LIVE.pop(str(root), None)) is not None:  # a generation of this root that raised
+        earlier.stop.set()
     if (changed or files.pending(root) is not None) and not v.offline:
         v.guard("the sync of what an earlier run could not send", v.sync)
     v.guard(f"{gid}'s run", lambda: v.run_id(gid))
-    return Live(v, gid)
+    _LIVE[str(root)] = track = Live(v, gid)
+    return track
+
+
+_LIVE: dict[str, Live] = {}  # the generation of each root being tracked in this process
 
 
 def after_decision(decisions, effects: list) -> None:
