@@ -173,7 +173,7 @@ def cmd_sync(root: str, action: str, uri: Optional[str]) -> int:
         target = files.target_of(tc, name, local)
         files.write_target(local, target)
     v = View(local, target, strict=True)
-    out = v.sync()
+    out = v.guard("the sync", v.sync)  # strict: an unreachable server is TrackingUnavailable, named
     print(f"synced {out['generations']} generation(s) of {local} to {out['uri']}, experiment {out['experiment']!r}, "
           f"registered model {target['model_name']!r}")
     print(f"  see it: {files.ui_command(target)}")
