@@ -4,6 +4,8 @@ sync after that changes nothing."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from evo.atomic import atomic_write_json
@@ -73,3 +75,17 @@ def test_the_tracking_section_is_checked():
     with pytest.raises(ConfigError, match="only for backend mlflow"):
         load_config(None, ["data.base=x.jsonl", "tracking.uri=http://127.0.0.1:5000"])
     assert load_config(None, ["data.base=x.jsonl", "tracking.backend=off"]).tracking.backend == "off"
+
+
+def test_sync_names_a_server_that_does_not_answer(tmp_path):
+    from evo.tracking.view import TrackingUnavailable
+    from tests.helpers.tracking import free_port
+
+    root = tmp_path / "lineage"
+    Decisions(root).ledger.append(row("gen-0", "", "a" * 64, "promoted"))
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.perf_counter()
+    with pytest.raises(TrackingUnavailable, match=rf"{uri}: the sync: .*Connection refused"):
+        live.cmd_sync(str(root), "sync", uri)
+    assert time.perf_counter() - t0 < 30  # one try, no minutes of MLflow's retries
+    assert files.read_target(root)["uri"] == uri  # kept: the next sync sends it there

@@ -74,7 +74,9 @@ class View:
             with self.lock:
                 return fn()
         except Exception as e:  # MlflowException, requests' connection errors, SQLite's
-            why = f"{what}: {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            text = text if len(text) <= 400 else f"{text[:180]} ... {text[-200:]}"  # the cause is at the end
+            why = f"{what}: {type(e).__name__}: {text}"
             if self.strict:
                 raise TrackingUnavailable(f"{self.target['uri']}: {why}") from e
             self.offline = True
