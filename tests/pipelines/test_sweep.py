@@ -129,5 +129,5 @@ def test_the_trials_are_nested_runs_of_the_generations_run(swept):
         reports = files.read_steps(files.steps_path(lin.root, f"gen-1/{t['trial_id']}"))
         assert [s for s, _ in run["metrics"].get("val_loss", [])] == [r["step"] for r in reports
                                                                       if r["val_loss"] == r["val_loss"]]
-        assert len(reports) >= int(t["iterations"]) >= 1  # every report Tune saw (a last one may beat an abort)
+        assert len(reports) >= int(t["iterations"])  # every report Tune saw (a last one may beat an abort)
     assert view["aliases"]["champion"] == max(view["versions"])  # gen-1 promoted: the newest version
