@@ -96,12 +96,12 @@ def base_root(ray_cluster, demo_dir, _base_cache) -> Path:
 @pytest.fixture(scope="module")
 def two_generations_root(base_root, demo_dir, _base_cache) -> Path:
     """Generation 0 plus generations 1 and 2 of the tiny demo (DDP, gate off), run once per session
-    by `evo.driver.run`; read-only like `base_root`."""
+    by `evo.driver.run` with tracking in the embedded MLflow store; read-only like `base_root`."""
     from evo.driver import run
     from evo.progress import Silent
 
     if "two" not in _base_cache:
         root = copy_root(base_root, _base_cache["folder"].parent / "two-generations")
-        run(tiny_config(demo_dir, *LOOSE_GATE), root, Silent())
+        run(tiny_config(demo_dir, *LOOSE_GATE, "tracking.backend=embedded"), root, Silent())  # tests/pipelines/test_tracking.py
         _base_cache["two"] = root
     return _base_cache["two"]

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Keep this table and the one in docs/architecture.md the same.
 FLOORS: dict[int, tuple[str, ...]] = {
     1: ("config", "errors", "atomic", "storage", "numbers", "progress", "answers", "nearcopy", "openai_api", "ray_start",
-        "ray_waits", "testing", "data"),
+        "ray_waits", "testing", "data", "tracking"),
     2: ("model",),
     3: ("lineage",),
     4: ("train",),

@@ -55,6 +55,7 @@ from evo.progress import Progress
 from evo.ray_start import start_ray
 from evo.ray_waits import serve_up
 from evo.storage import location, open_root
+from evo.tracking.live import after_ab_round
 
 
 class NothingToTest(EvoError):
@@ -217,6 +218,7 @@ def finish_round(root, gen_id: str, parent: str, child: str, stats: dict, plan: 
               f"{stats['plan']['max_looks']} (sequential sign test, alpha {stats['plan']['alpha']:g}"
               + (f", not worse above {margin:g}" if margin is not None else "")
               + f"; nominal p={show(verdict['p_value'], '.3g')})")
+    after_ab_round(root, gen_id, verdict["verdict"], pw)  # counts and verdict to the candidate's MLflow run
     decisions = Decisions(root)
     if action == PROMOTE:
         try:  # a swap: the round compared the candidate with `parent`, so only `parent` may give way to it

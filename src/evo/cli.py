@@ -179,6 +179,11 @@ VERBS: dict[str, Verb] = {
             help="merged: safetensors + tokenizer + meta.json; gguf: one llama.cpp file"),
         arg("--outtype", choices=["f16", "q8_0"], default="f16", help="GGUF weights (default: f16)"),
         arg("--out", help="folder (merged) or .gguf file (default: ROOT/exports/GEN...)"))),
+    "tracking": Verb("evo.tracking.live:cmd_sync", "the lineage in MLflow: `sync` rebuilds the root's whole view "
+                     "from its files (idempotent; after a server was down, or for a root made before tracking)", (
+        arg("action", choices=["sync"]),
+        arg("--uri", help="send it to this MLflow tracking URI from now on (default: the root's, else its config's "
+                          "tracking section: the embedded store)"))),
     "compare-bases": Verb("evo.driver:cmd_compare_bases",
                           "run CONFIG's generations on each --base and compare quality, training time and answer "
                           "latency", (
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evo: decision refused: {e}", file=sys.stderr)
         return 2
     except EvoError as e:
-        if verb == "keys":
+        if verb in ("keys", "tracking"):
             print(f"evo: {e}", file=sys.stderr)
             return 2
         print(f"evo: {e}\nevo: nothing was recorded for the failed generation; fix the cause and "

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evo.atomic import read_json
 
@@ -376,6 +376,35 @@ class JobsConfig(_Strict):
                              "both numbers.")
 
 
+class TrackingConfig(_Strict):
+    """Where evo shows a lineage in MLflow (`evo.tracking`): an experiment per root, a run per
+    generation, nested runs per sweep trial, registered versions with the aliases champion and
+    candidate. evo's own files stay the record; MLflow is a view of them (`evo tracking sync`)."""
+
+    backend: Literal["embedded", "mlflow", "off"] = Field(
+        "embedded", description="embedded: a SQLite store under the lineage root (tracking/mlflow.db; see it with "
+                                "the `mlflow ui` command a run prints); mlflow: the server at `uri`; off: none.")
+    uri: Optional[str] = Field(None, description="mlflow: the tracking URI, e.g. http://127.0.0.1:5000.")
+    experiment: Optional[str] = Field(None, description="Experiment name (default: 'evo ' + the root's location).")
+    model_name: Optional[str] = Field(None, description="Registered model name (default: the run name and 8 hex "
+                                                        "digits of the root's location).")
+    timeout_s: float = Field(5.0, gt=0, description="Each request to a server; one that fails is not retried: evo "
+                                                    "warns once and the next sync sends what is missing.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _uri(self) -> TrackingConfig:
+        if self.backend == "mlflow" and not self.uri:
+            raise ValueError("uri: required when backend is mlflow (e.g. http://127.0.0.1:5000)")
+        if self.backend != "mlflow" and self.uri:
+            raise ValueError(f"uri: only for backend mlflow (backend is {self.backend})")
+        return self
+
+
 class EvoConfig(_Strict):
     name: str = Field("evo", min_length=1, description="Run name, used in logs and Ray run names.")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -389,6 +418,7 @@ class EvoConfig(_Strict):
     ray: RayWaitsConfig = Field(default_factory=RayWaitsConfig, description="Watching every wait on Ray.")
     ab: ABConfig = Field(default_factory=ABConfig, description="The A/B round's test plan.")
     jobs: JobsConfig = Field(default_factory=JobsConfig, description="Fine-tuning jobs' limits.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="The MLflow view of the lineage.")
 
     @model_validator(mode="after")
     def _consistent(self) -> EvoConfig:

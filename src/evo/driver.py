@@ -53,6 +53,7 @@ from evo.numbers import show
 from evo.progress import Progress, Silent
 from evo.ray_start import start_ray
 from evo.storage import after_write_tree, location, open_root, uri_of
+from evo.tracking import live as tracking
 from evo.train.child import build_child, train_run
 from evo.train.dpo import child_pair_scores
 from evo.train.method import method_problem
@@ -137,6 +138,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         progress(GEN0, "already in the ledger")
         return
     t0 = time.perf_counter()
+    track = tracking.start(cfg, lin.root, GEN0, lambda message: progress(GEN0, message))  # the MLflow view
     data_sha = ingest(lin, cfg.data.base, cfg, progress, GEN0) if cfg.data.base else ""
     if cfg.model.path is None:
         sha = build_base(cfg, lin, data_sha, progress)
@@ -159,6 +161,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         "split": (lin.data.split_of(data_sha) or split_for(cfg)).scheme if data_sha else SCHEME, **general_columns(res),
     }
     lin.decisions.record(row, sha, "base")
+    track.finish(lin.ledger.get(GEN0))
     progress(GEN0, f"base {sha[:12]}: test accuracy {show(res.generalization.value)}, "
              f"style drift {res.style_drift.hits}/{res.style_drift.total}, perplexity {show(res.perplexity)}")
     if g := general_line(res):
@@ -415,6 +418,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     `train.method: dpo` its preference records train as pairs, the replayed records as ever."""
     gid, t0 = gen_id(index), time.perf_counter()
     parent = parent or lin.registry.alias("champion")
+    track = tracking.start(cfg, lin.root, gid, lambda message: progress(gid, message))  # the MLflow view
     record_arriving_corrections(cfg, lin, index, progress)
     data_sha = data_sha or ingest(lin, path, cfg, progress, gid, own_val=own_val is not None)
     delta = lin.data.get(data_sha)
@@ -447,6 +451,7 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
         }
 
     row, ev = decide_and_record(cfg, lin, gid, child, parent, prep, progress, row_of)
+    track.finish(lin.ledger.get(gid))
     c, decision, reason = ev.child, row["decision"], row["reason"]
     other = "parent" if row["compared_with"] == parent else "champion"
     progress(gid, f"{decision}: recall {show(c.recall)}, generalization {c.generalization.value:.2f} "
@@ -607,6 +612,8 @@ def run_config(cfg: EvoConfig, root: str, address: Optional[str], tune: bool = F
     print(f"\nlineage root: {root}{mirror}\n  ledger:   {summary.root / 'ledger.csv'}\n"
           f"  registry: {summary.root / 'registry.json'}\n  models:   {summary.root / 'models'}\n"
           f"  evals:    {summary.root / 'evals'}")
+    if (seen := tracking.where(summary.root)) is not None:
+        print(f"  MLflow:   {seen}")
     if summary.stopped:
         print(f"\n{summary.message}")
     return 0

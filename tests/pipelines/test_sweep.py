@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 SWEEP = ["tune.num_samples=2", "tune.max_concurrent=2", "tune.num_workers=1", "tune.cpus_per_worker=0.5",
          "tune.steps=[10, 20]", "tune.replay_k=[0, 20]", "tune.lr=[0.001, 0.02]", "train.checkpoint_every=5",
          "tune.evaluate_top=2", "gate.min_recall=null", "gate.min_generalization=null", "gate.max_style_drift=null",
-         "ray.warn_after_s=60", "ray.fail_after_s=150"]  # a hang fails well inside the test's time
+         "ray.warn_after_s=60", "ray.fail_after_s=150",  # a hang fails well inside the test's time
+         "tracking.backend=embedded"]  # test_the_trials_are_nested_runs_of_the_generations_run
 
 
 class Lines(Progress):
@@ -170,3 +171,24 @@ def test_a_rerun_restores_the_sweep_without_redoing_trials(swept):
     assert sorted(r.trial_id for r in again) == sorted(t["trial_id"] for t in swept["trials"])
     assert sorted(p.name for p in (lin.root / "runs" / "ray").iterdir()) == runs_before  # no new Train runs
     assert time.perf_counter() - t0 < swept["seconds"] / 2
+
+
+def test_the_trials_are_nested_runs_of_the_generations_run(swept):
+    """The sweep is tracked (tracking.backend=embedded above): each trial a child run of gen-1's run,
+    with its own curve (its workers' reports, step by step) and why it stopped (evo.tracking)."""
+    from evo.tracking import files
+    from tests.helpers.tracking import dump
+
+    lin = swept["lin"]
+    view = dump(files.read_target(lin.root))
+    assert view["runs"][("gen-1", "")]["tags"]["evo.trial"] == swept["row"]["trial"]
+    for t in swept["trials"]:
+        run = view["runs"][("gen-1", t["trial_id"])]
+        assert run["parent"] == ("gen-1", "") and run["tags"]["evo.why_stopped"] == t["why_stopped"]
+        assert run["tags"]["evo.status"] == t["status"] and run["params"]["steps"] == t["steps"]
+        assert run["status"] == ("FAILED" if t["status"] == "error" else "FINISHED")
+        reports = files.read_steps(files.steps_path(lin.root, f"gen-1/{t['trial_id']}"))
+        assert [s for s, _ in run["metrics"].get("val_loss", [])] == [r["step"] for r in reports
+                                                                      if r["val_loss"] == r["val_loss"]]
+        assert len(reports) >= int(t["iterations"])  # every report Tune saw (a last one may beat an abort)
+    assert view["aliases"]["champion"] == max(view["versions"])  # gen-1 promoted: the newest version

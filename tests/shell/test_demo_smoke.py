@@ -17,7 +17,8 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     holdout accuracy (1.00) and heals the same 4 patterns there, and the test saves 1.5 minutes."""
     root = tmp_path / "lineage"
     cmd = [sys.executable, "-m", "evo.cli", "demo", "--root", str(root), "--generations", "2",
-           "--ab-budget", "30", "--port", "18744", "--set", "model.pretrain.steps=200"]
+           "--ab-budget", "30", "--port", "18744", "--set", "model.pretrain.steps=200",
+           "--set", "tracking.backend=off"]  # the MLflow view is tests/pipelines/test_tracking.py's
     # under pytest's 900 s; 387 s seen on a loaded 2-core machine
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=840)
     assert out.returncode == 0, out.stderr[-3000:]

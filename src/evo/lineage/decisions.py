@@ -54,6 +54,7 @@ from evo.errors import EvoError
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import SHARED, Registry, owner_of
 from evo.storage import open_root
+from evo.tracking.live import after_decision
 
 VERDICTS = ("promoted", "rejected", "base")
 
@@ -165,6 +166,7 @@ class Decisions:
         body = read_json(d.path)
         if not body.get("applied"):
             atomic_write_json(d.path, {**body, "applied": True, "applied_time": time.time()})
+        after_decision(self, d.effects)  # the MLflow view follows evo's registry (evo.tracking; no-op when off)
 
     def _decide(self, op: str, gid: str, reason: str, plan: Callable[[], list]) -> Decision:
         with locked(self.folder / "journal"):

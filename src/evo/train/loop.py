@@ -25,6 +25,7 @@ from evo.data.store import read_records
 from evo.model.lineage_model import load_generation
 from evo.model.loading import load_causal_lm, load_tokenizer
 from evo.storage import local_file, local_tree
+from evo.tracking.files import note_report
 from evo.train.deepspeed_config import deepspeed_config
 from evo.train.dpo import PairStats, dpo_loss, pair_terms, reference_logps, sequence_logps, stats_of
 from evo.train.examples import (
@@ -328,6 +329,8 @@ def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id,
         with open(cfg.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": state.step, "steps": cfg.steps, "train_loss": train_loss, "val_loss": val_loss,
                                 "label": cfg.label, "time": time.time(), **extra}) + "\n")
+    if rank == 0:  # the step curve of the run's MLflow view, sent by the driver as it appears (evo.tracking)
+        note_report(cfg.root, cfg.label, metrics)
     if rank == 0:  # shows in the driver's console, prefixed by Ray with the worker's pid
         # (written, not print()ed: Ray Train's patched print would also log it, doubling the line)
         pref = f", val preference accuracy {extra['val_pref_accuracy']:.2f}" if extra else ""
