@@ -175,8 +175,10 @@ class GateConfig(_Strict):
     parent on the same probes, beyond the tolerance and beyond noise: see `evo.gate`)."""
 
     min_recall: Optional[float] = Field(
-        0.90, ge=0, le=1, description="Absolute: accept only if recall of the line's earlier test parts is above "
-                                      "this (null: not checked).")
+        0.90, ge=0, le=1, description="Absolute floor on recall of the line's earlier test parts (null: not "
+                                      "checked). A child under it that recalls as much of the same items as its "
+                                      "parent, within noise (gate.drift_confidence), is not rejected for it: recall "
+                                      "measures forgetting, and the reason says so.")
     min_generalization: Optional[float] = Field(
         0.85, ge=0, le=1, description="Absolute: ...and exact match on the child's own delta's test part above "
                                       "this (null: not checked).")

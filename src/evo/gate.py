@@ -14,6 +14,10 @@ A threshold is one of two kinds (each field of `GateConfig` says which):
   (Newcombe's hybrid Wilson score interval for a difference of two proportions). On 10 probes and a
   tolerance of 0 that rejects a parent's 0 -> 3 hits, 1 -> 5, 2 -> 6, and never 2 -> 2.
 
+Recall is what the child keeps of its line's test parts: under `min_recall`, a child is rejected
+only when it recalls less of the same items than its parent beyond noise (the same Newcombe bound,
+tolerance 0); an eval report without the parent's recall keeps the absolute rule.
+
 A child is not rejected for a property it inherited unchanged: an absolute cap on a drift-type eval
 that the parent fails as well is judged as a change from the parent (tolerance 0), like the rest.
 """
@@ -62,6 +66,8 @@ class GenerationScores:
     parent_bigrams: Optional[int] = None
     trigrams: Optional[int] = None  # word trigrams of the open replies (repetition's n)
     parent_trigrams: Optional[int] = None
+    parent_recall: Optional[float] = None  # the parent's recall of the same items (None: an older report)
+    recall_items: Optional[int] = None  # the items recall is over (the n of both rates)
 
     @property
     def d_generalization(self) -> float:
@@ -171,9 +177,15 @@ def drifts(s: GenerationScores) -> dict[str, Drift]:
 def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
     """Accept only if every absolute threshold holds (recall > min, generalization > min, strict) and
     no drift-type eval got worse than the parent's beyond its tolerance and noise."""
-    reasons = []
+    reasons, inherited_recall = [], None
     if s.recall is not None and cfg.min_recall is not None and not s.recall > cfg.min_recall:
-        reasons.append(f"recall {s.recall:.3f} <= {cfg.min_recall}")
+        if s.parent_recall is not None and s.recall_items and not worse_beyond_noise(
+                1 - s.recall, s.recall_items, 1 - s.parent_recall, s.recall_items, 0.0, cfg.drift_confidence):
+            inherited_recall = (f"recall {s.recall:.3f} <= {cfg.min_recall}, within noise of its parent's "
+                                f"{s.parent_recall:.3f} on the same {s.recall_items} items")
+        else:
+            reasons.append(f"recall {s.recall:.3f} <= {cfg.min_recall}"
+                           + (f", below its parent's {s.parent_recall:.3f} beyond noise" if s.parent_recall is not None else ""))
     if cfg.min_generalization is not None and s.generalization is not None \
             and not s.generalization > cfg.min_generalization:
         reasons.append(f"generalization {s.generalization:.3f} <= {cfg.min_generalization}")
@@ -181,6 +193,8 @@ def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
         reasons.append(f"corrected error(s) came back: {', '.join(s.recurred)}")
     capped, inherited = absolute_caps(s, cfg, STYLE)
     reasons += capped + relative_reasons(s, cfg, STYLE) + general_reasons(s, cfg)
+    if inherited_recall:  # recall is what the child keeps of its line: judged against what its parent kept
+        inherited = [inherited_recall] + inherited
     return GateDecision(not reasons, reasons, inherited + absolute_caps(s, cfg, GENERAL)[1])
 
 

@@ -146,3 +146,18 @@ def test_general_thresholds(scores, why):
 def test_general_thresholds_are_off_by_default_and_without_general_evals():
     assert gate(G(acc=0.0, kl=9.0, fake=0.5, d2=0.0, rep=1.0), CFG).accepted
     assert gate(S(0.95, 0.90, 0), GENERAL).accepted  # eval.general off: no scores, nothing checked
+
+
+def test_recall_below_the_floor_is_judged_against_what_the_parent_recalled_of_the_same_items():
+    """Recall measures forgetting: a child under min_recall that recalls as much of the same items as
+    its parent, within noise (the demo's gen-1 under split v3: 32 of 36 where gen-0 had 34), is not
+    rejected for it, and the reason says so; one that recalls less beyond noise is, and an old report
+    without the parent's recall keeps the absolute rule."""
+    cfg = GateConfig(min_recall=0.9, min_generalization=0.5)
+    near = GenerationScores(32 / 36, 0.9, 0, 0.0, 0, parent_recall=34 / 36, recall_items=36)
+    d = gate(near, cfg)
+    assert d.accepted and "within noise of its parent's 0.944 on the same 36 items" in d.reason
+    far = GenerationScores(20 / 36, 0.9, 0, 0.0, 0, parent_recall=34 / 36, recall_items=36)
+    d = gate(far, cfg)
+    assert not d.accepted and "below its parent's 0.944 beyond noise" in d.reason
+    assert not gate(GenerationScores(32 / 36, 0.9, 0, 0.0, 0), cfg).accepted

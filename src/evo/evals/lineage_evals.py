@@ -96,7 +96,8 @@ def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> 
                     "parent_trigrams": p.trigrams}
     return GenerationScores(child.recall, child.generalization.value, child.style_drift.hits,
                             parent.generalization.value, parent.style_drift.hits, tuple(recurred),
-                            style_probes=child.style_drift.total or None, **general)
+                            style_probes=child.style_drift.total or None, parent_recall=parent.recall,
+                            recall_items=sum(a.total for a in child.recall_by_gen.values()) or None, **general)
 
 
 def base_flags_of(cfg: EvoConfig, base: SuiteResult) -> list[str]:

@@ -19,6 +19,7 @@ from evo.model.generate import Sampling
 from evo.openai_api import (
     ChatRequest,
     CompletionRequest,
+    _output,
     chat_response,
     completion_response,
     new_id,
@@ -95,7 +96,7 @@ async def answer(s: ServerState, req, sampling: Sampling, target: Target) -> dic
     result = await s.answer_batch(pool_request(req, sampling, target))
     rid = new_id("chatcmpl" if chat else "cmpl")
     outputs = result["outputs"]
-    s.gw.record_response(rid, target, req.user, said_of(req, outputs[0][0] if len(outputs) == 1 else None))
+    s.gw.record_response(rid, target, req.user, said_of(req, _output(outputs[0])["text"] if len(outputs) == 1 else None))
     build = chat_response if chat else completion_response
     body = build(rid, target.name, result["outputs"], result["prompt_tokens"], target.arm)
     body["evo"]["sha"] = target.sha
