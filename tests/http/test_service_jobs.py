@@ -314,7 +314,6 @@ def test_keys_keep_one_tenants_jobs_models_and_data_from_another(service, client
     alice's job never replays bob's upload. An admin's promotion puts alice's model on the shared line.
     A keyless job's model is the shared line's, for every key. Revoking the keys at the end closes the
     server (401); the key store is then deleted, so the next tests find a root that never had a key."""
-    import httpx
     import openai
 
     from evo.data.store import read_records
@@ -336,7 +335,7 @@ def test_keys_keep_one_tenants_jobs_models_and_data_from_another(service, client
         assert boss.fine_tuning.jobs.retrieve(done.id).fine_tuned_model == done.fine_tuned_model
         with pytest.raises(openai.AuthenticationError):
             client.fine_tuning.jobs.list()  # the keyless client, now that keys exist
-        _two_tenants(root, alice, bob, boss, made["boss"], read_records, httpx)
+        _two_tenants(root, alice, bob, boss, made["boss"], read_records)
     finally:
         for n in made:
             store.revoke(n)
@@ -346,7 +345,9 @@ def test_keys_keep_one_tenants_jobs_models_and_data_from_another(service, client
     assert client.fine_tuning.jobs.list() is not None
 
 
-def _two_tenants(root, alice, bob, boss, boss_key, read_records, httpx):
+def _two_tenants(root, alice, bob, boss, boss_key, read_records):
+    import urllib.request
+
     import openai
 
     aliases = read_json(root / "registry.json")["aliases"]
@@ -384,7 +385,8 @@ def _two_tenants(root, alice, bob, boss, boss_key, read_records, httpx):
     mix = read_records(lin.run_dir(evo["gen_id"]) / "mix.parquet")
     assert any(r.prompt.startswith("alice note") for r in mix) and not any("bob note" in r.prompt for r in mix)
     # alice's model joins the shared line by an admin's promotion, gated against the champion it was compared with
-    r = httpx.post(f"http://127.0.0.1:{PORT}/admin/promote", json={"gen": evo["gen_id"]},
-                   headers={"Authorization": f"Bearer {boss_key}"}, timeout=60)
-    assert r.status_code == 200, r.text
+    promote = urllib.request.Request(f"http://127.0.0.1:{PORT}/admin/promote", json.dumps({"gen": evo["gen_id"]}).encode(),
+                                     {"Authorization": f"Bearer {boss_key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(promote, timeout=60) as r:
+        assert json.loads(r.read())["aliases"]["champion"] == evo["sha"]
     assert _sha_of(bob.chat.completions.create(model="champion", messages=msg, max_tokens=2)) == evo["sha"]
