@@ -100,7 +100,7 @@ def test_two_generations_ddp(two_generations_root, demo_dir, tmp_path):
 
     steps = []
     page = build_report(root, steps.append).read_text()
-    assert len(steps) == 9 and page.count("data:image/png;base64,") == 3
+    assert len(steps) == 10 and page.count("data:image/png;base64,") == 3
     assert "planted-0-red-fox" in page and "gen-2" in page and "Not run yet" in page
     assert "category: exact match (parent)" in page and "translate" in page
     q = report["child"]["quality_by_category"]
