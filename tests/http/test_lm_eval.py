@@ -92,7 +92,7 @@ def test_lm_eval_scores_log_likelihoods_over_local_completions(lineage, demo_dir
                     "evo_ll", tmp_path)
 
     def loglik(context: str, continuation: str) -> float:  # as lm-eval splits the pair, from the model itself
-        whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+        whole = tok(context + continuation, add_special_tokens=False)["input_ids"]  # lm-eval adds no BOS
         n = len(tok(context, add_special_tokens=False)["input_ids"])
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0].float(), dim=-1)
@@ -102,7 +102,7 @@ def test_lm_eval_scores_log_likelihoods_over_local_completions(lineage, demo_dir
     by_doc = {s["doc_id"]: s for s in got["samples"]}
     for doc_id, want in enumerate(expected):
         served = [r[0] for r in by_doc[doc_id]["filtered_resps"]]
-        assert [ll for ll, _ in served] == pytest.approx(want, abs=1e-3), items[doc_id]
+        assert served == pytest.approx(want, abs=1e-3), items[doc_id]
     acc = sum(max(range(2), key=lambda k: w[k]) == 0 for w in expected) / len(items)
     assert got["score"]["acc,none"] == pytest.approx(acc) and not math.isnan(acc)
 

@@ -47,9 +47,12 @@ def request_prompts(tok, request: dict) -> list[tuple[str, list[int]]]:
 
 def logprobs_of(model, tok, prompt: list[int], out: Output, top: int, echo: bool) -> dict:
     """The tokens of an answer (and of its prompt too with `echo`), each with its log-probability,
-    its `top` likeliest alternatives and its character offset in prompt + answer."""
-    full = prompt + out.token_ids
-    start = 0 if echo else len(prompt)
+    its `top` likeliest alternatives and its character offset in prompt + answer. A completion's
+    (`echo` not None) ends with the end token where the answer did, as OpenAI's legacy logprobs do
+    (lm-eval drops the last token of prompt + one generated: it must be the generated one); a chat's
+    (`echo` None) names the answer's text tokens only."""
+    full = prompt + out.token_ids + ([tok.eos_token_id] if out.eos and echo is not None else [])
+    start = 0 if echo else len(prompt)  # None (a chat's): the answer's tokens
     scored = token_logprobs(model, full, start, top)
     pieces = [tok.decode([t], skip_special_tokens=True) for t in full]
     offsets, at = [], 0
@@ -148,7 +151,8 @@ class ModelPool:
                     echo = bool(want and want.get("echo"))
                     outputs.append({"text": text + o.text if echo else o.text, "finish_reason": o.finish_reason,
                                     "completion_tokens": o.completion_tokens,
-                                    "logprobs": logprobs_of(model, tok, ids, o, want["top"], echo)
+                                    "logprobs": logprobs_of(model, tok, ids, o, want["top"],
+                                                            None if "messages" in r else echo)
                                     if want and want.get("top") is not None else None})
             results.append({"outputs": outputs, "prompt_tokens": sum(len(ids) for _, ids in prompts[i])})
         return results

@@ -28,6 +28,7 @@ class Output:
     finish_reason: str  # "stop" (eos or a stop string) or "length"
     completion_tokens: int
     token_ids: list[int] = field(default_factory=list)  # the tokens `text` is made of (`sample_ids` only)
+    eos: bool = False  # it ended with the end token (not counted in token_ids; `sample_ids` only)
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -229,7 +230,8 @@ def sample_ids(model, tok, ids: list[list[int]], sampling: Sampling, stops: list
         kept = seq[: int(ended[0])] if len(ended) else seq[:n_tokens]
         text, stopped = cut_at_stop(tok.decode(kept, skip_special_tokens=True), stops)
         finish = "stop" if stopped or len(ended) else "length"
-        results[row // sampling.n].append(Output(text, finish, n_tokens, _text_tokens(tok, kept.tolist(), text)))
+        results[row // sampling.n].append(Output(text, finish, n_tokens, _text_tokens(tok, kept.tolist(), text),
+                                                 bool(len(ended)) and not stopped))
     return results
 
 
