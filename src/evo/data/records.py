@@ -71,21 +71,27 @@ def _text_field(obj: dict, key: str, allow_empty: bool = False) -> str:
     return val
 
 
-def _check_messages(msgs: Any) -> list[dict[str, str]]:
-    if not isinstance(msgs, list) or not msgs:
-        raise RecordError("'messages' must be a non-empty list")
+def _turns(msgs: list, key: str) -> list[dict[str, str]]:
+    """Each message of `key` as {role, content}: known roles, string content, a system message only first."""
     clean = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
-            raise RecordError(f"messages[{i}] must be an object with 'role' and 'content'")
+            raise RecordError(f"{key}[{i}] must be an object with 'role' and 'content'")
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
-            raise RecordError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
+            raise RecordError(f"{key}[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
         if not isinstance(content, str):
-            raise RecordError(f"messages[{i}].content must be a string")
+            raise RecordError(f"{key}[{i}].content must be a string")
         if role == "system" and i != 0:
-            raise RecordError(f"messages[{i}]: a system message may only come first")
+            raise RecordError(f"{key}[{i}]: a system message may only come first")
         clean.append({"role": role, "content": content})
+    return clean
+
+
+def _check_messages(msgs: Any) -> list[dict[str, str]]:
+    if not isinstance(msgs, list) or not msgs:
+        raise RecordError("'messages' must be a non-empty list")
+    clean = _turns(msgs, "messages")
     if clean[-1]["role"] != "assistant":
         raise RecordError("the last message must be the assistant's (it is what is learned)")
     if not clean[-1]["content"].strip():
@@ -145,18 +151,7 @@ def _prompt_messages(msgs: Any, key: str) -> list[dict[str, str]]:
     a user turn last (the turn both answers reply to)."""
     if not isinstance(msgs, list) or not msgs:
         raise RecordError(f"'{key}' must be a non-empty list of messages")
-    clean = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise RecordError(f"{key}[{i}] must be an object with 'role' and 'content'")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise RecordError(f"{key}[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
-        if not isinstance(content, str):
-            raise RecordError(f"{key}[{i}].content must be a string")
-        if role == "system" and i != 0:
-            raise RecordError(f"{key}[{i}]: a system message may only come first")
-        clean.append({"role": role, "content": content})
+    clean = _turns(msgs, key)
     if clean[-1]["role"] != "user":
         raise RecordError(f"'{key}' ends with the {clean[-1]['role']}'s turn; a preference prompt ends with the "
                           "user turn both answers reply to")
