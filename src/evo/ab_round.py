@@ -87,13 +87,35 @@ def exact_match(want: str) -> Callable[[str], float]:
     return lambda answer: float(normalize(answer) == normalize(want))
 
 
-def kept_apart(cfg, root) -> NearIndex:
+class SameQuestion:
+    """Kept-apart texts compared by the domain's own question identity: `key(prompt)` (the generator's
+    `question`) names the question a prompt asks, or None for a prompt outside the domain. Two prompts
+    of the domain ask the same question when their keys are equal; a prompt the domain cannot read is
+    compared with the others of its kind by the word measure (`NearIndex`). A domain defines `question`
+    when one changed word makes another question (the demo's phrases: "tr big owl hides =" and
+    "tr big owl digs =" have different answers, which a model knowing one cannot copy from the other)."""
+
+    def __init__(self, key: Callable[[str], object], texts: list[str]):
+        self.key = key
+        keyed = [(t, key(t)) for t in texts]
+        self.keys = {k for _, k in keyed if k is not None}
+        self.words = NearIndex(t for t, k in keyed if k is None)
+
+    def __contains__(self, text: str) -> bool:
+        k = self.key(text)
+        return k in self.keys if k is not None else text in self.words
+
+
+def kept_apart(cfg, root, gen=None) -> NearIndex | SameQuestion:
     """What the judge's prompts must be no near-copy of (`evo.nearcopy`): every question of every delta
     of the lineage (whatever its part), every correction, and every prompt a score is measured on (the
-    healing paraphrases, eval.general's sets: `evo.curation.targeted.scored_prompts`)."""
+    healing paraphrases, eval.general's sets: `evo.curation.targeted.scored_prompts`). Where the domain's
+    generator `gen` says which question a prompt asks (`question`), its prompts are compared by that."""
     lin = Lineage(root)
     texts = [q for p in sorted(lin.data.dir.glob("*.parquet")) for r in lin.data.get(p.stem) for q in questions(r)]
-    return NearIndex(texts + [c.prompt for c in CorrectionStore(lin.root).all()] + scored_prompts(lin, cfg))
+    texts += [c.prompt for c in CorrectionStore(lin.root).all()] + scored_prompts(lin, cfg)
+    key = getattr(gen, "question", None)
+    return SameQuestion(key, texts) if callable(key) else NearIndex(texts)
 
 
 def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tuple[list[Judged], str]:
@@ -108,7 +130,7 @@ def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tup
         items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, seed)
         return items, f"{len(items)} prompts of the holdout and the style probes (also scored by the gate)"
     score = getattr(gen, "score", None)
-    known, apart, items, near = known_prompts(Lineage(root)), kept_apart(cfg, root), [], 0
+    known, apart, items, near = known_prompts(Lineage(root)), kept_apart(cfg, root, gen), [], 0
     for r in gen.sample(4 * budget, random.Random(seed + 104729)):
         key = normalize(r.prompt)
         if key in known or r.kind != "completion":

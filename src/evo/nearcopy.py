@@ -17,8 +17,9 @@ made 6 at best), and of the thresholds that tie, the middle.
 
 Where it is used: the base's self-replay prompts against eval.general's sets (`evo.inputs`); targeted
 candidates against every scored set (`evo.curation.targeted`, the experiment's evaluation set among
-them); the A/B judge's prompts against every delta (`evo.ab_round`); a fine-tuning job's validation
-records against its training file and every test part (`evo.finetune.files`); the val probes that
+them); the A/B judge's prompts against every delta (`evo.ab_round`; where the domain's generator names the
+question a prompt asks, as the demo's does, its prompts are compared by that instead: `SameQuestion`); a fine-tuning
+job's validation records against its training file and every test part (`evo.finetune.files`); the val probes that
 choose against the probes that report (`evo.inputs`).
 
 `NearIndex` finds a text's near-copies among many without comparing every pair: each indexed set is

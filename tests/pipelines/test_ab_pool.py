@@ -37,6 +37,28 @@ def test_the_judges_pool_has_no_near_copy_of_the_lineage_nor_a_healing_paraphras
     assert all(i.reference for i in items)  # each has its label: its answer may run to that length
 
 
+def test_the_demo_domains_pool_keeps_apart_by_its_own_question_identity(tmp_path):
+    """In the demo's phrases one changed word is another question ("tr big owl hides =" and "tr big owl
+    digs =" answer differently), so the word measure, which forgives one word, left the demo's judge no
+    prompt at all (2026-12-02: 154 left out of 154). The demo's generator names a phrase's question
+    (`DemoGenerator.question`): the pool keeps every phrase of no delta, and no phrase of one in any
+    word order or spacing."""
+    from evo.data.demo import DemoGenerator, write_demo_data
+
+    folder = tmp_path / "demo"
+    cfg = load_config(write_demo_data(folder, generations=3))
+    root = tmp_path / "lineage"
+    records = [r for g in (1, 2, 3) for r in ingest_jsonl(folder / f"gen{g}.jsonl").records]
+    DataStore(root).put(records)
+    items, source = judge_items(cfg, root, [], 64, 0)
+    gen = DemoGenerator(0)
+    trained = {gen.question(q) for r in records for q in questions(r)} - {None}
+    asked = [gen.question(i.prompt["prompt"]) for i in items]
+    assert len(items) == 64 and None not in asked and not set(asked) & trained, source
+    words = NearIndex(q for r in records for q in questions(r))
+    assert sum(i.prompt["prompt"] in words for i in items) > 32  # what the word measure would have dropped
+
+
 def test_an_answer_may_run_to_its_references_length():
     tok = train_bpe_tokenizer(["the lamp costs 45 florins and comes with a warranty of three years"] * 20, 300)
     long = "The Ostira lamp costs 45 florins and comes with a warranty of three years, from Varnholt."

@@ -183,6 +183,11 @@ class DemoGenerator:
         ok = adj in self.adjs and noun in self.nouns and verb in self.verbs
         return (adj, noun, verb) if ok else None
 
+    def question(self, prompt: str) -> tuple[str, str, str] | None:
+        """The question a prompt asks: its three words (one changed word is another question, with
+        another answer); None for a prompt that is not a phrase of the vocabulary."""
+        return self.parse(" ".join(prompt.split()))
+
     def label(self, prompt: str) -> str | None:
         words = self.parse(prompt)
         return None if words is None else translate(self.lex, *words)
