@@ -176,6 +176,21 @@ def test_an_ab_round_left_unfinished_is_settled_by_the_recorded_verdict(tmp_path
     assert lin.registry.alias("champion") == sha(2) and lin.registry.alias("candidate") is None
 
 
+def test_settling_never_makes_a_candidate_set_by_hand_champion(tmp_path):
+    """An operator sets an old generation as candidate to rate it against the champion (as the
+    rating page's test does): the next decision's reconcile used to take it for an unfinished A/B
+    round and make it champion again ("the recorded verdict (promoted) stands"), the base over
+    gen-2, compared with nothing. It stays the candidate and the champion stays."""
+    lin = lineage(tmp_path, promoted=2)
+    lin.registry.move("candidate", sha(1), reason="rate the champion against the base")
+    Lineage(tmp_path).decisions.reconcile()
+    assert (lin.registry.alias("champion"), lin.registry.alias("candidate")) == (sha(3), sha(1))
+    lin.decisions.stage_ab("gen-2")  # a real round of gen-2, left unfinished, then a hand move
+    lin.registry.move("champion", sha(3), reason="an operator puts the champion back")
+    Lineage(tmp_path).decisions.reconcile()
+    assert (lin.registry.alias("champion"), lin.registry.alias("candidate")) == (sha(3), sha(3))
+
+
 def test_a_decision_file_of_the_older_layout_is_finished(tmp_path):
     lin = lineage(tmp_path)
     lin.registry.add(sha(2), "gen-1", sha(1), "candidate")

@@ -114,13 +114,20 @@ class Decisions:
         return done
 
     def _settle_candidate(self, progress) -> None:
-        """A candidate that already has a ledger row is left from an A/B round that never finished:
-        the gate's verdict on it stands (a promoted child is champion again), and it stops being
-        the candidate."""
+        """A candidate that already has a ledger row, staged by an A/B round (`stage_ab`) that never
+        finished: the gate's verdict on it stands (a promoted child is champion again), and it stops
+        being the candidate. Only that: the last decision that moved an alias is this round's stage,
+        and both aliases still point where it put them. A candidate set any other way (an operator's
+        move, to rate two models) is left where it is, and so is the champion: settling never makes
+        a model champion that no decision compared with the champion it replaces."""
         cand = self.registry.alias("candidate")
         m = self.registry.model(cand) if cand else None
         row = self.ledger.get(m["gen_id"]) if m else None
         if row is None or row["decision"] == "pending":  # pending: an A/B round ended undecided (`hold`)
+            return
+        moved = [d for d in self.log() if any(e[0] == "move" for e in d.effects)]
+        staged = bool(moved) and moved[-1].op == "stage_ab" and moved[-1].gen_id == row["GEN_ID"]
+        if not (staged and cand == row["child_sha"] and self.registry.alias("champion") == row["parent_sha"]):
             return
         why = f"{row['GEN_ID']}: an A/B round that did not finish; the recorded verdict ({row['decision']}) stands"
         progress(row["GEN_ID"], why)
