@@ -135,7 +135,10 @@ VERBS: dict[str, Verb] = {
         arg("--log", default="live", help="the feedback log, ROOT/ab/<log>.jsonl (default: live)"),
         arg("--out", help="JSONL to write (default: ROOT/feedback/<ROUND>.preference.jsonl); its summary goes "
                           "beside it"),
-        arg("--no-corrections", action="store_true", help="leave the recorded corrections out"))),
+        arg("--no-corrections", action="store_true", help="leave the recorded corrections out"),
+        arg("--tenant", action="append", metavar="KEY_ID",
+            help="also use the prompts this tenant key asked (left out by default: a tenant's data stays on its "
+                 "branch); repeatable"))),
     "check": Verb("evo.config:cmd_check", "validate CONFIG and list every problem", (CONFIG, SET)),
     "ab": Verb("evo.ab_round:cmd_ab", "run an A/B round on the latest promoted generation, then promote or revert it", (
         arg("--budget", type=int, default=300, help="most distinct prompts asked side by side"),

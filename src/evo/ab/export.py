@@ -10,7 +10,9 @@ The pairs come from three places:
 The same rendered prompt with the same two answers counts once, and two pairs that prefer opposite
 answers to one prompt are both left out (the raters disagree). A pair whose prompt is in a test part
 of any delta of the lineage, or among the gate's style probes (the automated A/B judge asks those
-when it has no generator), is left out: a prompt kept apart for judging is never trained on.
+when it has no generator), is left out: a prompt kept apart for judging is never trained on. A pair
+whose prompt a tenant key asked (the server logs the asker) is that tenant's data: left out, unless an
+admin names the tenant (`--tenant KEY_ID`, repeatable), a decision the summary records.
 
 It writes a JSONL file in TRL's preference form (`prompt`, `chosen`, `rejected`: a conversation's
 prompt as messages and each answer as one assistant message, a plain prompt as strings), which
@@ -147,8 +149,18 @@ def kept_apart(root: Path) -> tuple[set[str], dict]:
                   "probes_file": cfg.eval.probes}
 
 
-def vote_pairs(events: list[dict], out: Export) -> list[Pair]:
-    """One pair per side-by-side vote with a winner, on the answers stored beside its pair."""
+def _tenants_data(event: dict, tenants: frozenset[str]) -> str:
+    """The reason an event's prompt is left out as a tenant's data, or "" (asked on the shared line, or
+    by a tenant an admin named)."""
+    asker = event.get("asker") or ""
+    if not asker or asker in tenants:
+        return ""
+    return f"asked by tenant key {asker}: its data stays on its branch (an admin may name it with --tenant)"
+
+
+def vote_pairs(events: list[dict], out: Export, tenants: frozenset[str] = frozenset()) -> list[Pair]:
+    """One pair per side-by-side vote with a winner, on the answers stored beside its pair; none on a
+    prompt a tenant asked, unless `tenants` names it."""
     shown = {e["pair_id"]: e for e in events if e["kind"] == "pair"}
     said = {e["pair_id"]: e for e in events if e["kind"] == "answers"}
     voted, pairs = set(), []
@@ -163,6 +175,9 @@ def vote_pairs(events: list[dict], out: Export) -> list[Pair]:
         if pid not in shown or pid not in said:
             out.skip("vote", pid, "answers not recorded (shown before the server stored them)")
             continue
+        if why := _tenants_data(said[pid], tenants):
+            out.skip("vote", pid, why)
+            continue
         prompt = _prompt_of(said[pid].get("input"))
         if prompt is None:
             out.skip("vote", pid, "prompt not usable (not ending in a user turn, or not text)")
@@ -173,9 +188,9 @@ def vote_pairs(events: list[dict], out: Export) -> list[Pair]:
     return pairs
 
 
-def thumb_pairs(events: list[dict], out: Export) -> list[Pair]:
+def thumb_pairs(events: list[dict], out: Export, tenants: frozenset[str] = frozenset()) -> list[Pair]:
     """Every thumbed-up answer over every different thumbed-down answer to the same rendered
-    prompt (a response's last thumbs count)."""
+    prompt (a response's last thumbs count); none on a prompt a tenant asked, unless `tenants` names it."""
     responses = {e["response_id"]: e for e in events if e["kind"] == "response"}
     value: dict[str, str] = {}
     for e in events:
@@ -184,6 +199,9 @@ def thumb_pairs(events: list[dict], out: Export) -> list[Pair]:
     groups: dict[str, dict] = {}
     for rid, v in value.items():
         resp = responses.get(rid)
+        if resp is not None and (why := _tenants_data(resp, tenants)):
+            out.skip("thumbs", rid, why)
+            continue
         prompt = _prompt_of(resp.get("input")) if resp else None
         if resp is None or not isinstance(resp.get("text"), str) or prompt is None:
             out.skip("thumbs", rid, "answer not recorded (response not in this round's log, streamed, or logged "
@@ -216,9 +234,10 @@ def correction_pairs(root: Path, out: Export) -> list[Pair]:
 
 
 def collect(root: Path, round_id: str, log: str = "live", corrections: bool = True,
-            apart: Optional[Callable[[object], bool]] = None) -> Export:
+            apart: Optional[Callable[[object], bool]] = None, tenants: tuple[str, ...] = ()) -> Export:
     """The pairs of round `round_id` of log `ab/<log>.jsonl` (and the corrections), with everything
-    left out and why. `apart`: whether a prompt is kept apart (default: `kept_apart(root)`)."""
+    left out and why. `apart`: whether a prompt is kept apart (default: `kept_apart(root)`). `tenants`:
+    the tenant keys whose prompts an admin lets onto the shared line (default: none)."""
     store = FeedbackStore(root, log)
     rounds = store.rounds()
     if round_id not in rounds:
@@ -230,8 +249,11 @@ def collect(root: Path, round_id: str, log: str = "live", corrections: bool = Tr
     if apart is None:
         keys, out.checked = kept_apart(root)
         apart = lambda prompt: bool(question_keys(prompt) & keys)  # noqa: E731
-    found = vote_pairs(events, out) + thumb_pairs(events, out) + (correction_pairs(root, out) if corrections else [])
+    named = frozenset(tenants)
+    found = (vote_pairs(events, out, named) + thumb_pairs(events, out, named)
+             + (correction_pairs(root, out) if corrections else []))
     out.checked["feedback_log"] = str(store.path)
+    out.checked["tenants_included"] = sorted(named)  # an admin's decision, on record
     by_prompt: dict[tuple[str, str], list[Pair]] = {}  # (prompt, the two answers) -> pairs on them
     for p in found:
         if same_answer(p.chosen, p.rejected):
@@ -266,10 +288,11 @@ def write_export(export: Export, path: Path) -> tuple[Optional[Path], Path]:
     return written, summary_path
 
 
-def cmd_feedback(root: str, action: str, round_id: str, log: str, out: Optional[str], no_corrections: bool) -> int:
+def cmd_feedback(root: str, action: str, round_id: str, log: str, out: Optional[str], no_corrections: bool,
+                 tenant: Optional[list[str]] = None) -> int:
     """`evo feedback export ROUND`: the round's pairs as a preference JSONL, with a summary beside it."""
     local = open_root(root)
-    export = collect(local, round_id, log, corrections=not no_corrections)
+    export = collect(local, round_id, log, corrections=not no_corrections, tenants=tuple(tenant or ()))
     path = Path(out) if out else local / "feedback" / f"{round_id}.preference.jsonl"
     written, summary = write_export(export, path)
     s = export.summary(written)

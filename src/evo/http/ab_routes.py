@@ -41,7 +41,7 @@ async def follow_now(s: ServerState) -> None:
 @router.post("/v1/side_by_side")
 async def side_by_side(request: Request, s: State):
     """Both arms answer one prompt, labelled a and b at random, for a pairwise rating."""
-    s.caller(request, "inference")
+    asker = s.caller(request, "inference").owner or ""  # a tenant's prompt: its own, never the shared line's data
     await follow_now(s)
     raw = await read_json(request)
     kind = ChatRequest if isinstance(raw, dict) and "messages" in raw else CompletionRequest
@@ -50,8 +50,8 @@ async def side_by_side(request: Request, s: State):
     key = await asyncio.to_thread(key_of, s, pair_round.champion, model_input(req))
     pair_id, targets = s.gw.open_pair(key, pair_round)
     sampling = sampling_of(req)
-    a, b = await asyncio.gather(answer(s, req, sampling, targets["a"]), answer(s, req, sampling, targets["b"]))
-    s.gw.record_answers(pair_id, pair_round, said_of(req), _first_text(a), _first_text(b))  # a vote's training pair
+    a, b = await asyncio.gather(answer(s, req, sampling, targets["a"], asker), answer(s, req, sampling, targets["b"], asker))
+    s.gw.record_answers(pair_id, pair_round, said_of(req), _first_text(a), _first_text(b), asker)  # a vote's training pair
     for ans in (a, b):  # blind: which arm answered is shown only once the round is decided
         ans["model"] = "evo"
         ans.pop("evo")

@@ -90,26 +90,28 @@ def _stream_whole(body: dict, with_usage: bool) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-async def answer(s: ServerState, req, sampling: Sampling, target: Target) -> dict:
-    """One OpenAI-shaped answer from `target`, logged as a response of its arm."""
+async def answer(s: ServerState, req, sampling: Sampling, target: Target, asker: str = "") -> dict:
+    """One OpenAI-shaped answer from `target`, logged as a response of its arm (`asker`: the tenant key
+    that asked, "" for the shared line's callers)."""
     chat = isinstance(req, ChatRequest)
     result = await s.answer_batch(pool_request(req, sampling, target))
     rid = new_id("chatcmpl" if chat else "cmpl")
     outputs = result["outputs"]
-    s.gw.record_response(rid, target, req.user, said_of(req, _output(outputs[0])["text"] if len(outputs) == 1 else None))
+    s.gw.record_response(rid, target, req.user, said_of(req, _output(outputs[0])["text"] if len(outputs) == 1 else None),
+                         asker)
     build = chat_response if chat else completion_response
     body = build(rid, target.name, result["outputs"], result["prompt_tokens"], target.arm)
     body["evo"]["sha"] = target.sha
     return body
 
 
-def _stream_tokens(s: ServerState, req, sampling: Sampling, target: Target) -> StreamingResponse:
+def _stream_tokens(s: ServerState, req, sampling: Sampling, target: Target, asker: str = "") -> StreamingResponse:
     """Server-sent events, token by token, for one choice."""
     chat = isinstance(req, ChatRequest)
     rid, created = new_id("chatcmpl" if chat else "cmpl"), int(time.time())
     head = _head(rid, chat, target.name, created, {"arm": target.arm, "sha": target.sha}, req.include_usage())
     prompt_tokens, deltas = s.pool.stream(pool_request(req, sampling, target))
-    s.gw.record_response(rid, target, req.user, said_of(req))
+    s.gw.record_response(rid, target, req.user, said_of(req), asker)
 
     def events():
         first = True
@@ -133,8 +135,8 @@ async def _answer(s: ServerState, request: Request, kind: type):
     await asyncio.to_thread(s.pool.check, pool_request(req, sampling, target))  # bad token ids: 400 before the batch
     one_prompt = isinstance(req, ChatRequest) or len(req.prompts()) == 1
     if req.stream and req.n == 1 and one_prompt:
-        return await asyncio.to_thread(_stream_tokens, s, req, sampling, target)
-    body = await answer(s, req, sampling, target)
+        return await asyncio.to_thread(_stream_tokens, s, req, sampling, target, caller.owner or "")
+    body = await answer(s, req, sampling, target, caller.owner or "")
     if req.stream:
         return _stream_whole(body, req.include_usage())
     return Response(json.dumps(body), media_type="application/json")  # already plain JSON: skip FastAPI's encoder

@@ -224,14 +224,17 @@ class Gateway:
             raise APIError(409, "side by side needs a candidate, and there is none now", kind="conflict")
         return self.current_round()
 
-    def record_response(self, response_id: str, target: Target, user: Optional[str], said: Optional[dict] = None) -> None:
+    def record_response(self, response_id: str, target: Target, user: Optional[str], said: Optional[dict] = None,
+                        asker: str = "") -> None:
         """Responses of the A/B arms are logged in the round being served, so thumbs on them count
         for that arm of that round; `said` (the model input and the answer's text) is kept with it,
-        so thumbs can become training pairs (`evo feedback export`)."""
+        so thumbs can become training pairs (`evo feedback export`). `asker`: the tenant key that
+        asked ("" for the shared line's callers: an admin key, or a server without keys): a tenant's
+        prompts never become the shared line's training pairs unless an admin exports them by name."""
         if target.arm != "pinned":
             self.feedback.append({**(said or {}), "kind": "response", "response_id": response_id, "arm": target.arm,
-                                  "sha": target.sha, "user": user or "", "round": self.current_round().id},
-                                 durable=False)
+                                  "sha": target.sha, "user": user or "", "round": self.current_round().id,
+                                  **({"asker": asker} if asker else {})}, durable=False)
 
     def record_thumbs(self, body: object) -> dict:
         """{"response_id", "value": "up" | "down"}: they go to the round the response was served in."""
@@ -259,12 +262,12 @@ class Gateway:
                               "round": r.id})
         return pair_id, {"a": Target(a, shas[a], a), "b": Target(b, shas[b], b)}
 
-    def record_answers(self, pair_id: str, pair_round: Round, said: dict, a: str, b: str) -> None:
+    def record_answers(self, pair_id: str, pair_round: Round, said: dict, a: str, b: str, asker: str = "") -> None:
         """What side-by-side pair `pair_id` asked (`said["input"]`) and its two answers, by label:
         what a vote on it prefers (`evo feedback export`). Not fsynced, as responses are not: a crash
-        can cost a pair its training use, never a vote."""
+        can cost a pair its training use, never a vote. `asker`: as in `record_response`."""
         self.feedback.append({"kind": "answers", "pair_id": pair_id, "input": said["input"], "a": a, "b": b,
-                              "round": pair_round.id}, durable=False)
+                              "round": pair_round.id, **({"asker": asker} if asker else {})}, durable=False)
 
     def _shown_now(self, body: object, what: str) -> dict:
         """The pair a vote or a skip names, if it was shown in the current round: 404 for a pair never
