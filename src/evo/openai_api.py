@@ -23,8 +23,9 @@ class APIError(Exception):
     the code, and the type follows from the status."""
 
     def __init__(self, status: int, message: str, param: Optional[str] = None, kind: Optional[str] = None,
-                 code: Optional[str] = None):
+                 code: Optional[str] = None, headers: Optional[dict[str, str]] = None):
         super().__init__(message)
+        self.headers = headers  # e.g. Retry-After on a 429
         if kind is not None and kind not in OPENAI_TYPES:
             kind, code = None, code or kind
         if kind is None:

@@ -363,3 +363,31 @@ def test_evo_serve_decides_rounds_with_the_lineage_configs_plan(tmp_path):
     atomic_write_json(tmp_path / "run_config.json", {"ab": {"min_share": 0.4, "look_every": 7, "alpha": 0.1}})
     plan = root_plan(str(tmp_path))
     assert (plan.min_share, plan.look_every, plan.alpha) == (0.4, 7, 0.1) and plan != TestPlan()
+
+
+def test_a_rate_limited_request_gets_retry_after_over_http(served):
+    """The 429 of a key over its rate carries Retry-After (seconds), as OpenAI's does, in OpenAI's body."""
+    from evo.http.keys import Authenticator
+
+    http, root, _, state = served
+    key, _ = state.auth.store.create("inference", "busy")
+    state.auth = Authenticator(root, rate_per_minute=2)
+    auth = {"Authorization": f"Bearer {key}"}
+    assert [http.get("/v1/models", headers=auth).status_code for _ in range(2)] == [200, 200]
+    r = http.get("/v1/models", headers=auth)
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(r.headers["retry-after"]) <= 30
+
+
+def test_wrong_admin_tokens_are_counted_and_refused_with_retry_after(served):
+    """On a server with an admin token and rate limits, wrong tokens take from the guesses' bucket:
+    past the rate, 429 with Retry-After, while the right token still works."""
+    from evo.http.keys import Authenticator
+
+    http, root, _, state = served
+    state.auth = Authenticator(root, rate_per_minute=2)
+    wrong = [http.post("/admin/reload", headers={"Authorization": f"Bearer guess-{i}"}).status_code for i in range(3)]
+    assert wrong == [401, 401, 429]
+    r = http.post("/admin/reload", headers={"Authorization": "Bearer guess-3"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert http.post("/admin/reload", headers={"Authorization": "Bearer tok"}).status_code == 200

@@ -82,3 +82,38 @@ def test_a_second_vote_on_a_pair_is_refused_and_not_counted(root):
     assert e.value.status == 409 and "first one stands" in str(e.value)
     assert gw.stats()["pairwise"]["distinct_prompts"] == 1
     assert sum(ev["kind"] == "pairwise" for ev in gw.feedback.read().events) == 1  # never written
+
+
+def test_an_ft_name_resolves_without_reading_every_job_file_per_request(root, monkeypatch):
+    """Resolving `ft:` names (and listing models) reads the job files once, then only after the jobs
+    folder changes: 50 requests on a quiet folder read none; a job written since is found at once."""
+    import os
+    import time
+
+    from evo.atomic import atomic_write_json
+    from evo.finetune.jobs import JobStore
+
+    store = JobStore(root)
+    store.dir.mkdir(parents=True, exist_ok=True)
+
+    def job(i: int, sha: str) -> str:
+        name = f"ft:gen-1:evo:job{i}"
+        atomic_write_json(store.dir / f"ftjob-{i}.json", {"id": f"ftjob-{i}", "created_ns": i, "owner": "",
+                                                          "fine_tuned_model": name, "evo": {"sha": sha}})
+        return name
+
+    first = job(1, "b" * 64)
+    old = time.time() - 60
+    os.utime(store.dir, (old, old))  # written a minute ago
+    gw = replicas(root, 1)[0]
+    reads = []
+    real_all = JobStore.all
+    monkeypatch.setattr(JobStore, "all", lambda self: reads.append(1) or real_all(self))
+    for _ in range(50):
+        assert gw.resolve(first, None).sha == "b" * 64
+        gw.model_list()
+    assert len(reads) == 1
+    second = job(2, "a" * 64)  # a job finished since: the folder's mtime moved
+    assert gw.resolve(second, None).sha == "a" * 64 and len(reads) == 2
+    with pytest.raises(APIError):
+        gw.resolve("ft:gen-1:evo:nope", None)

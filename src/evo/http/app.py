@@ -86,7 +86,7 @@ api.add_middleware(PageHeaders)
 
 @api.exception_handler(APIError)
 async def _api_error(_: Request, e: APIError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status)
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
 @api.exception_handler(HTTPException)

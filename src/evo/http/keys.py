@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -57,6 +58,7 @@ class Caller:
         return None if self.scope == "admin" else self.key_id
 
 
+FAILED = {"id": "", "name": ""}  # the bucket every request with a key that is not valid takes from
 OPEN = Caller("", "admin")  # a loopback server on a root that never had a key: one tenant, every action
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -149,6 +151,8 @@ class Authenticator:
                            kind="authentication_error", code="invalid_api_key")
         row = next((r for h, r in self._by_hash.items() if hmac.compare_digest(h, _hash(given))), None) if given else None
         if row is None:
+            if given:
+                self.guessed()
             what = "needs 'Authorization: Bearer <key>'" if not given else "got a key that is not valid (or revoked)"
             if not self._by_hash:
                 what += "; every key it had is revoked: create one with `evo keys create`"
@@ -175,8 +179,15 @@ class Authenticator:
                 raise APIError(415, f"{method} {path} takes 'Content-Type: application/json', not "
                                     f"{content_type or 'a body without a content type'}", code="unsupported_media_type")
 
+    def guessed(self) -> None:
+        """A request with a key or admin token that is not valid: guesses share one bucket (a valid key
+        is never slowed by them); over its rate, 429."""
+        self._take(FAILED)
+
     def _take(self, row: dict) -> None:
-        """A token bucket per key: `rate` requests a minute, bursts of up to that many."""
+        """A token bucket per key: `rate` requests a minute, bursts of up to that many; every request
+        with a key that is not valid (a guess, a revoked key) takes from one more bucket (`FAILED`).
+        Over it: 429 with `Retry-After` (whole seconds, rounded up)."""
         if self.rate <= 0:
             return
         now = time.monotonic()
@@ -186,8 +197,10 @@ class Authenticator:
             if tokens < 1:
                 wait = (1 - tokens) * 60 / self.rate
                 self._buckets[row["id"]] = (tokens, now)
-                raise APIError(429, f"key {row['name']!r} is over its limit of {self.rate:g} requests a minute; "
-                                    f"retry in {wait:.1f} s", kind="rate_limit_error")
+                who = ("requests with a key that is not valid are over their" if row is FAILED
+                       else f"key {row['name']!r} is over its")
+                raise APIError(429, f"{who} limit of {self.rate:g} requests a minute; retry in {wait:.1f} s",
+                               kind="rate_limit_error", headers={"Retry-After": str(math.ceil(wait))})
             self._buckets[row["id"]] = (tokens - 1, now)
 
 

@@ -61,6 +61,7 @@ class Gateway:
         self.aliases: dict[str, Optional[str]] = {}
         self.state_path = self.registry.path.parent / "serving" / f"{settings.state_id}.json"
         self._seen: dict[str, tuple] = {}
+        self._jobs: tuple[int, dict[str, dict]] = (-1, {})  # the jobs folder's mtime, and what it held then
         refresh(self.registry.path)  # a URI root: this replica's mirror starts from the remote state
         refresh(self.state_path)
         if self._stamp(self.state_path) is None:  # the first replica of this app sets the starting split
@@ -138,9 +139,21 @@ class Gateway:
         return self.read_registry()
 
     def job_models(self) -> dict[str, dict]:
-        """sha -> the fine-tuning job that made it (`evo.finetune.jobs`)."""
-
-        return {j["evo"]["sha"]: j for j in JobStore(self.settings.root).all() if j["evo"].get("sha")}
+        """sha -> the fine-tuning job that made it (`evo.finetune.jobs`). Read again only when the jobs
+        folder has changed (every write of a job file is a rename into it, which moves the folder's
+        mtime), so a request that names an `ft:` model, or lists the models, stats one folder instead
+        of reading every job file. A folder changed in the last 2 s is read each time: a file system's
+        timestamps are coarse (a few ms), and two writes within one tick leave one mtime."""
+        store = JobStore(self.settings.root)
+        try:
+            stamp = store.dir.stat().st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        if self._jobs[0] == stamp and time.time_ns() - stamp > 2_000_000_000:
+            return self._jobs[1]
+        models = {j["evo"]["sha"]: j for j in store.all() if j["evo"].get("sha")}
+        self._jobs = (stamp, models)
+        return models
 
     def _entry(self, sha: str) -> Optional[dict]:
         """A model's registry entry: this replica's copy, or the registry itself for one added since."""
