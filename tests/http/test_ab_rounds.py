@@ -252,6 +252,30 @@ def test_thumbs_count_in_the_round_their_answer_was_served_in(served):
     assert (old["requests"], old["thumbs_up"]) == (1, 1)
 
 
+def test_thumbs_count_once_per_key_and_only_on_a_served_response(served):
+    """One key's thumbs on one response count once (a second: 409, the stats unchanged), another key's
+    count too; thumbs on a response id no arm served are a 404 and leave nothing in the log."""
+    http, root, _, state = served
+    one, _ = state.auth.store.create("inference", "one")
+    two, _ = state.auth.store.create("inference", "two")
+    h1, h2 = ({"Authorization": f"Bearer {k}"} for k in (one, two))
+    r = http.post("/v1/chat/completions", headers=h1, json={"model": "candidate", "max_tokens": 2,
+                                                            "messages": [{"role": "user", "content": ASK}]})
+    rid = r.json()["id"]
+    assert http.post("/v1/feedback", headers=h1, json={"response_id": rid, "value": "up"}).status_code == 200
+    again = http.post("/v1/feedback", headers=h1, json={"response_id": rid, "value": "up"})
+    assert again.status_code == 409 and again.json()["error"]["param"] == "response_id"
+    assert http.post("/v1/feedback", headers=h2, json={"response_id": rid, "value": "down"}).status_code == 200
+    lead, _ = state.auth.store.create("admin", "lead")
+    arms = http.get("/ab/stats", headers={"Authorization": f"Bearer {lead}"}).json()["arms"]["candidate"]
+    assert (arms["thumbs_up"], arms["thumbs_down"]) == (1, 1)
+    size = (root / "ab" / "live.jsonl").stat().st_size
+    for i in range(20):
+        nothing = http.post("/v1/feedback", headers=h1, json={"response_id": f"chatcmpl-made-up-{i}", "value": "up"})
+        assert nothing.status_code == 404, nothing.text
+    assert (root / "ab" / "live.jsonl").stat().st_size == size
+
+
 @pytest.fixture
 def browser_on_app(models, tmp_path):
     """The app on a real HTTP server on 127.0.0.1 (uvicorn, in a thread; no Ray) and Debian's chromium

@@ -173,11 +173,13 @@ class FeedbackStore:
         rid = self.round_of(pair_id)
         return self._rounds[rid].pairs.get(pair_id) if rid is not None else None
 
-    def append(self, event: dict, durable: bool = True, once_per_pair: bool = False) -> dict:
+    def append(self, event: dict, durable: bool = True, once_per_pair: bool = False,
+               once_per_voter: bool = False) -> dict:
         """Append one event. `durable=False` skips the fsync (the OS still gets the line at once):
         for the per-request response log, where an fsync per request would dominate latency and a
         crash can cost only the attribution of the last few responses, never a recorded vote.
-        `once_per_pair`: refuse (DuplicateVote) a pairwise vote on a pair the log already has a vote on."""
+        `once_per_pair`: refuse (DuplicateVote) a pairwise vote on a pair the log already has a vote on.
+        `once_per_voter`: refuse (DuplicateVote) thumbs of a voter on a response it has thumbs on."""
         event = validate({**event, "time": event.get("time", time.time())})
         line = (json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +191,9 @@ class FeedbackStore:
             tally = self._rounds.get(round_of(event))
             if once_per_pair and event["kind"] == "pairwise" and tally is not None and event["pair_id"] in tally.voted:
                 raise DuplicateVote(f"pair {event['pair_id']} already has a vote; the first one stands")
+            if (once_per_voter and event["kind"] == "thumbs" and tally is not None
+                    and (event["response_id"], event.get("voter") or "") in tally.thumbed):
+                raise DuplicateVote(f"response {event['response_id']} already has this key's thumbs; the first stands")
             if size and os.pread(fd, 1, size - 1) != b"\n":  # a writer died mid-line: fence it off
                 line = b"\n" + line
             view = memoryview(line)

@@ -27,6 +27,9 @@ def prompt_key(rendered: str) -> str:
     return hashlib.sha256("".join(rendered.lower().split()).encode()).hexdigest()[:24]
 
 
+MAX_UNPLACED = 10_000  # thumbs waiting for their response event (an old log's): the oldest go first
+
+
 class Tally:
     """Every number `/ab/stats` reports for one round, kept up to date one event at a time (`add`,
     O(1) each), so a vote and a stats read cost the same with 100 votes in the log as with 100,000.
@@ -40,6 +43,7 @@ class Tally:
     def __init__(self):
         self.arm_of: dict[str, str] = {}  # response id -> arm
         self.unplaced: dict[str, list[str]] = {}  # thumbs on a response not seen yet: response id -> values
+        self.thumbed: set[tuple[str, str]] = set()  # (response id, voter) with thumbs: one per voter counts
         self.arms = {a: {"requests": 0, "thumbs_up": 0, "thumbs_down": 0, "pairwise_wins": 0} for a in ARMS}
         self.pairs: dict[str, dict] = {}  # pair id -> the "pair" event that showed it
         self.voted: set[str] = set()  # pair ids with a vote
@@ -69,8 +73,14 @@ class Tally:
             for value in self.unplaced.pop(e["response_id"], []):
                 self.arms[e["arm"]]["thumbs_" + value] += 1
         elif kind == "thumbs":
+            who = (e["response_id"], e.get("voter") or "")
+            if "voter" in e and who in self.thumbed:  # a second thumbs of one key on one response: not counted
+                return
+            self.thumbed.add(who)
             arm = self.arm_of.get(e["response_id"])
-            if arm is None:
+            if arm is None:  # an old log's thumbs before their response; the server now refuses those
+                if len(self.unplaced) >= MAX_UNPLACED:
+                    self.unplaced.pop(next(iter(self.unplaced)))
                 self.unplaced.setdefault(e["response_id"], []).append(e["value"])
             else:
                 self.arms[arm]["thumbs_" + e["value"]] += 1

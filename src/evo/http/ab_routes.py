@@ -82,8 +82,8 @@ async def skip(request: Request, s: State):
 
 @router.post("/v1/feedback")
 async def thumbs(request: Request, s: State):
-    s.caller(request, "inference")
-    return s.gw.record_thumbs(await read_json(request))
+    voter = s.caller(request, "inference").key_id
+    return s.gw.record_thumbs(await read_json(request), voter)
 
 
 def sees_open_results(request: Request, s: ServerState) -> bool:

@@ -249,18 +249,31 @@ class Gateway:
                                   "sha": target.sha, "user": user or "", "round": self.current_round().id,
                                   **({"asker": asker} if asker else {})}, durable=False)
 
-    def record_thumbs(self, body: object) -> dict:
-        """{"response_id", "value": "up" | "down"}: they go to the round the response was served in."""
+    def record_thumbs(self, body: object, voter: str = "") -> dict:
+        """{"response_id", "value": "up" | "down"}: they go to the round the response was served in.
+        `voter`: the key that sends them ("" on a server without keys); one thumbs per key and response
+        counts (a second: 409), and only on a response an A/B arm served here (404 otherwise: thumbs
+        on nothing would only grow the log)."""
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
         fields = ("response_id", "value")
         rid = body.get("response_id")
-        where = (self.feedback.round_of(rid) if isinstance(rid, str) else None) or self.current_round().id
+        if not isinstance(rid, str) or not rid:
+            raise APIError(400, "'response_id' must be the id of a response (its 'id')", "response_id")
+        if body.get("value") not in ("up", "down"):
+            raise APIError(400, f"'value' must be 'up' or 'down', got {body.get('value')!r}", "value")
+        where = self.feedback.round_of(rid)
+        if where is None:
+            raise APIError(404, f"no response {rid!r} of an A/B arm here (a model named by sha or generation is not "
+                                "rated)", "response_id", "not_found_error")
         try:
             event = self.feedback.append({**{k: body.get(k) for k in fields if k in body}, "kind": "thumbs",
-                                          "round": where})
+                                          "round": where, "voter": voter}, once_per_voter=True)
+        except DuplicateVote as e:
+            raise APIError(409, str(e), "response_id", "conflict") from None
         except FeedbackError as e:
             raise APIError(400, str(e)) from None
+        event.pop("voter")
         return {"recorded": event}
 
     def open_pair(self, key: str, pair_round: Optional[Round] = None) -> tuple[str, dict[str, Target]]:
