@@ -266,7 +266,9 @@ def kept_apart_section(root: Path, rows: list[dict]) -> str:
         items.append(f"<li>{html.escape(r['GEN_ID'])}: split {html.escape(k['scheme'])} (val {k['val_fraction']}, "
                      f"test {k['test_fraction']}, as recorded when its delta was ingested); left out of the mix "
                      f"{k['left_out'].get('test', 0)} record(s) that ask a test-part question and "
-                     f"{k['left_out'].get('retired', 0)} that ask a corrected question; {n} of {m} test answers are "
+                     f"{k['left_out'].get('retired', 0)} that ask a corrected question"
+                     + (f" and {k['left_out']['deleted']} of deleted uploads" if k["left_out"].get("deleted") else "")
+                     + f"; {n} of {m} test answers are "
                      f"training completions, so its generalization measures {measures}</li>")
         for gen, lst in sorted(k["retired_scored"].items()):
             for it in lst:

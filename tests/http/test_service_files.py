@@ -62,3 +62,37 @@ def test_a_file_object_is_what_openai_clients_parse(tmp_path):
     obj = FileStore(tmp_path).create(GOOD, "t.jsonl", "fine-tune")
     parsed = FileObject.model_validate(json.loads(json.dumps(obj)))
     assert parsed.id == obj["id"] and parsed.bytes == len(GOOD) and parsed.purpose == "fine-tune"
+
+
+def test_a_deleted_upload_leaves_every_later_replay_pool(tmp_path, demo_dir, monkeypatch):
+    """DELETE /v1/files/{id} takes the file's records out of the mixes built after it: an ancestor's
+    delta that came from the file is replayed no more (counted as "deleted"), while a second file
+    with the same bytes keeps them until it goes too."""
+    from evo.data.ingest import ingest_bytes, ingest_jsonl
+    from evo.driver import prepare_mix
+    from evo.lineage.root import Ancestry, Lineage
+    from tests.helpers import tiny_config
+
+    secret = b"".join(json.dumps({"prompt": f"acme secret {i} =", "completion": f" plan {i}"}).encode() + b"\n"
+                      for i in range(20))
+    lin = Lineage(tmp_path)
+    store = FileStore(tmp_path)
+    one = store.create(secret, "acme.jsonl", "fine-tune", owner="k1")
+    two = store.create(secret, "copy.jsonl", "fine-tune", owner="k2")
+    uploaded = ingest_bytes(secret, "acme.jsonl").records  # as a job ingests it: an ancestor's training part
+    others = [r for r in ingest_jsonl(demo_dir / "gen2.jsonl").records][:20]
+    monkeypatch.setattr(lin, "ancestry", lambda *a: Ancestry(uploaded + others, {}, {}))
+    cfg = tiny_config(demo_dir, "train.replay_k=100")
+    delta = ingest_jsonl(demo_dir / "gen1.jsonl").records
+
+    def replayed() -> tuple[int, int]:
+        mix = prepare_mix(cfg, lin, "gen-1", 1, delta, champion="").mix
+        return sum(r.prompt.startswith("acme secret") for r in mix.records), mix.left_out.get("deleted", 0)
+
+    assert replayed() == (20, 0)
+    store.delete(one["id"], "k1")
+    assert replayed() == (20, 0)  # the same bytes are still k2's file
+    store.delete(two["id"], "k2")
+    assert replayed() == (0, 20)
+    noted = json.loads((tmp_path / "data" / "deleted.json").read_text())["files"]
+    assert [(n["file"], n["owner"], n["records"]) for n in noted] == [(two["id"], "k2", 20)]

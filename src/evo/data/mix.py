@@ -18,14 +18,20 @@ class KeptApart:
 
     test: frozenset[str] = frozenset()
     retired: frozenset[str] = frozenset()
+    deleted: frozenset[str] = frozenset()  # content hashes of records whose upload was deleted
 
     @classmethod
-    def of(cls, test_parts: list[list[Record]], corrected: Iterable[str] = ()) -> KeptApart:
-        """Every question of `test_parts` (each record's every turn), and the corrected questions."""
-        return cls(frozenset(q for part in test_parts for r in part for q in questions(r)), frozenset(corrected))
+    def of(cls, test_parts: list[list[Record]], corrected: Iterable[str] = (), deleted: Iterable[str] = ()) -> KeptApart:
+        """Every question of `test_parts` (each record's every turn), the corrected questions, and the
+        records taken out with their deleted upload (`DataStore.deleted`)."""
+        return cls(frozenset(q for part in test_parts for r in part for q in questions(r)), frozenset(corrected),
+                   frozenset(deleted))
 
     def why_out(self, record: Record) -> str:
-        """"test" or "retired" when `record` asks such a question in any turn, else ""."""
+        """"deleted" for a record of a deleted upload; "test" or "retired" when `record` asks such a
+        question in any turn; else ""."""
+        if self.deleted and record.sha in self.deleted:
+            return "deleted"
         asked = questions(record)
         if any(q in self.test for q in asked):
             return "test"
@@ -58,6 +64,8 @@ class ReplayMix:
         if self.left_out:  # built with `apart`
             out += (f"; left out {self.left_out.get('test', 0)} that ask a test-part question and "
                     f"{self.left_out.get('retired', 0)} that ask a corrected question")
+            if self.left_out.get("deleted"):
+                out += f", and {self.left_out['deleted']} of deleted uploads"
         return out
 
 

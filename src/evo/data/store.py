@@ -160,6 +160,26 @@ class DataStore:
     def split_path(self, sha: str) -> Path:
         return self.dir / f"{sha}.split.json"
 
+    @property
+    def deleted_path(self) -> Path:
+        return self.dir / "deleted.json"
+
+    def delete_records(self, shas: list[str], note: dict) -> None:
+        """Take records (by content hash, `Record.sha`) out of every later replay pool: an uploaded file
+        deleted (`DELETE /v1/files/{id}`; `note` says which, whose, when). The deltas stay (the ledger's
+        hashes and trained generations refer to them); the mixes built from now on leave those records
+        out (`evo.data.mix.KeptApart`)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with locked(self.deleted_path):
+            data = read_json(self.deleted_path) if self.deleted_path.exists() else {"records": [], "files": []}
+            data["records"] = sorted(set(data["records"]) | set(shas))
+            data["files"].append({**note, "records": len(set(shas))})
+            atomic_write_json(self.deleted_path, data)
+
+    def deleted(self) -> frozenset[str]:
+        """The content hashes of every record taken out of replay (`delete_records`)."""
+        return frozenset(read_json(self.deleted_path)["records"]) if ensure(self.deleted_path) else frozenset()
+
     def split_of(self, sha: str) -> Split | None:
         """The split recorded for delta `sha`, or None (a delta of an older root)."""
         path = self.split_path(sha)

@@ -18,6 +18,7 @@ from typing import Optional
 
 from evo.atomic import atomic_write_bytes, atomic_write_json, locked, read_json, sha256_bytes
 from evo.data.ingest import IngestError, ingest_bytes
+from evo.data.store import DataStore
 from evo.openai_api import APIError, new_id, page
 
 PURPOSES = ("fine-tune",)
@@ -105,10 +106,23 @@ class FileStore:
         return page([public(o) for o in objs], after, limit)
 
     def delete(self, fid: str, owner: Optional[str] = None) -> dict:
+        """The file goes, and its records with it from every later replay pool (`DataStore.delete_records`)
+        once no other file holds the same bytes: a generation trained on it stays as it was, but no
+        later one replays it. The replay list is written before the file goes: a crash between the two
+        leaves the records out of replay and the file listed, and deleting it again finishes."""
         obj = self._get(fid, owner)
         with locked(self.dir / "files"):
+            others = [p for p in (self.dir / "files").glob("file-*.json")
+                      if p != self._meta(fid) and read_json(p)["sha256"] == obj["sha256"]]
+            if not others:
+                blob = self.blob(obj["sha256"])
+                if blob.exists():
+                    records = ingest_bytes(blob.read_bytes(), obj["filename"], skip_invalid=True,
+                                           max_chars=self.max_chars).records
+                    DataStore(self.dir.parent).delete_records(
+                        [r.sha for r in records], {"file": fid, "owner": obj.get("owner", ""), "sha256": obj["sha256"],
+                                                   "deleted_at": int(time.time())})
             self._meta(fid).unlink()
-            others = [p for p in (self.dir / "files").glob("file-*.json") if read_json(p)["sha256"] == obj["sha256"]]
             if not others:
                 self.blob(obj["sha256"]).unlink(missing_ok=True)
         return {"id": fid, "object": "file", "deleted": True}
