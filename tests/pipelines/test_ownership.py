@@ -81,6 +81,34 @@ def test_a_tenants_model_is_served_to_it_and_admin_only(root):
     assert [r["GEN_ID"] for r in gw.lineage("key-bob")["generations"]] == ["gen-0"]
 
 
+def test_a_tenant_deletes_its_own_fine_tuned_model_and_nobody_elses(root):
+    """DELETE /v1/models/{id} (OpenAI's models.delete): another tenant's model is a 404 for bob; alice's
+    own is withdrawn (no longer listed or served, the ledger row says so); the champion, or a
+    generation no job made, is refused."""
+    job_generation(root, "gen-1", ALICE, BASE, "key-alice")
+    name = "ft:gen-0:shop:cccccccc"
+    atomic_write_json(root / "service" / "jobs" / "ftjob-a1.json",
+                      {"id": "ftjob-a1", "owner": "key-alice", "fine_tuned_model": name,
+                       "finished_at": 1, "created_ns": 1, "evo": {"sha": ALICE, "gen_id": "gen-1"}})
+    gw = Gateway(GatewaySettings(str(root)))
+    for who, model, status in (("key-bob", name, 404), ("key-alice", "champion", 400), ("key-alice", "gen-0", 400),
+                               (None, "gen-0", 400)):
+        with pytest.raises(APIError) as e:
+            gw.delete_model(model, who)
+        assert e.value.status == status, (who, model, e.value.message)
+    assert gw.delete_model(name, "key-alice") == {"id": name, "object": "model", "deleted": True}
+    for who in ("key-alice", None):
+        assert name not in {m["id"] for m in gw.model_list(who)["data"]}
+        with pytest.raises(APIError) as e:
+            gw.resolve(name, None, who)
+        assert e.value.status == 404
+    assert Ledger(root).get("gen-1")["decision"] == "withdrawn"
+    assert Registry(root).alias("champion") == BASE
+    with pytest.raises(APIError) as e:  # deleted already: not there
+        gw.delete_model(name, "key-alice")
+    assert e.value.status == 404
+
+
 def test_a_tenants_model_joins_the_shared_line_only_by_a_gated_admin_promotion(root):
     job_generation(root, "gen-1", BOB, BASE, "key-bob", decision="rejected")
     with pytest.raises(DecisionError, match="only once the gate passed it"):

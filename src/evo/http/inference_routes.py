@@ -161,3 +161,9 @@ def models(request: Request, s: State):
 def model(model_id: str, request: Request, s: State):
     """One model of the list, as the caller's list shows it (404 for one it does not show)."""
     return s.gw.model(model_id, s.caller(request, "inference").owner)
+
+
+@router.delete("/v1/models/{model_id:path}")
+def delete_model(model_id: str, request: Request, s: State):
+    """A fine-tuned model of the caller's (an admin: anyone's), withdrawn (see `Gateway.delete_model`)."""
+    return s.gw.delete_model(model_id, s.caller(request, "fine-tune").owner)

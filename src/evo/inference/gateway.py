@@ -219,6 +219,29 @@ class Gateway:
         """When model `sha` was added to the registry (Unix seconds; an alias: its model's)."""
         return int((self.models.get(sha) or {}).get("created") or 0)
 
+    def delete_model(self, model_id: str, owner: Optional[str] = None) -> dict:
+        """`DELETE /v1/models/{id}`: a fine-tuned model the caller may see (a tenant: its own; an admin:
+        any) is withdrawn: no longer listed or served, its generation's ledger row `withdrawn`. Its files
+        stay (a model trained from it still loads). A live model (the champion or the candidate) or one
+        on the champion's line is a 409: revert first; a generation not made by a fine-tuning job is a
+        400 (`evo revert` decides the shared line)."""
+        found = self.model(model_id, owner)
+        if "fine_tuning_job" not in found:
+            raise APIError(400, f"model '{model_id}' was not made by a fine-tuning job: only a fine-tuned model can be "
+                                "deleted (the lineage's own generations are decided by evo promote / reject / revert)",
+                           "model")
+        sha = found["sha"]
+        live = [a for a, s in self.aliases.items() if s == sha]
+        if live:
+            raise APIError(409, f"model '{model_id}' is the {live[0]} now: revert or reject it first", "model", "conflict")
+        gen = (self._entry(sha) or {}).get("gen_id")
+        try:
+            Decisions(self.settings.root).withdraw(gen, f"deleted over the API ({model_id})")
+        except DecisionError as e:
+            raise APIError(409, str(e), "model", "conflict") from None
+        self.reload()
+        return {"id": model_id, "object": "model", "deleted": True}
+
     def model(self, model_id: str, owner: Optional[str] = None) -> dict:
         """`GET /v1/models/{id}`: the model as the caller's list shows it; 404 for one it does not show."""
         found = next((m for m in self.model_list(owner)["data"] if m["id"] == model_id), None)
