@@ -340,3 +340,29 @@ def test_each_refused_field_of_the_table_is_a_400_naming_it(server, path, row):
     error = openai_shaped(body)
     assert error["param"] == row["field"] and "evo" in error["message"], error
     assert server.batched == []
+
+
+def test_jobs_list_filters_by_metadata_as_the_sdk_sends_it(server):
+    """`client.fine_tuning.jobs.list(metadata={...})` (the SDK's `metadata[k]=v` query): only the jobs
+    with every pair; `metadata=null`: the jobs without metadata; batch_size "auto" is accepted as the
+    lineage config's."""
+    from evo.atomic import atomic_write_json
+    from evo.finetune.jobs import parse_hyperparameters
+
+    folder = server.root / "service" / "jobs"
+    for i, meta in enumerate(({"team": "search", "run": "a"}, {"team": "search", "run": "b"}, {"team": "ads"}, None)):
+        atomic_write_json(folder / f"ftjob-{i}.json", {
+            "id": f"ftjob-{i}", "object": "fine_tuning.job", "created_at": i, "created_ns": i, "owner": "",
+            "status": "succeeded", "model": "gen-0", "fine_tuned_model": None, "training_file": "file-x",
+            "validation_file": None, "hyperparameters": {}, "organization_id": "evo", "result_files": [],
+            "seed": 0, "trained_tokens": None, "error": None, "finished_at": i, "metadata": meta, "evo": {}})
+    sdk = server.sdk()
+    ids = lambda **kw: [j.id for j in sdk.fine_tuning.jobs.list(**kw)]  # noqa: E731
+    assert ids(metadata={"team": "search"}) == ["ftjob-1", "ftjob-0"]
+    assert ids(metadata={"team": "search", "run": "a"}) == ["ftjob-0"]
+    assert ids() == ["ftjob-3", "ftjob-2", "ftjob-1", "ftjob-0"]
+    status, _, body = server.raw("GET", "/v1/fine_tuning/jobs?metadata=null")
+    assert status == 200 and [j["id"] for j in body["data"]] == ["ftjob-3"]
+    status, _, body = server.raw("GET", "/v1/fine_tuning/jobs?metadata=team")
+    assert status == 400 and hostile.openai_shaped(body)["param"] == "metadata"
+    assert parse_hyperparameters({"batch_size": "auto", "n_epochs": "auto"}) == {"n_epochs": "auto"}

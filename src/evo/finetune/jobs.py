@@ -65,14 +65,15 @@ def parse_hyperparameters(raw: Any, where: str = "hyperparameters", beta: bool =
         v = raw.get(name)
         if v is None:
             continue
-        if v == "auto" and name != "batch_size":
+        if v == "auto" and name == "batch_size":  # OpenAI's default: here the lineage config's batch (not searched)
+            continue
+        if v == "auto":
             out[name] = "auto"
             continue
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and (kind is float or float(v).is_integer())
         if not ok:
             what = "a positive number" if kind is float else "a positive whole number"
-            auto = "" if name == "batch_size" else ' or "auto"'
-            raise _bad(f"{where}.{name} must be {what}{auto}, not {v!r}", f"{where}.{name}")
+            raise _bad(f"{where}.{name} must be {what} or \"auto\", not {v!r}", f"{where}.{name}")
         if name == "n_epochs" and not MIN_EPOCHS <= v <= MAX_EPOCHS:
             raise _bad(f"{where}.n_epochs must be from {MIN_EPOCHS} to {MAX_EPOCHS} (as OpenAI's) or \"auto\", "
                        f"not {v!r}", f"{where}.n_epochs")
@@ -237,8 +238,14 @@ class JobStore:
         jobs = [read_json(p) for p in paths]  # not <id>.checkpoints.json
         return sorted(jobs, key=lambda j: j["created_ns"])
 
-    def list(self, owner: Optional[str] = None, after: Optional[str] = None, limit: int = 20) -> dict:
+    def list(self, owner: Optional[str] = None, after: Optional[str] = None, limit: int = 20,
+             metadata: Optional[dict[str, str]] = None) -> dict:
+        """Newest first, `owner`'s (None: every one). `metadata`: OpenAI's filter (`metadata[k]=v` in the
+        query): only jobs whose metadata has every pair; an empty dict (`metadata=null`): jobs without any."""
         jobs = [j for j in reversed(self.all()) if owner is None or j["owner"] == owner]
+        if metadata is not None:
+            jobs = [j for j in jobs if (all((j.get("metadata") or {}).get(k) == v for k, v in metadata.items())
+                                        if metadata else not j.get("metadata"))]
         return page([public(j) for j in jobs], after, limit)
 
     def update(self, jid: str, **fields) -> dict:

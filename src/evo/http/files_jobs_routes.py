@@ -116,7 +116,21 @@ def list_jobs(request: Request, s: State, after: Optional[str] = None, limit: in
     for job in s.jobs.store.all():
         if owner is None or job["owner"] == owner:
             s.jobs.settle(job)
-    return s.jobs.store.list(owner, after, limit)
+    return s.jobs.store.list(owner, after, limit, _metadata_filter(request))
+
+
+def _metadata_filter(request: Request) -> Optional[dict[str, str]]:
+    """OpenAI's `metadata[key]=value` query pairs (`metadata=null`: jobs without metadata); None: no filter."""
+    pairs = {k[len("metadata["):-1]: v for k, v in request.query_params.multi_items()
+             if k.startswith("metadata[") and k.endswith("]")}
+    if pairs:
+        return pairs
+    raw = request.query_params.get("metadata")
+    if raw is None:
+        return None
+    if raw == "null":
+        return {}
+    raise APIError(400, f"metadata filters as metadata[key]=value (or metadata=null), not metadata={raw!r}", "metadata")
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}")
