@@ -96,3 +96,21 @@ def test_a_deleted_upload_leaves_every_later_replay_pool(tmp_path, demo_dir, mon
     assert replayed() == (0, 20)
     noted = json.loads((tmp_path / "data" / "deleted.json").read_text())["files"]
     assert [(n["file"], n["owner"], n["records"]) for n in noted] == [(two["id"], "k2", 20)]
+
+
+def test_a_jobs_results_file_is_listed_read_and_never_training_data(tmp_path):
+    """What a finished job leaves (purpose fine-tune-results, its job's owner's): listed and read as an
+    upload is, filtered by purpose, not another key's, and never a job's training file."""
+    from evo.finetune.jobs import JobStore
+
+    store = FileStore(tmp_path)
+    upload = store.create(GOOD, "train.jsonl", "fine-tune", owner="k1")
+    made = store.put_result(b"step,train_loss,valid_loss\n1,2.0,2.5\n", "step_metrics.csv", owner="k1")
+    assert made["purpose"] == "fine-tune-results" and "owner" not in made
+    assert [f["id"] for f in store.list("k1", purpose="fine-tune-results")["data"]] == [made["id"]]
+    assert store.content(made["id"], "k1").startswith(b"step,") and store.list("k2")["data"] == []
+    refused(lambda: JobStore(tmp_path).create({"model": "gen-0", "training_file": made["id"]}, "k1", "k1", store,
+                                              lambda name: ("gen-0", "a" * 64)), 400, "results file")
+    store.delete(made["id"], "k1")
+    assert [f["id"] for f in store.list("k1")["data"]] == [upload["id"]]
+    assert not (tmp_path / "data" / "deleted.json").exists()  # a results file holds no records to take out

@@ -110,6 +110,19 @@ def test_a_job_from_upload_to_chatting_with_its_model(service, client):
     assert any("queued" in e.message for e in events) and events[0].message.startswith("succeeded")
     ckpts = list(client.fine_tuning.jobs.checkpoints.list(job.id))
     assert sorted(c.step_number for c in ckpts) == sorted(e.data["step"] for e in metrics)
+    # its result file, as OpenAI's: the loss curve as CSV, one row per checkpoint
+    import csv
+    import io
+
+    import openai
+
+    result = client.files.retrieve(done.result_files[0])
+    assert len(done.result_files) == 1 and result.purpose == "fine-tune-results"
+    rows = list(csv.DictReader(io.StringIO(client.files.content(result.id).text)))
+    assert [int(r["step"]) for r in rows] == sorted(c.step_number for c in ckpts)
+    assert {float(r["valid_loss"]) for r in rows} == {c.metrics.valid_loss for c in ckpts}
+    with pytest.raises(openai.BadRequestError, match="results file"):
+        client.fine_tuning.jobs.create(model="champion", training_file=result.id)
     assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
     answer = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=6, temperature=0,
                                             messages=[{"role": "user", "content": "tr red yak runs ="}])

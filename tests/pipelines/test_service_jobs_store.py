@@ -42,7 +42,7 @@ def refused(fn, status, match):
     ({"model": "gen-1", "training_file": "FID", "validation_file": "FID"}, 400, "must differ"),
     ({"model": "gen-1", "training_file": "FID", "suffix": "Bad Suffix"}, 400, "suffix"),
     ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"n_epochs": 2, "steps": 5}}, 400, "not both"),
-    ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"batch_size": "auto"}}, 400, "batch_size must be"),
+    ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"batch_size": "big"}}, 400, "batch_size must be"),
     ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"learning_rate_multiplier": -1}}, 400, "positive"),
     ({"model": "gen-1", "training_file": "FID", "hyperparameters": {"lr": 1}}, 400, "unknown hyperparameters"),
 ])

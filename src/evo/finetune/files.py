@@ -21,7 +21,8 @@ from evo.data.ingest import IngestError, ingest_bytes
 from evo.data.store import DataStore
 from evo.openai_api import APIError, new_id, page
 
-PURPOSES = ("fine-tune",)
+PURPOSES = ("fine-tune",)  # what may be uploaded
+RESULTS = "fine-tune-results"  # a job's step metrics (CSV), written by evo as OpenAI writes them
 METHOD_KINDS = {"supervised": ("completion", "chat", "text"), "dpo": ("preference",)}  # what each method trains on
 DEFAULT_MAX_BYTES = 16 << 20
 
@@ -57,6 +58,20 @@ class FileStore:
                "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None,
                "sha256": sha, "records": len(report.records), "duplicates_skipped": len(report.duplicates),
                "record_kinds": kinds_of(report.records),
+               "owner": owner, "created_ns": time.time_ns()}
+        with locked(self.dir / "files"):
+            if not self.blob(sha).exists():
+                atomic_write_bytes(self.blob(sha), data)
+            atomic_write_json(self._meta(fid), obj)
+        return public(obj)
+
+    def put_result(self, data: bytes, filename: str, owner: str = "") -> dict:
+        """A file evo writes for a job (purpose fine-tune-results: its step metrics as CSV), its job's
+        owner's, listed and read like an upload; never ingested, never a job's training file."""
+        sha = sha256_bytes(data)
+        fid = new_id("file")
+        obj = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()), "filename": filename,
+               "purpose": RESULTS, "status": "processed", "status_details": None, "expires_at": None, "sha256": sha,
                "owner": owner, "created_ns": time.time_ns()}
         with locked(self.dir / "files"):
             if not self.blob(sha).exists():
@@ -114,7 +129,7 @@ class FileStore:
         with locked(self.dir / "files"):
             others = [p for p in (self.dir / "files").glob("file-*.json")
                       if p != self._meta(fid) and read_json(p)["sha256"] == obj["sha256"]]
-            if not others:
+            if not others and obj["purpose"] != RESULTS:  # a results file holds no records
                 blob = self.blob(obj["sha256"])
                 if blob.exists():
                     records = ingest_bytes(blob.read_bytes(), obj["filename"], skip_invalid=True,

@@ -44,6 +44,12 @@ def _bad(message: str, param: str) -> APIError:
     return APIError(400, message, param)
 
 
+def _training_data(files, fid: str, owner: Optional[str], param: str) -> None:
+    """File `fid` of `owner`'s (404 otherwise), uploaded as training data (a job's results file: 400)."""
+    if files.get(fid, owner)["purpose"] != "fine-tune":
+        raise _bad(f"{fid} is a job's results file (purpose fine-tune-results), not training data", param)
+
+
 def parse_hyperparameters(raw: Any, where: str = "hyperparameters", beta: bool = False) -> dict:
     """{n_epochs | steps, batch_size, learning_rate_multiplier, and with `beta` (method dpo) beta}: each a
     positive value or "auto"; omitted ones are the lineage config's. `where`: the field they came in
@@ -176,11 +182,11 @@ class JobStore:
             if not isinstance(body.get(name), str) or not body[name]:
                 raise _bad(f"'{name}' is required", name)
         model_name, parent = resolve(body["model"])
-        files.get(body["training_file"], file_owner)  # 404 when it is not this key's
+        _training_data(files, body["training_file"], file_owner, "training_file")  # 404 when it is not this key's
         if body.get("validation_file") is not None:
             if not isinstance(body["validation_file"], str):
                 raise _bad("'validation_file' must be a file id", "validation_file")
-            files.get(body["validation_file"], file_owner)
+            _training_data(files, body["validation_file"], file_owner, "validation_file")
             if body["validation_file"] == body["training_file"]:
                 raise _bad("the validation file must differ from the training file: it chooses the checkpoint",
                            "validation_file")
@@ -289,6 +295,15 @@ class JobStore:
                          "fine_tuned_model_checkpoint": name, "fine_tuning_job_id": jid, "metrics": metrics,
                          "step_number": step})
             atomic_write_json(path, rows)
+
+    def metrics_csv(self, jid: str) -> bytes:
+        """The job's loss curve as its result file: one row per checkpoint (step, train_loss, valid_loss),
+        in step order, as OpenAI's step_metrics.csv lists its steps."""
+        path = self._path(jid, "checkpoints.json")
+        rows = sorted(read_json(path) if path.exists() else [], key=lambda r: r["step_number"])
+        lines = ["step,train_loss,valid_loss"] + [
+            f"{r['step_number']},{r['metrics'].get('train_loss', '')},{r['metrics'].get('valid_loss', '')}" for r in rows]
+        return ("\n".join(lines) + "\n").encode()
 
     def checkpoints(self, jid: str, owner: Optional[str] = None, after: Optional[str] = None, limit: int = 10) -> dict:
         self.raw(jid, owner)

@@ -374,10 +374,12 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
                 tail.publish(row["trial"])
             sha = row["child_sha"]
             meta = lin.models.meta(sha)
+            result = files.put_result(store.metrics_csv(jid), "step_metrics.csv", job["owner"])
             done = store.update(jid, status="succeeded", fine_tuned_model=f"{name}:{sha[:8]}",
-                                trained_tokens=meta.get("tokens"),
+                                trained_tokens=meta.get("tokens"), result_files=[result["id"]],
                                 evo={"gen_id": gid, "sha": sha, "decision": row["decision"], "reason": row["reason"]})
             if done["status"] != "succeeded":  # cancelled after the gate's verdict: its model goes too
+                files.delete(result["id"])
                 set_aside(root, store, jid, gid, f"fine-tuning job {jid} {done['status']} after the gate's verdict")
                 store.event(jid, done["status"])
                 return 0
