@@ -358,6 +358,34 @@ def test_keys_keep_one_tenants_jobs_models_and_data_from_another(service, client
     assert client.fine_tuning.jobs.list() is not None
 
 
+def _migrated(root, bob, secret: bytes):
+    """Bob's job, run by examples/openai_migration.py: code written for OpenAI's hosted API, unchanged but
+    for OPENAI_BASE_URL and OPENAI_API_KEY (issue 30): upload, a job with a method, hyperparameters and
+    metadata, its events, checkpoints and result file, a chat with the model, and its deletion."""
+    import os
+    import subprocess
+    import sys
+
+    import openai
+
+    train = root.parent / "bob.jsonl"
+    train.write_bytes(secret)
+    script = Path(__file__).resolve().parents[2] / "examples" / "openai_migration.py"
+    env = {**os.environ, "OPENAI_BASE_URL": URL, "OPENAI_API_KEY": bob.api_key}
+    out = subprocess.run([sys.executable, str(script), "champion", str(train)], env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    job = bob.fine_tuning.jobs.list().data[0]
+    assert job.status == "succeeded" and job.metadata == {"team": "search", "ticket": "ML-1234"} and job.seed == 7
+    for line in (f"succeeded: {job.fine_tuned_model}", "checkpoint step ", f"result file {job.result_files[0]}: ",
+                 "chat: ", f"deleted {job.fine_tuned_model}"):
+        assert line in out.stdout, out.stdout
+    assert job.fine_tuned_model not in {m.id for m in bob.models.list()}  # deleted: gone for its owner too
+    with pytest.raises(openai.NotFoundError):
+        bob.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+    return job
+
+
 def _two_tenants(root, alice, bob, boss, boss_key, read_records):
     import urllib.request
 
@@ -366,10 +394,8 @@ def _two_tenants(root, alice, bob, boss, boss_key, read_records):
     aliases = read_json(root / "registry.json")["aliases"]
     secret = b"".join(json.dumps({"prompt": f"bob note {i} =", "completion": f" kodo zora {i % 7}"}).encode() + b"\n"
                       for i in range(48))
-    own = bob.files.create(file=("bob.jsonl", secret), purpose="fine-tune")
-    theirs = wait(bob, bob.fine_tuning.jobs.create(model="champion", training_file=own.id, suffix="bob",
-                                                   hyperparameters={"n_epochs": 1}).id)
-    assert theirs.status == "succeeded", theirs.error
+    theirs = _migrated(root, bob, secret)
+    own = bob.files.retrieve(theirs.training_file)
     mine = alice.files.create(file=("alice.jsonl", secret.replace(b"bob note", b"alice note")), purpose="fine-tune")
     job = wait(alice, alice.fine_tuning.jobs.create(model="champion", training_file=mine.id, suffix="alice",
                                                     hyperparameters={"n_epochs": 1}).id)
