@@ -247,7 +247,7 @@ def prepare_mix(cfg: EvoConfig, lin: Lineage, gid: str, index: int, delta: list[
     corrected = corrected_answers(corrections)
     if corrections:
         atomic_write_json(lin.run_dir(gid) / "corrections.json", sorted(c.cid for c in corrections))
-    apart = KeptApart.of([parts.test, *anc.test.values()], corrected, lin.data.deleted())
+    apart = KeptApart.of([parts.test, *anc.test.values()], corrected, lin.data.deleted(lin.owner))
     retired: dict[str, list[dict]] = {}
     test, retired[gid] = retire_scored(parts.test, corrected)
     for g in list(anc.test):

@@ -64,10 +64,11 @@ def test_a_file_object_is_what_openai_clients_parse(tmp_path):
     assert parsed.id == obj["id"] and parsed.bytes == len(GOOD) and parsed.purpose == "fine-tune"
 
 
-def test_a_deleted_upload_leaves_every_later_replay_pool(tmp_path, demo_dir, monkeypatch):
-    """DELETE /v1/files/{id} takes the file's records out of the mixes built after it: an ancestor's
-    delta that came from the file is replayed no more (counted as "deleted"), while a second file
-    with the same bytes keeps them until it goes too."""
+def test_a_deleted_upload_leaves_later_replay_pools_of_its_deleters_reach(tmp_path, demo_dir, monkeypatch):
+    """DELETE /v1/files/{id} takes the file's records out of the replay of the mixes built after it:
+    a tenant's deletion out of its own branch's replay only (a tenant deleting copies of records the
+    shared line holds changes nothing there), an admin's out of every branch's; a second file with the
+    same bytes keeps them until it goes too; and a generation's own delta is never filtered."""
     from evo.data.ingest import ingest_bytes, ingest_jsonl
     from evo.driver import prepare_mix
     from evo.lineage.root import Ancestry, Lineage
@@ -75,27 +76,32 @@ def test_a_deleted_upload_leaves_every_later_replay_pool(tmp_path, demo_dir, mon
 
     secret = b"".join(json.dumps({"prompt": f"acme secret {i} =", "completion": f" plan {i}"}).encode() + b"\n"
                       for i in range(20))
-    lin = Lineage(tmp_path)
     store = FileStore(tmp_path)
     one = store.create(secret, "acme.jsonl", "fine-tune", owner="k1")
-    two = store.create(secret, "copy.jsonl", "fine-tune", owner="k2")
+    two = store.create(secret, "copy.jsonl", "fine-tune", owner="k1")
     uploaded = ingest_bytes(secret, "acme.jsonl").records  # as a job ingests it: an ancestor's training part
     others = [r for r in ingest_jsonl(demo_dir / "gen2.jsonl").records][:20]
-    monkeypatch.setattr(lin, "ancestry", lambda *a: Ancestry(uploaded + others, {}, {}))
     cfg = tiny_config(demo_dir, "train.replay_k=100")
     delta = ingest_jsonl(demo_dir / "gen1.jsonl").records
 
-    def replayed() -> tuple[int, int]:
-        mix = prepare_mix(cfg, lin, "gen-1", 1, delta, champion="").mix
+    def replayed(branch: str, own: list = ()) -> tuple[int, int]:
+        lin = Lineage(tmp_path, owner=branch)
+        monkeypatch.setattr(lin, "ancestry", lambda *a: Ancestry(uploaded + others, {}, {}))
+        mix = prepare_mix(cfg, lin, "gen-1", 1, delta + list(own), champion="").mix
         return sum(r.prompt.startswith("acme secret") for r in mix.records), mix.left_out.get("deleted", 0)
 
-    assert replayed() == (20, 0)
+    assert replayed("k1") == (20, 0)
     store.delete(one["id"], "k1")
-    assert replayed() == (20, 0)  # the same bytes are still k2's file
-    store.delete(two["id"], "k2")
-    assert replayed() == (0, 20)
+    assert replayed("k1") == (20, 0)  # the same bytes are still k1's other file
+    store.delete(two["id"], "k1")
+    assert replayed("k1") == (0, 20)  # k1's own branch replays them no more
+    assert replayed("") == (20, 0) and replayed("k2") == (20, 0)  # a tenant's deletion reaches no one else's
+    assert 0 < replayed("k1", own=uploaded[:5])[0] <= 5  # a job given them again trains on them (its delta's train part)
+    shared = store.create(secret, "shared.jsonl", "fine-tune", owner="key-admin")
+    store.delete(shared["id"], None)  # an admin's deletion: every branch
+    assert replayed("") == (0, 20) and replayed("k2") == (0, 20)
     noted = json.loads((tmp_path / "data" / "deleted.json").read_text())["files"]
-    assert [(n["file"], n["owner"], n["records"]) for n in noted] == [(two["id"], "k2", 20)]
+    assert [(n["file"], n["branch"], len(n["records"])) for n in noted] == [(two["id"], "k1", 20), (shared["id"], "", 20)]
 
 
 def test_a_jobs_results_file_is_listed_read_and_never_training_data(tmp_path):

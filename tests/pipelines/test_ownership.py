@@ -91,8 +91,8 @@ def test_a_tenant_deletes_its_own_fine_tuned_model_and_nobody_elses(root):
                       {"id": "ftjob-a1", "owner": "key-alice", "fine_tuned_model": name,
                        "finished_at": 1, "created_ns": 1, "evo": {"sha": ALICE, "gen_id": "gen-1"}})
     gw = Gateway(GatewaySettings(str(root)))
-    for who, model, status in (("key-bob", name, 404), ("key-alice", "champion", 400), ("key-alice", "gen-0", 400),
-                               (None, "gen-0", 400)):
+    for who, model, status in (("key-bob", name, 404), ("key-alice", "champion", 404), ("key-alice", "gen-0", 404),
+                               (None, "gen-0", 400), (None, "champion", 400)):
         with pytest.raises(APIError) as e:
             gw.delete_model(model, who)
         assert e.value.status == status, (who, model, e.value.message)
@@ -107,6 +107,27 @@ def test_a_tenant_deletes_its_own_fine_tuned_model_and_nobody_elses(root):
     with pytest.raises(APIError) as e:  # deleted already: not there
         gw.delete_model(name, "key-alice")
     assert e.value.status == 404
+
+
+def test_a_model_on_the_shared_line_is_deleted_by_no_tenant_and_a_live_one_by_nobody(root):
+    """A tenant sees the shared line's fine-tuned models but deletes none of them (404), even its own
+    once an admin promoted it onto the shared line; and a replica that has not followed that promotion
+    yet still refuses to withdraw the champion (409): the decision reads the aliases of its moment."""
+    job_generation(root, "gen-1", ALICE, BASE, "key-alice")
+    atomic_write_json(root / "service" / "jobs" / "ftjob-a1.json",
+                      {"id": "ftjob-a1", "owner": "key-alice", "fine_tuned_model": "ft:gen-0:a:cccccccc",
+                       "finished_at": 1, "created_ns": 1, "evo": {"sha": ALICE, "gen_id": "gen-1"}})
+    stale = Gateway(GatewaySettings(str(root)))
+    Decisions(root).promote("gen-1", "admin: onto the shared line")
+    assert Registry(root).alias("champion") == ALICE
+    with pytest.raises(APIError) as e:
+        Gateway(GatewaySettings(str(root))).delete_model("ft:gen-0:a:cccccccc", "key-alice")
+    assert e.value.status == 404  # the shared line's now: not alice's to delete
+    for gw in (stale, Gateway(GatewaySettings(str(root)))):
+        with pytest.raises(APIError) as e:
+            gw.delete_model("ft:gen-0:a:cccccccc", None)
+        assert e.value.status == 409 and "champion" in e.value.message
+    assert Registry(root).alias("champion") == ALICE and Registry(root).model(ALICE)["status"] != "withdrawn"
 
 
 def test_a_tenants_model_joins_the_shared_line_only_by_a_gated_admin_promotion(root):

@@ -18,20 +18,17 @@ class KeptApart:
 
     test: frozenset[str] = frozenset()
     retired: frozenset[str] = frozenset()
-    deleted: frozenset[str] = frozenset()  # content hashes of records whose upload was deleted
+    deleted: frozenset[str] = frozenset()  # content hashes of records whose upload was deleted: out of replay only
 
     @classmethod
     def of(cls, test_parts: list[list[Record]], corrected: Iterable[str] = (), deleted: Iterable[str] = ()) -> KeptApart:
         """Every question of `test_parts` (each record's every turn), the corrected questions, and the
-        records taken out with their deleted upload (`DataStore.deleted`)."""
+        records taken out of replay with their deleted upload (`DataStore.deleted`)."""
         return cls(frozenset(q for part in test_parts for r in part for q in questions(r)), frozenset(corrected),
                    frozenset(deleted))
 
     def why_out(self, record: Record) -> str:
-        """"deleted" for a record of a deleted upload; "test" or "retired" when `record` asks such a
-        question in any turn; else ""."""
-        if self.deleted and record.sha in self.deleted:
-            return "deleted"
+        """"test" or "retired" when `record` asks such a question in any turn, else ""."""
         asked = questions(record)
         if any(q in self.test for q in asked):
             return "test"
@@ -109,6 +106,10 @@ def build_mix(delta: list[Record], ancestors: list[Record], k: int, order: list[
     left_out = {"test": 0, "retired": 0}
     if apart is not None:
         delta, ancestors, rehearse = (apart.filter(list(x), left_out) for x in (delta, ancestors, rehearse))
+        if apart.deleted:  # the replay pool only: a generation's own delta is what its job was given
+            kept = [r for r in ancestors if r.sha not in apart.deleted]
+            left_out["deleted"] = len(ancestors) - len(kept)
+            ancestors = kept
     delta = list(delta) + list(whole)
     ordered = curriculum_order(delta, order, rng)
     replay = sample_replay(ancestors, k, rng)

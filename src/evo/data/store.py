@@ -164,21 +164,26 @@ class DataStore:
     def deleted_path(self) -> Path:
         return self.dir / "deleted.json"
 
-    def delete_records(self, shas: list[str], note: dict) -> None:
-        """Take records (by content hash, `Record.sha`) out of every later replay pool: an uploaded file
-        deleted (`DELETE /v1/files/{id}`; `note` says which, whose, when). The deltas stay (the ledger's
-        hashes and trained generations refer to them); the mixes built from now on leave those records
-        out (`evo.data.mix.KeptApart`)."""
+    def delete_records(self, shas: list[str], branch: str, note: dict) -> None:
+        """Take records (by content hash, `Record.sha`) out of the replay pools of the mixes built from
+        now on, on `branch`: an uploaded file deleted (`DELETE /v1/files/{id}`; `note` says which, whose,
+        when). A tenant's deletion (`branch` its key id) reaches its own branch's replay only: what the
+        shared line or another tenant replays changes only by an admin's deletion (`branch` ""), which
+        reaches every branch. The deltas stay (the ledger's hashes and trained generations refer to
+        them), and no generation's own delta is filtered (`evo.data.mix.build_mix`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with locked(self.deleted_path):
-            data = read_json(self.deleted_path) if self.deleted_path.exists() else {"records": [], "files": []}
-            data["records"] = sorted(set(data["records"]) | set(shas))
-            data["files"].append({**note, "records": len(set(shas))})
+            data = read_json(self.deleted_path) if self.deleted_path.exists() else {"files": []}
+            data["files"].append({**note, "branch": branch, "records": sorted(set(shas))})
             atomic_write_json(self.deleted_path, data)
 
-    def deleted(self) -> frozenset[str]:
-        """The content hashes of every record taken out of replay (`delete_records`)."""
-        return frozenset(read_json(self.deleted_path)["records"]) if ensure(self.deleted_path) else frozenset()
+    def deleted(self, branch: str = "") -> frozenset[str]:
+        """The content hashes of the records taken out of `branch`'s replay (`delete_records`): the
+        admin's deletions and, on a tenant's branch, that tenant's."""
+        if not ensure(self.deleted_path):
+            return frozenset()
+        entries = read_json(self.deleted_path)["files"]
+        return frozenset(s for e in entries if e["branch"] in ("", branch) for s in e["records"])
 
     def split_of(self, sha: str) -> Split | None:
         """The split recorded for delta `sha`, or None (a delta of an older root)."""

@@ -225,18 +225,18 @@ class Gateway:
         stay (a model trained from it still loads). A live model (the champion or the candidate) or one
         on the champion's line is a 409: revert first; a generation not made by a fine-tuning job is a
         400 (`evo revert` decides the shared line)."""
+        self.reload()  # the aliases and owners of now, not of this replica's last follow
         found = self.model(model_id, owner)
-        if "fine_tuning_job" not in found:
+        entry = self._entry(found.get("sha") or "") or {}
+        if owner is not None and owner_of(entry) != owner:  # a tenant sees the shared line's models, deletes its own
+            raise APIError(404, f"model '{model_id}' is not a fine-tuned model of yours here; GET /v1/models lists "
+                                "yours", "model", "not_found_error")
+        if found["sha"] not in self.job_models() or found["id"] in ("evo", "champion", "candidate"):
             raise APIError(400, f"model '{model_id}' was not made by a fine-tuning job: only a fine-tuned model can be "
                                 "deleted (the lineage's own generations are decided by evo promote / reject / revert)",
                            "model")
-        sha = found["sha"]
-        live = [a for a, s in self.aliases.items() if s == sha]
-        if live:
-            raise APIError(409, f"model '{model_id}' is the {live[0]} now: revert or reject it first", "model", "conflict")
-        gen = (self._entry(sha) or {}).get("gen_id")
         try:
-            Decisions(self.settings.root).withdraw(gen, f"deleted over the API ({model_id})")
+            Decisions(self.settings.root).withdraw(entry["gen_id"], f"deleted over the API ({model_id})", live_ok=False)
         except DecisionError as e:
             raise APIError(409, str(e), "model", "conflict") from None
         self.reload()

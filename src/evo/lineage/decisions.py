@@ -360,18 +360,23 @@ class Decisions:
             return effects
         return self._decide("revert", to, reason, plan)
 
-    def withdraw(self, gid: str, reason: str) -> Optional[Decision]:
+    def withdraw(self, gid: str, reason: str, live_ok: bool = True) -> Optional[Decision]:
         """A generation whose run failed or was cancelled (a fine-tuning job) is set aside, and the
         aliases go back to what they were before it. Before its verdict it leaves the registry and the
         ledger never gets its row; after it, its status and its row's decision are `withdrawn` (the
         row's reason keeps the gate's). A champion it became goes back to the one it replaced, a
         candidate it became to the one before it (if that one is still undecided). Nothing to do (None)
         when the run registered nothing or it is withdrawn already; refused once a later generation
-        was promoted on top of it (the champion's line runs through it: revert first)."""
+        was promoted on top of it (the champion's line runs through it: revert first). `live_ok` False
+        (a model deleted by its owner): refused while it is the champion or the candidate, decided under
+        the journal's lock with the aliases of that moment."""
         def plan():
             sha = self.registry.by_gen(gid)
             if sha is None:  # withdrawn by another process just now
                 return []
+            live = [a for a in ("champion", "candidate") if self.registry.alias(a) == sha]
+            if live and not live_ok:
+                raise DecisionError(f"{gid} is the {live[0]} now: revert or reject it first")
             why = f"{gid}: {reason}"
             effects = self._restore_aliases(gid, sha, why)
             row = self.ledger.get(gid)
