@@ -84,21 +84,25 @@ def test_a_key_over_its_rate_gets_429_and_others_are_not_slowed(tmp_path):
     auth.caller(f"Bearer {b}", "inference")
 
 
-def test_guessed_keys_share_one_bucket_and_a_refusal_says_when_to_retry(tmp_path):
-    """Requests with a key that is not valid (guesses, a revoked key) are counted too, in one bucket of
-    their own: over it they get 429 with Retry-After, not another 401 to learn from; a valid key is
-    not slowed by them."""
+def test_an_address_that_guesses_keys_is_refused_before_its_next_key_is_checked(tmp_path):
+    """Keys that are not valid (guesses, a revoked key) are counted per address: past the rate within a
+    minute, that address gets 429 with Retry-After before anything it sends is compared, even a valid
+    key (so guessing costs a minute a try), while other addresses are not slowed; a key over its own
+    rate gets 429 with Retry-After too."""
     store = KeyStore(tmp_path)
     good, _ = store.create("admin", "boss")
     auth = Authenticator(tmp_path, rate_per_minute=3)
     for i in range(3):
-        refused(auth, f"Bearer evo-guess-{i}", "admin", 401, "not valid")
-    with pytest.raises(APIError, match="not valid are over their limit of 3 requests a minute") as e:
-        auth.caller("Bearer evo-guess-3", "admin")
-    assert e.value.status == 429 and 1 <= int(e.value.headers["Retry-After"]) <= 20
-    assert auth.caller(f"Bearer {good}", "admin").scope == "admin"
+        with pytest.raises(APIError, match="not valid") as e:
+            auth.caller(f"Bearer evo-guess-{i}", "admin", "10.0.0.9")
+        assert e.value.status == 401
+    for key in ("evo-guess-3", good):
+        with pytest.raises(APIError, match="not valid came from this address") as e:
+            auth.caller(f"Bearer {key}", "admin", "10.0.0.9")
+        assert e.value.status == 429 and 1 <= int(e.value.headers["Retry-After"]) <= 20
+    assert auth.caller(f"Bearer {good}", "admin", "10.0.0.7").scope == "admin"  # another address
     for _ in range(2):
-        auth.caller(f"Bearer {good}", "admin")
-    with pytest.raises(APIError) as e:
-        auth.caller(f"Bearer {good}", "admin")
+        auth.caller(f"Bearer {good}", "admin", "10.0.0.7")
+    with pytest.raises(APIError, match="over its limit") as e:
+        auth.caller(f"Bearer {good}", "admin", "10.0.0.7")
     assert e.value.status == 429 and int(e.value.headers["Retry-After"]) >= 1

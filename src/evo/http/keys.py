@@ -58,7 +58,6 @@ class Caller:
         return None if self.scope == "admin" else self.key_id
 
 
-FAILED = {"id": "", "name": ""}  # the bucket every request with a key that is not valid takes from
 OPEN = Caller("", "admin")  # a loopback server on a root that never had a key: one tenant, every action
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -120,6 +119,7 @@ class Authenticator:
         self.store, self.loopback, self.rate = KeyStore(root), loopback, rate_per_minute
         self._stamp, self._by_hash, self._ever = None, {}, False
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._failed: dict[str, tuple[float, float]] = {}  # client address -> bucket of keys not valid
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
@@ -139,8 +139,9 @@ class Authenticator:
         self._refresh()
         return self.loopback and not self._ever
 
-    def caller(self, authorization: Optional[str], need: str) -> Caller:
-        """Who this is, or 401 / 403 / 429 with what to do about it."""
+    def caller(self, authorization: Optional[str], need: str, client: str = "") -> Caller:
+        """Who this is, or 401 / 403 / 429 with what to do about it. `client`: the address the request
+        came from, whose keys that are not valid are counted (`guessing`)."""
         self._refresh()
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not self._ever:
@@ -149,10 +150,12 @@ class Authenticator:
             raise APIError(401, "this server is reachable from other machines and has no API keys yet: create one with "
                                 "`evo keys create --scope inference` and send 'Authorization: Bearer <key>'",
                            kind="authentication_error", code="invalid_api_key")
+        if given:
+            self.guessing(client)
         row = next((r for h, r in self._by_hash.items() if hmac.compare_digest(h, _hash(given))), None) if given else None
         if row is None:
             if given:
-                self.guessed()
+                self.guessed(client)
             what = "needs 'Authorization: Bearer <key>'" if not given else "got a key that is not valid (or revoked)"
             if not self._by_hash:
                 what += "; every key it had is revoked: create one with `evo keys create`"
@@ -179,15 +182,38 @@ class Authenticator:
                 raise APIError(415, f"{method} {path} takes 'Content-Type: application/json', not "
                                     f"{content_type or 'a body without a content type'}", code="unsupported_media_type")
 
-    def guessed(self) -> None:
-        """A request with a key or admin token that is not valid: guesses share one bucket (a valid key
-        is never slowed by them); over its rate, 429."""
-        self._take(FAILED)
+    def guessing(self, client: str) -> None:
+        """Before a key or admin token from `client` is checked: 429 (with Retry-After) once that
+        address has sent `rate` that were not valid within the last minute, whatever it sends now, so
+        that guesses cost a minute each past the first `rate`. Other addresses are not slowed."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._failed.get(client, (self.rate, now))
+            tokens = min(self.rate, tokens + (now - last) * self.rate / 60)
+            self._failed[client] = (tokens, now)
+        if tokens < 1:
+            wait = (1 - tokens) * 60 / self.rate
+            raise APIError(429, f"{self.rate:g} requests with a key that is not valid came from this address within a "
+                                f"minute; retry in {wait:.1f} s", kind="rate_limit_error",
+                           headers={"Retry-After": str(math.ceil(wait))})
+
+    def guessed(self, client: str) -> None:
+        """A key or admin token from `client` that was not valid: one more against its address."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._failed.get(client, (self.rate, now))
+            tokens = min(self.rate, tokens + (now - last) * self.rate / 60)
+            self._failed[client] = (tokens - 1, now)
+            if len(self._failed) > 10_000:  # bounded: the oldest addresses go first
+                self._failed.pop(next(iter(self._failed)))
 
     def _take(self, row: dict) -> None:
-        """A token bucket per key: `rate` requests a minute, bursts of up to that many; every request
-        with a key that is not valid (a guess, a revoked key) takes from one more bucket (`FAILED`).
-        Over it: 429 with `Retry-After` (whole seconds, rounded up)."""
+        """A token bucket per key: `rate` requests a minute, bursts of up to that many. Over it: 429 with
+        `Retry-After` (whole seconds, rounded up)."""
         if self.rate <= 0:
             return
         now = time.monotonic()
@@ -197,9 +223,8 @@ class Authenticator:
             if tokens < 1:
                 wait = (1 - tokens) * 60 / self.rate
                 self._buckets[row["id"]] = (tokens, now)
-                who = ("requests with a key that is not valid are over their" if row is FAILED
-                       else f"key {row['name']!r} is over its")
-                raise APIError(429, f"{who} limit of {self.rate:g} requests a minute; retry in {wait:.1f} s",
+                raise APIError(429, f"key {row['name']!r} is over its limit of {self.rate:g} requests a minute; "
+                                    f"retry in {wait:.1f} s",
                                kind="rate_limit_error", headers={"Retry-After": str(math.ceil(wait))})
             self._buckets[row["id"]] = (tokens - 1, now)
 

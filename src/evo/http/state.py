@@ -65,7 +65,7 @@ class ServerState:
     def caller(self, request: Request, need: str) -> Caller:
         """Who made the request (`Authenticator.caller`); an open server's caller also passes
         `Authenticator.open_request` (a loopback Host; a POST's JSON content type)."""
-        who = self.auth.caller(request.headers.get("authorization"), need)
+        who = self.auth.caller(request.headers.get("authorization"), need, client_of(request))
         if who is OPEN:
             self.auth.open_request(request.headers.get("host"), request.method, request.url.path,
                                    request.headers.get("content-type"))
@@ -78,17 +78,27 @@ class ServerState:
     def admin(self, request: Request) -> None:
         """The admin token (EVO_ADMIN_TOKEN), or a key with scope admin."""
         header = request.headers.get("authorization")
+        client = client_of(request)
+        if (header or "").removeprefix("Bearer ").strip():
+            self.auth.guessing(client)  # 429 before the token is compared, for an address that guessed too often
         try:
             self.gw.check_admin(header)
         except APIError as token_refused:
             if not self.auth.store.live():
                 if token_refused.status == 401:  # a wrong admin token counts as a guess (with keys: `caller` counts it)
-                    self.auth.guessed()
+                    self.auth.guessed(client)
                 raise
             try:
                 self.caller(request, "admin")
-            except APIError:
+            except APIError as e:
+                if e.status == 429:  # the address guessed too often: say so, with when to retry
+                    raise
                 raise token_refused from None
+
+
+def client_of(request: Request) -> str:
+    """The address a request came from ("" when the server does not know it)."""
+    return request.client.host if request.client else ""
 
 
 async def server_state() -> ServerState:
