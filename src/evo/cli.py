@@ -138,7 +138,7 @@ VERBS: dict[str, Verb] = {
         arg("--no-corrections", action="store_true", help="leave the recorded corrections out"),
         arg("--tenant", action="append", metavar="KEY_ID",
             help="also use the prompts this tenant key asked (left out by default: a tenant's data stays on its "
-                 "branch); repeatable"))),
+                 "branch); repeatable; 'unrecorded': those logged before the server recorded who asked"))),
     "check": Verb("evo.config:cmd_check", "validate CONFIG and list every problem", (CONFIG, SET)),
     "ab": Verb("evo.ab_round:cmd_ab", "run an A/B round on the latest promoted generation, then promote or revert it", (
         arg("--budget", type=int, default=300, help="most distinct prompts asked side by side"),

@@ -178,3 +178,22 @@ def test_a_tenants_prompts_stay_out_of_the_shared_lines_pairs_unless_an_admin_na
     summary = json.loads((root / "feedback" / f"{round_id}.preference.summary.json").read_text())
     assert summary["used"] == {"vote": 2, "thumbs": 1, "correction": 0}
     assert summary["checked_against"]["tenants_included"] == [row["id"]]
+
+
+def test_prompts_logged_before_the_asker_was_recorded_are_left_out_on_a_root_with_keys(served):
+    """An old log's events carry no `asker`: on a root that has API keys they may be any tenant's, so
+    the export leaves them out (fail closed) unless the admin includes them (`--tenant unrecorded`);
+    on a root that never had a key (one tenant) they are the shared line's."""
+    http, root, (a, b, _), state = served
+    round_id = state.gw.current_round().id
+    log = state.gw.feedback
+    log.append({"kind": "pair", "pair_id": "old-1", "a": "champion", "prompt_key": "k",
+                "shas": {"champion": a, "candidate": b}, "round": round_id})
+    log.append({"kind": "answers", "pair_id": "old-1", "input": {"messages": [{"role": "user", "content": "old q?"}]},
+                "a": "old answer a", "b": "old answer b", "round": round_id})
+    log.append({"kind": "pairwise", "pair_id": "old-1", "prompt_key": "k", "winner": "candidate", "round": round_id})
+    assert len(collect(root, round_id, corrections=False).pairs) == 1  # never keyed: one tenant's log
+    state.auth.store.create("fine-tune", "acme")
+    kept = collect(root, round_id, corrections=False)
+    assert kept.pairs == [] and "before the server recorded who asked" in kept.skipped[0]["reason"]
+    assert len(collect(root, round_id, corrections=False, tenants=("unrecorded",)).pairs) == 1

@@ -149,10 +149,26 @@ def kept_apart(root: Path) -> tuple[set[str], dict]:
                   "probes_file": cfg.eval.probes}
 
 
+UNRECORDED = "unrecorded"  # --tenant unrecorded: prompts logged before the server recorded who asked
+
+
+def _ever_keyed(root: Path) -> bool:
+    """Whether the root has API keys, live or revoked (`evo.http.keys.KeyStore`'s file, read here
+    without the server's floor)."""
+    path = Path(root) / "service" / "keys.json"
+    return path.exists() and bool(json.loads(path.read_text(encoding="utf-8")).get("keys"))
+
+
 def _tenants_data(event: dict, tenants: frozenset[str]) -> str:
     """The reason an event's prompt is left out as a tenant's data, or "" (asked on the shared line, or
-    by a tenant an admin named)."""
-    asker = event.get("asker") or ""
+    by a tenant an admin named). An event without `asker` was logged before the server recorded it:
+    fail closed, unless the root never had a key (one tenant) or the admin includes them."""
+    if "asker" not in event:
+        if UNRECORDED in tenants:
+            return ""
+        return ("asked before the server recorded who asked, on a root with API keys (an admin may include such "
+                "prompts with --tenant unrecorded)")
+    asker = event["asker"] or ""
     if not asker or asker in tenants:
         return ""
     return f"asked by tenant key {asker}: its data stays on its branch (an admin may name it with --tenant)"
@@ -249,7 +265,7 @@ def collect(root: Path, round_id: str, log: str = "live", corrections: bool = Tr
     if apart is None:
         keys, out.checked = kept_apart(root)
         apart = lambda prompt: bool(question_keys(prompt) & keys)  # noqa: E731
-    named = frozenset(tenants)
+    named = frozenset(tenants) | ({UNRECORDED} if not _ever_keyed(root) else set())  # never keyed: one tenant
     found = (vote_pairs(events, out, named) + thumb_pairs(events, out, named)
              + (correction_pairs(root, out) if corrections else []))
     out.checked["feedback_log"] = str(store.path)

@@ -270,7 +270,7 @@ class Gateway:
         if target.arm != "pinned":
             self.feedback.append({**(said or {}), "kind": "response", "response_id": response_id, "arm": target.arm,
                                   "sha": target.sha, "user": user or "", "round": self.current_round().id,
-                                  **({"asker": asker} if asker else {})}, durable=False)
+                                  "asker": asker}, durable=False)
 
     def record_thumbs(self, body: object, voter: str = "") -> dict:
         """{"response_id", "value": "up" | "down"}: they go to the round the response was served in.
@@ -316,7 +316,7 @@ class Gateway:
         what a vote on it prefers (`evo feedback export`). Not fsynced, as responses are not: a crash
         can cost a pair its training use, never a vote. `asker`: as in `record_response`."""
         self.feedback.append({"kind": "answers", "pair_id": pair_id, "input": said["input"], "a": a, "b": b,
-                              "round": pair_round.id, **({"asker": asker} if asker else {})}, durable=False)
+                              "round": pair_round.id, "asker": asker}, durable=False)
 
     def _shown_now(self, body: object, what: str) -> dict:
         """The pair a vote or a skip names, if it was shown in the current round: 404 for a pair never
