@@ -103,7 +103,7 @@ class SameQuestion:
 
     def __contains__(self, text: str) -> bool:
         k = self.key(text)
-        return k in self.keys if k is not None else text in self.words
+        return (k is not None and k in self.keys) or text in self.words  # the domain's, then the word measure's
 
 
 def kept_apart(cfg, root, gen=None) -> NearIndex | SameQuestion:

@@ -269,9 +269,10 @@ def test_thumbs_count_once_per_key_and_only_on_a_served_response(served):
     lead, _ = state.auth.store.create("admin", "lead")
     arms = http.get("/ab/stats", headers={"Authorization": f"Bearer {lead}"}).json()["arms"]["candidate"]
     assert (arms["thumbs_up"], arms["thumbs_down"]) == (1, 1)
+    pair = http.post("/v1/side_by_side", headers=h1, json={"max_tokens": 2, **chat(ASK)}).json()["pair_id"]
     size = (root / "ab" / "live.jsonl").stat().st_size
-    for i in range(20):
-        nothing = http.post("/v1/feedback", headers=h1, json={"response_id": f"chatcmpl-made-up-{i}", "value": "up"})
+    for rid in [pair] + [f"chatcmpl-made-up-{i}" for i in range(20)]:  # a pair's id is no response either
+        nothing = http.post("/v1/feedback", headers=h1, json={"response_id": rid, "value": "up"})
         assert nothing.status_code == 404, nothing.text
     assert (root / "ab" / "live.jsonl").stat().st_size == size
 

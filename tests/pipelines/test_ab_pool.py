@@ -57,6 +57,11 @@ def test_the_demo_domains_pool_keeps_apart_by_its_own_question_identity(tmp_path
     assert len(items) == 64 and None not in asked and not set(asked) & trained, source
     words = NearIndex(q for r in records for q in questions(r))
     assert sum(i.prompt["prompt"] in words for i in items) > 32  # what the word measure would have dropped
+    from evo.ab_round import SameQuestion
+
+    apart = SameQuestion(gen.question, ["TR big owl hides =", "Translate: tr big owl digs ="])
+    assert "tr big owl hides =" in apart  # the same phrase in capitals
+    assert "tr big owl digs =" in apart  # a near-copy of a text the domain cannot read, by the word measure
 
 
 def test_an_answer_may_run_to_its_references_length():

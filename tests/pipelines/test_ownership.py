@@ -96,7 +96,7 @@ def test_a_tenant_deletes_its_own_fine_tuned_model_and_nobody_elses(root):
         with pytest.raises(APIError) as e:
             gw.delete_model(model, who)
         assert e.value.status == status, (who, model, e.value.message)
-    assert gw.delete_model(name, "key-alice") == {"id": name, "object": "model", "deleted": True}
+    assert gw.delete_model("gen-1", "key-alice") == {"id": "gen-1", "object": "model", "deleted": True}  # by gen id
     for who in ("key-alice", None):
         assert name not in {m["id"] for m in gw.model_list(who)["data"]}
         with pytest.raises(APIError) as e:

@@ -186,7 +186,7 @@ class DemoGenerator:
     def question(self, prompt: str) -> tuple[str, str, str] | None:
         """The question a prompt asks: its three words (one changed word is another question, with
         another answer); None for a prompt that is not a phrase of the vocabulary."""
-        return self.parse(" ".join(prompt.split()))
+        return self.parse(" ".join(prompt.lower().split()))
 
     def label(self, prompt: str) -> str | None:
         words = self.parse(prompt)

@@ -286,7 +286,7 @@ class Gateway:
         if body.get("value") not in ("up", "down"):
             raise APIError(400, f"'value' must be 'up' or 'down', got {body.get('value')!r}", "value")
         where = self.feedback.round_of(rid)
-        if where is None:
+        if where is None or rid not in self.feedback.tally(where)[0].arm_of:  # a pair's id is no response
             raise APIError(404, f"no response {rid!r} of an A/B arm here (a model named by sha or generation is not "
                                 "rated)", "response_id", "not_found_error")
         try:
