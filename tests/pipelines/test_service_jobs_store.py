@@ -224,3 +224,20 @@ def test_which_records_each_method_takes():
     assert method_problem("dpo", [plain, pref], "f") is None and method_problem("supervised", [plain], "f") is None
     assert "f holds no preference records" in method_problem("dpo", [plain], "f")
     assert "f holds 1 preference record(s)" in method_problem("supervised", [plain, pref], "f")
+
+
+def test_a_cancelled_jobs_generation_number_is_never_given_again(tmp_path):
+    """A job cancelled mid-training registered nothing, but its run folder holds its checkpoints: the
+    next job must not take its number (it would resume from the cancelled run's checkpoints)."""
+    from evo.finetune.run_job import next_index
+    from evo.lineage.root import Lineage
+
+    lin = Lineage(tmp_path)
+    lin.registry.add("a" * 64, "gen-0", "", "base")
+    assert next_index(lin) == 1
+    (lin.run_dir("gen-1") / "checkpoints").mkdir(parents=True)  # the cancelled job's, nothing registered
+    assert next_index(lin) == 2
+    jobs = JobStore(tmp_path)
+    jobs.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(jobs.dir / "ftjob-x.json", {"id": "ftjob-x", "created_ns": 1, "evo": {"gen_id": "gen-5"}})
+    assert next_index(lin) == 6  # a job that named its generation, with no folder yet

@@ -163,10 +163,15 @@ def set_aside(root: Path, store: JobStore, jid: str, gid: Optional[str], why: st
 
 
 def next_index(lin) -> int:
-    """The next generation's number: past every generation the ledger, the registry or the decision log
-    names (a withdrawn generation's number is not given again)."""
+    """The next generation's number: past every generation the ledger, the registry, the decision log,
+    a job or a run folder names. A withdrawn generation's number is not given again, nor that of a job
+    cancelled before it registered anything: its run folder (checkpoints of a run that never ended)
+    must never be taken for the next job's."""
     gens = [r["GEN_ID"] for r in lin.ledger.rows()] + [m["gen_id"] for m in lin.registry.load()["models"].values()]
     gens += [d.gen_id for d in lin.decisions.log()]
+    gens += [j.get("evo", {}).get("gen_id") or "" for j in JobStore(lin.root).all()]
+    runs = lin.root / "runs"
+    gens += [p.name for p in runs.iterdir()] if runs.is_dir() else []
     return 1 + max((int(m.group(1)) for g in gens if (m := re.fullmatch(r"gen-(\d+)", g))), default=0)
 
 
