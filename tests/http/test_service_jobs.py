@@ -322,7 +322,7 @@ def _sha_of(answer) -> str:
 def test_keys_keep_one_tenants_jobs_models_and_data_from_another(service, client):
     """Once keys exist, a key sees only its own jobs (another's answer 404); an admin key sees every
     tenant's. A tenant's job grows that tenant's branch (issue 27, item 1): bob's and alice's jobs from
-    the champion move no shared alias; bob's `evo` and `champion` are still the shared champion, his
+    the champion move no shared alias; bob's `champion` is still the shared champion and `evo` the shared A/B split, his
     /v1/models does not list alice's model, and by sha, generation id or `ft:` name it is a 404 for him;
     alice's job never replays bob's upload. An admin's promotion puts alice's model on the shared line.
     A keyless job's model is the shared line's, for every key. Revoking the keys at the end closes the
@@ -403,8 +403,9 @@ def _two_tenants(root, alice, bob, boss, boss_key, read_records):
     evo = job.model_extra["evo"]
     assert read_json(root / "registry.json")["aliases"] == aliases  # neither job moved a shared alias
     msg = [{"role": "user", "content": "tr red yak runs ="}]
-    for name in ("evo", "champion"):
-        assert _sha_of(bob.chat.completions.create(model=name, messages=msg, max_tokens=2)) == aliases["champion"]
+    assert _sha_of(bob.chat.completions.create(model="champion", messages=msg, max_tokens=2)) == aliases["champion"]
+    shared = {aliases["champion"], aliases["candidate"]}  # "evo" is the shared A/B split (the rating test's candidate)
+    assert _sha_of(bob.chat.completions.create(model="evo", messages=msg, max_tokens=2)) in shared
     assert not {evo["sha"], evo["gen_id"], job.fine_tuned_model} & {m.id for m in bob.models.list()}
     assert evo["sha"] not in {m.model_extra.get("sha") for m in bob.models.list()}
     for name in (evo["sha"][:12], evo["gen_id"], job.fine_tuned_model):
