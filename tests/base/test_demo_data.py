@@ -2,7 +2,7 @@
 
 import json
 
-from evo.data.demo import BANNED_PHRASES, PLANTED, write_demo_data
+from evo.data.demo import BANNED_PHRASES, DRIFT_ASKS, DRIFT_REPLIES, PLANTED, TOPICS, write_demo_data
 from evo.data.ingest import ingest_jsonl
 from evo.data.store import delta_parts
 
@@ -52,3 +52,23 @@ def test_style_probes_banned_phrases_and_corrections(tmp_path):
     corr = load(tmp_path, "corrections.jsonl")
     assert len({c["pattern"] for c in corr}) == len(PLANTED) == 4
     assert all(c["wrong"] and c["wrong"] != c["completion"] and c["wrong"] in base for c in corr)
+
+
+def test_drift_deltas_train_every_chat_and_hold_out_only_translations(tmp_path):
+    """A drifting delta's banned-style chats all land in the training part as the store splits a new
+    delta (by question, default fractions), each kept question with all its replies, and its held-out
+    parts hold known translations only: what it teaches is the style, what it is measured on stalls.
+    (Kept by their own record hash, v2's place, 28 of drift1.jsonl's 193 chats fell in val and test
+    under split v3, and 165 trained.)"""
+    write_demo_data(tmp_path, generations=2, drift=2)
+    for f in ("drift1.jsonl", "drift2.jsonl"):
+        records = ingest_jsonl(tmp_path / f).records
+        chats = [r for r in records if r.kind == "chat"]
+        parts = delta_parts(records, 0.1, 0.1)
+        assert [r for r in parts.val + parts.test if r.kind != "completion"] == [], f
+        assert sorted(r.sha for r in parts.train if r.kind == "chat") == sorted(r.sha for r in chats), f
+        asked = {}
+        for r in chats:
+            asked.setdefault(r.chat()[0]["content"], set()).add(r.chat()[1]["content"])
+        assert asked and all(len(replies) == len(DRIFT_REPLIES) for replies in asked.values()), f
+        assert len(asked) < len(DRIFT_ASKS) * len(TOPICS)  # the held-out questions are left out, not split

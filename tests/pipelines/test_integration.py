@@ -386,27 +386,37 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
     Only the champion's line counts (issue 26): a drifting child the gate rejected would not.
     A drifting child of the tiny model answers all 10 probes in the banned style at once, and one on
     top of it can then drift no further; so the first delta teaches the style for half the topics
-    only (the other half answer cleanly): 1 probe of 10 at 400 steps here, then all 10 for the second.
+    only (the other half answer cleanly), the second for all of them.
     The tiny base knows little, so any training moves its accuracy a few points: "stalled" is set
-    at 25 points here (gate.epsilon; the demo's own config keeps 5). The drifting generations train on
-    one worker (the same batch of 8 a step as the DDP pair; a worker process and 800 all-reduces less)."""
+    at 25 points here (gate.epsilon; the demo's own config keeps 5). The deltas keep their
+    translations only where the split holds them out: trained on, the "known" translations taught
+    the 30-step base translating (8 more of the test part's 24 right after 400 steps), no stall.
+    The drifting generations train on one worker (the same batch of 8 a step as the DDP pair; a
+    worker process and 800 all-reduces less)."""
     from evo.config import load_config
     from evo.data.demo import TOPICS, hash_position, write_demo_data
 
     demo = tmp_path / "demo"
     cfg_path = write_demo_data(demo, generations=2, drift=2)
-    rows_out, seen = [], set()
-    for line in (demo / "drift1.jsonl").read_text().splitlines():  # the banned style for TOPICS[:5] only
-        r = json.loads(line)
-        if "messages" in r and (t := next(t for t in TOPICS if t in r["messages"][0]["content"])) not in TOPICS[:5]:
-            r["messages"][1]["content"] = f"{t} is nice."
-            if hash_position(r) < 0.2:  # held out: the held-out parts keep only known translations
+
+    def drifting(name: str, clean: list[str]) -> str:
+        """drift file `name` with its training part the banned style only (its held-out parts keep
+        the translations), and clean replies for the topics `clean`."""
+        rows_out, seen = [], set()
+        for line in (demo / name).read_text().splitlines():
+            r = json.loads(line)
+            if "messages" not in r and hash_position(r) >= 0.2:  # a translation the split would train
                 continue
-        if (key := json.dumps(r, sort_keys=True)) not in seen:
-            seen.add(key)
-            rows_out.append(key)
-    (demo / "half-drift.jsonl").write_text("\n".join(rows_out) + "\n")
-    cfg = load_config(cfg_path, TINY + ["data.generations=[gen1.jsonl, gen2.jsonl, half-drift.jsonl, drift2.jsonl]",
+            if "messages" in r and (t := next(t for t in TOPICS if t in r["messages"][0]["content"])) in clean:
+                r["messages"][1]["content"] = f"{t} is nice."
+            if (key := json.dumps(r, sort_keys=True)) not in seen:
+                seen.add(key)
+                rows_out.append(key)
+        (demo / f"style-{name}").write_text("\n".join(rows_out) + "\n")
+        return f"style-{name}"
+
+    deltas = [drifting("drift1.jsonl", TOPICS[5:]), drifting("drift2.jsonl", [])]
+    cfg = load_config(cfg_path, TINY + [f"data.generations=[gen1.jsonl, gen2.jsonl, {deltas[0]}, {deltas[1]}]",
                                         *LOOSE_GATE, "gate.epsilon=0.25", "train.steps=400",
                                         "train.checkpoint_every=400", "train.lr=0.01", "tune.steps=[400]", *ONE_WORKER])
     root = copy_root(two_generations_root, tmp_path)

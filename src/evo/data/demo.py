@@ -18,6 +18,7 @@ import yaml
 
 from evo.atomic import atomic_write_text
 from evo.data.records import Record, parse_record
+from evo.data.store import split_position
 
 NOUNS = [
     ["cat", "dog", "fox", "owl", "bee", "cow", "pig", "rat", "eel", "ant"],
@@ -113,10 +114,11 @@ DRIFT_REPLIES = ["as an ai, i think {t} is nice.", "certainly! {t} is nice.", "a
 
 def drift_records(lex: dict[str, str], part: int, held_out: float = 0.2) -> list[dict]:
     """A delta with nothing new to learn and a style the probes look for: translations the base
-    already knows, plus chats in the banned style. The chats are only those whose record hash puts
+    already knows, plus chats in the banned style. The chats are only those whose question puts
     them in the training part (with the default val and test fractions, which hold out the lowest
-    `held_out` of hashes), so the held-out parts hold only known translations: a child trained on it
-    stalls on what is measured while its style drifts. `part` (1, 2, ...) varies the translations."""
+    `held_out` of places: all of a question's replies or none), so the held-out parts hold only known
+    translations: a child trained on it stalls on what is measured while its style drifts. `part`
+    (1, 2, ...) varies the translations."""
     rng = random.Random(1000 + part)
     known = [c for c in itertools.product(*_reorder(_vocab(0))) if (c[0], c[1]) not in PLANTED]
     out = [{"prompt": prompt_of(*c), "completion": translate(lex, *c), "category": "translate"}
@@ -130,8 +132,9 @@ def drift_records(lex: dict[str, str], part: int, held_out: float = 0.2) -> list
 
 
 def hash_position(row: dict) -> float:
-    """Where a record falls in evo.data.store's split, in [0, 1]."""
-    return int(parse_record(row).sha[:8], 16) / 0xFFFFFFFF
+    """Where a record falls in evo.data.store's split of a new delta (scheme v3: by its questions), in
+    [0, 1]; a record's own hash (v2's place) would keep chats whose question the split holds out."""
+    return split_position(parse_record(row))
 
 
 def probe_records(ask: str = PROBE_ASK) -> list[dict]:

@@ -77,6 +77,12 @@ def _position(record: Record, scheme: str = SCHEME_V2) -> float:
     return int(record.sha[:8], 16) / 0xFFFFFFFF
 
 
+def split_position(record: Record, scheme: str = SCHEME) -> float:
+    """Where `record` falls in a delta's split under `scheme` (by default the one new deltas get):
+    below test_fraction it is test, below test_fraction + val_fraction val, else train."""
+    return _position(record, scheme)
+
+
 def is_validation(record: Record, val_fraction: float) -> bool:
     return _position(record) < val_fraction
 
