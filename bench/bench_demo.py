@@ -80,8 +80,8 @@ def healing_section(root: Path, secs: float, log: Path) -> str:
     return "\n".join([
         f"`evo demo` (3 generations and the closing A/B round, fresh root): **{mins(secs)}**.",
         "",
-        f"Healing items asked from {first} on: paraphrases of each planted pattern that no training mix of the "
-        f"lineage holds ({excluded} paraphrase prompts were left out because a mix held them, each correction's own "
+        f"Healing items asked from {first} on: paraphrases of each planted pattern that no training mix and no val set of "
+        f"the lineage holds ({excluded} paraphrase prompts were left out because one held them, each correction's own "
         "prompt among them).",
         "",
         *lines,

@@ -534,7 +534,7 @@ def against_parent(child: SuiteResult, parent: SuiteResult) -> list[str]:
         lines.append("violations per pattern (child / parent): " + ", ".join(
             f"{p} {r.violations}/{r.total} / {parent_side(p)}" for p, r in sorted(child.healing.items())))
     if child.healing_excluded:
-        lines.append(f"healing: {len(child.healing_excluded)} item(s) not asked, trained on in the lineage "
+        lines.append(f"healing: {len(child.healing_excluded)} item(s) not asked, trained or chosen on in the lineage "
                      f"(e.g. {child.healing_excluded[0]!r})")
     return lines
 

@@ -135,3 +135,28 @@ def test_weak_spots_rank_by_the_models_own_perplexity():
     assert area_of(recs[2], "category") == "chat"
     with pytest.raises(ValueError, match="unknown area grouping"):
         area_of(recs[0], "words")
+
+
+def test_healing_items_leave_out_prompts_a_choice_was_made_on(tmp_path):
+    """A paraphrase in a generation's val set (runs/<gen>/val.parquet: its checkpoint was chosen on
+    it) is not asked, as one in a training mix is not: a healing number is measured on items nothing
+    was trained or chosen on. Under split v3 the demo's gen-2 val part holds two of its paraphrases."""
+    from evo.data.demo import write_demo_data
+    from evo.data.records import Record
+    from evo.data.store import write_records
+    from evo.evals.lineage_evals import eval_spec
+    from evo.healing.corrections import CorrectionStore, read_corrections_file
+    from evo.lineage.root import Lineage
+
+    cfg = load_config(write_demo_data(tmp_path / "d", generations=2))
+    lin = Lineage(tmp_path / "root")
+    corrections = CorrectionStore(lin.root).add(read_corrections_file(cfg.data.corrections[2]))
+    chosen_on = Record("completion", "tr big owl swims =", " x y z", "", "translate")
+    lin.run_dir("gen-2").mkdir(parents=True)
+    write_records(lin.run_dir("gen-2") / "mix.parquet", [c.record() for c in corrections])
+    write_records(lin.run_dir("gen-2") / "val.parquet", [chosen_on])
+    spec = eval_spec(cfg, {}, [], [], lin)
+    asked = {i.prompt for i in spec.healing}
+    assert "tr big owl jumps =" in asked and "tr big owl swims =" not in asked
+    assert "tr big owl swims =" in spec.healing_excluded
+    assert not asked & {c.prompt for c in corrections}  # trained: not asked either

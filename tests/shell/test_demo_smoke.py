@@ -9,12 +9,21 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_path):
+def test_demo_command_writes_the_whole_lineage_and_measures_healing_honestly(tmp_path):
     """The real demo (its own config, not the tiny one), two generations: corrections of the 4
-    planted error patterns arrive before generation 2, and at least 3 of 4 stop recurring there
-    while the gate (recall, generalization, style drift) still accepts it. Generation 0 pretrains
-    for 200 steps instead of the demo's 900, as in bench/bench_generation.py: it reaches the same
-    holdout accuracy (1.00) and heals the same 4 patterns there, and the test saves 1.5 minutes."""
+    planted error patterns arrive before generation 2, which is asked each pattern's paraphrases
+    that no training mix and no val set of the lineage holds (nothing was trained or chosen on them),
+    and reports per pattern what it healed; the gate's decision is the one its scores give. How many
+    patterns heal is measured, not asserted: under split v3 the demo's gen-2 heals 2 of 4 here (a
+    wrong noun next to 'red fox', the planted error once for 'hot cow'), see README "evo demo".
+    Generation 0 pretrains for 200 steps instead of the demo's 900, as in bench/bench_generation.py."""
+    import csv
+
+    from evo.answers import normalize
+    from evo.config import load_config
+    from evo.data.store import read_records
+    from evo.gate import GenerationScores, gate
+
     root = tmp_path / "lineage"
     cmd = [sys.executable, "-m", "evo.cli", "demo", "--root", str(root), "--generations", "2",
            "--ab-budget", "30", "--port", "18744", "--set", "model.pretrain.steps=200",
@@ -29,19 +38,37 @@ def test_demo_command_writes_the_whole_lineage_and_heals_the_planted_errors(tmp_
     assert reg["aliases"]["champion"] in reg["models"]
     assert len(list((root / "data").glob("*.parquet"))) == 3
     assert len(list((root / "models").iterdir())) == 3
-    import csv
     rows = {r["GEN_ID"]: r for r in csv.DictReader((root / "ledger.csv").open())}
-    healed, asked = map(int, rows["gen-2"]["patterns_healed"].split("/"))
-    assert asked == 4 and healed >= 3, rows["gen-2"]["patterns_healed"]
-    assert rows["gen-2"]["patterns_recurred"] == ""
     assert rows["gen-1"]["decision"] == "promoted", rows["gen-1"]["reason"]
-    gate_accepted = rows["gen-2"]["decision"] == "promoted" or rows["gen-2"]["reason"].startswith("A/B")
-    assert gate_accepted, rows["gen-2"]["reason"]  # the A/B round may still reject it; the gate did not
     evals = json.loads((root / "evals" / "gen-2.json").read_text())
-    parent = evals["parent"]["healing"]
+    child, parent = evals["child"]["healing"], evals["parent"]["healing"]
+    patterns = ["planted-0-red-fox", "planted-1-big-owl", "planted-2-old-bee", "planted-3-hot-cow"]
+    assert sorted(child) == sorted(parent) == patterns and all(child[p]["total"] >= 2 for p in patterns)
+    healed = [p for p in patterns if not child[p]["violations"]]
+    assert rows["gen-2"]["patterns_healed"] == f"{len(healed)}/4", rows["gen-2"]["patterns_healed"]
+    assert f"planted-0-red-fox {child['planted-0-red-fox']['violations']}/{child['planted-0-red-fox']['total']}" \
+        in out.stdout  # reported per pattern as the run goes
+    assert rows["gen-2"]["patterns_recurred"] == ""  # nothing was healed before gen-2 to recur
     assert sum(1 for p in parent.values() if p["violations"]) >= 3  # the parent did not answer them right,
     assert all(p["violations"] == p["repeats_error"] + p["other_wrong"] for p in parent.values())  # told apart
-    assert evals["child"]["healing_excluded"]  # the corrections' own prompts were trained on: not asked
+    assert sum(p["violations"] for p in child.values()) < sum(p["violations"] for p in parent.values())
+    # asked only where nothing was trained or chosen on: no mix and no val set of the lineage holds a
+    # prompt asked (a val part held 2 paraphrases, asked before), and every correction's own prompt is out
+    seen = {normalize(r.prompt) for path in [*(root / "runs").glob("*/mix*.parquet"), *(root / "runs").glob("*/val.parquet")]
+            for r in read_records(path)}
+    offered = {normalize(json.loads(line)["prompt"]) for name in ("paraphrases.jsonl", "corrections.jsonl")
+               for line in (root / "demo_data" / name).read_text().splitlines()}
+    excluded = {normalize(p) for p in evals["child"]["healing_excluded"]}
+    asked = offered - excluded
+    assert len(asked) == sum(child[p]["total"] for p in patterns) and not asked & seen, sorted(asked & seen)
+    # the gate's decision is the one its scores give (an A/B round may reject it later, and says so)
+    cfg = load_config(root / "demo_data" / "demo.yaml")
+    verdict = gate(GenerationScores(**evals["scores"]), cfg.gate)
+    if rows["gen-2"]["reason"].startswith("A/B"):
+        assert verdict.accepted, verdict.reason
+    else:
+        assert rows["gen-2"]["decision"] == ("promoted" if verdict.accepted else "rejected")
+        assert rows["gen-2"]["reason"] == verdict.reason
     # the closing A/B round: both arms served, up to 30 judged pairs (20 are refused: too few for the
     # plan's first look at a 50% tie rate), the result in gen-2's ledger row
     assert "A/B gen-2:" in out.stdout

@@ -30,7 +30,7 @@ def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record]
     items, excluded = [], []
     if lin is not None:
         items, excluded = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases),
-                                        h.max_items_per_pattern, trained_prompts(lin))
+                                        h.max_items_per_pattern, seen_prompts(lin))
     rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
     return EvalSpec(qa, holdout, load_probes(e.probes if lin is not None else e.val_probes), e.banned_phrases, val,
                     e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules,
@@ -56,10 +56,13 @@ def domain_words(lin: Lineage) -> frozenset[str]:
     return vocabulary(f"{r.prompt} {r.completion} {r.messages}" for r in records)
 
 
-def trained_prompts(lin: Lineage) -> frozenset[str]:
-    """Normalized prompts of every training mix the lineage has written (runs/<gen>/mix*.parquet)."""
-    return frozenset(normalize(r.prompt if r.kind != "text" else r.completion)
-                     for path in sorted((lin.root / "runs").glob("*/mix*.parquet")) for r in read_records(path))
+def seen_prompts(lin: Lineage) -> frozenset[str]:
+    """Normalized prompts of every training mix (runs/<gen>/mix*.parquet) and every selection set
+    (runs/<gen>/val.parquet: checkpoints and sweep winners are chosen on it) the lineage has written:
+    a healing item must be one nothing was trained or chosen on. Under split v3 the demo's gen-2 val
+    part held 2 of its 16 paraphrases, which were asked and reported before."""
+    paths = sorted((lin.root / "runs").glob("*/mix*.parquet")) + sorted((lin.root / "runs").glob("*/val.parquet"))
+    return frozenset(normalize(r.prompt if r.kind != "text" else r.completion) for path in paths for r in read_records(path))
 
 
 def say_to(progress: Optional[Progress], where: str = "ray"):

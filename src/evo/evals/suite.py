@@ -53,7 +53,7 @@ class SuiteResult:
     perplexity: Optional[float]
     healing: dict[str, PatternResult] = field(default_factory=dict)  # pattern -> violations on its items
     quality_by_category: dict[str, dict] = field(default_factory=dict)  # category -> exact match on every QA item
-    healing_excluded: list[str] = field(default_factory=list)  # healing prompts not asked: trained on
+    healing_excluded: list[str] = field(default_factory=list)  # healing prompts not asked: trained or chosen on
     general: Optional[GeneralResult] = None  # eval.general: against the base, on sets no delta touches
 
     def to_json(self) -> dict:
@@ -77,7 +77,7 @@ class EvalSpec:
     max_length: int = 96
     healing: list[HealItem] = field(default_factory=list)  # past corrections and their paraphrases
     rules: dict[str, PatternRule] = field(default_factory=dict)  # pattern -> its validator rule
-    healing_excluded: list[str] = field(default_factory=list)  # prompts left out: trained on in the lineage
+    healing_excluded: list[str] = field(default_factory=list)  # prompts left out: trained or chosen on in the lineage
     general: Optional[GeneralSpec] = None  # general ability, fake words, diversity (eval.general)
 
 
