@@ -202,7 +202,7 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     train = TrainConfig(dpo=DPOSettings())
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         write_demo_data(tmp, generations=1)
         records = ingest_jsonl(Path(tmp) / "base.jsonl").records
@@ -213,7 +213,7 @@ def main() -> None:
         print(f"seed {seed}: {r['pairs']} pairs, {r['held']} held-out prompts; rule / rule and right / recall: "
               + "; ".join(f"{a} {r[a][0]:.2f} / {r[a][1]:.2f} / {r[a][2]:.2f}" for a in ARMS)
               + " (seconds: " + ", ".join(f"{a} {r[a + '_s']:.0f}" for a in ARMS) + ")", flush=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     cols = ("rule", "right", "recall")
     stat = {(a, c): interval([r[a][k] for r in runs]) for a in ARMS for k, c in enumerate(cols)}
     table = "\n".join(f"| {NAMES[a]} | " + " | ".join(show(stat[a, c]) for c in cols) + " |" for a in ARMS)
@@ -225,6 +225,8 @@ def main() -> None:
             gap = interval([r[a][k] - r[b][k] for r in runs])
             if gap.low is None:
                 told = "one seed: no interval"
+            elif gap.low == gap.high == 0:
+                told = "equal on every seed"
             elif gap.low > 0:
                 told = f"{NAMES[a]} ahead beyond the interval"
             elif gap.high < 0:
@@ -255,8 +257,17 @@ rule's full stop stripped. Means over {args.seeds} seeds with 95% t-intervals (c
 
 {comparisons}
 
+What the pairs teach, and what they cannot: the two answers of a pair share every token but the last
+(the full stop, or the end of the answer), so in DPO's log-ratio those shared tokens cancel. Nothing
+in the DPO loss holds the answer's words in place; it only raises the full stop over the end, and
+where DPO alone learns that by saying the full stop at once (its answers become "." and its recall
+drops) the SFT term, which trains the chosen answers' every token, keeps them. SFT on the chosen
+answers learns this rule as well, because the chosen answer spells the rule out: this rule cannot show
+DPO ahead of SFT (a rule visible only in the contrast between the two answers would be the test of that).
+
 Per seed (rule / rule and right / recall): {per_seed}. The gate's general-ability evals need a real
-model (the tiny one answers no general question) and are not run here. Whole run: {wall:.0f} s.
+model (the tiny one answers no general question) and are not run here. Whole run: {wall:.0f} s wall,
+{cpu:.0f} s of CPU (torch on {args.threads} threads; the machine's other work slows the wall time).
 """
     update_section("preference", body)
     print("rule=" + ",".join(f"{stat[a, 'rule'].mean:.2f}" for a in ARMS)
