@@ -12,13 +12,14 @@ domain (`evo.data.demo`) and a tiny Llama built from config as `evo run` builds 
    translation prompts; each pair is the parent's answer with the rule (chosen) over the same answer
    without it (rejected);
 3. from the same pairs, the same number of steps, batch, lr and LoRA: a DPO child (evo's sigmoid loss,
-   `train.dpo.beta` default) and an SFT child (token loss on the chosen answers only);
-4. on the other half (prompts the rater never saw): how often each of the three follows the rule
-   (greedy answers), and each one's recall of the base file (exact match, the rule's full stop
-   stripped, on every base translation and chat).
+   `train.dpo.beta` default), a DPO child with its SFT term on the chosen answers
+   (`train.dpo.sft_weight` 1) and an SFT child (token loss on the chosen answers only);
+4. on the other half (prompts the rater never saw): how often each follows the rule (greedy answers),
+   how often it follows it and gives the right translation, and each one's recall of the base file
+   (exact match, the rule's full stop stripped, on every base translation and chat).
 
 The gate's general-ability evals need a real model (the tiny one answers no general question) and are
-not run here. Last line: `rule=<parent>,<dpo>,<sft> recall=<parent>,<dpo>,<sft>` (means over seeds).
+not run here. Last line: `rule=<parent>,<dpo>,<dpo+sft>,<sft> right=... recall=...` (means over seeds).
 """
 
 from __future__ import annotations
