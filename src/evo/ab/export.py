@@ -16,7 +16,7 @@ admin names the tenant (`--tenant KEY_ID`, repeatable), a decision the summary r
 
 It writes a JSONL file in TRL's preference form (`prompt`, `chosen`, `rejected`: a conversation's
 prompt as messages and each answer as one assistant message, a plain prompt as strings), which
-`evo run` ingests as a delta like any other (name it in the config's `data.deltas`), and beside it
+`evo run` ingests as a delta like any other (add it to the config's `data.generations`), and beside it
 `<name>.summary.json`: what was used, and every item left out with its reason.
 """
 
@@ -318,5 +318,5 @@ def cmd_feedback(root: str, action: str, round_id: str, log: str, out: Optional[
         print(f"round {round_id}: no preference pairs (left out: {left}); nothing written but {summary}")
         return 1
     print(f"{written}: {len(export.pairs)} preference pairs ({used}); left out: {left}\n"
-          f"summary: {summary}\nname it in a config's data.deltas to train on it (train.method: dpo)")
+          f"summary: {summary}\nadd it to a config's data.generations to train on it (train.method: dpo)")
     return 0
