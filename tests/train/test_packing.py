@@ -136,3 +136,18 @@ def test_rows_hold_whole_examples_up_to_max_length(tok, examples):
     assert sorted(n for r in _layout(packed) for n in r) == sorted(len(e.input_ids) for e in examples)
     with pytest.raises(ValueError, match="longer than max_length 8"):
         pack(examples, tok.pad_token_id, 8)
+
+
+def test_train_packing_reaches_the_workers(tmp_path):
+    """The config switch is what the training loop reads: `train.packing` in the worker config, through
+    the dict Ray Train hands the workers."""
+    from evo.config import from_dict
+    from evo.data.demo import demo_config
+    from evo.lineage.root import Lineage
+    from evo.train.worker_config import WorkerConfig, worker_config
+
+    raw = {**demo_config(), "data": {**demo_config()["data"], "base": "x"}}
+    for packing in (True, False):
+        cfg = from_dict({**raw, "train": {**raw.get("train", {}), "packing": packing}})
+        w = worker_config(cfg, Lineage(tmp_path / "root"), "gen-1", parent_sha="a" * 64)
+        assert w.packing is packing and WorkerConfig.from_loop_config(w.as_loop_config()).packing is packing
