@@ -55,6 +55,9 @@ def shop_mix(work: Path):
     if base is None:
         base = register_pretrained(cfg.model.path, lin, "", progress, cfg.model.dtype)
         lin.registry.add(base, GEN0, "", "base")
+    if lin.ledger.get(GEN0) is None:  # the base's row (no evals here: only the mix is wanted)
+        lin.decisions.record({"GEN_ID": GEN0, "parent_sha": "", "child_sha": base, "data_delta_sha": "",
+                              "decision": "promoted", "reason": "base"}, base, "base")
     sc = cfg.data.self_replay
     prompts = read_prompts(sc.prompts)
     if not self_replay.is_current(lin, base, prompts, sc.max_new_tokens):

@@ -72,6 +72,7 @@ def test_packed_losses_per_record_equal_the_padded_ones(tok, examples, attn):
     model = _model(tok, attn)
     packed, rehearsal = pack(examples, tok.pad_token_id, MAX)
     assert packed["input_ids"].shape[0] < len(examples) and packed["input_ids"].shape[1] <= MAX
+    assert packed["input_ids"].numel() < collate(examples, tok.pad_token_id)["input_ids"].numel()  # less computed
     assert "attention_mask" not in packed and packed["use_cache"] is False  # the position ids bound the examples
     layout = _layout(packed)
     assert sorted(n for r in layout for n in r) == sorted(len(e.input_ids) for e in examples)
