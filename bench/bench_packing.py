@@ -2,7 +2,7 @@
 real base (SmolLM2-135M-Instruct from its package's GGUF), the shop domain's generation-1 mix, one
 process, no Ray.
 
-    .venv/bin/python bench/bench_packing.py [--steps 12] [--rounds 3] [--work DIR]
+    .venv/bin/python bench/bench_packing.py [--steps 10] [--rounds 3] [--work DIR]
 
 First the share of padding in the padded batches of the whole mix (batch 8, max_length 128, as the
 shop config trains), and in the packed ones. Then two plain PEFT LoRA loops (r 16, every projection, the
@@ -146,7 +146,7 @@ def interleaved(lin: Lineage, base: str, examples, cfg, steps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default=None, help="folder for the mix (kept for a rerun); a fresh one by default")
     args = ap.parse_args()

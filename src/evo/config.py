@@ -137,8 +137,9 @@ class TrainConfig(_Strict):
         True, description="Several examples in one row of a training batch (evo.train.examples.pack: first-fit, "
         "attention kept within each example) instead of right-padding every row to the batch's longest: the same "
         "labelled tokens and loss per record, fewer token positions computed. On by default from the shop mix on "
-        "SmolLM2 (batch 8, max_length 128): 40% of the padded batches' positions were padding, 16% packed, 1.39x "
-        "fewer positions (bench/bench_packing.py, docs/benchmarks.md). DPO batches are never packed.")
+        "SmolLM2 (batch 8, max_length 128): 40% of the padded batches' positions were padding, 16% packed, and a "
+        "plain PEFT loop took 1.22x the useful tokens/s (bench/bench_packing.py, docs/benchmarks.md). DPO batches are "
+        "never packed.")
     max_failures: int = Field(2, ge=0, description="Worker failures retried from the last checkpoint.")
     poll_interval_s: float = Field(
         0.25, gt=0, description="How often Ray Train's controller polls its workers "
