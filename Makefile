@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_demo.py
 	$(VENV)/bin/python bench/demo_autoscaling.py
 	$(VENV)/bin/python bench/bench_real_base.py
+	$(VENV)/bin/python bench/bench_packing.py
 	$(VENV)/bin/python bench/bench_compare_bases.py
 
 clean-lineage:

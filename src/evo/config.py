@@ -133,6 +133,14 @@ class TrainConfig(_Strict):
     rehearsal_kl: float = Field(
         0.0, ge=0, description="Weight of KL(parent ‖ child) on data.self_replay's rows: with it > 0 they learn the "
         "parent's whole next-token distribution at every position instead of its greedy answer tokens (0: off).")
+    packing: bool = Field(
+        False, description="Several examples in one row of a training batch (evo.train.examples.pack: first-fit, "
+        "attention kept within each example) instead of right-padding every row to the batch's longest: the same "
+        "labelled tokens and loss per record, fewer token positions computed. On the shop mix on SmolLM2 (batch 8, "
+        "max_length 128) 40% of the padded batches' positions were padding, 16% packed, and a plain PEFT loop took "
+        "1.22x the useful tokens/s (bench/bench_packing.py, docs/benchmarks.md). Off by default until the Ray "
+        "Train, DeepSpeed and sweep paths have run with it (2026-12-02: one DDP run on SmolLM2 only). DPO batches "
+        "are never packed.")
     max_failures: int = Field(2, ge=0, description="Worker failures retried from the last checkpoint.")
     poll_interval_s: float = Field(
         0.25, gt=0, description="How often Ray Train's controller polls its workers "

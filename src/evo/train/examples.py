@@ -151,6 +151,87 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def _first_fit(batch: list[Example], cap: int) -> list[list[Example]]:
+    """Rows of at most `cap` tokens, filled first-fit, longest example first; rehearsal examples and the
+    others in rows of their own."""
+    rows: list[list[Example]] = []
+    for group in (False, True):
+        mine: list[tuple[list[Example], list[int]]] = []
+        for e in sorted((e for e in batch if e.rehearsal == group), key=lambda e: -len(e.input_ids)):
+            n = len(e.input_ids)
+            at = next((r for r in mine if r[1][0] + n <= cap), None)
+            if at is None:
+                mine.append(at := ([], [0]))
+            at[0].append(e)
+            at[1][0] += n
+        rows += [r for r, _ in mine]
+    return rows
+
+
+def pack(batch: list[Example], pad_id: int, max_length: int) -> tuple[dict, torch.Tensor]:
+    """Several examples in one row, no padding between them: (model inputs, which rows are rehearsal).
+
+    Rows are filled first-fit, longest example first (an example is never split; `encode` has cut it
+    to max_length), up to a row length chosen per batch: the batch's longest example or a multiple of
+    it up to `max_length`, whichever computes the fewest token positions (rows x longest row). On the
+    shop mix (examples of 19-89 tokens, max_length 128) that is the longest example, as long as the
+    padded batch's rows: 8044 positions over the mix against 8600 with rows of max_length and 11200
+    padded (bench/bench_packing.py). Rehearsal examples (`Example.rehearsal`) and the others never
+    share a row, so the rehearsal flag stays one per row as `collate`'s batches have it (and the
+    parent's forward pass covers the rehearsal rows only). Each
+    example's position ids restart at 0 and the inputs carry no attention mask: transformers' Llama
+    reads the restarts as the examples' bounds and keeps attention within each (its
+    `find_packed_sequence_indices`, with sdpa and eager alike), but only without a KV cache: a forward
+    that makes one (use_cache, the default in eval mode and train mode alike) silently attends across
+    the whole row, so the inputs say `use_cache=False` (not a tensor). An example's first label is IGNORE: in a
+    row it would be the previous example's last token's target. Padding at a row's end has position 0
+    at every token (each its own one-token sequence: no fully masked attention row) and label IGNORE.
+    The labelled tokens, and so the mean token loss, are the unpacked batch's: only the rows differ."""
+    longest = max(len(e.input_ids) for e in batch)
+    if longest > max_length:
+        raise ValueError(f"pack: an example of {longest} tokens is longer than max_length {max_length}")
+    best = None
+    for cap in sorted({longest * k for k in range(1, max_length // longest + 1)} | {max_length}):
+        rows = _first_fit(batch, cap)
+        cost = len(rows) * max(sum(len(x.input_ids) for x in r) for r in rows)
+        if best is None or cost < best[0]:
+            best = (cost, rows)
+    rows = best[1]
+    n = max(sum(len(x.input_ids) for x in r) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
+    pos = torch.zeros((len(rows), n), dtype=torch.long)
+    for i, r in enumerate(rows):
+        at = 0
+        for e in r:
+            k = len(e.input_ids)
+            ids[i, at : at + k] = torch.tensor(e.input_ids)
+            labels[i, at + 1 : at + k] = torch.tensor(e.labels[1:k], dtype=torch.long)
+            pos[i, at : at + k] = torch.arange(k)
+            at += k
+    rehearsal = torch.tensor([r[0].rehearsal for r in rows])
+    return {"input_ids": ids, "labels": labels, "position_ids": pos, "use_cache": False}, rehearsal
+
+
+def training_batch(batch: list[Example], pad_id: int, max_length: int, packing: bool) -> tuple[dict, torch.Tensor]:
+    """A step's model inputs and rehearsal rows: packed (`pack`) or right-padded (`collate`)."""
+    if packing:
+        return pack(batch, pad_id, max_length)
+    return collate(batch, pad_id), torch.tensor([e.rehearsal for e in batch])
+
+
+def next_token_pairs(attention_mask: torch.Tensor | None = None,
+                     position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, T-1]: 1 where position t and t+1 are tokens of one example (t has a next token of its own):
+    from a padded batch's attention mask, or from a packed batch's position ids (`pack`), where the next
+    token continues the example exactly when its position is one more."""
+    if attention_mask is not None:
+        return attention_mask[:, 1:] * attention_mask[:, :-1]
+    if position_ids is None:
+        raise ValueError("next_token_pairs: needs an attention mask or (a packed batch) position ids")
+    return (position_ids[:, 1:] == position_ids[:, :-1] + 1).long()
+
+
 def batches(examples: list[Example], batch_size: int, start_step: int, steps: int):
     """Sequential batches over the (curriculum-ordered) examples, wrapping round: step -> batch."""
     n = len(examples)
@@ -180,11 +261,13 @@ def mean_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return total / (targets != IGNORE).sum().clamp(min=1)
 
 
-def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: torch.Tensor | None,
+                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Mean KL(reference ‖ model) of the next-token distributions at every position that has a next
-    token: logits and ref_logits [B, T, V], attention_mask [B, T]."""
+    token of its own example: logits and ref_logits [B, T, V], attention_mask [B, T] (a padded batch)
+    or, a packed batch (`pack`), attention_mask None and position_ids [B, T]."""
     ref = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
     cur = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     kl = (ref.exp() * (ref - cur)).sum(-1)
-    m = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(kl.dtype)
+    m = next_token_pairs(attention_mask, position_ids).to(kl.dtype)
     return (kl * m).sum() / m.sum().clamp(min=1)

@@ -31,7 +31,6 @@ from evo.train.dpo import PairStats, dpo_loss, pair_terms, reference_logps, sequ
 from evo.train.examples import (
     IGNORE,
     batches,
-    collate,
     collate_pairs,
     count_target_tokens,
     encode,
@@ -39,6 +38,7 @@ from evo.train.examples import (
     kl_to_reference,
     mean_token_loss,
     token_loss_sum,
+    training_batch,
 )
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 from evo.train.worker_config import WorkerConfig
@@ -111,7 +111,7 @@ class Engine:
         self.device = ray.train.torch.get_device()  # cpu here; this worker's GPU on a cluster
 
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     @property
     def inner(self):
@@ -164,9 +164,10 @@ class Engine:
 
     @torch.no_grad()
     def loss_sum(self, batch: dict) -> tuple[float, int]:
+        """Summed token loss and labelled tokens of a padded or a packed batch (`training_batch`)."""
         self.model.eval()
         batch = self._to_device(batch)
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = self.model(**_inputs(batch)).logits
         return token_loss_sum(logits, batch["labels"])
 
     def save(self, folder: Path, rank: int, full: bool) -> None:
@@ -182,13 +183,23 @@ class Engine:
 def distilled_loss(model, peft_model, batch: dict, rows: torch.Tensor, weight: float) -> torch.Tensor:
     """Mean token loss of the rows not marked in `rows`, plus `weight` times the mean KL(parent ‖ child)
     at every position of the marked rows. `model` is what trains (maybe wrapped by DDP or DeepSpeed),
-    `peft_model` the PeftModel inside it: with its adapter switched off it is the parent."""
-    ids, mask = batch["input_ids"], batch["attention_mask"]
+    `peft_model` the PeftModel inside it: with its adapter switched off it is the parent. The batch is
+    padded (an attention mask) or packed (position ids, `evo.train.examples.pack`: a row is rehearsal or
+    not as a whole, and the KL counts only positions whose next token is of their own example)."""
+    inputs = _inputs(batch)
     with torch.no_grad(), peft_model.disable_adapter():
-        ref = peft_model(input_ids=ids[rows], attention_mask=mask[rows]).logits
-    logits = model(input_ids=ids, attention_mask=mask).logits
+        ref = peft_model(**{k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}).logits
+    logits = model(**inputs).logits
+    mask, pos = batch.get("attention_mask"), batch.get("position_ids")
     return mean_token_loss(logits, batch["labels"].masked_fill(rows[:, None], IGNORE)) \
-        + weight * kl_to_reference(logits[rows], ref, mask[rows])
+        + weight * kl_to_reference(logits[rows], ref, None if mask is None else mask[rows],
+                                   None if mask is not None or pos is None else pos[rows])
+
+
+def _inputs(batch: dict) -> dict:
+    """What the model is given: everything but the labels (ids with an attention mask, or packed: position
+    ids and use_cache False)."""
+    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 class _nullcontext:
@@ -206,11 +217,12 @@ def _zero3_gather(model):
     return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
-def _val_loss(engine: Engine, val, per_worker_batch: int, pad_id: int) -> float:
-    """Mean token loss over the whole validation set, summed across workers."""
+def _val_loss(engine: Engine, val, per_worker_batch: int, pad_id: int, cfg: WorkerConfig) -> float:
+    """Mean token loss over the whole validation set, summed across workers (batches packed as
+    training's are, with train.packing: the same sums)."""
     total, count = 0.0, 0
     for i in range(0, len(val), per_worker_batch):
-        s, n = engine.loss_sum(collate(val[i : i + per_worker_batch], pad_id))
+        s, n = engine.loss_sum(training_batch(val[i : i + per_worker_batch], pad_id, cfg.max_length, cfg.packing)[0])
         total, count = total + s, count + n
     t = torch.tensor([total, float(count)], dtype=torch.float64)
     if dist.is_available() and dist.is_initialized():
@@ -287,18 +299,20 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     window: list[float] = []
     for step, examples in batches(train, per_worker, state.step, cfg.steps):
         t0 = time.perf_counter()
-        if dpo:
+        if dpo:  # never packed: a pair's two rows are scored as whole sequences (evo.train.dpo)
             batch, n_pairs = collate_pairs(examples, tok.pad_token_id)
             loss = engine.dpo_step(batch, n_pairs)
+            n_tokens = count_target_tokens(batch)
         else:
-            batch = collate(examples, tok.pad_token_id)
-            loss = engine.step(batch, torch.tensor([e.rehearsal for e in examples]))
+            batch, rehearsal = training_batch(examples, tok.pad_token_id, cfg.max_length, cfg.packing)
+            loss = engine.step(batch, rehearsal)
+            n_tokens = sum(len(e.input_ids) for e in examples)  # real tokens, padded or packed
         if hook is not None:
             loss = hook(cfg, step, rank, resumed_from, loss)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {cfg.lr:g}): the run diverged")
         state.step_seconds += time.perf_counter() - t0
-        state.tokens += count_target_tokens(batch) * world
+        state.tokens += n_tokens * world
         state.losses.append(loss)
         window.append(loss)
         state.step = step + 1
@@ -318,7 +332,7 @@ def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id,
     if cfg.method == "dpo":
         val_loss, extra = _val_dpo(engine, val, per_worker, pad_id)
     else:
-        val_loss = _val_loss(engine, val, per_worker, pad_id)
+        val_loss = _val_loss(engine, val, per_worker, pad_id, cfg)
     state.val.append((state.step, val_loss))
     metrics = {"step": state.step, "val_loss": val_loss, "train_loss": train_loss,
                "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran (sweeps list it)

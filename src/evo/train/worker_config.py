@@ -59,6 +59,9 @@ class WorkerConfig:
     # fine-tuning job's live events; a folder root on one machine only); empty: none
     metrics_path: str = ""
     rehearsal_kl: float = 0.0  # weight of KL(parent ‖ child) on self-replay rows, which then skip their CE
+    # several examples per row (evo.train.examples.pack) instead of right-padding each batch to its
+    # longest; the same labelled tokens and loss. DPO batches are never packed.
+    packing: bool = False
     # supervised: token loss on every record; dpo: preference records learn DPO against the parent (the
     # new adapter switched off), with weight sft_weight on their chosen answers' token loss; the other
     # records (replay) keep their token loss
@@ -121,7 +124,8 @@ def worker_config(cfg: EvoConfig, lin: Lineage, gid: str, **changes: Any) -> Wor
         root=lin.location, mix_path=uri_of(lin.run_dir(gid) / "mix.parquet"),
         val_path=uri_of(lin.run_dir(gid) / "val.parquet"), strategy=t.strategy, zero_stage=t.zero_stage,
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps,
-        checkpoint_every=t.checkpoint_every, seed=t.seed, lora=lora, rehearsal_kl=t.rehearsal_kl, max_length=cfg.model.max_length,
+        checkpoint_every=t.checkpoint_every, seed=t.seed, lora=lora, rehearsal_kl=t.rehearsal_kl, packing=t.packing,
+        max_length=cfg.model.max_length,
         dtype=cfg.model.dtype, label=gid, method=t.method, beta=t.dpo.beta, sft_weight=t.dpo.sft_weight)
     return WorkerConfig(**{**base, **changes})
 
