@@ -344,3 +344,39 @@ def test_a_tenants_fine_tuned_model_is_served_to_it_alone_and_moves_no_shared_al
                 file=("t.jsonl", TRAIN), purpose="fine-tune").id)
         assert alice.chat.completions.create(model=model, messages=msg, max_tokens=1).model_extra["evo"]["sha"] == second
     assert {name, gid} <= {m.id for m in alice.models.list()}
+    # the issue's item 6 and OpenAI's models.delete, over real HTTP: bob can delete none of it, alice her own
+    with pytest.raises(openai.NotFoundError):
+        bob.models.delete(name)
+    assert alice.models.delete(name).deleted
+    with pytest.raises(openai.NotFoundError):
+        alice.chat.completions.create(model=name, messages=msg, max_tokens=1)
+    assert Registry(root).load()["aliases"] == {"champion": champion, "candidate": None}
+
+
+def test_thumbs_count_once_per_key_and_guessed_keys_are_slowed_with_retry_after(server):
+    """Item 6 over real HTTP, with the SDK where it can say it: one key's second thumbs on a response is
+    a 409 and thumbs on an id no arm served a 404; past the rate, an address that sent keys that are not
+    valid gets 429 with Retry-After before its next key is compared, a valid key too, in OpenAI's shape."""
+    keys = KeyStore(server.root)
+    key, _ = keys.create("fine-tune", "rater")
+    server.state.gw.reload()
+    Registry(server.root).move("candidate", Registry(server.root).alias("champion"))  # an A/B arm to rate
+    server.state.gw.reload()
+    answer = server.sdk(key).chat.completions.create(model="candidate", messages=[{"role": "user", "content": "hi"}],
+                                                     max_tokens=1)
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    thumbs = [server.raw("POST", "/v1/feedback", json.dumps({"response_id": rid, "value": "up"}).encode(), auth)
+              for rid in (answer.id, answer.id, "chatcmpl-never-served")]
+    assert [t[0] for t in thumbs] == [200, 409, 404]
+    assert openai_shaped(thumbs[1][2])["param"] == "response_id"
+    server.state.auth = Authenticator(server.root, rate_per_minute=2)
+    codes = []
+    for i in range(3):
+        try:
+            server.sdk(f"evo-guess-{i}").models.list()
+            codes.append(200)
+        except openai.APIStatusError as e:
+            codes.append(e.status_code)
+    assert codes == [401, 401, 429]
+    status, headers, body = server.raw("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert status == 429 and int(headers["retry-after"]) >= 1 and openai_shaped(body)["type"] == "rate_limit_error"
