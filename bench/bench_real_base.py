@@ -38,10 +38,12 @@ from report import update_section  # noqa: E402
 
 from evo.config import load_config  # noqa: E402
 from evo.data.shop import write_shop_data  # noqa: E402
-from evo.driver import generation_zero, run_generation, train, worker_config  # noqa: E402
+from evo.driver import generation_zero, run_generation  # noqa: E402
 from evo.lineage.root import Lineage  # noqa: E402
 from evo.progress import Progress  # noqa: E402
 from evo.ray_start import start_ray  # noqa: E402
+from evo.train.child import train_run  # noqa: E402
+from evo.train.worker_config import worker_config  # noqa: E402
 
 PORT = 18793
 QUESTIONS = ["What is the capital of France?", "Describe a walk by the sea.", "Give me a tip for cooking rice.",
@@ -172,7 +174,7 @@ def ray_train_round(cfg, lin: Lineage, base: str, mix_dir: Path, gid: str) -> di
         shutil.copy(mix_dir / name, run / name)
     start_ray(None, 2)
     try:
-        return train(cfg, lin, gid, worker_config(cfg, lin, gid, parent_sha=base), Progress()).summary
+        return train_run(cfg, lin, gid, worker_config(cfg, lin, gid, parent_sha=base), Progress()).summary
     finally:
         ray.shutdown()
 
