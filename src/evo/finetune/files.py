@@ -52,27 +52,22 @@ class FileStore:
             report = ingest_bytes(data, filename, max_chars=self.max_chars, fix="fix them and upload the file again")
         except IngestError as e:
             raise APIError(400, str(e), "file") from None
-        sha = sha256_bytes(data)
-        fid = new_id("file")
-        obj = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()), "filename": filename,
-               "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None,
-               "sha256": sha, "records": len(report.records), "duplicates_skipped": len(report.duplicates),
-               "record_kinds": kinds_of(report.records),
-               "owner": owner, "created_ns": time.time_ns()}
-        with locked(self.dir / "files"):
-            if not self.blob(sha).exists():
-                atomic_write_bytes(self.blob(sha), data)
-            atomic_write_json(self._meta(fid), obj)
-        return public(obj)
+        return self._keep(data, filename, purpose, owner, {
+            "records": len(report.records), "duplicates_skipped": len(report.duplicates),
+            "record_kinds": kinds_of(report.records)})
 
     def put_result(self, data: bytes, filename: str, owner: str = "") -> dict:
         """A file evo writes for a job (purpose fine-tune-results: its step metrics as CSV), its job's
         owner's, listed and read like an upload; never ingested, never a job's training file."""
+        return self._keep(data, filename, RESULTS, owner, {})
+
+    def _keep(self, data: bytes, filename: str, purpose: str, owner: str, extra: dict) -> dict:
+        """The bytes once per content hash, and a new file object naming them."""
         sha = sha256_bytes(data)
         fid = new_id("file")
         obj = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()), "filename": filename,
-               "purpose": RESULTS, "status": "processed", "status_details": None, "expires_at": None, "sha256": sha,
-               "owner": owner, "created_ns": time.time_ns()}
+               "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None,
+               "sha256": sha, **extra, "owner": owner, "created_ns": time.time_ns()}
         with locked(self.dir / "files"):
             if not self.blob(sha).exists():
                 atomic_write_bytes(self.blob(sha), data)

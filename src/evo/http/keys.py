@@ -188,11 +188,7 @@ class Authenticator:
         that guesses cost a minute each past the first `rate`. Other addresses are not slowed."""
         if self.rate <= 0:
             return
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._failed.get(client, (self.rate, now))
-            tokens = min(self.rate, tokens + (now - last) * self.rate / 60)
-            self._failed[client] = (tokens, now)
+        tokens = self._guesses(client, 0)
         if tokens < 1:
             wait = (1 - tokens) * 60 / self.rate
             raise APIError(429, f"{self.rate:g} requests with a key that is not valid came from this address within a "
@@ -201,15 +197,19 @@ class Authenticator:
 
     def guessed(self, client: str) -> None:
         """A key or admin token from `client` that was not valid: one more against its address."""
-        if self.rate <= 0:
-            return
+        if self.rate > 0:
+            self._guesses(client, 1)
+
+    def _guesses(self, client: str, take: int) -> float:
+        """`client`'s bucket of keys that were not valid, refilled to now, less `take`; what it held."""
         now = time.monotonic()
         with self._lock:
             tokens, last = self._failed.get(client, (self.rate, now))
             tokens = min(self.rate, tokens + (now - last) * self.rate / 60)
-            self._failed[client] = (tokens - 1, now)
+            self._failed[client] = (tokens - take, now)
             if len(self._failed) > 10_000:  # bounded: the oldest addresses go first
                 self._failed.pop(next(iter(self._failed)))
+        return tokens
 
     def _take(self, row: dict) -> None:
         """A token bucket per key: `rate` requests a minute, bursts of up to that many. Over it: 429 with
