@@ -152,3 +152,23 @@ def test_train_packing_reaches_the_workers(tmp_path):
         cfg = from_dict({**raw, "train": {**raw.get("train", {}), "packing": packing}})
         w = worker_config(cfg, Lineage(tmp_path / "root"), "gen-1", parent_sha="a" * 64)
         assert w.packing is packing and WorkerConfig.from_loop_config(w.as_loop_config()).packing is packing
+
+
+def test_lora_on_tied_embeddings_is_refused_before_training():
+    """On a base whose input and output embeddings are one tensor, an lm_head adapter merges into both
+    (the loaded generation is not the trained one): refused, naming the setting."""
+    import pytest
+
+    from evo.config import TinyModelConfig
+    from evo.model.loading import build_tiny_llama
+    from evo.model.tokenizer import train_bpe_tokenizer
+    from evo.train.loop import refuse_tied_targets
+
+    tok = train_bpe_tokenizer(["hello world the cat sat on the mat"] * 20, 300)
+    model = build_tiny_llama(TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32), tok, 0)
+    refuse_tied_targets(model, ["q_proj", "v_proj"])
+    for targets in (["q_proj", "lm_head"], ["model.embed_tokens"]):
+        with pytest.raises(ValueError, match="train.lora.target_modules"):
+            refuse_tied_targets(model, targets)
+    model.config.tie_word_embeddings = False
+    refuse_tied_targets(model, ["lm_head"])  # untied: its own tensor, merged alone

@@ -62,9 +62,26 @@ def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     if checkpoint_dir is not None:
         return PeftModel.from_pretrained(model, str(checkpoint_dir), is_trainable=True), tok
     lora = cfg.lora
+    refuse_tied_targets(model, lora.target_modules)
     spec = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
     return get_peft_model(model, spec), tok
+
+
+TIED = ("lm_head", "embed_tokens")
+
+
+def refuse_tied_targets(model, targets) -> None:
+    """A model whose input and output embeddings are one tensor (the tiny base, SmolLM2) takes no LoRA on
+    either: evo merges each generation's adapter into its parent when it loads it, and merging one
+    changes the shared tensor for both, so the loaded model is not the trained one (measured on the
+    tiny base: logits up to 5.7 apart, a next generation starting at loss 10.3 instead of 2.6)."""
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    hit = [t for t in targets if any(t == name or t.endswith("." + name) for name in TIED)]
+    if tied and hit:
+        raise ValueError(f"train.lora.target_modules {hit}: this base ties its input and output embeddings, and a "
+                         "generation's adapter is merged into its parent when it loads, which would change both: "
+                         "target the attention and MLP projections only")
 
 
 def _schedule(cfg: WorkerConfig):
