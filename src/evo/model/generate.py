@@ -42,16 +42,22 @@ def generate_batch(model, tok, prompts: list[str], sampling: Sampling, stops: li
     return generate_ids(model, tok, [prompt_ids(tok, p) for p in prompts], sampling, stops)
 
 
+def _left_padded(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Token id rows left-padded to the longest: (input ids, attention mask, width)."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for j, x in enumerate(ids):
+        input_ids[j, width - len(x):] = torch.tensor(x)
+        mask[j, width - len(x):] = 1
+    return input_ids, mask, width
+
+
 @torch.no_grad()
 def generate_ids(model, tok, ids: list[list[int]], sampling: Sampling, stops: list[str]) -> list[list[Output]]:
     """`generate_batch` for prompts already tokenized (`prompt_ids`): a caller that also counts the
     prompt's tokens counts the ids it generated from."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for j, x in enumerate(ids):  # left padding
-        input_ids[j, width - len(x):] = torch.tensor(x)
-        mask[j, width - len(x):] = 1
+    input_ids, mask, width = _left_padded(ids, tok.pad_token_id)
     copies = 1 if sampling.temperature == 0 else sampling.n  # greedy: the n answers are one answer n times
     out = model.generate(
         input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
@@ -214,12 +220,7 @@ def sample_ids(model, tok, ids: list[list[int]], sampling: Sampling, stops: list
     copies = 1 if sampling.temperature == 0 else sampling.n  # greedy: the n answers are one answer n times
     rows = [x for x in ids for _ in range(copies)]
     row_seeds = [choice_seed(seed, j) for seed in seeds for j in range(copies)]
-    width = max(len(x) for x in rows)
-    input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, x in enumerate(rows):  # left padding
-        input_ids[j, width - len(x):] = torch.tensor(x)
-        mask[j, width - len(x):] = 1
+    input_ids, mask, width = _left_padded(rows, tok.pad_token_id)
     out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
                          **_serve_kwargs(tok, sampling, row_seeds))[:, width:].cpu()
     out = out.repeat_interleave(sampling.n // copies, dim=0)
