@@ -165,5 +165,5 @@ def model(model_id: str, request: Request, s: State):
 
 @router.delete("/v1/models/{model_id:path}")
 def delete_model(model_id: str, request: Request, s: State):
-    """A fine-tuned model of the caller's (an admin: anyone's), withdrawn (see `Gateway.delete_model`)."""
+    """A fine-tuned model on the caller's branch (an admin: any), withdrawn (see `Gateway.delete_model`)."""
     return s.gw.delete_model(model_id, s.caller(request, "fine-tune").owner)
