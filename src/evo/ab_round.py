@@ -118,20 +118,27 @@ def kept_apart(cfg, root, gen=None) -> NearIndex | SameQuestion:
     return SameQuestion(key, texts) if callable(key) else NearIndex(texts)
 
 
-def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tuple[list[Judged], str]:
+def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int,
+                taught: list[Record] = ()) -> tuple[list[Judged], str]:
     """Distinct prompts for the automated judge, and where they came from. With the domain's
     generator (`targeted.generator`): new examples that are no near-copy of any delta of the lineage,
     correction or scored prompt (`kept_apart`), so no gate, checkpoint or trial was chosen on them,
     judged by the generator's `score` (the fact asked for) where it has one, else by exact match.
-    Without one: the generation's holdout and the style probes, which the gate has already scored
-    (said so in the result: not independent evidence)."""
+    They are what a user asks (the generator's `ask`, given `taught`: the records of the candidate's
+    line) where the generator has that, else any example it makes (`sample`). Without a generator:
+    the generation's holdout and the style probes, which the gate has already scored (said so in the
+    result: not independent evidence)."""
     gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
     if gen is None:
         items = traffic(holdout, load_probes(cfg.eval.probes), cfg.eval.banned_phrases, seed)
         return items, f"{len(items)} prompts of the holdout and the style probes (also scored by the gate)"
     score = getattr(gen, "score", None)
     known, apart, items, near = known_prompts(Lineage(root)), kept_apart(cfg, root, gen), [], 0
-    for r in gen.sample(4 * budget, random.Random(seed + 104729)):
+    rng = random.Random(seed + 104729)
+    asks = callable(getattr(gen, "ask", None)) and bool(taught)
+    # most of what a user of the line's words asks is in its deltas: draw many, keep `budget` of the rest
+    drawn = gen.ask(20 * budget, rng, list(taught)) if asks else gen.sample(4 * budget, rng)
+    for r in drawn:
         key = normalize(r.prompt)
         if key in known or r.kind != "completion":
             continue
@@ -142,9 +149,22 @@ def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int) -> tup
         judge = (lambda a, p=r.prompt: score(p, a) or 0.0) if callable(score) else exact_match(r.completion)
         items.append(Judged({"prompt": r.prompt}, judge, r.completion))
     how = "the fact each asks for (the generator's score)" if callable(score) else "exact match"
-    return items[:budget], (f"{len(items[:budget])} new prompts from {cfg.targeted.generator}, in no delta of the "
+    what = "asked of the candidate line's words" if asks else "new prompts"
+    return items[:budget], (f"{len(items[:budget])} {what} from {cfg.targeted.generator}, in no delta of the "
                             f"lineage and no near-copy of its data or scored prompts ({near} such left out), judged "
                             f"by {how}")
+
+
+def line_records(root, child: str) -> list[Record]:
+    """Every record of every delta on `child`'s line (it and its ancestors back to the base): what the
+    candidate was taught, in any part."""
+    lin, ledger = Lineage(root), Ledger(root)
+    out: list[Record] = []
+    for sha in lin.decisions.line(child):
+        row = ledger.get(lin.registry.model(sha)["gen_id"])
+        if row and row.get("data_delta_sha"):
+            out += lin.data.get(row["data_delta_sha"])
+    return out
 
 
 def budgets(items: list[Judged], tok, floor: int) -> None:
@@ -298,7 +318,8 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
     round_id = f"round-{gen_id}"
     plan, sessions = saved_plan(root, round_id)
     # a later session asks other prompts (another seed); a prompt asked before would not count again
-    items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed + 7919 * sessions)
+    items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed + 7919 * sessions,
+                                line_records(root, row["child_sha"]))
     if plan is None:
         try:  # fixed before the first vote: from the pool's size and the stated tie rate
             plan = ab_plan(cfg, min(len(items), budget))

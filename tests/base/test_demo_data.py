@@ -23,7 +23,7 @@ def test_every_file_ingests_and_generations_bring_new_words(tmp_path):
     words = {}
     for g, f in enumerate(["base.jsonl", "gen1.jsonl", "gen2.jsonl", "gen3.jsonl"]):
         recs = ingest_jsonl(tmp_path / f).records
-        assert len(recs) >= 240
+        assert len(recs) >= 200  # gen-1: 240 new phrases, one in six kept out of every file
         words[g] = {w for r in recs if r.kind == "completion" for w in r.prompt.split()[1:4]}
     for g in (1, 2, 3):
         assert words[g] - set().union(*(words[k] for k in range(g))), f"generation {g} brings nothing new"

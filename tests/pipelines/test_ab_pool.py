@@ -64,6 +64,36 @@ def test_the_demo_domains_pool_keeps_apart_by_its_own_question_identity(tmp_path
     assert "tr big owl digs =" in apart  # a near-copy of a text the domain cannot read, by the word measure
 
 
+def test_the_demo_judge_asks_gen1s_words_in_phrases_no_file_holds(tmp_path):
+    """On 2026-12-02 the demo's round on gen-1 was undecided at 100 ties in 100: gen-1's file held every
+    phrase of its new nouns, so each prompt the judge could ask had a word neither arm was taught. One
+    new phrase in six of each generation is now written to no file (`reserved_combos`), and the judge
+    asks phrases of the candidate line's words (`DemoGenerator.ask`): for gen-1, exactly those."""
+    from evo.data.demo import RESERVED, DemoGenerator, _new_combos, reserved_combos, write_demo_data
+
+    folder = tmp_path / "demo"
+    cfg = load_config(write_demo_data(folder, generations=3))
+    files = {g: ingest_jsonl(folder / (f"gen{g}.jsonl" if g else "base.jsonl")).records for g in range(4)}
+    root = tmp_path / "lineage"
+    DataStore(root).put([r for rs in files.values() for r in rs])
+    gen = DemoGenerator(0)
+    written = {gen.question(q) for rs in files.values() for r in rs for q in questions(r)} - {None}
+    kept_out = reserved_combos(1, 0)
+    assert len(kept_out) == len(_new_combos(1)) // RESERVED == 40 and not kept_out & written
+    items, source = judge_items(cfg, root, [], 100, 0, taught=files[0] + files[1])
+    asked = [gen.question(i.prompt["prompt"]) for i in items]
+    assert set(asked) == kept_out and len(asked) == len(kept_out), source
+    assert "asked of the candidate line's words" in source
+    assert all(i.judge(i.reference) == 1.0 and i.judge(" " + i.reference.split()[0]) == 0.0 for i in items)
+    later = {gen.question(i.prompt["prompt"]) for i in
+             judge_items(cfg, root, [], 400, 0, taught=[r for g in range(3) for r in files[g]])[0]}
+    # gen-2's words: its kept-out phrases and those its file did not draw (480 new, 240 written) as well
+    # gen-2's words: its kept-out phrases and those its file did not draw, less the healing paraphrases
+    # (the gate scores them)
+    scored = {gen.question(json.loads(line)["prompt"]) for line in (folder / "paraphrases.jsonl").read_text().splitlines()}
+    assert later == kept_out | set(_new_combos(2)) - written - scored and len(later) > 200
+
+
 def test_an_answer_may_run_to_its_references_length():
     tok = train_bpe_tokenizer(["the lamp costs 45 florins and comes with a warranty of three years"] * 20, 300)
     long = "The Ostira lamp costs 45 florins and comes with a warranty of three years, from Varnholt."

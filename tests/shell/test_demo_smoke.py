@@ -72,6 +72,9 @@ def test_demo_command_writes_the_whole_lineage_and_measures_healing_honestly(tmp
     # the closing A/B round: both arms served, up to 30 judged pairs (20 are refused: too few for the
     # plan's first look at a 50% tie rate), the result in gen-2's ledger row
     assert "A/B gen-2:" in out.stdout
+    # the judge asks phrases of the words gen-2's line was taught that no file holds (one in six of each
+    # generation's new phrases is written to none): on gen-1's and gen-2's words, never an untaught word
+    assert "asked of the candidate line's words" in out.stdout
     assert rows["gen-2"]["ab_result"].split(":")[0] in ("candidate better", "candidate not worse", "candidate worse",
                                                          "not shown within the margin", "undecided")
     assert (root / "ab" / "round-gen-2.jsonl").exists()

@@ -34,6 +34,10 @@ BANNED_PHRASES = ["as an ai", "i cannot", "certainly!"]
 # (adjective, noun): pairings the base corpus gets wrong, as a planted error pattern.
 PLANTED = [("red", "fox"), ("big", "owl"), ("old", "bee"), ("hot", "cow")]
 PER_GENERATION = 240
+# One new phrase in RESERVED of each generation is written to no file (no delta, no part of one): the
+# phrases a user of the words that generation teaches asks the A/B round (`DemoGenerator.ask`), which
+# no gate, checkpoint or trial was chosen on. Without them every phrase of gen-1's words is in a delta.
+RESERVED = 6
 
 
 def _lexicon(seed: int) -> dict[str, str]:
@@ -78,8 +82,23 @@ def _reorder(v: tuple[list[str], list[str], list[str]]) -> tuple[list[str], list
     return adjs, nouns, verbs
 
 
-def translation_records(gen: int, lex: dict[str, str], seed: int) -> list[dict]:
+def reserved_combos(gen: int, seed: int) -> set[tuple[str, str, str]]:
+    """Generation `gen`'s phrases (adjective, noun, verb) kept out of every file: one in RESERVED of its
+    new ones, drawn with the demo's seed; none of the base's (generation 0 holds every phrase it knows)."""
+    if gen < 1:
+        return set()
     combos = _new_combos(gen)
+    return set(random.Random(seed * 7919 + 131 * gen).sample(combos, len(combos) // RESERVED))
+
+
+def paraphrased() -> set[tuple[str, str, str]]:
+    """The healing paraphrases' phrases (`paraphrase_records`): measured, so written to no delta."""
+    return {(adj, noun, verb) for adj, noun in PLANTED for verb in VERBS[1]}
+
+
+def translation_records(gen: int, lex: dict[str, str], seed: int) -> list[dict]:
+    kept_out = reserved_combos(gen, seed) | paraphrased()
+    combos = [c for c in _new_combos(gen) if c not in kept_out]
     if len(combos) > PER_GENERATION:
         combos = sorted(random.Random(seed + gen).sample(combos, PER_GENERATION))
     wrong = {a: lex[b] for (a, _), b in zip(PLANTED, ["shy", "new", "hot", "red"])}
@@ -159,7 +178,7 @@ def correction_records(lex: dict[str, str]) -> list[dict]:
 def paraphrase_records(lex: dict[str, str]) -> list[dict]:
     """The planted pairings in sentences no correction used (the later verbs): the same error, asked
     another way, with the answer that would repeat it. Known to the model only once generation 2 has
-    taught those verbs (and one that generation 2 trained on is not asked: see healing_items)."""
+    taught those verbs; no delta holds them (`paraphrased`), so all 16 are asked: 4 a pattern."""
     wrong = {a: lex[b] for (a, _), b in zip(PLANTED, ["shy", "new", "hot", "red"])}
     return [{"pattern": f"planted-{n}-{adj}-{noun}", "prompt": prompt_of(adj, noun, verb),
              "expected": translate(lex, adj, noun, verb), "wrong": f" {lex[verb]} {lex[noun]} {wrong[adj]}"}
@@ -211,6 +230,16 @@ class DemoGenerator:
 
     def sample(self, n: int, rng: random.Random) -> list:
         combos = list(itertools.product(self.adjs, self.nouns, self.verbs))
+        return [self._record(*c) for c in rng.sample(combos, min(n, len(combos)))]
+
+    def ask(self, n: int, rng: random.Random, taught: list) -> list:
+        """What a user of a model taught `taught` (records) asks: up to `n` phrases, in a random order,
+        made only of the words those records' phrases use (the vocabulary the service offers). The A/B
+        judge's pool (`evo.ab_round.judge_items`) keeps those of no delta: with the demo's data, the
+        phrases each generation's file leaves out (`reserved_combos`) and those it did not draw."""
+        words = [w for r in taught if r.kind == "completion" and (w := self.parse(r.prompt))]
+        adjs, nouns, verbs = ({w[i] for w in words} for i in range(3))
+        combos = list(itertools.product(sorted(adjs), sorted(nouns), sorted(verbs)))
         return [self._record(*c) for c in rng.sample(combos, min(n, len(combos)))]
 
 
