@@ -39,7 +39,7 @@ from evo.curation.targeted import known_prompts, load_generator, scored_prompts
 from evo.data.demo import write_demo_data
 from evo.data.records import Record
 from evo.data.shop import write_shop_data
-from evo.data.store import DataStore, Split, scheme_of
+from evo.data.store import DataStore
 from evo.errors import EvoError
 from evo.evals.suite import answer_budget, load_probes
 from evo.healing.corrections import CorrectionStore
@@ -273,8 +273,7 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
         raise NothingToTest(f"{ledger.path}: no promoted or pending generation with a parent, so nothing to A/B test")
 
     row = ledger.get(gen_id)  # its delta divided as recorded when it was ingested
-    holdout = DataStore(root).parts(row["data_delta_sha"], Split(scheme_of(row.get("split", "")), cfg.data.val_fraction,
-                                                                 cfg.data.test_fraction)).test
+    holdout = DataStore(root).parts_of(row, cfg.data.val_fraction, cfg.data.test_fraction).test
     round_id = f"round-{gen_id}"
     plan, sessions = saved_plan(root, round_id)
     # a later session asks other prompts (another seed); a prompt asked before would not count again
