@@ -8,9 +8,11 @@ and the validation sample the threshold was chosen on.
 For the root it prints, with the measure of `evo.nearcopy` at `THRESHOLD`: the base's self-replay
 prompts against eval.general's sets; the targeted data written under `targeted/` against every scored
 prompt; the A/B judge's pool, built as `evo ab` builds it now, against every delta, correction and
-scored prompt; eval.val_probes against eval.probes. And, as information only (the general val and
-test sets are written as two lists of one style; not a pair the code keeps apart): general_val.jsonl
-against the test questions.
+scored prompt; the preference pairs exported from A/B rounds (`feedback/*.preference.jsonl`) against
+every test part and the style probes, as `evo feedback export` keeps them apart (an export written
+before its rule, or a pair added by hand, would show here); eval.val_probes against eval.probes. And, as
+information only (the general val and test sets are written as two lists of one style; not a pair the
+code keeps apart): general_val.jsonl against the test questions.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def choose(pairs=PAIRS, grid=range(40, 96)) -> tuple[float, int, list]:
 
 def kept_apart(root: Path) -> list[tuple[str, list]]:
     """(what against what, the near-copies found) for each pair of sets the code keeps apart."""
+    from evo.ab.export import kept_apart as export_apart
     from evo.ab_round import judge_items
     from evo.ab_round import kept_apart as ab_apart
     from evo.curation.targeted import scored_prompts
@@ -115,6 +118,10 @@ def kept_apart(root: Path) -> list[tuple[str, list]]:
     out.append((f"A/B pool ({len(items)} prompts) vs every delta, correction, scored prompt",
                 [(i.prompt["prompt"],) + apart.nearest(i.prompt["prompt"]) for i in items
                  if "prompt" in i.prompt and i.prompt["prompt"] in apart]))
+    apart, _ = export_apart(root)
+    exported = [r for p in sorted((root / "feedback").glob("*.preference.jsonl")) for r in ingest_jsonl(p).records]
+    out.append((f"exported preference pairs ({len(exported)}) vs every test part and the style probes",
+                [(q, "a test question or probe", 1.0) for r in exported for q in questions(r) if apart(q)]))
     if cfg.eval.val_probes:
         asks = [q for p in load_probes(cfg.eval.val_probes) for q in questions(p)]
         out.append(("eval.val_probes vs eval.probes",

@@ -39,7 +39,7 @@ from evo.curation.targeted import known_prompts, load_generator, scored_prompts
 from evo.data.demo import write_demo_data
 from evo.data.records import Record
 from evo.data.shop import write_shop_data
-from evo.data.store import DataStore, Split, scheme_of
+from evo.data.store import DataStore
 from evo.errors import EvoError
 from evo.evals.suite import answer_budget, load_probes
 from evo.healing.corrections import CorrectionStore
@@ -49,7 +49,7 @@ from evo.lineage.ledger import Ledger
 from evo.lineage.root import Lineage
 from evo.model.artifacts import ModelStore
 from evo.model.loading import load_tokenizer
-from evo.nearcopy import NearIndex, questions
+from evo.nearcopy import NearIndex, SameQuestion, apart_from, questions
 from evo.numbers import show
 from evo.progress import Progress
 from evo.ray_start import start_ray
@@ -87,25 +87,6 @@ def exact_match(want: str) -> Callable[[str], float]:
     return lambda answer: float(normalize(answer) == normalize(want))
 
 
-class SameQuestion:
-    """Kept-apart texts compared by the domain's own question identity: `key(prompt)` (the generator's
-    `question`) names the question a prompt asks, or None for a prompt outside the domain. Two prompts
-    of the domain ask the same question when their keys are equal; a prompt the domain cannot read is
-    compared with the others of its kind by the word measure (`NearIndex`). A domain defines `question`
-    when one changed word makes another question (the demo's phrases: "tr big owl hides =" and
-    "tr big owl digs =" have different answers, which a model knowing one cannot copy from the other)."""
-
-    def __init__(self, key: Callable[[str], object], texts: list[str]):
-        self.key = key
-        keyed = [(t, key(t)) for t in texts]
-        self.keys = {k for _, k in keyed if k is not None}
-        self.words = NearIndex(t for t, k in keyed if k is None)
-
-    def __contains__(self, text: str) -> bool:
-        k = self.key(text)
-        return (k is not None and k in self.keys) or text in self.words  # the domain's, then the word measure's
-
-
 def kept_apart(cfg, root, gen=None) -> NearIndex | SameQuestion:
     """What the judge's prompts must be no near-copy of (`evo.nearcopy`): every question of every delta
     of the lineage (whatever its part), every correction, and every prompt a score is measured on (the
@@ -114,8 +95,7 @@ def kept_apart(cfg, root, gen=None) -> NearIndex | SameQuestion:
     lin = Lineage(root)
     texts = [q for p in sorted(lin.data.dir.glob("*.parquet")) for r in lin.data.get(p.stem) for q in questions(r)]
     texts += [c.prompt for c in CorrectionStore(lin.root).all()] + scored_prompts(lin, cfg)
-    key = getattr(gen, "question", None)
-    return SameQuestion(key, texts) if callable(key) else NearIndex(texts)
+    return apart_from(texts, gen)
 
 
 def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int,
@@ -313,8 +293,7 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
         raise NothingToTest(f"{ledger.path}: no promoted or pending generation with a parent, so nothing to A/B test")
 
     row = ledger.get(gen_id)  # its delta divided as recorded when it was ingested
-    holdout = DataStore(root).parts(row["data_delta_sha"], Split(scheme_of(row.get("split", "")), cfg.data.val_fraction,
-                                                                 cfg.data.test_fraction)).test
+    holdout = DataStore(root).parts_of(row, cfg.data.val_fraction, cfg.data.test_fraction).test
     round_id = f"round-{gen_id}"
     plan, sessions = saved_plan(root, round_id)
     # a later session asks other prompts (another seed); a prompt asked before would not count again

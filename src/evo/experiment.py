@@ -330,7 +330,10 @@ def _train_arm(cfg: EvoConfig, lin: Lineage, folder: Path, gid: str, seed: int, 
 def start_prompts(lin, start: str) -> set[str]:
     """Every prompt the start model's line was trained or tested on: the deltas of each link of its
     chain (generation 0's corpus included) and every correction. Deltas of generations after it are
-    not its data: they may be drawn, as any unseen example of the domain may."""
+    not its data: they may be drawn, as any unseen example of the domain may. The same prompt, not
+    near-copies (`evo.nearcopy`): the line's data is the domain's templates, so one word apart from
+    it is what an unseen example of the domain is, and both arms start from the model that learned
+    it; what the arms train on is what the near-copy filter keeps from the evaluation set."""
     keys: set[str] = set()
     for link in lin.models.chain(start):
         sha = lin.models.meta(link).get("data_delta_sha")

@@ -17,10 +17,16 @@ made 6 at best), and of the thresholds that tie, the middle.
 
 Where it is used: the base's self-replay prompts against eval.general's sets (`evo.inputs`); targeted
 candidates against every scored set (`evo.curation.targeted`, the experiment's evaluation set among
-them); the A/B judge's prompts against every delta (`evo.ab_round`; where the domain's generator names the
-question a prompt asks, as the demo's does, its prompts are compared by that instead: `SameQuestion`); a fine-tuning
-job's validation records against its training file and every test part (`evo.finetune.files`); the val probes that
-choose against the probes that report (`evo.inputs`).
+them); the A/B judge's prompts against every delta (`evo.ab_round`) and an exported round's preference pairs
+against every test part and the style probes (`evo.ab.export`): where the domain's generator names the question a
+prompt asks, as the demo's does, its prompts are compared by that instead (`SameQuestion`, `apart_from`); the val
+probes that choose against the probes that report (`evo.inputs`).
+
+Not where a delta's own parts are kept apart (the training mix against the test parts, `evo.data.mix.KeptApart`;
+a fine-tuning job's validation file, `evo.finetune.validation`): those compare the split's question key
+(`evo.data.store.question_key`), because a delta's train, val and test parts are drawn from the same templates, so
+one changed word ("Who designed the Ostira saw?", "... the Ndletov saw?": 0.8) is the norm between them and is
+what generalization measures.
 
 `NearIndex` finds a text's near-copies among many without comparing every pair: each indexed set is
 filed under its rarest words only (a prefix filter: two sets of overlap >= t share at least
@@ -34,7 +40,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Optional
 
 THRESHOLD = 0.73  # chosen on the validation sample of bench/bench_nearcopy.py (see the module docstring)
@@ -148,3 +154,32 @@ def near_copies(texts: Iterable[str], others: Iterable[str],
         if hit is not None:
             out.append((t, hit[0], hit[1]))
     return out
+
+
+class SameQuestion:
+    """Kept-apart texts compared by the domain's own question identity: `key(prompt)` (the generator's
+    `question`) names the question a prompt asks, or None for a prompt outside the domain. Two prompts
+    of the domain ask the same question when their keys are equal; a prompt the domain cannot read is
+    compared with the others of its kind by the word measure (`NearIndex`). A domain defines `question`
+    when one changed word makes another question (the demo's phrases: "tr big owl hides =" and
+    "tr big owl digs =" have different answers, which a model knowing one cannot copy from the other)."""
+
+    def __init__(self, key: Callable[[str], object], texts: Iterable[str]):
+        self.key = key
+        keyed = [(t, key(t)) for t in texts]
+        self.keys = {k for _, k in keyed if k is not None}
+        self.words = NearIndex(t for t, k in keyed if k is None)
+
+    def __contains__(self, text: str) -> bool:
+        k = self.key(text)
+        return (k is not None and k in self.keys) or text in self.words  # the domain's, then the word measure's
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.words)
+
+
+def apart_from(texts: Iterable[str], generator: object = None) -> NearIndex | SameQuestion:
+    """What `text in ...` asks of a set kept apart: by the domain's question where its generator
+    defines `question` (`SameQuestion`), else by the word measure (`NearIndex`)."""
+    key = getattr(generator, "question", None)
+    return SameQuestion(key, list(texts)) if callable(key) else NearIndex(texts)

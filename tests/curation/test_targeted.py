@@ -199,7 +199,8 @@ def test_targeted_data_keeps_apart_from_every_scored_prompt(tmp_path):
     cfg = load_config(write_shop_data(tmp_path / "shop", generations=1))
     delta = ingest_jsonl(tmp_path / "shop" / "gen1.jsonl").records
     root = tmp_path / "lineage"
-    Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "promoted"})
+    Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "promoted",
+                         "split": "v3"})
     scored = scored_prompts(Lineage(root), cfg)
     test = [r for r in delta_parts(delta, cfg.data.val_fraction, cfg.data.test_fraction).test if r.kind == "completion"]
     paraphrase = json.loads((tmp_path / "shop" / "paraphrases.jsonl").read_text().splitlines()[0])["prompt"]

@@ -151,7 +151,8 @@ def test_a_validation_file_is_checked_by_what_it_says_not_by_its_id(stores):
 
     cfg = EvoConfig(data={"base": "b.jsonl"})
     delta = [Record("completion", f"question {i}?", f" answer {i}") for i in range(40)]
-    Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "rejected"})
+    Ledger(root).append({"GEN_ID": "gen-1", "data_delta_sha": DataStore(root).put(delta), "decision": "rejected",
+                         "split": "v3"})
     tested = delta_parts(delta, cfg.data.val_fraction, cfg.data.test_fraction).test[0]
     train = file_records(files, fid)
     val = [Record("completion", "a", " b"), Record("completion", tested.prompt, " other"),

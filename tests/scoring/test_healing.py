@@ -76,6 +76,32 @@ def test_items_cover_corrections_then_paraphrases_of_corrected_patterns(tmp_path
         read_paraphrases(bad)
 
 
+def test_a_paraphrase_trained_in_another_spelling_or_in_a_chat_turn_is_not_asked(tmp_path):
+    """What a lineage trained on is read by the split's question key, every user turn (`seen_prompts`):
+    a paraphrase trained in lower case without its full stop, or asked in a chat's earlier turn, is the
+    same question; answered right, it would show memory, not healing. A fresh one is still asked."""
+    from evo.data.records import Record
+    from evo.data.store import write_records
+    from evo.evals.lineage_evals import seen_prompts
+    from evo.lineage.root import Lineage
+
+    chat = [{"role": "user", "content": "Tell me what the Wynvek lamp costs."},
+            {"role": "assistant", "content": "34 florins."},
+            {"role": "user", "content": "Is it heavy?"}, {"role": "assistant", "content": "No."}]
+    (tmp_path / "runs" / "gen-1").mkdir(parents=True)
+    write_records(tmp_path / "runs" / "gen-1" / "mix.parquet",
+                  [Record("completion", "tell me what the Ostira saw costs", " 41 florins."),
+                   Record("chat", "", "No.", json.dumps(chat))])
+    c = [parse_correction({"prompt": f"How much does the {p} cost?", "wrong": " 9 florins.", "corrected": " 41 florins.",
+                           "pattern": "price"}) for p in ("Ostira saw", "Wynvek lamp")]
+    para = tmp_path / "para.jsonl"
+    para.write_text("".join(json.dumps({"pattern": "price", "prompt": f"Tell me what the {p} costs."}) + "\n"
+                            for p in ("Ostira saw", "Wynvek lamp", "Rikald kettle")))
+    items, excluded = healing_items(c, read_paraphrases(para), 10, seen_prompts(Lineage(tmp_path)))
+    assert [i.prompt for i in excluded] == ["Tell me what the Ostira saw costs.", "Tell me what the Wynvek lamp costs."]
+    assert [i.prompt for i in items][-1] == "Tell me what the Rikald kettle costs."
+
+
 def test_healed_and_recurred():
     items = [HealItem("a", "1", "x"), HealItem("a", "2", "x"), HealItem("b", "3", "y")]
     scored = score_healing(items, ["x", "x", "wrong"], {})

@@ -31,12 +31,13 @@ from typing import Optional
 
 from evo.ab.feedback import FeedbackStore, round_of
 from evo.ab.tally import prompt_key
-from evo.answers import normalize
 from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import ConfigError, saved_config
-from evo.data.records import Record, render_chat, same_answer
-from evo.data.store import DataStore, delta_parts
+from evo.data.records import render_chat, same_answer
+from evo.data.store import DataStore
 from evo.healing.corrections import CorrectionStore
+from evo.lineage.ledger import Ledger
+from evo.nearcopy import THRESHOLD, SameQuestion, apart_from, questions
 from evo.storage import open_root
 
 SOURCES = ("vote", "thumbs", "correction")
@@ -102,51 +103,54 @@ def _prompt_of(model_input: object) -> object:
     return model_input["prompt"] if isinstance(model_input.get("prompt"), str) else None
 
 
-def question_keys(prompt: object) -> set[str]:
-    """What makes a prompt the same question as a test item: its normalized text, and for a
-    conversation its last user turn's."""
+def asked(prompt: object) -> list[str]:
+    """What a pair's prompt asks: a plain prompt; every user turn of a conversation (an earlier turn's
+    question comes with the answer it was given)."""
     if isinstance(prompt, str):
-        return {normalize(prompt).lower()}
-    return {normalize(prompt[-1]["content"]).lower()}
+        return [prompt]
+    return [m["content"] for m in prompt if m.get("role") == "user"]
 
 
-def record_keys(r: Record) -> set[str]:
-    """`question_keys` of a stored record's prompt (a chat's: its last user turn)."""
-    keys = {normalize(r.prompt).lower()} if r.kind != "text" else set()
-    chat = r.chat()
-    if chat:
-        users = [m for m in chat if m["role"] == "user"]
-        if users:
-            keys.add(normalize(users[-1]["content"]).lower())
-    return keys - {""}
+@dataclass
+class Apart:
+    """The prompts no pair may train on, by the one near-copy measure (`evo.nearcopy.apart_from`: the
+    domain's question where its generator names one, else word-set overlap at `THRESHOLD`)."""
+
+    index: object  # NearIndex or SameQuestion: `text in index`
+
+    def __call__(self, prompt: object) -> bool:
+        return any(q in self.index for q in asked(prompt))
 
 
-def kept_apart(root: Path) -> tuple[set[str], dict]:
-    """The question keys no pair may train on: every delta's test part (split with the root's run
-    config) and the config's style probes; and what they were, for the summary. A root with deltas
-    but no run config is refused: its test parts cannot be told."""
+def kept_apart(root: Path) -> tuple[Apart, dict]:
+    """What no pair may train on: every question (any user turn) of every delta's test part, each delta
+    divided as recorded when it was ingested (`DataStore.test_parts`; the root's run config's fractions
+    only for a delta of an older root), and the config's style probes, by the near-copy measure; and
+    what they were, for the summary. A root with deltas but no run config is refused: its test parts
+    cannot be told."""
     deltas = sorted(DataStore(root).dir.glob("*.parquet"))
     try:
         cfg = saved_config(root)
     except ConfigError:
         if deltas:
             raise
-        return set(), {"deltas": 0, "test_records": 0, "probes": 0}
-    keys, n_test = set(), 0
-    for p in deltas:
-        test = delta_parts(DataStore(root).get(p.stem), cfg.data.val_fraction, cfg.data.test_fraction).test
-        n_test += len(test)
-        for r in test:
-            keys |= record_keys(r)
+        return Apart(apart_from([])), {"deltas": 0, "test_records": 0, "probes": 0}
+    parts = DataStore(root).test_parts(Ledger(root).rows(), cfg.data.val_fraction, cfg.data.test_fraction, everything=True)
+    tests = [r for part in parts for r in part]
     probes = []
     if cfg.eval.probes and Path(cfg.eval.probes).is_file():
         from evo.evals.suite import load_probes  # lazy: the eval suite imports torch, which nothing else here needs
 
         probes = load_probes(cfg.eval.probes)
-    for r in probes:
-        keys |= record_keys(r)
-    return keys, {"deltas": len(deltas), "test_records": n_test, "probes": len(probes),
-                  "probes_file": cfg.eval.probes}
+    from evo.curation.targeted import load_generator  # lazy: curation imports torch, as the eval suite does
+
+    generator = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
+    index = apart_from([q for r in tests + probes for q in questions(r)], generator)
+    measure = (f"the domain's question ({cfg.targeted.generator}), else near-copy" if isinstance(index, SameQuestion)
+               else "near-copy")
+    return Apart(index), {"deltas": len(deltas), "test_records": len(tests), "probes": len(probes),
+                          "probes_file": cfg.eval.probes,
+                          "measure": f"{measure} (evo.nearcopy, word-set overlap >= {THRESHOLD})"}
 
 
 UNRECORDED = "unrecorded"  # --tenant unrecorded: prompts logged before the server recorded who asked
@@ -263,8 +267,7 @@ def collect(root: Path, round_id: str, log: str = "live", corrections: bool = Tr
     events = [e for e in store.read().events if isinstance(e, dict) and round_of(e) == round_id and "kind" in e]
     out = Export(round_id)
     if apart is None:
-        keys, out.checked = kept_apart(root)
-        apart = lambda prompt: bool(question_keys(prompt) & keys)  # noqa: E731
+        apart, out.checked = kept_apart(root)
     named = frozenset(tenants) | ({UNRECORDED} if not _ever_keyed(root) else set())  # never keyed: one tenant
     found = (vote_pairs(events, out, named) + thumb_pairs(events, out, named)
              + (correction_pairs(root, out) if corrections else []))

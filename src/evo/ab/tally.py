@@ -23,7 +23,10 @@ def prompt_key(rendered: str) -> str:
     case folded and whitespace left out (so spacing alone never makes a prompt new, not even a space
     or newline at a message's edge, beside the template's own tokens). Chat content sent as a list
     of text parts, a system message the template writes anyway, or fields the server ignores do not
-    make a prompt new either, and neither do sampling settings."""
+    make a prompt new either, and neither do sampling settings. Not the split's question key
+    (`evo.data.store.question_key`) on purpose: a vote is on what the model was given, so a system
+    message or an earlier turn that changes the input makes another prompt here, where the split
+    asks only which question a record asks."""
     return hashlib.sha256("".join(rendered.lower().split()).encode()).hexdigest()[:24]
 
 

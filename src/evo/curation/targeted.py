@@ -43,7 +43,6 @@ from evo.atomic import atomic_write_json, atomic_write_text
 from evo.config import ConfigError
 from evo.curation.weak import Scored, WeakReport, area_of, print_weak, score_examples, weak_analysis
 from evo.data.records import Record
-from evo.data.store import delta_parts
 from evo.evals.general import read_prompts, read_questions
 from evo.healing.corrections import CorrectionStore
 from evo.healing.validators import read_paraphrases
@@ -373,7 +372,10 @@ def write_jsonl(path: str | Path, records: list[Record]) -> Path:
 
 
 def key_of(r: Record) -> str:
-    """What makes two records the same example: the normalized prompt (a text record's text)."""
+    """What makes two records the same example: the prompt with spacing folded, case kept (a text
+    record's text). A repeat check only (targeted data never repeats a known prompt): what keeps it
+    apart from scored prompts is the near-copy measure (`evo.nearcopy`, the filter's `too_close`),
+    which folds case, punctuation and word order too."""
     return normalize(r.prompt) if r.kind != "text" else normalize(r.completion)
 
 
@@ -394,10 +396,9 @@ def scored_prompts(lin, cfg) -> list[str]:
     generalization, later generations' recall), the healing paraphrases, eval.general's questions and
     open prompts. Targeted data keeps apart from all of them."""
     out: list[str] = []
-    for row in lin.ledger.rows():
-        if row["data_delta_sha"] and row["GEN_ID"] != "gen-0" and lin.data.path(row["data_delta_sha"]).exists():
-            test = delta_parts(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction, cfg.data.test_fraction).test
-            out += [q for r in test for q in questions(r)]
+    rows = [row for row in lin.ledger.rows() if row["GEN_ID"] != "gen-0"]
+    for test in lin.data.test_parts(rows, cfg.data.val_fraction, cfg.data.test_fraction):  # as recorded at ingest
+        out += [q for r in test for q in questions(r)]
     out += [p.prompt for p in read_paraphrases(cfg.healing.paraphrases)]
     g = cfg.eval.general
     if g is not None:

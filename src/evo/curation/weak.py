@@ -18,7 +18,6 @@ from evo.atomic import atomic_write_json
 from evo.config import ConfigError, saved_config
 from evo.data.ingest import ingest_jsonl
 from evo.data.records import Record
-from evo.data.store import Split, scheme_of
 from evo.healing.corrections import CorrectionStore, corrected_answers, retire_scored
 from evo.lineage.root import Lineage
 from evo.model.lineage_model import load_generation
@@ -138,8 +137,8 @@ def selection_records(lin, cfg) -> list[Record]:
     recorded for it; a corrected question is asked with the corrected answer."""
     corrected = corrected_answers(CorrectionStore(lin.root).all())
     return retire_scored([r for row in lin.ledger.rows() if row["data_delta_sha"]
-                          for r in lin.data.parts(row["data_delta_sha"], Split(scheme_of(row.get("split", "")),
-                                                  cfg.data.val_fraction, cfg.data.test_fraction)).val], corrected)[0]
+                          for r in lin.data.parts_of(row, cfg.data.val_fraction, cfg.data.test_fraction).val],
+                         corrected)[0]
 
 
 def model_of(lin, gen: str | None) -> str:

@@ -14,7 +14,10 @@ from evo.data.store import questions
 class KeptApart:
     """What no training record may ask: the questions of every test part a generation is scored on
     (its own and its line's), and the questions corrections have retired (a correction's record
-    alone teaches those)."""
+    alone teaches those). Compared by the split's question key (`evo.data.store.questions`), not by
+    near-copies (`evo.nearcopy`): a delta's parts come from the same templates, so its train and test
+    questions are one word apart by design ("Who designed the Ostira saw?", "... the Ndletov saw?"),
+    and that word is what generalization measures."""
 
     test: frozenset[str] = frozenset()
     retired: frozenset[str] = frozenset()

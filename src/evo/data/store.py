@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +217,27 @@ class DataStore:
     def parts(self, sha: str, unrecorded: Split) -> DeltaParts:
         """Delta `sha` in its three parts by its recorded split (`unrecorded` for a delta that has none)."""
         return (self.split_of(sha) or unrecorded).parts(self.get(sha))
+
+    def parts_of(self, row: dict, val_fraction: float, test_fraction: float) -> DeltaParts:
+        """A ledger row's delta (`data_delta_sha`) in its three parts, divided as recorded when it was
+        ingested; a delta of an older root that has no record: by the row's scheme (`split`) and the
+        fractions given (a later config's fractions never move a recorded delta's records)."""
+        return self.parts(row["data_delta_sha"], Split(scheme_of(row.get("split", "")), val_fraction, test_fraction))
+
+    def test_parts(self, rows: Iterable[dict], val_fraction: float, test_fraction: float,
+                   everything: bool = False) -> list[list[Record]]:
+        """The test part of the delta of every ledger row in `rows` that has one (`parts_of`); with
+        `everything`, also of every other delta in the store (a self-replay delta, an export not yet
+        trained: by its recorded split, else the current scheme and the fractions given)."""
+        by_sha: dict[str, dict] = {}  # delta sha -> the first row that names it
+        for r in rows:
+            if r.get("data_delta_sha") and ensure(self.path(r["data_delta_sha"])):
+                by_sha.setdefault(r["data_delta_sha"], r)
+        out = [self.parts_of(r, val_fraction, test_fraction).test for r in by_sha.values()]
+        if everything:
+            out += [self.parts(p.stem, Split(SCHEME, val_fraction, test_fraction)).test
+                    for p in sorted(self.dir.glob("*.parquet")) if p.stem not in by_sha]
+        return out
 
     def get(self, sha: str) -> list[Record]:
         path = self.path(sha)

@@ -7,10 +7,9 @@ from typing import Optional
 
 import ray
 
-from evo.answers import normalize
 from evo.config import EvoConfig
 from evo.data.records import Record
-from evo.data.store import read_records
+from evo.data.store import questions, read_records
 from evo.evals.general import GeneralSpec, read_prompts, read_questions, vocabulary
 from evo.evals.suite import EvalSpec, SuiteResult, evaluate_generation, load_probes
 from evo.gate import GenerationScores, base_flags
@@ -57,12 +56,13 @@ def domain_words(lin: Lineage) -> frozenset[str]:
 
 
 def seen_prompts(lin: Lineage) -> frozenset[str]:
-    """Normalized prompts of every training mix (runs/<gen>/mix*.parquet) and every selection set
-    (runs/<gen>/val.parquet: checkpoints and sweep winners are chosen on it) the lineage has written:
-    a healing item must be one nothing was trained or chosen on. Under split v3 the demo's gen-2 val
-    part held 2 of its 16 paraphrases, which were asked and reported before."""
+    """The questions (`evo.data.store.questions`: every user turn of a chat, by the split's key) of every
+    training mix (runs/<gen>/mix*.parquet) and every selection set (runs/<gen>/val.parquet: checkpoints
+    and sweep winners are chosen on it) the lineage has written: a healing item must be one nothing was
+    trained or chosen on. Under split v3 the demo's gen-2 val part held 2 of its 16 paraphrases, which
+    were asked and reported before."""
     paths = sorted((lin.root / "runs").glob("*/mix*.parquet")) + sorted((lin.root / "runs").glob("*/val.parquet"))
-    return frozenset(normalize(r.prompt if r.kind != "text" else r.completion) for path in paths for r in read_records(path))
+    return frozenset(q for path in paths for r in read_records(path) for q in questions(r))
 
 
 def say_to(progress: Optional[Progress], where: str = "ray"):

@@ -2,7 +2,8 @@
 
 Every upload of the same bytes gets a new file id, so comparing ids let the training file, uploaded
 twice, choose its own checkpoint. A validation record that asks a question of the training file or of
-a test part of the lineage (any user turn, case and spacing folded) would let checkpoint choice see
+a test part of the lineage (any user turn, compared by the split's question key,
+`evo.data.store.question_key`: case and spacing folded, end punctuation dropped) would let checkpoint choice see
 what the job trains on or what is reported: such records are left out where the job reads its
 validation file (`job_validation`, with a job event saying how many), and a validation file with
 nothing left beside its training file is refused when the job is created (`check_validation_file`,
@@ -10,7 +11,7 @@ a 400 on `validation_file`).
 
 Not near-copies (`evo.nearcopy`): a delta's own val part is drawn from its templates as its train
 part is, so one word apart is the norm between them; the same question is what must not be on both
-sides.
+sides, the same key the split divides by.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from typing import Optional
 from evo.config import EvoConfig
 from evo.data.ingest import ingest_bytes
 from evo.data.records import Record
-from evo.data.store import delta_parts
+from evo.data.store import questions
 from evo.finetune.files import FileStore
 from evo.lineage.root import Lineage
-from evo.nearcopy import questions
 from evo.openai_api import APIError
 
 
@@ -55,9 +55,10 @@ class KeptApart:
 
 
 def question_keys(records: list[Record]) -> set[str]:
-    """The questions the records ask (`evo.nearcopy.questions`: every user turn of a chat), case and
-    spacing folded."""
-    return {" ".join(q.lower().split()) for r in records for q in questions(r)}
+    """The questions the records ask, as the split tells them apart (`evo.data.store.questions`: every
+    user turn of a chat; case and spacing folded, end punctuation dropped): the same key that puts a
+    question in one part of a delta."""
+    return {q for r in records for q in questions(r)}
 
 
 def validation_apart(val: list[Record], train: list[Record], tests: list[Record] = ()) -> KeptApart:
@@ -93,12 +94,11 @@ class ValidationFileError(ValueError):
 def job_validation(root: str | Path, cfg: EvoConfig, train: list[Record], val: list[Record],
                    say: Callable[[str], None]) -> list[Record]:
     """Where a job reads its validation records: those apart from its training file and from every
-    test part of the lineage (each generation's, by `cfg`'s fractions); what was left out is said
+    test part of the lineage (each generation's, divided as recorded when its delta was ingested:
+    `Lineage.test_parts`; `cfg`'s fractions only for a delta of an older root); what was left out is said
     (`say`: a job event). Nothing left: ValidationFileError."""
     lin = Lineage(root)
-    tests = [r for row in lin.ledger.rows() if row["data_delta_sha"] and lin.data.path(row["data_delta_sha"]).exists()
-             for r in delta_parts(lin.data.get(row["data_delta_sha"]), cfg.data.val_fraction,
-                                  cfg.data.test_fraction).test]
+    tests = [r for part in lin.test_parts(cfg.data.val_fraction, cfg.data.test_fraction) for r in part]
     apart = validation_apart(val, train, tests)
     if apart.event():
         say(apart.event())

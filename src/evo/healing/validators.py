@@ -16,6 +16,7 @@ from typing import Optional
 
 from evo.answers import normalize
 from evo.data.ingest import json_lines
+from evo.data.store import question_key
 
 Check = Callable[[str, str], bool]
 CHECKS: dict[str, Check] = {}
@@ -84,9 +85,12 @@ def read_paraphrases(path: str | Path | None) -> list[HealItem]:
 def healing_items(corrections, paraphrases: list[HealItem], per_pattern: int,
                   trained: frozenset[str] = frozenset()) -> tuple[list[HealItem], list[HealItem]]:
     """(asked, excluded): every past correction's own prompt, then its pattern's paraphrases, at most
-    `per_pattern` each, leaving out any prompt in `trained` (normalized prompts of the lineage's
-    training mixes): an answer to a prompt trained with its right answer shows memory, not healing.
-    A correction's own prompt joins every later mix, so it is asked only until it has been trained."""
+    `per_pattern` each, leaving out any prompt whose question is in `trained` (the questions the
+    lineage's training mixes and selection sets ask, by the split's key: `evo.data.store.questions`,
+    every user turn, case, spacing and end punctuation folded): an answer to a question trained with
+    its right answer shows memory, not healing. A correction's own prompt joins every later mix, so it
+    is asked only until it has been trained. The same question, not near-copies (`evo.nearcopy`): a
+    paraphrase is a rewording of a corrected prompt by design, which is what it measures."""
     items: dict[str, list[HealItem]] = {}
     excluded: list[HealItem] = []
     for c in corrections:
@@ -96,8 +100,8 @@ def healing_items(corrections, paraphrases: list[HealItem], per_pattern: int,
             items[p.pattern].append(p)
     asked = []
     for group in items.values():
-        fresh = [i for i in group if normalize(i.prompt) not in trained]
-        excluded += [i for i in group if normalize(i.prompt) in trained]
+        fresh = [i for i in group if question_key(i.prompt) not in trained]
+        excluded += [i for i in group if question_key(i.prompt) in trained]
         asked += fresh[:per_pattern]
     return asked, excluded
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evo.atomic import read_json
 from evo.data.records import Record
-from evo.data.store import DataStore, Split, scheme_of
+from evo.data.store import DataStore, DeltaParts, Split, scheme_of
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.lineage.registry import Registry
@@ -74,6 +74,14 @@ class Lineage:
             out.append((gid, row["data_delta_sha"]))
         return out
 
+    def parts_of(self, row: dict, val_fraction: float, test_fraction: float) -> DeltaParts:
+        """A ledger row's delta in its three parts, as recorded (`DataStore.parts_of`)."""
+        return self.data.parts_of(row, val_fraction, test_fraction)
+
+    def test_parts(self, val_fraction: float, test_fraction: float, everything: bool = False) -> list[list[Record]]:
+        """The test part of every generation's delta (`DataStore.test_parts`)."""
+        return self.data.test_parts(self.ledger.rows(), val_fraction, test_fraction, everything)
+
     def ancestry(self, champion: str, val_fraction: float, test_fraction: float) -> Ancestry:
         """The replay pool (every ancestor's training part) and each ancestor's val and test parts, each
         delta divided as recorded when it was ingested (`DataStore.split_of`); a delta of an older root
@@ -82,8 +90,7 @@ class Lineage:
         for gid, dsha in self.accepted_ancestors(champion):
             if not dsha:  # a user's base model registered without a base corpus
                 continue
-            scheme = scheme_of(self.ledger.get(gid).get("split", ""))
-            parts = self.data.parts(dsha, Split(scheme, val_fraction, test_fraction))
+            parts = self.parts_of(self.ledger.get(gid), val_fraction, test_fraction)
             out.pool.extend(parts.train)
             out.val[gid], out.test[gid] = parts.val, parts.test
         return out
