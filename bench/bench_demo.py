@@ -81,8 +81,8 @@ def healing_section(root: Path, secs: float, log: Path) -> str:
         f"`evo demo` (3 generations and the closing A/B round, fresh root): **{mins(secs)}**.",
         "",
         f"Healing items asked from {first} on: paraphrases of each planted pattern that no training mix and no val set of "
-        f"the lineage holds ({excluded} paraphrase prompts were left out because one held them, each correction's own "
-        "prompt among them).",
+        f"the lineage holds ({excluded} prompts were left out because one held them: the corrections' own prompts, which "
+        "train, and any paraphrase a mix or val set holds).",
         "",
         *lines,
         "",

@@ -94,8 +94,21 @@ def kept_apart(cfg, root, gen=None) -> NearIndex | SameQuestion:
     generator `gen` says which question a prompt asks (`question`), its prompts are compared by that."""
     lin = Lineage(root)
     texts = [q for p in sorted(lin.data.dir.glob("*.parquet")) for r in lin.data.get(p.stem) for q in questions(r)]
-    texts += [c.prompt for c in CorrectionStore(lin.root).all()] + scored_prompts(lin, cfg)
+    texts += [c.prompt for c in CorrectionStore(lin.root).all()] + scored_prompts(lin, cfg) + asked_in_rounds(root)
     return apart_from(texts, gen)
+
+
+def asked_in_rounds(root) -> list[str]:
+    """Every prompt (each user turn of a chat) asked side by side in any A/B log of the root: earlier
+    rounds decided promotions on them, and a prompt asked before never counts again in its round."""
+    out: list[str] = []
+    for path in sorted(FeedbackStore(root).path.parent.glob("*.jsonl")):
+        for e in FeedbackStore(root, path.stem).read().events:
+            given = e.get("input") if e.get("kind") == "answers" else None
+            if isinstance(given, dict):
+                out += ([m.get("content", "") for m in given.get("messages") or [] if m.get("role") == "user"]
+                        if "messages" in given else [str(given.get("prompt", ""))])
+    return [t for t in out if isinstance(t, str) and t]
 
 
 def judge_items(cfg, root, holdout: list[Record], budget: int, seed: int,
@@ -141,7 +154,7 @@ def line_records(root, child: str) -> list[Record]:
     lin, ledger = Lineage(root), Ledger(root)
     out: list[Record] = []
     for sha in lin.decisions.line(child):
-        row = ledger.get(lin.registry.model(sha)["gen_id"])
+        row = ledger.get((lin.registry.model(sha) or {}).get("gen_id", ""))  # a job's model has no ledger row
         if row and row.get("data_delta_sha"):
             out += lin.data.get(row["data_delta_sha"])
     return out
@@ -297,8 +310,9 @@ def run_ab_round(cfg, root, budget: int = 300, look_every: int = 10, port: int =
     round_id = f"round-{gen_id}"
     plan, sessions = saved_plan(root, round_id)
     # a later session asks other prompts (another seed); a prompt asked before would not count again
-    items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed + 7919 * sessions,
-                                line_records(root, row["child_sha"]))
+    gen = load_generator(cfg.targeted.generator, cfg.targeted.generator_options)
+    taught = line_records(root, row["child_sha"]) if callable(getattr(gen, "ask", None)) else []
+    items, source = judge_items(cfg, root, holdout, budget, cfg.train.seed + 7919 * sessions, taught)
     if plan is None:
         try:  # fixed before the first vote: from the pool's size and the stated tie rate
             plan = ab_plan(cfg, min(len(items), budget))
