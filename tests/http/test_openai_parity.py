@@ -123,6 +123,51 @@ def test_models_have_created_and_owned_by_and_can_be_retrieved(server):
         client.models.retrieve("gen-99")
 
 
+def _tenant_model(root, gen: str, sha: str, owner: str, jid: str) -> str:
+    """A model on `owner`'s branch, as a succeeded job leaves it (registry row, job file); its ft: name."""
+    from evo.atomic import atomic_write_json
+    from evo.lineage.registry import Registry
+
+    reg = Registry(root)
+    reg.add(sha, gen, reg.alias("champion"), "promoted", owner=owner)
+    name = f"ft:gen-0:{gen}:{sha[:8]}"
+    atomic_write_json(root / "service" / "jobs" / f"{jid}.json", {
+        "id": jid, "object": "fine_tuning.job", "created_at": 1, "created_ns": 1, "owner": owner, "branch": owner,
+        "status": "succeeded", "model": "gen-0", "fine_tuned_model": name, "finished_at": 1_700_000_000,
+        "evo": {"gen_id": gen, "sha": sha}})
+    return name
+
+
+def test_a_tenants_models_are_owned_by_its_name_and_no_other_tenant_sees_it(server):
+    """owned_by is the name an admin gave the key (`evo keys create --name`), not its id; a tenant's list
+    and retrieve never carry another tenant's name or key id; the shared line's models are evo's."""
+    from evo.http.keys import KeyStore
+
+    keys = KeyStore(server.root)
+    acme, acme_row = keys.create("fine-tune", "acme-corp")
+    globex, globex_row = keys.create("fine-tune", "globex")
+    admin, _ = keys.create("admin", "ops")
+    (server.root / "service" / "jobs").mkdir(parents=True, exist_ok=True)
+    mine = _tenant_model(server.root, "gen-1", "a" * 64, acme_row["id"], "ftjob-acme")
+    theirs = _tenant_model(server.root, "gen-2", "b" * 64, globex_row["id"], "ftjob-globex")
+    server.state.gw.reload()
+    listed = server.raw("GET", "/v1/models", headers={"Authorization": f"Bearer {acme}"})[2]
+    conforms(listed, "ListModelsResponse")
+    owners = {m["id"]: m["owned_by"] for m in listed["data"]}
+    assert owners["gen-1"] == owners[mine] == "acme-corp" and owners["champion"] == owners["gen-0"] == "evo"
+    assert theirs not in owners and "gen-2" not in owners
+    text = json.dumps(listed)
+    assert "globex" not in text and globex_row["id"] not in text and acme_row["id"] not in text
+    assert server.sdk(acme).models.retrieve(mine).owned_by == "acme-corp"
+    with pytest.raises(openai.NotFoundError) as hidden:
+        server.sdk(acme).models.retrieve(theirs)
+    assert "globex" not in json.dumps(hidden.value.body)
+    everyone = {m.id: m.owned_by for m in server.sdk(admin).models.list().data}  # an admin sees every tenant
+    assert everyone[mine] == "acme-corp" and everyone[theirs] == "globex"
+    keys.revoke("globex")  # a revoked key's models keep their owner's name
+    assert {m.id: m.owned_by for m in server.sdk(admin).models.list().data}[theirs] == "globex"
+
+
 # -- chat fields -----------------------------------------------------------------------------------
 
 def test_max_completion_tokens_takes_precedence_over_max_tokens(server):

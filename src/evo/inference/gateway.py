@@ -197,22 +197,29 @@ class Gateway:
             raise APIError(404, f"model '{name}' {why}; GET /v1/models lists them", "model", "not_found_error")
         return found[0]
 
-    def model_list(self, owner: Optional[str] = None) -> dict:
+    def model_list(self, owner: Optional[str] = None, names: Optional[dict[str, str]] = None) -> dict:
         """The aliases (the shared line's), and the generations and fine-tuned models `owner` may use
-        (`evo.lineage.registry.visible`: None, admin, every one)."""
-        names = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
+        (`evo.lineage.registry.visible`: None, admin, every one). Each is `owned_by` "evo" (the shared
+        line) or its tenant's name (`names`: key id -> the name its key was given; the key id without
+        one): a caller sees only the names of the branches it may see, its own (an admin: all)."""
+        names = names or {}
+
+        def owned_by(m: dict) -> str:
+            return names.get(owner_of(m)) or owner_of(m) or "evo"
+
+        aliases = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
         data = [{"id": n, "object": "model", "created": self._created(self.aliases.get(n if n != "evo" else "champion")),
-                 "owned_by": "evo", "sha": self.aliases.get(n)} for n in names]
+                 "owned_by": "evo", "sha": self.aliases.get(n)} for n in aliases]
         shown = {s: m for s, m in self.models.items() if m["status"] != "withdrawn" and visible(m, owner)}
         for sha, m in sorted(shown.items(), key=lambda kv: kv[1].get("created", 0)):
             data.append({"id": m["gen_id"], "object": "model", "created": self._created(sha),
-                         "owned_by": owner_of(m) or "evo", "sha": sha, "status": m["status"]})
+                         "owned_by": owned_by(m), "sha": sha, "status": m["status"]})
         for sha, job in self.job_models().items():
             m = shown.get(sha) or self.registry.model(sha)  # a job finished since this replica read the registry
             if m is not None and m["status"] != "withdrawn" and visible(m, owner):
                 data.append({"id": job["fine_tuned_model"], "object": "model",
                              "created": int(job.get("finished_at") or self._created(sha)),
-                             "owned_by": owner_of(m) or "evo", "sha": sha, "fine_tuning_job": job["id"]})
+                             "owned_by": owned_by(m), "sha": sha, "fine_tuning_job": job["id"]})
         return {"object": "list", "data": data}
 
     def _created(self, sha: Optional[str]) -> int:
@@ -242,9 +249,9 @@ class Gateway:
         self.reload()
         return {"id": model_id, "object": "model", "deleted": True}
 
-    def model(self, model_id: str, owner: Optional[str] = None) -> dict:
+    def model(self, model_id: str, owner: Optional[str] = None, names: Optional[dict[str, str]] = None) -> dict:
         """`GET /v1/models/{id}`: the model as the caller's list shows it; 404 for one it does not show."""
-        found = next((m for m in self.model_list(owner)["data"] if m["id"] == model_id), None)
+        found = next((m for m in self.model_list(owner, names)["data"] if m["id"] == model_id), None)
         if found is None:
             raise APIError(404, f"model '{model_id}' is not a model here; GET /v1/models lists them", "model",
                            "not_found_error")
