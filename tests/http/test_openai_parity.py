@@ -168,6 +168,67 @@ def test_a_tenants_models_are_owned_by_its_name_and_no_other_tenant_sees_it(serv
     assert {m.id: m.owned_by for m in server.sdk(admin).models.list().data}[theirs] == "globex"
 
 
+def _adapter(root, base_sha: str, seed: int) -> str:
+    """A LoRA adapter on the base, stored by sha as a job's checkpoint is (no Ray: peft, then the model store)."""
+    import tempfile
+
+    from peft import LoraConfig, get_peft_model
+
+    from evo.model.artifacts import ModelStore
+    from evo.model.loading import load_causal_lm
+
+    store = ModelStore(root)
+    torch.manual_seed(seed)
+    peft = get_peft_model(load_causal_lm(str(store.weights_dir(base_sha)), "float32"),
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with tempfile.TemporaryDirectory() as folder:
+        peft.save_pretrained(folder)
+        return store.put_adapter(Path(folder), base_sha, {"gen_id": "gen-1", "checkpoint_step": seed})
+
+
+def test_a_kept_checkpoint_is_a_model_of_its_jobs_owner_only(server):
+    """A checkpoint a job kept (`evo.job.checkpoints`: its fine_tuned_model_checkpoint name -> sha) answers
+    chat for the job's owner (and admin) and is listed beside the job's model; another tenant gets 404 on
+    it, as on the model. It goes with the job's model: DELETE on it is a 400 naming that model, and once
+    the model is deleted it is a 404 too. A checkpoint the job did not keep is a 404 that says which are."""
+    from evo.atomic import atomic_write_json, read_json
+    from evo.http.keys import KeyStore
+
+    keys = KeyStore(server.root)
+    acme, acme_row = keys.create("fine-tune", "acme-corp")
+    globex, _ = keys.create("fine-tune", "globex")
+    (server.root / "service" / "jobs").mkdir(parents=True, exist_ok=True)
+    base = server.state.gw.aliases["champion"]
+    final, early = _adapter(server.root, base, 10), _adapter(server.root, base, 5)
+    model = _tenant_model(server.root, "gen-1", final, acme_row["id"], "ftjob-acme")
+    path = server.root / "service" / "jobs" / "ftjob-acme.json"
+    job = read_json(path)
+    ckpt = "ft:gen-0:gen-1:ftjob-acme:ckpt-step-5"
+    job["evo"]["checkpoints"] = {ckpt: early, "ft:gen-0:gen-1:ftjob-acme:ckpt-step-10": final}
+    atomic_write_json(path, job)
+    server.state.gw.reload()
+    msg = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    answer = server.sdk(acme).chat.completions.create(model=ckpt, **msg)
+    assert answer.model == ckpt and answer.model_extra["evo"]["sha"] == early
+    listed = {m.id: m for m in server.sdk(acme).models.list().data}
+    assert listed[ckpt].model_extra["checkpoint_of"] == model and listed[ckpt].owned_by == "acme-corp"
+    for name in (ckpt, model):
+        with pytest.raises(openai.NotFoundError):
+            server.sdk(globex).chat.completions.create(model=name, **msg)
+        with pytest.raises(openai.NotFoundError):
+            server.sdk(globex).models.retrieve(name)
+    assert ckpt not in {m.id for m in server.sdk(globex).models.list().data}
+    with pytest.raises(openai.NotFoundError) as unkept:
+        server.sdk(acme).chat.completions.create(model="ft:gen-0:gen-1:ftjob-acme:ckpt-step-1", **msg)
+    assert "jobs.keep_checkpoints" in unkept.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as refused:
+        server.sdk(acme).models.delete(ckpt)
+    assert refused.value.body["param"] == "model" and model in refused.value.body["message"]
+    assert server.sdk(acme).models.delete(model).deleted
+    with pytest.raises(openai.NotFoundError):
+        server.sdk(acme).chat.completions.create(model=ckpt, **msg)
+
+
 # -- chat fields -----------------------------------------------------------------------------------
 
 def test_max_completion_tokens_takes_precedence_over_max_tokens(server):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,11 @@ def _matches(models: dict, name: str, owner: Optional[str]) -> list[str]:
     `owner` may use: not withdrawn, and `visible` to it."""
     live = {s: m for s, m in models.items() if m["status"] != "withdrawn" and visible(m, owner)}
     return [s for s, m in live.items() if m["gen_id"] == name] or [s for s in live if len(name) >= 8 and s.startswith(name)]
+
+
+CHECKPOINT = re.compile(r":ckpt-step-\d+$")  # a job's checkpoint, as `fine_tuned_model_checkpoint` names it
+CHECKPOINTS_KEPT = ("a job's last jobs.keep_checkpoints checkpoints (3 by default) are models once it succeeds, for as "
+                    "long as its model is; a job that searched with Ray Tune keeps none")
 
 
 @dataclass(frozen=True)
@@ -165,14 +171,25 @@ class Gateway:
         champion, candidate) are the shared line's for everyone; a model on another tenant's branch, or
         withdrawn, is not there for it (404), by `ft:` name, generation id or sha alike."""
         if name.startswith("ft:"):
-            job = next((j for j in self.job_models().values() if j["fine_tuned_model"] == name), None)
+            job, sha = self._fine_tuned(name)
             entry = self._entry(job["evo"]["sha"]) if job else None
             if entry is None or entry["status"] == "withdrawn" or not visible(entry, owner):
-                raise APIError(404, f"model '{name}' is not a fine-tuned model of yours here; GET /v1/models lists them",
-                               "model", "not_found_error")
-            sha = job["evo"]["sha"]
+                kept = f" ({CHECKPOINTS_KEPT})" if CHECKPOINT.search(name) else ""
+                raise APIError(404, f"model '{name}' is not a fine-tuned model of yours here{kept}; GET /v1/models "
+                                    "lists them", "model", "not_found_error")
             return Target(next((a for a, s in self.aliases.items() if s == sha), "pinned"), sha, name)
         return self._resolve(name, user, owner)
+
+    def _fine_tuned(self, name: str) -> tuple[Optional[dict], str]:
+        """(the job that made `ft:` model `name`, the model's sha): its fine-tuned model, or one of the
+        checkpoints it kept (`evo.finetune.run_job.checkpoint_models`), which lives and is seen as long
+        as the job's model is; (None, "") for a name no job made."""
+        for job in self.job_models().values():
+            if job["fine_tuned_model"] == name:
+                return job, job["evo"]["sha"]
+            if name in (job["evo"].get("checkpoints") or {}):
+                return job, job["evo"]["checkpoints"][name]
+        return None, ""
 
     def _resolve(self, name: str, user: Optional[str], owner: Optional[str] = None) -> Target:
         if name == "evo":
@@ -220,6 +237,10 @@ class Gateway:
                 data.append({"id": job["fine_tuned_model"], "object": "model",
                              "created": int(job.get("finished_at") or self._created(sha)),
                              "owned_by": owned_by(m), "sha": sha, "fine_tuning_job": job["id"]})
+                data += [{"id": ckpt, "object": "model", "created": int(job.get("finished_at") or self._created(sha)),
+                          "owned_by": owned_by(m), "sha": ckpt_sha, "fine_tuning_job": job["id"],
+                          "checkpoint_of": job["fine_tuned_model"]}
+                         for ckpt, ckpt_sha in (job["evo"].get("checkpoints") or {}).items()]
         return {"object": "list", "data": data}
 
     def _created(self, sha: Optional[str]) -> int:
@@ -234,6 +255,9 @@ class Gateway:
         400 (`evo revert` decides the shared line)."""
         self.reload()  # the aliases and owners of now, not of this replica's last follow
         found = self.model(model_id, owner)
+        if found.get("checkpoint_of"):
+            raise APIError(400, f"model '{model_id}' is a checkpoint of {found['checkpoint_of']}, and goes with it: "
+                                f"delete {found['checkpoint_of']}", "model")
         entry = self._entry(found.get("sha") or "") or {}
         if owner is not None and owner_of(entry) != owner:  # a tenant sees the shared line's models, deletes its own
             raise APIError(404, f"model '{model_id}' is not a fine-tuned model of yours here; GET /v1/models lists "
