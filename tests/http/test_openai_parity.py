@@ -448,6 +448,76 @@ def test_each_refused_field_of_the_table_is_a_400_naming_it(server, path, row):
     assert server.batched == []
 
 
+def _service_tables() -> dict[str, list[dict]]:
+    """docs/service.md's "API fields: files, fine-tuning jobs and models" tables, by "METHOD path"."""
+    text = (Path(__file__).parents[2] / "docs" / "service.md").read_text()
+    section = text.split("## API fields: files, fine-tuning jobs and models", 1)[1].split("\n## ", 1)[0]
+    tables, route = {}, None
+    for line in section.splitlines():
+        heading = re.match(r"`(GET|POST|DELETE) (/v1/\S+)`( \(.*\))?:$", line)
+        if heading:
+            route = f"{heading.group(1)} {heading.group(2)}"
+            tables[route] = []
+        elif line.startswith("| `") and route:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables[route].append({"field": cells[0].strip("`"), "state": cells[1], "value": cells[2].strip("`"),
+                                  "notes": cells[3]})
+    return tables
+
+
+SERVICE_TABLES = _service_tables()
+SERVICE_REFUSED = [(route, row) for route, rows in SERVICE_TABLES.items() for row in rows if row["state"] == "refused"]
+
+
+def test_the_service_field_tables_are_the_routes_fields():
+    """The body fields of the job and file POSTs and the query parameters of each GET route are exactly
+    their table's rows, each in one of the three states."""
+    from evo.finetune.jobs import JOB_FIELDS
+    from evo.http import files_jobs_routes
+
+    assert sorted(r["field"] for r in SERVICE_TABLES["POST /v1/fine_tuning/jobs"]) == sorted(JOB_FIELDS)
+    assert {r["field"] for r in SERVICE_TABLES["POST /v1/files"]} == {"file", "purpose", "expires_after"}
+    gets = {r.path.replace("{job_id}", "{fine_tuning_job_id}"): r for r in files_jobs_routes.router.routes
+            if "GET" in r.methods}
+    for route, rows in SERVICE_TABLES.items():
+        assert {r["state"] for r in rows} <= {"honoured", "refused", "ignored"}, route
+        assert all(r["state"] != "refused" or r["value"] for r in rows), route
+        if route.startswith("GET "):
+            query = {p.name for p in gets[route[4:]].dependant.query_params}
+            read_directly = {"metadata"} if route == "GET /v1/fine_tuning/jobs" else set()  # `_metadata_filter`
+            assert {r["field"] for r in rows} == query | read_directly, route
+
+
+@pytest.mark.parametrize("route,row", SERVICE_REFUSED, ids=[f"{r.split()[1]}-{row['field']}" for r, row in SERVICE_REFUSED])
+def test_each_refused_service_field_is_a_400_naming_it(server, route, row):
+    """One request per refused row, as the SDK sends it; nothing is kept of it."""
+    client, value = server.sdk(), json.loads(row["value"])
+    if route == "POST /v1/files":
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune", **{row["field"]: value})
+        assert client.files.list().data == []
+        body = refused.value.body
+    else:
+        train = client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune")
+        status, body = raw_json(server, "/v1/fine_tuning/jobs", {"model": "champion", "training_file": train.id,
+                                                                 row["field"]: value})
+        assert status == 400, body
+        body = body["error"]
+        assert client.fine_tuning.jobs.list().data == []
+    assert body["param"] == row["field"] and "evo" in body["message"], body
+
+
+def test_an_unknown_field_of_a_job_or_an_upload_is_refused_naming_it(server):
+    client = server.sdk()
+    train = client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune")
+    status, body = raw_json(server, "/v1/fine_tuning/jobs", {"model": "champion", "training_file": train.id,
+                                                             "training_epochs": 2})
+    assert status == 400 and openai_shaped(body)["param"] == "training_epochs", body
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune", extra_body={"label": "x"})
+    assert refused.value.body["param"] == "label"
+
+
 def test_jobs_list_filters_by_metadata_as_the_sdk_sends_it(server):
     """`client.fine_tuning.jobs.list(metadata={...})` (the SDK's `metadata[k]=v` query): only the jobs
     with every pair; `metadata=null`: the jobs without metadata; batch_size "auto" is accepted as the
