@@ -419,7 +419,8 @@ def _two_tenants(root, alice, bob, boss, boss_key, read_records):
     assert _sha_of(bob.chat.completions.create(model="evo", messages=msg, max_tokens=2)) in shared
     assert not {evo["sha"], evo["gen_id"], job.fine_tuned_model} & {m.id for m in bob.models.list()}
     assert evo["sha"] not in {m.model_extra.get("sha") for m in bob.models.list()}
-    for name in (evo["sha"][:12], evo["gen_id"], job.fine_tuned_model, *evo["checkpoints"]):
+    early = next(c for c, sha in evo["checkpoints"].items() if sha != evo["sha"])  # a checkpoint, not the model
+    for name in (evo["sha"][:12], evo["gen_id"], job.fine_tuned_model, early):
         with pytest.raises(openai.NotFoundError):
             bob.chat.completions.create(model=name, messages=msg, max_tokens=2)
         assert _sha_of(alice.chat.completions.create(model=name, messages=msg, max_tokens=2)) == (
