@@ -384,6 +384,11 @@ class JobsConfig(_Strict):
                              "train.num_workers x train.cpus_per_worker asks (its CPUs less what Serve's replicas "
                              "hold, on a cluster without an autoscaler); below it the job fails at once, naming "
                              "both numbers.")
+    keep_checkpoints: int = Field(
+        3, ge=0, description="How many of a job's last checkpoints are kept as models once it succeeds (OpenAI "
+                             "keeps 3): each is served under its `fine_tuned_model_checkpoint` name to the job's "
+                             "owner (and admin), for as long as the job's model is. A sweep job (\"auto\") keeps "
+                             "only its model: the checkpoints it lists are the winning trial's, not kept.")
 
 
 class TrackingConfig(_Strict):

@@ -123,6 +123,112 @@ def test_models_have_created_and_owned_by_and_can_be_retrieved(server):
         client.models.retrieve("gen-99")
 
 
+def _tenant_model(root, gen: str, sha: str, owner: str, jid: str) -> str:
+    """A model on `owner`'s branch, as a succeeded job leaves it (registry row, job file); its ft: name."""
+    from evo.atomic import atomic_write_json
+    from evo.lineage.registry import Registry
+
+    reg = Registry(root)
+    reg.add(sha, gen, reg.alias("champion"), "promoted", owner=owner)
+    name = f"ft:gen-0:{gen}:{sha[:8]}"
+    atomic_write_json(root / "service" / "jobs" / f"{jid}.json", {
+        "id": jid, "object": "fine_tuning.job", "created_at": 1, "created_ns": 1, "owner": owner, "branch": owner,
+        "status": "succeeded", "model": "gen-0", "fine_tuned_model": name, "finished_at": 1_700_000_000,
+        "evo": {"gen_id": gen, "sha": sha}})
+    return name
+
+
+def test_a_tenants_models_are_owned_by_its_name_and_no_other_tenant_sees_it(server):
+    """owned_by is the name an admin gave the key (`evo keys create --name`), not its id; a tenant's list
+    and retrieve never carry another tenant's name or key id; the shared line's models are evo's."""
+    from evo.http.keys import KeyStore
+
+    keys = KeyStore(server.root)
+    acme, acme_row = keys.create("fine-tune", "acme-corp")
+    globex, globex_row = keys.create("fine-tune", "globex")
+    admin, _ = keys.create("admin", "ops")
+    (server.root / "service" / "jobs").mkdir(parents=True, exist_ok=True)
+    mine = _tenant_model(server.root, "gen-1", "a" * 64, acme_row["id"], "ftjob-acme")
+    theirs = _tenant_model(server.root, "gen-2", "b" * 64, globex_row["id"], "ftjob-globex")
+    server.state.gw.reload()
+    listed = server.raw("GET", "/v1/models", headers={"Authorization": f"Bearer {acme}"})[2]
+    conforms(listed, "ListModelsResponse")
+    owners = {m["id"]: m["owned_by"] for m in listed["data"]}
+    assert owners["gen-1"] == owners[mine] == "acme-corp" and owners["champion"] == owners["gen-0"] == "evo"
+    assert theirs not in owners and "gen-2" not in owners
+    text = json.dumps(listed)
+    assert "globex" not in text and globex_row["id"] not in text and acme_row["id"] not in text
+    assert server.sdk(acme).models.retrieve(mine).owned_by == "acme-corp"
+    with pytest.raises(openai.NotFoundError) as hidden:
+        server.sdk(acme).models.retrieve(theirs)
+    assert "globex" not in json.dumps(hidden.value.body)
+    everyone = {m.id: m.owned_by for m in server.sdk(admin).models.list().data}  # an admin sees every tenant
+    assert everyone[mine] == "acme-corp" and everyone[theirs] == "globex"
+    keys.revoke("globex")  # a revoked key's models keep their owner's name
+    assert {m.id: m.owned_by for m in server.sdk(admin).models.list().data}[theirs] == "globex"
+
+
+def _adapter(root, base_sha: str, seed: int) -> str:
+    """A LoRA adapter on the base, stored by sha as a job's checkpoint is (no Ray: peft, then the model store)."""
+    import tempfile
+
+    from peft import LoraConfig, get_peft_model
+
+    from evo.model.artifacts import ModelStore
+    from evo.model.loading import load_causal_lm
+
+    store = ModelStore(root)
+    torch.manual_seed(seed)
+    peft = get_peft_model(load_causal_lm(str(store.weights_dir(base_sha)), "float32"),
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with tempfile.TemporaryDirectory() as folder:
+        peft.save_pretrained(folder)
+        return store.put_adapter(Path(folder), base_sha, {"gen_id": "gen-1", "checkpoint_step": seed})
+
+
+def test_a_kept_checkpoint_is_a_model_of_its_jobs_owner_only(server):
+    """A checkpoint a job kept (`evo.job.checkpoints`: its fine_tuned_model_checkpoint name -> sha) answers
+    chat for the job's owner (and admin) and is listed beside the job's model; another tenant gets 404 on
+    it, as on the model. It goes with the job's model: DELETE on it is a 400 naming that model, and once
+    the model is deleted it is a 404 too. A checkpoint the job did not keep is a 404 that says which are."""
+    from evo.atomic import atomic_write_json, read_json
+    from evo.http.keys import KeyStore
+
+    keys = KeyStore(server.root)
+    acme, acme_row = keys.create("fine-tune", "acme-corp")
+    globex, _ = keys.create("fine-tune", "globex")
+    (server.root / "service" / "jobs").mkdir(parents=True, exist_ok=True)
+    base = server.state.gw.aliases["champion"]
+    final, early = _adapter(server.root, base, 10), _adapter(server.root, base, 5)
+    model = _tenant_model(server.root, "gen-1", final, acme_row["id"], "ftjob-acme")
+    path = server.root / "service" / "jobs" / "ftjob-acme.json"
+    job = read_json(path)
+    ckpt = "ft:gen-0:gen-1:ftjob-acme:ckpt-step-5"
+    job["evo"]["checkpoints"] = {ckpt: early, "ft:gen-0:gen-1:ftjob-acme:ckpt-step-10": final}
+    atomic_write_json(path, job)
+    server.state.gw.reload()
+    msg = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    answer = server.sdk(acme).chat.completions.create(model=ckpt, **msg)
+    assert answer.model == ckpt and answer.model_extra["evo"]["sha"] == early
+    listed = {m.id: m for m in server.sdk(acme).models.list().data}
+    assert listed[ckpt].model_extra["checkpoint_of"] == model and listed[ckpt].owned_by == "acme-corp"
+    for name in (ckpt, model):
+        with pytest.raises(openai.NotFoundError):
+            server.sdk(globex).chat.completions.create(model=name, **msg)
+        with pytest.raises(openai.NotFoundError):
+            server.sdk(globex).models.retrieve(name)
+    assert ckpt not in {m.id for m in server.sdk(globex).models.list().data}
+    with pytest.raises(openai.NotFoundError) as unkept:
+        server.sdk(acme).chat.completions.create(model="ft:gen-0:gen-1:ftjob-acme:ckpt-step-1", **msg)
+    assert "jobs.keep_checkpoints" in unkept.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as refused:
+        server.sdk(acme).models.delete(ckpt)
+    assert refused.value.body["param"] == "model" and model in refused.value.body["message"]
+    assert server.sdk(acme).models.delete(model).deleted
+    with pytest.raises(openai.NotFoundError):
+        server.sdk(acme).chat.completions.create(model=ckpt, **msg)
+
+
 # -- chat fields -----------------------------------------------------------------------------------
 
 def test_max_completion_tokens_takes_precedence_over_max_tokens(server):
@@ -340,6 +446,76 @@ def test_each_refused_field_of_the_table_is_a_400_naming_it(server, path, row):
     error = openai_shaped(body)
     assert error["param"] == row["field"] and "evo" in error["message"], error
     assert server.batched == []
+
+
+def _service_tables() -> dict[str, list[dict]]:
+    """docs/service.md's "API fields: files, fine-tuning jobs and models" tables, by "METHOD path"."""
+    text = (Path(__file__).parents[2] / "docs" / "service.md").read_text()
+    section = text.split("## API fields: files, fine-tuning jobs and models", 1)[1].split("\n## ", 1)[0]
+    tables, route = {}, None
+    for line in section.splitlines():
+        heading = re.match(r"`(GET|POST|DELETE) (/v1/\S+)`( \(.*\))?:$", line)
+        if heading:
+            route = f"{heading.group(1)} {heading.group(2)}"
+            tables[route] = []
+        elif line.startswith("| `") and route:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables[route].append({"field": cells[0].strip("`"), "state": cells[1], "value": cells[2].strip("`"),
+                                  "notes": cells[3]})
+    return tables
+
+
+SERVICE_TABLES = _service_tables()
+SERVICE_REFUSED = [(route, row) for route, rows in SERVICE_TABLES.items() for row in rows if row["state"] == "refused"]
+
+
+def test_the_service_field_tables_are_the_routes_fields():
+    """The body fields of the job and file POSTs and the query parameters of each GET route are exactly
+    their table's rows, each in one of the three states."""
+    from evo.finetune.jobs import JOB_FIELDS
+    from evo.http import files_jobs_routes
+
+    assert sorted(r["field"] for r in SERVICE_TABLES["POST /v1/fine_tuning/jobs"]) == sorted(JOB_FIELDS)
+    assert {r["field"] for r in SERVICE_TABLES["POST /v1/files"]} == {"file", "purpose", "expires_after"}
+    gets = {r.path.replace("{job_id}", "{fine_tuning_job_id}"): r for r in files_jobs_routes.router.routes
+            if "GET" in r.methods}
+    for route, rows in SERVICE_TABLES.items():
+        assert {r["state"] for r in rows} <= {"honoured", "refused", "ignored"}, route
+        assert all(r["state"] != "refused" or r["value"] for r in rows), route
+        if route.startswith("GET "):
+            query = {p.name for p in gets[route[4:]].dependant.query_params}
+            read_directly = {"metadata"} if route == "GET /v1/fine_tuning/jobs" else set()  # `_metadata_filter`
+            assert {r["field"] for r in rows} == query | read_directly, route
+
+
+@pytest.mark.parametrize("route,row", SERVICE_REFUSED, ids=[f"{r.split()[1]}-{row['field']}" for r, row in SERVICE_REFUSED])
+def test_each_refused_service_field_is_a_400_naming_it(server, route, row):
+    """One request per refused row, as the SDK sends it; nothing is kept of it."""
+    client, value = server.sdk(), json.loads(row["value"])
+    if route == "POST /v1/files":
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune", **{row["field"]: value})
+        assert client.files.list().data == []
+        body = refused.value.body
+    else:
+        train = client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune")
+        status, body = raw_json(server, "/v1/fine_tuning/jobs", {"model": "champion", "training_file": train.id,
+                                                                 row["field"]: value})
+        assert status == 400, body
+        body = body["error"]
+        assert client.fine_tuning.jobs.list().data == []
+    assert body["param"] == row["field"] and "evo" in body["message"], body
+
+
+def test_an_unknown_field_of_a_job_or_an_upload_is_refused_naming_it(server):
+    client = server.sdk()
+    train = client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune")
+    status, body = raw_json(server, "/v1/fine_tuning/jobs", {"model": "champion", "training_file": train.id,
+                                                             "training_epochs": 2})
+    assert status == 400 and openai_shaped(body)["param"] == "training_epochs", body
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.files.create(file=("t.jsonl", hostile.TRAIN), purpose="fine-tune", extra_body={"label": "x"})
+    assert refused.value.body["param"] == "label"
 
 
 def test_jobs_list_filters_by_metadata_as_the_sdk_sends_it(server):

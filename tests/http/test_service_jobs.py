@@ -128,6 +128,17 @@ def test_a_job_from_upload_to_chatting_with_its_model(service, client):
                                             messages=[{"role": "user", "content": "tr red yak runs ="}])
     assert answer.model == done.fine_tuned_model and answer.choices[0].message.content is not None
     assert done.fine_tuned_model in [m.id for m in client.models.list()]
+    # its last 3 checkpoints are models too (jobs.keep_checkpoints), named as the checkpoint list names them
+    kept = done.model_extra["evo"]["checkpoints"]
+    last = sorted(ckpts, key=lambda c: c.step_number)[-3:]
+    assert sorted(kept) == sorted(c.fine_tuned_model_checkpoint for c in last) and len(ckpts) >= 2
+    assert not (lin.run_dir("gen-1") / "checkpoints").exists()  # stored by sha in models/, the copies gone
+    for c in last:
+        reply = client.chat.completions.create(model=c.fine_tuned_model_checkpoint, max_tokens=3,
+                                               messages=[{"role": "user", "content": "tr red yak runs ="}])
+        assert reply.model == c.fine_tuned_model_checkpoint and reply.model_extra["evo"]["sha"] == kept[reply.model]
+    best = int(float(row["best_step"]))
+    assert all((kept[c.fine_tuned_model_checkpoint] == sha) == (c.step_number == best) for c in last)
 
 
 def test_an_auto_learning_rate_is_a_ray_tune_sweep_whose_winner_is_the_job(service, client):
@@ -408,10 +419,12 @@ def _two_tenants(root, alice, bob, boss, boss_key, read_records):
     assert _sha_of(bob.chat.completions.create(model="evo", messages=msg, max_tokens=2)) in shared
     assert not {evo["sha"], evo["gen_id"], job.fine_tuned_model} & {m.id for m in bob.models.list()}
     assert evo["sha"] not in {m.model_extra.get("sha") for m in bob.models.list()}
-    for name in (evo["sha"][:12], evo["gen_id"], job.fine_tuned_model):
+    early = next(c for c, sha in evo["checkpoints"].items() if sha != evo["sha"])  # a checkpoint, not the model
+    for name in (evo["sha"][:12], evo["gen_id"], job.fine_tuned_model, early):
         with pytest.raises(openai.NotFoundError):
             bob.chat.completions.create(model=name, messages=msg, max_tokens=2)
-        assert _sha_of(alice.chat.completions.create(model=name, messages=msg, max_tokens=2)) == evo["sha"]
+        assert _sha_of(alice.chat.completions.create(model=name, messages=msg, max_tokens=2)) == (
+            evo["checkpoints"].get(name) or evo["sha"])
     with pytest.raises(openai.NotFoundError):  # nor can bob train from it
         bob.fine_tuning.jobs.create(model=evo["gen_id"], training_file=own.id)
     assert job.fine_tuned_model in {m.id for m in boss.models.list()}

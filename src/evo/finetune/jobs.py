@@ -38,6 +38,9 @@ SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 # generation joins ("" the shared line: an admin key or a keyless server; else the key's, evo.lineage.registry)
 INTERNAL = ("owner", "branch", "created_ns", "started_ns", "submission_id", "parent_sha")
 MIN_EPOCHS, MAX_EPOCHS = 1, 50  # OpenAI's bounds on n_epochs
+# the fields of POST /v1/fine_tuning/jobs (OpenAI's, each in docs/service.md's field table); another is a 400
+JOB_FIELDS = ("model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata",
+              "integrations")
 
 
 def _bad(message: str, param: str) -> APIError:
@@ -178,6 +181,12 @@ class JobStore:
         model to (its name, the parent's sha) or raises a 404."""
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
+        unknown = [k for k in body if k not in JOB_FIELDS]
+        if unknown:
+            raise _bad(f"Unrecognized request argument supplied: {unknown[0]} (evo does not support it)", unknown[0])
+        if body.get("integrations"):  # OpenAI's Weights & Biases hook; [] or null is taken
+            raise _bad("integrations: evo sends a job to no integration (its runs are in the lineage's MLflow view, "
+                       "evo tracking); give [] or leave it out", "integrations")
         for name in ("model", "training_file"):
             if not isinstance(body.get(name), str) or not body[name]:
                 raise _bad(f"'{name}' is required", name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -312,6 +313,21 @@ class MetricsTail(threading.Thread):
                                   f"{self.name}:ckpt-step-{m['step']}")
 
 
+def checkpoint_models(lin: Lineage, gid: str, job: dict, name: str) -> dict[str, str]:
+    """The checkpoints the run kept (`evo.train.trainer.keep_last`: the last jobs.keep_checkpoints),
+    stored as models beside the job's (adapters on its parent, in models/, never in the registry:
+    a checkpoint is served under its job's model, `evo.inference.gateway`); {checkpoint name: sha}.
+    Their copies in the run folder go once stored."""
+    folder, kept = lin.run_dir(gid) / "checkpoints", {}
+    steps = sorted(int(p.name.removeprefix("step-")) for p in folder.glob("step-*")) if folder.is_dir() else []
+    for step in steps:
+        meta = {"gen_id": gid, "checkpoint_step": step, "fine_tuning_job": job["id"]}
+        kept[f"{name}:ckpt-step-{step}"] = lin.models.put_adapter(folder / f"step-{step}", job["parent_sha"], meta)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return kept
+
+
 def _point(m: dict) -> dict:
     return {"step": m["step"], "total_steps": m["steps"], "train_loss": m["train_loss"], "valid_loss": m["val_loss"]}
 
@@ -366,11 +382,13 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
             metrics = lin.run_dir(gid) / "metrics.jsonl"
             metrics.unlink(missing_ok=True)
             name = f"ft:{job['model']}:{job['suffix'] or 'evo'}"
-            tail = MetricsTail(store, jid, metrics, name)
+            tail = MetricsTail(store, jid, metrics, f"{name}:{jid}")
             tail.start()
             try:
                 row = run_generation(cfg, lin, index, str(files.path(job["training_file"], job["owner"] or None)),
-                                     progress, extra={"metrics_path": str(metrics)}, tune=bool(plan["tune"]),
+                                     progress, extra={"metrics_path": str(metrics),
+                                                      "keep_checkpoints": 0 if plan["tune"] else cfg.jobs.keep_checkpoints},
+                                     tune=bool(plan["tune"]),
                                      parent=job["parent_sha"], own_val=own_val)
             finally:
                 tail.done.set()
@@ -380,9 +398,11 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
             sha = row["child_sha"]
             meta = lin.models.meta(sha)
             result = files.put_result(store.metrics_csv(jid), "step_metrics.csv", job["owner"])
+            kept = checkpoint_models(lin, gid, job, f"{name}:{jid}")
             done = store.update(jid, status="succeeded", fine_tuned_model=f"{name}:{sha[:8]}",
                                 trained_tokens=meta.get("tokens"), result_files=[result["id"]],
-                                evo={"gen_id": gid, "sha": sha, "decision": row["decision"], "reason": row["reason"]})
+                                evo={"gen_id": gid, "sha": sha, "decision": row["decision"], "reason": row["reason"],
+                                     "checkpoints": kept})
             if done["status"] != "succeeded":  # cancelled after the gate's verdict: its model goes too
                 files.delete(result["id"])
                 set_aside(root, store, jid, gid, f"fine-tuning job {jid} {done['status']} after the gate's verdict")

@@ -53,6 +53,11 @@ async def upload(request: Request, s: State):
         form = await request.form()
     except Exception as e:  # a body that is not multipart
         raise APIError(400, f"POST /v1/files takes multipart/form-data with 'file' and 'purpose' ({e})") from None
+    other = sorted({k.partition("[")[0] for k in form.keys()} - {"file", "purpose"})
+    if other:  # OpenAI's expires_after (sent as expires_after[anchor], expires_after[seconds]), or a field it has not
+        why = ("evo keeps a file until it is deleted (DELETE /v1/files/{id})" if other[0] == "expires_after"
+               else "evo does not support it")
+        raise APIError(400, f"{other[0]}: {why}", other[0])
     upload, purpose = form.get("file"), form.get("purpose")
     if upload is None or isinstance(upload, str):
         raise APIError(400, "multipart field 'file' is missing (the JSONL file to upload)", "file")

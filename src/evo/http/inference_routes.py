@@ -154,13 +154,13 @@ async def completions(request: Request, s: State):
 
 @router.get("/v1/models")
 def models(request: Request, s: State):
-    return s.gw.model_list(s.caller(request, "inference").owner)
+    return s.gw.model_list(s.caller(request, "inference").owner, s.auth.names())
 
 
 @router.get("/v1/models/{model_id:path}")
 def model(model_id: str, request: Request, s: State):
     """One model of the list, as the caller's list shows it (404 for one it does not show)."""
-    return s.gw.model(model_id, s.caller(request, "inference").owner)
+    return s.gw.model(model_id, s.caller(request, "inference").owner, s.auth.names())
 
 
 @router.delete("/v1/models/{model_id:path}")

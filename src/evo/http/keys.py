@@ -118,6 +118,7 @@ class Authenticator:
     def __init__(self, root: str | Path, loopback: bool = True, rate_per_minute: float = 0):
         self.store, self.loopback, self.rate = KeyStore(root), loopback, rate_per_minute
         self._stamp, self._by_hash, self._ever = None, {}, False
+        self._names: dict[str, str] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         self._failed: dict[str, tuple[float, float]] = {}  # client address -> bucket of keys not valid
         self._lock = threading.Lock()
@@ -131,7 +132,14 @@ class Authenticator:
         if stamp != self._stamp:
             rows = self.store.rows() if stamp else []
             self._by_hash = {r["sha256"]: r for r in rows if not r["revoked_at"]}
+            self._names = {r["id"]: r.get("name") or r["id"] for r in rows}
             self._ever, self._stamp = bool(rows), stamp  # revoked rows stay: the root has had keys
+
+    def names(self) -> dict[str, str]:
+        """Each key's name by its id, revoked keys' too (their models stay): what a tenant's models are
+        `owned_by` (the name an admin gave with `evo keys create --name`; the key id where none was)."""
+        self._refresh()
+        return dict(self._names)
 
     @property
     def open(self) -> bool:

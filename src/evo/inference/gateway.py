@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,11 @@ def _matches(models: dict, name: str, owner: Optional[str]) -> list[str]:
     `owner` may use: not withdrawn, and `visible` to it."""
     live = {s: m for s, m in models.items() if m["status"] != "withdrawn" and visible(m, owner)}
     return [s for s, m in live.items() if m["gen_id"] == name] or [s for s in live if len(name) >= 8 and s.startswith(name)]
+
+
+CHECKPOINT = re.compile(r":ckpt-step-\d+$")  # a job's checkpoint, as `fine_tuned_model_checkpoint` names it
+CHECKPOINTS_KEPT = ("a job's last jobs.keep_checkpoints checkpoints (3 by default) are models once it succeeds, for as "
+                    "long as its model is; a job that searched with Ray Tune keeps none")
 
 
 @dataclass(frozen=True)
@@ -165,14 +171,25 @@ class Gateway:
         champion, candidate) are the shared line's for everyone; a model on another tenant's branch, or
         withdrawn, is not there for it (404), by `ft:` name, generation id or sha alike."""
         if name.startswith("ft:"):
-            job = next((j for j in self.job_models().values() if j["fine_tuned_model"] == name), None)
+            job, sha = self._fine_tuned(name)
             entry = self._entry(job["evo"]["sha"]) if job else None
             if entry is None or entry["status"] == "withdrawn" or not visible(entry, owner):
-                raise APIError(404, f"model '{name}' is not a fine-tuned model of yours here; GET /v1/models lists them",
-                               "model", "not_found_error")
-            sha = job["evo"]["sha"]
+                kept = f" ({CHECKPOINTS_KEPT})" if CHECKPOINT.search(name) else ""
+                raise APIError(404, f"model '{name}' is not a fine-tuned model of yours here{kept}; GET /v1/models "
+                                    "lists them", "model", "not_found_error")
             return Target(next((a for a, s in self.aliases.items() if s == sha), "pinned"), sha, name)
         return self._resolve(name, user, owner)
+
+    def _fine_tuned(self, name: str) -> tuple[Optional[dict], str]:
+        """(the job that made `ft:` model `name`, the model's sha): its fine-tuned model, or one of the
+        checkpoints it kept (`evo.finetune.run_job.checkpoint_models`), which lives and is seen as long
+        as the job's model is; (None, "") for a name no job made."""
+        for job in self.job_models().values():
+            if job["fine_tuned_model"] == name:
+                return job, job["evo"]["sha"]
+            if name in (job["evo"].get("checkpoints") or {}):
+                return job, job["evo"]["checkpoints"][name]
+        return None, ""
 
     def _resolve(self, name: str, user: Optional[str], owner: Optional[str] = None) -> Target:
         if name == "evo":
@@ -197,22 +214,33 @@ class Gateway:
             raise APIError(404, f"model '{name}' {why}; GET /v1/models lists them", "model", "not_found_error")
         return found[0]
 
-    def model_list(self, owner: Optional[str] = None) -> dict:
+    def model_list(self, owner: Optional[str] = None, names: Optional[dict[str, str]] = None) -> dict:
         """The aliases (the shared line's), and the generations and fine-tuned models `owner` may use
-        (`evo.lineage.registry.visible`: None, admin, every one)."""
-        names = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
+        (`evo.lineage.registry.visible`: None, admin, every one). Each is `owned_by` "evo" (the shared
+        line) or its tenant's name (`names`: key id -> the name its key was given; the key id without
+        one): a caller sees only the names of the branches it may see, its own (an admin: all)."""
+        names = names or {}
+
+        def owned_by(m: dict) -> str:
+            return names.get(owner_of(m)) or owner_of(m) or "evo"
+
+        aliases = ["evo", "champion"] + (["candidate"] if self.aliases.get("candidate") else [])
         data = [{"id": n, "object": "model", "created": self._created(self.aliases.get(n if n != "evo" else "champion")),
-                 "owned_by": "evo", "sha": self.aliases.get(n)} for n in names]
+                 "owned_by": "evo", "sha": self.aliases.get(n)} for n in aliases]
         shown = {s: m for s, m in self.models.items() if m["status"] != "withdrawn" and visible(m, owner)}
         for sha, m in sorted(shown.items(), key=lambda kv: kv[1].get("created", 0)):
             data.append({"id": m["gen_id"], "object": "model", "created": self._created(sha),
-                         "owned_by": owner_of(m) or "evo", "sha": sha, "status": m["status"]})
+                         "owned_by": owned_by(m), "sha": sha, "status": m["status"]})
         for sha, job in self.job_models().items():
             m = shown.get(sha) or self.registry.model(sha)  # a job finished since this replica read the registry
             if m is not None and m["status"] != "withdrawn" and visible(m, owner):
                 data.append({"id": job["fine_tuned_model"], "object": "model",
                              "created": int(job.get("finished_at") or self._created(sha)),
-                             "owned_by": owner_of(m) or "evo", "sha": sha, "fine_tuning_job": job["id"]})
+                             "owned_by": owned_by(m), "sha": sha, "fine_tuning_job": job["id"]})
+                data += [{"id": ckpt, "object": "model", "created": int(job.get("finished_at") or self._created(sha)),
+                          "owned_by": owned_by(m), "sha": ckpt_sha, "fine_tuning_job": job["id"],
+                          "checkpoint_of": job["fine_tuned_model"]}
+                         for ckpt, ckpt_sha in (job["evo"].get("checkpoints") or {}).items()]
         return {"object": "list", "data": data}
 
     def _created(self, sha: Optional[str]) -> int:
@@ -227,6 +255,9 @@ class Gateway:
         400 (`evo revert` decides the shared line)."""
         self.reload()  # the aliases and owners of now, not of this replica's last follow
         found = self.model(model_id, owner)
+        if found.get("checkpoint_of"):
+            raise APIError(400, f"model '{model_id}' is a checkpoint of {found['checkpoint_of']}, and goes with it: "
+                                f"delete {found['checkpoint_of']}", "model")
         entry = self._entry(found.get("sha") or "") or {}
         if owner is not None and owner_of(entry) != owner:  # a tenant sees the shared line's models, deletes its own
             raise APIError(404, f"model '{model_id}' is not a fine-tuned model of yours here; GET /v1/models lists "
@@ -242,9 +273,9 @@ class Gateway:
         self.reload()
         return {"id": model_id, "object": "model", "deleted": True}
 
-    def model(self, model_id: str, owner: Optional[str] = None) -> dict:
+    def model(self, model_id: str, owner: Optional[str] = None, names: Optional[dict[str, str]] = None) -> dict:
         """`GET /v1/models/{id}`: the model as the caller's list shows it; 404 for one it does not show."""
-        found = next((m for m in self.model_list(owner)["data"] if m["id"] == model_id), None)
+        found = next((m for m in self.model_list(owner, names)["data"] if m["id"] == model_id), None)
         if found is None:
             raise APIError(404, f"model '{model_id}' is not a model here; GET /v1/models lists them", "model",
                            "not_found_error")

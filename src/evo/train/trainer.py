@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +34,20 @@ class TrainOutcome:
     summary: dict  # rank 0's TrainState at the end, plus resumed_from and world_size
     wall_seconds: float
     run_path: str
+    kept: dict[int, Path] = field(default_factory=dict)  # step -> a copy of that checkpoint (`keep_last`)
+
+
+def keep_last(checkpoints: list, keep: int, folder: Path) -> dict[int, Path]:
+    """The last `keep` reported checkpoints, by step (Ray Train's (checkpoint, metrics) pairs), each
+    copied to `folder`/step-N; {step: its copy}. `folder` is emptied first: a rerun keeps its own."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    by_step = {int(m["step"]): c for c, m in checkpoints}  # a resumed run reports a step once more: one copy
+    kept = {}
+    for step in sorted(by_step)[-keep:] if keep > 0 else []:
+        kept[step] = folder / f"step-{step}"
+        by_step[step].to_directory(str(kept[step]))
+    return kept
 
 
 def build_trainer(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, callbacks=None) -> TorchTrainer:
@@ -129,8 +143,9 @@ def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, na
     if dest.exists():
         shutil.rmtree(dest)
     best_ckpt.to_directory(str(dest))
+    kept = keep_last(result.best_checkpoints, worker.keep_checkpoints, dest.parent / "checkpoints")
     summary = dict(result.return_value or {})
     if "loop_started_at" in summary:  # Ray Train's own cost: before the loop starts, after it ends
         summary["startup_seconds"] = summary["loop_started_at"] - started_at
         summary["teardown_seconds"] = time.time() - summary["loop_ended_at"]
-    return TrainOutcome(dest, dict(best_metrics), summary, time.perf_counter() - t0, str(result.path))
+    return TrainOutcome(dest, dict(best_metrics), summary, time.perf_counter() - t0, str(result.path), kept)

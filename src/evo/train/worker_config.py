@@ -58,6 +58,9 @@ class WorkerConfig:
     # a local file rank 0 appends each checkpoint's metrics to, one JSON line each, as they happen (a
     # fine-tuning job's live events; a folder root on one machine only); empty: none
     metrics_path: str = ""
+    # read on the driver's side, not the workers': the run's last this many checkpoints are copied beside
+    # its best (`evo.train.trainer.keep_last`), for a fine-tuning job to serve them as models; 0: none
+    keep_checkpoints: int = 0
     rehearsal_kl: float = 0.0  # weight of KL(parent ‖ child) on self-replay rows, which then skip their CE
     # several examples per row (evo.train.examples.pack) instead of right-padding each batch to its
     # longest; the same labelled tokens and loss. DPO batches are never packed.
