@@ -122,3 +122,34 @@ def test_a_rerun_says_it_continues_the_rounds_votes(tmp_path):
     assert f"continuing A/B round {rid}" in note and "its 4 earlier votes on 4 distinct prompts count" in note
     assert "(candidate 2, champion 1, ties 1)" in note
     assert earlier_votes(tmp_path, "round-gen-1", parent, "c" * 64) == ""  # another candidate: a round of its own
+
+
+def test_the_candidates_line_is_its_own_deltas_and_its_ancestors_only(tmp_path):
+    """What the judge's `ask` is given (`line_records`): the records of the candidate's delta and of
+    each ancestor's, never a sibling's (a rejected child of the same parent) nor a descendant's; a
+    model of the line with no ledger row (a fine-tuning job's) adds nothing and breaks nothing."""
+    from evo.ab_round import line_records
+    from evo.data.records import Record
+    from evo.lineage.root import Lineage
+
+    def delta(word: str) -> tuple[str, list]:
+        rs = [Record("completion", f"tr {word} {i} =", f" {i}", "", "translate") for i in range(3)]
+        return DataStore(tmp_path).put(rs), rs
+
+    lin = Lineage(tmp_path)
+    (d0, r0), (d1, r1), (d2, r2), (d3, r3) = (delta(w) for w in ("base", "one", "sibling", "after"))
+    models = {g: f"{i + 1:x}" * 64 for i, g in enumerate(("gen-0", "gen-1", "gen-2", "job", "gen-3"))}
+    for gid, parent, data in (("gen-0", "", d0), ("gen-1", "gen-0", d1), ("gen-2", "gen-0", d2)):
+        lin.registry.add(models[gid], gid, models.get(parent, ""), "candidate")
+        lin.decisions.record({"GEN_ID": gid, "parent_sha": models.get(parent, ""), "child_sha": models[gid],
+                              "data_delta_sha": data, "decision": "promoted" if gid != "gen-2" else "rejected",
+                              "reason": "test"}, models[gid], "base" if gid == "gen-0" else
+                             ("promoted" if gid == "gen-1" else "rejected"))
+    lin.registry.add(models["job"], "ftjob-abc", models["gen-1"], "candidate")  # no ledger row
+    lin.registry.add(models["gen-3"], "gen-3", models["job"], "candidate")
+    lin.decisions.record({"GEN_ID": "gen-3", "parent_sha": models["job"], "child_sha": models["gen-3"],
+                          "data_delta_sha": d3, "decision": "rejected", "reason": "test"}, models["gen-3"], "rejected")
+    prompts = lambda rs: sorted(r.prompt for r in rs)  # noqa: E731
+    assert prompts(line_records(tmp_path, models["gen-1"])) == prompts(r0 + r1)
+    assert prompts(line_records(tmp_path, models["gen-3"])) == prompts(r0 + r1 + r3)
+    assert prompts(line_records(tmp_path, models["gen-0"])) == prompts(r0)
