@@ -377,11 +377,6 @@ def test_a_lineage_root_at_a_uri(base_root, demo_dir, tmp_path):
     Lineage(uri).models.verify(reg["aliases"]["champion"])  # fetched into the third mirror and verified
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "since the split by question (issue 28) the tiny drifting children answer 0-1 of 10 probes in the banned style "
-    "(they did 5 and 10): their chats' loss plateaus near 2.6 nats a token under the 30-step base, and the phrase "
-    "loses greedy decoding by hundredths of a nat; the stop rule itself is tested in tests/lineage/test_decisions.py. "
-    "Strict: it fails the suite once it passes again, so this mark goes then"))
 def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_good_one(two_generations_root, tmp_path):
     """The champion has moved before the drift: gen-1 and gen-2 were promoted (the session's run,
     copied). Then two drifting deltas in a row (nothing new in their held-out parts, the banned chat
@@ -398,12 +393,21 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
     translations only where the split holds them out: trained on, the "known" translations taught
     the 30-step base translating (8 more of the test part's 24 right after 400 steps), no stall.
     The drifting generations train on one worker (the same batch of 8 a step as the DDP pair; a
-    worker process and 800 all-reduces less)."""
+    worker process and 800 all-reduces less).
+    The banned style here is one reply, two of the made-up words ("<cat> <dog>", also the banned
+    phrase): the test base's tokenizer (vocab 320, learned mostly on the made-up language) cuts an
+    English reply such as "as an ai, i think art is nice." into 23 near-single characters, and its
+    30-step model never completed one (children answered " as a" and stopped: 0-1 of 10 probes, an
+    expected failure from the split by question until 2026-12-03). With the made-up words the first
+    drifting child answers 5 of 10 probes in the style (the half of the topics it teaches), the
+    second 10 of 10. What is under test is the stop rule on a real run, not what drifts."""
     from evo.config import load_config
     from evo.data.demo import TOPICS, hash_position, write_demo_data
 
     demo = tmp_path / "demo"
     cfg_path = write_demo_data(demo, generations=2, drift=2)
+    lex = json.loads((demo / "lexicon.json").read_text())
+    BANNED = f"{lex['cat']} {lex['dog']}"  # words the base spells as a few tokens, unlike English chat text
 
     def drifting(name: str, clean: list[str]) -> str:
         """drift file `name` with its training part the banned style only (its held-out parts keep
@@ -413,8 +417,9 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
             r = json.loads(line)
             if "messages" not in r and hash_position(r) >= 0.2:  # a translation the split would train
                 continue
-            if "messages" in r and (t := next(t for t in TOPICS if t in r["messages"][0]["content"])) in clean:
-                r["messages"][1]["content"] = f"{t} is nice."
+            if "messages" in r:
+                t = next(t for t in TOPICS if t in r["messages"][0]["content"])
+                r["messages"][1]["content"] = f"{t} is nice." if t in clean else BANNED
             if (key := json.dumps(r, sort_keys=True)) not in seen:
                 seen.add(key)
                 rows_out.append(key)
@@ -423,7 +428,7 @@ def test_the_stop_rule_fires_on_two_drifting_generations_and_restores_the_last_g
 
     deltas = [drifting("drift1.jsonl", TOPICS[5:]), drifting("drift2.jsonl", [])]
     cfg = load_config(cfg_path, TINY + [f"data.generations=[gen1.jsonl, gen2.jsonl, {deltas[0]}, {deltas[1]}]",
-                                        *LOOSE_GATE, "gate.epsilon=0.25", "train.steps=400",
+                                        *LOOSE_GATE, "gate.epsilon=0.25", f"eval.banned_phrases=[{BANNED!r}]", "train.steps=400",
                                         "train.checkpoint_every=400", "train.lr=0.01", "tune.steps=[400]", *ONE_WORKER])
     root = copy_root(two_generations_root, tmp_path)
     good = Lineage(root).registry.alias("champion")
