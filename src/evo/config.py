@@ -173,6 +173,12 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(24, gt=0)
     batch_size: int = Field(64, gt=0)
     max_items: int = Field(200, gt=0, description="Cap on items per QA set, for speed.")
+    recall_halfwidth: Optional[float] = Field(
+        0.05, gt=0, lt=0.5, description="Recall (and a sweep's recall on the val parts) is asked on a stratified "
+        "sample of the line's parts, each generation's share in proportion to its size: as many items as make the "
+        "two-sided interval at gate.drift_confidence on a recall of 0.5 at most this wide either side (385 at "
+        "0.05 and 0.95), so a generation's evals cost the same at any depth. Fewer items than that: all of them. "
+        "null: every item (the cost grows with the lineage). The ledger's recall_items says n/m.")
     general: Optional[GeneralEvalConfig] = Field(
         None, description="General questions, KL from the base, fake words and diversity (for real pretrained bases).")
 

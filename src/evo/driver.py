@@ -50,7 +50,7 @@ from evo.model.lineage_model import load_generation
 from evo.model.loading import build_tiny_llama
 from evo.model.tokenizer import train_bpe_tokenizer
 from evo.numbers import show
-from evo.progress import Progress, Silent
+from evo.progress import Progress, Silent, Stopwatch
 from evo.ray_start import start_ray
 from evo.storage import after_write_tree, location, open_root, uri_of
 from evo.tracking import live as tracking
@@ -352,7 +352,7 @@ RESCORES = 3  # how many times a child is scored again when the champion moves b
 
 
 def decide_and_record(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, prep: Prepared,
-                      progress: Progress, row_of) -> tuple[dict, Evaluated]:
+                      progress: Progress, row_of, watch: Optional[Stopwatch] = None) -> tuple[dict, Evaluated]:
     """Score the child against the champion, decide, and record the decision: (its ledger row, the evals).
 
     The champion of the moment is the one it is compared with (its parent, unless the champion moved
@@ -360,29 +360,34 @@ def decide_and_record(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent
     or a stop applies only if that model is still the champion when it is written (a compare-and-swap
     in `evo.lineage.decisions`); when it moved meanwhile, the child is scored again against the new
     champion, with the same gate. One the champion moves away from again and again is recorded
-    rejected, saying so. `row_of(evaluated, decision, reason, against)` builds the ledger row."""
+    rejected, saying so. `row_of(evaluated, decision, reason, against)` builds the ledger row. `watch`:
+    where the evals' time and the decision's are summed."""
+    watch = watch or Stopwatch()
     against = lin.registry.alias("champion") or parent
     for _ in range(RESCORES + 1):
         moved = against != parent
         if moved:
             progress(gid, f"the champion is {lin.registry.model(against)['gen_id']}, not the parent "
                           f"{lin.registry.model(parent)['gen_id']}: {gid} is scored against the champion")
-        ev = evaluate(cfg, lin, gid, child, against, prep.gate_spec(cfg, lin, against if moved else None), progress)
-        decision, reason = decide(cfg, lin, ev.scores, against)
-        if moved:
-            reason = (f"compared with the champion {lin.registry.model(against)['gen_id']}, not its parent "
-                      f"{lin.registry.model(parent)['gen_id']} (the champion moved): {reason}")
-        atomic_write_json(lin.eval_path(gid), {**ev.to_json(), "compared_with": against})
-        row = row_of(ev, decision, reason, against)
-        try:
-            if decision == "stopped":
-                lin.decisions.stop(row, child, restore=restore_point(cfg, lin, against))
-            else:
-                lin.decisions.record(row, child, decision)
-            return row, ev
-        except ChampionMoved as e:
-            progress(gid, str(e))
-            against = e.champion
+        with watch("evals"):
+            ev = evaluate(cfg, lin, gid, child, against, prep.gate_spec(cfg, lin, against if moved else None),
+                          progress)
+        with watch("decide"):
+            decision, reason = decide(cfg, lin, ev.scores, against)
+            if moved:
+                reason = (f"compared with the champion {lin.registry.model(against)['gen_id']}, not its parent "
+                          f"{lin.registry.model(parent)['gen_id']} (the champion moved): {reason}")
+            atomic_write_json(lin.eval_path(gid), {**ev.to_json(), "compared_with": against})
+            row = row_of(ev, decision, reason, against)
+            try:
+                if decision == "stopped":
+                    lin.decisions.stop(row, child, restore=restore_point(cfg, lin, against))
+                else:
+                    lin.decisions.record(row, child, decision)
+                return row, ev
+            except ChampionMoved as e:
+                progress(gid, str(e))
+                against = e.champion
     row = {**row, "decision": "rejected", "reason": f"not promoted: the champion moved {RESCORES + 1} times before "
            f"{gid}'s decision was written; it was last compared with {lin.registry.model(row['compared_with'])['gen_id']}"}
     lin.decisions.record(row, child, "rejected")
@@ -416,24 +421,29 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     `parent`: the model it grows from (default: the champion); `own_val`: see `prepare_mix`; `data_sha`:
     a delta already stored (then `path` is only named), else the delta is ingested from `path`. With
     `train.method: dpo` its preference records train as pairs, the replayed records as ever."""
-    gid, t0 = gen_id(index), time.perf_counter()
+    gid, t0, watch = gen_id(index), time.perf_counter(), Stopwatch()
     parent = parent or lin.registry.alias("champion")
-    track = tracking.start(cfg, lin.root, gid, lambda message: progress(gid, message))  # the MLflow view
-    record_arriving_corrections(cfg, lin, index, progress)
-    data_sha = data_sha or ingest(lin, path, cfg, progress, gid, own_val=own_val is not None)
-    delta = lin.data.get(data_sha)
+    with watch("tracking"):
+        track = tracking.start(cfg, lin.root, gid, lambda message: progress(gid, message))  # the MLflow view
+    with watch("ingest"):
+        record_arriving_corrections(cfg, lin, index, progress)
+        data_sha = data_sha or ingest(lin, path, cfg, progress, gid, own_val=own_val is not None)
+        delta = lin.data.get(data_sha)
     if problem := method_problem(cfg.train.method, delta, f"{gid}'s delta {path or data_sha[:12]}"):
         raise ValueError(problem)
-    prep = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k if tune else None,
-                       own_val=own_val)
-    if tune:
-        child, n_replay, trial = sweep_child(cfg, lin, gid, parent, data_sha, prep, progress, extra)
-    else:
-        n_replay, trial = prep.mix.n_replay, ""
-        progress(gid, f"mix: {prep.mix.summary()}; parent {parent[:12]}")
-        child = train_child(cfg, lin, gid, parent, data_sha, prep, progress, extra or {})
+    with watch("mix"):
+        prep = prepare_mix(cfg, lin, gid, index, delta, parent, replay_ks=cfg.tune.replay_k if tune else None,
+                           own_val=own_val)
+    with watch("train"):
+        if tune:
+            child, n_replay, trial = sweep_child(cfg, lin, gid, parent, data_sha, prep, progress, extra)
+        else:
+            n_replay, trial = prep.mix.n_replay, ""
+            progress(gid, f"mix: {prep.mix.summary()}; parent {parent[:12]}")
+            child = train_child(cfg, lin, gid, parent, data_sha, prep, progress, extra or {})
     meta = lin.models.meta(child)
-    method_columns = preference_columns(cfg, lin, gid, child, meta, prep, progress)
+    with watch("evals"):
+        method_columns = preference_columns(cfg, lin, gid, child, meta, prep, progress)
 
     def row_of(ev: Evaluated, decision: str, reason: str, against: str) -> dict:
         c = ev.child
@@ -448,10 +458,13 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
             "patterns_recurred": ";".join(ev.recurred), "split": prep.split.scheme, **general_columns(c),
             "test_answers_trained": "{}/{}".format(*prep.kept_apart["test_answers_trained"]),
             "compared_with": against, **method_columns,
+            "recall_items": f"{ev.scores.recall_items or 0}/{ev.recall_available or 0}" if ev.recall_available else "",
         }
 
-    row, ev = decide_and_record(cfg, lin, gid, child, parent, prep, progress, row_of)
-    track.finish(lin.ledger.get(gid))
+    row, ev = decide_and_record(cfg, lin, gid, child, parent, prep, progress, row_of, watch)
+    with watch("tracking"):
+        track.finish(lin.ledger.get(gid))
+    write_timings(lin, gid, watch, meta, ev)
     c, decision, reason = ev.child, row["decision"], row["reason"]
     other = "parent" if row["compared_with"] == parent else "champion"
     progress(gid, f"{decision}: recall {show(c.recall)}, generalization {c.generalization.value:.2f} "
@@ -460,6 +473,17 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     for line in against_parent(c, ev.parent):
         progress(gid, line)
     return row
+
+
+def write_timings(lin: Lineage, gid: str, watch: Stopwatch, meta: dict, ev: Evaluated) -> None:
+    """runs/<gen>/timings.json: the generation's wall seconds by phase, and inside training and the evals
+    what went to loading models (bench/bench_depth.py reads it; a resumed generation's training phase is
+    what was left to do)."""
+    train = {k: meta.get(f"{k}_seconds") for k in ("ray_startup", "load", "setup", "train", "checkpoint", "ray_teardown")}
+    atomic_write_json(lin.run_dir(gid) / "timings.json", {
+        "total": watch.total(), "phases": watch.seconds, "train": {**train, "wall": meta.get("train_wall_seconds")},
+        "evals": {"child": ev.child.seconds, "parent": ev.parent.seconds,
+                  "recall_items": ev.scores.recall_items}})
 
 
 def general_columns(res: SuiteResult) -> dict:
@@ -503,10 +527,11 @@ class Evaluated:
     healed: list[str]
     recurred: list[str]
     seconds: float
+    recall_available: Optional[int] = None  # the items of the line's test parts recall was sampled from
 
     def to_json(self) -> dict:  # evals/<gen>.json
         return {"child": self.child.to_json(), "parent": self.parent.to_json(), "scores": self.scores.__dict__,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "recall_available": self.recall_available}
 
 
 def evaluate(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, spec, progress: Progress) -> Evaluated:
@@ -516,7 +541,7 @@ def evaluate(cfg: EvoConfig, lin: Lineage, gid: str, child: str, parent: str, sp
     res_child, res_parent = evaluate_many(lin, [child, parent], spec, cfg, progress)
     healed, recurred = healed_and_recurred(res_child.to_json()["healing"], lin.healing_history(parent))
     return Evaluated(res_child, res_parent, scores_of(res_child, res_parent, tuple(recurred)), healed, recurred,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, spec.qa_available)
 
 
 def against_parent(child: SuiteResult, parent: SuiteResult) -> list[str]:

@@ -24,3 +24,28 @@ class Silent(Progress):
 
     def __init__(self):
         super().__init__(quiet=True)
+
+
+class Stopwatch:
+    """Wall seconds per named phase of a piece of work, summed over its repeats (`with watch("evals"):`)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+
+    def __call__(self, name: str) -> _Phase:
+        return _Phase(self, name)
+
+    def total(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+class _Phase:
+    def __init__(self, watch: Stopwatch, name: str):
+        self.watch, self.name = watch, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.watch.seconds[self.name] = self.watch.seconds.get(self.name, 0.0) + time.perf_counter() - self.t0

@@ -94,3 +94,70 @@ def test_an_adapter_it_cannot_apply_unmerged_is_refused(chain, tmp_path):
     (tmp_path / "dora" / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
     with pytest.raises(SharedBaseError, match="only plain LoRA adapters"):
         read_adapter(tmp_path / "dora")
+
+
+MIXED_PROMPTS = ["tr red fox runs =", "user: hello there", "tr red =", "tr fox runs = zora", "hello"]
+
+
+def test_a_mixed_batch_answers_each_prompt_as_its_generation_alone(chain):
+    """Three generations (the base, one adapter, two) in one generate call: each prompt's greedy
+    answer and sampled answers (seeded) are those of its generation asked alone, and its logits
+    those of the merged model."""
+    from evo.model.generate import Sampling, sample_ids
+    from evo.model.prompts import prompt_ids
+    from evo.model.shared import MixedBatch
+
+    _, tok, merged, _ = chain
+    shared, _ = shared_with_both(chain)
+    links = [(), ("a0",), ("a0", "a1"), ("a0",), ("a0", "a1")]
+    ids = [prompt_ids(tok, p) for p in MIXED_PROMPTS]
+    calls = []
+    real = shared.model.generate
+    shared.model.generate = lambda *a, **kw: calls.append(kw["input_ids"].shape[0]) or real(*a, **kw)
+    for sampling in (Sampling(max_tokens=8, temperature=0), Sampling(max_tokens=8, temperature=1.0, n=2)):
+        calls.clear()
+        together = sample_ids(MixedBatch(shared, links), tok, ids, sampling, [], list(range(5)))
+        assert calls == [5 * (sampling.n if sampling.temperature else 1)]  # one call for all of them
+        for i, chain_i in enumerate(links):
+            alone = sample_ids(GenerationModel(shared, chain_i), tok, [ids[i]], sampling, [], [i])[0]
+            assert [o.text for o in together[i]] == [o.text for o in alone], (i, chain_i)
+    assert len({o.text for outs in together for o in outs}) > 1  # the generations answer differently
+    width = max(map(len, ids))
+    padded = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(x) for x in ids])[:, None]).long()
+    with torch.no_grad():
+        got = MixedBatch(shared, links)(input_ids=padded, attention_mask=mask).logits
+        for i, chain_i in enumerate(links):
+            want = merged[len(chain_i)](input_ids=padded[i:i + 1], attention_mask=mask[i:i + 1]).logits[0]
+            assert torch.allclose(got[i][mask[i].bool()], want[mask[i].bool()], atol=1e-5), chain_i
+
+
+def test_the_pool_batches_requests_for_different_generations_of_a_base_together(chain, tmp_path):
+    """What a replica does with a @serve.batch of requests for the champion, the candidate and a
+    tenant's model: one generate call, each answered as its model alone answers (and `mixed=False`,
+    the old way, one call per model)."""
+    from evo.inference.pool import ModelPool
+    from evo.model.artifacts import ModelStore
+    from evo.model.generate import Sampling
+
+    base, tok, _, folder = chain
+    store = ModelStore(tmp_path)
+    shas = [store.put_base(lambda d: (base.save_pretrained(d), tok.save_pretrained(d)), {})]
+    for i in range(2):
+        shas.append(store.put_adapter(folder / f"a{i}", shas[-1], {}))
+    requests = [{"sha": shas[i % 3], "sampling": Sampling(max_tokens=6, temperature=0), "stops": [], "prompts": [p]}
+                for i, p in enumerate(MIXED_PROMPTS)]
+    answers = {}
+    for mixed in (True, False):
+        pool = ModelPool(str(tmp_path), max_models=3, mixed=mixed)
+        for sha in shas:
+            pool.get(sha)
+        shared = next(iter(pool.bases.values()))[0]
+        calls = []
+        real = shared.model.generate
+        shared.model.generate = lambda *a, real=real, calls=calls, **kw: calls.append(kw["input_ids"].shape[0]) or real(*a, **kw)
+        answers[mixed] = [r["outputs"][0]["text"] for r in pool.run(requests)]
+        assert calls == ([5] if mixed else [2, 2, 1])
+        alone = [pool.run([r])[0]["outputs"][0]["text"] for r in requests]
+        assert answers[mixed] == alone
+    assert answers[True] == answers[False]

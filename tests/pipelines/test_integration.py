@@ -90,6 +90,13 @@ def test_two_generations_ddp(two_generations_root, demo_dir, tmp_path):
         assert by_gen[gid]["total"] == min(len(test), cfg.eval.max_items)
     recall = sum(a["correct"] for a in by_gen.values()) / sum(a["total"] for a in by_gen.values())
     assert float(g2["eval_recall"]) == pytest.approx(recall, abs=1e-5)
+    n = sum(a["total"] for a in by_gen.values())  # under eval.recall_halfwidth's 385: the line asked whole
+    assert g2["recall_items"] == f"{n}/{n}" and report["recall_available"] == n
+    # What the generation's time went to (bench/bench_depth.py reads it), phase by phase.
+    timings = json.loads((root / "runs" / "gen-2" / "timings.json").read_text())
+    assert set(timings["phases"]) >= {"ingest", "mix", "train", "evals", "decide"}
+    assert sum(timings["phases"].values()) <= timings["total"] and timings["phases"]["train"] > 1
+    assert 0 < timings["train"]["load"] < timings["train"]["setup"] and timings["evals"]["child"]["load"] > 0
     assert_lineage_consistent(root)
     # Running again finds everything done: no new rows, nothing rewritten.
     before = (root / "ledger.csv").read_bytes()

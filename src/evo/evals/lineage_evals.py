@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import random
 import sys
+from statistics import NormalDist
 from typing import Optional
 
 import ray
@@ -31,9 +34,49 @@ def eval_spec(cfg: EvoConfig, qa: dict[str, list[Record]], holdout: list[Record]
         items, excluded = healing_items(CorrectionStore(lin.root).all(), read_paraphrases(h.paraphrases),
                                         h.max_items_per_pattern, seen_prompts(lin))
     rules = {p: PatternRule(tuple(r.forbid), tuple(r.require), r.check) for p, r in h.patterns.items()}
+    available = sum(len(recs[:e.max_items] if e.max_items else recs) for recs in qa.values())  # as the eval reads
+    qa = recall_sample(qa, recall_budget(cfg), e.max_items)
     return EvalSpec(qa, holdout, load_probes(e.probes if lin is not None else e.val_probes), e.banned_phrases, val,
                     e.max_new_tokens, e.batch_size, e.max_items, cfg.model.max_length, items, rules,
-                    [i.prompt for i in excluded], general_spec(cfg, lin) if lin is not None else None)
+                    [i.prompt for i in excluded], general_spec(cfg, lin) if lin is not None else None, available)
+
+
+def recall_budget(cfg: EvoConfig) -> Optional[int]:
+    """How many recall items make the interval eval.recall_halfwidth states (None: every item): the n at
+    which the two-sided normal interval at gate.drift_confidence on a rate of 0.5, its widest, is
+    +-recall_halfwidth. 385 at 0.05 and 0.95."""
+    h = cfg.eval.recall_halfwidth
+    if h is None:
+        return None
+    z = NormalDist().inv_cdf((1 + cfg.gate.drift_confidence) / 2)
+    return math.ceil(z * z * 0.25 / (h * h))
+
+
+def recall_sample(parts: dict[str, list[Record]], n: Optional[int], cap: Optional[int] = None) -> dict[str, list[Record]]:
+    """At most `n` items over the generations' parts, stratified: each part (first cut to `cap` items,
+    as the eval reads it) gives a share in proportion to its size (largest remainders; every part one
+    at least while `n` allows), drawn with a seed of its own generation and size, so the child and the
+    model it is compared with are asked the same items, and a generation scored again is asked them
+    again. Every item when there are no more than `n`."""
+    parts = {g: recs[:cap] if cap else list(recs) for g, recs in parts.items()}
+    total = sum(len(recs) for recs in parts.values())
+    if n is None or total <= n:
+        return parts
+    live = [g for g, recs in parts.items() if recs]
+    share = {g: 0 for g in parts}
+    if n >= len(live):  # one each first: no generation's part goes unasked
+        share |= {g: 1 for g in live}
+    left = n - sum(share.values())
+    exact = {g: left * (len(parts[g]) - share[g]) / (total - sum(share.values())) for g in live}
+    share = {g: share[g] + int(exact.get(g, 0)) for g in parts}
+    order = sorted(live, key=lambda g: (int(exact[g]) - exact[g], g))  # largest remainder first
+    for g in order[: n - sum(share.values())]:
+        share[g] += 1
+    out = {}
+    for g, recs in parts.items():
+        picks = sorted(random.Random(f"recall:{g}:{len(recs)}").sample(range(len(recs)), min(share[g], len(recs))))
+        out[g] = [recs[i] for i in picks]
+    return out
 
 
 def general_spec(cfg: EvoConfig, lin: Lineage) -> Optional[GeneralSpec]:

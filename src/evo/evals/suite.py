@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -55,6 +56,7 @@ class SuiteResult:
     quality_by_category: dict[str, dict] = field(default_factory=dict)  # category -> exact match on every QA item
     healing_excluded: list[str] = field(default_factory=list)  # healing prompts not asked: trained or chosen on
     general: Optional[GeneralResult] = None  # eval.general: against the base, on sets no delta touches
+    seconds: dict[str, float] = field(default_factory=dict)  # what the task spent: loading the models, scoring
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -79,6 +81,7 @@ class EvalSpec:
     rules: dict[str, PatternRule] = field(default_factory=dict)  # pattern -> its validator rule
     healing_excluded: list[str] = field(default_factory=list)  # prompts left out: trained or chosen on in the lineage
     general: Optional[GeneralSpec] = None  # general ability, fake words, diversity (eval.general)
+    qa_available: Optional[int] = None  # items the qa sets were sampled from (evo.evals.lineage_evals.recall_sample)
 
 
 def answer_budget(tok, references: list[str], floor: int) -> int:
@@ -170,6 +173,7 @@ def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float
     """
     from evo.model.lineage_model import load_generation  # transformers and peft: only where a model loads
 
+    t0 = time.perf_counter()
     model, tok = load_generation(root, sha, dtype)
     base = model
     if spec.general is not None and spec.general.base_sha != sha:
@@ -178,7 +182,10 @@ def evaluate_generation(root: str, sha: str, spec: EvalSpec, dtype: str = "float
         model, base = model.to("cuda"), base.to("cuda")
     else:
         torch.set_num_threads(1)
-    return run_suite(model, tok, spec, base)
+    t1 = time.perf_counter()
+    result = run_suite(model, tok, spec, base)
+    result.seconds = {"load": t1 - t0, "score": time.perf_counter() - t1}
+    return result
 
 
 def load_probes(path: str | Path | None) -> list[Record]:

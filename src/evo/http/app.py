@@ -2,8 +2,8 @@
 
 One deployment is both the HTTP ingress (OpenAI-compatible) and the model holder: the gateway
 resolves a request to an arm and a model sha, and the replica's own pool answers it, batching
-requests for the same model and settings. Keeping the models in the ingress replica saves a
-handle hop (about 3 ms here) on every request.
+requests for any generations of one base with the same settings (each row its own adapters).
+Keeping the models in the ingress replica saves a handle hop (about 3 ms here) on every request.
 
 The routes are one `APIRouter` per resource, mounted here: inference (`inference_routes`), A/B votes
 and the rating page (`ab_routes`), files and fine-tuning jobs (`files_jobs_routes`), admin
@@ -132,8 +132,9 @@ class EvoServer:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def answer_batch(self, requests: list[dict]) -> list[dict]:
-        """Pool requests (`inference_routes.pool_request`) for the same model and settings share one
-        generate call (on a thread, so the replica keeps taking requests meanwhile)."""
+        """Pool requests (`inference_routes.pool_request`) for generations of one base (champion,
+        candidate, tenants' models alike) and the same settings share one generate call (on a
+        thread, so the replica keeps taking requests meanwhile)."""
         return await asyncio.to_thread(self.state.pool.run, requests)
 
 

@@ -1,7 +1,7 @@
 """Inference: OpenAI's chat and text completions (whole or streamed) and the models.
 
 A request is validated once (`parse_request`), its sampling settings become one `Sampling`, and the
-replica's pool answers it: batched with others for the same model and settings (`answer_batch`), or
+replica's pool answers it: batched with others for any generation of its base and the same settings (`answer_batch`), or
 token by token when it streams one choice of one prompt.
 """
 

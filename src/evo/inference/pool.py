@@ -14,7 +14,7 @@ from dataclasses import replace
 from evo.model.generate import Delta, Output, sample_ids, stream_ids, token_logprobs
 from evo.model.lineage_model import load_generation
 from evo.model.prompts import prompt_ids, reply_prompt
-from evo.model.shared import GenerationModel, SharedBaseError, load_shared
+from evo.model.shared import GenerationModel, MixedBatch, SharedBaseError, load_shared
 from evo.openai_api import APIError
 
 
@@ -74,8 +74,9 @@ class ModelPool:
     chain of LoRA adapters applied unmerged (`evo.model.shared`), so a second generation costs its
     adapters, not another base. An adapter that cannot be applied unmerged is served merged."""
 
-    def __init__(self, root: str, max_models: int = 4, dtype: str = "float32"):
+    def __init__(self, root: str, max_models: int = 4, dtype: str = "float32", mixed: bool = True):
         self.root, self.max_models, self.dtype = root, max_models, dtype
+        self.mixed = mixed  # requests for generations of one base share a batch (False: one batch per model)
         self.models: OrderedDict[str, tuple] = OrderedDict()
         self.bases: dict[str, tuple] = {}  # base sha -> (SharedBase, tokenizer)
         self._lock = threading.Lock()  # batches, streams and warm-ups run on threads of one replica
@@ -120,7 +121,8 @@ class ModelPool:
         return len(ids), stream_ids(model, tok, ids, request["sampling"], request["stops"])
 
     def run(self, requests: list[dict]) -> list[dict]:
-        """Answer a batch of requests; those for the same model and settings share a generate call,
+        """Answer a batch of requests; those for generations of one shared base (any of them: each row
+        runs its own chain of adapters, `MixedBatch`) and the same settings share a generate call,
         each drawing its answers from generators of its own seed (`sample_ids`), so none moves
         another's.
 
@@ -131,12 +133,21 @@ class ModelPool:
         groups: dict[tuple, list[tuple[int, int]]] = {}
         prompts: dict[int, list[tuple[str, list[int]]]] = {}
         for i, r in enumerate(requests):
-            prompts[i] = request_prompts(self.get(r["sha"])[1], r)
-            key = (r["sha"], replace(r["sampling"], seed=None), tuple(r["stops"]))
+            model, tok = self.get(r["sha"])
+            prompts[i] = request_prompts(tok, r)
+            # generations on one shared base batch together (each row its own chain), others by sha
+            on = id(model.shared) if isinstance(model, GenerationModel) and self.mixed else r["sha"]
+            key = (on, replace(r["sampling"], seed=None), tuple(r["stops"]))
             groups.setdefault(key, []).extend((i, k) for k in range(len(prompts[i])))
         answers: dict[tuple[int, int], list[Output]] = {}
-        for (sha, sampling, stops), rows in groups.items():
-            model, tok = self.get(sha)
+        for (_, sampling, stops), rows in groups.items():
+            members = [self.get(requests[i]["sha"]) for i, _ in rows]
+            if isinstance(members[0][0], GenerationModel):  # chains in order: each adapter's rows side by side
+                order = sorted(range(len(rows)), key=lambda j: members[j][0].chain)
+                rows, members = [rows[j] for j in order], [members[j] for j in order]
+            model, tok = members[0]
+            if len({m.chain for m, _ in members if isinstance(m, GenerationModel)}) > 1:
+                model = MixedBatch(model.shared, [m.chain for m, _ in members])
             ids = [prompts[i][k][1] for i, k in rows]
             seeds = [requests[i]["sampling"].seed for i, _ in rows]
             for row, outs in zip(rows, sample_ids(model, tok, ids, sampling, list(stops), seeds)):

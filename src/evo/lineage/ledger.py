@@ -35,6 +35,9 @@ COLUMNS = [
     # preference pairs trained on, and on the delta's test pairs the share the child ranks right (its
     # implicit reward higher on the chosen answer) and the mean reward margin
     "method", "dpo_beta", "pairs", "pref_accuracy", "reward_margin",
+    # "n/m": recall was asked on n of the m items of the line's test parts (a stratified sample once m
+    # is over eval.recall_halfwidth's budget, so a generation's evals cost the same at any depth)
+    "recall_items",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).

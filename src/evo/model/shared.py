@@ -6,7 +6,9 @@ trained on its merged parent, so merging them in order is the same sum). Serving
 therefore needs one base and two small sets of (A, B) matrices, not two merged copies of the model:
 a forward hook on each adapted linear layer adds `scale * B(A(x))` for the adapters of the chain the
 calling thread has selected. Threads are independent, so a stream of one generation and a batch of
-another can run on the same base at once.
+another can run on the same base at once. And one batch can hold several generations
+(`MixedBatch`): each adapter's delta is added to the rows whose chain has it, so the champion, the
+candidate and the tenants' models of one base are answered by one forward per step, not one each.
 """
 
 from __future__ import annotations
@@ -69,6 +71,23 @@ class SharedBase:
 
     def _hook(self, name: str):
         def add_deltas(module, inputs, output):
+            groups = getattr(self._local, "groups", None)
+            if groups is not None:  # a mixed batch: each adapter's delta on the rows whose chain has it
+                for sha, rows in groups:
+                    d = self.adapters[sha].get(name)
+                    if d is None:
+                        continue
+                    a, b, scale = d
+                    if isinstance(rows, slice):  # its rows side by side (the pool sorts them so): views, no copies
+                        x = inputs[0][rows].to(a.dtype)
+                        delta = scale * torch.nn.functional.linear(torch.nn.functional.linear(x, a), b)
+                        output = output.clone() if output.requires_grad else output
+                        output[rows] += delta.to(output.dtype)
+                    else:
+                        x = inputs[0].index_select(0, rows.to(inputs[0].device)).to(a.dtype)
+                        delta = scale * torch.nn.functional.linear(torch.nn.functional.linear(x, a), b)
+                        output = output.index_add(0, rows.to(output.device), delta.to(output.dtype))
+                return output
             for sha in getattr(self._local, "chain", ()):
                 d = self.adapters[sha].get(name)
                 if d is not None:
@@ -89,13 +108,34 @@ class SharedBase:
         finally:
             self._local.chain = before
 
+    @contextmanager
+    def using_rows(self, chains: list[tuple[str, ...]]):
+        """Select, for this thread's forward passes, a chain per batch row (`chains[i]` for row i).
+        Each adapter's delta is computed on its rows only and added in chain order (an adapter's place
+        on its chain is the same on every chain that has it: chains are paths from one base), so a
+        row gets exactly the additions its chain alone would give it."""
+        place: dict[str, int] = {}
+        for chain in chains:
+            for depth, sha in enumerate(chain):
+                place.setdefault(sha, depth)
+        groups = []
+        for sha in sorted(place, key=lambda s: (place[s], s)):
+            rows = [i for i, c in enumerate(chains) if sha in c]
+            contiguous = rows[-1] - rows[0] + 1 == len(rows)
+            groups.append((sha, slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows, dtype=torch.long)))
+        before = getattr(self._local, "groups", None)
+        self._local.groups = groups
+        try:
+            yield
+        finally:
+            self._local.groups = before
 
-class GenerationModel:
-    """One generation on a shared base: what generation and the evals call (`generate`, a forward
-    pass, `device`, `config`), with its chain selected for the calling thread."""
 
-    def __init__(self, shared: SharedBase, chain: tuple[str, ...]):
-        self.shared, self.chain = shared, chain
+class _OnSharedBase:
+    """What generation and the evals call (`generate`, a forward pass, `device`, `config`) on a shared
+    base, with the adapters `_selecting` chooses for the call's rows on the calling thread."""
+
+    shared: SharedBase
 
     @property
     def device(self):
@@ -108,13 +148,42 @@ class GenerationModel:
     def eval(self):
         return self
 
+    def _selecting(self, kwargs: dict):
+        raise NotImplementedError
+
     def generate(self, *args, **kwargs):
-        with self.shared.using(self.chain):
+        with self._selecting(kwargs):
             return self.shared.model.generate(*args, **kwargs)
 
     def __call__(self, *args, **kwargs):
-        with self.shared.using(self.chain):
+        with self._selecting(kwargs):
             return self.shared.model(*args, **kwargs)
+
+
+class GenerationModel(_OnSharedBase):
+    """One generation on a shared base: its chain selected for every row."""
+
+    def __init__(self, shared: SharedBase, chain: tuple[str, ...]):
+        self.shared, self.chain = shared, chain
+
+    def _selecting(self, kwargs: dict):
+        return self.shared.using(self.chain)
+
+
+class MixedBatch(_OnSharedBase):
+    """Several generations of one shared base in one batch: prompt i is answered by `chains[i]`
+    (a batch of b rows for p prompts gives each prompt b / p consecutive rows, as `sample_ids` makes
+    its n copies). One forward per step for all of them, not one per generation. Called with
+    `input_ids=` (the batch's rows)."""
+
+    def __init__(self, shared: SharedBase, chains: list[tuple[str, ...]]):
+        self.shared, self.chains = shared, list(chains)
+
+    def _selecting(self, kwargs: dict):
+        batch = kwargs["input_ids"].shape[0]
+        if batch % len(self.chains):
+            raise SharedBaseError(f"a batch of {batch} rows for {len(self.chains)} prompts: not a whole number each")
+        return self.shared.using_rows([c for c in self.chains for _ in range(batch // len(self.chains))])
 
 
 def load_shared(root: str | Path, sha: str, bases: dict, dtype: str = "float32", verify: bool = True):

@@ -303,7 +303,9 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     with (ckpt.as_directory() if ckpt else _nullcontext()) as ckpt_dir:
         ckpt_dir = Path(ckpt_dir) if ckpt else None
         state = TrainState.load(ckpt_dir) if ckpt_dir else TrainState()
+        t_load = time.perf_counter()
         model, tok = _load(cfg, ckpt_dir)
+        state.load_seconds = time.perf_counter() - t_load
         per_worker = max(1, cfg.batch_size // world)
         engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
 

@@ -23,6 +23,7 @@ class TrainState:
     step_seconds: float = 0.0  # time inside optimizer steps (rank 0), excluding evals and saves
     checkpoint_seconds: float = 0.0  # validation loss, saving and reporting checkpoints (rank 0)
     setup_seconds: float = 0.0  # loop start to first step in the latest attempt: loading, wrapping
+    load_seconds: float = 0.0  # of setup: loading the parent (or the checkpoint) in the latest attempt
 
     def save(self, folder: Path) -> None:
         atomic_write_json(folder / "trainer_state.json", asdict(self))

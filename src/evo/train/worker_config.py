@@ -142,6 +142,7 @@ def training_meta(out, worker: WorkerConfig, cfg: EvoConfig, data_sha: str, gid:
         "val_curve": s.get("val"), "train_seconds": s.get("step_seconds"), "tokens": s.get("tokens"),
         "train_wall_seconds": out.wall_seconds, "steps": worker.steps, "lr": worker.lr,
         "checkpoint_seconds": s.get("checkpoint_seconds"), "setup_seconds": s.get("setup_seconds"),
+        "load_seconds": s.get("load_seconds"),
         "ray_startup_seconds": s.get("startup_seconds"), "ray_teardown_seconds": s.get("teardown_seconds"),
         "resumed_from": s.get("resumed_from"), "torch_threads": s.get("torch_threads"),
         "poll_interval_s": s.get("poll_interval_s"),  # as the workers saw it (train.poll_interval_s)
