@@ -2,7 +2,9 @@
 
 Every `checkpoint_every` steps all workers evaluate validation loss on their shard, rank 0 saves
 the trainable weights, and the checkpoint is reported with its metrics; the driver keeps the
-best one. A restarted worker group resumes from the latest checkpoint.
+best one. A restarted worker group resumes from the latest checkpoint. A run asked to pause (its
+`pause_file` appears: a fine-tuning job's pause) stops after the step in progress, with a checkpoint
+of that step, and returns `paused`; fitted again under the same name it resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -314,6 +316,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     resumed_from = state.step
     state.setup_seconds = time.perf_counter() - t_start
     window: list[float] = []
+    pause = False
     for step, examples in batches(train, per_worker, state.step, cfg.steps):
         t0 = time.perf_counter()
         if dpo:  # never packed: a pair's two rows are scored as whole sequences (evo.train.dpo)
@@ -333,15 +336,33 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         state.losses.append(loss)
         window.append(loss)
         state.step = step + 1
-        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+        pause = state.step < cfg.steps and _pause_asked(cfg, world, engine.device)
+        if pause or state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             t0 = time.perf_counter()
             _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window),
                         started_at)
             state.checkpoint_seconds += time.perf_counter() - t0
             window = []
-    return {**state.__dict__, "resumed_from": resumed_from, "world_size": world, "torch_threads": torch.get_num_threads(),
+        if pause:
+            break
+    return {**state.__dict__, "resumed_from": resumed_from, "paused": pause,
+            "world_size": world, "torch_threads": torch.get_num_threads(),
             "poll_interval_s": float(os.environ[POLL_ENV_VAR]) if os.environ.get(POLL_ENV_VAR) else None,
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
+
+
+def _pause_asked(cfg: WorkerConfig, world: int, device) -> bool:
+    """Whether the run was asked to pause (its `pause_file` exists), agreed by every worker: each looks
+    after every step, and one that sees it stops them all at the same step (a collective would hang
+    otherwise). A run without a pause file costs nothing."""
+    if not cfg.pause_file:
+        return False
+    asked = os.path.exists(cfg.pause_file)
+    if world == 1 or not (dist.is_available() and dist.is_initialized()):
+        return asked
+    flag = torch.tensor([int(asked)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id, train_loss, started_at: float) -> None:
