@@ -345,7 +345,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             window = []
         if pause:
             break
-    return {**state.__dict__, "resumed_from": resumed_from, "paused": pause,
+    return {**state.__dict__, "resumed_from": resumed_from, "steps_run": state.step - resumed_from, "paused": pause,
             "world_size": world, "torch_threads": torch.get_num_threads(),
             "poll_interval_s": float(os.environ[POLL_ENV_VAR]) if os.environ.get(POLL_ENV_VAR) else None,
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}

@@ -159,6 +159,7 @@ def training_meta(out, worker: WorkerConfig, cfg: EvoConfig, data_sha: str, gid:
         "checkpoint_seconds": s.get("checkpoint_seconds"), "setup_seconds": s.get("setup_seconds"),
         "ray_startup_seconds": s.get("startup_seconds"), "ray_teardown_seconds": s.get("teardown_seconds"),
         "resumed_from": s.get("resumed_from"), "torch_threads": s.get("torch_threads"),
+        "steps_run": s.get("steps_run"),  # by the last attempt: from resumed_from (a pause's, a restart's) to steps
         "poll_interval_s": s.get("poll_interval_s"),  # as the workers saw it (train.poll_interval_s)
         "method": worker.method, **({"beta": worker.beta, "sft_weight": worker.sft_weight} if worker.method == "dpo" else {}),
     }
