@@ -304,6 +304,7 @@ class JobStore:
             job.update(fields)
             if fields.get("status") in TERMINAL:
                 job["finished_at"] = int(time.time())
+                self.pause_path(jid).unlink(missing_ok=True)  # a pause that came too late, or a cancel's
             atomic_write_json(self._path(jid), job)
         return job
 
