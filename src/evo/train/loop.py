@@ -42,6 +42,7 @@ from evo.train.examples import (
     token_loss_sum,
     training_batch,
 )
+from evo.train.pause import pause_asked
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 from evo.train.worker_config import WorkerConfig
 
@@ -336,7 +337,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         state.losses.append(loss)
         window.append(loss)
         state.step = step + 1
-        pause = state.step < cfg.steps and _pause_asked(cfg, world, engine.device)
+        pause = state.step < cfg.steps and pause_asked(cfg.pause_file, world, engine.device)
         if pause or state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             t0 = time.perf_counter()
             _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window),
@@ -349,20 +350,6 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             "world_size": world, "torch_threads": torch.get_num_threads(),
             "poll_interval_s": float(os.environ[POLL_ENV_VAR]) if os.environ.get(POLL_ENV_VAR) else None,
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
-
-
-def _pause_asked(cfg: WorkerConfig, world: int, device) -> bool:
-    """Whether the run was asked to pause (its `pause_file` exists), agreed by every worker: each looks
-    after every step, and one that sees it stops them all at the same step (a collective would hang
-    otherwise). A run without a pause file costs nothing."""
-    if not cfg.pause_file:
-        return False
-    asked = os.path.exists(cfg.pause_file)
-    if world == 1 or not (dist.is_available() and dist.is_initialized()):
-        return asked
-    flag = torch.tensor([int(asked)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 def _checkpoint(engine, state, cfg: WorkerConfig, rank, val, per_worker, pad_id, train_loss, started_at: float) -> None:
