@@ -438,10 +438,11 @@ def test_pause_and_resume_reach_only_the_callers_job_refuse_a_wrong_status_and_c
         with pytest.raises(openai.NotFoundError) as hidden:
             call(jid)
         assert openai_shaped(hidden.value.response.json())["type"] == "not_found_error"
-    runs: list[tuple] = []
+    runs: list[tuple] = []  # (generation index, pause file) of each run the runner started
+    training = [jid]  # the job the stand-in below trains
 
     def paused_at_3(cfg, lin, index, path, progress, extra=None, **kw):  # the pause arrives as it trains
-        assert alice.fine_tuning.jobs.pause(current[0]).status == "paused"
+        assert alice.fine_tuning.jobs.pause(training[0]).status == "paused"
         runs.append((index, extra["pause_file"]))
         assert Path(extra["pause_file"]).exists()
         raise TrainingPaused(f"run-gen-{index}", 3, 10)
@@ -456,7 +457,6 @@ def test_pause_and_resume_reach_only_the_callers_job_refuse_a_wrong_status_and_c
         lin.decisions.record(row, second, "promoted")
         return row
 
-    current = [jid]
     assert execute(root, jid, paused_at_3) == 0
     job = alice.fine_tuning.jobs.retrieve(jid)
     assert job.status == "paused" and job.model_extra["evo"]["gen_id"] == f"gen-{runs[0][0]}"
@@ -483,7 +483,7 @@ def test_pause_and_resume_reach_only_the_callers_job_refuse_a_wrong_status_and_c
     said = [e.message for e in alice.fine_tuning.jobs.list_events(jid, limit=50)]
     assert any("resuming after the pause at step 3" in m for m in said) and said[0].startswith("succeeded")
     # a paused job is cancelled at once: no Ray job to stop, no runner to wait for
-    current[0] = other
+    training[0] = other
     assert execute(root, other, paused_at_3) == 0
     assert alice.fine_tuning.jobs.cancel(other).status == "cancelled"
     events = list(alice.fine_tuning.jobs.list_events(other, limit=50))
