@@ -380,3 +380,112 @@ def test_thumbs_count_once_per_key_and_guessed_keys_are_slowed_with_retry_after(
     assert codes == [401, 401, 429]
     status, headers, body = server.raw("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
     assert status == 429 and int(headers["retry-after"]) >= 1 and openai_shaped(body)["type"] == "rate_limit_error"
+
+
+# -- issue 30, item 4: OpenAI's pause and resume, over real HTTP ---------------------------------
+
+class AcceptingJobs(RayJobs):
+    """A cluster's Jobs API that takes every submission (its runner is run by the test: `execute`)."""
+
+    def __init__(self, root):
+        super().__init__(root, "http://127.0.0.1:1")
+        self.submitted: list[str] = []
+
+    def client(self):
+        outer = self
+
+        class Client:
+            def submit_job(self, entrypoint, submission_id, metadata):
+                outer.submitted.append(submission_id)
+                return submission_id
+
+            def list_jobs(self):
+                return []
+
+            def stop_job(self, sid):
+                return False
+        return Client()
+
+
+def test_pause_and_resume_reach_only_the_callers_job_refuse_a_wrong_status_and_continue_its_generation(second, server):
+    """Through the SDK's `jobs.pause` / `jobs.resume`: another tenant gets a 404, a wrong status an
+    OpenAI-shaped 409 naming the job and its status, an admin reaches any job. The real runner
+    (`run_job.execute`) records the pause its training run reports (`TrainingPaused`, what
+    `run_training` raises), frees the queue and ends; resumed, a new Ray job's runner continues the
+    same generation with the same pause file, and the job succeeds. A resume without a cluster is a
+    503 that leaves the job paused; a paused job is cancelled at once, with no warning."""
+    from pathlib import Path
+
+    from evo.atomic import atomic_write_json
+    from evo.config import EvoConfig
+    from evo.finetune.run_job import execute, run_lock
+    from evo.train.worker_config import TrainingPaused
+
+    root, keys = server.root, KeyStore(server.root)
+    alice_key, alice_row = keys.create("fine-tune", "alice")
+    alice, bob, boss = (server.sdk(k) for k in (alice_key, keys.create("fine-tune", "bob")[0],
+                                                keys.create("admin", "boss")[0]))
+    champion, store = Registry(root).alias("champion"), server.state.jobs.store
+    atomic_write_json(root / "run_config.json", EvoConfig(data={"base": "b.jsonl"}).model_dump(mode="json"))
+    f = alice.files.create(file=("train.jsonl", TRAIN), purpose="fine-tune")
+    jid, other = (store.create({"model": "champion", "training_file": f.id}, alice_row["id"], alice_row["id"],
+                               server.state.files, lambda name: ("gen-0", champion))["id"] for _ in range(2))
+    with pytest.raises(openai.ConflictError) as refused:
+        alice.fine_tuning.jobs.pause(jid)
+    error = openai_shaped(refused.value.response.json())
+    assert error["param"] == "fine_tuning_job_id" and f"{jid} cannot be paused: it is validating_files" in error["message"]
+    for call in (bob.fine_tuning.jobs.pause, bob.fine_tuning.jobs.resume):
+        with pytest.raises(openai.NotFoundError) as hidden:
+            call(jid)
+        assert openai_shaped(hidden.value.response.json())["type"] == "not_found_error"
+    runs: list[tuple] = []  # (generation index, pause file) of each run the runner started
+    training = [jid]  # the job the stand-in below trains
+
+    def paused_at_3(cfg, lin, index, path, progress, extra=None, **kw):  # the pause arrives as it trains
+        assert alice.fine_tuning.jobs.pause(training[0]).status == "paused"
+        runs.append((index, extra["pause_file"]))
+        assert Path(extra["pause_file"]).exists()
+        raise TrainingPaused(f"run-gen-{index}", 3, 10)
+
+    def finished(cfg, lin, index, path, progress, extra=None, parent=None, **kw):
+        runs.append((index, extra["pause_file"]))
+        gid = f"gen-{index}"
+        lin.registry.add(second, gid, parent, "candidate", owner=lin.owner)
+        lin.decisions.propose(gid, second, "trained")
+        row = {"GEN_ID": gid, "parent_sha": parent, "child_sha": second, "decision": "promoted",
+               "reason": "passed the gate", "compared_with": parent}
+        lin.decisions.record(row, second, "promoted")
+        return row
+
+    assert execute(root, jid, paused_at_3) == 0
+    job = alice.fine_tuning.jobs.retrieve(jid)
+    assert job.status == "paused" and job.model_extra["evo"]["gen_id"] == f"gen-{runs[0][0]}"
+    said = [e.message for e in alice.fine_tuning.jobs.list_events(jid, limit=50)]
+    assert said[0].startswith("paused at step 3 of 10: the Ray Train checkpoint of step 3 is kept")
+    assert any(m.startswith("pause requested") for m in said)
+    with run_lock(root):  # freed: the next job can take its turn
+        pass
+    with pytest.raises(openai.ConflictError, match=f"{jid} cannot be paused: it is paused"):
+        alice.fine_tuning.jobs.pause(jid)
+    with pytest.raises(openai.InternalServerError) as down:  # no cluster at 127.0.0.1:8265: it stays paused
+        alice.fine_tuning.jobs.resume(jid)
+    assert down.value.status_code == 503 and "the job stays paused" in openai_shaped(down.value.response.json())["message"]
+    assert alice.fine_tuning.jobs.retrieve(jid).status == "paused"
+    server.state.jobs.ray = jobs = AcceptingJobs(root)
+    resumed = boss.fine_tuning.jobs.resume(jid)  # an admin reaches any tenant's job
+    assert resumed.status == "validating_files" and jobs.submitted == [f"evo-{jid}-resume1"]
+    with pytest.raises(openai.ConflictError, match="cannot be resumed: it is validating_files"):
+        alice.fine_tuning.jobs.resume(jid)
+    assert execute(root, jid, finished) == 0
+    done = alice.fine_tuning.jobs.retrieve(jid)
+    assert done.status == "succeeded", done.error
+    assert runs[1] == runs[0]  # the same generation, the same pause file: Ray Train's run of the same name resumes
+    said = [e.message for e in alice.fine_tuning.jobs.list_events(jid, limit=50)]
+    assert any("resuming after the pause at step 3" in m for m in said) and said[0].startswith("succeeded")
+    # a paused job is cancelled at once: no Ray job to stop, no runner to wait for
+    training[0] = other
+    assert execute(root, other, paused_at_3) == 0
+    assert alice.fine_tuning.jobs.cancel(other).status == "cancelled"
+    events = list(alice.fine_tuning.jobs.list_events(other, limit=50))
+    assert events[0].message == "cancelled" and not [e.message for e in events if e.level != "info"]
+    assert not store.pause_path(other).exists() and runs[2][0] != runs[0][0]  # a generation of its own

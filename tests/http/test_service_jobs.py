@@ -1,7 +1,8 @@
 """Fine-tuning as a service, end to end, driven by the official `openai` SDK over real HTTP on
 127.0.0.1: files, a job run as a real Ray job (through the Jobs API of the cluster's dashboard),
-its events and checkpoints, chatting with the fine-tuned model, a cancel that leaves the lineage as
-it was, a server restarted mid-job, and a file that breaks the lineage's rules failing the job."""
+paused, kept paused across a server restart and resumed from its checkpoint, its events and
+checkpoints, chatting with the fine-tuned model, a cancel that leaves the lineage as it was, a server
+restarted mid-job, and a file that breaks the lineage's rules failing the job."""
 
 from __future__ import annotations
 
@@ -88,13 +89,38 @@ def wait(client, jid: str, until=FINAL, timeout: float = 300):
         time.sleep(0.25)
 
 
-def test_a_job_from_upload_to_chatting_with_its_model(service, client):
+def _pause_and_resume(client, service, jid: str) -> int:
+    """OpenAI's pause as the job starts training, a restart of the server while it is paused, then its
+    resume; the step it paused at (its training run stops after the step in progress, with a checkpoint)."""
+    from ray import serve
+
+    wait(client, jid, until=("running",) + FINAL, timeout=180)
+    assert client.fine_tuning.jobs.pause(jid).status == "paused"
+    deadline = time.monotonic() + 120
+    while not (at := [e for e in client.fine_tuning.jobs.list_events(jid, limit=100) if e.message.startswith("paused at")]):
+        assert time.monotonic() < deadline, "the job's runner did not record its pause within 120 s"
+        time.sleep(0.5)
+    step = int(at[0].message.split()[3])
+    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(jid)][0] == step  # newest first
+    serve.delete("evo")  # a restart keeps it paused: its Ray job ended by design, no sweep fails it
+    _serve(service["root"], service["jobs"])
+    assert client.fine_tuning.jobs.retrieve(jid).status == "paused"
+    deadline = time.monotonic() + 30  # its runner ended at the pause, freeing the queue (the Jobs API notes it a moment later)
+    while (state := service["jobs"].job_state(f"evo-{jid}")) != "SUCCEEDED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert state == "SUCCEEDED"
+    assert client.fine_tuning.jobs.resume(jid).status == "validating_files"  # a new Ray job checks the files again
+    return step
+
+
+def test_a_job_from_upload_through_a_pause_to_chatting_with_its_model(service, client):
     demo = service["demo"]
     train = client.files.create(file=("train.jsonl", lines(demo / "gen1.jsonl", 0, 120)), purpose="fine-tune")
     val = client.files.create(file=("val.jsonl", lines(demo / "gen1.jsonl", 120, 160)), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="champion", training_file=train.id, validation_file=val.id, suffix="shop",
                                          seed=3, hyperparameters={"n_epochs": 1, "learning_rate_multiplier": 2})
     assert job.status == "validating_files" and job.model == "gen-0"
+    paused_at = _pause_and_resume(client, service, job.id)
     done = wait(client, job.id)
     assert done.status == "succeeded", done.error
     sha = done.evo["sha"] if isinstance(done.evo, dict) else done.model_extra["evo"]["sha"]
@@ -110,6 +136,12 @@ def test_a_job_from_upload_to_chatting_with_its_model(service, client):
     assert any("queued" in e.message for e in events) and events[0].message.startswith("succeeded")
     ckpts = list(client.fine_tuning.jobs.checkpoints.list(job.id))
     assert sorted(c.step_number for c in ckpts) == sorted(e.data["step"] for e in metrics)
+    # resumed, not restarted: no step reported twice, the run after the pause began at it, and every step trained once
+    steps = [e.data["step"] for e in reversed(metrics)]
+    assert steps == sorted(set(steps)) and 1 <= paused_at < steps[-1] == int(row["steps"])
+    meta = lin.models.meta(sha)
+    assert meta["resumed_from"] == paused_at and meta["steps_run"] == int(row["steps"]) - paused_at
+    assert [at for at, _ in meta["val_curve"]] == steps  # the run's checkpoints, the pause's among them
     # its result file, as OpenAI's: the loss curve as CSV, one row per checkpoint
     import csv
     import io

@@ -265,3 +265,74 @@ def test_the_store_reads_only_job_ids_never_a_side_file_or_a_path(stores):
             jobs.raw(jid)
         assert e.value.status == 404, jid
     assert jobs.raw(job["id"])["id"] == job["id"]
+
+
+def test_only_a_running_job_pauses_and_only_a_paused_one_resumes_and_no_runner_undoes_a_pause(stores):
+    """The states OpenAI's pause and resume move a job through (issue 30, item 4), kept by the store:
+    every wrong move is a 409 naming the job and its status; a runner that had not seen the pause
+    cannot make the job queued or running again; one still finishing it may end it."""
+    root, _, jobs, _ = stores
+    jid = create(stores, "k1")["id"]
+    for status in ("validating_files", "queued"):
+        jobs.update(jid, status=status)
+        with pytest.raises(APIError) as e:
+            jobs.pause(jid)
+        assert e.value.status == 409 and e.value.param == "fine_tuning_job_id"
+        assert f"{jid} cannot be paused: it is {status}" in e.value.message
+    with pytest.raises(APIError) as e:
+        jobs.pause(jid, owner="k2")  # another tenant's job is not there
+    assert e.value.status == 404
+    jobs.update(jid, status="running", submission_id="evo-x")
+    assert jobs.pause(jid)["status"] == "paused" and jobs.pause_path(jid).exists()
+    with pytest.raises(APIError, match=f"{jid} cannot be paused: it is paused") as e:
+        jobs.pause(jid)
+    assert e.value.status == 409
+    for runner_says in ("queued", "running"):  # a runner that did not see the pause
+        assert jobs.update(jid, status=runner_says)["status"] == "paused"
+    assert jobs.get(jid)["status"] == "paused" and "resumes" not in jobs.get(jid)
+    again = jobs.reopen(jid)
+    assert again["status"] == "validating_files" and again["submission_id"] is None and again["resumes"] == 1
+    assert not jobs.pause_path(jid).exists()
+    with pytest.raises(APIError, match=f"{jid} cannot be resumed: it is validating_files") as e:
+        jobs.reopen(jid)
+    assert e.value.status == 409
+    jobs.update(jid, status="running")
+    jobs.pause(jid)
+    assert jobs.update(jid, status="succeeded")["status"] == "succeeded"  # the pause came after training ended
+    with pytest.raises(APIError, match="it is succeeded"):
+        jobs.pause(jid)
+    with pytest.raises(APIError, match="it is succeeded"):
+        jobs.reopen(jid)
+
+
+def test_a_sweep_is_not_paused(stores):
+    _, _, jobs, _ = stores
+    jid = create(stores, "k1", learning_rate_multiplier="auto")["id"]
+    jobs.update(jid, status="running")
+    with pytest.raises(APIError, match="Ray Tune searches its learning_rate_multiplier") as e:
+        jobs.pause(jid)
+    assert e.value.status == 400 and jobs.raw(jid)["status"] == "running" and not jobs.pause_path(jid).exists()
+
+
+def test_a_paused_job_holds_no_queue_and_is_never_failed_for_having_no_runner(stores):
+    """What evo chose for a paused job and the queue: it frees the run lock and is not in the queue, so
+    the next job takes its turn; its runner and its Ray job are gone by design, so neither a waiting
+    runner (`fail_dead_runners`) nor the service's sweep (`settle`) fails it, at start-up or later."""
+    root, _, jobs, _ = stores
+    paused, other = create(stores, "k1")["id"], create(stores, "k2")["id"]
+    went: list[str] = []
+    with runner_lock(root, paused):  # its runner trains
+        jobs.update(paused, status="running", submission_id="evo-paused")
+        waiter(jobs, root, other, went)
+        assert until(lambda: jobs.raw(other)["status"] == "queued")
+        time.sleep(0.3)
+        assert went == []
+        jobs.pause(paused)
+    assert until(lambda: went == [other])  # its runner ended at the pause: the queue goes on
+    assert jobs.raw(paused)["status"] == "paused"
+    ray = KnownJobs(root, [details("evo-paused", JobStatus.SUCCEEDED)])  # its Ray job ended when it paused
+    service = JobService(root, ray, sweep_every_s=None)
+    assert service.sweep() == [] and service.settle(jobs.raw(paused))["status"] == "paused"
+    ray.records = []  # Ray restarted: the job is still paused, to be resumed on the new cluster
+    assert service.settle(jobs.raw(paused))["status"] == "paused"
+    jobs.update(other, status="succeeded")

@@ -3,8 +3,15 @@
 A job is one audited generation of the lineage: its training file is the generation's delta, its
 `model` the parent, and the gate, the ledger and the decision log treat it like any other
 generation. The job object, its events and its checkpoints live in `service/jobs/`
-(`<id>.json`, `<id>.events.jsonl`, `<id>.checkpoints.json`), so a server restarted mid-job shows the
-job and, once the Ray job that runs it (`evo.finetune.run_job`) ends, its final state.
+(`<id>.json`, `<id>.events.jsonl`, `<id>.checkpoints.json`, and `<id>.pause` while it is paused), so a
+server restarted mid-job shows the job and, once the Ray job that runs it (`evo.finetune.run_job`) ends,
+its final state; a paused job stays paused.
+
+Statuses, as OpenAI's, with `paused` between running and its resume: validating_files -> queued ->
+running -> succeeded | failed | cancelled; running -> paused (`JobStore.pause`: the training run stops
+after its current step with a Ray Train checkpoint, and the job's Ray job ends, so the queue goes on) ->
+validating_files (`JobStore.reopen`, the resume: a new Ray job, which checks the files again and, in
+its turn, continues the same generation from that checkpoint) or cancelled. `moves` is the one rule.
 
 Hyperparameters, in OpenAI's terms: `learning_rate_multiplier` multiplies the lineage config's
 `train.lr` (it is not an absolute rate), `n_epochs` is passes over the training file (steps are
@@ -31,12 +38,16 @@ from evo.openai_api import APIError, new_id, page
 from evo.train.method import METHODS, method_problem
 
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")  # what new_id("ftjob") makes: no dot, no slash
-STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
+# where a paused job may go: resumed (its new runner checks its files again), cancelled, or ended by the
+# runner that was still finishing it (a pause that came after its training had ended, or its failure)
+FROM_PAUSED = ("validating_files", "cancelled", "succeeded", "failed")
 SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 # owner: the key that made the job (its files, events, checkpoints); branch: whose branch of the lineage its
 # generation joins ("" the shared line: an admin key or a keyless server; else the key's, evo.lineage.registry)
-INTERNAL = ("owner", "branch", "created_ns", "started_ns", "submission_id", "parent_sha")
+INTERNAL = ("owner", "branch", "created_ns", "started_ns", "submission_id", "parent_sha", "resumes", "resumed_ns",
+            "paused_step")
 MIN_EPOCHS, MAX_EPOCHS = 1, 50  # OpenAI's bounds on n_epochs
 # the fields of POST /v1/fine_tuning/jobs (OpenAI's, each in docs/service.md's field table); another is a 400
 JOB_FIELDS = ("model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata",
@@ -126,13 +137,31 @@ def check_file_method(files, fid: str, field: str, method: str, max_chars: int =
         raise _bad(problem, field)
 
 
+def moves(current: str, new: str) -> bool:
+    """Whether a job in status `current` may be written with status `new`: a final status is kept, a
+    paused job leaves it only for FROM_PAUSED (never back to queued or running by a runner that had not
+    seen the pause), and every other move is the runner's or the service's to make."""
+    if new == current:
+        return True
+    if current in TERMINAL:
+        return False
+    return current != "paused" or new in FROM_PAUSED
+
+
+def searched(job: dict) -> list[str]:
+    """The hyperparameters Ray Tune searches for the job ("auto")."""
+    return sorted(k for k, v in (job.get("hyperparameters") or {}).items() if v == "auto")
+
+
 def fair_order(jobs: list[dict]) -> list[dict]:
     """The queue (jobs `queued`) in the order they are taken: round robin over tenants (owners), each
     tenant's jobs in submission order, the tenant served least recently first (the one whose latest job
     started longest ago, or never). So one tenant's long queue never delays another tenant's first job:
     after each of its jobs, every other tenant waiting takes a turn. A tenant's job still validating its
     files holds that tenant's later jobs (submission order does not depend on which file validates
-    first), never another tenant's; one that never gets a runner is failed by the service's sweep."""
+    first), never another tenant's; one that never gets a runner is failed by the service's sweep. A
+    paused job is not in the queue and holds nobody; resumed, it validates its files again and takes its
+    turn as a job submitted when it was first created."""
     last: dict[Any, int] = {}
     for j in jobs:
         if j.get("started_ns"):
@@ -264,16 +293,55 @@ class JobStore:
         return page([public(j) for j in jobs], after, limit)
 
     def update(self, jid: str, **fields) -> dict:
-        """Change a job's fields; a job that reached a final status keeps it."""
+        """Change a job's fields, unless it changes the status in a way `moves` refuses (a job that reached
+        a final status keeps it; a paused one is not made queued or running): then the job as it is."""
         with locked(self._path(jid)):
             job = read_json(self._path(jid))
-            if job["status"] in TERMINAL and fields.get("status", job["status"]) != job["status"]:
+            if not moves(job["status"], fields.get("status", job["status"])):
                 return job
             if fields.get("status") == "running" and job["status"] != "running":
                 job["started_ns"] = time.time_ns()  # its tenant's latest turn (`fair_order`)
             job.update(fields)
             if fields.get("status") in TERMINAL:
                 job["finished_at"] = int(time.time())
+                self.pause_path(jid).unlink(missing_ok=True)  # a pause that came too late, or a cancel's
+            atomic_write_json(self._path(jid), job)
+        return job
+
+    def pause_path(self, jid: str) -> Path:
+        """The file whose appearance pauses the job's training run (`WorkerConfig.pause_file`)."""
+        return self._path(jid, "pause")
+
+    def pause(self, jid: str, owner: Optional[str] = None) -> dict:
+        """A running job becomes paused: the pause file is written (its training run stops after the step
+        in progress, with a checkpoint of that step), then the status. 409 for a job in another status,
+        naming it; 400 for a job whose hyperparameters Ray Tune searches."""
+        self.raw(jid, owner)  # 404 when it is not the caller's
+        with locked(self._path(jid)):
+            job = read_json(self._path(jid))
+            if job["status"] != "running":
+                raise APIError(409, f"fine-tuning job {jid} cannot be paused: it is {job['status']}, and only a "
+                                    "running job can be", "fine_tuning_job_id", "conflict")
+            if searched(job):
+                raise APIError(400, f"fine-tuning job {jid} cannot be paused: Ray Tune searches its "
+                                    f"{', '.join(searched(job))} (\"auto\"), and evo does not pause a sweep; cancel it, "
+                                    "or create the job with those hyperparameters given", "fine_tuning_job_id")
+            atomic_write_json(self.pause_path(jid), {"paused_at": int(time.time())})
+            job["status"] = "paused"
+            atomic_write_json(self._path(jid), job)
+        return job
+
+    def reopen(self, jid: str) -> dict:
+        """A paused job, resumed: its pause file goes, and it is validating_files again with no Ray job
+        yet (`resumed_ns` starts the service's grace for submitting one)."""
+        with locked(self._path(jid)):
+            job = read_json(self._path(jid))
+            if job["status"] != "paused":
+                raise APIError(409, f"fine-tuning job {jid} cannot be resumed: it is {job['status']}, and only a "
+                                    "paused job can be", "fine_tuning_job_id", "conflict")
+            self.pause_path(jid).unlink(missing_ok=True)
+            job.update(status="validating_files", submission_id=None, resumes=job.get("resumes", 0) + 1,
+                       resumed_ns=time.time_ns())
             atomic_write_json(self._path(jid), job)
         return job
 

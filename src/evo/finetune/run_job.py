@@ -13,6 +13,10 @@ checkpoint metrics become events as they happen. succeeded: its model is
 `ft:<model>:<suffix>:<sha8>`, served at once, champion or not.
 failed or cancelled: whatever the run registered is withdrawn (`set_aside`): the job leaves no model,
 and the champion and the candidate are what they were before it; the last event names the real end.
+paused: the training run stopped after a step with a checkpoint of it (`evo.train.trainer.TrainingPaused`);
+the runner records the step and ends, freeing the run lock. Resumed, a new runner takes the job's turn
+again and runs the same generation: the same mix, and Ray Train's run of the same name restores its
+checkpoints and continues from that step.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from evo.lineage.root import Lineage, gen_id
 from evo.openai_api import APIError
 from evo.progress import Progress
 from evo.ray_waits import Stalled
+from evo.train.worker_config import TrainingPaused
 
 ACTIVE = ("validating_files", "queued", "running")
 
@@ -370,13 +375,16 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
             lin.decisions.reconcile()
             cfg, plan = job_config(base_cfg, job, len(train))
             fitted = fit_workers(cfg, cluster_cpus())  # before it is running: one that cannot fit fails at once
-            index = next_index(lin)
-            gid = gen_id(index)
+            gid = job["evo"].get("gen_id") or gen_id(next_index(lin))  # a resumed job: its own generation again
+            index = int(gid.removeprefix("gen-"))
             if store.update(jid, status="running", evo={**job["evo"], "gen_id": gid})["status"] != "running":
                 return 0  # cancelled just now
             progress = JobProgress(store, jid)
             if fitted:
                 progress(gid, fitted)
+            if job.get("paused_step") is not None:
+                progress(gid, f"resuming after the pause at step {job['paused_step']}: Ray Train restores the run's "
+                              "checkpoints and continues from the last")
             progress(gid, f"training {plan['steps']} steps at lr {plan['lr']:.3g}, batch {plan['batch_size']}"
                           + (f"; Ray Tune searches {', '.join(plan['tune'])}" if plan["tune"] else ""))
             metrics = lin.run_dir(gid) / "metrics.jsonl"
@@ -387,7 +395,9 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
             try:
                 row = run_generation(cfg, lin, index, str(files.path(job["training_file"], job["owner"] or None)),
                                      progress, extra={"metrics_path": str(metrics),
-                                                      "keep_checkpoints": 0 if plan["tune"] else cfg.jobs.keep_checkpoints},
+                                                      "keep_checkpoints": 0 if plan["tune"] else cfg.jobs.keep_checkpoints,
+                                                      # a sweep is never paused (JobStore.pause refuses it)
+                                                      "pause_file": "" if plan["tune"] else str(store.pause_path(jid))},
                                      tune=bool(plan["tune"]),
                                      parent=job["parent_sha"], own_val=own_val)
             finally:
@@ -412,11 +422,23 @@ def _execute(root: Path, store: JobStore, files: FileStore, jid: str, run_genera
                       if lin.owner else "")
             store.event(jid, f"succeeded: {name}:{sha[:8]} ({gid}, {row['decision']} by the gate: {row['reason']}{branch})")
             return 0
+    except TrainingPaused as e:
+        return _paused(store, jid, e)
     except JobFailed as e:
         return _failed(root, store, jid, gid, e.error)
     except Exception as e:  # the run's own error, named; what it registered is withdrawn
         code = "stalled" if isinstance(e, Stalled) else "training_failed"  # Ray could not place its work
         return _failed(root, store, jid, gid, {"code": code, "message": f"{type(e).__name__}: {e}", "param": None})
+
+
+def _paused(store: JobStore, jid: str, e: TrainingPaused) -> int:
+    """The training run stopped at the pause: where is recorded (the status stays paused, or becomes it
+    if the pause file was written but not yet the status); a job cancelled meanwhile stays cancelled."""
+    job = store.update(jid, status="paused", paused_step=e.step)
+    if job["status"] == "paused":
+        store.event(jid, f"paused at step {e.step} of {e.steps}: the Ray Train checkpoint of step {e.step} is kept, "
+                         "and resume continues from it; the queue goes on meanwhile")
+    return 0
 
 
 def _failed(root: Path, store: JobStore, jid: str, gid: Optional[str], error: dict) -> int:

@@ -1,7 +1,8 @@
 """The server's side of fine-tuning jobs: each is submitted as a Ray job (the Jobs API) running
-`evo run-job`; cancel stops that Ray job and takes back what it left; a job whose Ray job ended
-without its runner saying so, is gone, or never was, is marked failed (at start-up, every minute, and
-whenever jobs are read)."""
+`evo run-job`; cancel stops that Ray job and takes back what it left; pause asks its training run to
+stop at a checkpoint (its Ray job then ends), resume submits a new Ray job that continues from there;
+a job whose Ray job ended without its runner saying so, is gone, or never was, is marked failed (at
+start-up, every minute, and whenever jobs are read); a paused job has no Ray job by design."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Optional
 
 from evo.atomic import lock_file
 from evo.finetune.jobs import TERMINAL, JobStore
-from evo.finetune.run_job import RUN_LOCK, set_aside
+from evo.finetune.run_job import RUN_LOCK, runner_alive, set_aside
 from evo.openai_api import APIError
 
 RAY_ENDED = ("FAILED", "STOPPED", "SUCCEEDED")
@@ -49,13 +50,15 @@ class RayJobs:
             self._client = JobSubmissionClient(self.address, headers=self.headers)
         return self._client
 
-    def submit(self, jid: str, attempts: int = 10) -> str:
-        """`evo run-job` for `jid` as a Ray job; its submission id. A head whose job agent is still
-        starting is asked again (for up to 20 s)."""
+    def submit(self, jid: str, attempts: int = 10, resumes: int = 0) -> str:
+        """`evo run-job` for `jid` as a Ray job; its submission id (`evo-<job>`, then `evo-<job>-resume<n>`
+        for its n-th resume: Ray never takes an id twice). A head whose job agent is still starting is
+        asked again (for up to 20 s)."""
         entry = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "evo.cli", "run-job", "--root", str(self.root), jid))
+        sid = f"evo-{jid}" + (f"-resume{resumes}" if resumes else "")
         for attempt in range(attempts):
             try:
-                return self.client().submit_job(entrypoint=entry, submission_id=f"evo-{jid}",
+                return self.client().submit_job(entrypoint=entry, submission_id=sid,
                                                 metadata={"evo_fine_tuning_job": jid})
             except RuntimeError as e:
                 if "No available agent" not in str(e) or attempt == attempts - 1:
@@ -74,6 +77,16 @@ class RayJobs:
 
     def stop(self, sid: str) -> None:
         self.client().stop_job(sid)
+
+
+def wait_for_own_runner(root: Path, jid: str, timeout: float) -> bool:
+    """True once job `jid`'s runner is gone (a paused job's, after it wrote its checkpoint)."""
+    deadline = time.monotonic() + timeout
+    while runner_alive(root, jid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def wait_for_runner(root: Path, timeout: float) -> bool:
@@ -136,11 +149,11 @@ class JobService:
         """A job still active whose Ray job ended without the runner recording the end, whose Ray job the
         cluster does not know (gone: Ray restarted), or that never got one (the server stopped between
         creating and submitting it) is marked failed, with an event that says why."""
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL or job["status"] == "paused":  # a paused job's Ray job has ended, by design
             return job
         sid = job.get("submission_id")
         if not sid:
-            age = (time.time_ns() - job["created_ns"]) / 1e9
+            age = (time.time_ns() - job.get("resumed_ns", job["created_ns"])) / 1e9  # created, or resumed
             if age < self.submit_grace_s:  # being submitted now
                 return job
             return self._fail(job, "never_submitted", f"the job was never submitted as a Ray job ({age:.0f} s after "
@@ -186,14 +199,46 @@ class JobService:
             if self._stop.wait(every_s):
                 return
 
+    def pause(self, jid: str, owner: Optional[str]) -> dict:
+        """A running job paused (`JobStore.pause`); its runner records where training stopped."""
+        job = self.store.pause(jid, owner)
+        self.store.event(jid, "pause requested: training stops after its current step, with a Ray Train checkpoint "
+                              "of that step; the job's Ray job then ends, and other jobs take their turns")
+        return job
+
+    def resume(self, jid: str, owner: Optional[str]) -> dict:
+        """A paused job resumed: once its last runner is gone, a new Ray job runs it (files checked again,
+        then its turn in the queue), continuing its generation from the checkpoint it paused at. A 409 while
+        that runner is still writing the checkpoint; a 503 when the Ray job cannot be submitted (it stays paused)."""
+        job = self.store.raw(jid, owner)
+        if job["status"] == "paused" and not wait_for_own_runner(self.root, jid, 30):
+            raise APIError(409, f"fine-tuning job {jid} is still pausing: its runner is writing the checkpoint; "
+                                "resume it once its events say where it paused", "fine_tuning_job_id", "conflict")
+        job = self.store.reopen(jid)  # 409 unless paused
+        try:
+            sid = self.ray.submit(jid, resumes=job["resumes"])
+        except Exception as e:
+            self.store.update(jid, status="paused", resumes=job["resumes"] - 1)  # that submission id was never taken
+            message = (f"resume failed: the Ray job could not be submitted to {self.ray.address}: {e}; the job stays "
+                       "paused, resume it again once the cluster's Jobs API answers")
+            self.store.event(jid, message, level="error")
+            raise APIError(503, message, "fine_tuning_job_id", "ray_unavailable") from None
+        at = job.get("paused_step")
+        self.store.event(jid, f"resumed as Ray job {sid}: its files are checked again, then in its turn training "
+                              + (f"continues from the checkpoint of step {at}" if at else "starts again from step 0"))
+        return self.store.update(jid, submission_id=sid)
+
     def cancel(self, jid: str, owner: Optional[str]) -> dict:
         """Stop the job's Ray job; the generation it trained is withdrawn (`run_job.set_aside`), before its
-        verdict or after, so the registry's aliases are as they were before it and its model is never served."""
+        verdict or after, so the registry's aliases are as they were before it and its model is never served.
+        A paused job has no Ray job: it is cancelled once its last runner is gone (at once, mostly)."""
         job = self.store.raw(jid, owner)
         if job["status"] in TERMINAL:
             raise APIError(409, f"fine-tuning job {jid} has already {job['status']}", "fine_tuning_job_id", "conflict")
+        paused = job["status"] == "paused"
         job = self.store.update(jid, status="cancelled")
-        if job.get("submission_id"):
+        self.store.pause_path(jid).unlink(missing_ok=True)
+        if job.get("submission_id") and (not paused or runner_alive(self.root, jid)):
             try:
                 self.ray.stop(job["submission_id"])
             except Exception as e:  # already gone: nothing to stop
@@ -204,7 +249,8 @@ class JobService:
             # nothing, so there is no runner of its own to wait for (the run lock may be another job's).
             self.store.event(jid, "cancelled")
             return self.store.raw(jid)
-        if not wait_for_runner(self.root, 60):
+        # a paused job's runner, if still there, is its own: the run lock may be another job's by now
+        if not (wait_for_own_runner(self.root, jid, 60) if paused else wait_for_runner(self.root, 60)):
             self.store.event(jid, "the runner did not stop within 60 s; its generation is withdrawn when it ends",
                              level="warn")
             return job

@@ -148,6 +148,18 @@ async def cancel_job(request: Request, s: State, job_id: str):
     return public(await asyncio.to_thread(s.jobs.cancel, *_job_of(request, s, job_id)))
 
 
+@router.post("/v1/fine_tuning/jobs/{job_id}/pause")
+async def pause_job(request: Request, s: State, job_id: str):
+    """OpenAI's pause: a running job stops training at a checkpoint and waits, status paused."""
+    return public(await asyncio.to_thread(s.jobs.pause, *_job_of(request, s, job_id)))
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/resume")
+async def resume_job(request: Request, s: State, job_id: str):
+    """OpenAI's resume: a paused job runs again from the checkpoint it paused at."""
+    return public(await asyncio.to_thread(s.jobs.resume, *_job_of(request, s, job_id)))
+
+
 @router.get("/v1/fine_tuning/jobs/{job_id}/events")
 def job_events(request: Request, s: State, job_id: str, after: Optional[str] = None, limit: int = 20):
     return s.jobs.store.events(*_job_of(request, s, job_id), after, limit)

@@ -2,7 +2,9 @@
 
 Every `checkpoint_every` steps all workers evaluate validation loss on their shard, rank 0 saves
 the trainable weights, and the checkpoint is reported with its metrics; the driver keeps the
-best one. A restarted worker group resumes from the latest checkpoint.
+best one. A restarted worker group resumes from the latest checkpoint. A run asked to pause (its
+`pause_file` appears: a fine-tuning job's pause) stops after the step in progress, with a checkpoint
+of that step, and returns `paused`; fitted again under the same name it resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from evo.train.examples import (
     token_loss_sum,
     training_batch,
 )
+from evo.train.pause import pause_asked
 from evo.train.state import TrainState, load_optimizer, save_optimizer
 from evo.train.worker_config import WorkerConfig
 
@@ -316,6 +319,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     resumed_from = state.step
     state.setup_seconds = time.perf_counter() - t_start
     window: list[float] = []
+    pause = False
     for step, examples in batches(train, per_worker, state.step, cfg.steps):
         t0 = time.perf_counter()
         if dpo:  # never packed: a pair's two rows are scored as whole sequences (evo.train.dpo)
@@ -335,13 +339,17 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         state.losses.append(loss)
         window.append(loss)
         state.step = step + 1
-        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+        pause = state.step < cfg.steps and pause_asked(cfg.pause_file, world, engine.device)
+        if pause or state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             t0 = time.perf_counter()
             _checkpoint(engine, state, cfg, rank, val, per_worker, tok.pad_token_id, sum(window) / len(window),
                         started_at)
             state.checkpoint_seconds += time.perf_counter() - t0
             window = []
-    return {**state.__dict__, "resumed_from": resumed_from, "world_size": world, "torch_threads": torch.get_num_threads(),
+        if pause:
+            break
+    return {**state.__dict__, "resumed_from": resumed_from, "steps_run": state.step - resumed_from, "paused": pause,
+            "world_size": world, "torch_threads": torch.get_num_threads(),
             "poll_interval_s": float(os.environ[POLL_ENV_VAR]) if os.environ.get(POLL_ENV_VAR) else None,
             "loop_started_at": time.time() - (time.perf_counter() - t_start), "loop_ended_at": time.time()}
 

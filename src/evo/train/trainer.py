@@ -20,7 +20,7 @@ from evo.config import RayWaitsConfig, TrainConfig
 from evo.errors import EvoError
 from evo.ray_waits import Stalled, Watchdog, cleaned_up, interrupt_main
 from evo.train.loop import POLL_ENV_VAR, train_loop_per_worker
-from evo.train.worker_config import WorkerConfig
+from evo.train.worker_config import TrainingPaused, WorkerConfig
 
 
 class TrainingError(EvoError, RuntimeError):
@@ -120,7 +120,8 @@ def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, na
 
     Under the watchdog (`waits`): a worker group that Ray cannot place is reported through `say`, then
     the run is aborted and fails as `Stalled` (on the main thread; elsewhere it is only reported).
-    Placement groups and actors the run left are removed when it ends."""
+    A run that paused (`WorkerConfig.pause_file`) raises `TrainingPaused`: its checkpoints stay in Ray's
+    storage for the next fit of the same name. Placement groups and actors the run left are removed when it ends."""
     t0, started_at = time.perf_counter(), time.time()
     main = threading.current_thread() is threading.main_thread()
     dog = Watchdog(f"Ray Train run {name} ({train.num_workers} worker(s), {train.cpus_per_worker:g} CPU"
@@ -137,6 +138,8 @@ def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, na
     dog.check()
     if result.error is not None:
         raise TrainingError(f"training run {name} failed: {result.error}")
+    if (result.return_value or {}).get("paused"):
+        raise TrainingPaused(name, int(result.return_value["step"]), worker.steps)
     if not result.best_checkpoints:
         raise TrainingError(f"training run {name} reported no checkpoint")
     best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])

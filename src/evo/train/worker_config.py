@@ -26,6 +26,17 @@ class WorkerConfigError(EvoError, ValueError):
     pass
 
 
+class TrainingPaused(EvoError):
+    """A run that stopped early because it was asked to pause (`WorkerConfig.pause_file`): its last
+    checkpoint is of step `step` (of `steps`), and fitting it again under the same name and storage
+    resumes from there (Ray Train restores the run's checkpoints). Raised by `evo.train.trainer.run_training`;
+    defined here, where the fine-tuning runner can catch it without importing torch."""
+
+    def __init__(self, name: str, step: int, steps: int):
+        super().__init__(f"training run {name} paused at step {step} of {steps}")
+        self.step, self.steps = step, steps
+
+
 @dataclass(frozen=True)
 class LoraSpec:
     r: int
@@ -58,6 +69,10 @@ class WorkerConfig:
     # a local file rank 0 appends each checkpoint's metrics to, one JSON line each, as they happen (a
     # fine-tuning job's live events; a folder root on one machine only); empty: none
     metrics_path: str = ""
+    # a file whose appearance pauses the run: after the step in progress every worker stops, a checkpoint
+    # of that step is reported, and the loop returns `paused` (a fine-tuning job's pause, written by
+    # `evo.finetune.jobs.JobStore.pause`; a folder root that every worker sees); empty: never paused
+    pause_file: str = ""
     # read on the driver's side, not the workers': the run's last this many checkpoints are copied beside
     # its best (`evo.train.trainer.keep_last`), for a fine-tuning job to serve them as models; 0: none
     keep_checkpoints: int = 0
@@ -145,6 +160,7 @@ def training_meta(out, worker: WorkerConfig, cfg: EvoConfig, data_sha: str, gid:
         "load_seconds": s.get("load_seconds"),
         "ray_startup_seconds": s.get("startup_seconds"), "ray_teardown_seconds": s.get("teardown_seconds"),
         "resumed_from": s.get("resumed_from"), "torch_threads": s.get("torch_threads"),
+        "steps_run": s.get("steps_run"),  # by the last attempt: from resumed_from (a pause's, a restart's) to steps
         "poll_interval_s": s.get("poll_interval_s"),  # as the workers saw it (train.poll_interval_s)
         "method": worker.method, **({"beta": worker.beta, "sft_weight": worker.sft_weight} if worker.method == "dpo" else {}),
     }
