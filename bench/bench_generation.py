@@ -1,16 +1,20 @@
 """LoRA step throughput under Ray Train against a plain single-process PEFT loop, and the fixed
 overhead of a generation (wall time minus time in training steps and evals), in one run.
 
-    .venv/bin/python bench/bench_generation.py [--steps 300] [--generations 2]
+    .venv/bin/python bench/bench_generation.py [--steps 300] [--generations 2] [--layouts 2x1,1x2]
 
-Both loops train the same model on the same mix with the same global batch. Ray Train uses 2
-workers of 1 thread each (DDP over gloo); the plain loop is one process with 2 threads.
+Both loops train the same model on the same mix with the same global batch. Ray Train uses each
+layout of `--layouts` (WORKERSxCPUS: 2x1 is 2 workers of 1 CPU and thread each, DDP over gloo, the
+default config; 1x2 one worker with 2 threads), each in its own copy of the root after generation 0;
+the plain loop is one process with 2 threads, run for every generation of every layout on that
+generation's parent and mix.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -70,42 +74,52 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--generations", type=int, default=2)
+    ap.add_argument("--layouts", default="2x1", help="Ray Train layouts, WORKERSxCPUS, comma-separated (e.g. 2x1,1x2)")
     args = ap.parse_args()
+    layouts = [tuple(int(x) for x in lay.split("x")) for lay in args.layouts.split(",")]
     work = Path(tempfile.mkdtemp(prefix="evo-bench-"))
-    cfg = load_config(write_demo_data(work / "data"), [f"train.steps={args.steps}", "model.pretrain.steps=200"])
+    data = write_demo_data(work / "data")
+    base_cfg = load_config(data, [f"train.steps={args.steps}", "model.pretrain.steps=200"])
     ray.init(address="local", runtime_env={"env_vars": WORKER_ENV})
-    lin = Lineage(work / "lineage")
     progress = Progress()
-    generation_zero(cfg, lin, progress)
+    generation_zero(base_cfg, Lineage(work / "lineage"), progress)
     gens = []
-    for i in range(1, args.generations + 1):
-        parent = lin.registry.alias("champion")
-        row = run_generation(cfg, lin, i, cfg.data.generations[i - 1], progress)
-        meta, ev = lin.models.meta(row["child_sha"]), read_json(lin.eval_path(row["GEN_ID"]))
-        gens.append((row, meta, ev["seconds"], parent))
+    for workers, cpus in layouts:
+        root = work / f"lineage-{workers}x{cpus}"
+        shutil.copytree(work / "lineage", root)
+        cfg = load_config(data, [f"train.steps={args.steps}", "model.pretrain.steps=200",
+                                 f"train.num_workers={workers}", f"train.cpus_per_worker={cpus}"])
+        lin = Lineage(root)
+        for i in range(1, args.generations + 1):
+            parent = lin.registry.alias("champion")
+            row = run_generation(cfg, lin, i, cfg.data.generations[i - 1], progress)
+            meta, ev = lin.models.meta(row["child_sha"]), read_json(lin.eval_path(row["GEN_ID"]))
+            gens.append((f"{workers}x{cpus}", lin, row, meta, ev["seconds"], parent))
     ray.shutdown()
     # each generation's baseline: the same parent on the same mix (one loop per generation, after Ray is gone)
-    plain = [plain_peft_loop(lin.root, parent, lin.run_dir(row["GEN_ID"]) / "mix.parquet", cfg)
-             for row, _, _, parent in gens]
+    plain = [plain_peft_loop(lin.root, parent, lin.run_dir(row["GEN_ID"]) / "mix.parquet", base_cfg)
+             for _, lin, row, _, _, parent in gens]
     write_report(gens, plain, args)
 
 
 def write_report(gens, plain: list[float], args) -> None:
     lines = [
-        f"{args.steps} LoRA steps per generation, global batch 16, tiny demo Llama; Ray Train with 2 CPU "
-        "workers (DDP, gloo) against a plain one-process PEFT loop with 2 threads; each generation's plain loop "
-        "trains the same parent on that generation's own mix.",
+        f"{args.steps} LoRA steps per generation, global batch 16, tiny demo Llama; Ray Train in each layout "
+        "(workers x CPUs each: 2x1 is DDP over gloo, 1 thread a worker; 1x2 one worker with 2 threads) against a "
+        "plain one-process PEFT loop with 2 threads; each generation's plain loop trains the same parent on that "
+        "generation's own mix.",
         "",
-        "| generation | Ray Train tokens/s | plain loop tokens/s | ratio | wall s | in steps s | evals s "
-        "| fixed overhead s | of which: Ray Train start-up, teardown, worker setup, checkpoints (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| layout | generation | torch threads a worker | Ray Train tokens/s | plain loop tokens/s | ratio | wall s "
+        "| in steps s | evals s | fixed overhead s | of which: Ray Train start-up, teardown, worker setup, checkpoints (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (row, meta, eval_s, _), base in zip(gens, plain):
+    for (layout, _, row, meta, eval_s, _), base in zip(gens, plain):
         wall = float(row["walltime_min"]) * 60
         ray_tps = meta["tokens"] / meta["train_seconds"]
         overhead = wall - meta["train_seconds"] - eval_s
         lines.append(
-            f"| {row['GEN_ID']} | {ray_tps:,.0f} | {base:,.0f} | {ray_tps / base:.2f}x | {wall:.1f} | "
+            f"| {layout} | {row['GEN_ID']} | {meta.get('torch_threads', '?')} | {ray_tps:,.0f} | {base:,.0f} | "
+            f"{ray_tps / base:.2f}x | {wall:.1f} | "
             f"{meta['train_seconds']:.1f} | {eval_s:.1f} | {overhead:.1f} | {meta['ray_startup_seconds']:.1f}, "
             f"{meta['ray_teardown_seconds']:.1f}, {meta['setup_seconds']:.1f}, {meta['checkpoint_seconds']:.1f} |")
     body = "\n".join(lines)

@@ -364,7 +364,7 @@ def _sha_of(answer) -> str:
 
 def test_keys_keep_one_tenants_jobs_models_and_data_from_another(service, client):
     """Once keys exist, a key sees only its own jobs (another's answer 404); an admin key sees every
-    tenant's. A tenant's job grows that tenant's branch (issue 27, item 1): bob's and alice's jobs from
+    tenant's. A tenant's job grows that tenant's branch (issue 27, item 1): bob's and alice's (a DPO job, chatted with) jobs from
     the champion move no shared alias; bob's `champion` is still the shared champion and `evo` the shared A/B split, his
     /v1/models does not list alice's model, and by sha, generation id or `ft:` name it is a 404 for him;
     alice's job never replays bob's upload. An admin's promotion puts alice's model on the shared line.
@@ -439,11 +439,21 @@ def _two_tenants(root, alice, bob, boss, boss_key, read_records):
                       for i in range(48))
     theirs = _migrated(root, bob, secret)
     own = bob.files.retrieve(theirs.training_file)
-    mine = alice.files.create(file=("alice.jsonl", secret.replace(b"bob note", b"alice note")), purpose="fine-tune")
-    job = wait(alice, alice.fine_tuning.jobs.create(model="champion", training_file=mine.id, suffix="alice",
-                                                    hyperparameters={"n_epochs": 1}).id)
+    # alice's is a DPO job on a file in OpenAI's preference format (issue 29): each note's answer preferred
+    # over the same words reversed
+    pairs = b"".join(json.dumps({"input": {"messages": [{"role": "user", "content": f"alice note {i} ="}]},
+                                 "preferred_output": [{"role": "assistant", "content": f"kodo zora {i % 7}"}],
+                                 "non_preferred_output": [{"role": "assistant", "content": f"{i % 7} zora kodo"}]}
+                                ).encode() + b"\n" for i in range(48))
+    mine = alice.files.create(file=("alice.jsonl", pairs), purpose="fine-tune")
+    job = wait(alice, alice.fine_tuning.jobs.create(
+        model="champion", training_file=mine.id, suffix="alice",
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "n_epochs": 1}}}).id)
     assert job.status == "succeeded", job.error
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
     evo = job.model_extra["evo"]
+    dpo_row = Lineage(root).ledger.get(evo["gen_id"])
+    assert dpo_row["method"] == "dpo" and int(dpo_row["pairs"]) > 0 and dpo_row["dpo_beta"] == "0.1"
     assert read_json(root / "registry.json")["aliases"] == aliases  # neither job moved a shared alias
     msg = [{"role": "user", "content": "tr red yak runs ="}]
     assert _sha_of(bob.chat.completions.create(model="champion", messages=msg, max_tokens=2)) == aliases["champion"]
@@ -468,7 +478,7 @@ def _two_tenants(root, alice, bob, boss, boss_key, read_records):
     assert row["parent_sha"] == aliases["champion"]
     assert bobs["data_delta_sha"] not in {d for _, d in lin.accepted_ancestors(row["parent_sha"])}
     mix = read_records(lin.run_dir(evo["gen_id"]) / "mix.parquet")
-    assert any(r.prompt.startswith("alice note") for r in mix) and not any("bob note" in r.prompt for r in mix)
+    assert any("alice note" in r.prompt for r in mix) and not any("bob note" in r.prompt for r in mix)
     # alice's model joins the shared line by an admin's promotion, gated against the champion it was compared with
     promote = urllib.request.Request(f"http://127.0.0.1:{PORT}/admin/promote", json.dumps({"gen": evo["gen_id"]}).encode(),
                                      {"Authorization": f"Bearer {boss_key}", "Content-Type": "application/json"})
