@@ -59,3 +59,16 @@ def test_an_admin_route_needs_the_token_before_it_acts(client, path):
     assert state.gw.calls == []
     assert http.post(path, json={"to": "gen-1"}, headers={"authorization": "Bearer admin"}).status_code == 200
     assert len(state.gw.calls) == 1
+
+
+def test_a_query_parameter_a_route_does_not_take_is_a_400_naming_it(client):
+    """`?limt=5` is refused, not answered as if it were not there; what a route takes still works."""
+    http, _ = client
+    for url in ("/v1/models?limt=5", "/health?verbose=1", "/v1/fine_tuning/jobs?afterr=x", "/v1/files?purpose=x&x=1"):
+        got = http.get(url)
+        param = url.rsplit("&", 1)[-1].split("?")[-1].split("=")[0]
+        assert got.status_code == 400, url
+        assert got.json()["error"]["param"] == param and "is not a query parameter of GET" in got.json()["error"]["message"]
+    for url in ("/v1/fine_tuning/jobs?limit=3&after=x&metadata[team]=search", "/v1/fine_tuning/jobs?metadata=null"):
+        got = TestClient(api, raise_server_exceptions=False).get(url)  # past the check (the stand-in has no jobs)
+        assert "is not a query parameter" not in got.text, url

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Optional
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -46,9 +46,31 @@ SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 # asked (`evo serve --api-docs`), since Swagger's page loads scripts from a CDN on the console's origin.
 api = FastAPI(title="evo", description="OpenAI-compatible A/B serving of an evo lineage",
               docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route declares, its dependencies' included (FastAPI's `Dependant` tree)."""
+    return {f.alias for f in dependant.query_params} | {n for d in dependant.dependencies for n in _query_names(d)}
+
+
+def known_query(request: Request) -> None:
+    """A query parameter the route does not take is a 400 naming it, so a typo (`?limt=5`) is not
+    answered as if it were not there. What a route takes: its declared query parameters, and the
+    prefixes its `openapi_extra["x-evo-query-prefixes"]` names (`metadata[` for `jobs.list`'s filter)."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params or not hasattr(route, "dependant"):
+        return
+    takes = _query_names(route.dependant)
+    prefixes = tuple((getattr(route, "openapi_extra", None) or {}).get("x-evo-query-prefixes", ()))
+    for key in request.query_params:
+        if key not in takes and not (prefixes and key.startswith(prefixes)):
+            raise APIError(400, f"'{key}' is not a query parameter of {request.method} {route.path} (it takes: "
+                                f"{', '.join(sorted(takes) + [f'{p}...' for p in prefixes]) or 'none'})", param=key)
+
+
 # Mounted before @serve.ingress below: it keeps a copy of the app as it is at that moment.
 for routes in (inference_routes, ab_routes, files_jobs_routes, admin_routes, page_routes):
-    api.include_router(routes.router)
+    api.include_router(routes.router, dependencies=[Depends(known_query)])
 
 # The pages keep their script and style inline; nothing else loads, and no other site may frame them.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; "

@@ -115,7 +115,7 @@ async def create_job(request: Request, s: State):
     return public(await asyncio.to_thread(s.jobs.start, job))
 
 
-@router.get("/v1/fine_tuning/jobs")
+@router.get("/v1/fine_tuning/jobs", openapi_extra={"x-evo-query-prefixes": ["metadata"]})  # metadata[k]=v, metadata=null
 def list_jobs(request: Request, s: State, after: Optional[str] = None, limit: int = 20):
     owner = s.owner(request)
     for job in s.jobs.store.all():
