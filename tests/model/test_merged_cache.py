@@ -113,6 +113,20 @@ def test_only_the_newest_cached_models_are_kept(lineage, monkeypatch):
     monkeypatch.setattr(lineage_model, "STALE_S", 0)  # none in use by another process
     monkeypatch.setattr(lineage_model, "MERGE_AFTER", 1)  # every load is cached
     for sha in shas[1:]:
-        load_generation(root, sha, verify=False)
+        load_generation(root, sha)
     kept = {p.name for p in merged_dir(root, shas[1], "float32").parent.iterdir()}
     assert kept == {f"{sha}-float32" for sha in shas[-lineage_model.KEEP:]}
+
+
+def test_an_unverified_load_caches_nothing(lineage, tmp_path):
+    """A load with verify=False (a caller that has checked, or does not care) must not leave weights a
+    later verified load would start from."""
+    import shutil
+
+    root, shas, _, _ = lineage
+    copy_root = tmp_path / "root"
+    shutil.copytree(root / "models", copy_root / "models")
+    load_generation(copy_root, shas[-1], verify=False)
+    assert not (copy_root / ".merged").exists() or not any((copy_root / ".merged").iterdir())
+    load_generation(copy_root, shas[-1])
+    assert (merged_dir(copy_root, shas[-1], "float32") / "merged.json").exists()

@@ -161,3 +161,15 @@ def test_the_pool_batches_requests_for_different_generations_of_a_base_together(
         alone = [pool.run([r])[0]["outputs"][0]["text"] for r in requests]
         assert answers[mixed] == alone
     assert answers[True] == answers[False]
+
+
+def test_a_layer_whose_rows_are_not_the_batchs_is_refused_in_a_mixed_batch(chain):
+    """A layer fed its tokens flattened (as a mixture of experts feeds its experts) would add one row's
+    adapter to another row's tokens: refused, not answered."""
+    shared, _ = shared_with_both(chain)
+    name = next(iter(shared.adapters["a0"]))
+    layer = shared._modules[name]
+    with shared.using_rows([("a0",), ()]):
+        layer(torch.randn(2, 3, layer.in_features))  # rows first: fine
+        with pytest.raises(SharedBaseError, match="not the batch's"):
+            layer(torch.randn(6, layer.in_features))

@@ -328,6 +328,8 @@ def test_a_paused_job_holds_no_queue_and_is_never_failed_for_having_no_runner(st
         time.sleep(0.3)
         assert went == []
         jobs.pause(paused)
+        assert jobs.raw(paused)["paused_step"] is None
+        jobs.update(paused, paused_step=3)  # what its runner records when training has stopped, before it ends
     assert until(lambda: went == [other])  # its runner ended at the pause: the queue goes on
     assert jobs.raw(paused)["status"] == "paused"
     ray = KnownJobs(root, [details("evo-paused", JobStatus.SUCCEEDED)])  # its Ray job ended when it paused
@@ -336,3 +338,12 @@ def test_a_paused_job_holds_no_queue_and_is_never_failed_for_having_no_runner(st
     ray.records = []  # Ray restarted: the job is still paused, to be resumed on the new cluster
     assert service.settle(jobs.raw(paused))["status"] == "paused"
     jobs.update(other, status="succeeded")
+    # a pause that came after training ended: the runner goes on to the end, so it is alive only while its
+    # Ray job is; one that died first leaves a job failed, not paused for ever
+    late = create(stores, "k1")["id"]
+    jobs.update(late, status="running", submission_id="evo-late")
+    jobs.pause(late)
+    ray.records = [details("evo-late", JobStatus.RUNNING)]
+    assert service.settle(jobs.raw(late))["status"] == "paused"  # its runner goes on
+    ray.records = [details("evo-late", JobStatus.FAILED)]
+    assert JobService(root, ray, sweep_every_s=None).settle(jobs.raw(late))["status"] == "failed"  # asked afresh

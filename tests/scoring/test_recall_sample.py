@@ -35,10 +35,26 @@ def test_a_deep_line_is_asked_a_fixed_stratified_sample():
     assert recall_sample(line, 385) == got  # the child, its parent, a rescoring: the same items
 
 
-def test_shares_follow_the_parts_sizes_and_no_part_goes_unasked():
+def test_shares_are_the_parts_sizes_and_nothing_more():
+    """Each part's share of 100 is its share of the 1000 items (90, 9, 0.9, 0.1), largest remainders
+    rounded up: no minimum per part, which would over-ask the small ones and bias the pooled recall."""
     got = recall_sample(parts({"gen-0": 900, "gen-1": 90, "gen-2": 9, "gen-3": 1}), 100)
-    # one each, then 96 in proportion to what is left (899, 89, 8, 0 of 996), largest remainders last
-    assert {g: len(v) for g, v in got.items()} == {"gen-0": 88, "gen-1": 9, "gen-2": 2, "gen-3": 1}
+    assert {g: len(v) for g, v in got.items()} == {"gen-0": 90, "gen-1": 9, "gen-2": 1, "gen-3": 0}
+
+
+def test_the_pooled_recall_of_the_sample_estimates_the_lines():
+    """3000 items right 40% of the time and 60 parts of 5 right 90%: the line's recall is 0.445; the
+    sample's pooled rate (what the gate reads) expects it within a point (each part's rate times its
+    share), not the 0.51 a minimum of one item per part would give."""
+    line = {"gen-0": [parse_record({"prompt": f"q{i} =", "completion": " r" if i % 5 < 2 else " w"})
+                      for i in range(3000)]}
+    line |= {f"gen-{g}": [parse_record({"prompt": f"p{g} {i} =", "completion": " r" if i < 4 or g % 2 else " w"})
+                          for i in range(5)] for g in range(1, 61)}
+    rate = lambda recs: sum(r.completion == " r" for r in recs) / len(recs)  # noqa: E731
+    whole = rate([r for recs in line.values() for r in recs])
+    got = recall_sample(line, 385)
+    expected = sum(len(got[g]) * rate(line[g]) for g in line) / 385
+    assert abs(whole - 0.445) < 0.001 and abs(expected - whole) < 0.01 and sum(map(len, got.values())) == 385
 
 
 def test_a_line_within_the_budget_is_asked_whole():

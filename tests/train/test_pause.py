@@ -46,3 +46,22 @@ def test_a_run_without_a_pause_file_is_never_paused_and_one_worker_stops_when_it
     assert pause_asked("", 1, None) is False and pause_asked(str(pause), 1, None) is False
     pause.write_text("{}")
     assert pause_asked(str(pause), 1, None) is True and pause_asked("", 1, None) is False
+
+
+def test_a_checkpoint_is_continued_only_on_the_records_and_workers_it_was_trained_on(tmp_path):
+    """A paused job resumed after a correction or a file deletion rebuilds its mix: its steps would then
+    pick other examples (by index), training some twice and skipping others. Refused, naming why."""
+    import pytest
+
+    from evo.data.records import parse_record
+    from evo.train.state import ResumeMismatch, TrainState, records_sha
+
+    mix = [parse_record({"prompt": f"q{i} =", "completion": f" a{i}"}) for i in range(8)]
+    state = TrainState(step=5, mix_sha=records_sha(mix), world=2)
+    state.save(tmp_path)
+    again = TrainState.load(tmp_path)
+    again.continues(list(mix), 2, "mix.parquet")  # the same records and workers: continues
+    TrainState().continues(mix[:3], 1, "mix.parquet")  # a run with no steps yet: nothing to continue
+    for records, world in ((mix[:7], 2), (mix[1:] + mix[:1], 2), (mix, 1)):
+        with pytest.raises(ResumeMismatch, match="checkpoint of step 5 was trained on other records or workers"):
+            again.continues(records, world, "mix.parquet")

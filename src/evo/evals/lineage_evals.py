@@ -54,21 +54,19 @@ def recall_budget(cfg: EvoConfig) -> Optional[int]:
 
 def recall_sample(parts: dict[str, list[Record]], n: Optional[int], cap: Optional[int] = None) -> dict[str, list[Record]]:
     """At most `n` items over the generations' parts, stratified: each part (first cut to `cap` items,
-    as the eval reads it) gives a share in proportion to its size (largest remainders; every part one
-    at least while `n` allows), drawn with a seed of its own generation and size, so the child and the
-    model it is compared with are asked the same items, and a generation scored again is asked them
-    again. Every item when there are no more than `n`."""
+    as the eval reads it) gives a share in proportion to its size (largest remainders), drawn with a
+    seed of its own generation and size, so the child and the model it is compared with are asked the
+    same items, and a generation scored again is asked them again. Every item when there are no more
+    than `n`. Proportional and nothing more, so that recall, the pooled mean over the sample, estimates
+    the line's recall without weights: a minimum per part would over-ask small parts (a part far
+    smaller than its share of one item may go unasked)."""
     parts = {g: recs[:cap] if cap else list(recs) for g, recs in parts.items()}
     total = sum(len(recs) for recs in parts.values())
     if n is None or total <= n:
         return parts
     live = [g for g, recs in parts.items() if recs]
-    share = {g: 0 for g in parts}
-    if n >= len(live):  # one each first: no generation's part goes unasked
-        share |= {g: 1 for g in live}
-    left = n - sum(share.values())
-    exact = {g: left * (len(parts[g]) - share[g]) / (total - sum(share.values())) for g in live}
-    share = {g: share[g] + int(exact.get(g, 0)) for g in parts}
+    exact = {g: n * len(parts[g]) / total for g in live}
+    share = {g: int(exact.get(g, 0)) for g in parts}
     order = sorted(live, key=lambda g: (int(exact[g]) - exact[g], g))  # largest remainder first
     for g in order[: n - sum(share.values())]:
         share[g] += 1

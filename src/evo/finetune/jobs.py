@@ -327,7 +327,7 @@ class JobStore:
                                     f"{', '.join(searched(job))} (\"auto\"), and evo does not pause a sweep; cancel it, "
                                     "or create the job with those hyperparameters given", "fine_tuning_job_id")
             atomic_write_json(self.pause_path(jid), {"paused_at": int(time.time())})
-            job["status"] = "paused"
+            job["status"], job["paused_step"] = "paused", None  # set by the runner once training has stopped
             atomic_write_json(self._path(jid), job)
         return job
 

@@ -149,8 +149,12 @@ class JobService:
         """A job still active whose Ray job ended without the runner recording the end, whose Ray job the
         cluster does not know (gone: Ray restarted), or that never got one (the server stopped between
         creating and submitting it) is marked failed, with an event that says why."""
-        if job["status"] in TERMINAL or job["status"] == "paused":  # a paused job's Ray job has ended, by design
+        if job["status"] in TERMINAL:
             return job
+        if job["status"] == "paused" and job.get("paused_step") is not None:  # its Ray job ended, by design
+            return job
+        # a paused job its runner has not yet recorded stopping (or never will: the pause came after training,
+        # and the runner goes on to the end) is alive only while its Ray job is
         sid = job.get("submission_id")
         if not sid:
             age = (time.time_ns() - job.get("resumed_ns", job["created_ns"])) / 1e9  # created, or resumed
@@ -218,7 +222,8 @@ class JobService:
         try:
             sid = self.ray.submit(jid, resumes=job["resumes"])
         except Exception as e:
-            self.store.update(jid, status="paused", resumes=job["resumes"] - 1)  # that submission id was never taken
+            # the count stays: a submission that timed out here may have reached Ray, so the next try takes a new id
+            self.store.update(jid, status="paused")
             message = (f"resume failed: the Ray job could not be submitted to {self.ray.address}: {e}; the job stays "
                        "paused, resume it again once the cluster's Jobs API answers")
             self.store.event(jid, message, level="error")

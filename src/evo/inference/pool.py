@@ -132,8 +132,11 @@ class ModelPool:
         "finish_reason", "completion_tokens", "logprobs"}], prompt by prompt, n each; "prompt_tokens"}."""
         groups: dict[tuple, list[tuple[int, int]]] = {}
         prompts: dict[int, list[tuple[str, list[int]]]] = {}
+        # each model fetched once and held for the whole batch: an eviction meanwhile cannot reload a
+        # base under another id, nor drop one a group still uses
+        held = {sha: self.get(sha) for sha in dict.fromkeys(r["sha"] for r in requests)}
         for i, r in enumerate(requests):
-            model, tok = self.get(r["sha"])
+            model, tok = held[r["sha"]]
             prompts[i] = request_prompts(tok, r)
             # generations on one shared base batch together (each row its own chain), others by sha
             on = id(model.shared) if isinstance(model, GenerationModel) and self.mixed else r["sha"]
@@ -141,7 +144,7 @@ class ModelPool:
             groups.setdefault(key, []).extend((i, k) for k in range(len(prompts[i])))
         answers: dict[tuple[int, int], list[Output]] = {}
         for (_, sampling, stops), rows in groups.items():
-            members = [self.get(requests[i]["sha"]) for i, _ in rows]
+            members = [held[requests[i]["sha"]] for i, _ in rows]
             if isinstance(members[0][0], GenerationModel):  # chains in order: each adapter's rows side by side
                 order = sorted(range(len(rows)), key=lambda j: members[j][0].chain)
                 rows, members = [rows[j] for j in order], [members[j] for j in order]
@@ -154,7 +157,7 @@ class ModelPool:
                 answers[row] = outs
         results = []
         for i, r in enumerate(requests):
-            model, tok = self.get(r["sha"])
+            model, tok = held[r["sha"]]
             want = r.get("logprobs")
             outputs = []
             for k, (text, ids) in enumerate(prompts[i]):

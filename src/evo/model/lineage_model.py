@@ -51,7 +51,7 @@ def load_generation(root: str | Path, sha: str, dtype: str = "float32", verify: 
         if verify:
             store.verify(link)
         model = PeftModel.from_pretrained(model, str(store.path(link))).merge_and_unload()
-    if len(rest) >= MERGE_AFTER:
+    if verify and len(rest) >= MERGE_AFTER:  # only what was verified is kept for later (verified) loads
         _cache(root, sha, dtype, model)
     return model, load_tokenizer(base_dir)
 
@@ -63,15 +63,14 @@ def _nearest_cached(root, links: list[str], dtype: str, verify: bool):
         if not (folder / "merged.json").exists():
             continue
         try:
+            os.utime(folder)  # in use from now: another process's eviction leaves it for STALE_S
             if verify:
                 want = json.loads((folder / "merged.json").read_text())["weights_sha"]
                 if weights_sha(safetensor_files(folder)) != want:
                     raise ModelIntegrityError(f"{folder}: weights changed since they were cached")
-            model = load_causal_lm(str(folder), dtype)
-            os.utime(folder)  # used: the newest are kept
-            return i, model
-        except (OSError, ValueError, KeyError, ModelIntegrityError):
-            shutil.rmtree(folder, ignore_errors=True)  # evicted meanwhile, or damaged: the chain is the truth
+            return i, load_causal_lm(str(folder), dtype)
+        except Exception:  # evicted meanwhile, damaged, or not loadable: the chain is the truth
+            shutil.rmtree(folder, ignore_errors=True)
     return 0, None
 
 
@@ -90,14 +89,23 @@ def _cache(root, sha: str, dtype: str, model) -> None:
         except OSError:  # another process cached it first
             shutil.rmtree(stage, ignore_errors=True)
         _evict(final.parent)
-    except OSError:
+    except Exception:  # a full disk, a damaged save: the load goes on without a copy
+        pass
+    finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def _evict(folder: Path) -> None:
-    """All but the `KEEP` newest entries, except one in use within `STALE_S`."""
-    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime,
-                     reverse=True)
-    for p in entries[KEEP:]:
-        if time.time() - p.stat().st_mtime > STALE_S:
+    """All but the `KEEP` newest entries, except one in use within `STALE_S`; and staging folders a
+    killed process left (older than `STALE_S`)."""
+    def age(p: Path) -> float:
+        try:
+            return time.time() - p.stat().st_mtime
+        except OSError:  # removed meanwhile by another process
+            return -1.0
+
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=age)
+    left = [p for p in folder.iterdir() if p.name.startswith(".staging-")]
+    for p in entries[KEEP:] + left:
+        if age(p) > STALE_S:
             shutil.rmtree(p, ignore_errors=True)

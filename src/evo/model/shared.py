@@ -73,6 +73,10 @@ class SharedBase:
         def add_deltas(module, inputs, output):
             groups = getattr(self._local, "groups", None)
             if groups is not None:  # a mixed batch: each adapter's delta on the rows whose chain has it
+                if inputs[0].shape[0] != self._local.rows:  # rows must be the input's first dimension
+                    raise SharedBaseError(f"{name}: an input of {inputs[0].shape[0]} rows in a mixed batch of "
+                                          f"{self._local.rows}: this layer's rows are not the batch's, so a mixed "
+                                          "batch cannot tell whose adapter each row takes")
                 for sha, rows in groups:
                     d = self.adapters[sha].get(name)
                     if d is None:
@@ -123,12 +127,12 @@ class SharedBase:
             rows = [i for i, c in enumerate(chains) if sha in c]
             contiguous = rows[-1] - rows[0] + 1 == len(rows)
             groups.append((sha, slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows, dtype=torch.long)))
-        before = getattr(self._local, "groups", None)
-        self._local.groups = groups
+        before = getattr(self._local, "groups", None), getattr(self._local, "rows", None)
+        self._local.groups, self._local.rows = groups, len(chains)
         try:
             yield
         finally:
-            self._local.groups = before
+            self._local.groups, self._local.rows = before
 
 
 class _OnSharedBase:

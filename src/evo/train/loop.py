@@ -43,7 +43,7 @@ from evo.train.examples import (
     training_batch,
 )
 from evo.train.pause import pause_asked
-from evo.train.state import TrainState, load_optimizer, save_optimizer
+from evo.train.state import TrainState, load_optimizer, records_sha, save_optimizer
 from evo.train.worker_config import WorkerConfig
 
 # How often Ray Train's controller polls the workers; Ray Train hands it from the process that calls
@@ -301,6 +301,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed + rank)
     ckpt = ray.train.get_checkpoint()
+    own_run = ckpt is not None  # this run's own checkpoint (a restart, a resume), not another run's to start from
     if ckpt is None and cfg.init_checkpoint:  # a sweep trial continuing from another run's checkpoint
         ckpt = ray.train.Checkpoint(cfg.init_checkpoint)
     with (ckpt.as_directory() if ckpt else _nullcontext()) as ckpt_dir:
@@ -313,7 +314,11 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
 
     mix, held = local_file(cfg.mix_path, cfg.root), local_file(cfg.val_path, cfg.root)
-    train = _equal_shards([_encode(r, tok, cfg) for r in read_records(mix)], rank, world)
+    records = read_records(mix)
+    if own_run:
+        state.continues(records, world, cfg.mix_path)
+    state.mix_sha, state.world = records_sha(records), world
+    train = _equal_shards([_encode(r, tok, cfg) for r in records], rank, world)
     val = _equal_shards([_encode(r, tok, cfg) for r in read_records(held)], rank, world)
     dpo = cfg.method == "dpo"
     resumed_from = state.step

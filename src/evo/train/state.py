@@ -12,6 +12,10 @@ from safetensors.torch import load_file, save_file
 from evo.atomic import atomic_write_json
 
 
+class ResumeMismatch(RuntimeError):
+    """A run's own checkpoint cannot be continued: its steps were drawn from other records or workers."""
+
+
 @dataclass
 class TrainState:
     """Where a run is, carried across worker restarts inside each checkpoint."""
@@ -24,6 +28,23 @@ class TrainState:
     checkpoint_seconds: float = 0.0  # validation loss, saving and reporting checkpoints (rank 0)
     setup_seconds: float = 0.0  # loop start to first step in the latest attempt: loading, wrapping
     load_seconds: float = 0.0  # of setup: loading the parent (or the checkpoint) in the latest attempt
+    mix_sha: str = ""  # the training records the steps so far were drawn from (`records_sha`)
+    world: int = 0  # the workers they were divided among
+
+    def continues(self, records, world: int, where: str) -> None:
+        """Refuse to continue this run's checkpoint on other records or workers: a step's examples are
+        picked by its index over the records divided among the workers, so a mix rebuilt with other
+        records (a correction, a file deleted meanwhile) or another number of workers would train some
+        records twice and skip others."""
+        if not self.step or not self.mix_sha:
+            return
+        now = records_sha(records)
+        if (now, world) != (self.mix_sha, self.world):
+            raise ResumeMismatch(
+                f"{where}: the run's checkpoint of step {self.step} was trained on other records or workers "
+                f"({self.world} worker(s), records {self.mix_sha[:12]}; now {world}, {now[:12]}: a correction or a "
+                "file deletion made since changes the mix): continuing would train some records twice and skip "
+                "others. Start the generation again (a fine-tuning job: cancel it and create it again)")
 
     def save(self, folder: Path) -> None:
         atomic_write_json(folder / "trainer_state.json", asdict(self))
@@ -55,3 +76,14 @@ def load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> bool:
         state.setdefault(int(idx), {})[name] = t
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     return True
+
+
+def records_sha(records) -> str:
+    """A sha of training records in order: the same records, the same sha, in any process."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for r in records:
+        h.update(repr(r).encode())
+        h.update(b"\n")
+    return h.hexdigest()
