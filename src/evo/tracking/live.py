@@ -19,7 +19,7 @@ from evo.storage import open_root, refresh
 from evo.tracking import files
 from evo.tracking.view import View
 
-_VIEWS: dict[tuple[str, str], View] = {}  # one per root and target in a process: it stays offline once it failed
+_VIEWS: dict[tuple[str, str], View] = {}  # one per root and target in a process (offline from a failure to the next start)
 
 
 def view_of(root: Path, target: dict, say: Optional[Callable[[str], None]] = None) -> View:
@@ -91,15 +91,18 @@ class Live:
 
 def start(cfg: EvoConfig, root: Path, gid: str, say: Optional[Callable[[str], None]] = None) -> Live:
     """A generation starts: its run is made (and a root left pending by an unreachable server is
-    synced first, if the server answers now; so is a root whose earlier generations were made
-    before tracking was on, or sent elsewhere)."""
+    synced first, if the server answers now, even one that failed earlier in this process; so is a root
+    whose earlier generations were made before tracking was on, or sent elsewhere)."""
     target, changed = configure(cfg, root)
     if target is None:
         return Live(None, gid)
     v = view_of(root, target, say)
     if (earlier := _LIVE.pop(str(root), None)) is not None:  # a generation of this root that raised
         earlier.stop.set()
-    if (changed or files.pending(root) is not None) and not v.offline:
+    # a view that failed in an earlier generation of this process is tried again, once: a server back up
+    # gets the sync; one still down costs one failed request (no second warning) and the view stays offline
+    v.offline = False
+    if changed or files.pending(root) is not None:
         v.guard("the sync of what an earlier run could not send", v.sync)
     v.guard(f"{gid}'s run", lambda: v.run_id(gid))
     _LIVE[str(root)] = track = Live(v, gid)

@@ -7,8 +7,9 @@ points elsewhere. So the driver's calls during a generation, the decisions modul
 `evo tracking sync` are one code path, and running any of them twice logs nothing twice.
 
 An unreachable server never stops a generation: `View.guard` turns the first failure into one
-warning and a `pending.json` mark, and the view sends nothing more in this process; the files it
-would have sent are the root's own, so the next sync sends them.
+warning and a `pending.json` mark, and the view sends nothing more until the next generation of
+this process starts (`live.start` tries once again); the files it would have sent are the root's
+own, so the next sync sends them.
 """
 
 from __future__ import annotations
@@ -195,9 +196,12 @@ class View:
         if job:
             tags.update({"evo.job_id": job.get("id", ""), "evo.tenant": job.get("owner", "")})
         metrics = {k: [(0, v)] for k, v in _final_metrics(self.root, gid, row).items()}
-        for i, r in enumerate(files.read_jsonl(files.ab_path(self.root, gid)), start=1):
+        rounds = files.read_jsonl(files.ab_path(self.root, gid))
+        for i, r in enumerate(rounds, start=1):
             for k in ("candidate_wins", "champion_wins", "ties", "distinct_prompts"):
                 metrics.setdefault(f"ab/{k}", []).append((i, r.get(k)))
+        if rounds:  # the latest round's verdict, as `live.after_ab_round` tagged it
+            tags["evo.ab_verdict"] = rounds[-1].get("verdict", "")
         self._log(run, params={k: "" if v is None else v for k, v in params.items()}, metrics=metrics, tags=tags)
         if not row.get("trial"):
             self.steps(gid)
