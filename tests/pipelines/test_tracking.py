@@ -38,23 +38,32 @@ def test_every_generation_is_a_run_that_matches_the_ledger(two_generations_root)
     c = client(target)
     for r in rows:
         run = view["runs"][(r["GEN_ID"], "")]
+        meta = read_json(root / "models" / r["child_sha"] / "meta.json")
         assert run["status"] == "FINISHED" and run["name"] == r["GEN_ID"]
         for k in ("parent_sha", "data_delta_sha", "steps", "replay_k"):
             assert run["params"][k] == r[k], k
         assert float(run["params"]["lr"]) == pytest.approx(float(r["lr"]))
         assert run["params"]["config_hash"] and run["params"]["seed"] == "0"
+        assert run["params"]["method"] == (meta["config"]["train"]["method"] if r["parent_sha"] else "base")
         assert run["tags"]["evo.decision"] == r["decision"] and run["tags"]["evo.reason"] == r["reason"][:5000]
-        meta = read_json(root / "models" / r["child_sha"] / "meta.json")
         # the step curve is the workers' reports: the val loss at each checkpoint, as the model's meta has it
         assert run["metrics"]["val_loss"] == [(s, pytest.approx(v)) for s, v in meta["val_curve"]]
         assert [s for s, _ in run["metrics"]["train_loss"]] == [s for s, _ in meta["val_curve"]]
         ev = read_json(root / "evals" / f"{r['GEN_ID']}.json")
-        assert run["metrics"]["child/generalization"] == [(0, pytest.approx(ev["child"]["generalization"]["value"]))]
-        assert run["metrics"]["child/style_drift"] == [(0, ev["child"]["style_drift"]["hits"])]
-        if r["parent_sha"]:
-            assert run["metrics"]["parent/generalization"] == [(0, pytest.approx(ev["parent"]["generalization"]["value"]))]
+        for side in ("child", "parent") if r["parent_sha"] else ("child",):  # every eval of the gate, both sides
+            res = ev[side]
+            for key, want in (("generalization", res["generalization"]["value"]), ("recall", res["recall"]),
+                              ("style_drift", res["style_drift"]["hits"]), ("perplexity", res["perplexity"])):
+                if want is not None:
+                    assert run["metrics"][f"{side}/{key}"] == [(0, pytest.approx(want))], (side, key)
+        if r["parent_sha"]:  # the gate's scores (generation 0 is only evaluated)
+            numeric = {k: v for k, v in ev["scores"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            assert numeric and {k: run["metrics"][f"gate/{k}"] for k in numeric} == {k: [(0, v)] for k, v in numeric.items()}
             assert "meta.json" in run["artifacts"] and f"{r['GEN_ID']}.json" in run["artifacts"]
         assert view["models"][r["GEN_ID"]] == [(r["child_sha"], (r["GEN_ID"], ""), "READY")]
+        (lm,) = c.search_logged_models([run_exp(c, target)], filter_string=f"name = '{r['GEN_ID']}'")
+        folder = root / "models" / r["child_sha"]  # the adapter (gen-0: the base) as the logged model's files
+        assert sorted(f.path for f in c.list_logged_model_artifacts(lm.model_id)) == sorted(p.name for p in folder.iterdir())
     ever = []
     for h in reg["history"]:
         if h["alias"] == "champion" and h["to"] not in ever:
@@ -64,6 +73,10 @@ def test_every_generation_is_a_run_that_matches_the_ledger(two_generations_root)
     assert "candidate" not in view["aliases"] and reg["aliases"]["candidate"] is None
     champion = c.get_model_version_by_alias(target["model_name"], "champion")
     assert champion.tags["evo.sha"] == reg["aliases"]["champion"]
+
+
+def run_exp(c, target: dict) -> str:
+    return c.get_experiment_by_name(target["experiment"]).experiment_id
 
 
 def test_sync_rebuilds_the_same_view_and_a_second_sync_changes_nothing(two_generations_root, tmp_path, capsys):
@@ -79,6 +92,16 @@ def test_sync_rebuilds_the_same_view_and_a_second_sync_changes_nothing(two_gener
     assert dump(target) == once
     assert "mlflow ui --backend-store-uri sqlite:///" in capsys.readouterr().out
     print(f"a sync with nothing to send: {time.perf_counter() - t0:.1f} s")
+    # a root made before tracking was on (no tracking/ at all): every run, param, tag, final metric, artifact,
+    # model and alias as the live view; the curves are the val loss the models' metas kept (no train loss)
+    before = tmp_path / "before"
+    shutil.copytree(two_generations_root, before, ignore=shutil.ignore_patterns("tracking"))
+    assert live.cmd_sync(str(before), "sync", None) == 0
+    old = dump(files.read_target(before))
+    for view in (old, clean):
+        for run in view["runs"].values():
+            run["metrics"].pop("train_loss", None)
+    assert old == clean
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +156,16 @@ def test_a_server_that_stops_mid_generation_loses_nothing(two_generations_root, 
     target = files.read_target(copy)
     partial = dump(target)
     assert partial["runs"][("gen-2", "")]["metrics"]["val_loss"] == [clean["runs"][("gen-2", "")]["metrics"]["val_loss"][0]]
+    # the next generation of this process starts: it tries the server again and sends what was pending
+    track3 = live.start(cfg, copy, "gen-3", said.append)
+    track3.stop.set()
+    assert files.pending(copy) is None and len(said) == 1
+    resent = dump(target)
+    resent["runs"].pop(("gen-3", ""))
+    assert resent == clean  # nothing lost, nothing twice (histories are lists)
     assert live.cmd_sync(str(copy), "sync", None) == 0
     assert files.pending(copy) is None
-    assert dump(target) == clean  # nothing lost, nothing twice (histories are lists)
+    after = dump(target)
+    after["runs"].pop(("gen-3", ""))
+    assert after == clean
 

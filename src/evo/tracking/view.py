@@ -187,7 +187,7 @@ class View:
         train = mcfg.get("train") or {}
         params = {"parent_sha": row["parent_sha"], "data_delta_sha": row["data_delta_sha"], "lr": row["lr"],
                   "steps": row["steps"], "replay_k": row["replay_k"],
-                  "method": "base" if not row["parent_sha"] else train.get("method", "lora"),
+                  "method": "base" if not row["parent_sha"] else train.get("method", "supervised"),  # older: no dpo
                   "seed": train.get("seed", ""), "config_hash": _config_hash(mcfg)}
         tags = {"evo.decision": row["decision"], "evo.reason": row["reason"], "evo.child_sha": sha,
                 "evo.trial": row.get("trial", ""), "evo.compared_with": row.get("compared_with", ""),
