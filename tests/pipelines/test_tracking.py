@@ -1,7 +1,8 @@
 """The MLflow view of a lineage (evo.tracking): the session's two-generation run is tracked live in the
 embedded store (tests/conftest.py turns tracking on for it); here it is read back with MlflowClient and
 compared with the ledger, rebuilt by `evo tracking sync` (twice: nothing changes), sent to a real
-`mlflow server`, and sent again after that server stopped in the middle of a generation's logging."""
+`mlflow server`, and sent again after that server stopped in the middle of a generation (its tracking
+calls replayed step by step, and a real generation run by the driver)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from evo.atomic import atomic_write_json, read_json
 from evo.lineage.decisions import Decisions
 from evo.lineage.ledger import Ledger
 from evo.tracking import files, live
-from tests.helpers import tiny_config
+from tests.helpers import LOOSE_GATE, tiny_config
 from tests.helpers.tracking import MlflowServer, client, dump
 
 pytestmark = pytest.mark.integration
@@ -169,3 +170,65 @@ def test_a_server_that_stops_mid_generation_loses_nothing(two_generations_root, 
     after["runs"].pop(("gen-3", ""))
     assert after == clean
 
+
+
+def test_a_real_generation_goes_on_when_the_server_stops_and_a_sync_completes_its_view(
+        two_generations_root, mlflow_server, demo_dir, tmp_path, capfd):
+    """The fault test with a real generation (evo.driver.run_generation): gen-3 of a copy tracked on the
+    module's server (beside the other test's root: an experiment each), stopped once gen-3's first step is
+    in MLflow; the generation is decided all the same, evo warns once on stderr, the server comes back, a
+    sync sends the rest, and the view is what a sync of the same root to a store of its own shows (which
+    `test_sync_rebuilds_...` holds equal to the live view)."""
+    import threading
+
+    from evo.data.demo import write_demo_data
+    from evo.driver import run_generation
+    from evo.lineage.root import Lineage
+    from evo.progress import Silent
+    from evo.tracking import view as view_module
+
+    write_demo_data(tmp_path / "demo3", generations=3)
+    copy = fresh_copy(two_generations_root, tmp_path / "live")
+    server = mlflow_server
+    view_module._WARNED.discard(server.uri)  # the other test's warning about this server, in this process
+    try:
+        cfg = tiny_config(demo_dir, *LOOSE_GATE, "tracking.backend=mlflow", f"tracking.uri={server.uri}",
+                          "tracking.timeout_s=3")
+        target = files.target_of(cfg.tracking, cfg.name, copy)
+
+        def stop_at_first_step():  # the server goes away in the middle of gen-3
+            c = client(target)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                try:
+                    runs = c.search_runs([run_exp(c, target)], "tags.`evo.gen_id` = 'gen-3'")
+                    if runs and c.get_metric_history(runs[0].info.run_id, "val_loss"):
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.1)
+            server.stop()
+
+        watcher = threading.Thread(target=stop_at_first_step, daemon=True)
+        watcher.start()
+        capfd.readouterr()
+        row = run_generation(cfg, Lineage(copy), 3, str(tmp_path / "demo3" / "gen3.jsonl"), Silent())
+        watcher.join(5)
+        assert not watcher.is_alive() and server.proc is None, "the server was not stopped during gen-3"
+        assert Ledger(copy).get("gen-3")["decision"] == row["decision"] != ""  # decided as always
+        err = capfd.readouterr().err
+        assert err.count("did not answer") == 1 and "evo tracking sync" in err, err[-3000:]
+        assert files.pending(copy) is not None
+        server.start()  # back
+        partial = dump(target)
+        assert partial["runs"][("gen-3", "")]["status"] != "FINISHED"  # stopped before the generation's end
+        assert live.cmd_sync(str(copy), "sync", None) == 0 and files.pending(copy) is None
+        view = dump(target)
+    finally:
+        if server.proc is None:
+            server.start()
+    clean = fresh_copy(copy, tmp_path / "clean")
+    live.cmd_sync(str(clean), "sync", None)  # the same root, each part sent once to a store of its own
+    assert view == dump(files.read_target(clean))  # nothing lost, nothing twice
+    assert view["runs"][("gen-3", "")]["metrics"]["val_loss"] == [
+        (s, v) for s, v in read_json(copy / "models" / row["child_sha"] / "meta.json")["val_curve"]]
