@@ -132,6 +132,7 @@ def test_a_jobs_run_an_ab_round_and_live_steps_and_a_sync_from_nothing_shows_the
     for step, loss in ((5, 2.5), (10, 1.5)):  # rank 0's checkpoint reports (evo.train.loop)
         files.note_report(str(root), "gen-1", {"step": step, "train_loss": loss + 0.1, "val_loss": loss})
     c = client(target)
+    assert track.opened.wait(30)  # the tracker's thread made gen-1's run (start does not wait for it)
     run1 = track.view.run_id("gen-1")
     sent = poll(lambda: len(c.get_metric_history(run1, "val_loss")) == 2)
     assert sent, "the workers' reports were not sent while the generation ran"  # by the driver's thread, not finish

@@ -137,6 +137,7 @@ def test_a_server_that_stops_mid_generation_loses_nothing(two_generations_root, 
     cfg = tiny_config(demo_dir, "tracking.backend=mlflow", f"tracking.uri={mlflow_server.uri}", "tracking.timeout_s=3")
     said: list[str] = []
     track = live.start(cfg, copy, "gen-2", said.append)  # gen-0 and gen-1 synced first: the target is new
+    assert track.opened.wait(60)  # by the tracker's thread
     steps = files.steps_path(copy, "gen-2")
     steps.parent.mkdir(parents=True, exist_ok=True)
     steps.write_text(lines[0])  # the first checkpoint's report is sent
@@ -159,6 +160,7 @@ def test_a_server_that_stops_mid_generation_loses_nothing(two_generations_root, 
     assert partial["runs"][("gen-2", "")]["metrics"]["val_loss"] == [clean["runs"][("gen-2", "")]["metrics"]["val_loss"][0]]
     # the next generation of this process starts: it tries the server again and sends what was pending
     track3 = live.start(cfg, copy, "gen-3", said.append)
+    assert track3.opened.wait(60)
     track3.stop.set()
     assert files.pending(copy) is None and len(said) == 1
     resent = dump(target)
