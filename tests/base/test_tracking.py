@@ -121,6 +121,9 @@ def test_a_jobs_run_an_ab_round_and_live_steps_and_a_sync_from_nothing_shows_the
     d = base(root, a)
     track.finish(d.ledger.get("gen-0"))
     target = files.read_target(root)
+    # what the end of `evo run` prints (evo.driver): the command that shows this very store
+    assert live.where(root) == f"mlflow ui --backend-store-uri sqlite:///{root / 'tracking' / 'mlflow.db'}"
+    assert target["uri"] == f"sqlite:///{root / 'tracking' / 'mlflow.db'}"
     # gen-1 is a fine-tuning job of tenant key-alice, made and started as evo.finetune.run_job does
     train = b"".join(json.dumps({"prompt": f"q{i} =", "completion": f" a{i}"}).encode() + b"\n" for i in range(8))
     fid = FileStore(root).create(train, "t.jsonl", "fine-tune", "key-alice")["id"]
