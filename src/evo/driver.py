@@ -138,7 +138,7 @@ def generation_zero(cfg: EvoConfig, lin: Lineage, progress: Progress) -> None:
         progress(GEN0, "already in the ledger")
         return
     t0 = time.perf_counter()
-    track = tracking.start(cfg, lin.root, GEN0, lambda message: progress(GEN0, message))  # the MLflow view
+    track = tracking.start(cfg, lin.root, GEN0)  # the MLflow view; its one warning: stderr (see run_generation)
     data_sha = ingest(lin, cfg.data.base, cfg, progress, GEN0) if cfg.data.base else ""
     if cfg.model.path is None:
         sha = build_base(cfg, lin, data_sha, progress)
@@ -423,8 +423,11 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
     `train.method: dpo` its preference records train as pairs, the replayed records as ever."""
     gid, t0, watch = gen_id(index), time.perf_counter(), Stopwatch()
     parent = parent or lin.registry.alias("champion")
+    # the MLflow view. Its one warning (a server that does not answer) goes to stderr, the operator's log, not
+    # to `progress`: a fine-tuning job's progress lines are its events, and a tenant reads those (the warning
+    # names the admin's tracking server and root, and a sync's error can name another tenant's run)
     with watch("tracking"):
-        track = tracking.start(cfg, lin.root, gid, lambda message: progress(gid, message))  # the MLflow view
+        track = tracking.start(cfg, lin.root, gid)
     with watch("ingest"):
         record_arriving_corrections(cfg, lin, index, progress)
         data_sha = data_sha or ingest(lin, path, cfg, progress, gid, own_val=own_val is not None)

@@ -182,6 +182,7 @@ def test_the_trials_are_nested_runs_of_the_generations_run(swept):
     lin = swept["lin"]
     view = dump(files.read_target(lin.root))
     assert view["runs"][("gen-1", "")]["tags"]["evo.trial"] == swept["row"]["trial"]
+    assert "gen-1.csv" in view["runs"][("gen-1", "")]["artifacts"]  # the trials CSV
     for t in swept["trials"]:
         run = view["runs"][("gen-1", t["trial_id"])]
         assert run["parent"] == ("gen-1", "") and run["tags"]["evo.why_stopped"] == t["why_stopped"]

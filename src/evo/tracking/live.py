@@ -1,9 +1,10 @@
 """Tracking while a lineage runs: the driver's generation, the decisions module's alias moves, the
 A/B round's counts, and `evo tracking sync`.
 
-A generation (`start` ... `Live.finish`): its run is made when it starts; a thread sends each
-checkpoint report the Ray Train workers write (`files.note_report`) as it appears, the trials' too;
-when it is decided, its run is made to match the root (`View.generation`) and the registry follows.
+A generation (`start` ... `Live.finish`): its run is made when it starts, by a thread of its own
+(off the driver's path: importing mlflow alone takes a second), which then sends each checkpoint
+report the Ray Train workers write (`files.note_report`) as it appears, the trials' too; when it is
+decided, its run is made to match the root (`View.generation`) and the registry follows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from evo.storage import open_root, refresh
 from evo.tracking import files
 from evo.tracking.view import View
 
-_VIEWS: dict[tuple[str, str], View] = {}  # one per root and target in a process: it stays offline once it failed
+_VIEWS: dict[tuple[str, str], View] = {}  # one per root and target in a process (offline from a failure to the next start)
 
 
 def view_of(root: Path, target: dict, say: Optional[Callable[[str], None]] = None) -> View:
@@ -40,16 +41,31 @@ def configure(cfg: EvoConfig, root: Path) -> tuple[Optional[dict], bool]:
 class Live:
     """A generation being tracked (or, with no view, not)."""
 
-    def __init__(self, view: Optional[View], gid: str):
-        self.view, self.gid = view, gid
+    def __init__(self, view: Optional[View], gid: str, resync: bool = False):
+        self.view, self.gid, self.resync = view, gid, resync
         self.stop = threading.Event()
+        self.opened = threading.Event()  # the generation's run is made (or could not be)
         self.thread: Optional[threading.Thread] = None
         self.sent: dict[Path, int] = {}  # steps file -> lines sent
         if view is not None:
             self.thread = threading.Thread(target=self._tail, name=f"evo-tracking-{gid}", daemon=True)
             self.thread.start()
+        else:
+            self.opened.set()
+
+    def _open(self) -> None:
+        """Off the generation's path: importing mlflow, a new store's schema, the sync a new or pending
+        root needs, the generation's run (the driver goes on meanwhile; the view's lock keeps order)."""
+        v = self.view
+        try:
+            if self.resync:
+                v.guard("the sync of what an earlier run could not send", v.sync)
+            v.guard(f"{self.gid}'s run", lambda: v.run_id(self.gid))
+        finally:
+            self.opened.set()
 
     def _tail(self) -> None:
+        self._open()
         while not self.stop.wait(1.0):
             self.send_new()
 
@@ -90,19 +106,20 @@ class Live:
 
 
 def start(cfg: EvoConfig, root: Path, gid: str, say: Optional[Callable[[str], None]] = None) -> Live:
-    """A generation starts: its run is made (and a root left pending by an unreachable server is
-    synced first, if the server answers now; so is a root whose earlier generations were made
-    before tracking was on, or sent elsewhere)."""
+    """A generation starts: its run is made by the tracker's thread (and a root left pending by an
+    unreachable server is synced first, if the server answers now, even one that failed earlier in this
+    process; so is a root whose earlier generations were made before tracking was on, or sent
+    elsewhere). The caller does not wait for any of it (`Live.opened` says when it is done)."""
     target, changed = configure(cfg, root)
     if target is None:
         return Live(None, gid)
     v = view_of(root, target, say)
     if (earlier := _LIVE.pop(str(root), None)) is not None:  # a generation of this root that raised
         earlier.stop.set()
-    if (changed or files.pending(root) is not None) and not v.offline:
-        v.guard("the sync of what an earlier run could not send", v.sync)
-    v.guard(f"{gid}'s run", lambda: v.run_id(gid))
-    _LIVE[str(root)] = track = Live(v, gid)
+    # a view that failed in an earlier generation of this process is tried again, once: a server back up
+    # gets the sync; one still down costs one failed request (no second warning) and the view stays offline
+    v.offline = False
+    _LIVE[str(root)] = track = Live(v, gid, resync=changed or files.pending(root) is not None)
     return track
 
 

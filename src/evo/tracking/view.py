@@ -7,8 +7,9 @@ points elsewhere. So the driver's calls during a generation, the decisions modul
 `evo tracking sync` are one code path, and running any of them twice logs nothing twice.
 
 An unreachable server never stops a generation: `View.guard` turns the first failure into one
-warning and a `pending.json` mark, and the view sends nothing more in this process; the files it
-would have sent are the root's own, so the next sync sends them.
+warning and a `pending.json` mark, and the view sends nothing more until the next generation of
+this process starts (`live.start` tries once again); the files it would have sent are the root's
+own, so the next sync sends them.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class View:
         train = mcfg.get("train") or {}
         params = {"parent_sha": row["parent_sha"], "data_delta_sha": row["data_delta_sha"], "lr": row["lr"],
                   "steps": row["steps"], "replay_k": row["replay_k"],
-                  "method": "base" if not row["parent_sha"] else train.get("method", "lora"),
+                  "method": "base" if not row["parent_sha"] else train.get("method", "supervised"),  # older: no dpo
                   "seed": train.get("seed", ""), "config_hash": _config_hash(mcfg)}
         tags = {"evo.decision": row["decision"], "evo.reason": row["reason"], "evo.child_sha": sha,
                 "evo.trial": row.get("trial", ""), "evo.compared_with": row.get("compared_with", ""),
@@ -195,9 +196,12 @@ class View:
         if job:
             tags.update({"evo.job_id": job.get("id", ""), "evo.tenant": job.get("owner", "")})
         metrics = {k: [(0, v)] for k, v in _final_metrics(self.root, gid, row).items()}
-        for i, r in enumerate(files.read_jsonl(files.ab_path(self.root, gid)), start=1):
+        rounds = files.read_jsonl(files.ab_path(self.root, gid))
+        for i, r in enumerate(rounds, start=1):
             for k in ("candidate_wins", "champion_wins", "ties", "distinct_prompts"):
                 metrics.setdefault(f"ab/{k}", []).append((i, r.get(k)))
+        if rounds:  # the latest round's verdict, as `live.after_ab_round` tagged it
+            tags["evo.ab_verdict"] = rounds[-1].get("verdict", "")
         self._log(run, params={k: "" if v is None else v for k, v in params.items()}, metrics=metrics, tags=tags)
         if not row.get("trial"):
             self.steps(gid)
