@@ -130,3 +130,21 @@ def test_an_unverified_load_caches_nothing(lineage, tmp_path):
     assert not (copy_root / ".merged").exists() or not any((copy_root / ".merged").iterdir())
     load_generation(copy_root, shas[-1])
     assert (merged_dir(copy_root, shas[-1], "float32") / "merged.json").exists()
+
+
+def test_a_load_leaves_the_callers_random_state_as_it_was(lineage, tmp_path):
+    """The trainer seeds, loads the parent, then initializes the child's LoRA: a load that drew random
+    numbers (merging draws them, a cache hit does not) would make the child depend on the cache."""
+    import shutil
+
+    root, shas, _, _ = lineage
+    copy_root = tmp_path / "root"
+    shutil.copytree(root / "models", copy_root / "models")
+    draws = []
+    for _ in range(2):  # merged from the chain, then from the cache
+        torch.manual_seed(7)
+        load_generation(copy_root, shas[-2])
+        draws.append(torch.rand(4))
+    torch.manual_seed(7)
+    want = torch.rand(4)
+    assert all(torch.equal(d, want) for d in draws)

@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import torch
 from peft import PeftModel
 
 from evo.model.artifacts import ModelIntegrityError, ModelStore, safetensor_files, weights_sha
@@ -36,7 +37,15 @@ def merged_dir(root: str | Path, sha: str, dtype: str) -> Path:
 
 def load_generation(root: str | Path, sha: str, dtype: str = "float32", verify: bool = True):
     """(model, tokenizer) for model `sha`, each link's sha (or the cached merge's) checked before its
-    weights are used."""
+    weights are used. The caller's random state is left as it was: merging an adapter draws numbers
+    (PEFT initializes each LoRA layer before it loads the weights) and a load from the cache draws
+    none, so a child trained from the same parent on the same seed would otherwise differ by whether
+    its parent was cached."""
+    with torch.random.fork_rng(devices=[]):
+        return _load_generation(root, sha, dtype, verify)
+
+
+def _load_generation(root: str | Path, sha: str, dtype: str, verify: bool):
     store = ModelStore(root)
     links = store.chain(sha)
     base_dir = str(store.weights_dir(links[0]))
