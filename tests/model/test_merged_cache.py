@@ -132,19 +132,23 @@ def test_an_unverified_load_caches_nothing(lineage, tmp_path):
     assert (merged_dir(copy_root, shas[-1], "float32") / "merged.json").exists()
 
 
-def test_a_load_leaves_the_callers_random_state_as_it_was(lineage, tmp_path):
-    """The trainer seeds, loads the parent, then initializes the child's LoRA: a load that drew random
-    numbers (merging draws them, a cache hit does not) would make the child depend on the cache."""
+def test_the_trainers_load_is_the_chains_and_leaves_no_copy(lineage, merges, tmp_path):
+    """cache=False (the trainer's parent): merged from the chain even where a cached copy exists, so the
+    random numbers the merges draw (and the child's LoRA initialized after them) never depend on the
+    cache; and nothing is written."""
     import shutil
 
-    root, shas, _, _ = lineage
+    root, shas, reference, tok = lineage
     copy_root = tmp_path / "root"
     shutil.copytree(root / "models", copy_root / "models")
     draws = []
-    for _ in range(2):  # merged from the chain, then from the cache
+    for _ in range(2):
         torch.manual_seed(7)
-        load_generation(copy_root, shas[-2])
+        model, _ = load_generation(copy_root, shas[-2], cache=False)
         draws.append(torch.rand(4))
-    torch.manual_seed(7)
-    want = torch.rand(4)
-    assert all(torch.equal(d, want) for d in draws)
+    assert torch.equal(*draws) and not (copy_root / ".merged").exists()
+    same_model(model, reference[shas[-2]], tok)
+    load_generation(copy_root, shas[-2])  # an eval's load caches it
+    merges.clear()
+    load_generation(copy_root, shas[-2], cache=False)
+    assert len(merges) == DEPTH - 1  # the trainer's still merges every link

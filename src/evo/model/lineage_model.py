@@ -19,7 +19,6 @@ import time
 import uuid
 from pathlib import Path
 
-import torch
 from peft import PeftModel
 
 from evo.model.artifacts import ModelIntegrityError, ModelStore, safetensor_files, weights_sha
@@ -35,21 +34,16 @@ def merged_dir(root: str | Path, sha: str, dtype: str) -> Path:
     return resolve(root) / ".merged" / f"{sha}-{dtype}"
 
 
-def load_generation(root: str | Path, sha: str, dtype: str = "float32", verify: bool = True):
+def load_generation(root: str | Path, sha: str, dtype: str = "float32", verify: bool = True, cache: bool = True):
     """(model, tokenizer) for model `sha`, each link's sha (or the cached merge's) checked before its
-    weights are used. The caller's random state is left as it was: merging an adapter draws numbers
-    (PEFT initializes each LoRA layer before it loads the weights) and a load from the cache draws
-    none, so a child trained from the same parent on the same seed would otherwise differ by whether
-    its parent was cached."""
-    with torch.random.fork_rng(devices=[]):
-        return _load_generation(root, sha, dtype, verify)
-
-
-def _load_generation(root: str | Path, sha: str, dtype: str, verify: bool):
+    weights are used. `cache=False`: from the chain, as if there were no cache (neither read nor
+    written). The trainer loads its parent so: merging an adapter draws random numbers (PEFT
+    initializes each LoRA layer before it loads the weights) and a cache hit draws none, so a child
+    initialized after its parent's load would otherwise depend on whether that parent was cached."""
     store = ModelStore(root)
     links = store.chain(sha)
     base_dir = str(store.weights_dir(links[0]))
-    start, model = _nearest_cached(root, links, dtype, verify)
+    start, model = _nearest_cached(root, links, dtype, verify) if cache else (0, None)
     if model is None:
         start = 0
         if verify:
@@ -60,7 +54,7 @@ def _load_generation(root: str | Path, sha: str, dtype: str, verify: bool):
         if verify:
             store.verify(link)
         model = PeftModel.from_pretrained(model, str(store.path(link))).merge_and_unload()
-    if verify and len(rest) >= MERGE_AFTER:  # only what was verified is kept for later (verified) loads
+    if cache and verify and len(rest) >= MERGE_AFTER:  # only what was verified is kept for later (verified) loads
         _cache(root, sha, dtype, model)
     return model, load_tokenizer(base_dir)
 

@@ -61,7 +61,9 @@ def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     if cfg.mode == "full":
         init = local_tree(cfg.init_dir, cfg.root)  # a URI root: fetched onto this node
         return load_causal_lm(str(checkpoint_dir or init), cfg.dtype), load_tokenizer(init)
-    model, tok = load_generation(cfg.root, cfg.parent_sha, cfg.dtype)
+    # from the chain, never the merged cache: the LoRA initialized below draws from the random state the
+    # load leaves, so a child must not depend on whether its parent was cached (`load_generation`)
+    model, tok = load_generation(cfg.root, cfg.parent_sha, cfg.dtype, cache=False)
     if checkpoint_dir is not None:
         return PeftModel.from_pretrained(model, str(checkpoint_dir), is_trainable=True), tok
     lora = cfg.lora
