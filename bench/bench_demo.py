@@ -10,6 +10,9 @@
    the lead of targeted over random data per round, mean over seeds with a 95% interval.
 3. `evo demo --drift` in a fresh root, timed (section `demo-drift`): every ledger row, to show
    whether the stop rule fired on the full demo and what it restored.
+4. `evo demo --set train.seed=S` for the other training seeds (`--demo-seeds`, default 1 and 2), each in
+   a fresh root (section `demo-seeds`): per seed and generation, the gate's decision and its figures and
+   the closing A/B round, so that the demo's story can be read against its spread over seeds.
 
 Each command runs in its own process, one after another (one Ray cluster at a time).
 """
@@ -144,6 +147,31 @@ def drift_section(root: Path, secs: float) -> str:
                       *lines, "", f"{verdict} Champion at the end: {gen_of.get(champ, champ[:12])}."])
 
 
+def seeds_section(runs: dict[int, tuple[Path, float]]) -> str:
+    """One row per (training seed, generation): what the gate decided on which figures; the A/B line."""
+    lines = ["| train.seed | generation | decision | generalization (parent) | recall (parent) | recall items | "
+             "A/B round |", "|---|---|---|---|---|---|---|"]
+    promoted = {}
+    for seed, (root, _) in sorted(runs.items()):
+        rows = [r for r in ledger(root) if r["GEN_ID"] != "gen-0"]
+        promoted[seed] = sum(r["decision"] == "promoted" for r in rows)
+        for r in rows:
+            sc = read_json(root / "evals" / f"{r['GEN_ID']}.json")["scores"]
+
+            def f(x):
+                return chr(8211) if x is None else f"{x:.2f}"
+
+            lines.append(f"| {seed} | {r['GEN_ID']} | {r['decision']} | {f(sc['generalization'])} "
+                         f"({f(sc['parent_generalization'])}) | {f(sc['recall'])} ({f(sc['parent_recall'])}) | "
+                         f"{r.get('recall_items') or chr(8211)} | {r.get('ab_result') or chr(8211)} |")
+    took = ", ".join(f"seed {s} {mins(t)}" for s, (_, t) in sorted(runs.items()))
+    return "\n".join([
+        "`evo demo` with the same data and config, each training seed in a fresh root (`train.seed` seeds "
+        "generation 0's pretraining, every child's adapter and its batches): "
+        + "; ".join(f"seed {s}: {n} of 3 children promoted" for s, n in sorted(promoted.items())) + f" ({took}).",
+        "", *lines])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
@@ -151,14 +179,26 @@ def main() -> None:
     ap.add_argument("--gen", default="gen-2", help="the experiment's start model")
     ap.add_argument("--skip-experiment", action="store_true")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--demo-seeds", default="1,2", help="other training seeds to run the demo with ('' for none)")
     ap.add_argument("--work", help="folder for the lineages and logs (default: a new temp folder)")
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="evo-bench-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     root = work / "lineage"
+    secs = None
     if not (root / "ledger.csv").exists():
         secs = timed(EVO + ["demo", "--root", str(root)], work / "demo.log")
         update_section("demo-healing", healing_section(root, secs, work / "demo.log"))
+    if a.demo_seeds:
+        runs = {0: (root, secs or 0.0)}
+        for seed in (int(x) for x in a.demo_seeds.split(",")):
+            sroot = work / f"seed-{seed}"
+            if not (sroot / "ledger.csv").exists():
+                runs[seed] = (sroot, timed(EVO + ["demo", "--root", str(sroot), "--set", f"train.seed={seed}"],
+                                           work / f"demo-seed-{seed}.log"))
+            else:
+                runs[seed] = (sroot, 0.0)
+        update_section("demo-seeds", seeds_section(runs))
     if not a.skip_experiment:
         cmd = EVO + ["experiment", "--root", str(root), "--gen", a.gen, "--rounds", str(a.rounds), "--seeds", str(a.seeds),
                      "--fresh"]

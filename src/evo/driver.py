@@ -37,7 +37,7 @@ from evo.evals.general import chat_prompt, read_prompts
 from evo.evals.lineage_evals import base_flags_of, eval_spec, evaluate_many, scores_of
 from evo.evals.suite import EvalSpec, SuiteResult
 from evo.finetune.run_job import execute
-from evo.gate import STOP_MESSAGE, GenerationScores, base_reason, gate, should_stop, stalled_and_drifting
+from evo.gate import STOP_MESSAGE, GenerationScores, base_reason, gate, interval_note, should_stop, stalled_and_drifting
 from evo.healing.corrections import CorrectionStore, corrected_answers, read_corrections_file, retire_scored
 from evo.healing.validators import healed_and_recurred
 from evo.inputs import check_inputs
@@ -462,6 +462,8 @@ def run_generation(cfg: EvoConfig, lin: Lineage, index: int, path: str, progress
             "test_answers_trained": "{}/{}".format(*prep.kept_apart["test_answers_trained"]),
             "compared_with": against, **method_columns,
             "recall_items": f"{ev.scores.recall_items or 0}/{ev.recall_available or 0}" if ev.recall_available else "",
+            "generalization_interval": interval_note(c.generalization.correct, c.generalization.total,
+                                                     cfg.gate.min_generalization),
         }
 
     row, ev = decide_and_record(cfg, lin, gid, child, parent, prep, progress, row_of, watch)

@@ -103,6 +103,24 @@ def wilson(k: float, n: int, z: float) -> tuple[float, float]:
     return max(0.0, (centre - half) / (1 + z2 / n)), min(1.0, (centre + half) / (1 + z2 / n))
 
 
+DECIDED_HALFWIDTH = 0.1  # a test part decides a threshold when its 95% interval is no wider than this each side
+
+
+def interval_note(correct: int, total: int, threshold: Optional[float]) -> str:
+    """The ledger's account of a test-part score against its threshold: k/n, its 95% Wilson interval,
+    whether that is within ±DECIDED_HALFWIDTH, and whether the threshold falls inside it (the
+    decision is then within noise). Empty without items."""
+    if not total:
+        return ""
+    lo, hi = wilson(correct, total, NormalDist().inv_cdf(0.975))
+    half = (hi - lo) / 2
+    note = f"{correct}/{total}, 95% {lo:.2f}-{hi:.2f} (±{half:.2f}"
+    note += ")" if half <= DECIDED_HALFWIDTH else f", wider than ±{DECIDED_HALFWIDTH:g}: too few test items)"
+    if threshold is not None:
+        note += f"; threshold {threshold:g} " + ("inside it: within noise" if lo <= threshold <= hi else "outside it")
+    return note
+
+
 def rise_lower_bound(worse: float, n_worse: int, better: float, n_better: int, confidence: float) -> float:
     """One-sided lower confidence bound of rate(worse) - rate(better) (Newcombe's hybrid score
     interval, method 10 of Newcombe 1998), for rates worse = k1/n1 and better = k2/n2 given as shares."""

@@ -152,6 +152,7 @@ def test_a_job_from_upload_through_a_pause_to_chatting_with_its_model(service, c
     assert len(done.result_files) == 1 and result.purpose == "fine-tune-results"
     rows = list(csv.DictReader(io.StringIO(client.files.content(result.id).text)))
     assert [int(r["step"]) for r in rows] == sorted(c.step_number for c in ckpts)
+    assert paused_at in [int(r["step"]) for r in rows] and int(rows[-1]["step"]) == int(row["steps"])  # both runs'
     assert {float(r["valid_loss"]) for r in rows} == {c.metrics.valid_loss for c in ckpts}
     with pytest.raises(openai.BadRequestError, match="results file"):
         client.fine_tuning.jobs.create(model="champion", training_file=result.id)

@@ -132,23 +132,31 @@ def test_an_unverified_load_caches_nothing(lineage, tmp_path):
     assert (merged_dir(copy_root, shas[-1], "float32") / "merged.json").exists()
 
 
-def test_the_trainers_load_is_the_chains_and_leaves_no_copy(lineage, merges, tmp_path):
-    """cache=False (the trainer's parent): merged from the chain even where a cached copy exists, so the
-    random numbers the merges draw (and the child's LoRA initialized after them) never depend on the
-    cache; and nothing is written."""
+def test_the_trainers_child_is_the_same_whether_its_parent_was_cached(lineage, merges, tmp_path):
+    """The trainer loads its parent like every other reader (a cache hit merges nothing), and the new
+    adapter it puts on that parent has the same initial weights either way: merging draws random
+    numbers (PEFT initializes each LoRA layer before loading it) and a cache hit draws none, so the
+    adapter is initialized from its own seed (the child trained on it would otherwise depend on the
+    cache; the demo's gen-3 did)."""
     import shutil
+
+    from evo.train.loop import _load
+    from evo.train.worker_config import LoraSpec, WorkerConfig
 
     root, shas, reference, tok = lineage
     copy_root = tmp_path / "root"
     shutil.copytree(root / "models", copy_root / "models")
-    draws = []
-    for _ in range(2):
-        torch.manual_seed(7)
-        model, _ = load_generation(copy_root, shas[-2], cache=False)
-        draws.append(torch.rand(4))
-    assert torch.equal(*draws) and not (copy_root / ".merged").exists()
-    same_model(model, reference[shas[-2]], tok)
-    load_generation(copy_root, shas[-2])  # an eval's load caches it
-    merges.clear()
-    load_generation(copy_root, shas[-2], cache=False)
-    assert len(merges) == DEPTH - 1  # the trainer's still merges every link
+    cfg = WorkerConfig(root=str(copy_root), mix_path="mix.parquet", val_path="val.parquet", steps=1, batch_size=1,
+                       lr=1e-3, warmup_steps=0, checkpoint_every=1, seed=5, max_length=32, dtype="float32",
+                       parent_sha=shas[-2], lora=LoraSpec(4, 8, 0.0, ("q_proj", "v_proj")))
+    adapters = []
+    for _ in range(2):  # the first load merges the chain (and caches it), the second is a hit
+        merges.clear()
+        torch.manual_seed(123)
+        model, _ = _load(cfg, None)
+        adapters.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n})
+        loaded = len(merges)
+    assert loaded == 0 and (merged_dir(copy_root, shas[-2], "float32") / "merged.json").exists()
+    first, second = adapters
+    assert first.keys() == second.keys() and first and all(torch.equal(first[k], second[k]) for k in first)
+    same_model(model.merge_and_unload(), reference[shas[-2]], tok)  # lora_B starts at zero: the parent itself

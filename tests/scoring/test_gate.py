@@ -161,3 +161,19 @@ def test_recall_below_the_floor_is_judged_against_what_the_parent_recalled_of_th
     d = gate(far, cfg)
     assert not d.accepted and "below its parent's 0.944 beyond noise" in d.reason
     assert not gate(GenerationScores(32 / 36, 0.9, 0, 0.0, 0), cfg).accepted
+
+
+def test_the_ledger_says_whether_a_test_part_decides_its_threshold():
+    """issue 28: a test part decides gate.min_generalization with a 95% interval no wider than ±0.1, or
+    the ledger says it does not (and whether the threshold falls inside the interval)."""
+    from evo.gate import DECIDED_HALFWIDTH, interval_note, wilson
+
+    small = interval_note(20, 25, 0.85)  # the demo's gen-2, 2026-12-03
+    assert small.startswith("20/25, 95% 0.61-0.91 (±0.15, wider than ±0.1: too few test items)")
+    assert small.endswith("threshold 0.85 inside it: within noise")
+    big = interval_note(380, 400, 0.85)
+    lo, hi = wilson(380, 400, 1.959964)
+    assert (hi - lo) / 2 <= DECIDED_HALFWIDTH and "too few" not in big and big.endswith("threshold 0.85 outside it")
+    assert interval_note(0, 0, 0.85) == "" and "threshold" not in interval_note(5, 10, None)
+    # the width, not the point estimate, decides "too few": 96 items at one half is just within ±0.1
+    assert "too few" not in interval_note(48, 96, None) and "too few" in interval_note(45, 90, None)

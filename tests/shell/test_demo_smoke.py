@@ -40,6 +40,11 @@ def test_demo_command_writes_the_whole_lineage_and_measures_healing_honestly(tmp
     assert len(list((root / "models").iterdir())) == 3
     rows = {r["GEN_ID"]: r for r in csv.DictReader((root / "ledger.csv").open())}
     assert rows["gen-1"]["decision"] == "promoted", rows["gen-1"]["reason"]
+    # the ledger says how sure the test part is of the threshold (issue 28): k/n, its interval, and whether
+    # that is within ±0.1 (the demo's 21 items are not)
+    g1 = json.loads((root / "evals" / "gen-1.json").read_text())["child"]["generalization"]
+    assert rows["gen-1"]["generalization_interval"].startswith(f"{g1['correct']}/{g1['total']}, 95% ")
+    assert "threshold 0.85" in rows["gen-1"]["generalization_interval"]
     evals = json.loads((root / "evals" / "gen-2.json").read_text())
     child, parent = evals["child"]["healing"], evals["parent"]["healing"]
     patterns = ["planted-0-red-fox", "planted-1-big-owl", "planted-2-old-bee", "planted-3-hot-cow"]

@@ -38,6 +38,10 @@ COLUMNS = [
     # "n/m": recall was asked on n of the m items of the line's test parts (a stratified sample once m
     # is over eval.recall_halfwidth's budget, so a generation's evals cost the same at any depth)
     "recall_items",
+    # the test part's generalization as k/n with its 95% interval, whether that is within ±0.1
+    # (`evo.gate.DECIDED_HALFWIDTH`; "too few test items" otherwise) and whether gate.min_generalization
+    # falls inside it; empty on rows of older roots
+    "generalization_interval",
 ]
 # `reverted`: promoted once, then the champion went back to an earlier generation (`restored`).
 # `pending`: promoted by the gate, then an A/B round against its parent ended undecided (it waits as candidate).

@@ -37,9 +37,9 @@ def merged_dir(root: str | Path, sha: str, dtype: str) -> Path:
 def load_generation(root: str | Path, sha: str, dtype: str = "float32", verify: bool = True, cache: bool = True):
     """(model, tokenizer) for model `sha`, each link's sha (or the cached merge's) checked before its
     weights are used. `cache=False`: from the chain, as if there were no cache (neither read nor
-    written). The trainer loads its parent so: merging an adapter draws random numbers (PEFT
-    initializes each LoRA layer before it loads the weights) and a cache hit draws none, so a child
-    initialized after its parent's load would otherwise depend on whether that parent was cached."""
+    written). Merging an adapter draws random numbers (PEFT initializes each LoRA layer before it
+    loads the weights) and a cache hit draws none: a caller that draws after the load seeds first
+    (the trainer does, `evo.train.loop._load`)."""
     store = ModelStore(root)
     links = store.chain(sha)
     base_dir = str(store.weights_dir(links[0]))

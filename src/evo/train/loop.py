@@ -61,15 +61,17 @@ def _load(cfg: WorkerConfig, checkpoint_dir: Path | None):
     if cfg.mode == "full":
         init = local_tree(cfg.init_dir, cfg.root)  # a URI root: fetched onto this node
         return load_causal_lm(str(checkpoint_dir or init), cfg.dtype), load_tokenizer(init)
-    # from the chain, never the merged cache: the LoRA initialized below draws from the random state the
-    # load leaves, so a child must not depend on whether its parent was cached (`load_generation`)
-    model, tok = load_generation(cfg.root, cfg.parent_sha, cfg.dtype, cache=False)
+    # a deep parent from the merged cache (`load_generation`). A load draws random numbers when it merges
+    # (PEFT initializes each LoRA layer before loading it) and none on a cache hit, so the new adapter
+    # is initialized from a seed of its own: the child is the same whether its parent was cached or not
+    model, tok = load_generation(cfg.root, cfg.parent_sha, cfg.dtype)
     if checkpoint_dir is not None:
         return PeftModel.from_pretrained(model, str(checkpoint_dir), is_trainable=True), tok
     lora = cfg.lora
     refuse_tied_targets(model, lora.target_modules)
     spec = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    torch.manual_seed(cfg.seed)  # the same adapter on every rank, as DDP's first broadcast would make it
     return get_peft_model(model, spec), tok
 
 
@@ -311,6 +313,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         state = TrainState.load(ckpt_dir) if ckpt_dir else TrainState()
         t_load = time.perf_counter()
         model, tok = _load(cfg, ckpt_dir)
+        torch.manual_seed(cfg.seed + rank)  # the training draws (dropout) do not depend on what the load drew
         state.load_seconds = time.perf_counter() - t_load
         per_worker = max(1, cfg.batch_size // world)
         engine = Engine(model, cfg, per_worker, state.step, ckpt_dir)
