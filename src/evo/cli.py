@@ -165,6 +165,9 @@ VERBS: dict[str, Verb] = {
         arg("--num-gpus", type=float, default=0, help="GPUs per replica (0: CPU, half a core each); 1 on a GPU cluster"),
         arg("--api-docs", action="store_true",
             help="also serve FastAPI's /docs, /redoc and /openapi.json (off: Swagger's page loads CDN scripts)"),
+        arg("--export-feedback-every", type=float, default=0, metavar="MIN",
+            help="every MIN minutes, export each A/B round's votes and thumbs as preference pairs, as "
+                 "`evo feedback export ROUND --no-corrections` does (default: 0, never; a folder root only)"),
         ADDRESS)),
     "run-job": Verb("evo.driver:cmd_run_job", "run one fine-tuning job of `evo serve`'s API (what its Ray job runs)", (
         arg("job", help="the job's id (ftjob-...)"), ADDRESS)),

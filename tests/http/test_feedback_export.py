@@ -197,3 +197,44 @@ def test_prompts_logged_before_the_asker_was_recorded_are_left_out_on_a_root_wit
     kept = collect(root, round_id, corrections=False)
     assert kept.pairs == [] and "before the server recorded who asked" in kept.skipped[0]["reason"]
     assert len(collect(root, round_id, corrections=False, tenants=("unrecorded",)).pairs) == 1
+
+
+def test_serve_exports_each_rounds_feedback_on_a_schedule_and_only_what_changed(served):
+    """`evo serve --export-feedback-every MIN` (issue 29): each round of the log is exported as
+    `evo feedback export ROUND --no-corrections` exports it, to its default path; a pass rewrites only
+    the rounds whose export changed; a new vote shows up in the next pass; a URI root is refused."""
+    import threading
+    import time
+
+    from evo.ab.export import export_rounds, follow_feedback
+
+    http, root, _, state = served
+    scripted(state)
+    lineage_data(root, probe="Say hello to the shop.")
+    assert export_rounds(root) == []  # no log yet
+    round_id = state.gw.current_round().id
+    path = root / "feedback" / f"{round_id}.preference.jsonl"
+    won = ask(http, chat(ASK))
+    assert vote(http, won, "a").status_code == 200
+    tie = ask(http, chat("Is the Bove lamp in stock?"))
+    assert http.post("/v1/feedback/pairwise", json={"pair_id": tie["pair_id"], "preferred": "tie"}).status_code == 200
+    first = {r: n for r, _, n in export_rounds(root)}
+    n = len(collect(root, round_id, corrections=False).pairs)
+    assert first == {round_id: n} and n == 1 and len(path.read_text().splitlines()) == n  # the tie gives none
+    assert export_rounds(root) == []  # nothing changed since: nothing rewritten
+    pair = ask(http, chat("Which lamp is the brightest one here?"))
+    assert text(pair["a"]) != text(pair["b"])
+    assert vote(http, pair, "b").status_code == 200
+    stop, said = threading.Event(), []
+    thread = threading.Thread(target=follow_feedback, args=(root, 0.05, stop, said.append), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    assert said == [f"feedback export: round {round_id}: {n + 1} preference pairs in {path}"], said
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == n + 1 and f"vote:{pair['pair_id']}" in {x["id"] for x in lines}
+    assert not any(x["id"].startswith("correction:") for x in lines)  # corrections train as corrections
+    assert main(["serve", "--root", "s3://bucket/lineage", "--export-feedback-every", "5"]) == 2

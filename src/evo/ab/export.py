@@ -23,6 +23,7 @@ prompt as messages and each answer as one assistant message, a plain prompt as s
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -305,6 +306,55 @@ def write_export(export: Export, path: Path) -> tuple[Optional[Path], Path]:
         written = path
     atomic_write_json(summary_path, export.summary(written))
     return written, summary_path
+
+
+def _same_export(summary_path: Path, new: dict) -> bool:
+    """Whether the summary on disk describes the same export as `new` (its time aside)."""
+    try:
+        old = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return {k: v for k, v in old.items() if k != "written_at"} == {k: v for k, v in new.items() if k != "written_at"}
+
+
+def export_rounds(root: Path, log: str = "live") -> list[tuple[str, Optional[Path], int]]:
+    """What `evo serve --export-feedback-every` does each time: every round of `ab/<log>.jsonl`
+    exported as `evo feedback export ROUND --no-corrections` would, to its default path
+    (ROOT/feedback/<ROUND>.preference.jsonl and its summary), rewritten only when the export changed
+    (new votes or thumbs; a prompt now kept apart). [(round, the file or None, pairs)] for the rounds
+    written. The corrections are left out: each already trains the next generation as a correction,
+    and in every round's file it would be one pair many times; tenants' prompts are left out (no admin
+    decision is taken on a schedule)."""
+    out: list[tuple[str, Optional[Path], int]] = []
+    store = FeedbackStore(root, log)
+    if not store.path.exists():
+        return out
+    apart, checked = kept_apart(root)  # once for every round of this pass
+    for round_id in store.rounds():
+        export = collect(root, round_id, log, corrections=False, apart=apart)
+        export.checked = {**checked, **export.checked}
+        path = root / "feedback" / f"{round_id}.preference.jsonl"
+        summary_path = path.with_name(path.name.removesuffix(".jsonl") + ".summary.json")
+        if _same_export(summary_path, export.summary(path if export.pairs else None)):
+            continue
+        if not export.pairs:
+            path.unlink(missing_ok=True)  # an earlier export's pairs are no longer pairs to train on
+        written, _ = write_export(export, path)
+        out.append((round_id, written, len(export.pairs)))
+    return out
+
+
+def follow_feedback(root: Path, every_s: float, stop: threading.Event, say: Callable[[str], None],
+                    log: str = "live") -> None:
+    """Export the rounds every `every_s` seconds until `stop` is set (a thread of `evo serve`); a
+    failed pass is reported through `say` and the next one tries again."""
+    while not stop.wait(every_s):
+        try:
+            for round_id, written, n in export_rounds(root, log):
+                say(f"feedback export: round {round_id}: " + (f"{n} preference pairs in {written}" if written
+                                                              else "no preference pairs"))
+        except Exception as e:  # a log being rotated, a full disk: say so, keep serving, try again
+            say(f"feedback export failed ({type(e).__name__}: {e}); trying again in {every_s:g} s")
 
 
 def cmd_feedback(root: str, action: str, round_id: str, log: str, out: Optional[str], no_corrections: bool,

@@ -14,8 +14,10 @@ and the rating page (`ab_routes`), files and fine-tuning jobs (`files_jobs_route
 
 import asyncio
 import os
+import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Optional
 
 from fastapi import Depends, FastAPI, Request
@@ -24,9 +26,10 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from evo.ab.export import follow_feedback
 from evo.ab.verdict import TestPlan
 from evo.atomic import read_json
-from evo.config import ABConfig, RayWaitsConfig
+from evo.config import ABConfig, ConfigError, RayWaitsConfig
 from evo.finetune.files import FileStore
 from evo.finetune.submit import JobService, RayJobs
 from evo.http import ab_routes, admin_routes, files_jobs_routes, inference_routes, page_routes
@@ -37,7 +40,7 @@ from evo.inference.pool import ModelPool
 from evo.openai_api import APIError
 from evo.ray_start import start_ray
 from evo.ray_waits import serve_up
-from evo.storage import ensure, location, open_root
+from evo.storage import ensure, is_uri, location, open_root
 
 # Serve's INFO logs and per-request access logs drown evo's progress lines on a console.
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
@@ -193,9 +196,16 @@ def root_plan(root: str) -> TestPlan:
 
 
 def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas: int, rate_limit: float,
-              max_upload_mb: float, num_gpus: float, api_docs: bool, address: str | None) -> int:
-    """`evo serve`: the app on Ray Serve at host:port, until Ctrl-C."""
+              max_upload_mb: float, num_gpus: float, api_docs: bool, address: str | None,
+              export_feedback_every: float = 0) -> int:
+    """`evo serve`: the app on Ray Serve at host:port, until Ctrl-C. With `export_feedback_every`
+    (minutes), this process (the admin's) also exports the rounds' feedback on that schedule
+    (`evo.ab.export.follow_feedback`)."""
     where = location(root)  # a URI: each replica follows it through its own mirror
+    if export_feedback_every < 0 or (export_feedback_every and is_uri(where)):
+        raise ConfigError(f"--export-feedback-every {export_feedback_every:g}: " + (
+            "must be >= 0 minutes" if export_feedback_every < 0 else
+            f"needs a folder root ({where} is a URI: run `evo feedback export` where the root is a folder)"))
     start_ray(address)
     serve.start(http_options={"host": host, "port": port}, logging_config=SERVE_LOGGING)
     resources = {"num_gpus": num_gpus, "num_cpus": 1} if num_gpus else None
@@ -206,5 +216,9 @@ def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas:
     serve_up(app, "evo", "/", RayWaitsConfig(), lambda m: print(m, flush=True))
     print(f"serving {where} at http://{host}:{port}/v1 (models: evo, champion, candidate, gen-N); "
           "Ctrl-C to stop", flush=True)
+    if export_feedback_every:
+        print(f"exporting each A/B round's feedback to {where}/feedback/ every {export_feedback_every:g} min",
+              flush=True)
+        follow_feedback(Path(where), export_feedback_every * 60, threading.Event(), lambda m: print(m, flush=True))
     while True:
         time.sleep(3600)
