@@ -191,8 +191,9 @@ class GateConfig(_Strict):
     min_recall: Optional[float] = Field(
         0.90, ge=0, le=1, description="Absolute floor on recall of the line's earlier test parts (null: not "
                                       "checked). A child under it that recalls as much of the same items as its "
-                                      "parent, within noise (gate.drift_confidence), is not rejected for it: recall "
-                                      "measures forgetting, and the reason says so.")
+                                      "parent, within noise (a paired sign test on the items one of them missed, "
+                                      "at gate.drift_confidence), is not rejected for it: recall measures "
+                                      "forgetting, and the reason says so.")
     min_generalization: Optional[float] = Field(
         0.85, ge=0, le=1, description="Absolute: ...and exact match on the child's own delta's test part above "
                                       "this (null: not checked).")

@@ -68,6 +68,10 @@ class GenerationScores:
     parent_trigrams: Optional[int] = None
     parent_recall: Optional[float] = None  # the parent's recall of the same items (None: an older report)
     recall_items: Optional[int] = None  # the items recall is over (the n of both rates)
+    # of those same items: the parent answered right and the child wrong (lost), and the other way
+    # (gained); the paired test's discordant pairs. None: a report from before they were counted
+    recall_lost: Optional[int] = None
+    recall_gained: Optional[int] = None
 
     @property
     def d_generalization(self) -> float:
@@ -192,15 +196,32 @@ def drifts(s: GenerationScores) -> dict[str, Drift]:
     }
 
 
+def sign_test_p(lost: int, gained: int) -> float:
+    """One-sided exact sign test (McNemar's, exact): P(at least `lost` of the lost + gained discordant
+    items go against the child) when each is as likely to go either way."""
+    n = lost + gained
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2 ** n if n else 1.0
+
+
+def recall_worse(s: GenerationScores, confidence: float) -> bool:
+    """The child recalls fewer of the same items than its parent beyond noise. Both were asked the same
+    items, so the test is paired: only the items one got right and the other wrong say anything (an
+    exact sign test on them at `confidence`). A report without those counts falls back to comparing
+    the two shares as independent (Newcombe), which allows more noise than the paired test."""
+    if s.recall_lost is not None and s.recall_gained is not None:
+        return s.recall_lost > s.recall_gained and sign_test_p(s.recall_lost, s.recall_gained) < 1 - confidence
+    return worse_beyond_noise(1 - s.recall, s.recall_items, 1 - s.parent_recall, s.recall_items, 0.0, confidence)
+
+
 def gate(s: GenerationScores, cfg: GateConfig) -> GateDecision:
     """Accept only if every absolute threshold holds (recall > min, generalization > min, strict) and
     no drift-type eval got worse than the parent's beyond its tolerance and noise."""
     reasons, inherited_recall = [], None
     if s.recall is not None and cfg.min_recall is not None and not s.recall > cfg.min_recall:
-        if s.parent_recall is not None and s.recall_items and not worse_beyond_noise(
-                1 - s.recall, s.recall_items, 1 - s.parent_recall, s.recall_items, 0.0, cfg.drift_confidence):
+        if s.parent_recall is not None and s.recall_items and not recall_worse(s, cfg.drift_confidence):
+            paired = (f" (lost {s.recall_lost}, gained {s.recall_gained})" if s.recall_lost is not None else "")
             inherited_recall = (f"recall {s.recall:.3f} <= {cfg.min_recall}, within noise of its parent's "
-                                f"{s.parent_recall:.3f} on the same {s.recall_items} items")
+                                f"{s.parent_recall:.3f} on the same {s.recall_items} items{paired}")
         else:
             reasons.append(f"recall {s.recall:.3f} <= {cfg.min_recall}"
                            + (f", below its parent's {s.parent_recall:.3f} beyond noise" if s.parent_recall is not None else ""))

@@ -177,3 +177,40 @@ def test_the_ledger_says_whether_a_test_part_decides_its_threshold():
     assert interval_note(0, 0, 0.85) == "" and "threshold" not in interval_note(5, 10, None)
     # the width, not the point estimate, decides "too few": 96 items at one half is just within ±0.1
     assert "too few" not in interval_note(48, 96, None) and "too few" in interval_note(45, 90, None)
+
+
+def test_recall_is_judged_item_by_item_against_the_parent_on_the_same_items():
+    """Child and parent are asked the same recall items, so what says whether the child forgot is the
+    items one got right and the other wrong (an exact sign test), not the two shares as if they came from
+    different samples: 33 of 36 for the parent, 28 for the child, all 5 lost items ones the parent
+    knew, is forgetting (p = 1/32), though the independent comparison calls it noise."""
+    from evo.gate import sign_test_p, worse_beyond_noise
+
+    cfg = GateConfig(min_generalization=None, max_style_drift=None)
+    base = dict(style_probes=10, parent_recall=33 / 36, recall_items=36)
+    assert not worse_beyond_noise(1 - 28 / 36, 36, 1 - 33 / 36, 36, 0.0, cfg.drift_confidence)
+    forgot = gate(GenerationScores(28 / 36, None, 0, None, 0, **base, recall_lost=5, recall_gained=0), cfg)
+    assert not forgot.accepted and "below its parent's 0.917 beyond noise" in forgot.reason
+    # the same shares with items that moved both ways (7 lost, 2 gained): p = 0.09, noise, inherited
+    swapped = gate(GenerationScores(28 / 36, None, 0, None, 0, **base, recall_lost=7, recall_gained=2), cfg)
+    assert swapped.accepted and "(lost 7, gained 2)" in swapped.reason
+    assert sign_test_p(5, 0) == 1 / 32 and sign_test_p(0, 0) == 1.0 and round(sign_test_p(7, 2), 3) == 0.09
+    # an older report without the counts: the independent comparison, as before
+    old = gate(GenerationScores(28 / 36, None, 0, None, 0, **base), cfg)
+    assert old.accepted and "lost" not in old.reason
+
+
+def test_the_evals_count_the_recall_items_lost_and_gained():
+    from evo.evals.lineage_evals import paired_recall
+    from evo.evals.suite import Accuracy, StyleDrift, SuiteResult
+
+    def result(missed: dict[str, list[str]]) -> SuiteResult:
+        by_gen = {g: Accuracy(10 - len(m), 10, missed=m) for g, m in missed.items()}
+        return SuiteResult(0.9, by_gen, Accuracy(9, 10), StyleDrift(0, 10), None)
+
+    child = result({"gen-1": ["a", "b", "c"], "gen-2": ["x"]})
+    parent = result({"gen-1": ["a", "d"], "gen-2": []})
+    assert paired_recall(child, parent) == {"recall_lost": 3, "recall_gained": 1}  # b, c, gen-2's x; d
+    assert paired_recall(child, result({"gen-1": ["a"]})) == {}  # not the same items
+    assert paired_recall(child, SuiteResult(0.9, {"gen-1": Accuracy(8, 10), "gen-2": Accuracy(10, 10)},
+                                            Accuracy(9, 10), StyleDrift(0, 10), None)) == {}  # no miss lists

@@ -141,7 +141,21 @@ def scores_of(child: SuiteResult, parent: SuiteResult, recurred: tuple = ()) -> 
     return GenerationScores(child.recall, child.generalization.value, child.style_drift.hits,
                             parent.generalization.value, parent.style_drift.hits, tuple(recurred),
                             style_probes=child.style_drift.total or None, parent_recall=parent.recall,
-                            recall_items=sum(a.total for a in child.recall_by_gen.values()) or None, **general)
+                            recall_items=sum(a.total for a in child.recall_by_gen.values()) or None,
+                            **paired_recall(child, parent), **general)
+
+
+def paired_recall(child: SuiteResult, parent: SuiteResult) -> dict:
+    """{recall_lost, recall_gained}: of the recall items both were asked, those the parent answered right
+    and the child wrong, and the other way; {} where the two were not asked the same items or a miss
+    list is missing."""
+    c, p = child.recall_by_gen, parent.recall_by_gen
+    if not c or c.keys() != p.keys() or any(c[g].total != p[g].total or c[g].missed is None or p[g].missed is None
+                                            for g in c):
+        return {}
+    cm = {(g, k) for g in c for k in c[g].missed}
+    pm = {(g, k) for g in p for k in p[g].missed}
+    return {"recall_lost": len(cm - pm), "recall_gained": len(pm - cm)}
 
 
 def base_flags_of(cfg: EvoConfig, base: SuiteResult) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -29,6 +30,9 @@ class Accuracy:
     total: int
     misses: list[dict] = field(default_factory=list)  # a few, for the report
     by_category: dict[str, list[int]] = field(default_factory=dict)  # category -> [correct, total]
+    # every missed item's key (`item_key`), so that two models asked the same items can be compared item by
+    # item (the gate's paired recall test); None: not recorded
+    missed: Optional[list[str]] = None
 
     @property
     def value(self) -> Optional[float]:
@@ -106,7 +110,13 @@ def accuracy(model, tok, records: list[Record], spec: EvalSpec) -> Accuracy:
     for r, h in zip(records, hits):
         c = cats.setdefault(r.category or "uncategorized", [0, 0])
         c[0], c[1] = c[0] + h, c[1] + 1
-    return Accuracy(sum(hits), len(hits), misses[:5], cats)
+    missed = [item_key(p, c) for (p, c), h in zip(pairs, hits) if not h]
+    return Accuracy(sum(hits), len(hits), misses[:5], cats, missed)
+
+
+def item_key(prompt: str, completion: str) -> str:
+    """A short key of one eval item (its rendered prompt and expected answer)."""
+    return hashlib.sha256(f"{prompt}\x00{completion}".encode()).hexdigest()[:16]
 
 
 def quality_by_category(results: list[Accuracy]) -> dict[str, dict]:
