@@ -196,8 +196,8 @@ def root_plan(root: str) -> TestPlan:
 
 
 def cmd_serve(root: str, host: str, port: int, candidate_share: float, replicas: int, rate_limit: float,
-              max_upload_mb: float, num_gpus: float, api_docs: bool, address: str | None,
-              export_feedback_every: float = 0) -> int:
+              max_upload_mb: float, num_gpus: float, api_docs: bool, export_feedback_every: float,
+              address: str | None) -> int:
     """`evo serve`: the app on Ray Serve at host:port, until Ctrl-C. With `export_feedback_every`
     (minutes), this process (the admin's) also exports the rounds' feedback on that schedule
     (`evo.ab.export.follow_feedback`)."""
