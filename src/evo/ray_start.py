@@ -61,6 +61,15 @@ def runtime_env(extra_env: dict | None = None) -> dict:
     return {"env_vars": {**WORKER_ENV, **(extra_env or {})}, "worker_process_setup_hook": SETUP_HOOK}
 
 
+def one_machine() -> None:
+    """Settings for a cluster of this machine alone, before Ray starts (unless you set them).
+
+    No node can be preempted apart from this one, so Ray Train's preemption watcher has nothing to
+    watch: it is an actor process more in every run, and it logs an error-level line about its
+    constructor arguments in each (ray-project/ray#53727). Off here; on a cluster it stays on."""
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Attach to a cluster when given an address (or RAY_ADDRESS); otherwise start Ray in-process.
     Either way the cluster is then named to everything evo starts: RAY_ADDRESS is set in this process
@@ -78,9 +87,6 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=env)
     else:
-        # One machine: no node can be preempted apart from this one, so Ray Train's preemption watcher
-        # has nothing to watch, and it logs an error-level line about its constructor arguments in
-        # every run (ray-project/ray#53727). Off here, unless you set it; on a cluster it stays on.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        one_machine()
         ray.init(address="local", num_cpus=num_cpus, runtime_env=env)
     name_the_cluster()

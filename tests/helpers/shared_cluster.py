@@ -31,13 +31,14 @@ class SharedCluster:
     def up(self, cache: str) -> str:
         import ray
 
-        from evo.ray_start import runtime_env
+        from evo.ray_start import one_machine, runtime_env
 
         if self.address is not None and ray.is_initialized() and ray.get_runtime_context().gcs_address == self.address:
             return self.address
         if ray.is_initialized():  # connected to another cluster that a module left behind
             ray.shutdown()
         os.environ["EVO_WORKER_CACHE"] = cache
+        one_machine()  # as `evo` starts a local cluster (evo.ray_start.start_ray)
         # evo's runtime environment (evo.ray_start.runtime_env): WORKER_ENV, and the setup hook that names the
         # cluster in every worker, so Ray's helpers inside it find this one beside another Ray instance (test_sweep)
         ctx = start_patiently(lambda: ray.init(address="local", num_cpus=3, include_dashboard=True,

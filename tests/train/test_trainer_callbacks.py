@@ -1,0 +1,24 @@
+"""The Ray Train run evo builds: Ray's own callbacks, less the Ray Data one that a run without datasets
+only pays for (an actor process per run: docs/benchmarks.md "Ray Train's start-up")."""
+
+from ray.train.torch import TorchTrainer
+
+from evo.config import TrainConfig
+from evo.train.loop import train_loop_per_worker
+from evo.train.trainer import build_trainer
+from evo.train.worker_config import WorkerConfig
+
+
+def _names(trainer) -> list[str]:
+    return [type(c).__name__ for c in trainer._create_default_callbacks()]
+
+
+def test_a_run_without_datasets_keeps_every_callback_of_ray_but_the_ray_data_one(tmp_path):
+    worker = WorkerConfig(root=str(tmp_path), mix_path="mix.parquet", val_path="val.parquet", steps=1, batch_size=1,
+                          lr=1e-3, warmup_steps=0, checkpoint_every=1, seed=0, max_length=8, dtype="float32",
+                          mode="full", init_dir="init")
+    ours = build_trainer(worker, TrainConfig(), str(tmp_path / "runs"), "run")
+    rays = TorchTrainer(train_loop_per_worker, train_loop_config=worker.as_loop_config())
+    assert "DatasetsCallback" in _names(rays)  # what Ray builds for every run
+    assert _names(ours) == [n for n in _names(rays) if n != "DatasetsCallback"]
+    assert {"BackendSetupCallback", "PlacementGroupCleanerCallback", "UserCallbackHandler"} <= set(_names(ours))
