@@ -75,6 +75,7 @@ def main(argv: list[str]) -> int:
             f"{med(side, 'wall'):.1f} |" for side in SIDES]
     ratio = med("evo", "ray_startup") / med("plain TorchTrainer", "ray_startup")
     wall_ratio = med("evo", "wall") / med("plain TorchTrainer", "wall")
+    spread = max(max(t["ray_startup"] for t in ts) - min(t["ray_startup"] for t in ts) for ts in got.values())
     body = f"""## Ray Train's start-up (`bench/bench_train_startup.py`)
 
 `.venv/bin/python bench/bench_train_startup.py --runs {runs}`: generation 1 of the tiny demo (2 DDP workers,
@@ -85,7 +86,9 @@ of the same generation 0. Start-up is fit() to the training loop's first line.
 |---|---|---|---|
 {chr(10).join(rows)}
 
-evo's start-up is **{ratio:.2f}x** the plain TorchTrainer's, its whole run **{wall_ratio:.2f}x**. The steps
+evo's start-up is **{ratio:.2f}x** the plain TorchTrainer's, its whole run **{wall_ratio:.2f}x** (medians;
+the runs of one side spread over {spread:.1f} s, more than the sides differ, so read it as a small saving
+on one machine, not a precise one). The steps
 themselves are under a second here: what is left is Ray Train's controller, its worker processes (each
 imports torch, transformers and peft) and their set-up; issue 32 item 3 counts it against a sweep
 trial's wall time.

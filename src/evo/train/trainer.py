@@ -54,8 +54,9 @@ class NoDatasetsTrainer(TorchTrainer):
     """A TorchTrainer for runs given no Ray Datasets (evo's: each worker reads its shard of the mix
     itself). Ray Train starts its Ray Data callback for every run, datasets or not: an actor of its
     own (DatasetManager, a fresh process) and a DataContext sent to every worker. Left out here, a
-    tiny run on 2 cores reached its loop about 2-3 s sooner (15 s instead of 17 s, 2026-12-03,
-    docs/benchmarks.md "Ray Train's start-up"). With datasets, or where Ray's private hook
+    tiny generation's Ray Train run took 0.90x the time of a plain TorchTrainer's on 2 cores (medians
+    of 5 alternating runs a side; runs spread by 5 s either way: docs/benchmarks.md "Ray Train's
+    start-up"). With datasets, or where Ray's private hook
     `_create_default_callbacks` is not what this expects, Ray's own callbacks are kept unchanged."""
 
     def _create_default_callbacks(self):
