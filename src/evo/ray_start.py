@@ -13,7 +13,8 @@ import platform
 # without, and training drifts apart: 60 steps of the demo's tiny Llama ended at loss 0.7976 with
 # AVX-512 and 0.7939 with AVX2 on the same machine (2026-12-02), so two machines made different
 # models and the demo's gate different decisions. With the threads Ray gives each worker (its CPUs)
-# and the seeds in the config, a commit trains the same weights. One set in the environment wins.
+# and the seeds in the config, a commit trains the same weights on one machine; not across vendors: an AMD
+# EPYC machine trained other demo models than the Intel one (2026-12-03, README). One set in the environment wins.
 NUMERICS_ENV = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"} \
     if platform.machine().lower() in ("x86_64", "amd64") else {}
 
