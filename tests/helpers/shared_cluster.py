@@ -42,7 +42,13 @@ class SharedCluster:
         # evo's runtime environment (evo.ray_start.runtime_env): WORKER_ENV, and the setup hook that names the
         # cluster in every worker, so Ray's helpers inside it find this one beside another Ray instance (test_sweep)
         ctx = start_patiently(lambda: ray.init(address="local", num_cpus=3, include_dashboard=True,
-                                               runtime_env=runtime_env({"EVO_CACHE": cache})),
+                                               runtime_env=runtime_env({"EVO_CACHE": cache}),
+                                               # idle task workers (the eval tasks', torch and transformers
+                                               # imported) outlive a Ray Train run: Ray kills idle ones
+                                               # past this many processes, and its default (the CPUs, 3)
+                                               # is passed by every run's actors, so each generation's
+                                               # evals paid 3-5 s of imports again
+                                               _system_config={"num_workers_soft_limit": 8}),
                               "a local Ray cluster for the tests", cleanup=ray.shutdown)
         self.address = ray.get_runtime_context().gcs_address
         self.dashboard = f"http://{ctx.dashboard_url}"
