@@ -56,8 +56,8 @@ class NoDatasetsTrainer(TorchTrainer):
     own (DatasetManager, a fresh process) and a DataContext sent to every worker. Left out here, a
     tiny generation's Ray Train run took 0.90x the time of a plain TorchTrainer's on 2 cores (medians
     of 5 alternating runs a side; runs spread by 5 s either way: docs/benchmarks.md "Ray Train's
-    start-up"). With datasets, or where Ray's private hook
-    `_create_default_callbacks` is not what this expects, Ray's own callbacks are kept unchanged."""
+    start-up"). A run given datasets keeps Ray's callbacks unchanged. The hook is Ray's private
+    `_create_default_callbacks`: tests/train/test_trainer_callbacks.py fails if a Ray upgrade moves it."""
 
     def _create_default_callbacks(self):
         callbacks = super()._create_default_callbacks()
