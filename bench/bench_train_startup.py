@@ -1,5 +1,6 @@
 """Ray Train's start-up in one tiny generation: evo's trainer (Ray's callbacks less the Ray Data one,
-which a run without datasets only pays for) against Ray's plain TorchTrainer, in the same process
+which a run without datasets only pays for, and less the placement-group cleaner, whose work the
+driver's `cleaned_up` does) against Ray's plain TorchTrainer, in the same process
 and on the same cluster, in alternating order.
 
     .venv/bin/python bench/bench_train_startup.py [--runs N]
@@ -42,7 +43,16 @@ TINY = ["model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_
         "train.batch_size=8", "train.replay_k=20", "eval.max_items=24", "eval.max_new_tokens=12",
         "tracking.backend=off", "gate.min_recall=null", "gate.min_generalization=null",
         "gate.max_style_drift=null", "gate.max_style_drift_rise=null"]
-SIDES = {"evo": trainer.NoDatasetsTrainer, "plain TorchTrainer": TorchTrainer}
+
+
+class PlainTrainer(TorchTrainer):
+    """Ray's TorchTrainer with every default callback, built by the same `build_trainer`."""
+
+    def __init__(self, *args, caller_cleans_up: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+SIDES = {"evo": trainer.LeanTrainer, "plain TorchTrainer": PlainTrainer}
 
 
 def main(argv: list[str]) -> int:
@@ -56,7 +66,7 @@ def main(argv: list[str]) -> int:
     for i in range(runs):
         order = list(SIDES) if i % 2 == 0 else list(SIDES)[::-1]
         for side in order:
-            trainer.NoDatasetsTrainer = SIDES[side]  # build_trainer builds this class
+            trainer.LeanTrainer = SIDES[side]  # build_trainer builds this class
             root = work / f"{side.split()[0]}-{i}"
             shutil.copytree(work / "base", root)
             run_generation(cfg, Lineage(root), 1, cfg.data.generations[0], Silent())
@@ -64,7 +74,7 @@ def main(argv: list[str]) -> int:
             got[side].append(t)
             print(f"run {i + 1}/{runs} {side}: start-up {t['ray_startup']:.1f} s, train wall {t['wall']:.1f} s",
                   flush=True)
-    trainer.NoDatasetsTrainer = SIDES["evo"]
+    trainer.LeanTrainer = SIDES["evo"]
     ray.shutdown()
 
     def med(side: str, key: str) -> float:

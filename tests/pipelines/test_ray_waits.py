@@ -82,3 +82,29 @@ def test_a_serve_deployment_that_can_never_be_placed_is_reported_then_deleted(ra
         assert "evo-never" not in serve.status().applications  # nothing half-deployed is left
     finally:
         serve.shutdown()
+
+
+def test_a_run_whose_controller_dies_leaves_no_placement_group_and_no_cleaner(base_root, demo_dir, tmp_path, ray_cluster):
+    """A generation's Ray Train controller killed mid-run (SIGKILL): the step fails, the placement group
+    the controller could not remove is removed by the driver (`cleaned_up`), and no Ray Train
+    PlacementGroupCleaner actor was started for the run (evo.train.trainer.LeanTrainer leaves it out)."""
+    from ray.util import placement_group_table
+    from ray.util.state import list_actors
+
+    from evo.driver import run_generation
+    from evo.progress import Silent
+    from tests.helpers import copy_root
+    from tests.helpers.faults import KILL_CONTROLLER
+
+    def cleaners() -> int:
+        return len(list_actors(filters=[("class_name", "=", "PlacementGroupCleaner")], limit=10000))
+
+    cfg = tiny_config(demo_dir, "train.num_workers=1")
+    lin = Lineage(copy_root(base_root, tmp_path))
+    before = cleaners()
+    registry = lin.registry.load()
+    with pytest.raises(Exception, match="training run"):
+        run_generation(cfg, lin, 1, cfg.data.generations[0], Silent(), extra={"step_hook": KILL_CONTROLLER})
+    assert [p for p in placement_group_table().values() if p["state"] != "REMOVED"] == []
+    assert cleaners() == before
+    assert lin.registry.load()["aliases"] == registry["aliases"]  # nothing half-done: no candidate, same champion

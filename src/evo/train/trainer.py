@@ -50,30 +50,43 @@ def keep_last(checkpoints: list, keep: int, folder: Path) -> dict[int, Path]:
     return kept
 
 
-class NoDatasetsTrainer(TorchTrainer):
-    """A TorchTrainer for runs given no Ray Datasets (evo's: each worker reads its shard of the mix
-    itself). Ray Train starts its Ray Data callback for every run, datasets or not: an actor of its
-    own (DatasetManager, a fresh process) and a DataContext sent to every worker. Left out here, a
-    tiny generation's Ray Train run took 0.90x the time of a plain TorchTrainer's on 2 cores (medians
-    of 5 alternating runs a side; runs spread by 5 s either way: docs/benchmarks.md "Ray Train's
-    start-up"). A run given datasets keeps Ray's callbacks unchanged. The hook is Ray's private
+class LeanTrainer(TorchTrainer):
+    """A TorchTrainer less the default callbacks that evo's runs only pay for, each an actor process
+    more per run (a fresh one: Ray Train gives its actors a runtime env of their own):
+
+    - Ray Data's `DatasetsCallback`, in a run given no Ray Datasets (evo's: each worker reads its shard of
+      the mix itself). It starts a DatasetManager actor and sends a DataContext to every worker.
+    - the `PlacementGroupCleanerCallback`, where the caller removes what the run leaves (`cleaned_up`,
+      as `run_training` does). Its detached actor asks the state API every second whether the controller
+      lives, to free the run's placement group if the controller dies ungracefully; `cleaned_up` frees it
+      when fit() returns or raises. A sweep trial's run keeps it: Tune stops trials by killing their
+      actors while the sweep goes on, and a leaked group would hold CPUs the next trials need.
+
+    Measured on 2 cores: docs/benchmarks.md "Ray Train's start-up". The hook is Ray's private
     `_create_default_callbacks`: tests/train/test_trainer_callbacks.py fails if a Ray upgrade moves it."""
+
+    def __init__(self, *args, caller_cleans_up: bool = False, **kwargs):
+        self.caller_cleans_up = caller_cleans_up
+        super().__init__(*args, **kwargs)
 
     def _create_default_callbacks(self):
         callbacks = super()._create_default_callbacks()
-        if getattr(self, "datasets", None):
-            return callbacks
-        return [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
+        left_out = set() if getattr(self, "datasets", None) else {"DatasetsCallback"}
+        if self.caller_cleans_up:
+            left_out.add("PlacementGroupCleanerCallback")
+        return [c for c in callbacks if type(c).__name__ not in left_out]
 
 
-def build_trainer(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, callbacks=None) -> TorchTrainer:
+def build_trainer(worker: WorkerConfig, train: TrainConfig, storage_path: str, name: str, callbacks=None,
+                  caller_cleans_up: bool = False) -> TorchTrainer:
     """The TorchTrainer of one run; `callbacks` are Ray Train UserCallbacks (a sweep forwards every
     checkpoint to Tune with one). To start from another run's checkpoint, set
-    `worker.init_checkpoint` (the loop loads it when the run has none of its own)."""
+    `worker.init_checkpoint` (the loop loads it when the run has none of its own). `caller_cleans_up`:
+    the caller removes the placement group a dead controller leaves (`LeanTrainer`)."""
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
         resources["GPU"] = 1
-    return NoDatasetsTrainer(
+    return LeanTrainer(
         train_loop_per_worker,
         train_loop_config=worker.as_loop_config(),
         scaling_config=ScalingConfig(
@@ -87,6 +100,7 @@ def build_trainer(worker: WorkerConfig, train: TrainConfig, storage_path: str, n
             logging_config=LoggingConfig(log_level="WARNING"),  # evo prints its own progress
             callbacks=callbacks or [],
         ),
+        caller_cleans_up=caller_cleans_up,
     )
 
 
@@ -145,7 +159,7 @@ def run_training(worker: WorkerConfig, train: TrainConfig, storage_path: str, na
                    on_stall=interrupt_main() if main else None)
     try:
         with cleaned_up(say), controller_polling(train), dog:
-            result = _fit_interruptibly(build_trainer(worker, train, storage_path, name), dog)
+            result = _fit_interruptibly(build_trainer(worker, train, storage_path, name, caller_cleans_up=True), dog)
     except (KeyboardInterrupt, Stalled):
         raise
     except Exception as e:  # Ray wraps the worker's exception; keep its message, drop Ray's frames
