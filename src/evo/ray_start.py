@@ -62,6 +62,14 @@ def runtime_env(extra_env: dict | None = None) -> dict:
     return {"env_vars": {**WORKER_ENV, **(extra_env or {})}, "worker_process_setup_hook": SETUP_HOOK}
 
 
+# A local cluster keeps up to 8 idle worker processes (Ray's default: as many as CPUs, 2 on a laptop of 2
+# cores). Every Ray Train run starts actor processes of its own (controller, workers, a sync actor), and
+# past the limit Ray kills idle workers: the eval tasks' ones, torch and transformers imported, so each
+# generation's evals paid 3-5 s of imports again. An idle one holds about 0.5 GB (RSS); the tests' shared
+# cluster uses the same setting (tests/helpers/shared_cluster.py).
+LOCAL_SYSTEM_CONFIG = {"num_workers_soft_limit": 8}
+
+
 def one_machine() -> None:
     """Settings for a cluster of this machine alone, before Ray starts (unless you set them).
 
@@ -89,5 +97,5 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, runtime_env=env)
     else:
         one_machine()
-        ray.init(address="local", num_cpus=num_cpus, runtime_env=env)
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=env, _system_config=LOCAL_SYSTEM_CONFIG)
     name_the_cluster()

@@ -31,7 +31,7 @@ class SharedCluster:
     def up(self, cache: str) -> str:
         import ray
 
-        from evo.ray_start import one_machine, runtime_env
+        from evo.ray_start import LOCAL_SYSTEM_CONFIG, one_machine, runtime_env
 
         if self.address is not None and ray.is_initialized() and ray.get_runtime_context().gcs_address == self.address:
             return self.address
@@ -43,12 +43,8 @@ class SharedCluster:
         # cluster in every worker, so Ray's helpers inside it find this one beside another Ray instance (test_sweep)
         ctx = start_patiently(lambda: ray.init(address="local", num_cpus=3, include_dashboard=True,
                                                runtime_env=runtime_env({"EVO_CACHE": cache}),
-                                               # idle task workers (the eval tasks', torch and transformers
-                                               # imported) outlive a Ray Train run: Ray kills idle ones
-                                               # past this many processes, and its default (the CPUs, 3)
-                                               # is passed by every run's actors, so each generation's
-                                               # evals paid 3-5 s of imports again
-                                               _system_config={"num_workers_soft_limit": 8}),
+                                               # as start_ray's: idle eval workers outlive a Ray Train run
+                                               _system_config=LOCAL_SYSTEM_CONFIG),
                               "a local Ray cluster for the tests", cleanup=ray.shutdown)
         self.address = ray.get_runtime_context().gcs_address
         self.dashboard = f"http://{ctx.dashboard_url}"
